@@ -4,6 +4,7 @@
 // body, trailers), with what the session sweep asks of it (a stalled answer's reset) and the reset
 // that tells a caller still sending to stop once its cut-off body's answer is out.
 import * as http2 from "node:http2"
+import { Cancelled } from "../mux/meshChannels.ts"
 import type { HeldBodyReceiver, OutboundCall } from "./outboundCall.ts"
 import { drainedOrClosed } from "./drained.ts"
 import { resetCancelled, resetFailed } from "./h2Reset.ts"
@@ -91,7 +92,8 @@ function resetCut(this: http2.ServerHttp2Stream): void {
 }
 
 const EMPTY = Buffer.alloc(0)
-const closedBeforeEnd = (): Error => new Error("the stream closed before its body's end")
+/** The caller reset (or closed) the stream before its body's end: its cancellation, no failure of anything beyond it (502 `cancelled`, proxyError.ts). */
+const closedBeforeEnd = (): Cancelled => new Cancelled({ message: "the caller reset its stream before its body's end" })
 
 /**
  * The decoded size of a request's field section as RFC 9113 §6.5.2 counts it (and node, once its

@@ -98,6 +98,10 @@ describe.each(["http1", "h2c"] as const)("an h2c caller's reset while A holds it
     // Whatever A sent on has reached B and ended there once neither sidecar holds a request.
     await waitFor(() => a.sidecar.inFlight() === 0 && b.sidecar.inFlight() === 0, 5000, "both sidecars to hold no request")
     expect(await requestsAtB()).toBe(1)
+    // A counts each as its caller's cancellation, whether held (no length) or gathered (a length): no upstream failure.
+    const atA = parsePrometheusText((await a.sidecar.telemetry.metrics.text()).body)
+    expect(sum(atA, "iip_mesh_request_errors_total", { direction: "outbound", reason: "cancelled" })).toBe(40)
+    expect(sum(atA, "iip_mesh_request_errors_total", { direction: "outbound" })).toBe(40)
     expect(view.begun).toEqual(["/whole"])
     expect(view.whole).toEqual(["/whole"])
     expect(raw.frames.some((f) => f.type === Type.goaway)).toBe(false)
