@@ -10,12 +10,16 @@
 //   connection and the other streams on it go on;
 // - once the caller has acknowledged A's SETTINGS, node refuses such a head itself, before A sees
 //   the stream: RST_STREAM ENHANCE_YOUR_CALM (no answer can be written for a stream node never hands over);
+// - a gRPC caller reads either as RESOURCE_EXHAUSTED (grpcStatus.ts maps 431 so; grpc-js maps
+//   ENHANCE_YOUR_CALM so, and its calls, sent once the SETTINGS are exchanged, meet node's reset);
 // - curl --http2-prior-knowledge (a peer nobody here wrote) gets the 431; a 12,000-byte header passes.
+import * as grpc from "@grpc/grpc-js"
 import { execFile, spawnSync } from "node:child_process"
 import * as http2 from "node:http2"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { Flag, type Frame, frame, hpackInt, Type } from "../helpers/h2Wire.ts"
 import { connectRawH2, headerFrames, requestBlock, resetCode, streamOver } from "../helpers/h2RawClient.ts"
+import { identity, rawMethod } from "../support/grpcRaw.ts"
 import { gate } from "../support/netnsProcess.ts"
 import { Cleanup, withTimeout } from "../support/iipRaw.ts"
 import { parsePrometheusText, value } from "../support/prometheusText.ts"
@@ -107,15 +111,19 @@ describe("h2c request heads past the outbound listener's head limit", () => {
     expect(mesh.app.seen.map((r) => r.url)).toEqual(["/clean"])
   })
 
-  it("node's client: a head past the limit gets 431 (its first request, before the settings take effect), the session's next request is answered", async () => {
-    const session = http2.connect(`http://127.0.0.1:${mesh.a.outboundPort}`)
-    cleanup.add(() => session.destroy())
-    session.on("error", () => {})
-    const ask = (headers: http2.OutgoingHttpHeaders): Promise<string> =>
+  it("node's client: a head past the limit gets 431 (its first request, before the settings take effect; gRPC: RESOURCE_EXHAUSTED), the session's next request is answered", async () => {
+    const connect = (): http2.ClientHttp2Session => {
+      const made = http2.connect(`http://127.0.0.1:${mesh.a.outboundPort}`)
+      cleanup.add(() => made.destroy())
+      made.on("error", () => {})
+      return made
+    }
+    const session = connect()
+    const ask = (headers: http2.OutgoingHttpHeaders, on = session): Promise<string> =>
       withTimeout(
         new Promise<string>((resolve, reject) => {
-          const s = session.request({ ":path": "/node", ":authority": "catalog", ...headers })
-          s.on("response", (h) => resolve(`${String(h[":status"])} ${String(h["x-iip-mesh-error"])}`))
+          const s = on.request({ ":path": "/node", ":authority": "catalog", ...headers })
+          s.on("response", (h) => resolve(`${String(h[":status"])} ${String(h["grpc-status"] ?? "-")} ${String(h["x-iip-mesh-error"])}`))
           s.on("error", reject)
           s.resume()
         }),
@@ -123,10 +131,36 @@ describe("h2c request heads past the outbound listener's head limit", () => {
         "node's request"
       )
     // Refused by A itself (the mesh error header names it), not by the app behind B.
-    expect(await ask({ "x-big": "b".repeat(20_000) })).toBe("431 outbound; reason=headers_too_large")
-    expect(await ask({})).toBe("200 undefined")
+    expect(await ask({ "x-big": "b".repeat(20_000) })).toBe("431 - outbound; reason=headers_too_large")
+    expect(await ask({})).toBe("200 - undefined")
     expect(mesh.app.seen.length).toBe(1)
-    expect(await refusals()).toBe(1)
+    // A gRPC request (a new session's first) gets a trailers-only RESOURCE_EXHAUSTED (8), as for a body past its limit.
+    expect(await ask({ "content-type": "application/grpc", te: "trailers", "x-big": "b".repeat(20_000) }, connect())).toBe("200 8 outbound; reason=headers_too_large")
+    expect(await refusals()).toBe(2)
+  })
+
+  // grpc-js starts calls on a connection only once the SETTINGS are exchanged (its subchannel is
+  // ready on the server's SETTINGS, which it has acknowledged by then): its calls meet node's
+  // reset, never A's 431, and so are not counted at A (node tells no one of a stream it resets so).
+  it("a gRPC caller (grpc-js) past the limit gets RESOURCE_EXHAUSTED from node's reset; nothing reaches the app", async () => {
+    const method = rawMethod("demo.Catalog", "Get", false, false)
+    const Client = grpc.makeGenericClientConstructor({ get: method }, "Catalog")
+    const client = new Client(`127.0.0.1:${mesh.a.outboundPort}`, grpc.credentials.createInsecure(), { "grpc.default_authority": "catalog" })
+    cleanup.add(() => client.close())
+    const big = (): Promise<readonly [number | undefined, string | undefined]> => {
+      const metadata = new grpc.Metadata()
+      metadata.set("x-big", "b".repeat(20_000))
+      return withTimeout(
+        new Promise((resolve) =>
+          client.makeUnaryRequest(method.path, identity, identity, Buffer.from("q"), metadata, { deadline: Date.now() + 5000 }, (error) =>
+            resolve([error?.code, error?.metadata.get("x-iip-mesh-error")[0]?.toString()]))),
+        10_000,
+        "the gRPC call"
+      )
+    }
+    expect(await big()).toEqual([grpc.status.RESOURCE_EXHAUSTED, undefined])
+    expect(await big()).toEqual([grpc.status.RESOURCE_EXHAUSTED, undefined])
+    expect(mesh.app.seen).toEqual([])
   })
 
   it.skipIf(curlGate.skip)(curlGate.title, async () => {
