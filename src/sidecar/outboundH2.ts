@@ -11,6 +11,8 @@
 // A caller PINGing with no stream open is bounded too: PINGs under 1 s apart again and again, once
 // it has taken no answer for the answer idle timeout, end the session (GOAWAY ENHANCE_YOUR_CALM), and
 // the sweep asks one with no stream for twice the idle timeout to go, PINGs or not.
+// A request head past the HTTP/1.1 listener's head limit is refused here too (431, or node's reset
+// once the caller has the advertised limit: HEAD_LIMIT), never sent on to an app that would refuse it.
 // Its parts: each stream as a call (outboundH2Call.ts), the sessions' bounds (outboundH2Session.ts).
 import * as http2 from "node:http2"
 import type * as net from "node:net"
