@@ -111,6 +111,31 @@ describe("h2c request heads past the outbound listener's head limit", () => {
     expect(mesh.app.seen.map((r) => r.url)).toEqual(["/clean"])
   })
 
+  // A's count (before the caller's ACK) and node's (after it) are the same RFC 9113 §6.5.2 sum, with
+  // the same edge: a head of exactly the limit passes, one octet more is refused, by either.
+  it("A's count and node's agree at the edge: a field section of exactly the limit passes, one octet more is refused, before and after the ACK", async () => {
+    /** A request block of 20 padding fields whose field section is `size` octets (names, values, 32 a field, pseudo-headers too). */
+    const sized = (path: string, size: number): Buffer => {
+      const pseudo = [[":method", "GET"], [":scheme", "http"], [":authority", "catalog"], [":path", path]] as const
+      const fixed = pseudo.reduce((total, [n, v]) => total + n.length + v.length + 32, 0) + 20 * (5 + 32)
+      const each = Math.floor((size - fixed) / 20)
+      const fields = Array.from({ length: 20 }, (_, i) => [`x-p${String(i).padStart(2, "0")}`, "p".repeat(i === 0 ? size - fixed - 19 * each : each)] as const)
+      expect(fields.reduce((total, [n, v]) => total + n.length + v.length + 32, fixed - 20 * (5 + 32))).toBe(size)
+      return requestBlock("GET", path, fields)
+    }
+    for (const ack of [false, true]) {
+      const raw = await connectRawH2(cleanup, mesh.a.outboundPort, ack)
+      raw.socket.write(headerFrames(1, sized(`/at${String(ack)}`, LIMIT), true))
+      raw.socket.write(headerFrames(3, sized(`/over${String(ack)}`, LIMIT + 1), true))
+      await raw.until((frames) => streamOver(1)(frames) && streamOver(3)(frames), "both streams' ends")
+      expect(resetCode(raw.frames, 1)).toBeUndefined()
+      if (ack) expect(resetCode(raw.frames, 3)).toBe(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM)
+      else expect(JSON.parse(bodyOf(raw.frames, 3))).toEqual(expect.objectContaining({ error: "headers_too_large", hop: "outbound" }))
+    }
+    expect(mesh.app.seen.map((r) => r.url)).toEqual(["/atfalse", "/attrue"])
+    expect(await refusals()).toBe(1)
+  })
+
   it("node's client: a head past the limit gets 431 (its first request, before the settings take effect; gRPC: RESOURCE_EXHAUSTED), the session's next request is answered", async () => {
     const connect = (): http2.ClientHttp2Session => {
       const made = http2.connect(`http://127.0.0.1:${mesh.a.outboundPort}`)
