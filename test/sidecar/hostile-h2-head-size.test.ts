@@ -23,7 +23,7 @@ import { identity, rawMethod } from "../support/grpcRaw.ts"
 import { gate } from "../support/netnsProcess.ts"
 import { Cleanup, withTimeout } from "../support/iipRaw.ts"
 import { parsePrometheusText, value } from "../support/prometheusText.ts"
-import { echoRequest, type Mesh, startMesh } from "../support/sidecarHarness.ts"
+import { call, echoRequest, LOOPBACK, type Mesh, sidecarConfig, startMesh, startSidecar } from "../support/sidecarHarness.ts"
 
 /** The outbound listener's HTTP/1.1 head limit (node's default http.maxHeaderSize), which A's h2c side now shares. */
 const LIMIT = 16_384
@@ -203,5 +203,106 @@ describe("h2c request heads past the outbound listener's head limit", () => {
     expect(await curl(`x-fine: ${"f".repeat(12_000)}`)).toBe("2 200 ")
     expect(mesh.app.seen.length).toBe(1)
     expect(await refusals()).toBe(1)
+  })
+})
+
+// The limit must not cost a legitimate caller with heavy metadata (a long bearer token, a binary
+// context of several KiB) its call: ~13.5 KiB of fields, under the limit by RFC 9113's count, go
+// through on every path, before node applies the advertised limit (node's client's first request)
+// and after (grpc-js), to a gRPC app behind B; and the same fields over HTTP/1.1 and h2c to an HTTP/1.1 app.
+describe("heavy metadata under the head limit", () => {
+  let cleanup: Cleanup
+  beforeEach(() => {
+    cleanup = new Cleanup()
+  })
+  afterEach(() => cleanup.run())
+
+  const token = `Bearer ${"t".repeat(3500)}`
+  // 7,000 bytes: 9,336 in base64 on the wire (gRPC's -bin encoding).
+  const context = Buffer.alloc(7000, 0xa5)
+  const tenant = "tenant-0042"
+
+  it("a gRPC call (grpc-js, and node's client's first request) reaches the gRPC app with its metadata whole", async () => {
+    const method = rawMethod("demo.Catalog", "Get", false, false)
+    const seen: Array<grpc.Metadata> = []
+    const server = new grpc.Server()
+    server.addService({ get: method }, {
+      get: (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) => {
+        seen.push(call.metadata)
+        callback(null, Buffer.from("ok"))
+      }
+    })
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync(`${LOOPBACK}:0`, grpc.ServerCredentials.createInsecure(), (error, bound) => (error === null ? resolve(bound) : reject(error))))
+    cleanup.add(() => server.forceShutdown())
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: `${LOOPBACK}:${port}`, appProtocol: "h2c" }))
+    const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
+
+    const Client = grpc.makeGenericClientConstructor({ get: method }, "Catalog")
+    const client = new Client(`${LOOPBACK}:${a.outboundPort}`, grpc.credentials.createInsecure(), { "grpc.default_authority": "catalog" })
+    cleanup.add(() => client.close())
+    const metadata = new grpc.Metadata()
+    metadata.set("authorization", token)
+    metadata.set("x-context-bin", context)
+    metadata.set("x-tenant", tenant)
+    const answer = await withTimeout(
+      new Promise<string>((resolve, reject) =>
+        client.makeUnaryRequest(method.path, identity, identity, Buffer.from("q"), metadata, { deadline: Date.now() + 5000 }, (error, value) =>
+          (error === null ? resolve(value!.toString()) : reject(error)))),
+      10_000,
+      "the gRPC call"
+    )
+    expect(answer).toBe("ok")
+
+    // node's client sends its first request with the preface, before A's SETTINGS apply: A's own count decides.
+    const session = http2.connect(`http://${LOOPBACK}:${a.outboundPort}`)
+    cleanup.add(() => session.destroy())
+    session.on("error", () => {})
+    const grpcStatus = await withTimeout(
+      new Promise<string>((resolve, reject) => {
+        const s = session.request({
+          ":method": "POST", ":path": method.path, ":authority": "catalog", "content-type": "application/grpc", te: "trailers",
+          authorization: token, "x-context-bin": context.toString("base64"), "x-tenant": tenant
+        })
+        s.on("trailers", (t) => resolve(String(t["grpc-status"])))
+        s.on("response", (h) => (h["grpc-status"] === undefined ? undefined : resolve(String(h["grpc-status"]))))
+        s.on("error", reject)
+        s.resume()
+        // One empty message: the gRPC frame's 5-byte prefix.
+        s.end(Buffer.from([0, 0, 0, 0, 1, 0x71]))
+      }),
+      5000,
+      "node's gRPC request"
+    )
+    expect(grpcStatus).toBe("0")
+    expect(seen.length).toBe(2)
+    for (const m of seen) {
+      expect(m.get("authorization")).toEqual([token])
+      expect(m.get("x-context-bin")).toEqual([context])
+      expect(m.get("x-tenant")).toEqual([tenant])
+    }
+  })
+
+  it("the same fields over HTTP/1.1 and over h2c reach an HTTP/1.1 app", async () => {
+    const mesh = await startMesh(cleanup, echoRequest)
+    const fields = { authorization: token, "x-context-bin": context.toString("base64"), "x-tenant": tenant }
+    const h1 = await call(mesh.a.outboundPort, { path: "/h1", headers: { host: "catalog", ...fields } })
+    expect(h1.status).toBe(200)
+    const session = http2.connect(`http://${LOOPBACK}:${mesh.a.outboundPort}`)
+    cleanup.add(() => session.destroy())
+    session.on("error", () => {})
+    const h2 = await withTimeout(
+      new Promise<number>((resolve, reject) => {
+        const s = session.request({ ":path": "/h2", ":authority": "catalog", ...fields })
+        s.on("response", (h) => resolve(Number(h[":status"])))
+        s.on("error", reject)
+        s.resume()
+      }),
+      5000,
+      "the h2c request"
+    )
+    expect(h2).toBe(200)
+    expect(mesh.app.seen.map((r) => r.url)).toEqual(["/h1", "/h2"])
+    for (const r of mesh.app.seen) expect(r.headers["x-context-bin"]).toBe(fields["x-context-bin"])
   })
 })
