@@ -16,7 +16,7 @@ import { connectRawH2, headerFrames, requestBlock, resetCode, streamOver } from 
 import { listenH2App } from "../support/h2AppListen.ts"
 import { Cleanup, waitFor } from "../support/iipRaw.ts"
 import { parsePrometheusText, sum } from "../support/prometheusText.ts"
-import { LOOPBACK, type RunningSidecar, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
+import { captureAccessLog, LOOPBACK, type RunningSidecar, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
 
 /** What the app saw: requests (HTTP/1.1) or streams (h2c) begun, those cut before their end, those read whole. */
 interface AppView {
@@ -70,12 +70,14 @@ describe.each(["http1", "h2c"] as const)("an h2c caller's reset while A holds it
   let view: AppView
   let a: RunningSidecar
   let b: RunningSidecar
+  let access: Array<{ readonly uri: string; readonly status: number; readonly attempts: number; readonly error?: { readonly hop: string; readonly reason: string } }>
   beforeEach(async () => {
     cleanup = new Cleanup()
     view = { begun: [], cut: [], whole: [] }
     const port = appProtocol === "http1" ? await startHttp1App(cleanup, view) : await startH2App(cleanup, view)
     b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: `${LOOPBACK}:${port}`, appProtocol, tracing: false }))
-    a = await startSidecar(cleanup, sidecarConfig({ service: "store", tracing: false, endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
+    access = captureAccessLog(cleanup, (line) => JSON.parse(line) as (typeof access)[number])
+    a = await startSidecar(cleanup, sidecarConfig({ service: "store", accessLog: true, tracing: false, endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
   })
   afterEach(() => cleanup.run())
 
@@ -102,6 +104,13 @@ describe.each(["http1", "h2c"] as const)("an h2c caller's reset while A holds it
     const atA = parsePrometheusText((await a.sidecar.telemetry.metrics.text()).body)
     expect(sum(atA, "iip_mesh_request_errors_total", { direction: "outbound", reason: "cancelled" })).toBe(40)
     expect(sum(atA, "iip_mesh_request_errors_total", { direction: "outbound" })).toBe(40)
+    // One access record each (its span ends in the same call, outboundAccess.ts): the cancellation, no try made.
+    const outbound = access.filter((r) => r.uri.startsWith("/held") || r.uri === "/whole")
+    expect(outbound.length).toBe(41)
+    for (let i = 0; i < 40; i++) {
+      expect(outbound.filter((r) => r.uri === `/held${i}`)).toEqual([expect.objectContaining({ status: 502, attempts: 0, error: { hop: "outbound", reason: "cancelled" } })])
+    }
+    expect(outbound.filter((r) => r.uri === "/whole")).toEqual([expect.objectContaining({ status: 200, attempts: 1 })])
     expect(view.begun).toEqual(["/whole"])
     expect(view.whole).toEqual(["/whole"])
     expect(raw.frames.some((f) => f.type === Type.goaway)).toBe(false)
