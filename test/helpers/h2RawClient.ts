@@ -1,5 +1,5 @@
-// A caller that speaks HTTP/2 byte by byte to the outbound listener (the hostile-h2 head-size and
-// held-reset tests): it writes what it is given, reads frames back (h2Wire.ts's reader) and
+// A caller that speaks HTTP/2 byte by byte to the outbound listener (the hostile-h2 frames,
+// head-size and held-reset tests): it writes what it is given, reads frames back (h2Wire.ts's reader) and
 // answers nothing by itself, not even the sidecar's SETTINGS unless told to (`ack`), so a test
 // decides whether its frames come before or after the sidecar's settings take effect.
 import * as net from "node:net"
