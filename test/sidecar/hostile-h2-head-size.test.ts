@@ -21,7 +21,7 @@ import { Flag, type Frame, frame, hpackInt, Type } from "../helpers/h2Wire.ts"
 import { connectRawH2, headerFrames, requestBlock, resetCode, streamOver } from "../helpers/h2RawClient.ts"
 import { identity, rawMethod } from "../support/grpcRaw.ts"
 import { gate } from "../support/netnsProcess.ts"
-import { Cleanup, withTimeout } from "../support/iipRaw.ts"
+import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { parsePrometheusText, value } from "../support/prometheusText.ts"
 import { call, echoRequest, LOOPBACK, type Mesh, sidecarConfig, startMesh, startSidecar } from "../support/sidecarHarness.ts"
 
@@ -98,6 +98,17 @@ describe("h2c request heads past the outbound listener's head limit", () => {
     expect(raw.frames.some((f) => f.type === Type.goaway)).toBe(false)
     expect(mesh.app.seen.map((r) => [r.method, r.url])).toEqual([["POST", "/open"], ["GET", "/clean"]])
     expect(await refusals()).toBe(3)
+  })
+
+  it("a POST past it whose body is still to come gets its 431, then RST_STREAM NO_ERROR for the body it need not send; nothing stays in flight", async () => {
+    const raw = await connectRawH2(cleanup, mesh.a.outboundPort, false)
+    raw.socket.write(headerFrames(1, requestBlock("POST", "/upload", [["content-length", "100000"], ["x-big", "b".repeat(20_000)]]), false))
+    await raw.until((frames) => frames.some((f) => f.type === Type.rst && f.stream === 1), "stream 1's reset")
+    expect(statusOf(raw.frames, 1)).toBe("431")
+    expect(resetCode(raw.frames, 1)).toBe(http2.constants.NGHTTP2_NO_ERROR)
+    await waitFor(() => mesh.a.sidecar.inFlight() === 0, 5000, "the refused request to leave A")
+    expect(mesh.app.seen).toEqual([])
+    expect(await refusals()).toBe(1)
   })
 
   it("after the caller acknowledged A's SETTINGS node refuses such a head itself (RST_STREAM ENHANCE_YOUR_CALM); the session goes on", async () => {
