@@ -3,18 +3,14 @@
 // answers nothing by itself, not even the sidecar's SETTINGS unless told to (`ack`), so a test
 // decides whether its frames come before or after the sidecar's settings take effect.
 import * as net from "node:net"
-import { Flag, type Frame, FrameReader, frame, hpackInt, PREFACE, settingsAck, Type } from "./h2Wire.ts"
+import { Flag, type Frame, FrameReader, frame, hpackString, PREFACE, settingsAck, Type } from "./h2Wire.ts"
 import { type Cleanup, withTimeout } from "../support/iipRaw.ts"
 
 /** The largest frame payload a peer may send before the other side allows more (RFC 9113 §4.2). */
 const MAX_FRAME = 16_384
 
 /** HPACK: a literal field without indexing, new name, no Huffman coding (RFC 7541 §6.2.2). */
-export const literal = (name: string, value: string): Buffer => {
-  const n = Buffer.from(name, "latin1")
-  const v = Buffer.from(value, "latin1")
-  return Buffer.from([0x00, ...hpackInt(n.length, 7, 0), ...n, ...hpackInt(v.length, 7, 0), ...v])
-}
+export const literal = (name: string, value: string): Buffer => Buffer.from([0x00, ...hpackString(name, false), ...hpackString(value, false)])
 
 /** A request's pseudo-headers for `authority` and `path`, then `extra`, as literals. */
 export const requestBlock = (method: string, path: string, extra: ReadonlyArray<readonly [string, string]> = [], authority = "catalog"): Buffer =>
