@@ -72,6 +72,7 @@ export const grpcCodeOf = (error: ProxyError): number => {
       return GrpcCode.permissionDenied
     case 413:
     case 429:
+    case 431:
       return GrpcCode.resourceExhausted
     case 400:
     case 414:

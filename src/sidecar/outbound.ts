@@ -174,6 +174,10 @@ class OutboundExchange implements HeldBodyReceiver, BodyGather {
     observation.begin(target.service, target.uri)
     // UTF-8 takes at most 3 bytes per UTF-16 unit: a URI of up to 682 units needs no count (a call into C++).
     if (target.uri.length > 682 && Buffer.byteLength(target.uri) > 2048) throw new ProxyError({ status: 414, reason: "uri_too_long", hop: "outbound", message: "IIP paths are at most 2048 bytes" })
+    // An h2c head past the HTTP/1.1 listener's head limit is refused as llhttp refuses one there,
+    // 431 (RFC 9113 §10.5.1, RFC 6585 §5), before it crosses the mesh to an app that would refuse it.
+    const headLimit = req.headPastLimit
+    if (headLimit !== undefined && headLimit > 0) throw new ProxyError({ status: 431, reason: "headers_too_large", hop: "outbound", message: `the request's header fields are past ${headLimit} bytes` })
     const headers = withForwarded(endToEndHeaders(req.rawHeaders, options.onInvalidHeaders), req.remoteAddress, target.authority)
     this.headers = headers
     observation.propagate(headers)
@@ -207,6 +211,11 @@ class OutboundExchange implements HeldBodyReceiver, BodyGather {
     } catch (error) {
       this.fail(error)
     }
+  }
+
+  /** Total: the caller reset the request while its body was held (heldBody): it ends cancelled, nothing sent. */
+  bodyReset(): void {
+    this.fail(new Cancelled({ message: "the caller reset its stream before its body's end" }))
   }
 
   /**

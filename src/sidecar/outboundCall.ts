@@ -48,11 +48,19 @@ export interface OutboundRequest {
    * what came so far and then the rest, as a stream. Once, by a call (no promise per request).
    */
   readonly heldBody?: (limit: number, receiver: HeldBodyReceiver) => void
+  /**
+   * HTTP/2 only: the head limit the request's field section is past (its names, values and 32
+   * octets a field, pseudo-headers too: RFC 9113 §6.5.2's count), else 0. HTTP/1.1's llhttp
+   * refuses such a head before any request is made of it.
+   */
+  readonly headPastLimit?: number
 }
 
-/** Told once of a held body (OutboundRequest.heldBody). */
+/** Told once of a held body (OutboundRequest.heldBody): the body, or that the caller reset the request while it was held. */
 export interface HeldBodyReceiver {
   bodyHeld(body: Buffer | AsyncIterable<Buffer>): void
+  /** The caller reset the request before its body's end while the body was held: nothing of it went anywhere. */
+  bodyReset(): void
 }
 
 export interface OutboundResponse {

@@ -11,10 +11,13 @@
 // A caller PINGing with no stream open is bounded too: PINGs under 1 s apart again and again, once
 // it has taken no answer for the answer idle timeout, end the session (GOAWAY ENHANCE_YOUR_CALM), and
 // the sweep asks one with no stream for twice the idle timeout to go, PINGs or not.
+// A request head past the HTTP/1.1 listener's head limit is refused here too (431, or node's reset
+// once the caller has the advertised limit: HEAD_LIMIT), never sent on to an app that would refuse it.
 // Its parts: each stream as a call (outboundH2Call.ts), the sessions' bounds (outboundH2Session.ts).
 import * as http2 from "node:http2"
 import type * as net from "node:net"
 import { boundPeerFin } from "../mux/peerFin.ts"
+import { nodeHttp } from "../toolkit/nodeHttp.ts"
 import type { OutboundCall } from "./outboundCall.ts"
 import { type AnswerTaking, StreamCall, SWEEPS } from "./outboundH2Call.ts"
 import {
@@ -59,6 +62,12 @@ export interface H2Options {
   readonly onStalled: (streams: number, session: http2.ServerHttp2Session) => void
 }
 
+/**
+ * The head limit the HTTP/1.1 listener has (sidecar.ts gives it node's http.maxHeaderSize, 16 KiB
+ * unless --max-http-header-size says otherwise): past it, a request head is refused 431 either way.
+ */
+const HEAD_LIMIT = nodeHttp.maxHeaderSize
+
 /** A stream of a caller gone (its FIN) that still waits for its request's frames is cut (StreamCall.callerEnded). */
 const cutWaiting = (call: StreamCall): void => call.callerEnded()
 
@@ -68,7 +77,13 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
   // far app gave twice is carried as it came, as HTTP/1.1 carries it; node would throw from
   // respond() (the stream reset with no answer) or from sendTrailers() inside its 'wantTrailers'
   // event (the sidecar's process gone).
-  const h2 = http2.createServer({ settings: { maxConcurrentStreams: options.maxStreams }, strictSingleValueFields: false })
+  // maxHeaderListSize: the head limit, advertised (SETTINGS_MAX_HEADER_LIST_SIZE, RFC 9113 §6.5.2).
+  // node applies it only once the caller has acknowledged these SETTINGS, and then resets a stream
+  // past it (RST_STREAM ENHANCE_YOUR_CALM) before 'stream': no answer can be written for a stream
+  // it never hands over. The requests a caller sends before (a new connection's first, which
+  // curl, node's and gRPC's clients send with the preface) node lets through up to its own bounds
+  // (128 fields of up to 64 KiB): StreamCall measures those, refused 431 by outbound.ts.
+  const h2 = http2.createServer({ settings: { maxConcurrentStreams: options.maxStreams, maxHeaderListSize: HEAD_LIMIT }, strictSingleValueFields: false })
   const sessions = new Set<http2.ServerHttp2Session>()
   // One timer for every session, while there are sessions: nothing per request or stream. A
   // session's own checks (idle, stalled) see only the whole session, which a caller that keeps it
@@ -130,7 +145,7 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
     session.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: Array<string>) => {
       streamSincePing = true
       ;(session as SweptSession)[STREAMED] = true
-      const call = new StreamCall(stream, headers, flags, rawHeaders, open, taking)
+      const call = new StreamCall(stream, headers, flags, rawHeaders, open, taking, HEAD_LIMIT)
       handler(call)
       // Once the frames read with its head are all in (its END_STREAM may follow in them: then it is whole).
       if (callerGone) setImmediate(cutWaiting, call)

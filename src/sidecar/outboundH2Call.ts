@@ -4,6 +4,7 @@
 // body, trailers), with what the session sweep asks of it (a stalled answer's reset) and the reset
 // that tells a caller still sending to stop once its cut-off body's answer is out.
 import * as http2 from "node:http2"
+import { Cancelled } from "../mux/meshChannels.ts"
 import type { HeldBodyReceiver, OutboundCall } from "./outboundCall.ts"
 import { drainedOrClosed } from "./drained.ts"
 import { resetCancelled, resetFailed } from "./h2Reset.ts"
@@ -92,16 +93,20 @@ function resetCut(this: http2.ServerHttp2Stream): void {
 }
 
 const EMPTY = Buffer.alloc(0)
-const closedBeforeEnd = (): Error => new Error("the stream closed before its body's end")
+/** The caller reset (or closed) the stream before its body's end: its cancellation, no failure of anything beyond it (502 `cancelled`, proxyError.ts). */
+const closedBeforeEnd = (): Cancelled => new Cancelled({ message: "the caller reset its stream before its body's end" })
 
 /**
- * The body of a stream the caller reset before its END_STREAM: node ends a reset stream's readable
- * side as an END_STREAM ends it ('aborted', then 'end'), and what had come is no whole body (RFC
- * 9113 §8.1: a request ends with END_STREAM). Read, it fails as a body that broke off; taken for
- * whole, the app read a complete request with its body cut short (h2-framing-fuzz.test.ts).
+ * The decoded size of a request's field section as RFC 9113 §6.5.2 counts it (and node, once its
+ * SETTINGS_MAX_HEADER_LIST_SIZE applies): each field's name and value and 32 octets, pseudo-headers
+ * included; whatever HPACK made of it on the wire (CONTINUATION frames, a dynamic table's entries
+ * referenced again and again: RFC 7541 §7.3). node gives fields as one-byte strings: a length is
+ * their bytes. A loop over lengths, nothing allocated.
  */
-const BROKEN_BODY: AsyncIterable<Buffer> = {
-  [Symbol.asyncIterator]: () => ({ next: () => Promise.reject(closedBeforeEnd()) })
+const fieldSectionSize = (rawHeaders: ReadonlyArray<string>): number => {
+  let size = 16 * rawHeaders.length
+  for (let i = 0; i < rawHeaders.length; i++) size += rawHeaders[i]!.length
+  return size
 }
 
 /** respond()'s options, one object per combination (node only reads them): none made per call. */
@@ -138,6 +143,7 @@ export class StreamCall implements OutboundCall {
   readonly headers: http2.IncomingHttpHeaders
   readonly rawHeaders: ReadonlyArray<string>
   readonly hasBody: boolean
+  readonly headPastLimit: number
   private readonly stream: http2.ServerHttp2Stream
   private status = 200
   private head: ReadonlyArray<readonly [string, string]> = []
@@ -167,7 +173,7 @@ export class StreamCall implements OutboundCall {
   /** Ends readBody's reading as past its limit (stopBody), while it reads. */
   private stopReading: (() => void) | undefined = undefined
 
-  constructor(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: ReadonlyArray<string>, open: Set<StreamCall>, taking: AnswerTaking) {
+  constructor(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: ReadonlyArray<string>, open: Set<StreamCall>, taking: AnswerTaking, headLimit: number) {
     callShape.newest = this
     this.stream = stream
     this.open = open
@@ -183,6 +189,7 @@ export class StreamCall implements OutboundCall {
     // As node gives it: the header filter leaves its pseudo-headers out (no copy without them per call).
     this.rawHeaders = rawHeaders
     this.hasBody = (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) === 0
+    this.headPastLimit = fieldSectionSize(rawHeaders) > headLimit ? headLimit : 0
     stream.on("error", ignore)
     // `on`, not `once`: a stream closes once, and once() binds a wrapper per call.
     stream.on("close", onStreamClose)
@@ -286,7 +293,8 @@ export class StreamCall implements OutboundCall {
       stream.on("data", onData)
       stream.once("end", () => {
         this.stopReading = undefined
-        // Reset before its END_STREAM (BROKEN_BODY): what came is not the body.
+        // Reset before its END_STREAM (node ends a reset stream's readable side as an END_STREAM
+        // ends it: 'aborted', then 'end'): what came is not the body (RFC 9113 §8.1).
         if (stream.aborted) return reject(closedBeforeEnd())
         resolve(parts.length === 1 ? parts[0]! : Buffer.concat(parts, total))
       })
@@ -326,7 +334,13 @@ export class StreamCall implements OutboundCall {
     if (this.heldBytes > this.holdLimit) this.streamOn()
   }
 
-  /** The held body ended within its turn: it goes whole. */
+  /**
+   * The held body ended within its turn: it goes whole. Or the caller reset the stream before its
+   * END_STREAM (node ends a reset stream's readable side as an END_STREAM ends it: 'aborted', then
+   * 'end'): what came is no request (RFC 9113 §8.1), and none of it has gone anywhere, so nothing
+   * goes (bodyReset). Sent on as a body that broke off, its head cost B an exchange and the app a
+   * stream B then reset, one of B's reset budget to an h2c app (hostile-h2-held-reset.test.ts).
+   */
   heldEnd(): void {
     const holder = this.holder
     if (holder === undefined) return
@@ -334,7 +348,8 @@ export class StreamCall implements OutboundCall {
     this.stream.off("data", onHeldData)
     this.stream.off("end", onHeldEnd)
     const held = this.takeHeld()
-    holder.bodyHeld(this.stream.aborted ? BROKEN_BODY : held ?? EMPTY)
+    if (this.stream.aborted) holder.bodyReset()
+    else holder.bodyHeld(held ?? EMPTY)
   }
 
   /** The turn ended (or the limit passed) before the body did: what came so far is put back (unshift) and the body streams. */
@@ -346,8 +361,8 @@ export class StreamCall implements OutboundCall {
     stream.off("data", onHeldData)
     stream.off("end", onHeldEnd)
     const held = this.takeHeld()
-    // A stream reset meanwhile has nothing to put back, and its readable side may have ended as if whole: BROKEN_BODY.
-    if (stream.aborted) return holder.bodyHeld(BROKEN_BODY)
+    // Reset meanwhile, while still held: nothing of it has gone anywhere, and nothing goes (as heldEnd).
+    if (stream.aborted) return holder.bodyReset()
     if (!stream.destroyed) {
       stream.pause()
       if (held !== undefined) stream.unshift(held)

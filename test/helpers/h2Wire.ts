@@ -73,7 +73,8 @@ export const hpackInt = (value: number, prefixBits: number, first: number): Arra
   return out
 }
 
-const hpackString = (text: string, tryHuffman: boolean): Array<number> => {
+/** An HPACK string literal (RFC 7541 §5.2): Huffman-coded if asked and every character has a code here, else raw latin1. */
+export const hpackString = (text: string, tryHuffman: boolean): Array<number> => {
   const coded = tryHuffman ? huffman(text) : undefined
   const raw = coded ?? Buffer.from(text, "latin1")
   return [...hpackInt(raw.length, 7, coded === undefined ? 0 : 0x80), ...raw]

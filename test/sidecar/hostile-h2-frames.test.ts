@@ -17,74 +17,14 @@
 import * as http2 from "node:http2"
 import * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
-import { Flag, hpackInt, PREFACE, Type } from "../helpers/h2Wire.ts"
+import { Flag, type Frame, hpackInt, Type } from "../helpers/h2Wire.ts"
+import { connectRawH2, literal, requestBlock, streamOver } from "../helpers/h2RawClient.ts"
 import { h2Frame } from "../support/h2Raw.ts"
 import { Cleanup, withTimeout } from "../support/iipRaw.ts"
 import { call, echoRequest, type Mesh, startMesh } from "../support/sidecarHarness.ts"
 
-/** HPACK: every field a literal without indexing, new name, no Huffman coding (RFC 7541 §6.2.2): any bytes at all. */
-const headerBlock = (fields: ReadonlyArray<readonly [string, string]>): Buffer => {
-  const bytes: Array<number> = []
-  for (const [name, value] of fields) {
-    const n = Buffer.from(name, "latin1")
-    const v = Buffer.from(value, "latin1")
-    bytes.push(0x00, ...hpackInt(n.length, 7, 0), ...n, ...hpackInt(v.length, 7, 0), ...v)
-  }
-  return Buffer.from(bytes)
-}
-
-const request = (path: string, extra: ReadonlyArray<readonly [string, string]> = []) =>
-  headerBlock([[":method", "GET"], [":scheme", "http"], [":authority", "catalog"], [":path", path], ...extra])
-
-interface Frame {
-  readonly type: number
-  readonly flags: number
-  readonly stream: number
-  readonly payload: Buffer
-}
-
-/** A raw HTTP/2 connection: writes frames, parses what comes back, answers nothing by itself. */
-const connectRaw = async (cleanup: Cleanup, port: number) => {
-  const socket = net.connect(port, "127.0.0.1")
-  cleanup.add(() => socket.destroy())
-  socket.on("error", () => {})
-  const frames: Array<Frame> = []
-  let waiters: Array<() => void> = []
-  let buffer = Buffer.alloc(0)
-  let closed = false
-  const wake = () => {
-    const current = waiters
-    waiters = []
-    for (const waiter of current) waiter()
-  }
-  socket.on("data", (chunk: Buffer) => {
-    buffer = Buffer.concat([buffer, chunk])
-    while (buffer.length >= 9) {
-      const length = buffer.readUIntBE(0, 3)
-      if (buffer.length < 9 + length) break
-      frames.push({ type: buffer[3]!, flags: buffer[4]!, stream: buffer.readUInt32BE(5) & 0x7fffffff, payload: buffer.subarray(9, 9 + length) })
-      buffer = buffer.subarray(9 + length)
-    }
-    wake()
-  })
-  socket.on("close", () => {
-    closed = true
-    wake()
-  })
-  await withTimeout(new Promise<void>((resolve) => socket.once("connect", () => resolve())), 2000, "the connection")
-  socket.write(Buffer.concat([PREFACE, h2Frame(Type.settings, 0, 0)]))
-  /** Resolves once `done` holds of the frames received (or the connection closed). */
-  const until = (done: (frames: ReadonlyArray<Frame>) => boolean, what: string) =>
-    withTimeout(
-      new Promise<void>((resolve) => {
-        const check = () => (done(frames) || closed ? resolve() : void waiters.push(check))
-        check()
-      }),
-      3000,
-      what
-    )
-  return { socket, frames, until, isClosed: () => closed }
-}
+/** A GET's head for `path` and `extra` fields, every field a literal (h2RawClient.ts): any bytes at all. */
+const request = (path: string, extra: ReadonlyArray<readonly [string, string]> = []): Buffer => requestBlock("GET", path, extra)
 
 /** A flood with none of it taken for this long after the last part taken counts as no longer read. */
 const STOPPED_MS = 1000
@@ -149,10 +89,6 @@ const requestOnNewSession = (cleanup: Cleanup, port: number): Promise<number> =>
   )
 }
 
-/** The stream ended for the client: reset, or answered to its end. */
-const streamOver = (stream: number) => (frames: ReadonlyArray<Frame>) =>
-  frames.some((f) => f.stream === stream && (f.type === Type.rst || ((f.type === Type.headers || f.type === Type.data) && (f.flags & Flag.endStream) !== 0)))
-
 describe("raw HTTP/2 frames on the outbound listener", () => {
   let cleanup: Cleanup
   let mesh: Mesh
@@ -163,7 +99,7 @@ describe("raw HTTP/2 frames on the outbound listener", () => {
   afterEach(() => cleanup.run())
 
   it("a header or pseudo-header that would smuggle into HTTP/1.1 never reaches the app; the session serves a clean request after", async () => {
-    const raw = await connectRaw(cleanup, mesh.a.outboundPort)
+    const raw = await connectRawH2(cleanup, mesh.a.outboundPort, false)
     const evil: ReadonlyArray<ReadonlyArray<readonly [string, string]>> = [
       [["x-evil", "a\r\nx-injected: 1"]],
       [["x-evil", "a\nx-injected: 1"]],
@@ -201,7 +137,7 @@ describe("raw HTTP/2 frames on the outbound listener", () => {
   })
 
   it("a PING flood whose ACKs are not read ends the session or stops being read; the sidecar goes on serving", async () => {
-    const raw = await connectRaw(cleanup, mesh.a.outboundPort)
+    const raw = await connectRawH2(cleanup, mesh.a.outboundPort, false)
     // The client reads nothing while it floods, as an attacker would not: read along, the ACKs
     // drain as they come, and with small socket buffers (4 KiB) no queue ever fills. Unread, the
     // sidecar either reads a burst big enough to fill nghttp2's queue of unsent control frames
@@ -221,7 +157,7 @@ describe("raw HTTP/2 frames on the outbound listener", () => {
   })
 
   it("an HPACK bomb (one 4,000-byte value indexed once, then referenced 12,000 times: 48 MB of header list in 12 KB) is refused; the app sees nothing, the session serves a clean request", async () => {
-    const raw = await connectRaw(cleanup, mesh.a.outboundPort)
+    const raw = await connectRawH2(cleanup, mesh.a.outboundPort, false)
     const value = "b".repeat(4000)
     // A literal with incremental indexing (RFC 7541 6.2.1): dynamic table index 62; then 0xBE, "indexed field 62", again and again.
     const bomb = Buffer.concat([request("/bomb"), Buffer.from([0x40, 3, ...Buffer.from("x-b"), ...hpackInt(value.length, 7, 0), ...Buffer.from(value)]), Buffer.alloc(12_000, 0xbe)])
@@ -241,7 +177,7 @@ describe("raw HTTP/2 frames on the outbound listener", () => {
     // Node 24's nghttp2: the SETTINGS flood INTERNAL_ERROR (its queue of unsent ACKs full), the PRIORITY one ENHANCE_YOUR_CALM.
     const floods = [["SETTINGS", h2Frame(Type.settings, 0, 0, Buffer.from([0, 4, 0, 1, 0, 0]))], ["PRIORITY", h2Frame(Type.priority, 0, 1, Buffer.from([0, 0, 0, 0, 15]))]] as const
     for (const [name, frame] of floods) {
-      const raw = await connectRaw(cleanup, mesh.a.outboundPort)
+      const raw = await connectRawH2(cleanup, mesh.a.outboundPort, false)
       raw.socket.pause()
       const verdict = await writeFlood(raw.socket, raw.isClosed, Buffer.concat(Array.from({ length: 20_000 }, () => frame)), frame.length, `the sidecar to take the ${name} flood, end the session, or stop reading`)
       if (verdict !== "stopped") {
@@ -261,7 +197,7 @@ describe("raw HTTP/2 frames on the outbound listener", () => {
   it("a WINDOW_UPDATE flood (20,000 increments of 1) is taken at no cost: the same session answers a request after", async () => {
     const increment = Buffer.alloc(4)
     increment.writeUInt32BE(1)
-    const raw = await connectRaw(cleanup, mesh.a.outboundPort)
+    const raw = await connectRawH2(cleanup, mesh.a.outboundPort, false)
     await withTimeout(new Promise<void>((resolve) => raw.socket.write(Buffer.concat(Array.from({ length: 20_000 }, () => h2Frame(Type.windowUpdate, 0, 0, increment))), () => resolve())), 5000, "the flood written")
     raw.socket.write(h2Frame(Type.headers, Flag.endHeaders | Flag.endStream, 1, request("/after-flood")))
     await raw.until(streamOver(1), "the request after the flood")
@@ -270,9 +206,9 @@ describe("raw HTTP/2 frames on the outbound listener", () => {
   })
 
   it("a CONTINUATION flood (a header block that never ends) ends the session; the sidecar goes on serving", async () => {
-    const raw = await connectRaw(cleanup, mesh.a.outboundPort)
+    const raw = await connectRawH2(cleanup, mesh.a.outboundPort, false)
     raw.socket.write(h2Frame(Type.headers, 0, 1, request("/cont")))
-    const continuation = h2Frame(Type.continuation, 0, 1, headerBlock([["x-pad", "p".repeat(100)]]))
+    const continuation = h2Frame(Type.continuation, 0, 1, literal("x-pad", "p".repeat(100)))
     for (let i = 0; i < 200 && !raw.isClosed(); i++) raw.socket.write(continuation)
     await raw.until((frames) => frames.some((f) => f.type === Type.goaway), "the GOAWAY")
     expect(mesh.app.seen).toEqual([])
@@ -289,7 +225,7 @@ describe("raw HTTP/2 frames on the outbound listener", () => {
       if (held.length === 4) fourHeld()
     }, { a: { h2MaxStreams: 4 } })
     cleanup.add(() => held.forEach((release) => release()))
-    const raw = await connectRaw(cleanup, holding.a.outboundPort)
+    const raw = await connectRawH2(cleanup, holding.a.outboundPort, false)
     // Its SETTINGS first (max concurrent streams 4), as a client must wait for.
     await raw.until((frames) => frames.some((f) => f.type === Type.settings && (f.flags & Flag.ack) === 0), "the server's SETTINGS")
     const headers = Array.from({ length: 150 }, (_, i) => h2Frame(Type.headers, Flag.endHeaders | Flag.endStream, 1 + 2 * i, request(`/flood${i}`)))
