@@ -1,0 +1,109 @@
+// The distinct key names the RPC server's pre-decode scans count (src/effect/keyNames.ts, through
+// jsonFrame.ts and msgpack.ts): on random frames whose names repeat in and across objects, in
+// orders of their own, as prefixes of each other, at every depth, the JSON and the MessagePack scan
+// must both pass a bound of exactly the names the parsed value holds and refuse one less. A name
+// known at its place (the shortcut records take) must be the same bytes, not a prefix of them.
+import { describe, expect, it } from "@effect/vitest"
+import { Packr } from "msgpackr"
+import { plainJsonProblem } from "../../src/effect/jsonFrame.ts"
+import { plainMessagePackProblem } from "../../src/effect/msgpack.ts"
+
+const random = (seed: number) => () => {
+  seed = (seed + 0x6d2b79f5) | 0
+  let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
+  t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
+  return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+}
+type Random = () => number
+const pick = <A>(r: Random, items: ReadonlyArray<A>): A => items[Math.floor(r() * items.length)]!
+
+// Names that are prefixes of each other, share fingerprints (length, first, middle, last byte) or
+// are empty, and long ones past the JSON scan's 32-byte short loop.
+const names = ["", "a", "ab", "abc", "abd", "ba", "id", "name", "nome", "email", "x".repeat(40), `${"x".repeat(39)}y`, "é", "漢字", "__proto__"]
+
+const value = (r: Random, depth: number): unknown => {
+  const roll = r()
+  if (depth > 0 && roll < 0.3) return Array.from({ length: Math.floor(r() * 4) }, () => value(r, depth - 1))
+  if (depth > 0 && roll < 0.7) {
+    // Records of one shape now and then (the known-at-its-place shortcut), else keys at random.
+    const keys = r() < 0.5 ? names.slice(0, 1 + Math.floor(r() * 6)) : Array.from({ length: Math.floor(r() * 6) }, () => pick(r, names))
+    return Object.fromEntries(keys.map((k) => [r() < 0.1 ? `${k}${Math.floor(r() * 1000)}` : k, value(r, depth - 1)]))
+  }
+  return pick(r, [0, "s", true, null])
+}
+
+/** The distinct key names of a parsed value. */
+const namesOf = (v: unknown, into = new Set<string>()): Set<string> => {
+  if (Array.isArray(v)) for (const item of v) namesOf(item, into)
+  else if (typeof v === "object" && v !== null) {
+    for (const [k, item] of Object.entries(v)) {
+      into.add(k)
+      namesOf(item, into)
+    }
+  }
+  return into
+}
+
+const packr = new Packr({ useRecords: false })
+const json = (bytes: Uint8Array, max: number) => plainJsonProblem(bytes, { request: false, maxValues: Infinity, maxDistinctKeys: max })
+const pack = (bytes: Uint8Array, max: number) => plainMessagePackProblem(bytes, false, Infinity, Infinity, max)
+const refusal = (max: number) => `holds a Request with more than ${max} distinct key names`
+
+describe("distinct key names in the pre-decode scans", () => {
+  it("random frames: both scans pass exactly the names the parsed value holds and refuse one less", () => {
+    for (let seed = 1; seed <= 3000; seed++) {
+      const r = random(seed)
+      // A list of records or one value: the scans see the same names at several depths.
+      const frame = r() < 0.5 ? Array.from({ length: 1 + Math.floor(r() * 20) }, () => value(r, 3)) : value(r, 5)
+      const text = JSON.stringify(frame)
+      const count = namesOf(JSON.parse(text)).size
+      const bytes = [Buffer.from(text), packr.pack(frame)]
+      for (const [scan, framed] of [[json, bytes[0]!], [pack, bytes[1]!]] as const) {
+        expect(scan(framed, Math.max(count, 1)), `seed ${seed}: ${text}`).toBeUndefined()
+        if (count > 1) expect(scan(framed, count - 1), `seed ${seed}: ${text}`).toBe(refusal(count - 1))
+      }
+    }
+  })
+
+  it("a key known at its place must be all its bytes: a longer or shorter one is a new name", () => {
+    for (const [text, count] of [
+      [`[{"ab":0},{"abc":0}]`, 2],
+      [`[{"abc":0},{"ab":0}]`, 2],
+      [`[{"ab":0},{"ab":0},{"ab":0}]`, 1],
+      // The known key `x\\` (an escaped backslash): the quote after it ends this one too.
+      [String.raw`[{"x\\":0},{"x\\":1}]`, 1],
+      // The known key `x\"` then one that goes on past it: `x\"y`.
+      [String.raw`[{"x\"":0},{"x\"y":1}]`, 2],
+      // Spaces between a key and its colon, and the next key on another line.
+      [`[{ "ab" : 0 ,\n "cd":1},{"ab":0,"cd" :1}]`, 2]
+    ] as const) {
+      expect(json(Buffer.from(text), count), text).toBeUndefined()
+      expect(json(Buffer.from(text), count - 1 || 1), text).toBe(count > 1 ? refusal(count - 1) : undefined)
+    }
+  })
+
+  it("a name is its bytes as sent: a JSON escape makes another spelling (refusing sooner, never later)", () => {
+    const text = String.raw`[{"a":0},{"\u0061":0}]`
+    expect(json(Buffer.from(text), 2)).toBeUndefined()
+    expect(json(Buffer.from(text), 1)).toBe(refusal(1))
+  })
+
+  it("a MessagePack key that is no string counts as a new name each time", () => {
+    // Three maps of the one key 1 (positive fixint): three names.
+    const maps = Buffer.from([0x93, 0x81, 0x01, 0x00, 0x81, 0x01, 0x00, 0x81, 0x01, 0x00])
+    expect(pack(maps, 3)).toBeUndefined()
+    expect(pack(maps, 2)).toBe(refusal(2))
+  })
+
+  it("300,000 names (the table grown from 1,024 slots) are counted exactly; the next scan starts from none", () => {
+    const many = Object.fromEntries(Array.from({ length: 300_000 }, (_, i) => [`n${i}`, 0]))
+    const text = Buffer.from(JSON.stringify([many, many]))
+    const packed = new Packr({ useRecords: false, variableMapSize: true }).pack([many, many])
+    for (const [scan, framed] of [[json, text], [pack, packed]] as const) {
+      expect(scan(framed, 300_000)).toBeUndefined()
+      expect(scan(framed, 299_999)).toBe(refusal(299_999))
+    }
+    expect(json(Buffer.from(`{"n1":0}`), 1)).toBeUndefined()
+    expect(pack(packr.pack({ n1: 0 }), 1)).toBeUndefined()
+  })
+})
