@@ -17,7 +17,7 @@ export interface JsonCheck {
   readonly maxValues: number
   /** The most keys any one object of the frame may hold (default: no bound but `maxValues`). */
   readonly maxObjectKeys?: number
-  /** The most distinct key names the whole frame may hold (keyNames.ts; default: no bound but `maxValues`). */
+  /** The most distinct key names the frame (with `request`: its payloads) may hold (keyNames.ts; default: no bound but `maxValues`). */
   readonly maxDistinctKeys?: number
 }
 
@@ -84,8 +84,9 @@ const headersField = 2
  * closing quote (not one a backslash escapes), so brackets in them count for nothing.
  * Refused: nesting past `maxJsonDepth`, more than `check.maxValues` values, an object of more than
  * `check.maxObjectKeys` keys (JSON.parse makes such an object a dictionary, ~0.7 µs a key against
- * ~20 ns an array item), more than `check.maxDistinctKeys` distinct key names in all (each a new
- * string and hidden class, wherever it is); with `check.request`,
+ * ~20 ns an array item), more than `check.maxDistinctKeys` distinct key names (each a new
+ * string and hidden class, wherever it is; with `check.request`, in the messages' payloads, as
+ * what lies outside them is bounded by `maxValuesOutsidePayload`); with `check.request`,
  * a message's `headers` list past `maxRequestHeaderPairs` items and more than
  * `maxValuesOutsidePayload` values outside its `payload` (counted as MessagePack's check counts
  * them: each key and each value, the payload's own value included). A key spelled with an escape
@@ -148,7 +149,8 @@ export const plainJsonProblem = (bytes: Uint8Array, check: JsonCheck): string | 
     const inMessage = request && depth === fieldsAt && isObject[depth - 1] === 1
     if (c === quote) {
       const from = at + 1
-      if (key && names) {
+      // With `request`, the names of the payloads only: outside them a Request holds few keys.
+      if (key && names && (!request || depth >= payloadFrom)) {
         // A name known at its place ends where it did there, if a quote follows.
         const slot = keySlot(depth, keysAt[depth - 1]! - 1)
         at = knownKeyEnd(bytes, from, slot)

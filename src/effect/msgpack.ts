@@ -75,8 +75,8 @@ const headerBytes = (bytes: Uint8Array, at: number, size: 1 | 2 | 4): number =>
  * the messages' payloads and more than `maxValues` values in all; and any map of more than
  * `maxMapKeys` keys, refused at its header (msgpackr makes such a map an object in dictionary
  * mode, ~0.7 µs a key against ~20 ns an array item), and more than `maxDistinctKeys` distinct key
- * names in all (keyNames.ts: each a new string and hidden class, wherever it is; a key that is no
- * string counts as a new name).
+ * names (keyNames.ts: each a new string and hidden class, wherever it is; a key that is no string
+ * counts as a new name), in the messages' payloads with `request`.
  */
 export const plainMessagePackProblem = (bytes: Uint8Array, request = false, maxValues = Infinity, maxMapKeys = Infinity, maxDistinctKeys = Infinity): string | undefined => {
   const end = bytes.length
@@ -102,9 +102,8 @@ export const plainMessagePackProblem = (bytes: Uint8Array, request = false, maxV
     // A key of a message's field (a map's items alternate key, value: a key is read at an even count left).
     const atField = request && inMessage && open.length === fieldsAt
     const isFieldKey = atField && left % 2 === 0
-    const atKey = names && mapItems > 0 && (left & 1) === 0
-    // Its ordinal in its map.
-    const ordinal = (mapItems - left) >>> 1
+    // With `request`, the names of the payloads only: outside them a Request holds few keys.
+    const atKey = names && mapItems > 0 && (left & 1) === 0 && (!request || open.length >= payloadFrom)
     const token = bytes[at++]!
     left--
     let skip = 0
@@ -143,7 +142,8 @@ export const plainMessagePackProblem = (bytes: Uint8Array, request = false, maxV
       // A string key's bytes are the `skip` just read past; any other key names no field of ours.
       const string = (token >= 0xa0 && token <= 0xbf) || token === 0xd9 || token === 0xda || token === 0xdb
       if (atKey) {
-        const slot = keySlot(open.length, ordinal)
+        // Its ordinal in its map: `left` counts from the map's items, this key read.
+        const slot = keySlot(open.length, (mapItems - left - 1) >>> 1)
         const known = string && knownKeyEnd(bytes, at, slot) === at + skip
         if (!known && (string ? addKeyName(bytes, at, at + skip, slot) : addOtherKeyName()) > maxDistinctKeys) return `holds a Request with more than ${maxDistinctKeys} distinct key names`
       }

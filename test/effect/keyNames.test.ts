@@ -2,7 +2,8 @@
 // jsonFrame.ts and msgpack.ts): on random frames whose names repeat in and across objects, in
 // orders of their own, as prefixes of each other, at every depth, the JSON and the MessagePack scan
 // must both pass a bound of exactly the names the parsed value holds and refuse one less. A name
-// known at its place (the shortcut records take) must be the same bytes, not a prefix of them.
+// known at its place (the shortcut records take) must be the same bytes, not a prefix of them. In
+// a Request (the RPC server's scans), only its payloads' names count.
 import { describe, expect, it } from "@effect/vitest"
 import { Packr } from "msgpackr"
 import { plainJsonProblem } from "../../src/effect/jsonFrame.ts"
@@ -86,6 +87,20 @@ describe("distinct key names in the pre-decode scans", () => {
     const text = String.raw`[{"a":0},{"\u0061":0}]`
     expect(json(Buffer.from(text), 2)).toBeUndefined()
     expect(json(Buffer.from(text), 1)).toBe(refusal(1))
+  })
+
+  it("in a Request, only the payloads' names count: outside them the values bound holds a few thousand keys", () => {
+    const message = (payload: unknown) => ({ _tag: "Request", id: "1", tag: "T", headers: [["h", "v"]], extra: { a: 0, b: { c: 0 } }, payload })
+    for (const [frame, count] of [[message({ p: 0 }), 1], [message({ p: { q: 0, p: 0 } }), 2], [[message({ p: 0 }), message({ q: 0 })], 2]] as const) {
+      const text = Buffer.from(JSON.stringify(frame))
+      const packed = packr.pack(frame)
+      expect(plainJsonProblem(text, { request: true, maxValues: Infinity, maxDistinctKeys: count })).toBeUndefined()
+      expect(plainMessagePackProblem(packed, true, Infinity, Infinity, count)).toBeUndefined()
+      if (count > 1) {
+        expect(plainJsonProblem(text, { request: true, maxValues: Infinity, maxDistinctKeys: count - 1 })).toBe(refusal(count - 1))
+        expect(plainMessagePackProblem(packed, true, Infinity, Infinity, count - 1)).toBe(refusal(count - 1))
+      }
+    }
   })
 
   it("a MessagePack key that is no string counts as a new name each time", () => {
