@@ -56,13 +56,13 @@ export interface RpcOverIipOptions {
   /**
    * The most distinct key names a Request the server reads may hold in all its payload's objects
    * (default 55,000; at most 1,048,576; outside its payload a Request holds 3,032 keys at most, by
-   * the values bound there): counted in the same scan, by a keyed hash of each key's bytes
-   * (keyNames.ts; other JSON serializations than JSON and NDJSON, JSON-RPC, count all keys). Decoding pays per new name wherever it is (a new string and hidden class):
-   * 4,900 objects of 100 distinct keys each, within both bounds above, held the event loop
-   * 1.2-2.0 s (JSON) and 0.4-0.6 s (MessagePack). The default is the trade: 50,000 new names cost
-   * 12-120 ms however they are spread, 100,000 cost 120-200 ms; a `Record<string, X>` of
-   * `maxObjectKeys` ids and 5,000 other names still pass, and records sharing their keys count
-   * each name once.
+   * the values bound there; JSON-RPC, whose envelope the scan does not know, counts all keys):
+   * counted in the same scan, by a keyed hash of each key's bytes (keyNames.ts). Decoding pays per
+   * new name wherever it is (a new string and hidden class): 4,900 objects of 100 distinct keys
+   * each, within both bounds above, held the event loop 1.2-2.0 s (JSON) and 0.4-0.6 s
+   * (MessagePack). The default is the trade: 50,000 new names cost 12-120 ms however they are
+   * spread, 100,000 cost 120-200 ms; a `Record<string, X>` of `maxObjectKeys` ids and 5,000 other
+   * names still pass, and records sharing their keys count each name once.
    */
   readonly maxDistinctKeys?: number
 }
