@@ -60,8 +60,8 @@ export interface RpcOverIipOptions {
    * counted in the same scan, by a keyed hash of each key's bytes (keyNames.ts). Decoding pays per
    * new name wherever it is (a new string and hidden class): 4,900 objects of 100 distinct keys
    * each, within both bounds above, held the event loop 1.2-2.0 s (JSON) and 0.4-0.6 s
-   * (MessagePack). The default is the trade: 50,000 new names cost 12-120 ms however they are
-   * spread, 100,000 cost 120-200 ms; a `Record<string, X>` of `maxObjectKeys` ids and 5,000 other
+   * (MessagePack). The default is the trade: 55,000 new names held it 0-91 ms however they were
+   * spread (50,000: 12-120 ms, 100,000: 120-200 ms, measured before the bound); a `Record<string, X>` of `maxObjectKeys` ids and 5,000 other
    * names still pass, and records sharing their keys count each name once.
    */
   readonly maxDistinctKeys?: number
