@@ -204,7 +204,7 @@ const decode = (data: Uint8Array | string): ReadonlyArray<unknown> => decodeChec
 /**
  * A frame of a peer's Requests, as the RPC server reads one: `decode`, their headers, all but
  * their payloads, (`maxValues`) all they hold, (`maxMapKeys`) each map's keys and
- * (`maxDistinctKeys`) the distinct key names of all bounded as it is checked.
+ * (`maxDistinctKeys`) the distinct key names of their payloads bounded as it is checked.
  */
 export const decodeMsgPackRequests = (data: Uint8Array, maxValues = Infinity, maxMapKeys = Infinity, maxDistinctKeys = Infinity): ReadonlyArray<unknown> =>
   decodeChecked(data, true, maxValues, maxMapKeys, maxDistinctKeys)
