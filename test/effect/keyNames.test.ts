@@ -8,13 +8,8 @@ import { describe, expect, it } from "@effect/vitest"
 import { Packr } from "msgpackr"
 import { plainJsonProblem } from "../../src/effect/jsonFrame.ts"
 import { plainMessagePackProblem } from "../../src/effect/msgpack.ts"
+import { prng } from "../helpers/prng.ts"
 
-const random = (seed: number) => () => {
-  seed = (seed + 0x6d2b79f5) | 0
-  let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
-  t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-}
 type Random = () => number
 const pick = <A>(r: Random, items: ReadonlyArray<A>): A => items[Math.floor(r() * items.length)]!
 
@@ -53,7 +48,7 @@ const refusal = (max: number) => `holds a Request with more than ${max} distinct
 describe("distinct key names in the pre-decode scans", () => {
   it("random frames: both scans pass exactly the names the parsed value holds and refuse one less", () => {
     for (let seed = 1; seed <= 3000; seed++) {
-      const r = random(seed)
+      const r = prng(seed).next
       // A list of records or one value: the scans see the same names at several depths.
       const frame = r() < 0.5 ? Array.from({ length: 1 + Math.floor(r() * 20) }, () => value(r, 3)) : value(r, 5)
       const text = JSON.stringify(frame)
