@@ -117,3 +117,39 @@ describe("distinct key names in the pre-decode scans", () => {
     expect(pack(packr.pack({ n1: 0 }), 1)).toBeUndefined()
   })
 })
+
+describe("names moved out of a Request's payload", () => {
+  // 4,000 distinct names: under the names bound, over what the values bound leaves outside the
+  // payload (6,064 values, 3,032 keys). Wherever a peer puts them that the scans do not take for
+  // the payload, the decoder still builds them, so they must be refused there.
+  const keys = Object.fromEntries(Array.from({ length: 4000 }, (_, i) => [`o${i}`, 0]))
+  const keysText = JSON.stringify(keys)
+  // Every other name: two messages of a frame share the values bound outside the payloads.
+  const half = (h: number) => Object.fromEntries(Object.keys(keys).filter((_, i) => i % 2 === h).map((k) => [k, 0]))
+  const outsideRefusal = /more than 6064 values outside its payload|more than 2000 headers/
+  const request = (fields: string) => Buffer.from(`{"_tag":"Request","id":"1","tag":"T","headers":[],${fields}}`)
+
+  it("JSON: an escaped payload key (JSON.parse reads `payload`), an unknown field, headers, an unknown tag, a nested list, two messages' halves", () => {
+    for (const frame of [
+      request(String.raw`"p\u0061yload":${keysText}`),
+      request(`"extra":${keysText},"payload":{}`),
+      Buffer.from(`{"_tag":"Request","id":"1","tag":"T","headers":${JSON.stringify(Object.keys(keys).map((k) => [k, "v"]))},"payload":{}}`),
+      Buffer.from(`{"_tag":"Unknown","x":${keysText}}`),
+      Buffer.from(`[[{"_tag":"Request","payload":${keysText}}]]`),
+      Buffer.from(JSON.stringify([{ _tag: "Request", extra: half(0) }, { _tag: "Request", extra: half(1) }]))
+    ]) {
+      expect(() => JSON.parse(frame.toString())).not.toThrow()
+      expect(plainJsonProblem(frame, { request: true, maxValues: Infinity, maxDistinctKeys: 55_000 }), frame.toString().slice(0, 80)).toMatch(outsideRefusal)
+    }
+  })
+
+  it("MessagePack: an unknown field, headers, an unknown tag, two messages' halves", () => {
+    // (A key packed as bytes is no way round: msgpackr refuses a map of one, mapsAsObjects.)
+    for (const frame of [
+      packr.pack({ _tag: "Request", id: "1", tag: "T", headers: [], extra: keys, payload: {} }),
+      packr.pack({ _tag: "Request", id: "1", tag: "T", headers: Object.keys(keys).map((k) => [k, "v"]), payload: {} }),
+      packr.pack({ _tag: "Unknown", x: keys }),
+      packr.pack([{ _tag: "Request", extra: half(0) }, { _tag: "Request", extra: half(1) }])
+    ]) expect(plainMessagePackProblem(frame, true, Infinity, Infinity, 55_000)).toMatch(outsideRefusal)
+  })
+})
