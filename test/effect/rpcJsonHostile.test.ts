@@ -297,10 +297,10 @@ const spread = (json: boolean, encode: (message: unknown) => Uint8Array, objects
 }
 
 // Refused, 490,000 new names held the event loop 10-42 ms, against 1.2-2.0 s (JSON) and 0.4-0.6 s
-// (MessagePack) decoded: a bound well clear of both. 50,000 served held it 12-118 ms (260 ms once
-// on a loaded machine), so names at the bound are held to `heldBoundMs` only.
-const heldRefusedMs = 250
-
+// (MessagePack) decoded; 50,000 served held it 12-118 ms (260 ms once on a loaded machine). That
+// nothing was decoded is the refusal's words (the pre-decode scan's, thrown before the parser
+// runs), not a time: a tighter hold bound than `heldBoundMs` measures the machine's load as much
+// (a descheduled process on 2 busy cores misses its timer by hundreds of ms).
 describe.each([true, false])("distinct key names spread over many small objects (json %s)", (json) => {
   // 4,900 objects of 100 keys: 490,000 distinct names, within maxRequestValues and maxObjectKeys,
   // held the event loop 1.2-2.0 s (JSON) and 0.4-0.6 s (MessagePack) while decoded: each new name
@@ -311,7 +311,7 @@ describe.each([true, false])("distinct key names spread over many small objects 
       for (const [objects, keysEach] of [[4900, 100], [45_000, 10], [330_000, 1]] as const) {
         const { answer, heldMs } = yield* served.attack(spread(json, served.encode, objects, keysEach))
         expect(String(answer.defect), `${objects} x ${keysEach}`).toMatch(/rpc frame holds a Request with more than 55000 distinct key names/)
-        expect(heldMs, `${objects} x ${keysEach}`).toBeLessThan(heldRefusedMs)
+        expect(heldMs, `${objects} x ${keysEach}`).toBeLessThan(heldBoundMs)
       }
     }), 180_000)
 
