@@ -244,6 +244,16 @@ describe.each([true, false])("one object of many distinct keys (json %s)", (json
       expect(String((yield* tight.request(withKeys(json, tight.encode, 1))).defect)).toMatch(/rpc frame holds a Request with an object of more than 3 keys/)
     }), 60_000)
 
+  it.live("maxObjectKeys raised alone still serves one object that large: the names bound's default follows it", () =>
+    Effect.gen(function*() {
+      // A server configured for big Records before maxDistinctKeys existed keeps serving them.
+      const served = yield* serve(json, { maxObjectKeys: 80_000 })
+      const at = yield* served.request(withKeys(json, served.encode, 80_000))
+      assert.deepStrictEqual(at.exit, { _tag: "Success", value: "x" }, JSON.stringify(at).slice(0, 300))
+      // Names past it and the other names' allowance (5,000) are refused, spread or not.
+      expect(String((yield* served.request(spread(json, served.encode, 85_000, 1))).defect)).toMatch(/rpc frame holds a Request with more than 85000 distinct key names/)
+    }), 60_000)
+
   it.live("45,000 records of 10 keys each (900,000 keys and values) are served at the defaults", () =>
     Effect.gen(function*() {
       const served = yield* serve(json)
