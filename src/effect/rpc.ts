@@ -55,7 +55,8 @@ export interface RpcOverIipOptions {
   readonly maxObjectKeys?: number
   /**
    * The most distinct key names a Request the server reads may hold in all its payload's objects
-   * (default 55,000; at most 1,048,576; outside its payload a Request holds 3,032 keys at most, by
+   * (default 55,000, or `maxObjectKeys` and 5,000 if that is more, so that raising `maxObjectKeys`
+   * alone still serves an object that large; at most 1,048,576; outside its payload a Request holds 3,032 keys at most, by
    * the values bound there; JSON-RPC, whose envelope the scan does not know, counts all keys):
    * counted in the same scan, by a keyed hash of each key's bytes (keyNames.ts). Decoding pays per
    * new name wherever it is (a new string and hidden class): 4,900 objects of 100 distinct keys
@@ -71,7 +72,10 @@ const defaultPath = "/rpc"
 const defaultMaxFrameBytes = 16 * 1024 * 1024
 const defaultMaxRequestValues = 1_000_000
 const defaultMaxObjectKeys = 50_000
-const defaultMaxDistinctKeys = 55_000
+// Names besides one object of `maxObjectKeys` keys that the default names bound leaves room for.
+const otherNames = 5_000
+/** The names bound when not set: 55,000, and one object at a raised `maxObjectKeys` with other names still passes. */
+const defaultMaxDistinctKeys = (maxObjectKeys: number): number => Math.min(maxKeyNamesBound, Math.max(defaultMaxObjectKeys, maxObjectKeys) + otherNames)
 
 /** What each numeric option takes (src/iip/optionLimits.ts); a frame's length is 4 bytes. */
 const rpcLimits: Limits<RpcOverIipOptions> = { maxFrameBytes: count(1, 0xffff_ffff), maxRequestValues: count(1), maxObjectKeys: count(1), maxDistinctKeys: count(1, maxKeyNamesBound) }
@@ -486,7 +490,8 @@ export const makeServerProtocol = (options: RpcOverIipOptions = {}) =>
     yield* checkRpcOptions(options)
     const serialization = yield* RpcSerialization.RpcSerialization
     const server = yield* IipServer
-    const decode = requestDecoderOf(serialization, options.maxRequestValues ?? defaultMaxRequestValues, options.maxObjectKeys ?? defaultMaxObjectKeys, options.maxDistinctKeys ?? defaultMaxDistinctKeys)
+    const maxObjectKeys = options.maxObjectKeys ?? defaultMaxObjectKeys
+    const decode = requestDecoderOf(serialization, options.maxRequestValues ?? defaultMaxRequestValues, maxObjectKeys, options.maxDistinctKeys ?? defaultMaxDistinctKeys(maxObjectKeys))
     const parserFor = parserSource(serialization)
     const context = yield* Effect.context<never>()
     const runFork = Effect.runForkWith(context)
