@@ -2,7 +2,7 @@
 // (jsonFrame.ts, msgpack.ts) as they pass each key, before anything is decoded. Decoding pays per
 // new name, whatever object it is in: each is a new internalized string and a new hidden class
 // (4,900 objects of 100 distinct keys each, within the values and per-object key bounds, held the
-// event loop 1.2-2.0 s as JSON, 0.3-0.6 s as MessagePack). A scan calls `startKeyNames`, then per
+// event loop 1.2-2.0 s as JSON, 0.4-0.6 s as MessagePack). A scan calls `startKeyNames`, then per
 // key `knownKeyEnd` (the same bytes as the key at its place in the object before) or else
 // `addKeyName`: a set of 64-bit hashes of the keys' bytes in one open-addressing table for the
 // process (a scan is synchronous and runs to its end, so none shares it with another), emptied for
