@@ -4,6 +4,7 @@
 // a Schema.Any payload that deep died in the handler with a RangeError, and 900,000 header pairs
 // were built (1 s) before the RPC server refused more than 2,000. The scan refuses what
 // MessagePack's check refuses, with the same bounds and words, at the byte where it is found.
+import { addKeyName, keySlot, knownKeyEnd, startKeyNames } from "./keyNames.ts"
 import { headersKey, isKey, maxMessagePackDepth, maxRequestHeaderPairs, maxValuesOutsidePayload, payloadKey } from "./msgpack.ts"
 
 /** How deep arrays and objects may nest in a JSON Request frame: as in a MessagePack one. */
@@ -16,6 +17,8 @@ export interface JsonCheck {
   readonly maxValues: number
   /** The most keys any one object of the frame may hold (default: no bound but `maxValues`). */
   readonly maxObjectKeys?: number
+  /** The most distinct key names the frame (with `request`: its payloads) may hold (keyNames.ts; default: no bound but `maxValues`). */
+  readonly maxDistinctKeys?: number
 }
 
 const quote = 0x22
@@ -81,7 +84,9 @@ const headersField = 2
  * closing quote (not one a backslash escapes), so brackets in them count for nothing.
  * Refused: nesting past `maxJsonDepth`, more than `check.maxValues` values, an object of more than
  * `check.maxObjectKeys` keys (JSON.parse makes such an object a dictionary, ~0.7 µs a key against
- * ~20 ns an array item); with `check.request`,
+ * ~20 ns an array item), more than `check.maxDistinctKeys` distinct key names (each a new
+ * string and hidden class, wherever it is; with `check.request`, in the messages' payloads, as
+ * what lies outside them is bounded by `maxValuesOutsidePayload`); with `check.request`,
  * a message's `headers` list past `maxRequestHeaderPairs` items and more than
  * `maxValuesOutsidePayload` values outside its `payload` (counted as MessagePack's check counts
  * them: each key and each value, the payload's own value included). A key spelled with an escape
@@ -102,6 +107,9 @@ export const plainJsonProblem = (bytes: Uint8Array, check: JsonCheck): string | 
   let field = noField
   const maxValues = check.maxValues
   const maxObjectKeys = check.maxObjectKeys ?? Infinity
+  const maxDistinctKeys = check.maxDistinctKeys ?? Infinity
+  const names = maxDistinctKeys !== Infinity
+  if (names) startKeyNames()
   let payloadFrom = notInPayload
   let headersAt = 0
   let headers = 0
@@ -141,7 +149,16 @@ export const plainJsonProblem = (bytes: Uint8Array, check: JsonCheck): string | 
     const inMessage = request && depth === fieldsAt && isObject[depth - 1] === 1
     if (c === quote) {
       const from = at + 1
-      at = closingQuote(bytes, from)
+      // With `request`, the names of the payloads only: outside them a Request holds few keys.
+      if (key && names && (!request || depth >= payloadFrom)) {
+        // A name known at its place ends where it did there, if a quote follows.
+        const slot = keySlot(depth, keysAt[depth - 1]! - 1)
+        at = knownKeyEnd(bytes, from, slot)
+        if (at === -1 || bytes[at] !== quote) {
+          at = closingQuote(bytes, from)
+          if (addKeyName(bytes, from, at, slot) > maxDistinctKeys) return `holds a Request with more than ${maxDistinctKeys} distinct key names`
+        }
+      } else at = closingQuote(bytes, from)
       // A key with an escape matches neither name byte for byte.
       if (inMessage && key) field = isKey(bytes, from, at - from, payloadKey) ? payloadField : isKey(bytes, from, at - from, headersKey) ? headersField : noField
       continue

@@ -16,6 +16,7 @@
 import * as Layer from "effect/Layer"
 import { RpcSerialization } from "effect/rpc"
 import { Packr, Unpackr } from "msgpackr"
+import { addKeyName, addOtherKeyName, keySlot, knownKeyEnd, startKeyNames } from "./keyNames.ts"
 
 export const msgPackContentType = "application/msgpack"
 
@@ -53,6 +54,10 @@ export const isKey = (bytes: Uint8Array, at: number, length: number, key: Uint8A
   return true
 }
 
+// The items (keys and values) of the container open at each depth (1: the outermost) if it is a
+// map, 0 if an array, for the distinct names' count: one for all scans, as they are synchronous.
+const mapItemsAt = new Uint32Array(maxMessagePackDepth + 1)
+
 const headerBytes = (bytes: Uint8Array, at: number, size: 1 | 2 | 4): number =>
   size === 1 ? bytes[at]! : size === 2 ? (bytes[at]! << 8) | bytes[at + 1]! : bytes[at]! * 0x1000000 + ((bytes[at + 1]! << 16) | (bytes[at + 2]! << 8) | bytes[at + 3]!)
 
@@ -69,10 +74,14 @@ const headerBytes = (bytes: Uint8Array, at: number, size: 1 | 2 | 4): number =>
  * more than `maxRequestHeaderPairs` headers, more than `maxValuesOutsidePayload` values outside
  * the messages' payloads and more than `maxValues` values in all; and any map of more than
  * `maxMapKeys` keys, refused at its header (msgpackr makes such a map an object in dictionary
- * mode, ~0.7 µs a key against ~20 ns an array item).
+ * mode, ~0.7 µs a key against ~20 ns an array item), and more than `maxDistinctKeys` distinct key
+ * names (keyNames.ts: each a new string and hidden class, wherever it is; a key that is no string
+ * counts as a new name), in the messages' payloads with `request`.
  */
-export const plainMessagePackProblem = (bytes: Uint8Array, request = false, maxValues = Infinity, maxMapKeys = Infinity): string | undefined => {
+export const plainMessagePackProblem = (bytes: Uint8Array, request = false, maxValues = Infinity, maxMapKeys = Infinity, maxDistinctKeys = Infinity): string | undefined => {
   const end = bytes.length
+  const names = maxDistinctKeys !== Infinity
+  if (names) startKeyNames()
   // Values still to read at each open array or map, the innermost last.
   const open: Array<number> = []
   let left = 1
@@ -86,11 +95,15 @@ export const plainMessagePackProblem = (bytes: Uint8Array, request = false, maxV
   let payloadFrom = Infinity
   let outside = 0
   let values = 0
+  // The innermost open container's items if it is a map (its keys are counted as names), else 0.
+  let mapItems = 0
   while (left > 0) {
     if (at >= end) return "ends inside a value"
     // A key of a message's field (a map's items alternate key, value: a key is read at an even count left).
     const atField = request && inMessage && open.length === fieldsAt
     const isFieldKey = atField && left % 2 === 0
+    // With `request`, the names of the payloads only: outside them a Request holds few keys.
+    const atKey = names && mapItems > 0 && (left & 1) === 0 && (!request || open.length >= payloadFrom)
     const token = bytes[at++]!
     left--
     let skip = 0
@@ -125,10 +138,16 @@ export const plainMessagePackProblem = (bytes: Uint8Array, request = false, maxV
       }
     }
     if (skip > end - at) return "declares more bytes than it holds"
-    if (isFieldKey) {
+    if (atKey || isFieldKey) {
       // A string key's bytes are the `skip` just read past; any other key names no field of ours.
       const string = (token >= 0xa0 && token <= 0xbf) || token === 0xd9 || token === 0xda || token === 0xdb
-      field = string && isKey(bytes, at, skip, payloadKey) ? "payload" : string && isKey(bytes, at, skip, headersKey) ? "headers" : undefined
+      if (atKey) {
+        // Its ordinal in its map: `left` counts from the map's items, this key read.
+        const slot = keySlot(open.length, (mapItems - left - 1) >>> 1)
+        const known = string && knownKeyEnd(bytes, at, slot) === at + skip
+        if (!known && (string ? addKeyName(bytes, at, at + skip, slot) : addOtherKeyName()) > maxDistinctKeys) return `holds a Request with more than ${maxDistinctKeys} distinct key names`
+      }
+      if (isFieldKey) field = string && isKey(bytes, at, skip, payloadKey) ? "payload" : string && isKey(bytes, at, skip, headersKey) ? "headers" : undefined
     }
     at += skip
     if (items > 0) {
@@ -151,9 +170,14 @@ export const plainMessagePackProblem = (bytes: Uint8Array, request = false, maxV
       if ((token <= 0x8f || token === 0xde || token === 0xdf) && items / 2 > maxMapKeys) return `holds a Request with an object of more than ${maxMapKeys} keys`
       open.push(left)
       left = items
+      mapItems = token <= 0x8f || token === 0xde || token === 0xdf ? items : 0
+      mapItemsAt[open.length] = mapItems
       if (open.length === fieldsAt) inMessage = token <= 0x8f || token === 0xde || token === 0xdf
     }
-    while (left === 0 && open.length > 0) left = open.pop()!
+    while (left === 0 && open.length > 0) {
+      left = open.pop()!
+      mapItems = mapItemsAt[open.length]!
+    }
     if (open.length < payloadFrom) payloadFrom = Infinity
   }
   return at === end ? undefined : "holds bytes after its value"
@@ -162,9 +186,9 @@ export const plainMessagePackProblem = (bytes: Uint8Array, request = false, maxV
 const isEnvelope = (value: unknown): boolean =>
   typeof value === "object" && value !== null && typeof (value as { _tag?: unknown })._tag === "string"
 
-const decodeChecked = (data: Uint8Array | string, request: boolean, maxValues: number, maxMapKeys: number): ReadonlyArray<unknown> => {
+const decodeChecked = (data: Uint8Array | string, request: boolean, maxValues: number, maxMapKeys: number, maxDistinctKeys: number): ReadonlyArray<unknown> => {
   const bytes = typeof data === "string" ? Buffer.from(data, "utf8") : data
-  const problem = plainMessagePackProblem(bytes, request, maxValues, maxMapKeys)
+  const problem = plainMessagePackProblem(bytes, request, maxValues, maxMapKeys, maxDistinctKeys)
   if (problem !== undefined) throw new Error(`a MessagePack rpc frame ${problem}`)
   const value: unknown = unpackr.unpack(bytes)
   if (Array.isArray(value)) {
@@ -175,14 +199,15 @@ const decodeChecked = (data: Uint8Array | string, request: boolean, maxValues: n
   return [value]
 }
 
-const decode = (data: Uint8Array | string): ReadonlyArray<unknown> => decodeChecked(data, false, Infinity, Infinity)
+const decode = (data: Uint8Array | string): ReadonlyArray<unknown> => decodeChecked(data, false, Infinity, Infinity, Infinity)
 
 /**
  * A frame of a peer's Requests, as the RPC server reads one: `decode`, their headers, all but
- * their payloads, (`maxValues`) all they hold and (`maxMapKeys`) each map's keys bounded as it is
- * checked.
+ * their payloads, (`maxValues`) all they hold, (`maxMapKeys`) each map's keys and
+ * (`maxDistinctKeys`) the distinct key names of their payloads bounded as it is checked.
  */
-export const decodeMsgPackRequests = (data: Uint8Array, maxValues = Infinity, maxMapKeys = Infinity): ReadonlyArray<unknown> => decodeChecked(data, true, maxValues, maxMapKeys)
+export const decodeMsgPackRequests = (data: Uint8Array, maxValues = Infinity, maxMapKeys = Infinity, maxDistinctKeys = Infinity): ReadonlyArray<unknown> =>
+  decodeChecked(data, true, maxValues, maxMapKeys, maxDistinctKeys)
 
 const encode = (message: unknown): Uint8Array | undefined => {
   if (Array.isArray(message) && message.length === 0) return undefined

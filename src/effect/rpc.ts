@@ -29,6 +29,7 @@ import { Refused } from "../iip/dispatch.ts"
 import { type LbCallError, NoBackend } from "../toolkit/loadBalanceClient.ts"
 import { asStreamError, IipClient, IipLoadBalancer, type StreamError } from "./client.ts"
 import { plainJsonProblem } from "./jsonFrame.ts"
+import { maxKeyNamesBound } from "./keyNames.ts"
 import { decodeMsgPackRequests, maxRequestHeaderPairs, msgPack } from "./msgpack.ts"
 import { IipServer } from "./server.ts"
 import { fromIncoming, toOutgoing } from "./streams.ts"
@@ -49,19 +50,35 @@ export interface RpcOverIipOptions {
    * 50,000): counted in the same scan. Decoding makes an object of many keys a dictionary, ~0.7 µs
    * a key (JSON.parse or msgpackr) against ~20 ns an array item, so one object of 499,990 keys,
    * within `maxRequestValues`, held the event loop 0.5-1.5 s; records that share their keys cost
-   * ~60 ns a key and are bounded by `maxRequestValues` alone. Distinct keys spread over many
-   * small objects are not bounded by either yet (README, Effect RPC).
+   * ~60 ns a key and are bounded by `maxRequestValues` alone.
    */
   readonly maxObjectKeys?: number
+  /**
+   * The most distinct key names a Request the server reads may hold in all its payload's objects
+   * (default 55,000, or `maxObjectKeys` and 5,000 if that is more, so that raising `maxObjectKeys`
+   * alone still serves an object that large; at most 1,048,576; outside its payload a Request holds 3,032 keys at most, by
+   * the values bound there; JSON-RPC, whose envelope the scan does not know, counts all keys):
+   * counted in the same scan, by a keyed hash of each key's bytes (keyNames.ts). Decoding pays per
+   * new name wherever it is (a new string and hidden class): 4,900 objects of 100 distinct keys
+   * each, within both bounds above, held the event loop 1.2-2.0 s (JSON) and 0.4-0.6 s
+   * (MessagePack). The default is the trade: 55,000 new names held it 0-91 ms however they were
+   * spread (50,000: 12-120 ms, 100,000: 120-200 ms, measured before the bound); a `Record<string, X>` of `maxObjectKeys` ids and 5,000 other
+   * names still pass, and records sharing their keys count each name once.
+   */
+  readonly maxDistinctKeys?: number
 }
 
 const defaultPath = "/rpc"
 const defaultMaxFrameBytes = 16 * 1024 * 1024
 const defaultMaxRequestValues = 1_000_000
 const defaultMaxObjectKeys = 50_000
+// Names besides one object of `maxObjectKeys` keys that the default names bound leaves room for.
+const otherNames = 5_000
+/** The names bound when not set: 55,000, and one object at a raised `maxObjectKeys` with other names still passes. */
+const defaultMaxDistinctKeys = (maxObjectKeys: number): number => Math.min(maxKeyNamesBound, Math.max(defaultMaxObjectKeys, maxObjectKeys) + otherNames)
 
 /** What each numeric option takes (src/iip/optionLimits.ts); a frame's length is 4 bytes. */
-const rpcLimits: Limits<RpcOverIipOptions> = { maxFrameBytes: count(1, 0xffff_ffff), maxRequestValues: count(1), maxObjectKeys: count(1) }
+const rpcLimits: Limits<RpcOverIipOptions> = { maxFrameBytes: count(1, 0xffff_ffff), maxRequestValues: count(1), maxObjectKeys: count(1), maxDistinctKeys: count(1, maxKeyNamesBound) }
 /** Dies with OptionInvalid for an option out of range: run once, as a protocol is built. */
 const checkRpcOptions = (options: RpcOverIipOptions) => Effect.sync(() => checkOptions("RPC over IIP", rpcLimits, options))
 const textDecoder = new TextDecoder()
@@ -90,12 +107,12 @@ const decoderOf = (serialization: RpcSerialization.RpcSerialization["Service"]):
  * As `decoderOf`, for the Requests the server reads: MessagePack's and JSON's are bounded as their
  * frame is checked, before they are decoded (see requestProblem); the fields of JSON's (and
  * NDJSON's) envelope are known, any other JSON serialization's (JSON-RPC) is bounded in depth and
- * values (and keys per object) only. The refusal throws, as the parser's own would.
+ * values (and keys per object, distinct key names) only. The refusal throws, as the parser's own would.
  */
-const requestDecoderOf = (serialization: RpcSerialization.RpcSerialization["Service"], maxValues: number, maxObjectKeys: number): Decode => {
-  if (serialization === msgPack) return (_parser, bytes) => decodeMsgPackRequests(bytes, maxValues, maxObjectKeys)
+const requestDecoderOf = (serialization: RpcSerialization.RpcSerialization["Service"], maxValues: number, maxObjectKeys: number, maxDistinctKeys: number): Decode => {
+  if (serialization === msgPack) return (_parser, bytes) => decodeMsgPackRequests(bytes, maxValues, maxObjectKeys, maxDistinctKeys)
   if (!/json/i.test(serialization.contentType)) return decoderOf(serialization)
-  const check = { request: serialization === RpcSerialization.json || serialization === RpcSerialization.ndjson, maxValues, maxObjectKeys }
+  const check = { request: serialization === RpcSerialization.json || serialization === RpcSerialization.ndjson, maxValues, maxObjectKeys, maxDistinctKeys }
   // A line-framed parser (NDJSON, NDJSON-RPC) keeps an unfinished line for the next frame, where
   // it reaches JSON.parse whole though each frame was scanned alone: the scan covers a line only
   // if it is whole in its frame. The client protocols write each message, newline and all, as one
@@ -473,7 +490,8 @@ export const makeServerProtocol = (options: RpcOverIipOptions = {}) =>
     yield* checkRpcOptions(options)
     const serialization = yield* RpcSerialization.RpcSerialization
     const server = yield* IipServer
-    const decode = requestDecoderOf(serialization, options.maxRequestValues ?? defaultMaxRequestValues, options.maxObjectKeys ?? defaultMaxObjectKeys)
+    const maxObjectKeys = options.maxObjectKeys ?? defaultMaxObjectKeys
+    const decode = requestDecoderOf(serialization, options.maxRequestValues ?? defaultMaxRequestValues, maxObjectKeys, options.maxDistinctKeys ?? defaultMaxDistinctKeys(maxObjectKeys))
     const parserFor = parserSource(serialization)
     const context = yield* Effect.context<never>()
     const runFork = Effect.runForkWith(context)

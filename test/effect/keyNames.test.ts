@@ -1,0 +1,155 @@
+// The distinct key names the RPC server's pre-decode scans count (src/effect/keyNames.ts, through
+// jsonFrame.ts and msgpack.ts): on random frames whose names repeat in and across objects, in
+// orders of their own, as prefixes of each other, at every depth, the JSON and the MessagePack scan
+// must both pass a bound of exactly the names the parsed value holds and refuse one less. A name
+// known at its place (the shortcut records take) must be the same bytes, not a prefix of them. In
+// a Request (the RPC server's scans), only its payloads' names count.
+import { describe, expect, it } from "@effect/vitest"
+import { Packr } from "msgpackr"
+import { plainJsonProblem } from "../../src/effect/jsonFrame.ts"
+import { plainMessagePackProblem } from "../../src/effect/msgpack.ts"
+import { prng } from "../helpers/prng.ts"
+
+type Random = () => number
+const pick = <A>(r: Random, items: ReadonlyArray<A>): A => items[Math.floor(r() * items.length)]!
+
+// Names that are prefixes of each other, share fingerprints (length, first, middle, last byte) or
+// are empty, and long ones past the JSON scan's 32-byte short loop.
+const names = ["", "a", "ab", "abc", "abd", "ba", "id", "name", "nome", "email", "x".repeat(40), `${"x".repeat(39)}y`, "é", "漢字", "__proto__"]
+
+const value = (r: Random, depth: number): unknown => {
+  const roll = r()
+  if (depth > 0 && roll < 0.3) return Array.from({ length: Math.floor(r() * 4) }, () => value(r, depth - 1))
+  if (depth > 0 && roll < 0.7) {
+    // Records of one shape now and then (the known-at-its-place shortcut), else keys at random.
+    const keys = r() < 0.5 ? names.slice(0, 1 + Math.floor(r() * 6)) : Array.from({ length: Math.floor(r() * 6) }, () => pick(r, names))
+    return Object.fromEntries(keys.map((k) => [r() < 0.1 ? `${k}${Math.floor(r() * 1000)}` : k, value(r, depth - 1)]))
+  }
+  return pick(r, [0, "s", true, null])
+}
+
+/** The distinct key names of a parsed value. */
+const namesOf = (v: unknown, into = new Set<string>()): Set<string> => {
+  if (Array.isArray(v)) for (const item of v) namesOf(item, into)
+  else if (typeof v === "object" && v !== null) {
+    for (const [k, item] of Object.entries(v)) {
+      into.add(k)
+      namesOf(item, into)
+    }
+  }
+  return into
+}
+
+const packr = new Packr({ useRecords: false })
+const json = (bytes: Uint8Array, max: number) => plainJsonProblem(bytes, { request: false, maxValues: Infinity, maxDistinctKeys: max })
+const pack = (bytes: Uint8Array, max: number) => plainMessagePackProblem(bytes, false, Infinity, Infinity, max)
+const refusal = (max: number) => `holds a Request with more than ${max} distinct key names`
+
+describe("distinct key names in the pre-decode scans", () => {
+  it("random frames: both scans pass exactly the names the parsed value holds and refuse one less", () => {
+    for (let seed = 1; seed <= 3000; seed++) {
+      const r = prng(seed).next
+      // A list of records or one value: the scans see the same names at several depths.
+      const frame = r() < 0.5 ? Array.from({ length: 1 + Math.floor(r() * 20) }, () => value(r, 3)) : value(r, 5)
+      const text = JSON.stringify(frame)
+      const count = namesOf(JSON.parse(text)).size
+      const bytes = [Buffer.from(text), packr.pack(frame)]
+      for (const [scan, framed] of [[json, bytes[0]!], [pack, bytes[1]!]] as const) {
+        expect(scan(framed, Math.max(count, 1)), `seed ${seed}: ${text}`).toBeUndefined()
+        if (count > 1) expect(scan(framed, count - 1), `seed ${seed}: ${text}`).toBe(refusal(count - 1))
+      }
+    }
+  })
+
+  it("a key known at its place must be all its bytes: a longer or shorter one is a new name", () => {
+    for (const [text, count] of [
+      [`[{"ab":0},{"abc":0}]`, 2],
+      [`[{"abc":0},{"ab":0}]`, 2],
+      [`[{"ab":0},{"ab":0},{"ab":0}]`, 1],
+      // The known key `x\\` (an escaped backslash): the quote after it ends this one too.
+      [String.raw`[{"x\\":0},{"x\\":1}]`, 1],
+      // The known key `x\"` then one that goes on past it: `x\"y`.
+      [String.raw`[{"x\"":0},{"x\"y":1}]`, 2],
+      // Spaces between a key and its colon, and the next key on another line.
+      [`[{ "ab" : 0 ,\n "cd":1},{"ab":0,"cd" :1}]`, 2]
+    ] as const) {
+      expect(json(Buffer.from(text), count), text).toBeUndefined()
+      expect(json(Buffer.from(text), count - 1 || 1), text).toBe(count > 1 ? refusal(count - 1) : undefined)
+    }
+  })
+
+  it("a name is its bytes as sent: a JSON escape makes another spelling (refusing sooner, never later)", () => {
+    const text = String.raw`[{"a":0},{"\u0061":0}]`
+    expect(json(Buffer.from(text), 2)).toBeUndefined()
+    expect(json(Buffer.from(text), 1)).toBe(refusal(1))
+  })
+
+  it("in a Request, only the payloads' names count: outside them the values bound holds a few thousand keys", () => {
+    const message = (payload: unknown) => ({ _tag: "Request", id: "1", tag: "T", headers: [["h", "v"]], extra: { a: 0, b: { c: 0 } }, payload })
+    for (const [frame, count] of [[message({ p: 0 }), 1], [message({ p: { q: 0, p: 0 } }), 2], [[message({ p: 0 }), message({ q: 0 })], 2]] as const) {
+      const text = Buffer.from(JSON.stringify(frame))
+      const packed = packr.pack(frame)
+      expect(plainJsonProblem(text, { request: true, maxValues: Infinity, maxDistinctKeys: count })).toBeUndefined()
+      expect(plainMessagePackProblem(packed, true, Infinity, Infinity, count)).toBeUndefined()
+      if (count > 1) {
+        expect(plainJsonProblem(text, { request: true, maxValues: Infinity, maxDistinctKeys: count - 1 })).toBe(refusal(count - 1))
+        expect(plainMessagePackProblem(packed, true, Infinity, Infinity, count - 1)).toBe(refusal(count - 1))
+      }
+    }
+  })
+
+  it("a MessagePack key that is no string counts as a new name each time", () => {
+    // Three maps of the one key 1 (positive fixint): three names.
+    const maps = Buffer.from([0x93, 0x81, 0x01, 0x00, 0x81, 0x01, 0x00, 0x81, 0x01, 0x00])
+    expect(pack(maps, 3)).toBeUndefined()
+    expect(pack(maps, 2)).toBe(refusal(2))
+  })
+
+  it("300,000 names (the table grown from 1,024 slots) are counted exactly; the next scan starts from none", () => {
+    const many = Object.fromEntries(Array.from({ length: 300_000 }, (_, i) => [`n${i}`, 0]))
+    const text = Buffer.from(JSON.stringify([many, many]))
+    const packed = new Packr({ useRecords: false, variableMapSize: true }).pack([many, many])
+    for (const [scan, framed] of [[json, text], [pack, packed]] as const) {
+      expect(scan(framed, 300_000)).toBeUndefined()
+      expect(scan(framed, 299_999)).toBe(refusal(299_999))
+    }
+    expect(json(Buffer.from(`{"n1":0}`), 1)).toBeUndefined()
+    expect(pack(packr.pack({ n1: 0 }), 1)).toBeUndefined()
+  })
+})
+
+describe("names moved out of a Request's payload", () => {
+  // 4,000 distinct names: under the names bound, over what the values bound leaves outside the
+  // payload (6,064 values, 3,032 keys). Wherever a peer puts them that the scans do not take for
+  // the payload, the decoder still builds them, so they must be refused there.
+  const keys = Object.fromEntries(Array.from({ length: 4000 }, (_, i) => [`o${i}`, 0]))
+  const keysText = JSON.stringify(keys)
+  // Every other name: two messages of a frame share the values bound outside the payloads.
+  const half = (h: number) => Object.fromEntries(Object.keys(keys).filter((_, i) => i % 2 === h).map((k) => [k, 0]))
+  const outsideRefusal = /more than 6064 values outside its payload|more than 2000 headers/
+  const request = (fields: string) => Buffer.from(`{"_tag":"Request","id":"1","tag":"T","headers":[],${fields}}`)
+
+  it("JSON: an escaped payload key (JSON.parse reads `payload`), an unknown field, headers, an unknown tag, a nested list, two messages' halves", () => {
+    for (const frame of [
+      request(String.raw`"p\u0061yload":${keysText}`),
+      request(`"extra":${keysText},"payload":{}`),
+      Buffer.from(`{"_tag":"Request","id":"1","tag":"T","headers":${JSON.stringify(Object.keys(keys).map((k) => [k, "v"]))},"payload":{}}`),
+      Buffer.from(`{"_tag":"Unknown","x":${keysText}}`),
+      Buffer.from(`[[{"_tag":"Request","payload":${keysText}}]]`),
+      Buffer.from(JSON.stringify([{ _tag: "Request", extra: half(0) }, { _tag: "Request", extra: half(1) }]))
+    ]) {
+      expect(() => JSON.parse(frame.toString())).not.toThrow()
+      expect(plainJsonProblem(frame, { request: true, maxValues: Infinity, maxDistinctKeys: 55_000 }), frame.toString().slice(0, 80)).toMatch(outsideRefusal)
+    }
+  })
+
+  it("MessagePack: an unknown field, headers, an unknown tag, two messages' halves", () => {
+    // (A key packed as bytes is no way round: msgpackr refuses a map of one, mapsAsObjects.)
+    for (const frame of [
+      packr.pack({ _tag: "Request", id: "1", tag: "T", headers: [], extra: keys, payload: {} }),
+      packr.pack({ _tag: "Request", id: "1", tag: "T", headers: Object.keys(keys).map((k) => [k, "v"]), payload: {} }),
+      packr.pack({ _tag: "Unknown", x: keys }),
+      packr.pack([{ _tag: "Request", extra: half(0) }, { _tag: "Request", extra: half(1) }])
+    ]) expect(plainMessagePackProblem(frame, true, Infinity, Infinity, 55_000)).toMatch(outsideRefusal)
+  })
+})
