@@ -1,0 +1,183 @@
+// The h2 answer fuzz's app (test/sidecar/h2-answer-fuzz.test.ts): a raw TCP server that speaks just
+// enough HTTP/2 server side for sidecar B's h2c leg (src/sidecar/appH2.ts): its SETTINGS, B's
+// acknowledged, B's PINGs answered, each request read to its END_STREAM. A request's body names its
+// case and call (h2AnswerCases.ts callTag); once all of the current case's calls are in, their
+// answers go out as the case planned them, interleaved, HPACK-coded by the connection's own encoder
+// (h2Wire.ts). It records what a check needs: the connections it broke (a connection-level act) and
+// any stream B opened on one after that, the connection each canary came on.
+import type * as net from "node:net"
+import { type AnswerCase, canaryTag, type WriteContext } from "./h2AnswerCases.ts"
+import { Flag, type FieldCoding, frame, FrameReader, HpackEncoder, settings, settingsAck, Type } from "./h2Wire.ts"
+import { prng } from "./prng.ts"
+import { type Cleanup, startRawServer } from "../support/iipRaw.ts"
+
+interface AppConnection {
+  readonly n: number
+  readonly socket: net.Socket
+  readonly encoder: HpackEncoder
+  highest: number
+  /** Request bodies being read, by stream id. */
+  readonly bodies: Map<number, Array<Buffer>>
+  /** The app did something B must end the connection for (or sent GOAWAY): the case's tag. */
+  broken: string | undefined
+  /** Streams B opened after that. */
+  readonly openedAfter: Array<number>
+  /** Their requests' bodies (which call each was). */
+  readonly lateTags: Array<string>
+  /** B said GOAWAY, or its side closed. */
+  endedByB: boolean
+  closed: boolean
+}
+
+interface Arrived {
+  readonly connection: AppConnection
+  readonly id: number
+}
+
+export interface AnswerApp {
+  readonly port: number
+  /** The case whose calls come next. */
+  expect(one: AnswerCase, seed: number): void
+  /** The connection (its number) each canary came on, by case. */
+  readonly canaries: Map<number, number>
+  readonly connections: Array<AppConnection>
+  /** Every dispatched answer is out (a paced case's last write done). */
+  readonly written: () => boolean
+  /** Requests that named no call of the current case (a retry of a call the app answered already is answered soundly). */
+  readonly strays: Array<string>
+}
+
+const TAG = /h2a\/(\d+)\/(\w+)/
+
+export const startAnswerApp = async (cleanup: Cleanup): Promise<AnswerApp> => {
+  const connections: Array<AppConnection> = []
+  const canaries = new Map<number, number>()
+  const strays: Array<string> = []
+  /** Connections whose answers are still going out (a paced case's). */
+  let writing = 0
+  let current: { one: AnswerCase; seed: number; arrived: Map<number, Arrived>; dispatched: boolean } | undefined
+
+  const context = (connection: AppConnection, id: number, caseIds: ReadonlyArray<number>, coding: () => FieldCoding): WriteContext => ({ id, encoder: connection.encoder, coding, caseIds, highest: connection.highest })
+
+  /**
+   * All of the case's calls are in: each connection's answers, interleaved as planned; in one write,
+   * or, in a paced case, in several with a pause of a few ms now and then (B then streams an answer
+   * to A head first, rather than holding it whole).
+   */
+  const dispatch = () => {
+    const { one, seed, arrived } = current!
+    current!.dispatched = true
+    const rng = prng(seed ^ Math.imul(one.id + 1, 0x9e3779b1))
+    const coding = (): FieldCoding => ({ index: one.indexed && rng.next() < 0.6, huffman: one.huffman && rng.next() < 0.7 })
+    const byConnection = new Map<AppConnection, Array<number>>()
+    for (const [k, at] of arrived) (byConnection.get(at.connection) ?? byConnection.set(at.connection, []).get(at.connection)!).push(k)
+    // The act goes on the connection of the first call.
+    const actOn = arrived.get(0)?.connection
+    for (const [connection, ks] of byConnection) {
+      const caseIds = ks.map((k) => arrived.get(k)!.id).sort((a, b) => a - b)
+      const next = new Map(ks.map((k) => [k, 0]))
+      let goawayLast = Infinity
+      // Each step encodes its frames as it goes out: the HPACK table follows the order B decodes in.
+      const steps: Array<() => Array<Buffer>> = []
+      const act = () => {
+        if (one.act === undefined || connection !== actOn) return
+        steps.push(() => {
+          const frames = one.act!.act.frames(context(connection, 0, caseIds, coding))
+          if (one.act!.act.goaway !== undefined) goawayLast = frames[0]!.readUInt32BE(9) & 0x7fffffff
+          if (one.act!.act.fatal) connection.broken = one.act!.act.tag
+          return frames
+        })
+      }
+      one.order.forEach((k, i) => {
+        if (i === one.act?.at) act()
+        if (!next.has(k)) return
+        const id = arrived.get(k)!.id
+        const group = one.answers[k]!.groups[next.get(k)!]!
+        next.set(k, next.get(k)! + 1)
+        // Past the app's GOAWAY, streams above its last stream id get nothing more (§6.8: not processed).
+        steps.push(() => (id > goawayLast ? [] : group(context(connection, id, caseIds, coding))))
+      })
+      if (one.act?.at === one.order.length) act()
+      writing++
+      const run = (from: number) => {
+        const out: Array<Buffer> = []
+        let at = from
+        while (at < steps.length) {
+          out.push(...steps[at++]!())
+          if (one.paced && rng.next() < 0.3) break
+        }
+        if (connection.closed) return void writing--
+        connection.socket.write(Buffer.concat(out))
+        if (at < steps.length) return void setTimeout(run, rng.int(1, 6), at)
+        writing--
+        // After its GOAWAY the app closes once its answers are out, as a server going away does.
+        if (goawayLast !== Infinity) connection.socket.end()
+      }
+      run(0)
+    }
+  }
+
+  const requestIn = (connection: AppConnection, id: number, body: Buffer) => {
+    const text = body.toString("latin1")
+    if (connection.broken !== undefined && connection.openedAfter.includes(id)) connection.lateTags.push(`${id}: ${text.slice(0, 40)}`)
+    const match = TAG.exec(text)
+    const caseId = match === null ? -1 : Number(match[1])
+    if (match !== null && text.includes(canaryTag(caseId))) {
+      canaries.set(caseId, connection.n)
+      const fields: Array<readonly [string, string]> = [[":status", "200"], ["x-answer-of", canaryTag(caseId)]]
+      return void connection.socket.write(Buffer.concat([frame(Type.headers, Flag.endHeaders, id, connection.encoder.block(fields, () => ({ index: false, huffman: false }))), frame(Type.data, Flag.endStream, id, Buffer.from(`canary ${caseId}`))]))
+    }
+    const k = match === null ? NaN : Number(match[2])
+    const one = current?.one
+    if (one === undefined || caseId !== one.id || one.answers[k] === undefined) return void strays.push(text.slice(0, 80))
+    // A retry of a call (its first stream refused or not processed): answered soundly.
+    if (current!.dispatched) return void connection.socket.write(Buffer.concat(one.answers[k]!.sound(context(connection, id, [id], () => ({ index: false, huffman: false })))))
+    current!.arrived.set(k, { connection, id })
+    if (current!.arrived.size === one.answers.length) dispatch()
+  }
+
+  const { port } = await startRawServer(cleanup, (socket) => {
+    const connection: AppConnection = { n: connections.length, socket, encoder: new HpackEncoder(), highest: 0, bodies: new Map(), broken: undefined, openedAfter: [], lateTags: [], endedByB: false, closed: false }
+    connections.push(connection)
+    socket.write(settings([[3, 100]]))
+    const reader = new FrameReader()
+    let preface = 24
+    socket.on("data", (data: Buffer) => {
+      if (preface > 0) {
+        const skip = Math.min(preface, data.length)
+        preface -= skip
+        data = data.subarray(skip)
+      }
+      reader.push(data, (f) => {
+        if (f.type === Type.settings && (f.flags & Flag.ack) === 0) socket.write(settingsAck())
+        else if (f.type === Type.ping && (f.flags & Flag.ack) === 0) socket.write(frame(Type.ping, Flag.ack, 0, f.payload))
+        else if (f.type === Type.goaway) connection.endedByB = true
+        else if (f.type === Type.headers && f.stream > connection.highest) {
+          connection.highest = f.stream
+          if (connection.broken !== undefined) connection.openedAfter.push(f.stream)
+          connection.bodies.set(f.stream, [])
+        } else if (f.type === Type.data) connection.bodies.get(f.stream)?.push(f.payload)
+        if ((f.type === Type.data || f.type === Type.headers) && (f.flags & Flag.endStream) !== 0) {
+          const parts = connection.bodies.get(f.stream)
+          connection.bodies.delete(f.stream)
+          if (parts !== undefined) requestIn(connection, f.stream, Buffer.concat(parts))
+        }
+      })
+    })
+    socket.once("end", () => (connection.endedByB = true))
+    socket.once("close", () => {
+      connection.closed = true
+      connection.endedByB = true
+    })
+  })
+  return {
+    port,
+    canaries,
+    connections,
+    strays,
+    written: () => writing === 0,
+    expect: (one, seed) => {
+      current = { one, seed, arrived: new Map(), dispatched: false }
+    }
+  }
+}
