@@ -24,6 +24,15 @@ interface AppConnection {
   readonly openedAfter: Array<number>
   /** Their requests' bodies (which call each was). */
   readonly lateTags: Array<string>
+  /** Frames waiting for B's flow-control windows (RFC 9113 §6.9), in order; told once they are all out. */
+  readonly queue: Array<Buffer>
+  drained: (() => void) | undefined
+  /** The app's send windows: the connection's, each stream's, and B's initial one (its SETTINGS). */
+  connectionWindow: number
+  readonly streamWindows: Map<number, number>
+  initialWindow: number
+  /** Streams B reset: their DATA is dropped, not held for a window that will not come. */
+  readonly resetByB: Set<number>
   /** B said GOAWAY, or its side closed. */
   endedByB: boolean
   closed: boolean
@@ -45,6 +54,33 @@ export interface AnswerApp {
   readonly written: () => boolean
   /** Requests that named no call of the current case (a retry of a call the app answered already is answered soundly). */
   readonly strays: Array<string>
+}
+
+/** Writes what B's windows let through, in order; DATA past them waits for B's WINDOW_UPDATE. */
+const flush = (connection: AppConnection): void => {
+  const out: Array<Buffer> = []
+  const { queue } = connection
+  while (queue.length > 0) {
+    const f = queue[0]!
+    if (f[3] === Type.data) {
+      const id = f.readUInt32BE(5) & 0x7fffffff
+      const length = f.readUIntBE(0, 3)
+      if (!connection.resetByB.has(id)) {
+        const stream = connection.streamWindows.get(id) ?? connection.initialWindow
+        if (length > stream || length > connection.connectionWindow) break
+        connection.streamWindows.set(id, stream - length)
+        connection.connectionWindow -= length
+      }
+    }
+    out.push(queue.shift()!)
+  }
+  if (out.length > 0 && !connection.closed) connection.socket.write(Buffer.concat(out))
+  if ((queue.length === 0 || connection.closed) && connection.drained !== undefined) {
+    const drained = connection.drained
+    connection.drained = undefined
+    queue.length = 0
+    drained()
+  }
 }
 
 const TAG = /h2a\/(\d+)\/(\w+)/
@@ -100,18 +136,20 @@ export const startAnswerApp = async (cleanup: Cleanup): Promise<AnswerApp> => {
       if (one.act?.at === one.order.length) act()
       writing++
       const run = (from: number) => {
-        const out: Array<Buffer> = []
         let at = from
         while (at < steps.length) {
-          out.push(...steps[at++]!())
+          connection.queue.push(...steps[at++]!())
           if (one.paced && rng.next() < 0.3) break
         }
-        if (connection.closed) return void writing--
-        connection.socket.write(Buffer.concat(out))
-        if (at < steps.length) return void setTimeout(run, rng.int(1, 6), at)
-        writing--
-        // After its GOAWAY the app closes once its answers are out, as a server going away does.
-        if (goawayLast !== Infinity) connection.socket.end()
+        flush(connection)
+        if (at < steps.length && !connection.closed) return void setTimeout(run, rng.int(1, 6), at)
+        // The last of it out (flow control may hold DATA back): then, after its GOAWAY, the app
+        // closes, as a server going away does.
+        connection.drained = () => {
+          writing--
+          if (goawayLast !== Infinity) connection.socket.end()
+        }
+        flush(connection)
       }
       run(0)
     }
@@ -125,19 +163,26 @@ export const startAnswerApp = async (cleanup: Cleanup): Promise<AnswerApp> => {
     if (match !== null && text.includes(canaryTag(caseId))) {
       canaries.set(caseId, connection.n)
       const fields: Array<readonly [string, string]> = [[":status", "200"], ["x-answer-of", canaryTag(caseId)]]
-      return void connection.socket.write(Buffer.concat([frame(Type.headers, Flag.endHeaders, id, connection.encoder.block(fields, () => ({ index: false, huffman: false }))), frame(Type.data, Flag.endStream, id, Buffer.from(`canary ${caseId}`))]))
+      connection.queue.push(frame(Type.headers, Flag.endHeaders, id, connection.encoder.block(fields, () => ({ index: false, huffman: false }))), frame(Type.data, Flag.endStream, id, Buffer.from(`canary ${caseId}`)))
+      return flush(connection)
     }
     const k = match === null ? NaN : Number(match[2])
     const one = current?.one
     if (one === undefined || caseId !== one.id || one.answers[k] === undefined) return void strays.push(text.slice(0, 80))
     // A retry of a call (its first stream refused or not processed): answered soundly.
-    if (current!.dispatched) return void connection.socket.write(Buffer.concat(one.answers[k]!.sound(context(connection, id, [id], () => ({ index: false, huffman: false })))))
+    if (current!.dispatched) {
+      connection.queue.push(...one.answers[k]!.sound(context(connection, id, [id], () => ({ index: false, huffman: false }))))
+      return flush(connection)
+    }
     current!.arrived.set(k, { connection, id })
     if (current!.arrived.size === one.answers.length) dispatch()
   }
 
   const { port } = await startRawServer(cleanup, (socket) => {
-    const connection: AppConnection = { n: connections.length, socket, encoder: new HpackEncoder(), highest: 0, bodies: new Map(), broken: undefined, openedAfter: [], lateTags: [], endedByB: false, closed: false }
+    const connection: AppConnection = {
+      n: connections.length, socket, encoder: new HpackEncoder(), highest: 0, bodies: new Map(), broken: undefined, openedAfter: [], lateTags: [],
+      queue: [], drained: undefined, connectionWindow: 65_535, streamWindows: new Map(), initialWindow: 65_535, resetByB: new Set(), endedByB: false, closed: false
+    }
     connections.push(connection)
     socket.write(settings([[3, 100]]))
     const reader = new FrameReader()
@@ -149,8 +194,26 @@ export const startAnswerApp = async (cleanup: Cleanup): Promise<AnswerApp> => {
         data = data.subarray(skip)
       }
       reader.push(data, (f) => {
-        if (f.type === Type.settings && (f.flags & Flag.ack) === 0) socket.write(settingsAck())
-        else if (f.type === Type.ping && (f.flags & Flag.ack) === 0) socket.write(frame(Type.ping, Flag.ack, 0, f.payload))
+        if (f.type === Type.settings && (f.flags & Flag.ack) === 0) {
+          for (let at = 0; at + 6 <= f.payload.length; at += 6) {
+            if (f.payload.readUInt16BE(at) !== 4) continue
+            const value = f.payload.readUInt32BE(at + 2)
+            // A new initial window moves every open stream's by the difference (§6.9.2).
+            for (const [id, window] of connection.streamWindows) connection.streamWindows.set(id, window + value - connection.initialWindow)
+            connection.initialWindow = value
+          }
+          socket.write(settingsAck())
+          flush(connection)
+        } else if (f.type === Type.windowUpdate && f.payload.length === 4) {
+          const increment = f.payload.readUInt32BE(0) & 0x7fffffff
+          if (f.stream === 0) connection.connectionWindow += increment
+          else connection.streamWindows.set(f.stream, (connection.streamWindows.get(f.stream) ?? connection.initialWindow) + increment)
+          flush(connection)
+        } else if (f.type === Type.rst) {
+          connection.resetByB.add(f.stream)
+          flush(connection)
+        }
+        if (f.type === Type.ping && (f.flags & Flag.ack) === 0) socket.write(frame(Type.ping, Flag.ack, 0, f.payload))
         else if (f.type === Type.goaway) connection.endedByB = true
         else if (f.type === Type.headers && f.stream > connection.highest) {
           connection.highest = f.stream
@@ -168,6 +231,7 @@ export const startAnswerApp = async (cleanup: Cleanup): Promise<AnswerApp> => {
     socket.once("close", () => {
       connection.closed = true
       connection.endedByB = true
+      flush(connection)
     })
   })
   return {

@@ -134,7 +134,11 @@ const worse = (d: Draft, verdict: AnswerVerdict): void => {
 }
 
 const draft = (rng: Prng, caseId: number, k: number, grpc: boolean, mutated = true): Draft => {
-  const body = grpc ? grpcMessage(Buffer.from(`${callTag(caseId, k)} ${token(rng, 0, 40)}`)) : Buffer.from(rng.next() < 0.15 ? rng.bytes(rng.int(0, 3000)) : Buffer.from(`${callTag(caseId, k)} ${token(rng, 0, 60)}`))
+  // Now and then past what B holds to send back whole (64 KiB): it streams, head first, under flow control.
+  const large = mutated && rng.next() < 0.15
+  const text = `${callTag(caseId, k)} ${token(rng, 0, 40)}`
+  const payload = large ? Buffer.concat([Buffer.from(text), rng.bytes(rng.int(70_000, 250_000))]) : grpc ? Buffer.from(text) : rng.next() < 0.15 ? rng.bytes(rng.int(0, 3000)) : Buffer.from(`${text}${token(rng, 0, 20)}`)
+  const body = grpc ? grpcMessage(payload) : payload
   const head: Array<Field> = [[":status", grpc ? "200" : rng.pick(["200", "200", "201", "404", "500", "299"])]]
   head.push(["x-answer-of", callTag(caseId, k)])
   for (let i = rng.int(0, 3); i > 0; i--) head.push([`x-a-${token(rng, 1, 6)}`, token(rng, 0, 30)])
@@ -142,6 +146,7 @@ const draft = (rng: Prng, caseId: number, k: number, grpc: boolean, mutated = tr
   else if (rng.next() < 0.5) head.push(["content-length", String(body.length)])
   const trailers: Array<Field> | undefined = grpc ? [["grpc-status", "0"]] : rng.next() < 0.2 ? [["x-t-answer", token(rng, 0, 10)]] : undefined
   const d: Draft = { k, grpc, verdict: "whole", head, informational: [], body, trailers, expectFields: undefined, expectTrailers: undefined, dropped: [], rstCode: undefined, afterEnd: [], afterHead: [], split: 16_384, tags: grpc ? ["grpc"] : [] }
+  if (large) d.tags.push("large")
   if (mutated) mutate(rng, d, grpc)
   else d.tags.push("sound")
   return d
@@ -290,7 +295,7 @@ const answerGroups = (rng: Prng, d: Draft): Array<(ctx: WriteContext) => Array<B
   let at = 0
   const cut = d.rstCode === undefined ? d.body.length : rng.int(0, d.body.length)
   while (at < cut) {
-    const size = Math.min(cut - at, rng.int(1, 4000))
+    const size = Math.min(cut - at, rng.int(1, d.body.length > 65_536 ? 16_384 : 4000))
     const bytes = d.body.subarray(at, at + size)
     at += size
     const last = at === d.body.length && d.trailers === undefined && d.rstCode === undefined
@@ -326,7 +331,7 @@ const soundFrames = (d: Draft) => (ctx: WriteContext): Array<Buffer> => {
 
 /** The app's connection-level acts (§5.4.1 connection errors, and some that are none). */
 const connectionAct = (rng: Prng): ConnectionAct => {
-  switch (rng.int(0, 11)) {
+  switch (rng.int(0, 13)) {
     case 0: case 1: {
       const code = rng.pick([ErrorCode.noError, ErrorCode.noError, ErrorCode.protocol, ErrorCode.internal, ErrorCode.enhanceYourCalm])
       return {
@@ -358,6 +363,16 @@ const connectionAct = (rng: Prng): ConnectionAct => {
     case 8: return { tag: "ping-ack-unsolicited", fatal: true, frames: () => Array.from({ length: rng.int(1, 50) }, () => frame(Type.ping, Flag.ack, 0, Buffer.alloc(8))) }
     case 9: return { tag: "answer-on-even-stream", fatal: true, frames: () => [frame(Type.headers, Flag.endHeaders, 2, Buffer.from([0x88]))] }
     case 10: return { tag: "answer-on-idle-stream", fatal: true, frames: (ctx) => [frame(Type.headers, Flag.endHeaders | Flag.endStream, ctx.highest + 20, Buffer.from([0x88]))] }
+    // HPACK the decoder must refuse (RFC 7541 §2.3.3, §4.2, §5.2): a COMPRESSION_ERROR ends the connection.
+    case 11: {
+      const [tag, bytes] = rng.pick([
+        ["hpack-index-unknown", [0xff, 0x7f]],
+        ["hpack-table-size-past-settings", [0x3f, 0xe1, 0xff, 0x03]],
+        ["hpack-huffman-eos-padding", [0x00, 0x81, 0x00, 0x81, 0x61]]
+      ] as const)
+      return { tag, fatal: true, frames: (ctx) => [frame(Type.headers, Flag.endHeaders | Flag.endStream, ctx.caseIds[0] ?? 1, Buffer.from(bytes))] }
+    }
+    case 12: return { tag: "settings-header-table-zero", fatal: false, frames: () => [settings([[1, 0]])] }
     default: return { tag: "continuation-interrupted", fatal: true, frames: (ctx) => [frame(Type.headers, 0, ctx.caseIds[0] ?? 1, Buffer.from([0x88])), frame(Type.ping, 0, 0, Buffer.alloc(8))] }
   }
 }

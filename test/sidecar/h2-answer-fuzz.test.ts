@@ -150,6 +150,14 @@ interface Sidecars {
   readonly inFlight: () => [number, number]
 }
 
+/** Cases that took long (printed: a wait on a deadline shows here). */
+const slow: Array<string> = []
+/** Mesh errors by their x-iip-mesh-error (printed). */
+const reasons = new Map<string, number>()
+
+/** Calls by how they ended: whole, a clean error, a clean break (streamed, then cut), other. */
+const outcomes = new Map<string, number>()
+
 /** One case: its calls at once on one caller connection, then the canary on a fresh one; its violations. */
 const runCase = async (mesh: Sidecars, app: AnswerApp, one: AnswerCase): Promise<Array<string>> => {
   const violations: Array<string> = []
@@ -167,6 +175,9 @@ const runCase = async (mesh: Sidecars, app: AnswerApp, one: AnswerCase): Promise
       const leak = leaked(got, plan)
       if (leak !== undefined) violations.push(`${label}: ${leak}`)
       const whole = wholeDiff(got, plan)
+      outcomes.set(whole === undefined ? "whole" : cleanError(got, plan.grpc) === undefined ? "error" : cleanBreak(got, plan) === undefined ? "break" : "other", (outcomes.get(whole === undefined ? "whole" : cleanError(got, plan.grpc) === undefined ? "error" : cleanBreak(got, plan) === undefined ? "break" : "other") ?? 0) + 1)
+      const reason = field(got.fields, "x-iip-mesh-error") ?? field(got.trailers, "x-iip-mesh-error")
+      if (reason !== undefined) reasons.set(`${got.status} ${reason}`, (reasons.get(`${got.status} ${reason}`) ?? 0) + 1)
       const error = cleanError(got, plan.grpc) === undefined ? undefined : cleanBreak(got, plan) === undefined ? undefined : `${cleanError(got, plan.grpc)}; no clean break either (${cleanBreak(got, plan)})`
       if (plan.verdict === "whole" && whole !== undefined) violations.push(`${label}: not the app's answer whole (${whole}); clean error? ${error ?? "yes"}: ${shown(got)}`)
       else if (plan.verdict === "error" && error !== undefined) violations.push(`${label}: no clean error (${error}): ${shown(got)}`)
@@ -243,12 +254,16 @@ describe("h2c answers from a hostile app back through two sidecars (answer fuzz)
     const started = performance.now()
     const failures: Array<string> = []
     for (const one of cases) {
+      const at = performance.now()
       const violations = await runCase(mesh, app, one)
+      const took = performance.now() - at
+      if (took > 400) slow.push(`case ${one.id} [${[...one.tags, ...one.answers.flatMap((a) => a.tags)].join(" ")}] ${Math.round(took)} ms`)
       if (violations.length > 0) failures.push(`case ${one.id} [${one.tags.join(" ")}]\n  ${violations.join("\n  ")}`)
     }
     const tally = new Map<string, number>()
     for (const c of cases) for (const t of [...c.tags, ...c.answers.flatMap((a) => a.tags)]) tally.set(t, (tally.get(t) ?? 0) + 1)
-    console.log(`h2 answer fuzz: seed ${SEED} (H2_ANSWER_FUZZ_SEED), ${cases.length} cases (H2_ANSWER_FUZZ_CASES) in ${Math.round(performance.now() - started)} ms; ${app.connections.length} app connections; strays ${app.strays.length}; by mutation: ${[...tally].sort().map(([t, n]) => `${t} ${n}`).join(", ")}`)
+    console.log(`h2 answer fuzz: seed ${SEED} (H2_ANSWER_FUZZ_SEED), ${cases.length} cases (H2_ANSWER_FUZZ_CASES) in ${Math.round(performance.now() - started)} ms; ${app.connections.length} app connections; strays ${app.strays.length}; calls ended ${JSON.stringify(Object.fromEntries(outcomes))}; by mutation: ${[...tally].sort().map(([t, n]) => `${t} ${n}`).join(", ")}`)
+    console.log(`h2 answer fuzz: mesh errors ${JSON.stringify(Object.fromEntries(reasons))}; slow cases: ${slow.length === 0 ? "none" : slow.join("; ")}`)
     if (failures.length > 0) console.log(`h2 answer fuzz: ${failures.length} failing cases:\n${failures.slice(0, 30).join("\n")}`)
     expect(failures).toStrictEqual([])
   })
