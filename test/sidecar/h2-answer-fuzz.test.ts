@@ -6,14 +6,19 @@
 // labelled way, their frames interleaved, now and then a connection-level act of the app's. Per case:
 // (a) each call ends in the app's answer whole (its status, fields less hop-by-hop ones, body bytes,
 //     trailers: never a field the app's peer must drop, never another call's bytes) or in a clean
-//     error: a 5xx with `x-iip-mesh-error` naming the hop (a gRPC caller: INTERNAL or UNAVAILABLE
-//     with it); an answer RFC 9113 makes malformed or broken off (§8.1, §8.1.1, §8.3.2) never passes;
+//     error: a 5xx with `x-iip-mesh-error` naming the hop (a gRPC caller: INTERNAL, UNAVAILABLE or
+//     DEADLINE_EXCEEDED with it), or, once the answer streamed (its head went on), a clean break:
+//     the app's head, a prefix of its body, then a reset (a gRPC caller: the mesh's status); an
+//     answer RFC 9113 makes malformed or broken off (§8.1, §8.1.1, §8.3.2) never passes whole;
 // (b) nothing hangs: every call ends within CALL_LIMIT_MS (the mesh's deadline is 3 s);
 // (c) a connection the app broke (a connection error, §5.4.1, or its GOAWAY) is ended by B and
 //     carries no stream B opened after it;
 // (d) a canary call afterwards is answered whole, on a connection the app did not break;
 // (e) nothing is left in flight at A or B.
-// H2_ANSWER_FUZZ_SEED and H2_ANSWER_FUZZ_CASES change the run (seed printed); H2_ANSWER_FUZZ_ONLY=id[,id] replays cases.
+// A second run makes the gRPC calls with grpc-js (a real gRPC client's reading of statuses).
+// H2_ANSWER_FUZZ_SEED, H2_ANSWER_FUZZ_CASES and H2_ANSWER_FUZZ_GRPC_JS_CASES change the run (seed printed);
+// H2_ANSWER_FUZZ_ONLY=id[,id] replays cases of the first run.
+import * as grpc from "@grpc/grpc-js"
 import * as http2 from "node:http2"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { type AnswerApp, startAnswerApp } from "../helpers/h2AnswerApp.ts"
@@ -22,10 +27,12 @@ import { prng } from "../helpers/prng.ts"
 import { Cleanup, waitFor } from "../support/iipRaw.ts"
 import { startMesh } from "../support/sidecarHarness.ts"
 
-/** 150 cases keep the file within 10 s on a loaded 2-core machine; long runs set more. */
-const CASES = Number(process.env["H2_ANSWER_FUZZ_CASES"] ?? 150)
+/** 120 cases (and GRPC_JS_CASES) keep the file within 10 s on a loaded 2-core machine (about 7.5 s measured); long runs set more. */
+const CASES = Number(process.env["H2_ANSWER_FUZZ_CASES"] ?? 120)
 const SEED = Number(process.env["H2_ANSWER_FUZZ_SEED"] ?? 0x68326e73)
 const ONLY = process.env["H2_ANSWER_FUZZ_ONLY"]
+/** Cases whose gRPC calls grpc-js makes (H2_ANSWER_FUZZ_GRPC_JS_CASES). */
+const GRPC_JS_CASES = Number(process.env["H2_ANSWER_FUZZ_GRPC_JS_CASES"] ?? 60)
 /** Past A's deadline (3 s) and its answer: a call not over by then hangs. */
 const CALL_LIMIT_MS = 5000
 
@@ -145,6 +152,40 @@ const connect = (port: number): http2.ClientHttp2Session => {
   return session
 }
 
+/** What a grpc-js call ended with. */
+interface GrpcGot {
+  readonly code: number
+  readonly details: string
+  readonly meshError: string | undefined
+  readonly value: Buffer | undefined
+}
+
+/** One unary call by grpc-js (a real gRPC client, its own reading of statuses), within CALL_LIMIT_MS. */
+const grpcJsCall = (client: grpc.Client, path: string, payload: Buffer) =>
+  new Promise<GrpcGot>((resolve) => {
+    const identity = (value: Buffer): Buffer => value
+    client.makeUnaryRequest(path, identity, identity, payload, new grpc.Metadata(), { deadline: Date.now() + CALL_LIMIT_MS }, (error, value) => {
+      const status = error as grpc.ServiceError | null
+      const meshError = status?.metadata?.get("x-iip-mesh-error")[0]
+      resolve({ code: status?.code ?? 0, details: status?.details ?? "", meshError: meshError === undefined ? undefined : String(meshError), value: value ?? undefined })
+    })
+  })
+
+/**
+ * A grpc-js caller's view of a gRPC answer: it ends before its deadline (not DEADLINE_EXCEEDED
+ * from the client's own clock); a mesh error is INTERNAL, UNAVAILABLE or the mesh's deadline;
+ * an OK status carries exactly the app's message; a whole answer's valid status is the app's.
+ */
+const grpcJsViolation = (got: GrpcGot, plan: PlannedAnswer): string | undefined => {
+  if (got.code === grpc.status.DEADLINE_EXCEEDED && got.meshError === undefined) return `hang: DEADLINE_EXCEEDED at the client (${got.details})`
+  if (got.meshError !== undefined) return [4, 13, 14].includes(got.code) ? undefined : `mesh error ${got.meshError} as code ${got.code}`
+  const message = plan.expect.body.subarray(5)
+  if (got.code === 0 && (got.value === undefined || !got.value.equals(message))) return `OK with ${JSON.stringify(got.value?.toString("latin1").slice(0, 80))}, not the app's message`
+  const sent = field(plan.expect.trailers, "grpc-status") ?? field(plan.expect.fields, "grpc-status")
+  if (plan.verdict === "whole" && sent !== undefined && /^\d+$/.test(sent) && Number(sent) <= 16 && got.code !== Number(sent)) return `code ${got.code} (${got.details}), the app's ${sent}`
+  return undefined
+}
+
 interface Sidecars {
   readonly port: number
   readonly inFlight: () => [number, number]
@@ -159,23 +200,33 @@ const reasons = new Map<string, number>()
 const outcomes = new Map<string, number>()
 
 /** One case: its calls at once on one caller connection, then the canary on a fresh one; its violations. */
-const runCase = async (mesh: Sidecars, app: AnswerApp, one: AnswerCase): Promise<Array<string>> => {
+const runCase = async (mesh: Sidecars, app: AnswerApp, one: AnswerCase, grpcJs?: grpc.Client): Promise<Array<string>> => {
   const violations: Array<string> = []
   app.expect(one, SEED)
   const session = connect(mesh.port)
   try {
     const gots = await Promise.all(one.answers.map((plan) => {
       const tag = Buffer.from(callTag(one.id, plan.k))
-      return callOnce(session, `/h2a/${one.id}/${plan.k}`, plan.grpc, plan.grpc ? grpcMessage(tag) : tag)
+      const path = `/h2a/${one.id}/${plan.k}`
+      if (plan.grpc && grpcJs !== undefined) return grpcJsCall(grpcJs, path, tag)
+      return callOnce(session, path, plan.grpc, plan.grpc ? grpcMessage(tag) : tag)
     }))
-    gots.forEach((got, k) => {
+    gots.forEach((result, k) => {
       const plan = one.answers[k]!
       const label = `call ${k} [${plan.tags.join(" ")}] (${plan.verdict})`
+      if ("code" in result) {
+        const wrong = grpcJsViolation(result, plan)
+        outcomes.set(`grpc-js ${result.code}`, (outcomes.get(`grpc-js ${result.code}`) ?? 0) + 1)
+        if (wrong !== undefined) violations.push(`${label} (grpc-js): ${wrong}`)
+        return
+      }
+      const got = result
       if (got.error?.startsWith("hang") === true) return void violations.push(`${label}: ${got.error}: ${shown(got)}`)
       const leak = leaked(got, plan)
       if (leak !== undefined) violations.push(`${label}: ${leak}`)
       const whole = wholeDiff(got, plan)
-      outcomes.set(whole === undefined ? "whole" : cleanError(got, plan.grpc) === undefined ? "error" : cleanBreak(got, plan) === undefined ? "break" : "other", (outcomes.get(whole === undefined ? "whole" : cleanError(got, plan.grpc) === undefined ? "error" : cleanBreak(got, plan) === undefined ? "break" : "other") ?? 0) + 1)
+      const ended = whole === undefined ? "whole" : cleanError(got, plan.grpc) === undefined ? "error" : cleanBreak(got, plan) === undefined ? "break" : "other"
+      outcomes.set(ended, (outcomes.get(ended) ?? 0) + 1)
       const reason = field(got.fields, "x-iip-mesh-error") ?? field(got.trailers, "x-iip-mesh-error")
       if (reason !== undefined) reasons.set(`${got.status} ${reason}`, (reasons.get(`${got.status} ${reason}`) ?? 0) + 1)
       const error = cleanError(got, plan.grpc) === undefined ? undefined : cleanBreak(got, plan) === undefined ? undefined : `${cleanError(got, plan.grpc)}; no clean break either (${cleanBreak(got, plan)})`
@@ -246,6 +297,24 @@ describe("h2c answers from a hostile app back through two sidecars (answer fuzz)
 
   it.each(FIXED)("fixed case: $tags.0 ($answers.length calls, gRPC: $answers.0.grpc)", async (one) => {
     expect(await runCase(mesh, app, one)).toStrictEqual([])
+  })
+
+  it(`${GRPC_JS_CASES} generated cases, gRPC calls by grpc-js: each ends with a status it reads, the app's when whole, an OK one with the app's message`, { timeout: 120_000 }, async () => {
+    const client = new grpc.Client(`127.0.0.1:${mesh.port}`, grpc.credentials.createInsecure(), { "grpc.default_authority": "catalog", "grpc.max_metadata_size": 1 << 20 })
+    try {
+      const rng = prng(SEED + 1)
+      const cases = Array.from({ length: GRPC_JS_CASES }, (_, id) => answerCase(rng, 500_000 + id)).filter((c) => c.answers.some((a) => a.grpc))
+      const failures: Array<string> = []
+      for (const one of cases) {
+        const violations = await runCase(mesh, app, one, client)
+        if (violations.length > 0) failures.push(`case ${one.id} [${one.tags.join(" ")}]\n  ${violations.join("\n  ")}`)
+      }
+      console.log(`h2 answer fuzz (grpc-js): seed ${SEED + 1}, ${cases.length} cases with gRPC calls; calls ended ${JSON.stringify(Object.fromEntries(outcomes))}`)
+      if (failures.length > 0) console.log(`h2 answer fuzz (grpc-js): ${failures.length} failing cases:\n${failures.slice(0, 30).join("\n")}`)
+      expect(failures).toStrictEqual([])
+    } finally {
+      client.close()
+    }
   })
 
   it(`${CASES} generated cases: each call whole or a clean error, none hangs, broken connections dropped, canaries answered`, { timeout: 120_000 }, async () => {
