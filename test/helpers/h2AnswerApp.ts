@@ -50,6 +50,8 @@ export interface AnswerApp {
   /** The connection (its number) each canary came on, by case. */
   readonly canaries: Map<number, number>
   readonly connections: Array<AppConnection>
+  /** The current case's calls the app's GOAWAY left unprocessed (their k). */
+  readonly unprocessed: ReadonlySet<number>
   /** Every dispatched answer is out (a paced case's last write done). */
   readonly written: () => boolean
   /** Requests that named no call of the current case (a retry of a call the app answered already is answered soundly). */
@@ -89,6 +91,8 @@ export const startAnswerApp = async (cleanup: Cleanup): Promise<AnswerApp> => {
   const connections: Array<AppConnection> = []
   const canaries = new Map<number, number>()
   const strays: Array<string> = []
+  /** The current case's calls above the last stream id of the app's GOAWAY, nothing of their answers written (§6.8: not processed). */
+  const unprocessed = new Set<number>()
   /** Connections whose answers are still going out (a paced case's). */
   let writing = 0
   let current: { one: AnswerCase; seed: number; arrived: Map<number, Arrived>; dispatched: boolean } | undefined
@@ -113,13 +117,20 @@ export const startAnswerApp = async (cleanup: Cleanup): Promise<AnswerApp> => {
       const caseIds = ks.map((k) => arrived.get(k)!.id).sort((a, b) => a - b)
       const next = new Map(ks.map((k) => [k, 0]))
       let goawayLast = Infinity
+      /** Groups of each call's answer written so far (a call with none when the GOAWAY goes was not processed). */
+      const written = new Map(ks.map((k) => [k, 0]))
       // Each step encodes its frames as it goes out: the HPACK table follows the order B decodes in.
       const steps: Array<() => Array<Buffer>> = []
       const act = () => {
         if (one.act === undefined || connection !== actOn) return
         steps.push(() => {
           const frames = one.act!.act.frames(context(connection, 0, caseIds, coding))
-          if (one.act!.act.goaway !== undefined) goawayLast = frames[0]!.readUInt32BE(9) & 0x7fffffff
+          if (one.act!.act.goaway !== undefined) {
+            goawayLast = frames[0]!.readUInt32BE(9) & 0x7fffffff
+            // Only while B's session lives: one B ended already, or may have for an earlier frame's
+            // error (a stream window overflow, say: nghttp2 ends the connection), failed its streams for that.
+            if (!connection.endedByB && !one.mayEnd) for (const k of ks) if (arrived.get(k)!.id > goawayLast && written.get(k) === 0) unprocessed.add(k)
+          }
           if (one.act!.act.fatal) connection.broken = one.act!.act.tag
           return frames
         })
@@ -131,7 +142,11 @@ export const startAnswerApp = async (cleanup: Cleanup): Promise<AnswerApp> => {
         const group = one.answers[k]!.groups[next.get(k)!]!
         next.set(k, next.get(k)! + 1)
         // Past the app's GOAWAY, streams above its last stream id get nothing more (§6.8: not processed).
-        steps.push(() => (id > goawayLast ? [] : group(context(connection, id, caseIds, coding))))
+        steps.push(() => {
+          if (id > goawayLast) return []
+          written.set(k, written.get(k)! + 1)
+          return group(context(connection, id, caseIds, coding))
+        })
       })
       if (one.act?.at === one.order.length) act()
       writing++
@@ -240,8 +255,10 @@ export const startAnswerApp = async (cleanup: Cleanup): Promise<AnswerApp> => {
     connections,
     strays,
     written: () => writing === 0,
+    unprocessed,
     expect: (one, seed) => {
       current = { one, seed, arrived: new Map(), dispatched: false }
+      unprocessed.clear()
     }
   }
 }

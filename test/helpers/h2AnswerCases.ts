@@ -63,6 +63,8 @@ export interface AnswerCase {
   readonly order: ReadonlyArray<number>
   readonly huffman: boolean
   readonly indexed: boolean
+  /** A call's answer may end the connection before the act (MAY_END): what follows may never be read. */
+  readonly mayEnd: boolean
   /** The app pauses between groups now and then (a few ms): answers B streams to A, head first, not held whole. */
   readonly paced: boolean
   readonly tags: ReadonlyArray<string>
@@ -402,7 +404,7 @@ export const answerCase = (rng: Prng, caseId: number): AnswerCase => {
   const paced = rng.next() < 0.4
   const tags = act === undefined ? [] : [act.act.tag]
   if (paced) tags.push("paced")
-  return { id: caseId, answers, act, order, huffman, indexed, paced, tags }
+  return { id: caseId, answers, act, order, huffman, indexed, paced, mayEnd, tags }
 }
 
 /**
@@ -431,5 +433,5 @@ export const goawayBeforeAnswers = (caseId: number, calls: number, code: number,
     }
   }
   const order = answers.flatMap((a, k) => a.groups.map(() => k))
-  return { id: caseId, answers, act: { at: 0, act }, order, huffman: false, indexed: false, paced: false, tags: [act.tag] }
+  return { id: caseId, answers, act: { at: 0, act }, order, huffman: false, indexed: false, paced: false, mayEnd: false, tags: [act.tag] }
 }
