@@ -97,6 +97,10 @@ const headFrames = (id: number, block: Buffer, endStream: boolean, split = 16_38
   return out
 }
 
+/** A head in one HEADERS frame, PADDED and with PRIORITY (§6.2): pad length, dependency, weight, the block, padding. */
+const paddedHead = (id: number, encoded: Buffer, endStream: boolean): Buffer =>
+  frame(Type.headers, Flag.endHeaders | Flag.padded | Flag.priority | (endStream ? Flag.endStream : 0), id, Buffer.concat([Buffer.from([7, 0, 0, 0, 0, 15]), encoded, Buffer.alloc(7)]))
+
 const block = (ctx: WriteContext, fields: ReadonlyArray<Field>): Buffer => ctx.encoder.block(fields, ctx.coding)
 
 /** Connection-specific fields (§8.2.2) an answer must not carry, nor the mesh pass on. */
@@ -125,6 +129,12 @@ interface Draft {
   afterEnd: Array<(ctx: WriteContext) => Array<Buffer>>
   /** Right after its head. */
   afterHead: Array<(ctx: WriteContext) => Array<Buffer>>
+  /** Frames before its head (DATA, a 1xx head ending the stream). */
+  beforeHead: Array<(ctx: WriteContext) => Array<Buffer>>
+  /** Its trailers without END_STREAM (an empty DATA frame ends it after them). */
+  trailersOpen: boolean
+  /** Its head's HEADERS frame PADDED and PRIORITY-flagged (neither part of the block). */
+  headPadded: boolean
   /** Head split into CONTINUATION frames this small (16 KiB: the most B takes in a frame). */
   split: number
   tags: Array<string>
@@ -147,7 +157,7 @@ const draft = (rng: Prng, caseId: number, k: number, grpc: boolean, mutated = tr
   if (grpc) head.push(["content-type", "application/grpc"])
   else if (rng.next() < 0.5) head.push(["content-length", String(body.length)])
   const trailers: Array<Field> | undefined = grpc ? [["grpc-status", "0"]] : rng.next() < 0.2 ? [["x-t-answer", token(rng, 0, 10)]] : undefined
-  const d: Draft = { k, grpc, verdict: "whole", head, informational: [], body, trailers, expectFields: undefined, expectTrailers: undefined, dropped: [], rstCode: undefined, afterEnd: [], afterHead: [], split: 16_384, tags: grpc ? ["grpc"] : [] }
+  const d: Draft = { k, grpc, verdict: "whole", head, informational: [], body, trailers, expectFields: undefined, expectTrailers: undefined, dropped: [], rstCode: undefined, afterEnd: [], afterHead: [], beforeHead: [], trailersOpen: false, headPadded: false, split: 16_384, tags: grpc ? ["grpc"] : [] }
   if (large) d.tags.push("large")
   if (mutated) mutate(rng, d, grpc)
   else d.tags.push("sound")
@@ -165,7 +175,7 @@ const mutate = (rng: Prng, d: Draft, grpc: boolean): void => {
     d.tags.push(name)
     worse(d, verdict)
   }
-  switch (rng.int(0, 27)) {
+  switch (rng.int(0, 32)) {
     case 0: case 1: case 2: case 3: return tag("sound", "whole")
     case 4: d.head = d.head.filter(([n]) => n !== ":status"); return tag("status-missing", "error")
     case 5: {
@@ -278,6 +288,15 @@ const mutate = (rng: Prng, d: Draft, grpc: boolean): void => {
       d.trailers = undefined
       return tag("grpc-trailers-only", "whole")
     }
+    // §8.1: DATA before the head, an informational head ending the stream, trailers not ending it: malformed.
+    case 28: d.beforeHead.push((ctx) => [frame(Type.data, 0, ctx.id, Buffer.from("early"))]); return tag("data-before-head", "error")
+    case 29: d.beforeHead.push((ctx) => [frame(Type.headers, Flag.endHeaders | Flag.endStream, ctx.id, block(ctx, [[":status", "103"]]))]); return tag("status-1xx-end-stream", "error")
+    case 30: d.trailers = [...(d.trailers ?? [["x-t", "1"]])]; d.trailersOpen = true; return tag("trailers-no-end-stream", "error")
+    case 31: d.headPadded = true; return tag("head-padded-priority", "whole")
+    case 32: {
+      for (let i = rng.int(120, 300); i > 0; i--) d.head.push([`x-m-${i}`, token(rng, 0, 8)])
+      return tag("many-fields", "either")
+    }
     default: d.head.push(["x-dup", "1"], ["x-dup", "2"], ["x-empty", ""]); return tag("repeated-fields", "whole")
   }
 }
@@ -286,9 +305,14 @@ const mutate = (rng: Prng, d: Draft, grpc: boolean): void => {
 const answerGroups = (rng: Prng, d: Draft): Array<(ctx: WriteContext) => Array<Buffer>> => {
   const groups: Array<(ctx: WriteContext) => Array<Buffer>> = []
   const head = [...d.head, ...d.dropped.filter((f) => !(d.trailers ?? []).includes(f) && !d.head.includes(f))]
+  groups.push(...d.beforeHead)
   for (const info of d.informational) groups.push((ctx) => headFrames(ctx.id, block(ctx, info), false))
   const headOnly = d.body.length === 0 && d.trailers === undefined && d.rstCode === undefined
-  groups.push((ctx) => [...headFrames(ctx.id, block(ctx, head), headOnly, d.split), ...d.afterHead.flatMap((f) => f(ctx))])
+  groups.push((ctx) => {
+    const encoded = block(ctx, head)
+    const frames = d.headPadded && encoded.length < 16_000 ? [paddedHead(ctx.id, encoded, headOnly)] : headFrames(ctx.id, encoded, headOnly, d.split)
+    return [...frames, ...d.afterHead.flatMap((f) => f(ctx))]
+  })
   if (headOnly) {
     groups.push(...d.afterEnd)
     return groups
@@ -308,7 +332,8 @@ const answerGroups = (rng: Prng, d: Draft): Array<(ctx: WriteContext) => Array<B
   if (d.rstCode !== undefined) groups.push((ctx) => [rst(ctx.id, d.rstCode!)])
   else if (d.trailers !== undefined) {
     const trailers = d.trailers
-    groups.push((ctx) => headFrames(ctx.id, block(ctx, trailers), true))
+    groups.push((ctx) => headFrames(ctx.id, block(ctx, trailers), !d.trailersOpen))
+    if (d.trailersOpen) groups.push((ctx) => [frame(Type.data, Flag.endStream, ctx.id)])
   } else if (d.body.length === 0) groups.push((ctx) => [frame(Type.data, Flag.endStream, ctx.id)])
   groups.push(...d.afterEnd)
   return groups
@@ -379,8 +404,12 @@ const connectionAct = (rng: Prng): ConnectionAct => {
   }
 }
 
-/** A stream's errors nghttp2 may make connection errors: frames on a closed stream, DATA past content-length, a window overflow. */
-const MAY_END = ["data-after-end-stream", "fields-after-end-stream", "data-beyond-content-length", "window-overflow-stream"]
+/**
+ * A stream's errors nghttp2 may make connection errors: DATA before the answer's head (nghttp2 ends
+ * the session for it, where §8.1.1 says a stream error), frames on a closed stream, DATA past
+ * content-length, a window overflow.
+ */
+const MAY_END = ["data-before-head", "status-1xx-end-stream", "data-after-end-stream", "fields-after-end-stream", "data-beyond-content-length", "window-overflow-stream"]
 
 /** One case: 1 to 4 calls, some gRPC-shaped, their answers interleaved; now and then (1 in 4) a connection-level act. */
 export const answerCase = (rng: Prng, caseId: number): AnswerCase => {
