@@ -5,7 +5,7 @@
 // overflow, bad SETTINGS, a PING flood, an answer on a stream B never opened). Each answer carries
 // what a caller must get if it passes (`expect`) and whether it may (`verdict`), by RFC 9113.
 import { ErrorCode, Flag, type FieldCoding, frame, HpackEncoder, rst, settings, Type, windowUpdate } from "./h2Wire.ts"
-import type { Prng } from "./prng.ts"
+import { type Prng, prng } from "./prng.ts"
 
 export type Field = readonly [string, string]
 
@@ -442,7 +442,7 @@ export const answerCase = (rng: Prng, caseId: number): AnswerCase => {
  * the app answers a retry soundly (status 200, its tag); a call not retried ends in app_unavailable.
  */
 export const goawayBeforeAnswers = (caseId: number, calls: number, code: number, grpc: boolean): AnswerCase => {
-  const rng = { next: () => 0.5, int: (min: number) => min, pick: <A>(items: ReadonlyArray<A>) => items[0]!, bytes: (n: number) => Buffer.alloc(n) }
+  const rng = prng(caseId)
   const answers = Array.from({ length: calls }, (_, k) => {
     const d = draft(rng, caseId, k, grpc, false)
     const plan = planned(rng, d)
