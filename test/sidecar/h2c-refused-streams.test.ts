@@ -8,10 +8,20 @@ import * as http2 from "node:http2"
 import type * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { Cleanup, withTimeout } from "../support/iipRaw.ts"
-import { rstStream, startRawH2App } from "../support/h2Raw.ts"
+import { h2Frame, rstStream, startRawH2App } from "../support/h2Raw.ts"
 import { call, LOOPBACK, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
 
 const REFUSED_STREAM = 7
+const PROTOCOL_ERROR = 1
+const GOAWAY = 7
+
+/** A GOAWAY frame naming `lastStream` and the error code. */
+const goaway = (lastStream: number, code: number): Buffer => {
+  const payload = Buffer.alloc(8)
+  payload.writeUInt32BE(lastStream, 0)
+  payload.writeUInt32BE(code, 4)
+  return h2Frame(GOAWAY, 0, 0, payload)
+}
 
 /** A node:http2 app (closed at cleanup) that announces `maxConcurrentStreams` and answers each request with its body: its port. */
 const startEchoApp = async (cleanup: Cleanup, maxConcurrentStreams: number): Promise<number> => {
@@ -57,6 +67,26 @@ describe("streams an h2c app refuses", () => {
     const a = await startSidecar(cleanup, sidecarConfig({ service: "store", tracing: false, endpoints: { inventory: endpoints } }))
     // One after another, so the balancer sends some first to the refusing app (all eight going to
     // the other first has a chance of 1 in 256; the refusals counted below say it did not happen).
+    for (let i = 0; i < 8; i++) {
+      const answer = await post(a.outboundPort, `order ${i}`)
+      expect(`${answer.status} ${answer.body.toString()} ${answer.headers["x-iip-mesh-error"] ?? ""}`).toBe(`200 order ${i} `)
+    }
+    expect(refusals.length).toBeGreaterThan(0)
+  }, 60_000)
+
+  it("a POST above the last stream id of the app's GOAWAY with an error code is not processed (RFC 9113 §6.8): A sends it to another endpoint", async () => {
+    // node destroys B's session on a GOAWAY with an error code before nghttp2 refuses the streams
+    // above its last stream id: only the id B keeps (appH2.ts aboveGoaway) says they were not processed.
+    const refusals: Array<number> = []
+    const goingAway = await startRawH2App(cleanup, (socket, stream) => {
+      refusals.push(stream)
+      socket.write(goaway(0, PROTOCOL_ERROR))
+    })
+    const refuser = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${goingAway.port}`, appProtocol: "h2c", tracing: false }))
+    const answering = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${await startEchoApp(cleanup, 100)}`, appProtocol: "h2c", tracing: false }))
+    const endpoints = [refuser, answering].map((b) => ({ address: b.inboundAddress, weight: 1 }))
+    const a = await startSidecar(cleanup, sidecarConfig({ service: "store", tracing: false, endpoints: { inventory: endpoints } }))
+    // As above: eight in turn, some of them first to the app going away (the refusals say so).
     for (let i = 0; i < 8; i++) {
       const answer = await post(a.outboundPort, `order ${i}`)
       expect(`${answer.status} ${answer.body.toString()} ${answer.headers["x-iip-mesh-error"] ?? ""}`).toBe(`200 order ${i} `)
