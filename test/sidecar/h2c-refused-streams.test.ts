@@ -38,6 +38,29 @@ const startEchoApp = async (cleanup: Cleanup, maxConcurrentStreams: number): Pro
 const post = (port: number, body: string) =>
   call(port, { method: "POST", path: "/orders", headers: { host: "inventory", "content-length": String(body.length) }, body: Buffer.from(body) })
 
+/**
+ * Eight POSTs in turn through A to two endpoints: B before a raw app that answers each request with
+ * `refuse` (a request it did not process), and B before an echo app. Each must be answered by the
+ * echo app (A sent it there, first or after the refusal); the refusals made (some: all eight going to
+ * the echo app first has a chance of 1 in 256, which the caller's check of the count rules out).
+ */
+const postsBeside = async (cleanup: Cleanup, refuse: (socket: net.Socket, stream: number) => void): Promise<number> => {
+  let refusals = 0
+  const refusing = await startRawH2App(cleanup, (socket, stream) => {
+    refusals++
+    refuse(socket, stream)
+  })
+  const refuser = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${refusing.port}`, appProtocol: "h2c", tracing: false }))
+  const answering = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${await startEchoApp(cleanup, 100)}`, appProtocol: "h2c", tracing: false }))
+  const endpoints = [refuser, answering].map((b) => ({ address: b.inboundAddress, weight: 1 }))
+  const a = await startSidecar(cleanup, sidecarConfig({ service: "store", tracing: false, endpoints: { inventory: endpoints } }))
+  for (let i = 0; i < 8; i++) {
+    const answer = await post(a.outboundPort, `order ${i}`)
+    expect(`${answer.status} ${answer.body.toString()} ${answer.headers["x-iip-mesh-error"] ?? ""}`).toBe(`200 order ${i} `)
+  }
+  return refusals
+}
+
 describe("streams an h2c app refuses", () => {
   let cleanup: Cleanup
   beforeEach(() => {
@@ -56,41 +79,14 @@ describe("streams an h2c app refuses", () => {
   }, 60_000)
 
   it("a POST the app refuses with REFUSED_STREAM is not processed: A sends it to another endpoint", async () => {
-    const refusals: Array<number> = []
-    const refusing = await startRawH2App(cleanup, (socket, stream) => {
-      refusals.push(stream)
-      socket.write(rstStream(stream, REFUSED_STREAM))
-    })
-    const refuser = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${refusing.port}`, appProtocol: "h2c", tracing: false }))
-    const answering = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${await startEchoApp(cleanup, 100)}`, appProtocol: "h2c", tracing: false }))
-    const endpoints = [refuser, answering].map((b) => ({ address: b.inboundAddress, weight: 1 }))
-    const a = await startSidecar(cleanup, sidecarConfig({ service: "store", tracing: false, endpoints: { inventory: endpoints } }))
-    // One after another, so the balancer sends some first to the refusing app (all eight going to
-    // the other first has a chance of 1 in 256; the refusals counted below say it did not happen).
-    for (let i = 0; i < 8; i++) {
-      const answer = await post(a.outboundPort, `order ${i}`)
-      expect(`${answer.status} ${answer.body.toString()} ${answer.headers["x-iip-mesh-error"] ?? ""}`).toBe(`200 order ${i} `)
-    }
-    expect(refusals.length).toBeGreaterThan(0)
+    const refusals = await postsBeside(cleanup, (socket, stream) => socket.write(rstStream(stream, REFUSED_STREAM)))
+    expect(refusals).toBeGreaterThan(0)
   }, 60_000)
 
   it("a POST above the last stream id of the app's GOAWAY with an error code is not processed (RFC 9113 §6.8): A sends it to another endpoint", async () => {
     // node destroys B's session on a GOAWAY with an error code before nghttp2 refuses the streams
     // above its last stream id: only the id B keeps (appH2.ts aboveGoaway) says they were not processed.
-    const refusals: Array<number> = []
-    const goingAway = await startRawH2App(cleanup, (socket, stream) => {
-      refusals.push(stream)
-      socket.write(goaway(0, PROTOCOL_ERROR))
-    })
-    const refuser = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${goingAway.port}`, appProtocol: "h2c", tracing: false }))
-    const answering = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${await startEchoApp(cleanup, 100)}`, appProtocol: "h2c", tracing: false }))
-    const endpoints = [refuser, answering].map((b) => ({ address: b.inboundAddress, weight: 1 }))
-    const a = await startSidecar(cleanup, sidecarConfig({ service: "store", tracing: false, endpoints: { inventory: endpoints } }))
-    // As above: eight in turn, some of them first to the app going away (the refusals say so).
-    for (let i = 0; i < 8; i++) {
-      const answer = await post(a.outboundPort, `order ${i}`)
-      expect(`${answer.status} ${answer.body.toString()} ${answer.headers["x-iip-mesh-error"] ?? ""}`).toBe(`200 order ${i} `)
-    }
-    expect(refusals.length).toBeGreaterThan(0)
+    const refusals = await postsBeside(cleanup, (socket) => socket.write(goaway(0, PROTOCOL_ERROR)))
+    expect(refusals).toBeGreaterThan(0)
   }, 60_000)
 })
