@@ -4,7 +4,7 @@
 // interleaved, now and then a connection-level act of the app's among them (GOAWAY, a window
 // overflow, bad SETTINGS, a PING flood, an answer on a stream B never opened). Each answer carries
 // what a caller must get if it passes (`expect`) and whether it may (`verdict`), by RFC 9113.
-import { ErrorCode, Flag, type FieldCoding, frame, HpackEncoder, rst, settings, Type, windowUpdate } from "./h2Wire.ts"
+import { ErrorCode, Flag, type FieldCoding, frame, headFrames, HpackEncoder, rst, settings, Type, windowUpdate } from "./h2Wire.ts"
 import { type Prng, prng } from "./prng.ts"
 
 export type Field = readonly [string, string]
@@ -84,19 +84,11 @@ export const grpcMessage = (bytes: Buffer): Buffer => {
   return Buffer.concat([prefix, bytes])
 }
 
-/** A head's frames: HEADERS, then CONTINUATION frames of at most `split` bytes. */
-const headFrames = (id: number, block: Buffer, endStream: boolean, split = 16_384): Array<Buffer> => {
-  const es = endStream ? Flag.endStream : 0
-  if (block.length <= split) return [frame(Type.headers, es | Flag.endHeaders, id, block)]
-  const out: Array<Buffer> = []
-  for (let at = 0; at < block.length; at += split) {
-    const last = at + split >= block.length
-    const piece = block.subarray(at, at + split)
-    out.push(at === 0 ? frame(Type.headers, es, id, piece) : frame(Type.continuation, last ? Flag.endHeaders : 0, id, piece))
-  }
-  return out
-}
+/** The most B takes in a frame (its SETTINGS_MAX_FRAME_SIZE, RFC 9113's default): a longer head goes on in CONTINUATION frames. */
+const MAX_FRAME = 16_384
 
+/** What paddedHead adds to the block: the pad length (1), the PRIORITY fields (5), the padding (7). */
+const PADDED_HEAD_EXTRA = 13
 /** A head in one HEADERS frame, PADDED and with PRIORITY (§6.2): pad length, dependency, weight, the block, padding. */
 const paddedHead = (id: number, encoded: Buffer, endStream: boolean): Buffer =>
   frame(Type.headers, Flag.endHeaders | Flag.padded | Flag.priority | (endStream ? Flag.endStream : 0), id, Buffer.concat([Buffer.from([7, 0, 0, 0, 0, 15]), encoded, Buffer.alloc(7)]))
@@ -135,8 +127,6 @@ interface Draft {
   trailersOpen: boolean
   /** Its head's HEADERS frame PADDED and PRIORITY-flagged (neither part of the block). */
   headPadded: boolean
-  /** Head split into CONTINUATION frames this small (16 KiB: the most B takes in a frame). */
-  split: number
   tags: Array<string>
 }
 
@@ -157,7 +147,7 @@ const draft = (rng: Prng, caseId: number, k: number, grpc: boolean, mutated = tr
   if (grpc) head.push(["content-type", "application/grpc"])
   else if (rng.next() < 0.5) head.push(["content-length", String(body.length)])
   const trailers: Array<Field> | undefined = grpc ? [["grpc-status", "0"]] : rng.next() < 0.2 ? [["x-t-answer", token(rng, 0, 10)]] : undefined
-  const d: Draft = { k, grpc, verdict: "whole", head, informational: [], body, trailers, expectFields: undefined, expectTrailers: undefined, dropped: [], rstCode: undefined, afterEnd: [], afterHead: [], beforeHead: [], trailersOpen: false, headPadded: false, split: 16_384, tags: grpc ? ["grpc"] : [] }
+  const d: Draft = { k, grpc, verdict: "whole", head, informational: [], body, trailers, expectFields: undefined, expectTrailers: undefined, dropped: [], rstCode: undefined, afterEnd: [], afterHead: [], beforeHead: [], trailersOpen: false, headPadded: false, tags: grpc ? ["grpc"] : [] }
   if (large) d.tags.push("large")
   if (mutated) mutate(rng, d, grpc)
   else d.tags.push("sound")
@@ -306,11 +296,11 @@ const answerGroups = (rng: Prng, d: Draft): Array<(ctx: WriteContext) => Array<B
   const groups: Array<(ctx: WriteContext) => Array<Buffer>> = []
   const head = [...d.head, ...d.dropped.filter((f) => !(d.trailers ?? []).includes(f) && !d.head.includes(f))]
   groups.push(...d.beforeHead)
-  for (const info of d.informational) groups.push((ctx) => headFrames(ctx.id, block(ctx, info), false))
+  for (const info of d.informational) groups.push((ctx) => headFrames(ctx.id, block(ctx, info), MAX_FRAME, false))
   const headOnly = d.body.length === 0 && d.trailers === undefined && d.rstCode === undefined
   groups.push((ctx) => {
     const encoded = block(ctx, head)
-    const frames = d.headPadded && encoded.length < 16_000 ? [paddedHead(ctx.id, encoded, headOnly)] : headFrames(ctx.id, encoded, headOnly, d.split)
+    const frames = d.headPadded && encoded.length + PADDED_HEAD_EXTRA <= MAX_FRAME ? [paddedHead(ctx.id, encoded, headOnly)] : headFrames(ctx.id, encoded, MAX_FRAME, headOnly)
     return [...frames, ...d.afterHead.flatMap((f) => f(ctx))]
   })
   if (headOnly) {
@@ -332,7 +322,7 @@ const answerGroups = (rng: Prng, d: Draft): Array<(ctx: WriteContext) => Array<B
   if (d.rstCode !== undefined) groups.push((ctx) => [rst(ctx.id, d.rstCode!)])
   else if (d.trailers !== undefined) {
     const trailers = d.trailers
-    groups.push((ctx) => headFrames(ctx.id, block(ctx, trailers), !d.trailersOpen))
+    groups.push((ctx) => headFrames(ctx.id, block(ctx, trailers), MAX_FRAME, !d.trailersOpen))
     if (d.trailersOpen) groups.push((ctx) => [frame(Type.data, Flag.endStream, ctx.id)])
   } else if (d.body.length === 0) groups.push((ctx) => [frame(Type.data, Flag.endStream, ctx.id)])
   groups.push(...d.afterEnd)
