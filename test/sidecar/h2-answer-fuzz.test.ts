@@ -61,15 +61,20 @@ const callOnce = (session: http2.ClientHttp2Session, path: string, grpc: boolean
     const got: Got = { status: undefined, fields: [], body: Buffer.alloc(0), trailers: undefined, error: undefined, ended: false }
     const parts: Array<Buffer> = []
     let stream: http2.ClientHttp2Stream
+    let settled = false
     const finish = (error?: string) => {
+      if (settled) return
+      settled = true
       clearTimeout(timer)
       if (error !== undefined) got.error ??= error
       got.body = Buffer.concat(parts)
       resolve(got)
     }
+    // Settled here, not left to the stream's 'close': the bound holds whatever node does after the reset.
     const timer = setTimeout(() => {
       got.error = `hang: not over after ${CALL_LIMIT_MS} ms`
       stream.close(http2.constants.NGHTTP2_CANCEL)
+      finish()
     }, CALL_LIMIT_MS)
     try {
       stream = session.request({ ":method": "POST", ":path": path, ":authority": "catalog", "content-type": grpc ? "application/grpc" : "text/plain", ...(grpc ? { te: "trailers" } : {}) })
