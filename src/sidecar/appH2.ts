@@ -125,6 +125,20 @@ export class AppH2Leg implements H2Leg {
 
   private readonly host: string
   private readonly port: number
+  /** The last stream id each session's app named in its GOAWAY (aboveGoaway). */
+  private readonly goawayLast = new WeakMap<http2.ClientHttp2Session, number>()
+
+  /**
+   * Whether the app's GOAWAY on `session` named a last stream id below stream `id`: the app did not
+   * process it (RFC 9113 §6.8). nghttp2 closes such streams REFUSED_STREAM after a GOAWAY with
+   * NO_ERROR; after one with an error code node destroys the session first, every stream with
+   * ERR_HTTP2_SESSION_ERROR, and only this tells the unprocessed ones apart.
+   */
+  aboveGoaway(session: http2.ClientHttp2Session, id: number | undefined): boolean {
+    const last = this.goawayLast.get(session)
+    return last !== undefined && id !== undefined && id > last
+  }
+
   /** Every session's socket until it closes (the current session's, and those still ending): the leg's close destroys them. */
   private readonly sockets = new Map<http2.ClientHttp2Session, net.Socket>()
 
@@ -353,7 +367,10 @@ export class AppH2Leg implements H2Leg {
     // Its streams fail with the error; the session is made again on the next request.
     session.on("error", () => {})
     session.on("close", () => this.sessionGone(session))
-    session.on("goaway", () => this.sessionGone(session))
+    session.on("goaway", (_code: number, lastStreamId: number) => {
+      this.goawayLast.set(session, lastStreamId)
+      this.sessionGone(session)
+    })
     this.announcedStreams = Infinity
     this.currentStreams = 0
     this.settled = false

@@ -80,6 +80,8 @@ export interface H2Leg {
   refuseForResets(): boolean
   /** B reset a stream on `session`: counted against the app's bound on a client's resets. */
   resetSent(session: http2.ClientHttp2Session): void
+  /** The app's GOAWAY on `session` named a last stream id below stream `id` (RFC 9113 §6.8: not processed). */
+  aboveGoaway(session: http2.ClientHttp2Session, id: number | undefined): boolean
 }
 
 /** What cancels the exchange: the caller went away or the mesh's deadline passed (the request's Cancellation). */
@@ -246,11 +248,13 @@ export class AppH2Exchange implements Expiring, Held {
     // A reset with an error code after END_STREAM: node reports it instead of the end; the answer is whole.
     if (this.endedAtClose === true) return this.onEnd()
     // Refused before the app saw the request (no connection, or its stream reset with
-    // REFUSED_STREAM, which RFC 9113 §8.7 says was not processed): another instance may take it.
+    // REFUSED_STREAM, which RFC 9113 §8.7 says was not processed, or above the last stream id of
+    // the app's GOAWAY, §6.8: with an error code node ends the session before nghttp2 refuses
+    // those streams): another instance may take it.
     const cause = (error as { readonly cause?: NodeJS.ErrnoException }).cause
     const refused =
       this.status === 0 &&
-      (error.code === "ECONNREFUSED" || cause?.code === "ECONNREFUSED" || this.stream?.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM)
+      (error.code === "ECONNREFUSED" || cause?.code === "ECONNREFUSED" || this.stream?.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM || this.leg.aboveGoaway(this.session!, this.stream?.id))
     const code = refused ? AppErrorCode.unavailable : AppErrorCode.failed
     this.fail(502, { hop: "app", reason: code }, code, `app at ${this.leg.address}: ${error.code ?? error.message}`, !refused)
   }

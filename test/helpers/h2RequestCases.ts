@@ -7,7 +7,7 @@
 // (WINDOW_UPDATE 0, PRIORITY on itself: either way), or a connection error (§5.4.1: the canary then
 // goes on a fresh connection). Every request's path names its case and stream, so the app's view
 // maps back to what the client sent.
-import { ErrorCode, Flag, frame, HpackEncoder, type FieldCoding, priority, rst, settings, Type, windowUpdate } from "./h2Wire.ts"
+import { ErrorCode, Flag, frame, HpackEncoder, type FieldCoding, headFrames, priority, rst, settings, Type, windowUpdate } from "./h2Wire.ts"
 import type { Prng } from "./prng.ts"
 
 export type Verdict =
@@ -222,21 +222,6 @@ const mutate = (rng: Prng, d: Draft, withBody: boolean, grpc: boolean): void => 
 
 const removeField = (d: Draft, name: string): void => {
   d.fields = d.fields.filter(([n]) => n !== name)
-}
-
-/** A head's frames: HEADERS, then CONTINUATION frames when split. */
-const headFrames = (id: number, block: Buffer, split: number, endStream: boolean): Array<Buffer> => {
-  const es = endStream ? Flag.endStream : 0
-  if (split <= 0 || block.length <= split) return [frame(Type.headers, es | Flag.endHeaders, id, block)]
-  // At most 6 CONTINUATION frames: node's nghttp2 ends a connection with more than 8 (CVE-2024-27983's bound).
-  split = Math.max(split, Math.ceil(block.length / 7))
-  const out: Array<Buffer> = []
-  for (let at = 0; at < block.length; at += split) {
-    const last = at + split >= block.length
-    const piece = block.subarray(at, at + split)
-    out.push(at === 0 ? frame(Type.headers, es, id, piece) : frame(Type.continuation, last ? Flag.endHeaders : 0, id, piece))
-  }
-  return out
 }
 
 /** DATA, padded now and then (the padding is no part of the body). */

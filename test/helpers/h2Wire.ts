@@ -24,6 +24,22 @@ export const windowUpdate = (stream: number, increment: number): Buffer => frame
 export const settings = (pairs: ReadonlyArray<readonly [number, number]> = []): Buffer =>
   frame(Type.settings, 0, 0, Buffer.concat(pairs.map(([id, value]) => Buffer.concat([Buffer.from([id >> 8, id & 0xff]), u32(value)]))))
 export const settingsAck = (): Buffer => frame(Type.settings, Flag.ack, 0)
+/**
+ * A head's frames: HEADERS, then CONTINUATION frames of at most `split` bytes (0: none). At most 6
+ * CONTINUATION frames: node's nghttp2 ends a connection with more than 8 (CVE-2024-27983's bound).
+ */
+export const headFrames = (id: number, block: Buffer, split: number, endStream: boolean): Array<Buffer> => {
+  const es = endStream ? Flag.endStream : 0
+  if (split <= 0 || block.length <= split) return [frame(Type.headers, es | Flag.endHeaders, id, block)]
+  split = Math.max(split, Math.ceil(block.length / 7))
+  const out: Array<Buffer> = []
+  for (let at = 0; at < block.length; at += split) {
+    const last = at + split >= block.length
+    const piece = block.subarray(at, at + split)
+    out.push(at === 0 ? frame(Type.headers, es, id, piece) : frame(Type.continuation, last ? Flag.endHeaders : 0, id, piece))
+  }
+  return out
+}
 /** PRIORITY naming `dependsOn` (itself: a stream error, RFC 9113 §5.3.1). */
 export const priority = (stream: number, dependsOn: number): Buffer => frame(Type.priority, 0, stream, Buffer.concat([u32(dependsOn), Buffer.from([15])]))
 
