@@ -60,7 +60,7 @@ export class Pending {
     onStream: ((error: ClientError | undefined, reply: MeshReply | undefined) => void) | undefined,
     onAnswer: ClientCallback | undefined
   ) {
-    pendingShape.newest = this
+    pendingShape.keep(this, data instanceof Uint8Array ? data.length : Infinity)
     this.count = count
     this.path = path
     this.data = data

@@ -167,7 +167,7 @@ export class Served extends Cancellation implements RequestContext {
     receivedAt: number
   ) {
     super()
-    servedShape.newest = this
+    servedShape.keep(this, data.length + head.length)
     this.remoteAddress = remoteAddress
     this.peerIdentity = peerIdentity
     this.maxMetaBytes = maxMetaBytes

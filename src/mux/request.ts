@@ -66,7 +66,7 @@ export class IncomingRequest {
   readonly context: RequestContext
 
   constructor(channelId: number, rawPath: string, parsed: ParsedRequestPath, data: Buffer, context: RequestContext) {
-    incomingShape.newest = this
+    incomingShape.keep(this, data.length)
     this.channelId = channelId
     this.rawPath = rawPath
     this.path = parsed.path

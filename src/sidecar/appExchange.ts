@@ -125,7 +125,7 @@ export class AppExchange implements AppPoolHandler {
   private cancelSource: CancelSignal | undefined = undefined
 
   constructor(leg: AppLeg, request: AppRequest, observation: InboundObservation, pending: PendingOutcome) {
-    exchangeShape.newest = this
+    exchangeShape.keep(this, request.body instanceof Buffer ? request.body.length : 0)
     this.leg = leg
     this.request = request
     this.observation = observation

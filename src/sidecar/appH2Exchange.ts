@@ -148,7 +148,7 @@ export class AppH2Exchange implements Expiring, Held {
   private stall: NodeJS.Timeout | undefined = undefined
 
   constructor(leg: H2Leg, request: AppH2Request, observation: InboundObservation, pending: PendingOutcome) {
-    exchangeShape.newest = this
+    exchangeShape.keep(this, request.body instanceof Buffer ? request.body.length : 0)
     this.leg = leg
     this.request = request
     this.observation = observation

@@ -3,11 +3,13 @@
 // when the class anchors its newest instance, and loses it without the anchor. Checked in a child
 // node with natives syntax (V8's optimization status bit 16 is "optimized"; code marked for
 // deoptimization no longer counts). Compiled on the main thread: a background TurboFan job V8
-// starts by itself could otherwise install fresh code after the GC. The script's semicolons matter: a line starting with % would
-// otherwise continue the last one.
+// starts by itself could otherwise install fresh code after the GC. The script's semicolons matter:
+// a line starting with % would otherwise continue the last one. `keep`, for classes whose instances
+// may carry a large payload, passes over such an instance.
 import { execFileSync } from "node:child_process"
 import { fileURLToPath } from "node:url"
 import { describe, expect, it } from "vitest"
+import { MAX_KEPT_PAYLOAD_BYTES, ShapeAnchor } from "../../src/mux/shapeAnchor.ts"
 
 const module = fileURLToPath(new URL("../../src/mux/shapeAnchor.ts", import.meta.url))
 const OPTIMIZED = 16
@@ -46,5 +48,16 @@ describe("ShapeAnchor", () => {
     expect(bare.before & OPTIMIZED).toBe(OPTIMIZED)
     expect(anchored.after & OPTIMIZED).toBe(OPTIMIZED)
     expect(bare.after & OPTIMIZED).toBe(0)
+  })
+
+  it("keep passes over an instance carrying more than MAX_KEPT_PAYLOAD_BYTES (a 16 MiB packet is not held until the next request)", () => {
+    const anchor = new ShapeAnchor<{ readonly name: string }>()
+    const small = { name: "small" }
+    anchor.keep(small, MAX_KEPT_PAYLOAD_BYTES)
+    expect(anchor.newest).toBe(small)
+    anchor.keep({ name: "large" }, MAX_KEPT_PAYLOAD_BYTES + 1)
+    expect(anchor.newest).toBe(small)
+    anchor.keep({ name: "stream" }, Infinity)
+    expect(anchor.newest).toBe(small)
   })
 })
