@@ -5,21 +5,11 @@
 // were built (1 s) before the RPC server refused more than 2,000. The scan refuses what
 // MessagePack's check refuses, with the same bounds and words, at the byte where it is found.
 import { addKeyName, keySlot, knownKeyEnd, startKeyNames } from "./keyNames.ts"
-import { headersKey, isKey, maxMessagePackDepth, maxRequestHeaderPairs, maxValuesOutsidePayload, payloadKey } from "./msgpack.ts"
+import { type FrameCheck, headersKey, isKey, maxMessagePackDepth, maxRequestHeaderPairs, maxValuesOutsidePayload, payloadKey } from "./msgpack.ts"
 
 /** How deep arrays and objects may nest in a JSON Request frame: as in a MessagePack one. */
 export const maxJsonDepth = maxMessagePackDepth
 
-export interface JsonCheck {
-  /** Count a Request's header pairs and what it holds outside its payload (the message envelope as effect/rpc's JSON and NDJSON write it). */
-  readonly request: boolean
-  /** The most values (array items, object keys and values) the frame may hold. */
-  readonly maxValues: number
-  /** The most keys any one object of the frame may hold (default: no bound but `maxValues`). */
-  readonly maxObjectKeys?: number
-  /** The most distinct key names the frame (with `request`: its payloads) may hold (keyNames.ts; default: no bound but `maxValues`). */
-  readonly maxDistinctKeys?: number
-}
 
 const quote = 0x22
 const backslash = 0x5c
@@ -94,7 +84,7 @@ const headersField = 2
  * sooner. Bytes that are not JSON are left for JSON.parse to refuse: the scan only has to be right
  * about what it would accept, and linear in anything.
  */
-export const plainJsonProblem = (bytes: Uint8Array, check: JsonCheck): string | undefined => {
+export const plainJsonProblem = (bytes: Uint8Array, check: FrameCheck): string | undefined => {
   const end = bytes.length
   const request = check.request
   let depth = 0

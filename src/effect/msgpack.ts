@@ -58,6 +58,21 @@ export const isKey = (bytes: Uint8Array, at: number, length: number, key: Uint8A
 // map, 0 if an array, for the distinct names' count: one for all scans, as they are synchronous.
 const mapItemsAt = new Uint32Array(maxMessagePackDepth + 1)
 
+/** What a pre-decode scan of a frame bounds (this file's and jsonFrame.ts's; rpc.ts sets them from the server's options). */
+export interface FrameCheck {
+  /** Count a Request's header pairs and what it holds outside its payload (the message envelope as effect/rpc writes it). */
+  readonly request: boolean
+  /** The most values (array items, object or map keys and values) the frame may hold. */
+  readonly maxValues: number
+  /** The most keys any one object (map) of the frame may hold (default: no bound but `maxValues`). */
+  readonly maxObjectKeys?: number
+  /** The most distinct key names the frame (with `request`: its payloads) may hold (keyNames.ts; default: no bound but `maxValues`). */
+  readonly maxDistinctKeys?: number
+}
+
+/** A frame checked for plain MessagePack only, nothing counted. */
+const plainOnly: FrameCheck = { request: false, maxValues: Infinity }
+
 const headerBytes = (bytes: Uint8Array, at: number, size: 1 | 2 | 4): number =>
   size === 1 ? bytes[at]! : size === 2 ? (bytes[at]! << 8) | bytes[at + 1]! : bytes[at]! * 0x1000000 + ((bytes[at + 1]! << 16) | (bytes[at + 2]! << 8) | bytes[at + 3]!)
 
@@ -70,15 +85,18 @@ const headerBytes = (bytes: Uint8Array, at: number, size: 1 | 2 | 4): number =>
  * type 0, what msgpackr packs it as) and timestamps (type -1 in its four sizes, what it packs a
  * Date as, which a Schema.Any value keeps: a few bytes make one Date). A length or count past the
  * frame's end, nesting past `maxMessagePackDepth` and bytes after the value are refused before
- * anything is allocated. With `request` (a peer's Requests, as the RPC server reads them), so are
- * more than `maxRequestHeaderPairs` headers, more than `maxValuesOutsidePayload` values outside
- * the messages' payloads and more than `maxValues` values in all; and any map of more than
- * `maxMapKeys` keys, refused at its header (msgpackr makes such a map an object in dictionary
- * mode, ~0.7 µs a key against ~20 ns an array item), and more than `maxDistinctKeys` distinct key
+ * anything is allocated. With `check.request` (a peer's Requests, as the RPC server reads them), so
+ * are more than `maxRequestHeaderPairs` headers, more than `maxValuesOutsidePayload` values outside
+ * the messages' payloads; and more than `check.maxValues` values in all, any map of more than
+ * `check.maxObjectKeys` keys, refused at its header (msgpackr makes such a map an object in dictionary
+ * mode, ~0.7 µs a key against ~20 ns an array item), and more than `check.maxDistinctKeys` distinct key
  * names (keyNames.ts: each a new string and hidden class, wherever it is; a key that is no string
  * counts as a new name), in the messages' payloads with `request`.
  */
-export const plainMessagePackProblem = (bytes: Uint8Array, request = false, maxValues = Infinity, maxMapKeys = Infinity, maxDistinctKeys = Infinity): string | undefined => {
+export const plainMessagePackProblem = (bytes: Uint8Array, check: FrameCheck = plainOnly): string | undefined => {
+  const { request, maxValues } = check
+  const maxMapKeys = check.maxObjectKeys ?? Infinity
+  const maxDistinctKeys = check.maxDistinctKeys ?? Infinity
   const end = bytes.length
   const names = maxDistinctKeys !== Infinity
   if (names) startKeyNames()
@@ -167,12 +185,13 @@ export const plainMessagePackProblem = (bytes: Uint8Array, request = false, maxV
       // In all, payloads included: decoding costs by the value as much as by the byte.
       values += items
       if (values > maxValues) return `holds a Request with more than ${maxValues} values`
-      if ((token <= 0x8f || token === 0xde || token === 0xdf) && items / 2 > maxMapKeys) return `holds a Request with an object of more than ${maxMapKeys} keys`
+      const map = token <= 0x8f || token === 0xde || token === 0xdf
+      if (map && items / 2 > maxMapKeys) return `holds a Request with an object of more than ${maxMapKeys} keys`
       open.push(left)
       left = items
-      mapItems = token <= 0x8f || token === 0xde || token === 0xdf ? items : 0
+      mapItems = map ? items : 0
       mapItemsAt[open.length] = mapItems
-      if (open.length === fieldsAt) inMessage = token <= 0x8f || token === 0xde || token === 0xdf
+      if (open.length === fieldsAt) inMessage = map
     }
     while (left === 0 && open.length > 0) {
       left = open.pop()!
@@ -186,9 +205,9 @@ export const plainMessagePackProblem = (bytes: Uint8Array, request = false, maxV
 const isEnvelope = (value: unknown): boolean =>
   typeof value === "object" && value !== null && typeof (value as { _tag?: unknown })._tag === "string"
 
-const decodeChecked = (data: Uint8Array | string, request: boolean, maxValues: number, maxMapKeys: number, maxDistinctKeys: number): ReadonlyArray<unknown> => {
+const decodeChecked = (data: Uint8Array | string, check: FrameCheck): ReadonlyArray<unknown> => {
   const bytes = typeof data === "string" ? Buffer.from(data, "utf8") : data
-  const problem = plainMessagePackProblem(bytes, request, maxValues, maxMapKeys, maxDistinctKeys)
+  const problem = plainMessagePackProblem(bytes, check)
   if (problem !== undefined) throw new Error(`a MessagePack rpc frame ${problem}`)
   const value: unknown = unpackr.unpack(bytes)
   if (Array.isArray(value)) {
@@ -199,15 +218,13 @@ const decodeChecked = (data: Uint8Array | string, request: boolean, maxValues: n
   return [value]
 }
 
-const decode = (data: Uint8Array | string): ReadonlyArray<unknown> => decodeChecked(data, false, Infinity, Infinity, Infinity)
+const decode = (data: Uint8Array | string): ReadonlyArray<unknown> => decodeChecked(data, plainOnly)
 
 /**
  * A frame of a peer's Requests, as the RPC server reads one: `decode`, their headers, all but
- * their payloads, (`maxValues`) all they hold, (`maxMapKeys`) each map's keys and
- * (`maxDistinctKeys`) the distinct key names of their payloads bounded as it is checked.
+ * their payloads and what `check` counts bounded as it is checked.
  */
-export const decodeMsgPackRequests = (data: Uint8Array, maxValues = Infinity, maxMapKeys = Infinity, maxDistinctKeys = Infinity): ReadonlyArray<unknown> =>
-  decodeChecked(data, true, maxValues, maxMapKeys, maxDistinctKeys)
+export const decodeMsgPackRequests = (data: Uint8Array, check: FrameCheck = { request: true, maxValues: Infinity }): ReadonlyArray<unknown> => decodeChecked(data, check)
 
 const encode = (message: unknown): Uint8Array | undefined => {
   if (Array.isArray(message) && message.length === 0) return undefined

@@ -30,7 +30,7 @@ import { type LbCallError, NoBackend } from "../toolkit/loadBalanceClient.ts"
 import { asStreamError, IipClient, IipLoadBalancer, type StreamError } from "./client.ts"
 import { plainJsonProblem } from "./jsonFrame.ts"
 import { maxKeyNamesBound } from "./keyNames.ts"
-import { decodeMsgPackRequests, maxRequestHeaderPairs, msgPack } from "./msgpack.ts"
+import { decodeMsgPackRequests, type FrameCheck, maxRequestHeaderPairs, msgPack } from "./msgpack.ts"
 import { IipServer } from "./server.ts"
 import { fromIncoming, toOutgoing } from "./streams.ts"
 
@@ -56,14 +56,15 @@ export interface RpcOverIipOptions {
   /**
    * The most distinct key names a Request the server reads may hold in all its payload's objects
    * (default 55,000, or `maxObjectKeys` and 5,000 if that is more, so that raising `maxObjectKeys`
-   * alone still serves an object that large; at most 1,048,576; outside its payload a Request holds 3,032 keys at most, by
-   * the values bound there; JSON-RPC, whose envelope the scan does not know, counts all keys):
-   * counted in the same scan, by a keyed hash of each key's bytes (keyNames.ts). Decoding pays per
-   * new name wherever it is (a new string and hidden class): 4,900 objects of 100 distinct keys
-   * each, within both bounds above, held the event loop 1.2-2.0 s (JSON) and 0.4-0.6 s
-   * (MessagePack). The default is the trade: 55,000 new names held it 0-91 ms however they were
-   * spread (50,000: 12-120 ms, 100,000: 120-200 ms, measured before the bound); a `Record<string, X>` of `maxObjectKeys` ids and 5,000 other
-   * names still pass, and records sharing their keys count each name once.
+   * alone still serves an object that large; at most 1,048,576). Outside its payload a Request
+   * holds 3,032 keys at most, by the values bound there; JSON-RPC, whose envelope the scan does not
+   * know, counts all keys. Counted in the same scan, by a keyed hash of each key's bytes
+   * (keyNames.ts). Decoding pays per new name wherever it is (a new string and hidden class): 4,900
+   * objects of 100 distinct keys each, within both bounds above, held the event loop 1.2-2.0 s
+   * (JSON) and 0.4-0.6 s (MessagePack). The default is the trade: 55,000 new names held it 0-91 ms
+   * however they were spread (50,000: 12-120 ms, 100,000: 120-200 ms, measured before the bound); a
+   * `Record<string, X>` of `maxObjectKeys` ids and 5,000 other names still passes, and records
+   * sharing their keys count each name once.
    */
   readonly maxDistinctKeys?: number
 }
@@ -109,10 +110,13 @@ const decoderOf = (serialization: RpcSerialization.RpcSerialization["Service"]):
  * NDJSON's) envelope are known, any other JSON serialization's (JSON-RPC) is bounded in depth and
  * values (and keys per object, distinct key names) only. The refusal throws, as the parser's own would.
  */
-const requestDecoderOf = (serialization: RpcSerialization.RpcSerialization["Service"], maxValues: number, maxObjectKeys: number, maxDistinctKeys: number): Decode => {
-  if (serialization === msgPack) return (_parser, bytes) => decodeMsgPackRequests(bytes, maxValues, maxObjectKeys, maxDistinctKeys)
+const requestDecoderOf = (serialization: RpcSerialization.RpcSerialization["Service"], bounds: Omit<FrameCheck, "request">): Decode => {
+  if (serialization === msgPack) {
+    const packCheck = { ...bounds, request: true }
+    return (_parser, bytes) => decodeMsgPackRequests(bytes, packCheck)
+  }
   if (!/json/i.test(serialization.contentType)) return decoderOf(serialization)
-  const check = { request: serialization === RpcSerialization.json || serialization === RpcSerialization.ndjson, maxValues, maxObjectKeys, maxDistinctKeys }
+  const check = { ...bounds, request: serialization === RpcSerialization.json || serialization === RpcSerialization.ndjson }
   // A line-framed parser (NDJSON, NDJSON-RPC) keeps an unfinished line for the next frame, where
   // it reaches JSON.parse whole though each frame was scanned alone: the scan covers a line only
   // if it is whole in its frame. The client protocols write each message, newline and all, as one
@@ -491,7 +495,11 @@ export const makeServerProtocol = (options: RpcOverIipOptions = {}) =>
     const serialization = yield* RpcSerialization.RpcSerialization
     const server = yield* IipServer
     const maxObjectKeys = options.maxObjectKeys ?? defaultMaxObjectKeys
-    const decode = requestDecoderOf(serialization, options.maxRequestValues ?? defaultMaxRequestValues, maxObjectKeys, options.maxDistinctKeys ?? defaultMaxDistinctKeys(maxObjectKeys))
+    const decode = requestDecoderOf(serialization, {
+      maxValues: options.maxRequestValues ?? defaultMaxRequestValues,
+      maxObjectKeys,
+      maxDistinctKeys: options.maxDistinctKeys ?? defaultMaxDistinctKeys(maxObjectKeys)
+    })
     const parserFor = parserSource(serialization)
     const context = yield* Effect.context<never>()
     const runFork = Effect.runForkWith(context)

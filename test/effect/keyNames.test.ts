@@ -42,7 +42,7 @@ const namesOf = (v: unknown, into = new Set<string>()): Set<string> => {
 
 const packr = new Packr({ useRecords: false })
 const json = (bytes: Uint8Array, max: number) => plainJsonProblem(bytes, { request: false, maxValues: Infinity, maxDistinctKeys: max })
-const pack = (bytes: Uint8Array, max: number) => plainMessagePackProblem(bytes, false, Infinity, Infinity, max)
+const pack = (bytes: Uint8Array, max: number) => plainMessagePackProblem(bytes, { request: false, maxValues: Infinity, maxDistinctKeys: max })
 const refusal = (max: number) => `holds a Request with more than ${max} distinct key names`
 
 describe("distinct key names in the pre-decode scans", () => {
@@ -90,10 +90,10 @@ describe("distinct key names in the pre-decode scans", () => {
       const text = Buffer.from(JSON.stringify(frame))
       const packed = packr.pack(frame)
       expect(plainJsonProblem(text, { request: true, maxValues: Infinity, maxDistinctKeys: count })).toBeUndefined()
-      expect(plainMessagePackProblem(packed, true, Infinity, Infinity, count)).toBeUndefined()
+      expect(plainMessagePackProblem(packed, { request: true, maxValues: Infinity, maxDistinctKeys: count })).toBeUndefined()
       if (count > 1) {
         expect(plainJsonProblem(text, { request: true, maxValues: Infinity, maxDistinctKeys: count - 1 })).toBe(refusal(count - 1))
-        expect(plainMessagePackProblem(packed, true, Infinity, Infinity, count - 1)).toBe(refusal(count - 1))
+        expect(plainMessagePackProblem(packed, { request: true, maxValues: Infinity, maxDistinctKeys: count - 1 })).toBe(refusal(count - 1))
       }
     }
   })
@@ -150,6 +150,6 @@ describe("names moved out of a Request's payload", () => {
       packr.pack({ _tag: "Request", id: "1", tag: "T", headers: Object.keys(keys).map((k) => [k, "v"]), payload: {} }),
       packr.pack({ _tag: "Unknown", x: keys }),
       packr.pack([{ _tag: "Request", extra: half(0) }, { _tag: "Request", extra: half(1) }])
-    ]) expect(plainMessagePackProblem(frame, true, Infinity, Infinity, 55_000)).toMatch(outsideRefusal)
+    ]) expect(plainMessagePackProblem(frame, { request: true, maxValues: Infinity, maxDistinctKeys: 55_000 })).toMatch(outsideRefusal)
   })
 })
