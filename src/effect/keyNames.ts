@@ -27,10 +27,9 @@ export const maxKeyNamesBound = 2 ** 20
 // The table: for each slot, the generation (scan) that filled it and the two halves of the hash.
 // Slots of an older generation are empty. Grown by doubling when three quarters full.
 const table = { slots: 1024, generationOf: new Uint32Array(1024), hashA: new Uint32Array(1024), hashB: new Uint32Array(1024) }
-// The scan's generation and its distinct names so far.
-const state = new Uint32Array(2)
-const generation = 0
-const names = 1
+// The scan's generation (the tables' slots of any other are empty) and its distinct names so far.
+let generation = 0
+let names = 0
 
 // Where the key at each place (its object's depth and the key's ordinal in it, folded into
 // `predictSlots`) was last seen in this scan's bytes, and the generation that saw it. Records that
@@ -54,7 +53,7 @@ export const keySlot = (depth: number, ordinal: number): number => ((depth << 6)
  * quote; the same bytes from the string's start leave that quote unescaped as they did there).
  */
 export const knownKeyEnd = (bytes: Uint8Array, from: number, slot: number): number => {
-  if (predictGeneration[slot] !== state[generation]) return -1
+  if (predictGeneration[slot] !== generation) return -1
   const length = predictLength[slot]!
   if (from + length > bytes.length || !same(bytes, predictFrom[slot]!, from, length)) return -1
   return from + length
@@ -63,13 +62,13 @@ export const knownKeyEnd = (bytes: Uint8Array, from: number, slot: number): numb
 /** Begins a scan: no names counted. */
 export const startKeyNames = (): void => {
   // Past 2^32 - 1 scans, generations would repeat: the tables are emptied once.
-  if (state[generation] === 0xffff_ffff) {
+  if (generation === 0xffff_ffff) {
     table.generationOf.fill(0)
     predictGeneration.fill(0)
-    state[generation] = 0
+    generation = 0
   }
-  state[generation]++
-  state[names] = 0
+  generation++
+  names = 0
 }
 
 /** Whether the `length` bytes at `a` and at `b` are the same. */
@@ -84,7 +83,7 @@ const same = (bytes: Uint8Array, a: number, b: number, length: number): boolean 
  */
 export const addKeyName = (bytes: Uint8Array, from: number, to: number, slot: number): number => {
   const length = to - from
-  predictGeneration[slot] = state[generation]!
+  predictGeneration[slot] = generation
   predictFrom[slot] = from
   predictLength[slot] = length
   let a = seedA!
@@ -98,37 +97,35 @@ export const addKeyName = (bytes: Uint8Array, from: number, to: number, slot: nu
   a = (a ^ (to - from)) >>> 0
   b >>>= 0
   const { generationOf, hashA, hashB } = table
-  const now = state[generation]!
   const mask = table.slots - 1
   let at = a & mask
-  while (generationOf[at] === now) {
-    if (hashA[at] === a && hashB[at] === b) return state[names]!
+  while (generationOf[at] === generation) {
+    if (hashA[at] === a && hashB[at] === b) return names
     at = (at + 1) & mask
   }
   // Past the ceiling every key counts as new: the table grows no further.
-  if (state[names]! >= maxKeyNamesBound) return ++state[names]!
-  generationOf[at] = now
+  if (names >= maxKeyNamesBound) return ++names
+  generationOf[at] = generation
   hashA[at] = a
   hashB[at] = b
-  if (++state[names]! * 4 > table.slots * 3) grow()
-  return state[names]!
+  if (++names * 4 > table.slots * 3) grow()
+  return names
 }
 
 const grow = (): void => {
   const { generationOf, hashA, hashB } = table
-  const now = state[generation]!
   const slots = table.slots * 2
   const mask = slots - 1
   Object.assign(table, { slots, generationOf: new Uint32Array(slots), hashA: new Uint32Array(slots), hashB: new Uint32Array(slots) })
   for (let from = 0; from < generationOf.length; from++) {
-    if (generationOf[from] !== now) continue
+    if (generationOf[from] !== generation) continue
     let at = hashA[from]! & mask
-    while (table.generationOf[at] === now) at = (at + 1) & mask
-    table.generationOf[at] = now
+    while (table.generationOf[at] === generation) at = (at + 1) & mask
+    table.generationOf[at] = generation
     table.hashA[at] = hashA[from]!
     table.hashB[at] = hashB[from]!
   }
 }
 
 /** Counts a key that is no string (MessagePack allows any value): as a new name, whatever it is. */
-export const addOtherKeyName = (): number => ++state[names]!
+export const addOtherKeyName = (): number => ++names
