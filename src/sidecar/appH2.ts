@@ -134,8 +134,8 @@ export class AppH2Leg implements H2Leg {
    * NO_ERROR; after one with an error code node destroys the session first, every stream with
    * ERR_HTTP2_SESSION_ERROR, and only this tells the unprocessed ones apart.
    */
-  aboveGoaway(session: http2.ClientHttp2Session, id: number | undefined): boolean {
-    const last = this.goawayLast.get(session)
+  aboveGoaway(session: http2.ClientHttp2Session | undefined, id: number | undefined): boolean {
+    const last = session === undefined ? undefined : this.goawayLast.get(session)
     return last !== undefined && id !== undefined && id > last
   }
 

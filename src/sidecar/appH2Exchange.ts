@@ -81,7 +81,7 @@ export interface H2Leg {
   /** B reset a stream on `session`: counted against the app's bound on a client's resets. */
   resetSent(session: http2.ClientHttp2Session): void
   /** The app's GOAWAY on `session` named a last stream id below stream `id` (RFC 9113 §6.8: not processed). */
-  aboveGoaway(session: http2.ClientHttp2Session, id: number | undefined): boolean
+  aboveGoaway(session: http2.ClientHttp2Session | undefined, id: number | undefined): boolean
 }
 
 /** What cancels the exchange: the caller went away or the mesh's deadline passed (the request's Cancellation). */
@@ -254,7 +254,7 @@ export class AppH2Exchange implements Expiring, Held {
     const cause = (error as { readonly cause?: NodeJS.ErrnoException }).cause
     const refused =
       this.status === 0 &&
-      (error.code === "ECONNREFUSED" || cause?.code === "ECONNREFUSED" || this.stream?.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM || this.leg.aboveGoaway(this.session!, this.stream?.id))
+      (error.code === "ECONNREFUSED" || cause?.code === "ECONNREFUSED" || this.stream?.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM || this.leg.aboveGoaway(this.session, this.stream?.id))
     const code = refused ? AppErrorCode.unavailable : AppErrorCode.failed
     this.fail(502, { hop: "app", reason: code }, code, `app at ${this.leg.address}: ${error.code ?? error.message}`, !refused)
   }
