@@ -31,7 +31,7 @@ export const PHASES: ReadonlyArray<Phase> = ["open", "saturation", "memory"]
  * --sidecar-node-flags and --sidecar-env replace them (e.g. --sidecar-main src/cli/main.ts to run the TypeScript sources).
  */
 export const DEFAULT_SIDECAR_MAIN = fileURLToPath(new URL("../../dist/cli/main.js", import.meta.url))
-export const SHIPPED_NODE_FLAGS = "--max-semi-space-size=2"
+export const SHIPPED_NODE_FLAGS = "--max-semi-space-size=2 --v8-pool-size=1"
 /** The environment bin/iip-mesh.js's first line gives node (glibc's malloc arenas). */
 export const SHIPPED_ENV = "MALLOC_ARENA_MAX=2"
 

@@ -69,13 +69,14 @@ describe("deploy/docker/Dockerfile", () => {
     for (const name of ["@grpc/grpc-js", "ws", "effect"]) expect(production.has(name), name).toBe(true)
   })
 
-  it("node runs with the heap sizing and malloc settings of bin/iip-mesh.js's first line, in the image as in package.json's scripts", () => {
+  it("node runs with the heap sizing, V8 thread and malloc settings of bin/iip-mesh.js's first line, in the image as in package.json's scripts", () => {
     const shebang = readFileSync(join(repo, "bin/iip-mesh.js"), "utf8").split("\n")[0]!
     const words = shebang.replace(/^#!\/usr\/bin\/env -S /, "").split(" ").filter((f) => f !== "")
     const node = words.indexOf("node")
     const env = words.slice(0, node)
     const flags = words.slice(node + 1)
     expect(flags).toContain("--max-semi-space-size=2")
+    expect(flags).toContain("--v8-pool-size=1")
     expect(env).toEqual(["MALLOC_ARENA_MAX=2"])
     const sidecar = parseDockerfile(readFileSync(dockerfile, "utf8")).find((s) => s.name === "sidecar")!
     const entrypoint = sidecar.instructions.find((i) => i.keyword === "ENTRYPOINT")!
