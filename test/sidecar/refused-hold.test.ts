@@ -1,0 +1,177 @@
+// Endpoints whose dial fails are held out of picks at once: caller sidecar A in the test process,
+// instances of "catalog" as real sidecars B (node:http apps behind them) on 127.0.0.1 port 0, and
+// endpoints that refuse connections (a port bound and closed again: ECONNREFUSED) or that reset
+// every connection (a gate in front of a B, shut: the dial fails before the hello is answered).
+//
+//   1. One of three refusing: of 100 sequential requests, at most the first try goes to it; it is
+//      shown held out as "refused", with no ejection and no failure counted.
+//   2. Two of three refusing (above the outlier detector's cap of half a service): after each one's
+//      first refusal every request goes to the live one.
+//   3. It comes back: the gate opens, and A's background redial takes it back in within its backoff
+//      cap; requests reach it again.
+//   4. Every endpoint held: requests are still answered (502 connect_failed, outbound hop named)
+//      each within a bound, none hangs.
+//
+// Tries per request come from A's access log (`attempts`): every request here ends at a live
+// endpoint, so the tries beyond one per request are the ones the refusing endpoints took.
+import * as net from "node:net"
+import { afterEach, describe, expect, it } from "vitest"
+import { REFUSED_REDIAL } from "../../src/sidecar/endpoints.ts"
+import type { AccessRecord } from "../../src/sidecar/outboundAccess.ts"
+import { Cleanup, waitFor } from "../support/iipRaw.ts"
+import { type Answer, call, captureAccessLog, LOOPBACK, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
+
+/** The registry's redial backoff cap for a refused endpoint. */
+const REDIAL_CAP_MS = REFUSED_REDIAL.maxMs
+
+/** A 127.0.0.1 port nothing listens on: bound, then closed again. */
+const refusingAddress = async (): Promise<string> => {
+  const server = net.createServer()
+  await new Promise<void>((resolve) => server.listen(0, LOOPBACK, resolve))
+  const { port } = server.address() as net.AddressInfo
+  await new Promise<void>((resolve) => server.close(() => resolve()))
+  return `${LOOPBACK}:${port}`
+}
+
+/** An instance of "catalog": an app answering its name, behind its own sidecar B. */
+const startInstance = async (cleanup: Cleanup, name: string): Promise<RunningSidecar> => {
+  const app = await startApp(cleanup, (req, res) => {
+    req.resume()
+    req.on("end", () => res.end(name))
+  })
+  return startSidecar(cleanup, sidecarConfig({ service: "catalog", node: name, app: app.address }))
+}
+
+/**
+ * A TCP gate on 127.0.0.1:0 in front of `target` ("host:port"). Shut, it resets each connection as
+ * it is accepted (A's dial fails); open, it pipes each one to the target.
+ */
+const startGate = async (cleanup: Cleanup, target: string): Promise<{ readonly address: string; readonly open: () => void }> => {
+  const [host, port] = [target.slice(0, target.lastIndexOf(":")), Number(target.slice(target.lastIndexOf(":") + 1))]
+  let open = false
+  const sockets = new Set<net.Socket>()
+  const server = net.createServer((socket) => {
+    if (!open) return void socket.resetAndDestroy()
+    const upstream = net.connect(port, host)
+    const end = () => {
+      socket.destroy()
+      upstream.destroy()
+      sockets.delete(socket)
+      sockets.delete(upstream)
+    }
+    sockets.add(socket)
+    sockets.add(upstream)
+    for (const s of [socket, upstream]) s.on("error", end).on("close", end)
+    socket.pipe(upstream).pipe(socket)
+  })
+  await new Promise<void>((resolve) => server.listen(0, LOOPBACK, resolve))
+  cleanup.add(
+    () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy()
+        server.close(() => resolve())
+      })
+  )
+  return { address: `${LOOPBACK}:${(server.address() as net.AddressInfo).port}`, open: () => (open = true) }
+}
+
+const startCaller = (cleanup: Cleanup, addresses: ReadonlyArray<string>) =>
+  startSidecar(cleanup, sidecarConfig({ service: "store", accessLog: true, endpoints: { catalog: addresses.map((address) => ({ address, weight: 1 })) } }))
+
+const viewOf = (a: RunningSidecar, address: string) =>
+  a.sidecar.registry.view().find((s) => s.service === "catalog")!.endpoints.find((e) => e.address === address)!
+
+/** `n` sequential GETs through A, each bounded (a hang fails the test). */
+const sequential = async (a: RunningSidecar, n: number, from = 0): Promise<Array<Answer>> => {
+  const answers: Array<Answer> = []
+  for (let i = from; i < from + n; i++) answers.push(await call(a.outboundPort, { path: `/r${i}`, headers: { host: "catalog" }, agent: false, timeoutMs: 5000 }))
+  return answers
+}
+
+/** The access records of `n` requests (they are written as each ends; waits for the last). */
+const accessOf = async (access: ReadonlyArray<AccessRecord>, n: number): Promise<ReadonlyArray<AccessRecord>> => {
+  await waitFor(() => access.length >= n, 5000, `${n} access records`)
+  return access.slice(0, n)
+}
+
+const triesBeyondFirst = (records: ReadonlyArray<AccessRecord>): number => records.reduce((sum, r) => sum + r.attempts - 1, 0)
+
+describe("an endpoint whose dial fails is held out of picks", () => {
+  let cleanup = new Cleanup()
+  afterEach(async () => {
+    await cleanup.run()
+    cleanup = new Cleanup()
+  })
+
+  it("one of three refusing: at most one of 100 requests tries it; held as refused, no ejection, no failure", async () => {
+    const access = captureAccessLog(cleanup, (line) => JSON.parse(line) as AccessRecord)
+    const [b1, b2] = [await startInstance(cleanup, "b1"), await startInstance(cleanup, "b2")]
+    const dead = await refusingAddress()
+    const a = await startCaller(cleanup, [b1.inboundAddress, b2.inboundAddress, dead])
+
+    const answers = await sequential(a, 100)
+    const records = await accessOf(access, 100)
+    const refusedTries = triesBeyondFirst(records)
+    console.log(`1 of 3 refusing: ${refusedTries} of 100 requests tried it; A's view of it: ${JSON.stringify(viewOf(a, dead))}`)
+    expect(answers.filter((x) => x.status !== 200).map((x) => x.status)).toStrictEqual([])
+    expect(refusedTries).toBeLessThanOrEqual(1)
+    expect(viewOf(a, dead)).toMatchObject({ health: "refused", ejections: 0, failures: 0 })
+  }, 30_000)
+
+  it("two of three refusing (above the ejection cap): after each one's first refusal, every request goes to the live one", async () => {
+    const access = captureAccessLog(cleanup, (line) => JSON.parse(line) as AccessRecord)
+    const b1 = await startInstance(cleanup, "b1")
+    const dead = [await refusingAddress(), await refusingAddress()]
+    const a = await startCaller(cleanup, [b1.inboundAddress, ...dead])
+
+    const answers = await sequential(a, 100)
+    const records = await accessOf(access, 100)
+    const refusedTries = triesBeyondFirst(records)
+    console.log(`2 of 3 refusing: ${refusedTries} tries of 100 requests went to them (${records.filter((r) => r.attempts > 1).length} requests retried); A's view: ${JSON.stringify(dead.map((d) => viewOf(a, d)))}`)
+    expect(answers.filter((x) => x.status !== 200).map((x) => `${x.status} ${String(x.headers["x-iip-mesh-error"])}`)).toStrictEqual([])
+    expect(refusedTries).toBeLessThanOrEqual(2)
+    for (const d of dead) expect(viewOf(a, d)).toMatchObject({ health: "refused", ejections: 0, failures: 0 })
+  }, 30_000)
+
+  it("it comes back: once its dial succeeds again, requests reach it within the redial backoff", async () => {
+    const access = captureAccessLog(cleanup, (line) => JSON.parse(line) as AccessRecord)
+    const b1 = await startInstance(cleanup, "b1")
+    const b2 = await startInstance(cleanup, "b2")
+    const gate = await startGate(cleanup, b2.inboundAddress)
+    const a = await startCaller(cleanup, [b1.inboundAddress, gate.address])
+
+    // Until A has tried the shut gate once (p2c may draw b1 for a while): then it is held.
+    let sent = 0
+    while (viewOf(a, gate.address).health !== "refused" && sent < 100) sent += (await sequential(a, 1, sent)).length
+    expect(viewOf(a, gate.address)).toMatchObject({ health: "refused", ejections: 0, failures: 0 })
+    const held = await sequential(a, 50, sent)
+    sent += 50
+    expect(held.map((x) => x.body.toString()).filter((body) => body !== "b1")).toStrictEqual([])
+    expect(triesBeyondFirst(await accessOf(access, sent))).toBe(1)
+
+    gate.open()
+    const openedAt = performance.now()
+    let backAfterMs = Number.NaN
+    while (Number.isNaN(backAfterMs) && performance.now() - openedAt < REDIAL_CAP_MS + 2000) {
+      const [answer] = await sequential(a, 1, sent++)
+      if (answer!.body.toString() === "b2") backAfterMs = performance.now() - openedAt
+    }
+    console.log(`back ${backAfterMs.toFixed(0)} ms after the gate opened; A's view: ${JSON.stringify(viewOf(a, gate.address))}`)
+    expect(backAfterMs).toBeLessThan(REDIAL_CAP_MS + 1000)
+    expect(viewOf(a, gate.address)).toMatchObject({ health: "healthy", ejections: 0, failures: 0 })
+  }, 30_000)
+
+  it("every endpoint held: each request is still answered, 502 connect_failed at the outbound hop, none hangs", async () => {
+    const dead = [await refusingAddress(), await refusingAddress()]
+    const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: dead.map((address) => ({ address, weight: 1 })) } }))
+    for (let i = 0; i < 20; i++) {
+      const started = performance.now()
+      const answer = await call(a.outboundPort, { path: `/r${i}`, headers: { host: "catalog" }, agent: false, timeoutMs: 5000 })
+      expect(answer.status).toBe(502)
+      expect(answer.headers["x-iip-mesh-error"]).toBe("outbound; reason=connect_failed")
+      expect(JSON.parse(answer.body.toString())).toMatchObject({ error: "connect_failed", hop: "outbound" })
+      expect(performance.now() - started).toBeLessThan(2000)
+    }
+    for (const d of dead) expect(viewOf(a, d)).toMatchObject({ health: "refused", ejections: 0, failures: 0 })
+  }, 30_000)
+})
