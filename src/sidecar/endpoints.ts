@@ -165,7 +165,8 @@ const now = (): number => performance.now()
 const REDIAL = { baseMs: 100, maxMs: 1000 }
 /**
  * Redials of an endpoint that refused a connection, or stopped answering: it may stay down for long,
- * so at most every 5 s (as an IipClient's own reconnects), each a connect (and a TLS handshake) at most.
+ * so at most every 5 s (as an IipClient's own reconnects), each a connect (and a TLS handshake) at
+ * most; and at most half the hold window apart, so a failed redial renews the hold before it lapses.
  */
 export const REFUSED_REDIAL = { baseMs: 100, maxMs: 5000 }
 
@@ -197,9 +198,12 @@ export class EndpointRegistry {
   private readonly refusedDialLines = new LogThrottle(REFUSED_DIAL_LINES, REFUSED_DIAL_WINDOW_MS)
   /** connect-failed lines of all its clients together: endpoints failing for hours are redialled per request. */
   private readonly connectFailedLines = connectFailedThrottle(true)
+  /** REFUSED_REDIAL within half the hold window. */
+  private readonly refusedRedial: { readonly baseMs: number; readonly maxMs: number }
 
   constructor(options: EndpointRegistryOptions) {
     this.options = options
+    this.refusedRedial = { baseMs: REFUSED_REDIAL.baseMs, maxMs: Math.max(1, Math.min(REFUSED_REDIAL.maxMs, options.balancing.restartWindowMs / 2)) }
   }
 
   /** Replaces the endpoints of `service`; clients of endpoints no longer used by any service close. */
@@ -499,7 +503,7 @@ export class EndpointRegistry {
           }
           const at = now()
           for (const balancer of registry.services.values()) balancer.redialFailed(key, at)
-          yield* Effect.sleep(backoffDelay(failures, reason === "restarting" ? REDIAL : REFUSED_REDIAL, Math.random()))
+          yield* Effect.sleep(backoffDelay(failures, reason === "restarting" ? REDIAL : registry.refusedRedial, Math.random()))
         }
       }).pipe(Effect.ensuring(Effect.sync(() => registry.watched.delete(key))))
     )

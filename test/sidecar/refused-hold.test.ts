@@ -19,6 +19,7 @@ import { afterEach, describe, expect, it } from "vitest"
 import { REFUSED_REDIAL } from "../../src/sidecar/endpoints.ts"
 import type { AccessRecord } from "../../src/sidecar/outboundAccess.ts"
 import { Cleanup, waitFor } from "../support/iipRaw.ts"
+import { startResetGate } from "../support/resetGate.ts"
 import { type Answer, call, captureAccessLog, LOOPBACK, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
 
 /** The registry's redial backoff cap for a refused endpoint. */
@@ -40,39 +41,6 @@ const startInstance = async (cleanup: Cleanup, name: string): Promise<RunningSid
     req.on("end", () => res.end(name))
   })
   return startSidecar(cleanup, sidecarConfig({ service: "catalog", node: name, app: app.address }))
-}
-
-/**
- * A TCP gate on 127.0.0.1:0 in front of `target` ("host:port"). Shut, it resets each connection as
- * it is accepted (A's dial fails); open, it pipes each one to the target.
- */
-const startGate = async (cleanup: Cleanup, target: string): Promise<{ readonly address: string; readonly open: () => void }> => {
-  const [host, port] = [target.slice(0, target.lastIndexOf(":")), Number(target.slice(target.lastIndexOf(":") + 1))]
-  let open = false
-  const sockets = new Set<net.Socket>()
-  const server = net.createServer((socket) => {
-    if (!open) return void socket.resetAndDestroy()
-    const upstream = net.connect(port, host)
-    const end = () => {
-      socket.destroy()
-      upstream.destroy()
-      sockets.delete(socket)
-      sockets.delete(upstream)
-    }
-    sockets.add(socket)
-    sockets.add(upstream)
-    for (const s of [socket, upstream]) s.on("error", end).on("close", end)
-    socket.pipe(upstream).pipe(socket)
-  })
-  await new Promise<void>((resolve) => server.listen(0, LOOPBACK, resolve))
-  cleanup.add(
-    () =>
-      new Promise<void>((resolve) => {
-        for (const s of sockets) s.destroy()
-        server.close(() => resolve())
-      })
-  )
-  return { address: `${LOOPBACK}:${(server.address() as net.AddressInfo).port}`, open: () => (open = true) }
 }
 
 const startCaller = (cleanup: Cleanup, addresses: ReadonlyArray<string>) =>
@@ -137,7 +105,7 @@ describe("an endpoint whose dial fails is held out of picks", () => {
     const access = captureAccessLog(cleanup, (line) => JSON.parse(line) as AccessRecord)
     const b1 = await startInstance(cleanup, "b1")
     const b2 = await startInstance(cleanup, "b2")
-    const gate = await startGate(cleanup, b2.inboundAddress)
+    const gate = await startResetGate(cleanup, LOOPBACK, b2.sidecar.inbound.port)
     const a = await startCaller(cleanup, [b1.inboundAddress, gate.address])
 
     // Until A has tried the shut gate once (p2c may draw b1 for a while): then it is held.
