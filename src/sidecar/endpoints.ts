@@ -10,8 +10,8 @@
 // out (restarting, refused, unresponsive: src/balancer/holdOuts.ts) is redialled here in the
 // background with a capped, jittered exponential backoff, and back in as soon as a connection
 // succeeds (each failed redial holds it out a while longer).
-import type { HoldReason } from "../balancer/holdOuts.ts"
 import * as Effect from "effect/Effect"
+import type { HoldReason } from "../balancer/holdOuts.ts"
 import { type Lease, type PickerName, type PickResult, ServiceBalancer, type EndpointView } from "../balancer/serviceBalancer.ts"
 import { leftOut, MaxSubsetsPerService, subsetExclusions } from "../balancer/subsets.ts"
 import { connectFailedThrottle, IipClient } from "../iip/client.ts"
