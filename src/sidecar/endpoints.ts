@@ -127,6 +127,8 @@ export interface EndpointRegistryOptions {
   readonly clientTls?: (endpoint: Endpoint) => ClientTlsOptions | undefined
   /** A try to an endpoint of `service` from another host was not dialled: its address is on this host (counted in a metric). */
   readonly onDialRefused?: (service: string, endpoint: string) => void
+  /** A try to an endpoint of `service` found no connection to make (or was turned away unsent by a stopping endpoint): held out, not ejected (counted in a metric). */
+  readonly onRefused?: (service: string, endpoint: string) => void
   /** Dial endpoints from another host even at addresses on this host (the sidecar's dialLocalEndpoints): no dial guard. */
   readonly dialLocalEndpoints?: boolean
   /**
@@ -293,6 +295,7 @@ export class EndpointRegistry {
   endLease(lease: EndpointLease, startedAt: number, ok: boolean, unreachable = false, slow = false, at: number = now()): string | undefined {
     const result = lease.end(at, at - startedAt, ok, unreachable, slow)
     if (result !== "restarting" && result !== "refused") return result
+    this.options.onRefused?.(lease.endpoint.endpoint.service, lease.endpoint.id)
     this.watch(lease.endpoint.id, clientKeyOf(lease.endpoint.endpoint, this.options.service))
     return undefined
   }

@@ -4,7 +4,8 @@
 // every connection (a gate in front of a B, shut: the dial fails before the hello is answered).
 //
 //   1. One of three refusing: of 100 sequential requests, at most the first try goes to it; it is
-//      shown held out as "refused", with no ejection and no failure counted.
+//      shown held out as "refused", with no ejection and no failure counted, and its refused try
+//      counted in iip_mesh_endpoint_refusals_total (an operator's sign it is down: no ejection says so).
 //   2. Two of three refusing (above the outlier detector's cap of half a service): after each one's
 //      first refusal every request goes to the live one.
 //   3. It comes back: the gate opens, and A's background redial takes it back in within its backoff
@@ -19,6 +20,7 @@ import { afterEach, describe, expect, it } from "vitest"
 import { REFUSED_REDIAL } from "../../src/sidecar/endpoints.ts"
 import type { AccessRecord } from "../../src/sidecar/outboundAccess.ts"
 import { Cleanup, waitFor } from "../support/iipRaw.ts"
+import { parsePrometheusText, sum } from "../support/prometheusText.ts"
 import { startResetGate } from "../support/resetGate.ts"
 import { type Answer, call, captureAccessLog, LOOPBACK, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
 
@@ -62,6 +64,10 @@ const accessOf = async (access: ReadonlyArray<AccessRecord>, n: number): Promise
   return access.slice(0, n)
 }
 
+/** A counter of A's /metrics, summed over the series with `labels`. */
+const metricOf = async (a: RunningSidecar, name: string, labels: Readonly<Record<string, string>>): Promise<number> =>
+  sum(parsePrometheusText((await a.sidecar.telemetry.metrics.text()).body), name, labels)
+
 const triesBeyondFirst = (records: ReadonlyArray<AccessRecord>): number => records.reduce((sum, r) => sum + r.attempts - 1, 0)
 
 describe("an endpoint whose dial fails is held out of picks", () => {
@@ -84,6 +90,10 @@ describe("an endpoint whose dial fails is held out of picks", () => {
     expect(answers.filter((x) => x.status !== 200).map((x) => x.status)).toStrictEqual([])
     expect(refusedTries).toBeLessThanOrEqual(1)
     expect(viewOf(a, dead)).toMatchObject({ health: "refused", ejections: 0, failures: 0 })
+    // Its refused tries, as /mesh counts them, are what the metric says; no ejection is counted.
+    expect(await metricOf(a, "iip_mesh_endpoint_refusals_total", { service: "catalog", endpoint: dead })).toBe(viewOf(a, dead).refusals)
+    expect(viewOf(a, dead).refusals).toBeGreaterThanOrEqual(1)
+    expect(await metricOf(a, "iip_mesh_endpoint_ejections_total", { service: "catalog" })).toBe(0)
   }, 30_000)
 
   it("two of three refusing (above the ejection cap): after each one's first refusal, every request goes to the live one", async () => {
