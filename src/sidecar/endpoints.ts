@@ -494,7 +494,11 @@ export class EndpointRegistry {
     const registry = this
     this.options.supervisor.fork(
       Effect.gen(function*() {
-        for (let failures = 0; !registry.closed; failures++) {
+        let failures = 0
+        // Held as refused, a dial failed just now: one at once would meet the same refusal (a TLS
+        // handshake, or the connect timeout again), so the first redial waits the backoff's first step.
+        if (registry.heldFor(key, now()) === "refused") yield* Effect.sleep(backoffDelay(failures++, registry.refusedRedial, Math.random()))
+        for (; !registry.closed; failures++) {
           const reason = registry.heldFor(key, now())
           const client = registry.clients.get(id)
           if (reason === undefined || client === undefined) return
