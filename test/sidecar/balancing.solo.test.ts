@@ -18,7 +18,6 @@ import { Effect, Scope } from "effect"
 import { type ChildProcess, spawn } from "node:child_process"
 import type * as http from "node:http"
 import { Agent } from "node:http"
-import * as net from "node:net"
 import { resolve } from "node:path"
 import * as readline from "node:readline"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
@@ -26,7 +25,7 @@ import * as Admin from "../../src/admin/adminServer.ts"
 import type { SidecarConfig } from "../../src/config/sidecarConfig.ts"
 import type { AccessRecord } from "../../src/sidecar/outboundAccess.ts"
 import { Cleanup, readUntil, waitFor, withTimeout } from "../support/iipRaw.ts"
-import { type Answer, type App, call, captureAccessLog, echoed, echoRequest, progress, timedCall, rawValues, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
+import { type Answer, type App, call, captureAccessLog, echoed, echoRequest, progress, refusingAddress, timedCall, rawValues, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
 import type { EndpointView } from "../../src/balancer/serviceBalancer.ts"
 
 const childScript = resolve(import.meta.dirname, "../support/meshInstanceChild.ts")
@@ -180,15 +179,6 @@ const holdOnVictimThenKill = async (port: number, victim: ChildInstance, method:
     }
   }
   throw new Error("no request reached the victim in 10 tries")
-}
-
-/** An address nothing listens on (a port the OS gave out, closed again). */
-const deadAddress = async (): Promise<string> => {
-  const server = net.createServer()
-  await new Promise<void>((done) => server.listen(0, "127.0.0.1", () => done()))
-  const port = (server.address() as net.AddressInfo).port
-  await new Promise<void>((done) => server.close(() => done()))
-  return `127.0.0.1:${port}`
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -513,7 +503,7 @@ describe("balancing through real sidecars", () => {
   })
 
   it("retries: a POST refused before it ran (nothing listening) goes to the other instance", async () => {
-    const dead = await deadAddress()
+    const dead = await refusingAddress()
     const healthy = await startInstance(cleanup, "healthy", namedApp("healthy"))
     const { a } = await startCaller(cleanup, [dead, healthy.sidecar.inboundAddress], takeTurns)
     const deadView = () => a.sidecar.registry.view()[0]!.endpoints.find((e) => e.address === dead)!

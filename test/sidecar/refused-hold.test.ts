@@ -15,26 +15,16 @@
 //
 // Tries per request come from A's access log (`attempts`): every request here ends at a live
 // endpoint, so the tries beyond one per request are the ones the refusing endpoints took.
-import * as net from "node:net"
 import { afterEach, describe, expect, it } from "vitest"
 import { REFUSED_REDIAL } from "../../src/sidecar/endpoints.ts"
 import type { AccessRecord } from "../../src/sidecar/outboundAccess.ts"
 import { Cleanup, waitFor } from "../support/iipRaw.ts"
 import { parsePrometheusText, sum } from "../support/prometheusText.ts"
 import { startResetGate } from "../support/resetGate.ts"
-import { type Answer, call, captureAccessLog, LOOPBACK, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
+import { type Answer, call, captureAccessLog, LOOPBACK, refusingAddress, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
 
 /** The registry's redial backoff cap for a refused endpoint. */
 const REDIAL_CAP_MS = REFUSED_REDIAL.maxMs
-
-/** A 127.0.0.1 port nothing listens on: bound, then closed again. */
-const refusingAddress = async (): Promise<string> => {
-  const server = net.createServer()
-  await new Promise<void>((resolve) => server.listen(0, LOOPBACK, resolve))
-  const { port } = server.address() as net.AddressInfo
-  await new Promise<void>((resolve) => server.close(() => resolve()))
-  return `${LOOPBACK}:${port}`
-}
 
 /** An instance of "catalog": an app answering its name, behind its own sidecar B. */
 const startInstance = async (cleanup: Cleanup, name: string): Promise<RunningSidecar> => {
