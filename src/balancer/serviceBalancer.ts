@@ -303,11 +303,13 @@ export class ServiceBalancer<E extends BalancedEndpoint> {
   }
 
   /**
-   * A background redial of `id`, held out, failed (the registry redials endpoints held out): still
-   * not reachable, so held out for another window; never a failure.
+   * A background redial of `id`, held out when it was begun at `dialedAt`, failed (the registry
+   * redials endpoints held out): still not reachable, so held out for another window; never a
+   * failure. Held at the dial, not now: a dial can outlast the hold (a connect timeout longer than
+   * the window), and its failure still says the endpoint is unreachable.
    */
-  redialFailed(id: string, now: number): void {
-    if (this.holds.isHeld(id, now)) this.holds.refused(id, now)
+  redialFailed(id: string, now: number, dialedAt: number = now): void {
+    if (this.holds.isHeld(id, dialedAt)) this.holds.refused(id, now)
   }
 
   /** Why `id` is held out (restarting, refused or unresponsive) as of `now`; undefined when it is not. */

@@ -502,6 +502,7 @@ export class EndpointRegistry {
           const reason = registry.heldFor(key, now())
           const client = registry.clients.get(id)
           if (reason === undefined || client === undefined) return
+          const dialedAt = now()
           const connected = yield* Effect.promise(() => client.mode().then(() => true, () => false))
           if (registry.closed) return
           if (connected) {
@@ -509,7 +510,7 @@ export class EndpointRegistry {
             return
           }
           const at = now()
-          for (const balancer of registry.services.values()) balancer.redialFailed(key, at)
+          for (const balancer of registry.services.values()) balancer.redialFailed(key, at, dialedAt)
           yield* Effect.sleep(backoffDelay(failures, reason === "restarting" ? REDIAL : registry.refusedRedial, Math.random()))
         }
       }).pipe(Effect.ensuring(Effect.sync(() => registry.watched.delete(key))))

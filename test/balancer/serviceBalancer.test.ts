@@ -307,6 +307,27 @@ describe("refused endpoints, with holdRefused (held out at once, not ejected)", 
       expect(balancer.view(yield* now)[0]!.health).toBe("healthy")
     }))
 
+  it.effect("a redial that outlasts the hold (a connect timeout longer than the window) and fails renews it still", () =>
+    Effect.gen(function*() {
+      // A 2 s window and a peer that drops SYNs: each redial fails only at the 3 s connect timeout.
+      const { balancer, endpoints } = holding("p2c", [1, 1], 2_000)
+      const down = endpoints[0]!
+      expect(refuse(balancer, down, yield* now)).toBe("refused")
+      yield* TestClock.adjust("100 millis")
+      const dialedAt = yield* now
+      yield* TestClock.adjust("3 seconds")
+      // The hold lapsed while the redial waited; its failure says the endpoint is still unreachable.
+      expect(balancer.heldFor(down.id, yield* now)).toBeUndefined()
+      balancer.redialFailed(down.id, yield* now, dialedAt)
+      expect(balancer.view(yield* now)[0]).toMatchObject({ health: "refused", failures: 0, ejections: 0 })
+      // A redial begun after a connection ended the hold renews nothing.
+      balancer.connected(down.id)
+      const after = yield* now
+      yield* TestClock.adjust("3 seconds")
+      balancer.redialFailed(down.id, yield* now, after)
+      expect(balancer.view(yield* now)[0]!.health).toBe("healthy")
+    }))
+
   it.effect("a refusal soon after a go-away is still a restart; once the restart window is over, a refused hold", () =>
     Effect.gen(function*() {
       const { balancer, endpoints } = holding("p2c", [1, 1], 30_000)
