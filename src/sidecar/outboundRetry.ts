@@ -36,10 +36,12 @@ export const notProcessed = (error: unknown): boolean =>
  * its TLS handshake or identity refused, not to be dialled: from another host at an address on this
  * one, src/iip/dialGuard.ts, or this sidecar's own listener, src/iip/ownListeners.ts), or it is
  * stopping and turned the request away unprocessed: the balancer holds the endpoint out (as
- * restarting when it said go-away just before) until a connection to it succeeds.
+ * restarting when it said go-away just before) until a connection to it succeeds. Not a try whose
+ * own deadline ended the wait for a connection still being made (`waitedOut`): that says nothing
+ * of the endpoint, and holding it out left a healthy one out of picks for the rest of its dial.
  */
 export const refusedOrDraining = (error: unknown): boolean =>
-  error instanceof ConnectFailed || (error instanceof RemoteError && error.code === MeshErrorCode.draining && !error.processed)
+  (error instanceof ConnectFailed && error.waitedOut !== true) || (error instanceof RemoteError && error.code === MeshErrorCode.draining && !error.processed)
 
 /** Why the dial guard refused the endpoint's address (src/iip/dialGuard.ts, ownListeners.ts), if it did: the registry counts and logs it. */
 export const dialRefusalOf = (error: unknown): DialRefusal | undefined =>

@@ -12,9 +12,13 @@
 //      cap; requests reach it again.
 //   4. Every endpoint held: requests are still answered (502 connect_failed, outbound hop named)
 //      each within a bound, none hangs.
+//   5. A try whose per-try timeout ends while its connection is still being made (a gate that holds
+//      each new connection 2 s before piping it on): the try's deadline, not the endpoint's verdict,
+//      so the endpoint is not held out.
 //
 // Tries per request come from A's access log (`attempts`): every request here ends at a live
 // endpoint, so the tries beyond one per request are the ones the refusing endpoints took.
+import * as net from "node:net"
 import { afterEach, describe, expect, it } from "vitest"
 import { REFUSED_REDIAL } from "../../src/sidecar/endpoints.ts"
 import type { AccessRecord } from "../../src/sidecar/outboundAccess.ts"
@@ -46,6 +50,38 @@ const sequential = async (a: RunningSidecar, n: number, from = 0): Promise<Array
   const answers: Array<Answer> = []
   for (let i = from; i < from + n; i++) answers.push(await call(a.outboundPort, { path: `/r${i}`, headers: { host: "catalog" }, agent: false, timeoutMs: 5000 }))
   return answers
+}
+
+/** A TCP gate on 127.0.0.1 port 0 that pipes each new connection to `targetPort` only `delayMs` after accepting it. */
+const startSlowGate = async (cleanup: Cleanup, targetPort: number, delayMs: number): Promise<string> => {
+  const sockets = new Set<net.Socket>()
+  const timers = new Set<NodeJS.Timeout>()
+  const server = net.createServer((socket) => {
+    sockets.add(socket)
+    socket.on("error", () => socket.destroy())
+    const timer = setTimeout(() => {
+      timers.delete(timer)
+      const upstream = net.connect(targetPort, LOOPBACK)
+      sockets.add(upstream)
+      const end = () => {
+        socket.destroy()
+        upstream.destroy()
+      }
+      for (const s of [socket, upstream]) s.on("error", end).on("close", end)
+      socket.pipe(upstream).pipe(socket)
+    }, delayMs)
+    timers.add(timer)
+  })
+  await new Promise<void>((resolve) => server.listen(0, LOOPBACK, resolve))
+  cleanup.add(
+    () =>
+      new Promise<void>((resolve) => {
+        for (const t of timers) clearTimeout(t)
+        for (const s of sockets) s.destroy()
+        server.close(() => resolve())
+      })
+  )
+  return `${LOOPBACK}:${(server.address() as net.AddressInfo).port}`
 }
 
 /** The access records of `n` requests (they are written as each ends; waits for the last). */
@@ -141,5 +177,19 @@ describe("an endpoint whose dial fails is held out of picks", () => {
       expect(performance.now() - started).toBeLessThan(2000)
     }
     for (const d of dead) expect(viewOf(a, d)).toMatchObject({ health: "refused", ejections: 0, failures: 0 })
+  }, 30_000)
+
+  it("a try whose per-try timeout ends while its connection is being made: the endpoint is not held out", async () => {
+    const b = await startInstance(cleanup, "b")
+    const gate = await startSlowGate(cleanup, b.sidecar.inbound.port, 2000)
+    const a = await startSidecar(cleanup, sidecarConfig({ service: "store", perTryTimeoutMs: 100, endpoints: { catalog: [{ address: gate, weight: 1 }] } }))
+    const started = performance.now()
+    const answer = await call(a.outboundPort, { path: "/r", headers: { host: "catalog" }, agent: false, timeoutMs: 5000 })
+    const took = performance.now() - started
+    // Answered at the try's deadline, well before the gate lets the connection through.
+    expect(took).toBeLessThan(1500)
+    expect(answer.status).toBeGreaterThanOrEqual(500)
+    expect(viewOf(a, gate)).toMatchObject({ refusals: 0, ejections: 0 })
+    expect(viewOf(a, gate).health).not.toBe("refused")
   }, 30_000)
 })
