@@ -15,6 +15,8 @@
 //   5. A try whose per-try timeout ends while its connection is still being made (a gate that holds
 //      each new connection 2 s before piping it on): the try's deadline, not the endpoint's verdict,
 //      so the endpoint is not held out.
+//   6. No connection within the client's 3 s connect timeout (the same gate, holding connections
+//      longer): the endpoint's verdict, held out as refused like a refusal (no failure, no ejection).
 //
 // Tries per request come from A's access log (`attempts`): every request here ends at a live
 // endpoint, so the tries beyond one per request are the ones the refusing endpoints took.
@@ -191,5 +193,19 @@ describe("an endpoint whose dial fails is held out of picks", () => {
     expect(answer.status).toBeGreaterThanOrEqual(500)
     expect(viewOf(a, gate)).toMatchObject({ refusals: 0, ejections: 0 })
     expect(viewOf(a, gate).health).not.toBe("refused")
+  }, 30_000)
+
+  it("no connection within the 3 s connect timeout: held out as refused, no failure, no ejection", async () => {
+    const b = await startInstance(cleanup, "b")
+    const gate = await startSlowGate(cleanup, b.sidecar.inbound.port, 20_000)
+    const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: gate, weight: 1 }] } }))
+    const started = performance.now()
+    const answer = await call(a.outboundPort, { path: "/r", headers: { host: "catalog" }, agent: false, timeoutMs: 10_000 })
+    const took = performance.now() - started
+    console.log(`connect timeout: ${answer.status} ${String(answer.headers["x-iip-mesh-error"])} after ${took.toFixed(0)} ms; A's view: ${JSON.stringify(viewOf(a, gate))}`)
+    expect(answer.status).toBe(502)
+    expect(answer.headers["x-iip-mesh-error"]).toBe("outbound; reason=connect_failed")
+    expect(took).toBeGreaterThanOrEqual(2900)
+    expect(viewOf(a, gate)).toMatchObject({ health: "refused", refusals: 1, failures: 0, ejections: 0 })
   }, 30_000)
 })
