@@ -1,24 +1,41 @@
-// Endpoints held out of picks for a short while without counting as failing: the balancer
+// Endpoints held out of picks for a while without counting as failing: the balancer
 // (serviceBalancer.ts) asks here besides the outlier detector.
 //
 // - Restarting: an endpoint that said go-away (a graceful stop), or that discovery dropped and added
 //   again, and then refuses connections is restarting, not failing: ejecting it would double its next
 //   ejection, so a rolling restart every few minutes would keep a healthy instance out for longer
 //   each time. It is skipped until a connection to it succeeds again (the registry redials it in the
-//   background), or until `windowMs` after the go-away: a refusal after that counts as usual.
+//   background), or until `windowMs` after the go-away; a refusal after that holds it as refused.
+// - Refused (with `holdRefused`: for an owner that redials held endpoints, the sidecar's registry):
+//   a connection to it could not be made (refused, timed out, its TLS handshake or identity refused,
+//   not to be dialled). Skipped at once, not after the outlier detector's failures in a row (and
+//   past its cap of half a service too: gRPC's round_robin picks only connected subchannels), until
+//   a connection succeeds again. Each failed redial holds it `windowMs` more: were the redials to
+//   stop, it is back in picks by then, and the next refusal holds it again. Without `holdRefused`
+//   such a refusal is the outlier detector's (an ejection).
 // - Unresponsive: the connection to it stopped answering pings (a frozen process). Skipped until a
-//   connection succeeds again, at most `windowMs`.
+//   connection succeeds again, at most `windowMs` (a failed redial holds it as refused).
 //
-// Neither adds a failure, a penalty or an ejection. Pure: time comes in as `now` (ms).
+// None adds a failure, a penalty or an ejection (so none lengthens a later ejection). Pure: time
+// comes in as `now` (ms).
 
-export type HoldReason = "restarting" | "unresponsive"
+export type HoldReason = "restarting" | "refused" | "unresponsive"
+
+/** Why a refused connection holds an endpoint out. */
+export type RefusalHold = "restarting" | "refused"
 
 export interface HoldOutOptions {
   /**
    * How long after a go-away (or being dropped by discovery) a refused connection means a restart, and the longest
-   * an endpoint is held out. Default 30,000.
+   * an endpoint is held out without a refusal renewing it. Default 30,000; 0 holds nothing (a refusal counts as a
+   * failure of the endpoint, for the outlier detector).
    */
   readonly windowMs?: number
+  /**
+   * Hold out an endpoint whose connection could not be made, not only a restarting one: for an owner
+   * that redials held endpoints and reports the connection that succeeds. Default false.
+   */
+  readonly holdRefused?: boolean
 }
 
 interface Held {
@@ -31,6 +48,7 @@ interface Held {
 
 export class HoldOuts {
   readonly windowMs: number
+  private readonly holdRefused: boolean
   private readonly state = new Map<string, Held>()
   /** The earliest hold end (Infinity when none): `versionAt` is O(1) between. */
   private nextEndAt = Number.POSITIVE_INFINITY
@@ -38,6 +56,7 @@ export class HoldOuts {
 
   constructor(options: HoldOutOptions = {}) {
     this.windowMs = Math.max(0, options.windowMs ?? 30_000)
+    this.holdRefused = options.holdRefused === true
   }
 
   /** Moves whenever the set of endpoints held out changes (as of `now`). */
@@ -58,10 +77,10 @@ export class HoldOuts {
     return h !== undefined && h.until > now
   }
 
-  /** Why `id` is held out as of `now`, and for how much longer at most. */
-  snapshot(id: string, now: number): { readonly reason: HoldReason; readonly forMs: number } | undefined {
+  /** Why `id` is held out as of `now`, if it is. */
+  reasonOf(id: string, now: number): HoldReason | undefined {
     const h = this.state.get(id)
-    return h === undefined || h.until <= now || h.reason === undefined ? undefined : { reason: h.reason, forMs: h.until - now }
+    return h === undefined || h.until <= now ? undefined : h.reason
   }
 
   /** `id` said go-away, or discovery dropped it: a refusal soon after is a restart. */
@@ -70,19 +89,25 @@ export class HoldOuts {
   }
 
   /**
-   * A connection to `id` was refused. True when that reads as a restart (within the window after
-   * it left): it is held out, and the refusal must not count against it.
+   * A connection to `id` could not be made. Within the window after it left it is restarting (held
+   * until the window ends); otherwise, with `holdRefused`, refused (held for the window from now,
+   * renewed by each refusal). Returns the hold: the refusal must not count against it. Undefined
+   * when not held: it counts as a failure of the endpoint.
    */
-  refused(id: string, now: number): boolean {
+  refused(id: string, now: number): RefusalHold | undefined {
     const h = this.state.get(id)
-    if (h === undefined || now - h.leftAt >= this.windowMs) return false
-    if (h.until <= now || h.reason !== "restarting") this.hold(h, h.leftAt + this.windowMs, "restarting")
-    return true
+    if (h !== undefined && now - h.leftAt < this.windowMs) {
+      if (h.until <= now || h.reason !== "restarting") this.hold(h, h.leftAt + this.windowMs, "restarting", now)
+      return "restarting"
+    }
+    if (!this.holdRefused || this.windowMs === 0) return undefined
+    this.hold(this.stateOf(id), now + this.windowMs, "refused", now)
+    return "refused"
   }
 
   /** The connection to `id` stopped answering pings: held out until it connects again, at most the window. */
   unresponsive(id: string, now: number): void {
-    this.hold(this.stateOf(id), now + this.windowMs, "unresponsive")
+    this.hold(this.stateOf(id), now + this.windowMs, "unresponsive", now)
   }
 
   /** A connection to `id` succeeded: back in at once. Returns why it was held, if it was. */
@@ -106,11 +131,13 @@ export class HoldOuts {
     this.version++
   }
 
-  private hold(h: Held, until: number, reason: HoldReason): void {
+  /** Holds `h` until `until`; the version moves only when it was not held (a renewal leaves the picks as they are). */
+  private hold(h: Held, until: number, reason: HoldReason, now: number): void {
+    const held = h.until > now
     h.until = until
     h.reason = reason
     this.nextEndAt = Math.min(this.nextEndAt, until)
-    this.version++
+    if (!held) this.version++
   }
 
   private stateOf(id: string): Held {

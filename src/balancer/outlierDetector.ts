@@ -1,8 +1,9 @@
 // Passive health: which endpoints of a service to leave out for a while. The balancer reports
 // every request's outcome here; an endpoint is ejected after `consecutiveFailures` failures in a
 // row, or when its error rate over the last `windowMs` reaches `errorRatePercent` (with at least
-// `minRequests` in the window), or at once when a connection to it cannot be made. Active health
-// checks, when on, report through `probeFailed` and `probeSucceeded`.
+// `minRequests` in the window), or at once when a connection to it cannot be made and the balancer
+// holds nothing out (its hold window 0; else holdOuts.ts holds such an endpoint out, never
+// reported here). Active health checks, when on, report through `probeFailed` and `probeSucceeded`.
 //
 // Ejection time grows with each ejection that follows the previous one closely: base, 2 x base,
 // 4 x base ... up to `maxEjectionMs`; an endpoint that stays healthy for `maxEjectionMs` after its

@@ -3,20 +3,20 @@
 // stats (endpointStats.ts), passive health (outlierDetector.ts), the retry budget
 // (retryBudget.ts), a per-endpoint concurrency limit, and the configured picker (pickers.ts).
 //
-// A pick leaves out ejected endpoints and those held out while they restart or stop answering
-// (holdOuts.ts; all of them back in if every endpoint is out: better a failing endpoint than
-// none), endpoints this request already tried, and endpoints at their concurrency limit; when
-// only full ones are left the answer is `overloaded` (the sidecar sheds the request with 503 and
-// retry-after) instead of queueing without bound. A pick returns a lease; ending it feeds the
-// latency or the failure back into the stats and the outlier detector (a refusal of a restarting
-// endpoint: neither).
+// A pick leaves out ejected endpoints and those held out while they restart, refuse connections or
+// stop answering (holdOuts.ts; all of them back in if every endpoint is out: better a failing
+// endpoint than none), endpoints this request already tried, and endpoints at their concurrency
+// limit; when only full ones are left the answer is `overloaded` (the sidecar sheds the request
+// with 503 and retry-after) instead of queueing without bound. A pick returns a lease; ending it
+// feeds the latency or the failure back into the stats and the outlier detector (a refused
+// connection: neither, the endpoint is held out instead).
 //
 // The common case (nothing excluded, the picked endpoint below its limit) picks from a cached list
 // of usable endpoints, rebuilt only when membership, weights, ejections or holds change.
 
 import { amount, checkOptions, count, durationMs, type Limits } from "../iip/optionLimits.ts"
 import { type Balanced, EndpointStats, type EndpointStatsOptions } from "./endpointStats.ts"
-import { type HoldOutOptions, type HoldReason, HoldOuts } from "./holdOuts.ts"
+import { type HoldOutOptions, type HoldReason, HoldOuts, type RefusalHold } from "./holdOuts.ts"
 import { type EjectionReason, OutlierDetector, type OutlierOptions } from "./outlierDetector.ts"
 import {
   consistentHash,
@@ -76,6 +76,8 @@ class Member<E extends BalancedEndpoint> extends EndpointStats {
   endpoint: E
   /** Dropped by discovery: its late results no longer count towards the set's health. */
   retired = false
+  /** Tries whose connection could not be made (held out for them, not counted as failures). */
+  refusals = 0
 
   constructor(endpoint: E, weight: number, options: EndpointStatsOptions) {
     super(endpoint.id, { ...options, weight })
@@ -105,7 +107,7 @@ class MemberLease<E extends BalancedEndpoint> implements Lease<E> {
     this.member = member
   }
 
-  end(now: number, latencyMs: number, ok: boolean, unreachable = false, slow = false): EjectionReason | "restarting" | undefined {
+  end(now: number, latencyMs: number, ok: boolean, unreachable = false, slow = false): EjectionReason | RefusalHold | undefined {
     if (this.over) return undefined
     this.over = true
     return this.balancer.ended(this.member, this.expectedMs, now, latencyMs, ok, unreachable, slow)
@@ -123,13 +125,13 @@ export interface Lease<E> {
   /** The endpoint's latency estimate when it was picked: what this request is expected to take. */
   readonly expectedMs: number
   /**
-   * Ends the request: `ok` false for a failure of the endpoint, `unreachable` when a connection to
-   * it was refused (it goes out at once), `slow` when it was given up for taking too long (a
+   * Ends the request: `ok` false for a failure of the endpoint, `unreachable` when no connection to
+   * it could be made (it goes out at once), `slow` when it was given up for taking too long (a
    * failure penalty, but no failure for the outlier detector: the endpoint may only be busy).
-   * Returns an ejection it caused, or "restarting" when the refusal came soon after a go-away:
-   * held out, not failing.
+   * Returns an ejection it caused, or the hold a refusal put it in ("restarting" soon after a
+   * go-away, else "refused"): held out, not failing.
    */
-  end(now: number, latencyMs: number, ok: boolean, unreachable?: boolean, slow?: boolean): EjectionReason | "restarting" | undefined
+  end(now: number, latencyMs: number, ok: boolean, unreachable?: boolean, slow?: boolean): EjectionReason | RefusalHold | undefined
   /**
    * Ends the request saying nothing about the endpoint, for a request it never got: no latency
    * sample, no failure or penalty, no outlier record; only its in-flight count is given back. Once,
@@ -156,6 +158,8 @@ export interface EndpointView {
   readonly pending: number
   readonly samples: number
   readonly failures: number
+  /** Tries whose connection could not be made: held out for them, not counted in `failures`. */
+  readonly refusals: number
   readonly health: "healthy" | "ejected" | HoldReason
   /** forMs is null when a failed active check holds it out (until a check passes). */
   readonly ejection?: { readonly reason: string; readonly forMs: number | null }
@@ -298,9 +302,19 @@ export class ServiceBalancer<E extends BalancedEndpoint> {
     this.coldEstimateAt = Number.NEGATIVE_INFINITY
   }
 
-  /** Whether `id` is held out (restarting or unresponsive) as of `now`. */
-  isHeld(id: string, now: number): boolean {
-    return this.holds.isHeld(id, now)
+  /**
+   * A background redial of `id`, held out when it was begun at `dialedAt`, failed (the registry
+   * redials endpoints held out): still not reachable, so held out for another window; never a
+   * failure. Held at the dial, not now: a dial can outlast the hold (a connect timeout longer than
+   * the window), and its failure still says the endpoint is unreachable.
+   */
+  redialFailed(id: string, now: number, dialedAt: number = now): void {
+    if (this.holds.isHeld(id, dialedAt)) this.holds.refused(id, now)
+  }
+
+  /** Why `id` is held out (restarting, refused or unresponsive) as of `now`; undefined when it is not. */
+  heldFor(id: string, now: number): HoldReason | undefined {
+    return this.holds.reasonOf(id, now)
   }
 
   get endpoints(): ReadonlyArray<E> {
@@ -366,7 +380,8 @@ export class ServiceBalancer<E extends BalancedEndpoint> {
         pending: m.pending,
         samples: m.samples,
         failures: m.failures,
-        health: health.ejected ? "ejected" : (this.holds.snapshot(m.id, now)?.reason ?? "healthy"),
+        refusals: m.refusals,
+        health: health.ejected ? "ejected" : (this.holds.reasonOf(m.id, now) ?? "healthy"),
         ...(health.ejected
           ? { ejection: { reason: health.reason ?? "unknown", forMs: Number.isFinite(health.ejectedForMs) ? health.ejectedForMs : null } }
           : {}),
@@ -383,11 +398,13 @@ export class ServiceBalancer<E extends BalancedEndpoint> {
     return new MemberLease(this, member, expectedMs)
   }
 
-  /** A lease's end (MemberLease.end, once): the sample, the hold for a restarting endpoint, the outlier record. */
-  ended(member: Member<E>, expectedMs: number, at: number, latencyMs: number, ok: boolean, unreachable: boolean, slow: boolean): EjectionReason | "restarting" | undefined {
-    if (unreachable && !member.retired && this.holds.refused(member.id, at)) {
+  /** A lease's end (MemberLease.end, once): the sample, the hold for an endpoint not reachable, the outlier record. */
+  ended(member: Member<E>, expectedMs: number, at: number, latencyMs: number, ok: boolean, unreachable: boolean, slow: boolean): EjectionReason | RefusalHold | undefined {
+    const held = unreachable && !member.retired ? this.holds.refused(member.id, at) : undefined
+    if (held !== undefined) {
+      member.refusals++
       member.release()
-      return "restarting"
+      return held
     }
     member.end(at, latencyMs, ok && !slow, expectedMs)
     if (member.retired || slow) return undefined

@@ -63,7 +63,7 @@ export const settings = [
   { key: "bodyIdleTimeoutMs", env: "IIP_MESH_BODY_IDLE_TIMEOUT", flag: "--body-idle-timeout", help: "a streamed request body silent this long is given up (default 10s)" },
   { key: "answerIdleTimeoutMs", env: "IIP_MESH_ANSWER_IDLE_TIMEOUT", flag: "--answer-idle-timeout", help: "an app's streamed answer the mesh takes nothing of for this long is given up: a caller that stopped reading, or reads under 512 KiB per this; on the outbound side, an app's HTTP/2 stream that takes none of its answer for this long is reset (default 60s)" },
   { key: "inboundDefaultTimeoutMs", env: "IIP_MESH_INBOUND_DEFAULT_TIMEOUT", flag: "--inbound-default-timeout", help: "deadline of an inbound request that carries none, and of pushes (default 30s)" },
-  { key: "restartWindowMs", env: "IIP_MESH_RESTART_WINDOW", flag: "--restart-window", help: "after a go-away, refusals this long mean a restart, not a failure (default 30s)" },
+  { key: "restartWindowMs", env: "IIP_MESH_RESTART_WINDOW", flag: "--restart-window", help: "after a go-away, refusals this long mean a restart, not a failure; how long a failed redial holds a refusing endpoint out (default 30s)" },
   { key: "busyPingAfterMs", env: "IIP_MESH_BUSY_PING_AFTER", flag: "--busy-ping-after", help: "silence with requests waiting before an endpoint is pinged (default 1s)" },
   { key: "busyPingTimeoutMs", env: "IIP_MESH_BUSY_PING_TIMEOUT", flag: "--busy-ping-timeout", help: "unanswered that long, the connection is lost and the endpoint held out (default 2s)" },
   { key: "slowTryFloorMs", env: "IIP_MESH_SLOW_TRY", flag: "--slow-try", help: "an idempotent try unanswered this long (or 10x its endpoint's latency) goes elsewhere if it can (default 2s; off)" },

@@ -273,7 +273,8 @@ export class IipClient {
       timer = setTimeout(() => {
         const index = this.modeWaiters.indexOf(waiter)
         if (index !== -1) this.modeWaiters.splice(index, 1)
-        reject(new ConnectFailed({ message: `no connection to ${this.address} within ${waitMs} ms`, address: this.address }))
+        const message = `no connection to ${this.address} within ${waitMs} ms`
+        reject(new ConnectFailed(waitMs < this.connectTimeoutMs ? { message, address: this.address, waitedOut: true } : { message, address: this.address }))
       }, waitMs)
       this.grow()
     })

@@ -41,4 +41,9 @@ export class ConnectFailed extends Data.TaggedError("ConnectFailed")<{
   readonly notPeer?: boolean
   /** With notPeer: the address and port are this process's own listener (src/iip/ownListeners.ts), whatever the endpoint's source. */
   readonly ownListener?: boolean
+  /**
+   * The caller's own wait (shorter than the connect timeout: a per-try deadline) ran out while the
+   * connection was still being made: no verdict on the endpoint, which may connect a moment later.
+   */
+  readonly waitedOut?: boolean
 }> {}

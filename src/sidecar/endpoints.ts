@@ -5,10 +5,13 @@
 // endpoints that stay; the outbound side picks from it for every request (within the version subset
 // a route chose, src/sidecar/routing.ts); the admin API reads and overrides weights here.
 //
-// Each client tells its endpoint's balancers when the peer says go-away or stops answering pings;
-// an endpoint the balancer then holds out (restarting, unresponsive: src/balancer/holdOuts.ts) is
-// redialled here in the background, and back in as soon as a connection succeeds.
+// Each client tells its endpoint's balancers when the peer says go-away or stops answering pings,
+// and a try tells them when its connection could not be made; an endpoint the balancer then holds
+// out (restarting, refused, unresponsive: src/balancer/holdOuts.ts) is redialled here in the
+// background with a capped, jittered exponential backoff, and back in as soon as a connection
+// succeeds (each failed redial holds it out a while longer).
 import * as Effect from "effect/Effect"
+import type { HoldReason } from "../balancer/holdOuts.ts"
 import { type Lease, type PickerName, type PickResult, ServiceBalancer, type EndpointView } from "../balancer/serviceBalancer.ts"
 import { leftOut, MaxSubsetsPerService, subsetExclusions } from "../balancer/subsets.ts"
 import { connectFailedThrottle, IipClient } from "../iip/client.ts"
@@ -102,7 +105,7 @@ export interface BalancingOptions {
   readonly ejectionBaseMs: number
   readonly ejectionMaxMs: number
   readonly maxEjectedPercent: number
-  /** After a go-away (or being dropped by discovery), how long a refused connection means a restart; the longest hold. */
+  /** After a go-away (or being dropped by discovery), how long a refused connection means a restart; the longest hold (a refused endpoint's, renewed by each failed redial). */
   readonly restartWindowMs: number
   /** Silence on a connection with requests waiting before it is pinged. */
   readonly busyPingAfterMs: number
@@ -124,6 +127,8 @@ export interface EndpointRegistryOptions {
   readonly clientTls?: (endpoint: Endpoint) => ClientTlsOptions | undefined
   /** A try to an endpoint of `service` from another host was not dialled: its address is on this host (counted in a metric). */
   readonly onDialRefused?: (service: string, endpoint: string) => void
+  /** A try to an endpoint of `service` found no connection to make (or was turned away unsent by a stopping endpoint): held out, not ejected (counted in a metric). */
+  readonly onRefused?: (service: string, endpoint: string) => void
   /** Dial endpoints from another host even at addresses on this host (the sidecar's dialLocalEndpoints): no dial guard. */
   readonly dialLocalEndpoints?: boolean
   /**
@@ -158,8 +163,14 @@ export type EndpointLease = Lease<Member>
 /** Balancer time: monotonic ms. */
 const now = (): number => performance.now()
 
-/** Redials of an endpoint held out: soon after a go-away, then at most every second. */
+/** Redials of an endpoint restarting: soon after its go-away, then at most every second (it is back within seconds). */
 const REDIAL = { baseMs: 100, maxMs: 1000 }
+/**
+ * Redials of an endpoint that refused a connection, or stopped answering: it may stay down for long,
+ * so at most every 5 s (as an IipClient's own reconnects), each a connect (and a TLS handshake) at
+ * most; and at most half the hold window apart, so a failed redial renews the hold before it lapses.
+ */
+export const REFUSED_REDIAL = { baseMs: 100, maxMs: 5000 }
 
 export class EndpointRegistry {
   private readonly services = new Map<string, ServiceBalancer<Member>>()
@@ -189,9 +200,12 @@ export class EndpointRegistry {
   private readonly refusedDialLines = new LogThrottle(REFUSED_DIAL_LINES, REFUSED_DIAL_WINDOW_MS)
   /** connect-failed lines of all its clients together: endpoints failing for hours are redialled per request. */
   private readonly connectFailedLines = connectFailedThrottle(true)
+  /** REFUSED_REDIAL within half the hold window. */
+  private readonly refusedRedial: { readonly baseMs: number; readonly maxMs: number }
 
   constructor(options: EndpointRegistryOptions) {
     this.options = options
+    this.refusedRedial = { baseMs: REFUSED_REDIAL.baseMs, maxMs: Math.max(1, Math.min(REFUSED_REDIAL.maxMs, options.balancing.restartWindowMs / 2)) }
   }
 
   /** Replaces the endpoints of `service`; clients of endpoints no longer used by any service close. */
@@ -275,12 +289,13 @@ export class EndpointRegistry {
 
   /**
    * Ends a lease now: `ok` false for a failure of the endpoint, `unreachable` when no connection
-   * could be made, `slow` when given up for taking too long. Returns an ejection it caused. `at`:
-   * now (performance.now()), if the caller has read it.
+   * could be made (held out, redialled here), `slow` when given up for taking too long. Returns an
+   * ejection it caused. `at`: now (performance.now()), if the caller has read it.
    */
   endLease(lease: EndpointLease, startedAt: number, ok: boolean, unreachable = false, slow = false, at: number = now()): string | undefined {
     const result = lease.end(at, at - startedAt, ok, unreachable, slow)
-    if (result !== "restarting") return result
+    if (result !== "restarting" && result !== "refused") return result
+    this.options.onRefused?.(lease.endpoint.endpoint.service, lease.endpoint.id)
     this.watch(lease.endpoint.id, clientKeyOf(lease.endpoint.endpoint, this.options.service))
     return undefined
   }
@@ -288,7 +303,7 @@ export class EndpointRegistry {
   /**
    * A try on `lease` was not dialled (ConnectFailed `notPeer`): its endpoint came from another host
    * and its address is on this host (`not-peer`), or it is this sidecar's own listener (`own-listener`). Counted and logged (throttled); the caller ends the lease as
-   * unreachable, so the balancer ejects the endpoint as it does one refusing connections.
+   * unreachable, so the balancer holds the endpoint out as it does one refusing connections.
    */
   refusedDial(service: string, lease: EndpointLease, reason: DialRefusal): void {
     this.options.onDialRefused?.(service, lease.endpoint.id)
@@ -458,28 +473,45 @@ export class EndpointRegistry {
     if (state === "unresponsive") this.watch(key, id)
   }
 
-  private isHeld(key: string): boolean {
-    const at = now()
-    for (const balancer of this.services.values()) if (balancer.isHeld(key, at)) return true
-    return false
+  /** Why some service holds the endpoint at `key` out ("restarting" first: it redials soonest), or undefined. */
+  private heldFor(key: string, at: number): HoldReason | undefined {
+    let reason: HoldReason | undefined
+    for (const balancer of this.services.values()) {
+      const held = balancer.heldFor(key, at)
+      if (held === "restarting") return held
+      reason ??= held
+    }
+    return reason
   }
 
-  /** Redials a held-out endpoint (address `key`, through the client `id`) until a connection succeeds (back in) or the hold ends. */
+  /**
+   * Redials a held-out endpoint (address `key`, through the client `id`) until a connection succeeds
+   * (back in) or the hold ends; a failed redial holds it out a while longer where it is held.
+   */
   private watch(key: string, id: string): void {
     if (this.closed || this.watched.has(key)) return
     this.watched.add(key)
     const registry = this
     this.options.supervisor.fork(
       Effect.gen(function*() {
-        for (let failures = 0; !registry.closed && registry.isHeld(key); failures++) {
+        let failures = 0
+        // Held as refused, a dial failed just now: one at once would meet the same refusal (a TLS
+        // handshake, or the connect timeout again), so the first redial waits the backoff's first step.
+        if (registry.heldFor(key, now()) === "refused") yield* Effect.sleep(backoffDelay(failures++, registry.refusedRedial, Math.random()))
+        for (; !registry.closed; failures++) {
+          const reason = registry.heldFor(key, now())
           const client = registry.clients.get(id)
-          if (client === undefined) return
+          if (reason === undefined || client === undefined) return
+          const dialedAt = now()
           const connected = yield* Effect.promise(() => client.mode().then(() => true, () => false))
+          if (registry.closed) return
           if (connected) {
             for (const balancer of registry.services.values()) balancer.connected(key)
             return
           }
-          yield* Effect.sleep(backoffDelay(failures, REDIAL, Math.random()))
+          const at = now()
+          for (const balancer of registry.services.values()) balancer.redialFailed(key, at, dialedAt)
+          yield* Effect.sleep(backoffDelay(failures, reason === "restarting" ? REDIAL : registry.refusedRedial, Math.random()))
         }
       }).pipe(Effect.ensuring(Effect.sync(() => registry.watched.delete(key))))
     )
@@ -499,7 +531,8 @@ export class EndpointRegistry {
         maxEjectionMs: b.ejectionMaxMs,
         maxEjectedPercent: b.maxEjectedPercent
       },
-      holdOut: { windowMs: b.restartWindowMs }
+      // This registry redials held endpoints (watch): one whose connection fails is held out too.
+      holdOut: { windowMs: b.restartWindowMs, holdRefused: true }
     })
   }
 }

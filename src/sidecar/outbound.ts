@@ -396,8 +396,9 @@ class OutboundExchange implements HeldBodyReceiver, BodyGather {
         this.lastError = error
         return this.triesLeft() ? this.nextTry(0) : this.fail(error)
       }
-      // A request the app gave up on says nothing about the endpoint; a refused connection, much
-      // (a slow one, on a lossy network, not enough to take the endpoint out at once).
+      // A request the app gave up on says nothing about the endpoint; a connection that could not
+      // be made holds it out until a background redial connects (no failure: one slow to connect, on
+      // a lossy network, is back as soon as a connection to it is up).
       const refusal = dialRefusalOf(error)
       if (refusal !== undefined) {
         this.options.registry.refusedDial(this.service, lease!, refusal)

@@ -1,6 +1,6 @@
 // Outbound retries, the classification: after a try fails (outbound.ts), whether another endpoint
 // may safely take the request, and whether the failure says something about the endpoint (the
-// balancer ejects it, or holds it out as restarting). Shared with outbound upgrades
+// balancer ejects it, or holds it out as refused or restarting). Shared with outbound upgrades
 // (outboundUpgrade.ts), which never retry but report a refused endpoint the same way.
 import type { DialRefusal } from "../iip/dialGuard.ts"
 import { ConnectFailed, ConnectionClosed, RequestTimeout } from "../mux/errors.ts"
@@ -32,13 +32,16 @@ export const notProcessed = (error: unknown): boolean =>
   (error instanceof RemoteError && !error.processed)
 
 /**
- * Nothing listens there, or it is stopping and turned the request away unprocessed, or it is not to
- * be dialled (from another host, at an address on this one: src/iip/dialGuard.ts; this sidecar's own listener: src/iip/ownListeners.ts): the balancer
- * ejects the endpoint, or holds it out as restarting when it said go-away just before.
+ * No connection to it could be made (nothing listens there, no answer within the connect timeout,
+ * its TLS handshake or identity refused, not to be dialled: from another host at an address on this
+ * one, src/iip/dialGuard.ts, or this sidecar's own listener, src/iip/ownListeners.ts), or it is
+ * stopping and turned the request away unprocessed: the balancer holds the endpoint out (as
+ * restarting when it said go-away just before) until a connection to it succeeds. Not a try whose
+ * own deadline ended the wait for a connection still being made (`waitedOut`): that says nothing
+ * of the endpoint, and holding it out left a healthy one out of picks for the rest of its dial.
  */
 export const refusedOrDraining = (error: unknown): boolean =>
-  (error instanceof ConnectFailed && (error.refused === true || error.notPeer === true)) ||
-  (error instanceof RemoteError && error.code === MeshErrorCode.draining && !error.processed)
+  (error instanceof ConnectFailed && error.waitedOut !== true) || (error instanceof RemoteError && error.code === MeshErrorCode.draining && !error.processed)
 
 /** Why the dial guard refused the endpoint's address (src/iip/dialGuard.ts, ownListeners.ts), if it did: the registry counts and logs it. */
 export const dialRefusalOf = (error: unknown): DialRefusal | undefined =>

@@ -16,7 +16,7 @@
 import type * as net from "node:net"
 import { Cancellation } from "../mux/cancellation.ts"
 import { StreamPlacesLimit } from "../iip/client.ts"
-import { ConnectFailed, Overloaded } from "../mux/errors.ts"
+import { Overloaded } from "../mux/errors.ts"
 import { lingerAfterEnd } from "../mux/peerFin.ts"
 import type { MeshReply } from "../mux/meshSession.ts"
 import type { IncomingStream, UnreadPool } from "../mux/streams.ts"
@@ -187,7 +187,7 @@ class OutboundUpgrade {
       }
       const refusal = dialRefusalOf(error)
       if (refusal !== undefined) this.options.registry.refusedDial(target.service, lease, refusal)
-      this.endLease(lease, tryStarted, false, refusedOrDraining(error) || (error instanceof ConnectFailed && error.refused === true))
+      this.endLease(lease, tryStarted, false, refusedOrDraining(error))
       if (timedOut) throw new ProxyError({ status: 504, reason: "deadline", hop: "outbound", message: `no answer to the upgrade from ${lease.endpoint.id} within ${timeoutMs} ms` })
       throw error
     } finally {

@@ -327,6 +327,7 @@ export const make = (
       supervisor,
       clientTls: (endpoint) => meshTls.clientOptions(endpoint),
       onDialRefused: (service, endpoint) => telemetry.metrics.dialRefused(service, endpoint),
+      onRefused: (service, endpoint) => telemetry.metrics.endpointRefused(service, endpoint),
       dialLocalEndpoints: config.dialLocalEndpoints,
       ownListeners,
       service: config.service

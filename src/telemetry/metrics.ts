@@ -20,6 +20,9 @@
 //   iip_mesh_request_bytes_total{direction,service}                   counter: request bodies
 //   iip_mesh_response_bytes_total{direction,service}                  counter: response bodies
 //   iip_mesh_endpoint_ejections_total{service,endpoint}               counter (1,000 series, then _other)
+//   iip_mesh_endpoint_refusals_total{service,endpoint}                counter: tries whose connection could not be made, the
+//                                                                     endpoint held out for them, not ejected (balancer/holdOuts.ts);
+//                                                                     1,000 series, then _other
 //   iip_mesh_dials_refused_total{service,endpoint}                    counter: tries not dialled, an endpoint (or federation peer admin) from another host
 //                                                                     whose address is on this host (src/iip/dialGuard.ts), or one at this sidecar's
 //                                                                     own listener (src/iip/ownListeners.ts); 1,000 series, then _other
@@ -161,6 +164,8 @@ export interface MeshMetrics {
   /** The metrics of one service in one direction, created on first use and cached. */
   service(direction: Direction, service: string): ServiceMetrics
   endpointEjected(service: string, endpoint: string): void
+  /** A try to an endpoint found no connection to make (refused, timed out, TLS refused, not dialled): held out, not ejected, so not in the ejections. */
+  endpointRefused(service: string, endpoint: string): void
   /** A try to an endpoint (or a federation fetch from a peer admin, `endpoint` its admin address) was not dialled: from another host, at an address on this host or the metadata service (src/iip/dialGuard.ts); or at this sidecar's own listener (src/iip/ownListeners.ts). */
   dialRefused(service: string, endpoint: string): void
   /** Where the endpoints discovery leaves out now at its cap per service are read at each scrape, by the kind of source (mdns, dns, kubernetes, static, local). */
@@ -474,6 +479,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   const services: Record<Direction, Map<string, ServiceSeries>> = { outbound: new Map(), inbound: new Map() }
   const next: NextRequest = { wake: undefined }
   const ejections = new Map<string, Tally>()
+  const endpointRefusals = new Map<string, Tally>()
   const refusedDials = new Map<string, Tally>()
   let readDiscoveryLeftOut: () => ReadonlyMap<string, number> = () => new Map()
   const invalidHeaders: Record<Direction, Tally> = { outbound: tally({ direction: "outbound" }), inbound: tally({ direction: "inbound" }) }
@@ -529,6 +535,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   fromTallies(registry, "counter", "iip_mesh_request_bytes_total", "Bytes of request bodies proxied.", ["direction", "service"], each((s) => s.requestBodyBytes))
   fromTallies(registry, "counter", "iip_mesh_response_bytes_total", "Bytes of response bodies proxied.", ["direction", "service"], each((s) => s.responseBodyBytes))
   fromTallies(registry, "counter", "iip_mesh_endpoint_ejections_total", "Times an endpoint was taken out of balancing for failing.", ["service", "endpoint"], () => ejections.values())
+  fromTallies(registry, "counter", "iip_mesh_endpoint_refusals_total", "Tries to an endpoint whose connection could not be made (refused, no answer within the connect timeout, TLS refused, not dialled) or that a stopping endpoint turned away unsent: the endpoint is held out until a connection succeeds, not ejected.", ["service", "endpoint"], () => endpointRefusals.values())
   fromTallies(registry, "counter", "iip_mesh_dials_refused_total", "Tries not dialled: an endpoint or federation peer admin learned from another host whose address is on this host (loopback, unspecified, multicast) or the metadata service, or an endpoint at one of this sidecar's own listeners.", ["service", "endpoint"], () => refusedDials.values())
   fromTallies(registry, "gauge", "iip_mesh_discovery_endpoints_left_out", "Endpoints discovery leaves out now, reported past the cap of 1,000 per service and source (admitted as others leave), by the kind of source, summed over services; at most 1,000 a service and source are kept waiting and counted. DNS SRV answers are cut by their lookup, which stops asking at the cap (logged discovery.dns-capped), and are not counted here.", ["source"], () =>
     Array.from(readDiscoveryLeftOut(), ([source, value]) => ({ labels: { source }, value })))
@@ -607,6 +614,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
     },
     // Endpoint names come from discovery, a hostile source's too: countIn caps the series.
     endpointEjected: (service, endpoint) => countIn(ejections, { service, endpoint }),
+    endpointRefused: (service, endpoint) => countIn(endpointRefusals, { service, endpoint }),
     dialRefused: (service, endpoint) => countIn(refusedDials, { service, endpoint }),
     watchDiscoveryLeftOut: (read) => {
       readDiscoveryLeftOut = read

@@ -9,6 +9,11 @@
 //   within 2 s of recovering.
 // - Restarting (a refusal after a go-away, or after discovery dropped and re-added it) and unresponsive endpoints
 //   are held out without an ejection until they connect again, at most the window.
+// - Refused, with holdRefused (the sidecar's registry, which redials): any other connection that
+//   could not be made holds the endpoint out at once, past the ejection cap too, without a failure or
+//   an ejection (a later ejection is not lengthened); failed redials renew the hold, a connection
+//   ends it, without either it lapses after the window; with every endpoint held a pick still finds
+//   one. Without holdRefused (the default) such a refusal ejects, as the ejection tests show.
 // - Ejection after consecutive failures and by error rate; return after the ejection time; a
 //   second ejection lasts twice as long; never more than the cap out at once; active checks.
 // - Full outage of one endpoint: the retry budget caps the retries at its ratio of the traffic.
@@ -242,6 +247,139 @@ describe("restarting and unresponsive endpoints (held out, not ejected)", () => 
       yield* drive(balancer, 10_000, 1, () => 2)
       const after = yield* drive(balancer, 3_000, 1, () => 2)
       expect(after.get(frozen.id)).toBeGreaterThan(600)
+    }))
+})
+
+describe("refused endpoints, with holdRefused (held out at once, not ejected)", () => {
+  const outlier = { consecutiveFailures: 5, errorRatePercent: 0, baseEjectionMs: 5_000, maxEjectionMs: 60_000, maxEjectedPercent: 50 }
+  const holding = (picker: PickerName, weights: ReadonlyArray<number>, windowMs = 30_000) => balancerOf(picker, weights, { outlier, holdOut: { windowMs, holdRefused: true } })
+
+  /** Picks at `t` until `target` is picked (ending the others' leases as successes); ends its lease as refused. */
+  const refuse = (balancer: ServiceBalancer<Ep>, target: Ep, t: number) => {
+    for (let i = 0; i < 1000; i++) {
+      const picked = balancer.pick(t, { now: t })
+      if (picked._tag !== "Picked") throw new Error(picked._tag)
+      if (picked.lease.endpoint === target) return picked.lease.end(t, 0, false, true)
+      picked.lease.end(t, 1, true)
+    }
+    throw new Error(`${target.id} was never picked`)
+  }
+
+  it.effect("two of three refuse (past the ejection cap): both out after their first refusal, no failure, no ejection", () =>
+    Effect.gen(function*() {
+      const { balancer, endpoints } = holding("p2c", [1, 1, 1])
+      const t = yield* now
+      expect(refuse(balancer, endpoints[1]!, t)).toBe("refused")
+      expect(refuse(balancer, endpoints[2]!, t)).toBe("refused")
+      const picks = yield* drive(balancer, 10_000, 1, () => 2)
+      expect([...picks.keys()]).toStrictEqual([endpoints[0]!.id])
+      for (const i of [1, 2]) expect(balancer.view(yield* now)[i]).toMatchObject({ health: "refused", failures: 0, refusals: 1, ejections: 0 })
+    }))
+
+  it.effect("failed redials renew the hold; a connection ends it at once; without either it lapses after the window", () =>
+    Effect.gen(function*() {
+      const { balancer, endpoints } = holding("p2c", [1, 1], 10_000)
+      const down = endpoints[0]!
+      yield* drive(balancer, 1_000, 1, () => 2)
+      expect(refuse(balancer, down, yield* now)).toBe("refused")
+      // Redials fail every 5 s (the registry's backoff cap) for a minute: held all along.
+      for (let i = 0; i < 12; i++) {
+        const picks = yield* drive(balancer, 5_000, 1, () => 2)
+        expect(picks.get(down.id)).toBeUndefined()
+        balancer.redialFailed(down.id, yield* now)
+      }
+      expect(balancer.view(yield* now)[0]).toMatchObject({ health: "refused", refusals: 1, failures: 0 })
+      const samples = balancer.view(yield* now)[0]!.samples
+      expect(samples).toBeGreaterThan(0)
+      // A redial connects: back in the picks at once, with the stats it had (not a restart).
+      balancer.connected(down.id)
+      expect(balancer.view(yield* now)[0]).toMatchObject({ health: "healthy", samples })
+      const back = sharesOf(yield* drive(balancer, 2_000, 1, () => 2), endpoints)
+      expect(back[0]!).toBeGreaterThan(0.4)
+      // Refused again, and no redial reports: it is back in once the window ends, not later.
+      expect(refuse(balancer, down, yield* now)).toBe("refused")
+      yield* TestClock.adjust("9999 millis")
+      expect(balancer.view(yield* now)[0]!.health).toBe("refused")
+      yield* TestClock.adjust("1 millis")
+      expect(balancer.view(yield* now)[0]!.health).toBe("healthy")
+      // A redial report for an endpoint no longer held changes nothing.
+      balancer.redialFailed(down.id, yield* now)
+      expect(balancer.view(yield* now)[0]!.health).toBe("healthy")
+    }))
+
+  it.effect("a redial that outlasts the hold (a connect timeout longer than the window) and fails renews it still", () =>
+    Effect.gen(function*() {
+      // A 2 s window and a peer that drops SYNs: each redial fails only at the 3 s connect timeout.
+      const { balancer, endpoints } = holding("p2c", [1, 1], 2_000)
+      const down = endpoints[0]!
+      expect(refuse(balancer, down, yield* now)).toBe("refused")
+      yield* TestClock.adjust("100 millis")
+      const dialedAt = yield* now
+      yield* TestClock.adjust("3 seconds")
+      // The hold lapsed while the redial waited; its failure says the endpoint is still unreachable.
+      expect(balancer.heldFor(down.id, yield* now)).toBeUndefined()
+      balancer.redialFailed(down.id, yield* now, dialedAt)
+      expect(balancer.view(yield* now)[0]).toMatchObject({ health: "refused", failures: 0, ejections: 0 })
+      // A redial begun after a connection ended the hold renews nothing.
+      balancer.connected(down.id)
+      const after = yield* now
+      yield* TestClock.adjust("3 seconds")
+      balancer.redialFailed(down.id, yield* now, after)
+      expect(balancer.view(yield* now)[0]!.health).toBe("healthy")
+    }))
+
+  it.effect("a refusal soon after a go-away is still a restart; once the restart window is over, a refused hold", () =>
+    Effect.gen(function*() {
+      const { balancer, endpoints } = holding("p2c", [1, 1], 30_000)
+      const down = endpoints[0]!
+      balancer.wentAway(down.id, yield* now)
+      yield* TestClock.adjust("100 millis")
+      expect(refuse(balancer, down, yield* now)).toBe("restarting")
+      // The background redials keep failing: still a restart within the window (30 s after the go-away).
+      yield* TestClock.adjust("29 seconds")
+      balancer.redialFailed(down.id, yield* now)
+      expect(balancer.view(yield* now)[0]!.health).toBe("restarting")
+      yield* TestClock.adjust("899 millis")
+      balancer.redialFailed(down.id, yield* now)
+      expect(balancer.view(yield* now)[0]).toMatchObject({ health: "restarting", ejections: 0 })
+      expect(balancer.heldFor(down.id, yield* now)).toBe("restarting")
+      yield* TestClock.adjust("1 millis")
+      // The restart hold is over: the next refusal is a refused hold, not an ejection.
+      expect(balancer.heldFor(down.id, yield* now)).toBeUndefined()
+      expect(refuse(balancer, down, yield* now)).toBe("refused")
+      expect(balancer.view(yield* now)[0]).toMatchObject({ health: "refused", ejections: 0, failures: 0, refusals: 2 })
+    }))
+
+  it.effect("every endpoint held: a pick still finds one (and the request meets its refusal as before)", () =>
+    Effect.gen(function*() {
+      const { balancer, endpoints } = holding("p2c", [1, 1])
+      const t = yield* now
+      for (const e of endpoints) expect(refuse(balancer, e, t)).toBe("refused")
+      const picks = yield* drive(balancer, 1_000, 1, () => 2)
+      expect(picks.get(endpoints[0]!.id)! + picks.get(endpoints[1]!.id)!).toBe(1_000)
+      // One that connects is the only one picked then.
+      balancer.connected(endpoints[1]!.id)
+      const after = yield* drive(balancer, 1_000, 1, () => 2)
+      expect([...after.keys()]).toStrictEqual([endpoints[1]!.id])
+    }))
+
+  it.effect("holds are not ejections: after refused-and-back rounds, a real ejection still lasts the base time", () =>
+    Effect.gen(function*() {
+      const { balancer, endpoints } = holding("weighted-round-robin", [1, 1, 1, 1])
+      const flaky = endpoints[1]!
+      for (let round = 0; round < 5; round++) {
+        expect(refuse(balancer, flaky, yield* now)).toBe("refused")
+        yield* TestClock.adjust("2 seconds")
+        balancer.connected(flaky.id)
+        yield* drive(balancer, 100, 10, () => 1)
+      }
+      expect(balancer.view(yield* now)[1]).toMatchObject({ health: "healthy", ejections: 0, failures: 0, refusals: 5 })
+      // Five failures in a row: the first ejection, for the base 5 s (not doubled by the holds before).
+      yield* drive(balancer, 20, 1, () => 0, (e) => e === flaky)
+      const view = balancer.view(yield* now)[1]!
+      expect(view).toMatchObject({ health: "ejected", ejections: 1, ejection: { reason: "consecutive_failures" } })
+      expect(view.ejection!.forMs!).toBeLessThanOrEqual(5_000)
+      expect(view.ejection!.forMs!).toBeGreaterThan(4_900)
     }))
 })
 

@@ -36,8 +36,8 @@ const references = (expr: string): Array<{ readonly metric: string; readonly lab
 const familyOf = (families: ReadonlyMap<string, MetricFamily>, sample: string): MetricFamily | undefined =>
   families.get(sample) ?? families.get(sample.replace(/_(bucket|sum|count)$/, ""))
 
-/** Families that exist but have no samples without a rare event (an ejection needs a failing endpoint). */
-const RARE = new Set(["iip_mesh_endpoint_ejections_total"])
+/** Families that exist but have no samples without a rare event (an ejection needs a failing endpoint, a refusal one that takes no connection). */
+const RARE = new Set(["iip_mesh_endpoint_ejections_total", "iip_mesh_endpoint_refusals_total"])
 
 let cleanup: Cleanup
 beforeEach(() => {

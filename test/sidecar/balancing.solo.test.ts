@@ -2,7 +2,8 @@
 // instances of service "catalog" as apps behind their own sidecars, everything on 127.0.0.1 port 0.
 //
 //   1. SIGKILL one of three instances (child processes: app and sidecar die together) under steady
-//      load: no idempotent request fails, the other two carry on, A's /mesh shows it ejected.
+//      load: no idempotent request fails, the other two carry on, A's /mesh shows it out (held out
+//      as refused once a dial to it is refused, or ejected for its failed tries).
 //   2. One slow instance (10x): p99 under p2c far below weighted round robin's, the two callers
 //      side by side under the same open-loop load; the slow one's share under p2c.
 //   3. Load shedding at the per-endpoint concurrency limit: 503 overloaded with retry-after.
@@ -17,7 +18,6 @@ import { Effect, Scope } from "effect"
 import { type ChildProcess, spawn } from "node:child_process"
 import type * as http from "node:http"
 import { Agent } from "node:http"
-import * as net from "node:net"
 import { resolve } from "node:path"
 import * as readline from "node:readline"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
@@ -25,7 +25,7 @@ import * as Admin from "../../src/admin/adminServer.ts"
 import type { SidecarConfig } from "../../src/config/sidecarConfig.ts"
 import type { AccessRecord } from "../../src/sidecar/outboundAccess.ts"
 import { Cleanup, readUntil, waitFor, withTimeout } from "../support/iipRaw.ts"
-import { type Answer, type App, call, captureAccessLog, echoed, echoRequest, progress, timedCall, rawValues, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
+import { type Answer, type App, call, captureAccessLog, echoed, echoRequest, progress, refusingAddress, timedCall, rawValues, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
 import type { EndpointView } from "../../src/balancer/serviceBalancer.ts"
 
 const childScript = resolve(import.meta.dirname, "../support/meshInstanceChild.ts")
@@ -181,15 +181,6 @@ const holdOnVictimThenKill = async (port: number, victim: ChildInstance, method:
   throw new Error("no request reached the victim in 10 tries")
 }
 
-/** An address nothing listens on (a port the OS gave out, closed again). */
-const deadAddress = async (): Promise<string> => {
-  const server = net.createServer()
-  await new Promise<void>((done) => server.listen(0, "127.0.0.1", () => done()))
-  const port = (server.address() as net.AddressInfo).port
-  await new Promise<void>((done) => server.close(() => done()))
-  return `127.0.0.1:${port}`
-}
-
 // ---------------------------------------------------------------------------------------------
 // 1. SIGKILL under steady load
 
@@ -215,7 +206,7 @@ describe("SIGKILL one of three instances under steady load", () => {
   const marks = { killedAt: 0, goneAt: 0, ejectedAt: 0, endedAt: 0, pendingAtKill: 0 }
   let ejected: EndpointJson | undefined
   let victimAddress = ""
-  /** Failed tries at the victim, as A counted them. */
+  /** Failed tries at the victim, as A counted them: failures (in flight at the kill) and refusals (dials after it). */
   let victimFailures = 0
 
   beforeAll(async () => {
@@ -260,7 +251,7 @@ describe("SIGKILL one of three instances under steady load", () => {
       marks.killedAt = performance.now()
       await withTimeout(byName.get(victim)!.exited, 5000, "the victim to die")
       marks.goneAt = performance.now()
-      ejected = await waitForEndpoint(adminPort, victimAddress, (e) => e.health === "ejected", 20_000, "A's /mesh to show the victim ejected")
+      ejected = await waitForEndpoint(adminPort, victimAddress, (e) => e.health === "ejected" || e.health === "refused", 20_000, "A's /mesh to show the victim out")
       marks.ejectedAt = performance.now()
       const atEjected = outcomes.length
       await until(() => outcomes.length >= atEjected + 300, "load after the ejection")
@@ -268,7 +259,8 @@ describe("SIGKILL one of three instances under steady load", () => {
       await stopLoad()
       marks.endedAt = performance.now()
     }
-    victimFailures = a.sidecar.registry.view()[0]!.endpoints.find((e) => e.address === victimAddress)!.failures
+    const victimView = a.sidecar.registry.view()[0]!.endpoints.find((e) => e.address === victimAddress)!
+    victimFailures = victimView.failures + victimView.refusals
     const retried = access.filter((r) => r.attempts > 1)
     const slowestOf = (list: ReadonlyArray<Outcome>) =>
       [...list]
@@ -281,7 +273,7 @@ describe("SIGKILL one of three instances under steady load", () => {
       `SIGKILL: ${outcomes.length} requests (${outcomes.filter((o) => o.status !== 200).length} failed), ` +
         `per instance ${names.map((n) => `${n} ${outcomes.filter((o) => o.instance === n).length}`).join(", ")}; ` +
         `sent after the kill ${after.length} (${names.map((n) => `${n} ${after.filter((o) => o.instance === n).length}`).join(", ")}); ` +
-        `${marks.pendingAtKill} in flight to ${victim} at the kill; ejected ${(marks.ejectedAt - marks.killedAt).toFixed(0)} ms after the kill (${ejected?.ejection?.reason}); ` +
+        `${marks.pendingAtKill} in flight to ${victim} at the kill; out ${(marks.ejectedAt - marks.killedAt).toFixed(0)} ms after the kill (${ejected?.health} ${ejected?.ejection?.reason ?? ""}); ` +
         `the victim was gone ${(marks.goneAt - marks.killedAt).toFixed(0)} ms after the SIGKILL; ${victimFailures} failed tries at it, ` +
         `${retried.length} requests retried (${retried.map((r) => `${r.attempts} tries, ${r.durationMs.toFixed(1)} ms`).join("; ")}); ` +
         `slowest overall ${slowestOf(outcomes)}; slowest sent after the kill ${slowestOf(after)}`
@@ -309,9 +301,10 @@ describe("SIGKILL one of three instances under steady load", () => {
     expect(after.filter((o) => o.instance === victim)).toHaveLength(0)
   })
 
-  it("A's /mesh shows the killed instance ejected", () => {
-    expect(ejected).toMatchObject({ address: victimAddress, health: "ejected" })
-    expect(["connect_failed", "consecutive_failures", "error_rate"]).toContain(ejected?.ejection?.reason)
+  it("A's /mesh shows the killed instance out: held out as refused, or ejected for its failures", () => {
+    expect(ejected?.address).toBe(victimAddress)
+    if (ejected?.health === "refused") expect(ejected).toMatchObject({ ejections: 0 })
+    else expect(["consecutive_failures", "error_rate"]).toContain(ejected?.ejection?.reason)
   })
 })
 
@@ -510,17 +503,18 @@ describe("balancing through real sidecars", () => {
   })
 
   it("retries: a POST refused before it ran (nothing listening) goes to the other instance", async () => {
-    const dead = await deadAddress()
+    const dead = await refusingAddress()
     const healthy = await startInstance(cleanup, "healthy", namedApp("healthy"))
     const { a } = await startCaller(cleanup, [dead, healthy.sidecar.inboundAddress], takeTurns)
-    const failuresAtDead = () => a.sidecar.registry.view()[0]!.endpoints.find((e) => e.address === dead)!.failures
+    const deadView = () => a.sidecar.registry.view()[0]!.endpoints.find((e) => e.address === dead)!
     const answers: Array<string> = []
     // Until one POST has tried the dead endpoint first (every other one does), at most 4.
-    for (let i = 0; failuresAtDead() === 0 && i < 4; i++) {
+    for (let i = 0; deadView().refusals === 0 && i < 4; i++) {
       const answer = await call(a.outboundPort, { method: "POST", path: `/order/${i}`, body: "order", headers: { host: "catalog" } })
       answers.push(`${answer.status} ${bodyOf(answer)}`)
     }
-    expect(failuresAtDead()).toBe(1)
+    // Its refusal holds it out: not a failure.
+    expect(deadView()).toMatchObject({ refusals: 1, failures: 0, health: "refused" })
     expect(answers.every((x) => x === "200 healthy")).toBe(true)
     expect(healthy.app.seen.filter((s) => s.method === "POST")).toHaveLength(answers.length)
   })

@@ -6,26 +6,16 @@
 // The counts must match what was sent exactly: requests by code, mesh errors by code, hop and
 // reason, the duration histogram's count, retries, body bytes, in flight back to 0; outbound on A,
 // inbound on B; plus the process metrics.
-import * as net from "node:net"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Cleanup } from "../support/iipRaw.ts"
 import { histogram, type MetricFamily, parsePrometheusText, samples, sum, value } from "../support/prometheusText.ts"
-import { type App, call, LOOPBACK, type RunningSidecar, sidecarConfig, startAdmin, startApp, startSidecar } from "../support/sidecarHarness.ts"
+import { type App, call, refusingAddress, type RunningSidecar, sidecarConfig, startAdmin, startApp, startSidecar } from "../support/sidecarHarness.ts"
 
 const OK = 7
 const APP_FAILS = 3
 const NO_ENDPOINT = 4
 const REFUSED = 2
 const BODY = Buffer.alloc(100, "x")
-
-/** A 127.0.0.1 port nothing listens on: bound, then closed again. */
-const refusingAddress = async (): Promise<string> => {
-  const server = net.createServer()
-  await new Promise<void>((resolve) => server.listen(0, LOOPBACK, resolve))
-  const { port } = server.address() as net.AddressInfo
-  await new Promise<void>((resolve) => server.close(() => resolve()))
-  return `${LOOPBACK}:${port}`
-}
 
 const scrape = async (admin: string): Promise<Map<string, MetricFamily>> => {
   const response = await fetch(`${admin}/metrics`)

@@ -1,7 +1,7 @@
 // Mutual TLS between sidecars (issue 15): two sidecars with credentials agree on mTLS and carry
 // requests; a peer with a certificate from another CA, an expired one, one for another identity
 // than discovery promised, or none is refused before any request reaches the app, and the calling
-// app sees why in x-iip-mesh-error; a leaf renewed and a root rotated (two-root bundle) under a
+// app sees why in x-iip-mesh-error (the callee held out of A's picks as refused, not ejected); a leaf renewed and a root rotated (two-root bundle) under a
 // steady 200 req/s load lose no request; permissive mode takes a plain peer and counts it; plain IIP
 // servers (the reference, plain or in its TLS mode) stay reachable per endpoint.
 import { X509Certificate } from "node:crypto"
@@ -153,6 +153,9 @@ describe("mTLS between sidecars", () => {
       const refused = log.find((l) => l.event === "mtls-refused")!.fields
       expect(refused).toMatchObject({ direction: "outbound", reason, local: STORE, expected: CATALOG })
       expect(refused.peer).toBe(bad.spiffeId)
+      // A refused handshake is a connection not made: the endpoint held out (redialled), not failed nor ejected, and counted.
+      expect(a.sidecar.registry.view()[0]!.endpoints[0]).toMatchObject({ health: "refused", failures: 0, ejections: 0 })
+      expect(await metric(a, `iip_mesh_endpoint_refusals_total{service="catalog",endpoint="${a.sidecar.registry.view()[0]!.endpoints[0]!.address}"}`)).toBeGreaterThan(0)
     }
   })
 

@@ -5,7 +5,7 @@
 // when the test fails.
 import { Effect, Exit, Scope } from "effect"
 import * as http from "node:http"
-import type * as net from "node:net"
+import * as net from "node:net"
 import * as Admin from "../../src/admin/adminServer.ts"
 import { configDefaults } from "../../src/config/settings.ts"
 import type { SidecarConfig } from "../../src/config/sidecarConfig.ts"
@@ -14,6 +14,15 @@ import * as SidecarLive from "../../src/sidecar/sidecar.ts"
 import { type Cleanup, withTimeout } from "./iipRaw.ts"
 
 export const LOOPBACK = "127.0.0.1"
+
+/** A 127.0.0.1 port nothing listens on: bound, then closed again (refused until some process takes it). */
+export const refusingAddress = async (): Promise<string> => {
+  const server = net.createServer()
+  await new Promise<void>((resolve) => server.listen(0, LOOPBACK, resolve))
+  const { port } = server.address() as net.AddressInfo
+  await new Promise<void>((resolve) => server.close(() => resolve()))
+  return `${LOOPBACK}:${port}`
+}
 
 /** A node:http app on 127.0.0.1:0; `close` ends it and every connection it has. */
 export interface App {

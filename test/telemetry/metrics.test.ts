@@ -133,15 +133,16 @@ describe("mesh metrics", () => {
     }
   })
 
-  it("bounds the endpoint series of refused dials and ejections: names a hostile source rotates through over time end in _other, every count kept", async () => {
+  it("bounds the endpoint series of refused dials, ejections and refusals: names a hostile source rotates through over time end in _other, every count kept", async () => {
     const metrics = makeMetrics()
     // Discovery bounds the endpoints listed at once, not those listed one after another: 5,000 names, each refused and ejected once.
     for (let i = 0; i < 5000; i++) {
       metrics.dialRefused("catalog", `evil-${i}.example:9901`)
       metrics.endpointEjected("catalog", `evil-${i}.example:9901`)
+      metrics.endpointRefused("catalog", `evil-${i}.example:9901`)
     }
     const m = await scrape(metrics)
-    for (const name of ["iip_mesh_dials_refused_total", "iip_mesh_endpoint_ejections_total"]) {
+    for (const name of ["iip_mesh_dials_refused_total", "iip_mesh_endpoint_ejections_total", "iip_mesh_endpoint_refusals_total"]) {
       expect(samples(m, name).length, name).toBeLessThanOrEqual(1001)
       expect(sum(m, name), name).toBe(5000)
       expect(value(m, name, { service: "_other", endpoint: "_other" }), name).toBeGreaterThan(0)
