@@ -3,7 +3,10 @@
 // orders of their own, as prefixes of each other, at every depth, the JSON and the MessagePack scan
 // must both pass a bound of exactly the names the parsed value holds and refuse one less. A name
 // known at its place (the shortcut records take) must be the same bytes, not a prefix of them. In
-// a Request (the RPC server's scans), only its payloads' names count.
+// a Request (the RPC server's scans), only its payloads' names count. The same for object shapes
+// (every distinct sequence of keys an object begins with, to its 1,020th key): both scans pass a
+// bound of exactly the shapes the parsed value's objects make and refuse one less, whichever order
+// the records come in.
 import { describe, expect, it } from "@effect/vitest"
 import { Packr } from "msgpackr"
 import { plainJsonProblem } from "../../src/effect/jsonFrame.ts"
@@ -40,10 +43,28 @@ const namesOf = (v: unknown, into = new Set<string>()): Set<string> => {
   return into
 }
 
+/** The object shapes of a parsed value: each distinct prefix of each object's keys, to the 1,020th. */
+const shapesOf = (v: unknown, into = new Set<string>()): Set<string> => {
+  if (Array.isArray(v)) for (const item of v) shapesOf(item, into)
+  else if (typeof v === "object" && v !== null) {
+    let shape = ""
+    for (const [i, [k, item]] of Object.entries(v).entries()) {
+      // JSON.stringify of a key: no name is a prefix of another's spelling.
+      shape += JSON.stringify(k)
+      if (i < 1020) into.add(shape)
+      shapesOf(item, into)
+    }
+  }
+  return into
+}
+
 const packr = new Packr({ useRecords: false })
 const json = (bytes: Uint8Array, max: number) => plainJsonProblem(bytes, { request: false, maxValues: Infinity, maxDistinctKeys: max })
 const pack = (bytes: Uint8Array, max: number) => plainMessagePackProblem(bytes, { request: false, maxValues: Infinity, maxDistinctKeys: max })
 const refusal = (max: number) => `holds a Request with more than ${max} distinct key names`
+const jsonShapes = (bytes: Uint8Array, max: number) => plainJsonProblem(bytes, { request: false, maxValues: Infinity, maxObjectShapes: max })
+const packShapes = (bytes: Uint8Array, max: number) => plainMessagePackProblem(bytes, { request: false, maxValues: Infinity, maxObjectShapes: max })
+const shapeRefusal = (max: number) => `holds a Request with more than ${max} object shapes`
 
 describe("distinct key names in the pre-decode scans", () => {
   it("random frames: both scans pass exactly the names the parsed value holds and refuse one less", () => {
@@ -151,5 +172,53 @@ describe("names moved out of a Request's payload", () => {
       packr.pack({ _tag: "Unknown", x: keys }),
       packr.pack([{ _tag: "Request", extra: half(0) }, { _tag: "Request", extra: half(1) }])
     ]) expect(plainMessagePackProblem(frame, { request: true, maxValues: Infinity, maxDistinctKeys: 55_000 })).toMatch(outsideRefusal)
+  })
+})
+
+describe("object shapes in the pre-decode scans", () => {
+  it("random frames: both scans pass exactly the shapes the parsed value holds and refuse one less, names bounded or not", () => {
+    for (let seed = 1; seed <= 3000; seed++) {
+      const r = prng(seed).next
+      const frame = r() < 0.5 ? Array.from({ length: 1 + Math.floor(r() * 20) }, () => value(r, 3)) : value(r, 5)
+      const text = JSON.stringify(frame)
+      const count = shapesOf(JSON.parse(text)).size
+      const names = namesOf(JSON.parse(text)).size
+      for (const [bytes, scan] of [[Buffer.from(text), plainJsonProblem], [packr.pack(frame), plainMessagePackProblem]] as const) {
+        for (const maxDistinctKeys of [Infinity, Math.max(names, 1)]) {
+          const check = (max: number) => scan(bytes, { request: false, maxValues: Infinity, maxDistinctKeys, maxObjectShapes: max })
+          expect(check(Math.max(count, 1)), `seed ${seed}: ${text}`).toBeUndefined()
+          if (count > 1) expect(check(count - 1), `seed ${seed}: ${text}`).toBe(shapeRefusal(count - 1))
+        }
+      }
+    }
+  })
+
+  it("records of two types taking turns, or in one order after others, are counted once; each new order is new shapes", () => {
+    const rows = (orders: ReadonlyArray<ReadonlyArray<string>>, n: number) => Array.from({ length: n }, (_, i) => Object.fromEntries(orders[i % orders.length]!.map((k) => [k, i])))
+    for (const [frame, count] of [
+      // a, ab, abc; b, ba, bac
+      [rows([["a", "b", "c"], ["b", "a", "c"]], 1000), 6],
+      // Shorter records between longer ones: a, ab, abc, abcd.
+      [rows([["a", "b", "c", "d"], ["a", "b"]], 1000), 4],
+      // The same names nested one level down share the shapes above.
+      [[...rows([["a", "b"]], 10), { a: { a: 0, b: 0 } }], 2]
+    ] as const) {
+      for (const [scan, bytes] of [[jsonShapes, Buffer.from(JSON.stringify(frame))], [packShapes, packr.pack(frame)]] as const) {
+        expect(scan(bytes, count)).toBeUndefined()
+        expect(scan(bytes, count - 1)).toBe(shapeRefusal(count - 1))
+      }
+    }
+  })
+
+  it("an object's keys past its 1,020th make no shape; a MessagePack key that is no string is a new shape each time", () => {
+    const wide = Object.fromEntries(Array.from({ length: 5000 }, (_, i) => [`n${i}`, 0]))
+    for (const [scan, bytes] of [[jsonShapes, Buffer.from(JSON.stringify([wide, wide]))], [packShapes, new Packr({ useRecords: false, variableMapSize: true }).pack([wide, wide])]] as const) {
+      expect(scan(bytes, 1020)).toBeUndefined()
+      expect(scan(bytes, 1019)).toBe(shapeRefusal(1019))
+    }
+    // Three maps of the one key 1 (positive fixint), then one of the key 1 and "a".
+    const maps = Buffer.from([0x94, 0x81, 0x01, 0x00, 0x81, 0x01, 0x00, 0x81, 0x01, 0x00, 0x82, 0x01, 0x00, 0xa1, 0x61, 0x00])
+    expect(packShapes(maps, 5)).toBeUndefined()
+    expect(packShapes(maps, 4)).toBe(shapeRefusal(4))
   })
 })
