@@ -2,7 +2,8 @@
 // msgpack.ts), in one process, side by side: records of shared names in orders of their own (each
 // order a new hidden class per key from where it parts from the others) decoded as the server did
 // before the shapes bound (the pre-decode scan counting names only, then JSON.parse or msgpackr),
-// against the same frame refused by the scan with the bound; and the scan's cost on ordinary frames
+// against the same frame refused by the scan with the bound, and as many shuffled records as the
+// bound lets through (what a client gets per frame now); and the scan's cost on ordinary frames
 // with the bound and without it, alternated round by round.
 //
 //   npm run -s bench -- rpcShapes              9 rounds
@@ -71,10 +72,24 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
     process.stdout.write(`${name.padEnd(46)} median ${median([...figures]).toFixed(unit === "ms" ? 1 : 2).padStart(8)} ${unit}  max ${maxOf(figures).toFixed(unit === "ms" ? 1 : 2).padStart(8)} ${unit}\n`)
   }
   // The attack: 30,000 records of 16 names, each shuffled anew every round (a client repeating it).
-  const attack = { jsonDecoded: [] as Array<number>, jsonRefused: [] as Array<number>, packDecoded: [] as Array<number>, packRefused: [] as Array<number>, jsonOneOrder: [] as Array<number>, packOneOrder: [] as Array<number> }
+  const attack = {
+    jsonDecoded: [] as Array<number>, jsonRefused: [] as Array<number>, packDecoded: [] as Array<number>, packRefused: [] as Array<number>,
+    jsonOneOrder: [] as Array<number>, packOneOrder: [] as Array<number>, jsonAtBound: [] as Array<number>, packAtBound: [] as Array<number>
+  }
   const oneOrder = encoded(request(Array.from({ length: 30_000 }, () => sixteen)))
   for (let round = 0; round < rounds + 1; round++) {
-    const frame = encoded(request(Array.from({ length: 30_000 }, () => shuffled(sixteen))))
+    const rows = Array.from({ length: 30_000 }, () => shuffled(sixteen))
+    const frame = encoded(request(rows))
+    // The first rows of the same, as many as make at most 60,000 shapes with the payload's two.
+    const prefixes = new Set<string>()
+    let fit = 0
+    while (fit < rows.length) {
+      const more = rows[fit]!.map((_, i) => rows[fit]!.slice(0, i + 1).join()).filter((p) => !prefixes.has(p))
+      if (prefixes.size + more.length > 60_000 - 2) break
+      for (const p of more) prefixes.add(p)
+      fit++
+    }
+    const atBound = encoded(request(rows.slice(0, fit)))
     const timed = (decode: (bytes: Uint8Array, check: FrameCheck) => string | undefined, bytes: Uint8Array, check: FrameCheck, refused: boolean): number => {
       const start = process.hrtime.bigint()
       const problem = decode(bytes, check)
@@ -85,7 +100,8 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
     const figures = [
       timed(decodeJson, frame.json, before, false), timed(decodeJson, frame.json, after, true),
       timed(decodePack, frame.pack, before, false), timed(decodePack, frame.pack, after, true),
-      timed(decodeJson, oneOrder.json, after, false), timed(decodePack, oneOrder.pack, after, false)
+      timed(decodeJson, oneOrder.json, after, false), timed(decodePack, oneOrder.pack, after, false),
+      timed(decodeJson, atBound.json, after, false), timed(decodePack, atBound.pack, after, false)
     ]
     // The first round warms up.
     if (round === 0) continue
@@ -97,6 +113,8 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
   row("shuffled 30,000 x 16, MessagePack, refused", attack.packRefused, "ms")
   row("one order 30,000 x 16, JSON, decoded (after)", attack.jsonOneOrder, "ms")
   row("one order 30,000 x 16, MessagePack, decoded", attack.packOneOrder, "ms")
+  row("shuffled at the bound (60,000 shapes), JSON", attack.jsonAtBound, "ms")
+  row("shuffled at the bound, MessagePack", attack.packAtBound, "ms")
   // The scan alone on ordinary frames, without the bound and with it, alternated.
   const small = encoded({ _tag: "Request", id: "1", tag: "Echo", headers: [["traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"]], payload: { text: "hello, world", n: 42 } })
   const records = encoded(request(Array.from({ length: 25_000 }, () => eight)))
