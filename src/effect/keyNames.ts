@@ -7,8 +7,8 @@
 // sequence of keys an object begins with is a class of its own, built once (shared names in
 // orders of their own: 30,000 records of 16 names, shuffled, cost 50-124 ms against 20 in one
 // order). A scan calls `startKeyNames`, then per key `knownKeyEnd` (the same bytes as the key at
-// its place in the object before) or else `addKeyName`, and per object `openShape` and per key
-// `addKeyShape`. Each count is a set of 64-bit hashes in an open-addressing table for the process
+// its place in the object before) or else `addKeyName`, and per MessagePack object `openShape` and
+// per key `addKeyShape` (per JSON object `openJsonShape`, `addJsonKeyShape`, `closeJsonShape`). Each count is a set of 64-bit hashes in an open-addressing table for the process
 // (a scan is synchronous and runs to its end, so none shares it with another), emptied for the
 // next scan by a generation number, not a fill, and grown (kept) as a Request needs. Nothing is
 // allocated per key. The hashes are keyed by random tables made per process: a peer cannot aim
@@ -29,12 +29,19 @@ const [seedA, seedB] = randomFillSync(new Uint32Array(2))
 export const maxKeyNamesBound = 2 ** 20
 
 /**
- * The keys of an object that can make hidden classes: V8 makes an object of more keys a
+ * The keys of a MessagePack object that can make hidden classes: V8 makes an object of more keys a
  * dictionary (kMaxNumberOfDescriptors: msgpackr's objects, built key by key, are fast to 1,020
- * keys, JSON.parse's to 127), so a key past them adds no shape, only its cost per key (bounded by
- * the object and values bounds).
+ * keys), so a key past them adds no shape, only its cost per key (bounded by the object and values
+ * bounds).
  */
 export const shapedKeys = 1020
+
+/**
+ * The most named keys (not array indices) a JSON.parse object holds in fast mode: V8 builds it
+ * from a map cached per count of named keys (kMapCacheSize, 128 of them), one of more is a
+ * dictionary from the start.
+ */
+export const jsonShapedKeys = 127
 
 // A set of hashes: for each slot, the generation (scan) that filled it and the two halves of the
 // hash; slots of an older generation are empty. Grown by doubling when three quarters full. One for
@@ -81,6 +88,23 @@ const afterB = new Uint32Array(predictSlots)
 const openA = new Uint32Array(1024)
 const openB = new Uint32Array(1024)
 
+// JSON.parse does not build an object key by key from one empty object's map as msgpackr does: it
+// starts from the map cached for the object's count of named keys and follows (or makes) the
+// transitions from there, so every count is a tree of its own. Objects of one order cut at each
+// length 1..127 made ~8,000 maps an order while the prefixes counted 127: 61 orders (within the
+// values bound, 7,700 prefixes) took JSON.parse 450 ms, as long as the 30,000 shuffled records
+// the prefixes refuse. A JSON object's shapes are therefore counted when it closes, when its count
+// is known: each prefix of its named keys under that count. The prefixes of the objects open are
+// kept on a stack (127 at most each, 512 deep), with each one's named keys and whether it held an
+// array index (an element: no transition, but V8 roots the object at a map of dictionary elements
+// when they are sparse, so both roots are counted).
+const chainA = new Uint32Array(jsonShapedKeys * 513)
+const chainB = new Uint32Array(jsonShapedKeys * 513)
+let chainTop = 0
+const chainFrom = new Uint32Array(1024)
+const namedAt = new Uint32Array(1024)
+const indexAt = new Uint8Array(1024)
+
 /** The place of the key `ordinal` (0: the first) of an object at `depth`. */
 export const keySlot = (depth: number, ordinal: number): number => ((depth << 6) + ordinal) & (predictSlots - 1)
 
@@ -109,6 +133,7 @@ export const startKeyNames = (): void => {
   generation++
   names.count = 0
   shapes.count = 0
+  chainTop = 0
 }
 
 /** Whether the `length` bytes at `a` and at `b` are the same. */
@@ -158,37 +183,84 @@ export const openShape = (depth: number): void => {
   openB[depth] = seedB!
 }
 
-/**
- * Adds the key at `slot` (its name counted or known there) to the shape of the object at `depth`:
- * the distinct shapes of this scan so far (every distinct sequence of keys an object began with).
- */
-export const addKeyShape = (depth: number, slot: number): number => {
-  let a = openA[depth]!
-  let b = openB[depth]!
-  if (shapeGeneration[slot] === generation && beforeA[slot] === a && beforeB[slot] === b) {
-    openA[depth] = afterA[slot]!
-    openB[depth] = afterB[slot]!
-    return shapes.count
-  }
-  beforeA[slot] = a
-  beforeB[slot] = b
-  // The name's hash, a byte at a time, through the shape so far: keyed throughout, as a name is.
-  let x = predictNameA[slot]!
-  let y = predictNameB[slot]!
+// What `mix` gives: no object allocated per call.
+let mixedA = 0
+let mixedB = 0
+/** Hashes `x` and `y` (32 bits each), a byte at a time, through the state (a, b): keyed throughout, as a name is. */
+const mix = (a: number, b: number, x: number, y: number): void => {
   for (let i = 0; i < 4; i++) {
     a = (a >>> 8) ^ tableA[(a ^ x) & 0xff]!
     b = (b >>> 8) ^ tableB[(b ^ y) & 0xff]!
     x >>>= 8
     y >>>= 8
   }
-  a >>>= 0
-  b >>>= 0
-  afterA[slot] = a
-  afterB[slot] = b
+  mixedA = a >>> 0
+  mixedB = b >>> 0
+}
+
+/**
+ * Takes the object at `depth` past the key at `slot` (its name counted or known there): whether
+ * that shape is new to the place (when not, it was counted when it was).
+ */
+const advance = (depth: number, slot: number): boolean => {
+  const a = openA[depth]!
+  const b = openB[depth]!
+  if (shapeGeneration[slot] === generation && beforeA[slot] === a && beforeB[slot] === b) {
+    openA[depth] = afterA[slot]!
+    openB[depth] = afterB[slot]!
+    return false
+  }
+  beforeA[slot] = a
+  beforeB[slot] = b
+  mix(a, b, predictNameA[slot]!, predictNameB[slot]!)
+  afterA[slot] = openA[depth] = mixedA
+  afterB[slot] = openB[depth] = mixedB
   shapeGeneration[slot] = generation
-  openA[depth] = a
-  openB[depth] = b
-  return insert(shapes, a, b)
+  return true
+}
+
+/**
+ * Adds the key at `slot` (its name counted or known there) to the shape of the MessagePack object
+ * at `depth`: the distinct shapes of this scan so far (every distinct sequence of keys an object
+ * began with).
+ */
+export const addKeyShape = (depth: number, slot: number): number => advance(depth, slot) ? insert(shapes, openA[depth]!, openB[depth]!) : shapes.count
+
+/** A JSON object opened at `depth`: no keys yet. */
+export const openJsonShape = (depth: number): void => {
+  openShape(depth)
+  chainFrom[depth] = chainTop
+  namedAt[depth] = 0
+  indexAt[depth] = 0
+}
+
+/** Adds the key at `slot` to the JSON object at `depth`; `index`: the key is an array index (an element, not a property). */
+export const addJsonKeyShape = (depth: number, slot: number, index: boolean): void => {
+  if (index) indexAt[depth] = 1
+  else if (++namedAt[depth]! <= jsonShapedKeys) {
+    advance(depth, slot)
+    chainA[chainTop] = openA[depth]!
+    chainB[chainTop++] = openB[depth]!
+  }
+}
+
+/** Closes the JSON object at `depth`: counts its shapes under its count of named keys, the distinct shapes of this scan so far. */
+export const closeJsonShape = (depth: number): number => {
+  const from = chainFrom[depth]!
+  const named = namedAt[depth]!
+  chainTop = from
+  if (named === 0 || named > jsonShapedKeys) return shapes.count
+  for (let root = 0; root <= indexAt[depth]!; root++) {
+    // Its whole shape counted before (by an object of the same keys in the same order), so were its prefixes.
+    const counted = shapes.count
+    mix(chainA[from + named - 1]!, chainB[from + named - 1]!, (named << 1) | root, (named << 1) | root)
+    if (insert(shapes, mixedA, mixedB) === counted) continue
+    for (let i = from; i < from + named - 1; i++) {
+      mix(chainA[i]!, chainB[i]!, (named << 1) | root, (named << 1) | root)
+      insert(shapes, mixedA, mixedB)
+    }
+  }
+  return shapes.count
 }
 
 /** Adds the hash (a, b) to `set` if it is not there: the set's count after. */

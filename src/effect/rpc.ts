@@ -68,9 +68,11 @@ export interface RpcOverIipOptions {
    */
   readonly maxDistinctKeys?: number
   /**
-   * The most object shapes a Request the server reads may hold in its payload's objects: every
-   * distinct sequence of keys an object begins with, up to its 1,020th key (past it V8 makes the
-   * object a dictionary), each a hidden class decoding builds (default `maxDistinctKeys` and 5,000,
+   * The most object shapes a Request the server reads may hold in its payload's objects, each a
+   * hidden class decoding builds: as MessagePack, every distinct sequence of keys an object begins
+   * with, up to its 1,020th key (past it V8 makes the object a dictionary); as JSON, each prefix of
+   * an object's named keys under its count of them (JSON.parse starts each count from a map of its
+   * own), for objects of at most 127 (more: a dictionary) (default `maxDistinctKeys` and 5,000,
    * 60,000 when neither is set; at most 1,048,576). Counted in the same scan (keyNames.ts), records
    * in one order without hashing. Shared names in orders of their own pass both bounds above:
    * 30,000 records of the same 16 names, each shuffled (384,000 shapes), cost 50-124 ms to decode

@@ -393,6 +393,27 @@ describe.each([true, false])("records of shared names in orders of their own (js
       assert.deepStrictEqual(echo.exit, { _tag: "Success", value: "after" })
     }), 120_000)
 
+  it.live("one order cut at every length 1..127 is refused as JSON (JSON.parse roots each length apart); MessagePack's one tree serves it", () =>
+    Effect.gen(function*() {
+      const served = yield* serve(json)
+      const r = prng(0x1e9).next
+      const wide = Array.from({ length: 127 }, (_, i) => `field${i}`)
+      // 61 orders (within the values bound), each cut at every length: ~8,000 maps an order for
+      // JSON.parse (450 ms in all, as long as the 30,000 shuffled records), 127 prefixes an order.
+      const orders = Array.from({ length: 61 }, () => shuffled(r, wide))
+      const frame = rowsOf(served.encode, 61 * 127, (i) => orders[Math.floor(i / 127)]!.slice(0, (i % 127) + 1))
+      if (json) {
+        const { answer } = yield* served.attack(frame)
+        assert.strictEqual(answer._tag, "Defect", JSON.stringify(answer).slice(0, 300))
+        expect(String(answer.defect)).toMatch(/rpc frame holds a Request with more than 60000 object shapes/)
+      } else {
+        const cut = yield* served.request(frame)
+        assert.deepStrictEqual(cut.exit, { _tag: "Success", value: "x" }, JSON.stringify(cut).slice(0, 300))
+      }
+      const echo = yield* served.request(served.encode({ _tag: "Request", id: "2", tag: "Echo", headers: [], payload: { text: "after" } }))
+      assert.deepStrictEqual(echo.exit, { _tag: "Success", value: "after" })
+    }), 120_000)
+
   it.live("real payloads pass at the defaults: a union of 40 struct types, tag maps in orders of their own, a Record of 50,000 ids", () =>
     Effect.gen(function*() {
       const served = yield* serve(json)
