@@ -377,20 +377,37 @@ const shuffled = (r: () => number, names: ReadonlyArray<string>): Array<string> 
 // of 16 names, shuffled, passed every bound above and cost 50-124 ms of decoding (20 ms in one
 // order), as often as a client sent them. What the scans count is those transitions (object
 // shapes: every distinct key prefix), refused past `maxObjectShapes`.
+type Served = Effect.Success<ReturnType<typeof serve>>
+/** `frame` refused past the default shapes bound, before decoding. */
+const refusedForShapes = (served: Served, frame: Uint8Array) =>
+  Effect.gen(function*() {
+    const { answer } = yield* served.attack(frame)
+    assert.strictEqual(answer._tag, "Defect", JSON.stringify(answer).slice(0, 300))
+    expect(String(answer.defect)).toMatch(/rpc frame holds a Request with more than 60000 object shapes/)
+  })
+/** `frame` (an Echo of "x") served. */
+const servesX = (served: Served, frame: Uint8Array) =>
+  Effect.gen(function*() {
+    const answer = yield* served.request(frame)
+    assert.deepStrictEqual(answer.exit, { _tag: "Success", value: "x" }, JSON.stringify(answer).slice(0, 300))
+  })
+/** The connection still serves: an Echo. */
+const echoes = (served: Served) =>
+  Effect.gen(function*() {
+    const echo = yield* served.request(served.encode({ _tag: "Request", id: "2", tag: "Echo", headers: [], payload: { text: "after" } }))
+    assert.deepStrictEqual(echo.exit, { _tag: "Success", value: "after" })
+  })
+
 describe.each([true, false])("records of shared names in orders of their own (json %s)", (json) => {
   const names = Array.from({ length: 16 }, (_, i) => `field${i}`)
   it.live("30,000 records of the same 16 names, each in a shuffled order, are refused before decoding; the connection serves on", () =>
     Effect.gen(function*() {
       const served = yield* serve(json)
       const r = prng(0x5ba9e).next
-      const { answer } = yield* served.attack(rowsOf(served.encode, 30_000, () => shuffled(r, names)))
-      assert.strictEqual(answer._tag, "Defect", JSON.stringify(answer).slice(0, 300))
-      expect(String(answer.defect)).toMatch(/rpc frame holds a Request with more than 60000 object shapes/)
+      yield* refusedForShapes(served, rowsOf(served.encode, 30_000, () => shuffled(r, names)))
       // The same connection serves the same records in one order, then an Echo.
-      const oneOrder = yield* served.request(rowsOf(served.encode, 30_000, () => names))
-      assert.deepStrictEqual(oneOrder.exit, { _tag: "Success", value: "x" }, JSON.stringify(oneOrder).slice(0, 300))
-      const echo = yield* served.request(served.encode({ _tag: "Request", id: "2", tag: "Echo", headers: [], payload: { text: "after" } }))
-      assert.deepStrictEqual(echo.exit, { _tag: "Success", value: "after" })
+      yield* servesX(served, rowsOf(served.encode, 30_000, () => names))
+      yield* echoes(served)
     }), 120_000)
 
   it.live("one order cut at every length 1..127 is refused as JSON (JSON.parse roots each length apart); MessagePack's one tree serves it", () =>
@@ -402,16 +419,9 @@ describe.each([true, false])("records of shared names in orders of their own (js
       // JSON.parse (450 ms in all, as long as the 30,000 shuffled records), 127 prefixes an order.
       const orders = Array.from({ length: 61 }, () => shuffled(r, wide))
       const frame = rowsOf(served.encode, 61 * 127, (i) => orders[Math.floor(i / 127)]!.slice(0, (i % 127) + 1))
-      if (json) {
-        const { answer } = yield* served.attack(frame)
-        assert.strictEqual(answer._tag, "Defect", JSON.stringify(answer).slice(0, 300))
-        expect(String(answer.defect)).toMatch(/rpc frame holds a Request with more than 60000 object shapes/)
-      } else {
-        const cut = yield* served.request(frame)
-        assert.deepStrictEqual(cut.exit, { _tag: "Success", value: "x" }, JSON.stringify(cut).slice(0, 300))
-      }
-      const echo = yield* served.request(served.encode({ _tag: "Request", id: "2", tag: "Echo", headers: [], payload: { text: "after" } }))
-      assert.deepStrictEqual(echo.exit, { _tag: "Success", value: "after" })
+      if (json) yield* refusedForShapes(served, frame)
+      else yield* servesX(served, frame)
+      yield* echoes(served)
     }), 120_000)
 
   it.live("real payloads pass at the defaults: a union of 40 struct types, tag maps in orders of their own, a Record of 50,000 ids", () =>
@@ -420,15 +430,12 @@ describe.each([true, false])("records of shared names in orders of their own (js
       const r = prng(0x7a95).next
       // 40 struct types of 20 fields each (a `_tag` first), 20,000 records of them.
       const types = Array.from({ length: 40 }, (_, t) => ["_tag", ...Array.from({ length: 19 }, (_, f) => `t${t}f${f}`)])
-      const union = yield* served.request(rowsOf(served.encode, 20_000, (i) => types[i % 40]!))
-      assert.deepStrictEqual(union.exit, { _tag: "Success", value: "x" }, JSON.stringify(union).slice(0, 300))
+      yield* servesX(served, rowsOf(served.encode, 20_000, (i) => types[i % 40]!))
       // 10,000 maps of 5 tags of 50, each in the order its writer inserted them: ~32,000 shapes.
       const tags = Array.from({ length: 50 }, (_, i) => `tag${i}`)
-      const tagMaps = yield* served.request(rowsOf(served.encode, 10_000, () => shuffled(r, tags).slice(0, 5)))
-      assert.deepStrictEqual(tagMaps.exit, { _tag: "Success", value: "x" }, JSON.stringify(tagMaps).slice(0, 300))
+      yield* servesX(served, rowsOf(served.encode, 10_000, () => shuffled(r, tags).slice(0, 5)))
       // One object of 50,000 keys: past 1,020 keys an object is a dictionary, no shape counted.
-      const record = yield* served.request(withKeys(json, served.encode, 50_000))
-      assert.deepStrictEqual(record.exit, { _tag: "Success", value: "x" }, JSON.stringify(record).slice(0, 300))
+      yield* servesX(served, withKeys(json, served.encode, 50_000))
     }), 120_000)
 
   it.live("maxObjectShapes sets the bound: two orders of two names are four shapes", () =>
@@ -436,12 +443,10 @@ describe.each([true, false])("records of shared names in orders of their own (js
       // The payload itself is two: `text`, then `text` and `rows`.
       const orders = [["a", "b"], ["b", "a"]]
       const at = yield* serve(json, { maxObjectShapes: 6 })
-      const served = yield* at.request(rowsOf(at.encode, 2, (i) => orders[i]!))
-      assert.deepStrictEqual(served.exit, { _tag: "Success", value: "x" }, JSON.stringify(served).slice(0, 300))
+      yield* servesX(at, rowsOf(at.encode, 2, (i) => orders[i]!))
       const tight = yield* serve(json, { maxObjectShapes: 5 })
       expect(String((yield* tight.request(rowsOf(tight.encode, 2, (i) => orders[i]!))).defect)).toMatch(/rpc frame holds a Request with more than 5 object shapes/)
       // The same names in one order are two shapes, `a` then `a` and `b`, and the payload's two.
-      const same = yield* tight.request(rowsOf(tight.encode, 2, () => orders[0]!))
-      assert.deepStrictEqual(same.exit, { _tag: "Success", value: "x" }, JSON.stringify(same).slice(0, 300))
+      yield* servesX(tight, rowsOf(tight.encode, 2, () => orders[0]!))
     }), 60_000)
 })
