@@ -104,6 +104,12 @@ let chainTop = 0
 const chainFrom = new Uint32Array(1024)
 const namedAt = new Uint32Array(1024)
 const indexAt = new Uint8Array(1024)
+// The whole shape (and root) of the object last closed at each depth, in the generation named: a
+// record closing as the one before it did (records in one order) was counted then.
+const closedGeneration = new Uint32Array(1024)
+const closedA = new Uint32Array(1024)
+const closedB = new Uint32Array(1024)
+const closedRoot = new Uint32Array(1024)
 
 /** The place of the key `ordinal` (0: the first) of an object at `depth`. */
 export const keySlot = (depth: number, ordinal: number): number => ((depth << 6) + ordinal) & (predictSlots - 1)
@@ -128,6 +134,7 @@ export const startKeyNames = (): void => {
     shapes.generationOf.fill(0)
     predictGeneration.fill(0)
     shapeGeneration.fill(0)
+    closedGeneration.fill(0)
     generation = 0
   }
   generation++
@@ -250,10 +257,18 @@ export const closeJsonShape = (depth: number): number => {
   const named = namedAt[depth]!
   chainTop = from
   if (named === 0 || named > jsonShapedKeys) return shapes.count
+  const a = chainA[from + named - 1]!
+  const b = chainB[from + named - 1]!
+  const roots = (named << 1) | indexAt[depth]!
+  if (closedGeneration[depth] === generation && closedA[depth] === a && closedB[depth] === b && closedRoot[depth] === roots) return shapes.count
+  closedGeneration[depth] = generation
+  closedA[depth] = a
+  closedB[depth] = b
+  closedRoot[depth] = roots
   for (let root = 0; root <= indexAt[depth]!; root++) {
     // Its whole shape counted before (by an object of the same keys in the same order), so were its prefixes.
     const counted = shapes.count
-    mix(chainA[from + named - 1]!, chainB[from + named - 1]!, (named << 1) | root, (named << 1) | root)
+    mix(a, b, (named << 1) | root, (named << 1) | root)
     if (insert(shapes, mixedA, mixedB) === counted) continue
     for (let i = from; i < from + named - 1; i++) {
       mix(chainA[i]!, chainB[i]!, (named << 1) | root, (named << 1) | root)
