@@ -268,6 +268,16 @@ describe("object shapes in the pre-decode scans", () => {
     expect(jsonShapes(text([...named(127), "7"]), 253)).toBe(shapeRefusal(253))
   })
 
+  it("keys that make no transition of their own count as if they did (never fewer than V8 builds): a duplicate, msgpackr's __proto__ (read as __proto_)", () => {
+    // JSON.parse roots {"a","a"} at the map for two keys: (2, a), (2, a a), where V8 has one.
+    expect(jsonShapes(Buffer.from(`{"a":0,"a":1}`), 2)).toBeUndefined()
+    expect(jsonShapes(Buffer.from(`{"a":0,"a":1}`), 1)).toBe(shapeRefusal(1))
+    // msgpackr reads both keys as __proto_ (one shape); counted as two.
+    const proto = Buffer.concat([Buffer.from([0x92, 0x81, 0xa9]), Buffer.from("__proto__"), Buffer.from([0x00, 0x81, 0xa8]), Buffer.from("__proto_"), Buffer.from([0x00])])
+    expect(packShapes(proto, 2)).toBeUndefined()
+    expect(packShapes(proto, 1)).toBe(shapeRefusal(1))
+  })
+
   it("a MessagePack object's keys past its 1,020th make no shape (a JSON one's past its 127th none at all); a MessagePack key that is no string is a new shape each time", () => {
     const wide = Object.fromEntries(Array.from({ length: 5000 }, (_, i) => [`n${i}`, 0]))
     const bytes = new Packr({ useRecords: false, variableMapSize: true }).pack([wide, wide])
