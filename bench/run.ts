@@ -17,6 +17,7 @@ const benches: Record<string, () => Promise<Bench>> = {
   grpc: () => import("./grpc.ts"),
   sidecar: () => import("./sidecar.ts"),
   rpc: () => import("./rpc.ts"),
+  rpcShapes: () => import("./rpcShapes.ts"),
   stream: () => import("./stream.ts"),
   tunnels: () => import("./tunnels.ts")
 }

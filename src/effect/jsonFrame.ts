@@ -4,7 +4,7 @@
 // a Schema.Any payload that deep died in the handler with a RangeError, and 900,000 header pairs
 // were built (1 s) before the RPC server refused more than 2,000. The scan refuses what
 // MessagePack's check refuses, with the same bounds and words, at the byte where it is found.
-import { addKeyName, keySlot, knownKeyEnd, startKeyNames } from "./keyNames.ts"
+import { addJsonKeyShape, addKeyName, closeJsonShape, keySlot, knownKeyEnd, openJsonShape, startKeyNames } from "./keyNames.ts"
 import { type FrameCheck, headersKey, isKey, maxMessagePackDepth, maxRequestHeaderPairs, maxValuesOutsidePayload, payloadKey } from "./msgpack.ts"
 
 /** How deep arrays and objects may nest in a JSON Request frame: as in a MessagePack one. */
@@ -61,6 +61,27 @@ const closingQuote = (bytes: Uint8Array, from: number): number => {
   return bytes.length
 }
 
+/**
+ * Whether the key from `from` to `to` (not included) names an array index (a canonical integer
+ * below 2^32 - 1), its digits plain or escaped (`\u0031` is "1"): JSON.parse makes it an element,
+ * no property, so it adds no transition and is no named key of its object.
+ */
+const isArrayIndex = (bytes: Uint8Array, from: number, to: number): boolean => {
+  let digits = 0
+  let index = 0
+  for (let i = from; i < to; digits++) {
+    let c = bytes[i]!
+    // A digit escaped is \u003 and the digit.
+    if (c === backslash && to - i >= 6 && bytes[i + 1] === 0x75 && bytes[i + 2] === 0x30 && bytes[i + 3] === 0x30 && bytes[i + 4] === 0x33) {
+      c = bytes[i + 5]!
+      i += 6
+    } else i++
+    if (c < 0x30 || c > 0x39 || digits === 10 || (digits === 1 && index === 0)) return false
+    index = index * 10 + c - 0x30
+  }
+  return digits > 0 && index < 0xffff_ffff
+}
+
 // Past any depth: no payload is open (a small integer, as the depths it is compared with).
 const notInPayload = maxJsonDepth + 1
 
@@ -75,8 +96,9 @@ const headersField = 2
  * Refused: nesting past `maxJsonDepth`, more than `check.maxValues` values, an object of more than
  * `check.maxObjectKeys` keys (JSON.parse makes such an object a dictionary, ~0.7 µs a key against
  * ~20 ns an array item), more than `check.maxDistinctKeys` distinct key names (each a new
- * string and hidden class, wherever it is; with `check.request`, in the messages' payloads, as
- * what lies outside them is bounded by `maxValuesOutsidePayload`); with `check.request`,
+ * string and hidden class, wherever it is) and more than `check.maxObjectShapes` object shapes
+ * (keyNames.ts: shared names in orders of their own), both with `check.request` in the messages'
+ * payloads only, as what lies outside them is bounded by `maxValuesOutsidePayload`; with `check.request`,
  * a message's `headers` list past `maxRequestHeaderPairs` items and more than
  * `maxValuesOutsidePayload` values outside its `payload` (counted as MessagePack's check counts
  * them: each key and each value, the payload's own value included). A key spelled with an escape
@@ -98,7 +120,10 @@ export const plainJsonProblem = (bytes: Uint8Array, check: FrameCheck): string |
   const maxValues = check.maxValues
   const maxObjectKeys = check.maxObjectKeys ?? Infinity
   const maxDistinctKeys = check.maxDistinctKeys ?? Infinity
-  const names = maxDistinctKeys !== Infinity
+  const maxShapes = check.maxObjectShapes ?? Infinity
+  const shapes = maxShapes !== Infinity
+  // Shapes are counted from the names' hashes: both or either bound counts names.
+  const names = maxDistinctKeys !== Infinity || shapes
   if (names) startKeyNames()
   let payloadFrom = notInPayload
   let headersAt = 0
@@ -116,6 +141,7 @@ export const plainJsonProblem = (bytes: Uint8Array, check: FrameCheck): string |
       continue
     }
     if (kind === closer) {
+      if (shapes && depth > 0 && isObject[depth - 1] === 1 && closeJsonShape(depth) > maxShapes) return `holds a Request with more than ${maxShapes} object shapes`
       if (depth > 0) depth--
       if (depth < payloadFrom) payloadFrom = notInPayload
       if (depth < headersAt) headersAt = 0
@@ -142,12 +168,14 @@ export const plainJsonProblem = (bytes: Uint8Array, check: FrameCheck): string |
       // With `request`, the names of the payloads only: outside them a Request holds few keys.
       if (key && names && (!request || depth >= payloadFrom)) {
         // A name known at its place ends where it did there, if a quote follows.
-        const slot = keySlot(depth, keysAt[depth - 1]! - 1)
+        const ordinal = keysAt[depth - 1]! - 1
+        const slot = keySlot(depth, ordinal)
         at = knownKeyEnd(bytes, from, slot)
         if (at === -1 || bytes[at] !== quote) {
           at = closingQuote(bytes, from)
           if (addKeyName(bytes, from, at, slot) > maxDistinctKeys) return `holds a Request with more than ${maxDistinctKeys} distinct key names`
         }
+        if (shapes) addJsonKeyShape(depth, slot, isArrayIndex(bytes, from, at))
       } else at = closingQuote(bytes, from)
       // A key with an escape matches neither name byte for byte.
       if (inMessage && key) field = isKey(bytes, from, at - from, payloadKey) ? payloadField : isKey(bytes, from, at - from, headersKey) ? headersField : noField
@@ -164,6 +192,7 @@ export const plainJsonProblem = (bytes: Uint8Array, check: FrameCheck): string |
     }
     keysAt[depth] = 0
     isObject[depth++] = c === openObject ? 1 : 0
+    if (shapes && c === openObject) openJsonShape(depth)
     key = c === openObject
   }
   return undefined

@@ -16,7 +16,7 @@
 import * as Layer from "effect/Layer"
 import { RpcSerialization } from "effect/rpc"
 import { Packr, Unpackr } from "msgpackr"
-import { addKeyName, addOtherKeyName, keySlot, knownKeyEnd, startKeyNames } from "./keyNames.ts"
+import { addKeyName, addKeyShape, addOtherKeyName, keySlot, knownKeyEnd, openShape, shapedKeys, startKeyNames } from "./keyNames.ts"
 
 export const msgPackContentType = "application/msgpack"
 
@@ -68,6 +68,11 @@ export interface FrameCheck {
   readonly maxObjectKeys?: number
   /** The most distinct key names the frame (with `request`: its payloads) may hold (keyNames.ts; default: no bound but `maxValues`). */
   readonly maxDistinctKeys?: number
+  /**
+   * The most object shapes (distinct sequences of keys an object begins with, each a hidden class
+   * of its own; keyNames.ts) the frame (with `request`: its payloads) may hold; default: no bound.
+   */
+  readonly maxObjectShapes?: number
 }
 
 /** A frame checked for plain MessagePack only, nothing counted. */
@@ -89,16 +94,20 @@ const headerBytes = (bytes: Uint8Array, at: number, size: 1 | 2 | 4): number =>
  * are more than `maxRequestHeaderPairs` headers, more than `maxValuesOutsidePayload` values outside
  * the messages' payloads; and more than `check.maxValues` values in all, any map of more than
  * `check.maxObjectKeys` keys, refused at its header (msgpackr makes such a map an object in dictionary
- * mode, ~0.7 µs a key against ~20 ns an array item), and more than `check.maxDistinctKeys` distinct key
+ * mode, ~0.7 µs a key against ~20 ns an array item), more than `check.maxDistinctKeys` distinct key
  * names (keyNames.ts: each a new string and hidden class, wherever it is; a key that is no string
- * counts as a new name), in the messages' payloads with `request`.
+ * counts as a new name) and more than `check.maxObjectShapes` object shapes (keyNames.ts: shared
+ * names in orders of their own), in the messages' payloads with `request`.
  */
 export const plainMessagePackProblem = (bytes: Uint8Array, check: FrameCheck = plainOnly): string | undefined => {
   const { request, maxValues } = check
   const maxMapKeys = check.maxObjectKeys ?? Infinity
   const maxDistinctKeys = check.maxDistinctKeys ?? Infinity
+  const maxShapes = check.maxObjectShapes ?? Infinity
   const end = bytes.length
-  const names = maxDistinctKeys !== Infinity
+  const shapes = maxShapes !== Infinity
+  // Shapes are counted from the names' hashes: both or either bound counts names.
+  const names = maxDistinctKeys !== Infinity || shapes
   if (names) startKeyNames()
   // Values still to read at each open array or map, the innermost last.
   const open: Array<number> = []
@@ -161,9 +170,11 @@ export const plainMessagePackProblem = (bytes: Uint8Array, check: FrameCheck = p
       const string = (token >= 0xa0 && token <= 0xbf) || token === 0xd9 || token === 0xda || token === 0xdb
       if (atKey) {
         // Its ordinal in its map: `left` counts from the map's items, this key read.
-        const slot = keySlot(open.length, (mapItems - left - 1) >>> 1)
+        const ordinal = (mapItems - left - 1) >>> 1
+        const slot = keySlot(open.length, ordinal)
         const known = string && knownKeyEnd(bytes, at, slot) === at + skip
-        if (!known && (string ? addKeyName(bytes, at, at + skip, slot) : addOtherKeyName()) > maxDistinctKeys) return `holds a Request with more than ${maxDistinctKeys} distinct key names`
+        if (!known && (string ? addKeyName(bytes, at, at + skip, slot) : addOtherKeyName(slot)) > maxDistinctKeys) return `holds a Request with more than ${maxDistinctKeys} distinct key names`
+        if (shapes && ordinal < shapedKeys && addKeyShape(open.length, slot) > maxShapes) return `holds a Request with more than ${maxShapes} object shapes`
       }
       if (isFieldKey) field = string && isKey(bytes, at, skip, payloadKey) ? "payload" : string && isKey(bytes, at, skip, headersKey) ? "headers" : undefined
     }
@@ -191,6 +202,7 @@ export const plainMessagePackProblem = (bytes: Uint8Array, check: FrameCheck = p
       left = items
       mapItems = map ? items : 0
       mapItemsAt[open.length] = mapItems
+      if (map && shapes) openShape(open.length)
       if (open.length === fieldsAt) inMessage = map
     }
     while (left === 0 && open.length > 0) {

@@ -67,6 +67,21 @@ export interface RpcOverIipOptions {
    * sharing their keys count each name once.
    */
   readonly maxDistinctKeys?: number
+  /**
+   * The most object shapes a Request the server reads may hold in its payload's objects, each a
+   * hidden class decoding builds: as MessagePack, every distinct sequence of keys an object begins
+   * with, up to its 1,020th key (past it V8 makes the object a dictionary); as JSON, each prefix of
+   * an object's named keys under its count of them (JSON.parse starts each count from a map of its
+   * own), for objects of at most 127 (more: a dictionary) (default `maxDistinctKeys` and 5,000,
+   * 60,000 when neither is set; at most 1,048,576). Counted in the same scan (keyNames.ts), records
+   * in one order without hashing. Shared names in orders of their own pass both bounds above:
+   * 30,000 records of the same 16 names, each shuffled (384,000 shapes), cost 50-124 ms to decode
+   * against 20 ms in one order. The default lets no Request build more hidden classes than
+   * `maxDistinctKeys` new names spread one to an object already do, with room for 5,000 shapes of
+   * shared names (a union of 40 struct types of 20 fields is 800; 10,000 maps of 5 tags of 50,
+   * each in its own order, ~32,000); a `Record<string, X>` is one shape per key up to 1,020.
+   */
+  readonly maxObjectShapes?: number
 }
 
 const defaultPath = "/rpc"
@@ -77,9 +92,13 @@ const defaultMaxObjectKeys = 50_000
 const otherNames = 5_000
 /** The names bound when not set: 55,000, and one object at a raised `maxObjectKeys` with other names still passes. */
 const defaultMaxDistinctKeys = (maxObjectKeys: number): number => Math.min(maxKeyNamesBound, Math.max(defaultMaxObjectKeys, maxObjectKeys) + otherNames)
+// Shapes of shared names besides one for each name the names bound lets through.
+const otherShapes = 5_000
+/** The shapes bound when not set: every name the names bound allows a new shape, and room for shared names' orders. */
+const defaultMaxObjectShapes = (maxDistinctKeys: number): number => Math.min(maxKeyNamesBound, maxDistinctKeys + otherShapes)
 
 /** What each numeric option takes (src/iip/optionLimits.ts); a frame's length is 4 bytes. */
-const rpcLimits: Limits<RpcOverIipOptions> = { maxFrameBytes: count(1, 0xffff_ffff), maxRequestValues: count(1), maxObjectKeys: count(1), maxDistinctKeys: count(1, maxKeyNamesBound) }
+const rpcLimits: Limits<RpcOverIipOptions> = { maxFrameBytes: count(1, 0xffff_ffff), maxRequestValues: count(1), maxObjectKeys: count(1), maxDistinctKeys: count(1, maxKeyNamesBound), maxObjectShapes: count(1, maxKeyNamesBound) }
 /** Dies with OptionInvalid for an option out of range: run once, as a protocol is built. */
 const checkRpcOptions = (options: RpcOverIipOptions) => Effect.sync(() => checkOptions("RPC over IIP", rpcLimits, options))
 const textDecoder = new TextDecoder()
@@ -108,7 +127,7 @@ const decoderOf = (serialization: RpcSerialization.RpcSerialization["Service"]):
  * As `decoderOf`, for the Requests the server reads: MessagePack's and JSON's are bounded as their
  * frame is checked, before they are decoded (see requestProblem); the fields of JSON's (and
  * NDJSON's) envelope are known, any other JSON serialization's (JSON-RPC) is bounded in depth and
- * values (and keys per object, distinct key names) only. The refusal throws, as the parser's own would.
+ * values (and keys per object, distinct key names, object shapes) only. The refusal throws, as the parser's own would.
  */
 const requestDecoderOf = (serialization: RpcSerialization.RpcSerialization["Service"], bounds: Omit<FrameCheck, "request">): Decode => {
   if (serialization === msgPack) {
@@ -495,10 +514,12 @@ export const makeServerProtocol = (options: RpcOverIipOptions = {}) =>
     const serialization = yield* RpcSerialization.RpcSerialization
     const server = yield* IipServer
     const maxObjectKeys = options.maxObjectKeys ?? defaultMaxObjectKeys
+    const maxDistinctKeys = options.maxDistinctKeys ?? defaultMaxDistinctKeys(maxObjectKeys)
     const decode = requestDecoderOf(serialization, {
       maxValues: options.maxRequestValues ?? defaultMaxRequestValues,
       maxObjectKeys,
-      maxDistinctKeys: options.maxDistinctKeys ?? defaultMaxDistinctKeys(maxObjectKeys)
+      maxDistinctKeys,
+      maxObjectShapes: options.maxObjectShapes ?? defaultMaxObjectShapes(maxDistinctKeys)
     })
     const parserFor = parserSource(serialization)
     const context = yield* Effect.context<never>()

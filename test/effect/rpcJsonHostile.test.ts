@@ -10,7 +10,10 @@
 // of 499,990 distinct keys (within the values bound) held the event loop 0.55-1.0 s (JSON) and
 // 0.6-1.6 s (MessagePack) while it was decoded and served; refused, 10-40 ms. And more distinct key
 // names in all than `maxDistinctKeys`, however spread: 4,900 objects of 100 distinct keys each
-// (within both bounds before) held it 1.2-2.0 s (JSON) and 0.4-0.6 s (MessagePack).
+// (within both bounds before) held it 1.2-2.0 s (JSON) and 0.4-0.6 s (MessagePack). And more object
+// shapes than `maxObjectShapes` (every distinct sequence of keys an object begins with, a hidden
+// class each): 30,000 records of the same 16 names, each shuffled, passed every bound before and
+// cost 50-124 ms of decoding (440-780 ms on a loaded machine) as often as a client sent them.
 import { monitorEventLoopDelay } from "node:perf_hooks"
 import { assert, describe, expect, it } from "@effect/vitest"
 import { Context, Effect, Layer, Schema } from "effect"
@@ -21,6 +24,7 @@ import { plainJsonProblem } from "../../src/effect/jsonFrame.ts"
 import { layerMsgPack, msgPack } from "../../src/effect/msgpack.ts"
 import { layerServerProtocol, type RpcOverIipOptions } from "../../src/effect/rpc.ts"
 import { IipServer } from "../../src/effect/server.ts"
+import { prng } from "../helpers/prng.ts"
 
 class Rpcs extends RpcGroup.make(
   Rpc.make("Echo", { payload: { text: Schema.String }, success: Schema.String }),
@@ -348,5 +352,101 @@ describe.each([true, false])("distinct key names spread over many small objects 
       const headers = Array.from({ length: 1000 }, (_, i) => [`h${i}`, "v"])
       const extra = yield* tight.request(tight.encode({ _tag: "Request", id: "1", tag: "Echo", headers, extra: outside, payload: { text: "x" } }))
       assert.deepStrictEqual(extra.exit, { _tag: "Success", value: "x" }, JSON.stringify(extra).slice(0, 300))
+    }), 60_000)
+})
+
+/**
+ * An Echo Request whose payload's `rows` are `keysOf(i)` for each row: objects of those keys in
+ * that order (each 0), written as a real encoder writes them.
+ */
+const rowsOf = (encode: (message: unknown) => Uint8Array, rows: number, keysOf: (row: number) => ReadonlyArray<string>): Uint8Array =>
+  encode({ _tag: "Request", id: "1", tag: "Echo", headers: [], payload: { text: "x", rows: Array.from({ length: rows }, (_, i) => Object.fromEntries(keysOf(i).map((k) => [k, 0]))) } })
+
+/** `names` in an order of their own (Fisher-Yates, by `r`). */
+const shuffled = (r: () => number, names: ReadonlyArray<string>): Array<string> => {
+  const out = [...names]
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(r() * (i + 1))
+    ;[out[i], out[j]] = [out[j]!, out[i]!]
+  }
+  return out
+}
+
+// Shared names in orders of their own: each order a new hidden class per key from where it parts
+// from the orders before (V8's maps form a tree of transitions, one per key added). 30,000 records
+// of 16 names, shuffled, passed every bound above and cost 50-124 ms of decoding (20 ms in one
+// order), as often as a client sent them. What the scans count is those transitions (object
+// shapes: every distinct key prefix), refused past `maxObjectShapes`.
+type Served = Effect.Success<ReturnType<typeof serve>>
+/** `frame` refused past the default shapes bound, before decoding. */
+const refusedForShapes = (served: Served, frame: Uint8Array) =>
+  Effect.gen(function*() {
+    const { answer } = yield* served.attack(frame)
+    assert.strictEqual(answer._tag, "Defect", JSON.stringify(answer).slice(0, 300))
+    expect(String(answer.defect)).toMatch(/rpc frame holds a Request with more than 60000 object shapes/)
+  })
+/** `frame` (an Echo of "x") served. */
+const servesX = (served: Served, frame: Uint8Array) =>
+  Effect.gen(function*() {
+    const answer = yield* served.request(frame)
+    assert.deepStrictEqual(answer.exit, { _tag: "Success", value: "x" }, JSON.stringify(answer).slice(0, 300))
+  })
+/** The connection still serves: an Echo. */
+const echoes = (served: Served) =>
+  Effect.gen(function*() {
+    const echo = yield* served.request(served.encode({ _tag: "Request", id: "2", tag: "Echo", headers: [], payload: { text: "after" } }))
+    assert.deepStrictEqual(echo.exit, { _tag: "Success", value: "after" })
+  })
+
+describe.each([true, false])("records of shared names in orders of their own (json %s)", (json) => {
+  const names = Array.from({ length: 16 }, (_, i) => `field${i}`)
+  it.live("30,000 records of the same 16 names, each in a shuffled order, are refused before decoding; the connection serves on", () =>
+    Effect.gen(function*() {
+      const served = yield* serve(json)
+      const r = prng(0x5ba9e).next
+      yield* refusedForShapes(served, rowsOf(served.encode, 30_000, () => shuffled(r, names)))
+      // The same connection serves the same records in one order, then an Echo.
+      yield* servesX(served, rowsOf(served.encode, 30_000, () => names))
+      yield* echoes(served)
+    }), 120_000)
+
+  it.live("one order cut at every length 1..127 is refused as JSON (JSON.parse roots each length apart); MessagePack's one tree serves it", () =>
+    Effect.gen(function*() {
+      const served = yield* serve(json)
+      const r = prng(0x1e9).next
+      const wide = Array.from({ length: 127 }, (_, i) => `field${i}`)
+      // 61 orders (within the values bound), each cut at every length: ~8,000 maps an order for
+      // JSON.parse (450 ms in all, as long as the 30,000 shuffled records), 127 prefixes an order.
+      const orders = Array.from({ length: 61 }, () => shuffled(r, wide))
+      const frame = rowsOf(served.encode, 61 * 127, (i) => orders[Math.floor(i / 127)]!.slice(0, (i % 127) + 1))
+      if (json) yield* refusedForShapes(served, frame)
+      else yield* servesX(served, frame)
+      yield* echoes(served)
+    }), 120_000)
+
+  it.live("real payloads pass at the defaults: a union of 40 struct types, tag maps in orders of their own, a Record of 50,000 ids", () =>
+    Effect.gen(function*() {
+      const served = yield* serve(json)
+      const r = prng(0x7a95).next
+      // 40 struct types of 20 fields each (a `_tag` first), 20,000 records of them.
+      const types = Array.from({ length: 40 }, (_, t) => ["_tag", ...Array.from({ length: 19 }, (_, f) => `t${t}f${f}`)])
+      yield* servesX(served, rowsOf(served.encode, 20_000, (i) => types[i % 40]!))
+      // 10,000 maps of 5 tags of 50, each in the order its writer inserted them: ~32,000 shapes.
+      const tags = Array.from({ length: 50 }, (_, i) => `tag${i}`)
+      yield* servesX(served, rowsOf(served.encode, 10_000, () => shuffled(r, tags).slice(0, 5)))
+      // One object of 50,000 keys: past 1,020 keys an object is a dictionary, no shape counted.
+      yield* servesX(served, withKeys(json, served.encode, 50_000))
+    }), 120_000)
+
+  it.live("maxObjectShapes sets the bound: two orders of two names are four shapes", () =>
+    Effect.gen(function*() {
+      // The payload itself is two: `text`, then `text` and `rows`.
+      const orders = [["a", "b"], ["b", "a"]]
+      const at = yield* serve(json, { maxObjectShapes: 6 })
+      yield* servesX(at, rowsOf(at.encode, 2, (i) => orders[i]!))
+      const tight = yield* serve(json, { maxObjectShapes: 5 })
+      expect(String((yield* tight.request(rowsOf(tight.encode, 2, (i) => orders[i]!))).defect)).toMatch(/rpc frame holds a Request with more than 5 object shapes/)
+      // The same names in one order are two shapes, `a` then `a` and `b`, and the payload's two.
+      yield* servesX(tight, rowsOf(tight.encode, 2, () => orders[0]!))
     }), 60_000)
 })

@@ -1,8 +1,8 @@
 // The RPC protocols' limits (src/effect/rpc.ts) checked once, when the protocol is built
-// (src/iip/optionLimits.ts): a maxFrameBytes, maxRequestValues, maxObjectKeys or maxDistinctKeys of
-// NaN switched the frame size limit or the pre-decode value, key or name count off (every check is
+// (src/iip/optionLimits.ts): a maxFrameBytes, maxRequestValues, maxObjectKeys, maxDistinctKeys or maxObjectShapes of
+// NaN switched the frame size limit or the pre-decode value, key, name or shape count off (every check is
 // `x > limit`); Infinity, 0, negatives, fractions, frame sizes a 4-byte length cannot state and
-// more names than the names table holds (2^20) are refused too. Building the protocol
+// more names or shapes than a table holds (2^20) are refused too. Building the protocol
 // dies with OptionInvalid naming the option and the value. Real TCP on 127.0.0.1, port 0.
 import { assert, describe, it } from "@effect/vitest"
 import { Cause, Context, Effect, Exit, Layer } from "effect"
@@ -32,7 +32,12 @@ const refused: ReadonlyArray<[keyof RpcOverIipOptions, number]> = [
   ["maxDistinctKeys", Infinity],
   ["maxDistinctKeys", 0],
   ["maxDistinctKeys", 2.5],
-  ["maxDistinctKeys", 2 ** 20 + 1]
+  ["maxDistinctKeys", 2 ** 20 + 1],
+  ["maxObjectShapes", NaN],
+  ["maxObjectShapes", Infinity],
+  ["maxObjectShapes", 0],
+  ["maxObjectShapes", 2.5],
+  ["maxObjectShapes", 2 ** 20 + 1]
 ]
 
 /** The defect building `layer` died with; asserts it died, and failed with nothing typed. */
@@ -57,11 +62,11 @@ describe("RPC over IIP options", () => {
         assert.instanceOf(served, OptionInvalid)
         assert.strictEqual((served as OptionInvalid).option, `RPC over IIP ${option}`)
         assert.isTrue(Object.is((served as OptionInvalid).value, value))
-        if (option === "maxRequestValues" || option === "maxObjectKeys" || option === "maxDistinctKeys") continue // the server's only
+        if (option === "maxRequestValues" || option === "maxObjectKeys" || option === "maxDistinctKeys" || option === "maxObjectShapes") continue // the server's only
         const called = yield* defectOf(layerClientProtocol(options).pipe(Layer.provide([client, RpcSerialization.layerNdjson])))
         assert.strictEqual((called as OptionInvalid).option, `RPC over IIP ${option}`)
       }
       // In range, they build.
-      yield* Layer.build(layerServerProtocol({ maxFrameBytes: 2 ** 32 - 1, maxRequestValues: 1, maxObjectKeys: 1, maxDistinctKeys: 2 ** 20 }).pipe(Layer.provide([Layer.succeedContext(server), RpcSerialization.layerNdjson])))
+      yield* Layer.build(layerServerProtocol({ maxFrameBytes: 2 ** 32 - 1, maxRequestValues: 1, maxObjectKeys: 1, maxDistinctKeys: 2 ** 20, maxObjectShapes: 2 ** 20 }).pipe(Layer.provide([Layer.succeedContext(server), RpcSerialization.layerNdjson])))
     })))
 })
