@@ -9,7 +9,8 @@
 // and a try tells them when its connection could not be made; an endpoint the balancer then holds
 // out (restarting, refused, unresponsive: src/balancer/holdOuts.ts) is redialled here in the
 // background with a capped, jittered exponential backoff, and back in as soon as a connection
-// succeeds (each failed redial holds it out a while longer).
+// succeeds (each failed redial holds it out a while longer), for one hold window at most: one still
+// down after it is tried again by the next request that picks it.
 import * as Effect from "effect/Effect"
 import type { HoldReason } from "../balancer/holdOuts.ts"
 import { type Lease, type PickerName, type PickResult, ServiceBalancer, type EndpointView } from "../balancer/serviceBalancer.ts"
@@ -495,9 +496,15 @@ export class EndpointRegistry {
     this.options.supervisor.fork(
       Effect.gen(function*() {
         let failures = 0
+        // The backoff's delays slept so far: past one hold window the redials stop (below).
+        let waitedMs = 0
         // Held as refused, a dial failed just now: one at once would meet the same refusal (a TLS
         // handshake, or the connect timeout again), so the first redial waits the backoff's first step.
-        if (registry.heldFor(key, now()) === "refused") yield* Effect.sleep(backoffDelay(failures++, registry.refusedRedial, Math.random()))
+        if (registry.heldFor(key, now()) === "refused") {
+          const delay = backoffDelay(failures++, registry.refusedRedial, Math.random())
+          waitedMs += delay
+          yield* Effect.sleep(delay)
+        }
         for (; !registry.closed; failures++) {
           const reason = registry.heldFor(key, now())
           const client = registry.clients.get(id)
@@ -511,7 +518,15 @@ export class EndpointRegistry {
           }
           const at = now()
           for (const balancer of registry.services.values()) balancer.redialFailed(key, at, dialedAt)
-          yield* Effect.sleep(backoffDelay(failures, reason === "restarting" ? REDIAL : registry.refusedRedial, Math.random()))
+          const delay = backoffDelay(failures, reason === "restarting" ? REDIAL : registry.refusedRedial, Math.random())
+          // Still down after a hold window of redials: no more. Its hold lapses (the failed redial
+          // just now renewed it once more), and the next try that meets a refusal holds it and starts
+          // the redials again: an endpoint down for hours costs dials only while requests want it (a
+          // thousand such endpoints, each redialled every 5 s forever, were 200-400 connects, or TLS
+          // handshakes, a second with no request at all).
+          waitedMs += delay
+          if (waitedMs > registry.options.balancing.restartWindowMs) return
+          yield* Effect.sleep(delay)
         }
       }).pipe(Effect.ensuring(Effect.sync(() => registry.watched.delete(key))))
     )

@@ -117,4 +117,57 @@ describe("redials of a refused endpoint (registry, TestClock)", () => {
       expect(viewOf()).toMatchObject({ health: "healthy", refusals: 1, failures: 0, ejections: 0 })
       expect(client.stats.connections).toBe(1)
     }))
+
+  it.effect("an endpoint that stays down is redialled for one hold window, then not until a try meets it again", () =>
+    Effect.gen(function*() {
+      const cleanup = yield* useCleanup
+      // Nothing listens behind the gate's port once it is closed: every dial is refused at once.
+      const gate = yield* Effect.promise(() => startResetGate(cleanup, "127.0.0.1", 1))
+      const supervisor = yield* Supervisor.current
+      const registry = new EndpointRegistry({
+        node: "test",
+        requestTimeoutMs: 1000,
+        compress: false,
+        maxMetaBytes: 65_535,
+        balancing: { ...balancing, restartWindowMs: 30_000 },
+        log: () => {},
+        supervisor
+      })
+      yield* Effect.addFinalizer(() =>
+        Effect.sync(() => {
+          registry.close()
+          supervisor.interruptAll()
+        })
+      )
+      registry.set("catalog", [{ service: "catalog", host: "127.0.0.1", port: gate.port, weight: 1, source: "static" }])
+      const clock = yield* TestClock.testClockWith(Effect.succeed)
+      const dials: Array<number> = []
+      let closed = 0
+      const onSocket = (message: unknown) => {
+        dials.push(clock.currentTimeMillisUnsafe())
+        ;(message as { readonly socket: net.Socket }).socket.once("close", () => closed++)
+      }
+      yield* Effect.acquireRelease(
+        Effect.sync(() => dc.subscribe("net.client.socket", onSocket)),
+        () => Effect.sync(() => void dc.unsubscribe("net.client.socket", onSocket))
+      )
+      const picked = registry.pick("catalog", {})
+      if (picked._tag !== "Picked") throw new Error(picked._tag)
+      const failed = yield* awaitReal(registry.clientOf(picked.lease.endpoint.endpoint).mode().then(() => undefined, (error: unknown) => error), "the first dial")
+      expect(failed).toMatchObject({ _tag: "ConnectFailed" })
+      registry.endLease(picked.lease, performance.now(), false, true)
+
+      // Two hold windows of the test's clock, a step at a time, each redial let fail before the next step.
+      for (let t = 0; t < 60_000; t += 50) {
+        yield* until(() => closed >= dials.length, "the last dial to be reset")
+        yield* TestClock.adjust("50 millis")
+        yield* awaitReal(new Promise<void>((resolve) => setImmediate(() => setImmediate(resolve))), "a turn")
+      }
+      const redials = dials.slice(1)
+      console.log(`[refused-redial-clock] redials of an endpoint that stays down (TestClock ms): ${redials.join(", ")}`)
+      // The backoff's steps add up past the window within about ten redials; none is scheduled after that.
+      expect(redials.length).toBeGreaterThanOrEqual(6)
+      expect(redials.length).toBeLessThanOrEqual(14)
+      expect(redials[redials.length - 1]!).toBeLessThanOrEqual(30_000)
+    }))
 })
