@@ -6,6 +6,8 @@
 // more CPU than the mesh's own work), so the calls of one gRPC channel are balanced one by one, not
 // pinned to an endpoint. A request body that ends within the turn of the event loop its head came
 // in (a unary call's) is held whole: it travels as one mesh message and may be retried; any other streams.
+// A request whose END_STREAM came goes on at the end of that turn, not at once: one its caller reset
+// later in the same read (rapid reset, CVE-2023-44487) goes nowhere (outboundH2Call.ts, sendsAtTurnEnd).
 // A stream whose answer makes no progress for the answer idle timeout (a caller that grants it no
 // window while it keeps its session busy) is reset on its own by one sweep over the listener's sessions.
 // A caller PINGing with no stream open is bounded too: PINGs under 1 s apart again and again, once

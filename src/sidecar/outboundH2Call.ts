@@ -2,7 +2,8 @@
 // answers a request (outboundCall.ts), on node's core stream API: its head, its body (held whole
 // when it ends within its head's turn, gathered to a limit, or streamed), and its answer (head,
 // body, trailers), with what the session sweep asks of it (a stalled answer's reset) and the reset
-// that tells a caller still sending to stop once its cut-off body's answer is out.
+// that tells a caller still sending to stop once its cut-off body's answer is out. A request whose
+// END_STREAM came goes on at the turn's end, unless its caller reset it within that read.
 import * as http2 from "node:http2"
 import { Cancelled } from "../mux/meshChannels.ts"
 import type { HeldBodyReceiver, OutboundCall } from "./outboundCall.ts"
@@ -124,6 +125,22 @@ export const SWEEPS = 4
 /** The calls whose bodies are held in this turn of the event loop: a body not over at its end (turnEnd.ts) streams. */
 const heldThisTurn = new TurnEnd<StreamCall>((call) => call.streamOn())
 
+/**
+ * The calls whose END_STREAM came in this turn, kept to its end (sendsAtTurnEnd): only then is the
+ * read they came in parsed to its end, and a RST_STREAM in it seen. What node does with a read:
+ * - a connection's first (what came with the preface: node's session takes it from the socket's
+ *   buffer as it is made, through its handle's receive(), from JS): every frame is parsed before any
+ *   'stream' event (emitted on process.nextTick). A stream reset there is closed when its handler
+ *   runs: 'aborted' emitted already (not for a HEAD, whose writable side node ends as it comes),
+ *   destroyed (closed only, if reset NO_ERROR), its 'close' still to come;
+ * - any later one (node's native handle reads the socket): each of nghttp2's frame callbacks is the
+ *   outermost call into JS, and node runs the nextTick queue and the microtasks after it. The
+ *   'stream' event, its handler, the body's 'data' and 'end' and what they resolve all run before
+ *   the next frame is parsed; a RST_STREAM after them then brings 'aborted' and 'close'. Nothing
+ *   can tell within the handler that one follows: only a setImmediate runs once the read is parsed.
+ */
+const unresetThisTurn = new TurnEnd<StreamCall>((call) => call.sendUnlessReset())
+
 /** When a session's caller was last seen taking an answer, and the connection window it had left then (-1: not looked at since a stream's close). */
 export interface AnswerTaking {
   at: number
@@ -172,6 +189,10 @@ export class StreamCall implements OutboundCall {
   private bodyCut = false
   /** Ends readBody's reading as past its limit (stopBody), while it reads. */
   private stopReading: (() => void) | undefined = undefined
+  /** The request kept to the turn's end (sendsAtTurnEnd): who sends it, with what body; and whether it was kept (once per call). */
+  private sendTo: HeldBodyReceiver | undefined = undefined
+  private sendBody: Uint8Array | AsyncIterable<Buffer> | undefined = undefined
+  private keptToTurnEnd = false
 
   constructor(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: ReadonlyArray<string>, open: Set<StreamCall>, taking: AnswerTaking, headLimit: number) {
     callShape.newest = this
@@ -368,6 +389,36 @@ export class StreamCall implements OutboundCall {
       if (held !== undefined) stream.unshift(held)
     }
     holder.bodyHeld(stream)
+  }
+
+  /**
+   * A request whose END_STREAM came (none was sent on before its end) goes on at the turn's end, not
+   * now: a caller that resets it later in the same read (rapid reset, CVE-2023-44487) would cost B an
+   * exchange and the app its work, and an h2c app a stream B resets, one of B's budget (appH2.ts).
+   * False for a body still streaming (its reset reaches the app as a cut request) and once kept.
+   */
+  sendsAtTurnEnd(receiver: HeldBodyReceiver, body: Uint8Array | AsyncIterable<Buffer>): boolean {
+    if (this.keptToTurnEnd || (this.hasBody && !this.stream.readableEnded)) return false
+    this.keptToTurnEnd = true
+    this.sendTo = receiver
+    this.sendBody = body
+    unresetThisTurn.add(this)
+    return true
+  }
+
+  /**
+   * The turn's end (unresetThisTurn): the request goes on, unless its stream closed meanwhile. Closed
+   * with the request whole and no answer sent is a reset (RFC 9113 §5.1: RST_STREAM, any code) or
+   * the session gone: the request is not wanted (RFC 9113 §8.1), and nothing of it went anywhere.
+   */
+  sendUnlessReset(): void {
+    const receiver = this.sendTo!
+    const body = this.sendBody!
+    this.sendTo = undefined
+    this.sendBody = undefined
+    const stream = this.stream
+    if (stream.closed || stream.destroyed) receiver.bodyReset()
+    else receiver.bodyHeld(body)
   }
 
   private takeHeld(): Buffer | undefined {

@@ -1,0 +1,96 @@
+// Rapid reset (CVE-2023-44487) with requests that are whole: an h2c caller that sends a request's
+// END_STREAM (on its HEADERS, or on a small body's DATA) and, in the same write, RST_STREAM for it,
+// again and again, never waiting for an answer. A request so reset is over before A could send it
+// on: nothing of it may go to B (RFC 9113 §8.1; A counts it `cancelled`, one access-log line).
+// Measured before (40 pairs, `npx vitest run test/sidecar/hostile-h2-rapid-reset.test.ts`): in the
+// connection's first read the bodyless ones took B 40 exchanges (the bodies were dropped already:
+// hostile-h2-held-reset.test.ts); in a later read, with B's app connection up, B took 40 of every
+// kind, and an h2c app began all 40 (bodyless: read whole and answered, its work for a caller
+// that never waits; with a body: 40 streams B then reset, 40 of B's per-session budget, appH2.ts),
+// an HTTP/1.1 app 1 of each kind. Now B takes none, with either app.
+// The first read (node's session takes it whole before any stream's event) and a later one (node
+// hands each stream over as its frames are read, before the RST_STREAM after them): outboundH2Call.ts.
+import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import { type AppView, emptyView, startH2App, startHttp1App } from "../helpers/h2CountingApps.ts"
+import { ErrorCode, Flag, frame, Type, rst } from "../helpers/h2Wire.ts"
+import { connectRawH2, headerFrames, type RawH2, requestBlock, resetCode, streamOver } from "../helpers/h2RawClient.ts"
+import { Cleanup, waitFor } from "../support/iipRaw.ts"
+import { parsePrometheusText, sum } from "../support/prometheusText.ts"
+import { captureAccessLog, LOOPBACK, type RunningSidecar, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
+
+const RESET = 40
+
+/** What comes before each RST_STREAM: a bodyless request, or a small body whole (held, with no length: heldBody; declaring its length: readBody). */
+type Kind = "bodyless" | "held" | "declared"
+
+/**
+ * `count` requests of `kind` from stream `first` on, each with its END_STREAM, then its RST_STREAM.
+ * Bodyless: GETs reset CANCEL, every fourth from the second a HEAD (node ends a HEAD stream's
+ * writable side as it comes, so its reset sets no `aborted`), every fourth from the fourth a GET
+ * reset NO_ERROR (the stream closed, not destroyed). With a body: POSTs of 10 bytes, reset CANCEL.
+ */
+const resetPairs = (kind: Kind, first: number, count: number): Buffer => {
+  const parts: Array<Buffer> = []
+  for (let i = 0; i < count; i++) {
+    const stream = first + 2 * i
+    if (kind === "bodyless") parts.push(headerFrames(stream, requestBlock(i % 4 === 1 ? "HEAD" : "GET", `/reset${i}`), true), rst(stream, i % 4 === 3 ? ErrorCode.noError : ErrorCode.cancel))
+    else {
+      const length: ReadonlyArray<readonly [string, string]> = kind === "declared" ? [["content-length", "10"]] : []
+      parts.push(headerFrames(stream, requestBlock("POST", `/reset${i}`, length), false), frame(Type.data, Flag.endStream, stream, Buffer.alloc(10, 7)), rst(stream, ErrorCode.cancel))
+    }
+  }
+  return Buffer.concat(parts)
+}
+
+const CASES = (["bodyless", "held", "declared"] as const).flatMap((kind) => (["first", "later"] as const).map((when) => [kind, when] as const))
+
+describe.each(["http1", "h2c"] as const)("requests reset in the read their END_STREAM came in, an %s app behind B", (appProtocol) => {
+  let cleanup: Cleanup
+  let view: AppView
+  let a: RunningSidecar
+  let b: RunningSidecar
+  let access: Array<{ readonly uri: string; readonly status: number; readonly attempts: number; readonly error?: { readonly hop: string; readonly reason: string } }>
+  beforeEach(async () => {
+    cleanup = new Cleanup()
+    view = emptyView()
+    const port = appProtocol === "http1" ? await startHttp1App(cleanup, view) : await startH2App(cleanup, view)
+    b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: `${LOOPBACK}:${port}`, appProtocol, tracing: false }))
+    access = captureAccessLog(cleanup, (line) => JSON.parse(line) as (typeof access)[number])
+    a = await startSidecar(cleanup, sidecarConfig({ service: "store", accessLog: true, tracing: false, endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
+  })
+  afterEach(() => cleanup.run())
+
+  /** A whole GET on `stream`, answered 200 to its end. */
+  const whole = async (raw: RawH2, stream: number, path: string): Promise<void> => {
+    raw.socket.write(headerFrames(stream, requestBlock("GET", path), true))
+    await raw.until(streamOver(stream), `${path}'s answer`)
+    expect(resetCode(raw.frames, stream)).toBeUndefined()
+  }
+
+  it.each(CASES)(`${RESET} %s requests so reset in the connection's %s read reach neither B nor the app; the session serves a whole request after`, async (kind, when) => {
+    // "later": B's connection to the app is up (a whole request first), as it is for a caller
+    // that attacks a busy service: what A sends on reaches the app at once.
+    let raw: RawH2
+    if (when === "first") raw = await connectRawH2(cleanup, a.outboundPort, false, resetPairs(kind, 1, RESET))
+    else {
+      raw = await connectRawH2(cleanup, a.outboundPort, true)
+      await whole(raw, 1, "/warm")
+      raw.socket.write(resetPairs(kind, 3, RESET))
+    }
+    const clean = 3 + 2 * RESET
+    await whole(raw, clean, "/whole")
+    await waitFor(() => a.sidecar.inFlight() === 0 && b.sidecar.inFlight() === 0, 5000, "both sidecars to hold no request")
+    const requestsAtB = sum(parsePrometheusText((await b.sidecar.telemetry.metrics.text()).body), "iip_mesh_requests_total", { direction: "inbound" })
+    const warm = when === "first" ? [] : ["/warm"]
+    expect({ requestsAtB, begun: view.begun, cut: view.cut }).toEqual({ requestsAtB: warm.length + 1, begun: [...warm, "/whole"], cut: [] })
+    const atA = parsePrometheusText((await a.sidecar.telemetry.metrics.text()).body)
+    expect(sum(atA, "iip_mesh_request_errors_total", { direction: "outbound", reason: "cancelled" })).toBe(RESET)
+    expect(sum(atA, "iip_mesh_request_errors_total", { direction: "outbound" })).toBe(RESET)
+    // One access record each: the cancellation, no try made.
+    for (let i = 0; i < RESET; i++) {
+      expect(access.filter((r) => r.uri === `/reset${i}`)).toEqual([expect.objectContaining({ status: 502, attempts: 0, error: { hop: "outbound", reason: "cancelled" } })])
+    }
+    for (const path of [...warm, "/whole"]) expect(access.filter((r) => r.uri === path)).toEqual([expect.objectContaining({ status: 200, attempts: 1 })])
+    expect(raw.frames.some((f) => f.type === Type.goaway)).toBe(false)
+  })
+})
