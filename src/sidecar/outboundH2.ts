@@ -38,7 +38,8 @@ import {
   STREAMED,
   type SweptSession,
   takingAnswer,
-  TOO_MANY_PINGS
+  TOO_MANY_PINGS,
+  UnsentResets
 } from "./outboundH2Session.ts"
 
 export { ANSWER_STALLED } from "./outboundH2Call.ts"
@@ -125,6 +126,8 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
     // When the caller was last seen taking an answer (a stream of it closed here, or it gave back
     // window since), and the connection window it had then left: see takingAnswer.
     const taking: AnswerTaking = { at: -Infinity, window: -1 }
+    // Requests its caller reset before they went on: past their budget, the session ends (GOAWAY ENHANCE_YOUR_CALM).
+    const resets = new UnsentResets(session)
     session.on("ping", () => {
       const now = performance.now()
       if (open.size > 0 || streamSincePing || takingAnswer(session, taking, now, options.answerIdleMs)) {
@@ -147,7 +150,7 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
     session.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: Array<string>) => {
       streamSincePing = true
       ;(session as SweptSession)[STREAMED] = true
-      const call = new StreamCall(stream, headers, flags, rawHeaders, open, taking, HEAD_LIMIT)
+      const call = new StreamCall(stream, headers, flags, rawHeaders, open, taking, resets, HEAD_LIMIT)
       handler(call)
       // Once the frames read with its head are all in (its END_STREAM may follow in them: then it is whole).
       if (callerGone) setImmediate(cutWaiting, call)

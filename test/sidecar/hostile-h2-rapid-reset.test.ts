@@ -94,3 +94,45 @@ describe.each(["http1", "h2c"] as const)("requests reset in the read their END_S
     expect(raw.frames.some((f) => f.type === Type.goaway)).toBe(false)
   })
 })
+
+describe("a flood of requests reset in the read their END_STREAM came in", () => {
+  let cleanup: Cleanup
+  let view: AppView
+  let a: RunningSidecar
+  let b: RunningSidecar
+  beforeEach(async () => {
+    cleanup = new Cleanup()
+    view = emptyView()
+    b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: `${LOOPBACK}:${await startH2App(cleanup, view)}`, appProtocol: "h2c", tracing: false }))
+    a = await startSidecar(cleanup, sidecarConfig({ service: "store", tracing: false, endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
+  })
+  afterEach(() => cleanup.run())
+
+  it("ends the session with GOAWAY ENHANCE_YOUR_CALM too_many_resets past A's budget (250 at once, before node's own GOAWAY INTERNAL_ERROR); a new session is served", async () => {
+    const raw = await connectRawH2(cleanup, a.outboundPort, true)
+    const over = (): boolean => raw.isClosed() || raw.frames.some((f) => f.type === Type.goaway)
+    // In writes of 100 pairs, each taken by the kernel before the next, up to 5,000 pairs.
+    let pairs = 0
+    while (pairs < 5000 && !over()) {
+      const batch = resetPairs(Math.random() < 0.5 ? "bodyless" : "held", 1 + 2 * pairs, 100)
+      await new Promise<void>((resolve) => raw.socket.write(batch, () => resolve()))
+      pairs += 100
+      // A's turn to read it: the next write once A has parsed this one (its PING answered would say so; a turn of this process is enough, A runs in it).
+      await new Promise((resolve) => setImmediate(resolve))
+    }
+    await raw.until(over, "the GOAWAY")
+    const goaway = raw.frames.find((f) => f.type === Type.goaway)
+    expect(goaway?.payload.readUInt32BE(4)).toBe(ErrorCode.enhanceYourCalm)
+    expect(goaway?.payload.subarray(8).toString()).toBe("too_many_resets")
+    // A's budget (250 at once) ended it before node's bound (the 358th stream, when read at once: outboundH2Session.ts).
+    expect(goaway!.payload.readUInt32BE(0)).toBeLessThan(2 * 358)
+    await waitFor(() => a.sidecar.inFlight() === 0 && b.sidecar.inFlight() === 0, 5000, "both sidecars to hold no request")
+    expect(view.begun).toEqual([])
+    const fresh = await connectRawH2(cleanup, a.outboundPort, true)
+    fresh.socket.write(headerFrames(1, requestBlock("GET", "/after"), true))
+    await fresh.until(streamOver(1), "the new session's answer")
+    expect(resetCode(fresh.frames, 1)).toBeUndefined()
+    expect(view.whole).toEqual(["/after"])
+  })
+})
+
