@@ -42,13 +42,21 @@ export type SweptSession = http2.ServerHttp2Session & { [OPEN]: Set<StreamCall>;
 export const ACCEPTED = Symbol("accepted")
 export type AcceptedSocket = net.Socket & { [ACCEPTED]: net.Socket }
 
+/** The error a session this side ended with a code is destroyed with (its 'error' listener ignores it). */
+const ENDED = new Error("the sidecar ended the session")
+
 /**
  * Ends `session` now, and its socket within a grace: node's destroy() ends the socket and lets it
  * go only once that end went out, never for a caller that reads nothing (session.socket is a proxy
  * that refuses destroy()). The grace lets a last GOAWAY out to a caller that still reads.
+ * A `code` goes with an error (ENDED): node's destroy(error = NO_ERROR, code) reads an error left
+ * undefined as NO_ERROR, a number, and takes it for the code, so destroy(undefined, code) sent a
+ * second GOAWAY NO_ERROR after endSession's (a client reads the last one: RFC 9113 §6.8). node
+ * emits the error on the session ('error', which makeH2c ignores).
  */
 export const destroySession = (session: http2.ServerHttp2Session, code?: number): void => {
-  session.destroy(undefined, code)
+  if (code === undefined) session.destroy()
+  else session.destroy(ENDED, code)
   destroyAfterGrace((session as SweptSession)[SOCKET])
 }
 
