@@ -16,6 +16,7 @@ import { defaultMaxUnfinishedUploads, defaultPartialMaxAgeMs } from "../files/un
 import { upload } from "../files/upload.ts"
 import * as Server from "../iip/server.ts"
 import { messageOf } from "../iip/log.ts"
+import { OptionInvalid } from "../iip/optionLimits.ts"
 import { parseDuration, parseHostPort, parseSize, parseTimeoutFlag, parseWith } from "./args.ts"
 import { ca } from "./ca.ts"
 import { call } from "./call.ts"
@@ -30,6 +31,21 @@ const failLine = (command: string) => (error: unknown) =>
     process.stderr.write(`iip-mesh ${command}: ${messageOf(error)}\n`)
     process.exitCode = 1
   })
+
+/** serveFiles' options (as OptionInvalid names them) and the flags that set them. */
+const fileServerFlags: Readonly<Record<string, string>> = {
+  "file server maxFileBytes": "--max-file-size (in bytes)",
+  "file server quotaBytes": "--quota (in bytes)",
+  "file server maxEntries": "--max-entries",
+  "file server partialMaxAgeMs": "--partial-max-age (in ms)",
+  "file server maxUnfinishedUploads": "--max-unfinished"
+}
+
+/** A library option's refusal as the flag the user typed: the option's name in it replaced by the flag's. */
+const asFlag = (error: OptionInvalid, flags: Readonly<Record<string, string>>): OptionInvalid => {
+  const flag = flags[error.option]
+  return flag === undefined ? error : new OptionInvalid({ option: flag, value: error.value, message: error.message.replace(error.option, flag) })
+}
 
 const fileServer = Command.make(
   "file-server",
@@ -65,10 +81,10 @@ const fileServer = Command.make(
       const partialMaxAgeMs = yield* parseWith(() => parseDuration(input.partialMaxAge))
       const root = yield* Effect.tryPromise({ try: () => openRoot(input.root), catch: (error) => error })
       const server = yield* Server.make({ host, port, mesh: false })
-      // A flag out of range (OptionInvalid, naming it) is a line on stderr, as a flag that does not parse.
+      // A flag out of range (OptionInvalid) is a line on stderr, as a flag that does not parse, naming the flag.
       yield* Effect.try({
         try: () => serveFiles(server, root, { maxFileBytes, quotaBytes, maxEntries: input.maxEntries, partialMaxAgeMs, maxUnfinishedUploads: input.maxUnfinished }),
-        catch: (error) => error
+        catch: (error) => error instanceof OptionInvalid ? asFlag(error, fileServerFlags) : error
       })
       yield* Console.log(`iip-mesh file-server listening on ${server.address.host}:${server.address.port}, root ${root}`)
       return yield* Effect.never

@@ -122,7 +122,8 @@ export class IipClient {
       options.pipelineAtLimit !== false,
       () => this.drainQueue()
     )
-    this.idleChannelsAhead = Math.max(1, options.idleChannelsAhead ?? 1)
+    // 0 is honoured (checkClientOptions lets it by): a channel opens only for a request that waits.
+    this.idleChannelsAhead = options.idleChannelsAhead ?? 1
     this.maxPending = options.maxPending ?? 10_000
     // Infinity (the one value over MaxDeadlineMs checkClientOptions lets by) as MaxDeadlineMs: past
     // what a Node timer holds, every dial failed after 1 ms.

@@ -48,7 +48,7 @@ export interface ClientOptions extends PeerOptions {
    * requests must never wait on another's (the sidecar, which opens channels enough instead).
    */
   readonly pipelineAtLimit?: boolean
-  /** Idle channels kept open ahead of need, so a burst finds channels ready. */
+  /** Idle channels kept open ahead of need, so a burst finds channels ready (default 1; 0: a channel opens only when a request waits for one). */
   readonly idleChannelsAhead?: number
   /** Requests in flight plus waiting; one more fails with Overloaded. */
   readonly maxPending?: number

@@ -12,6 +12,8 @@
 // a raw list equal to the last one filtered costs a compare per entry (its kept pairs reused).
 // Pure (what it keeps between calls changes no result).
 
+import { ShapeAnchor } from "../mux/shapeAnchor.ts"
+
 /** The header an app may set to shorten a request's deadline, and that carries what is left to the next app (ms). */
 export const TIMEOUT_HEADER = "iip-timeout"
 
@@ -90,12 +92,23 @@ export type HeaderPair = readonly [string, string]
 /** Counts pairs dropped for an invalid name or value (a metric, so bounded whatever the input). */
 export type OnInvalidHeader = (count: number) => void
 
+/**
+ * Keeps the hidden class of Kept alive while idle (shapeAnchor.ts): B builds one only when the app's
+ * head differs from the last (its Date header, once a second), so none may be alive at a full
+ * collection, which then deoptimized endToEndHeaders and onResponseStart (appExchange.ts).
+ */
+const keptShape = new ShapeAnchor<Kept>()
+
 /** Gathers one message's end-to-end headers, pair by pair. */
 class Kept {
   readonly out: Array<HeaderPair> = []
   /** Names listed in Connection, other than those dropped anyway. */
   named: Array<string> | undefined = undefined
   invalid = 0
+
+  constructor() {
+    keptShape.newest = this
+  }
 
   /** `pair`: the [name, value] array they came in, kept as it is when the name is lower case already. */
   add(name: unknown, value: unknown, pair?: Array<unknown>): void {

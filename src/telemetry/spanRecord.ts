@@ -75,6 +75,14 @@ const notRecorded: Attributes = Object.freeze({})
 /** Keeps the hidden class of SpanRecord alive while idle (shapeAnchor.ts). */
 const spanShape = new ShapeAnchor<SpanRecord>()
 
+/**
+ * The newest recorded span of each kind, for the hidden classes of its attributes (shapeAnchor.ts):
+ * only a sample of spans records (the store keeps ~100 traces a second) and the store packs each
+ * into bytes, so no attribute object outlives its request and a full collection while idle cleared
+ * the maps the code filling them was optimized for (at B: InboundObservation's constructor, callApp).
+ */
+const recordedShapes = [new ShapeAnchor<SpanRecord>(), new ShapeAnchor<SpanRecord>(), new ShapeAnchor<SpanRecord>(), new ShapeAnchor<SpanRecord>(), new ShapeAnchor<SpanRecord>()]
+
 /** One span of the request path. Mutable until it ends; the store keeps it as it is. */
 export class SpanRecord implements StoredSpan, TraceParent {
   readonly traceId: string
@@ -199,6 +207,8 @@ export class SpanRecorder {
   end(span: SpanRecord): void {
     if (!span.recording) return
     span.stop()
+    const anchor = recordedShapes[span.kind]
+    if (anchor !== undefined) anchor.newest = span
     this.options.store.record(span.traceId, span)
     if (span.underWay) this.options.store.closed(span.traceId)
     const exporters = this.options.exporters

@@ -381,11 +381,18 @@ describe("iip-mesh file-server --max-file-size --quota --max-entries --partial-m
     expect(run.stderr).toBe(`iip-mesh file-server: expected a size like 4GiB, 512MiB or a number of bytes, got "lots"\n`)
   })
 
-  it("a count out of range is one line on stderr naming it, and exit code 1", async () => {
+  it("a count out of range is one line on stderr naming its flag, and exit code 1", async () => {
     const root = tempDir(cleanup, "root")
     const run = await runCli(cleanup, ["file-server", "--root", root, "--listen", "127.0.0.1:0", "--max-entries", "0"])
     expect(run.code).toBe(1)
-    expect(run.stderr).toBe(`iip-mesh file-server: file server maxEntries must be a whole number from 1 to ${Number.MAX_SAFE_INTEGER}, not 0\n`)
+    expect(run.stderr).toBe(`iip-mesh file-server: --max-entries must be a whole number from 1 to ${Number.MAX_SAFE_INTEGER}, not 0\n`)
+  })
+
+  it("--max-unfinished out of range names its flag too", async () => {
+    const root = tempDir(cleanup, "root")
+    const run = await runCli(cleanup, ["file-server", "--root", root, "--listen", "127.0.0.1:0", "--max-unfinished", "-1"])
+    expect(run.code).toBe(1)
+    expect(run.stderr).toBe(`iip-mesh file-server: --max-unfinished must be a whole number from 0 to ${Number.MAX_SAFE_INTEGER}, not -1\n`)
   })
 })
 

@@ -215,4 +215,13 @@ describe("option limits", () => {
     const client = startClient(cleanup, server.address.port, { maxPending: Infinity, idleChannelsAhead: 0, requestTimeoutMs: 0, streamChannelsPerConnection: 0 })
     expect((await client.call("/echo", "hi")).toString()).toBe("hi")
   })
+
+  it("idleChannelsAhead 0 opens a channel only for a request that waits (it was raised to 1)", async () => {
+    const server = await startServer(cleanup)
+    server.handle("/echo", (request) => request.data)
+    const none = startClient(cleanup, server.address.port, { idleChannelsAhead: 0 })
+    for (let i = 0; i < 5; i++) expect((await none.call("/echo", `hi ${i}`)).toString()).toBe(`hi ${i}`)
+    // The first call waited and got the one channel; the later ones found it idle: nothing opened ahead.
+    expect(none.stats.channels).toBe(1)
+  })
 })
