@@ -5,6 +5,7 @@
 // answers stalled. Per session and per sweep: nothing per request.
 import * as http2 from "node:http2"
 import type * as net from "node:net"
+import { Cancelled } from "../mux/meshChannels.ts"
 import { destroyAfterGrace } from "../mux/peerFin.ts"
 import type { AnswerTaking, StreamCall } from "./outboundH2Call.ts"
 
@@ -42,8 +43,13 @@ export type SweptSession = http2.ServerHttp2Session & { [OPEN]: Set<StreamCall>;
 export const ACCEPTED = Symbol("accepted")
 export type AcceptedSocket = net.Socket & { [ACCEPTED]: net.Socket }
 
-/** The error a session this side ended with a code is destroyed with (its 'error' listener ignores it). */
-const ENDED = new Error("the sidecar ended the session")
+/**
+ * The error a session this side ended with a code is destroyed with (its 'error' listener ignores
+ * it). node destroys each open stream with it too: a request still coming in (readBody's gather, a
+ * body streaming on) ends with it, and as a Cancelled it ends as a caller gone (502 `cancelled`),
+ * as in a session destroyed without a code, not as a failure beyond A (`upstream_failed`).
+ */
+const ENDED = new Cancelled({ message: "the sidecar ended the caller's session (GOAWAY with an error code)" })
 
 /**
  * Ends `session` now, and its socket within a grace: node's destroy() ends the socket and lets it
@@ -52,7 +58,7 @@ const ENDED = new Error("the sidecar ended the session")
  * A `code` goes with an error (ENDED): node's destroy(error = NO_ERROR, code) reads an error left
  * undefined as NO_ERROR, a number, and takes it for the code, so destroy(undefined, code) sent a
  * second GOAWAY NO_ERROR after endSession's (a client reads the last one: RFC 9113 §6.8). node
- * emits the error on the session ('error', which makeH2c ignores).
+ * emits the error on the session ('error', which makeH2c ignores) and on its open streams.
  */
 export const destroySession = (session: http2.ServerHttp2Session, code?: number): void => {
   if (code === undefined) session.destroy()

@@ -138,3 +138,32 @@ describe("a flood of requests reset in the read their END_STREAM came in", () =>
   })
 })
 
+
+describe("a session the reset budget ends while another of its requests is still coming in", () => {
+  let cleanup: Cleanup
+  let view: AppView
+  let a: RunningSidecar
+  let access: Array<{ readonly uri: string; readonly status: number; readonly attempts: number; readonly error?: { readonly hop: string; readonly reason: string } }>
+  beforeEach(async () => {
+    cleanup = new Cleanup()
+    view = emptyView()
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: `${LOOPBACK}:${await startH2App(cleanup, view)}`, appProtocol: "h2c", tracing: false }))
+    access = captureAccessLog(cleanup, (line) => JSON.parse(line) as (typeof access)[number])
+    a = await startSidecar(cleanup, sidecarConfig({ service: "store", accessLog: true, tracing: false, endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
+  })
+  afterEach(() => cleanup.run())
+
+  // The session's end destroys its streams: one whose declared body A still gathers (readBody) ends
+  // as a caller gone (502 `cancelled`, as a session A destroys without a code ends it), not as a
+  // failure beyond A (`upstream_failed`): the GOAWAY's code goes to the caller, not as an error into its streams.
+  it("ends the request whose body A gathers `cancelled`, not `upstream_failed`", async () => {
+    const raw = await connectRawH2(cleanup, a.outboundPort, true)
+    raw.socket.write(Buffer.concat([headerFrames(1, requestBlock("POST", "/gathering", [["content-length", "10"]]), false), frame(Type.data, 0, 1, Buffer.alloc(5, 7))]))
+    await waitFor(() => a.sidecar.inFlight() === 1, 5000, "A to gather /gathering's body")
+    raw.socket.write(resetPairs("bodyless", 3, 300))
+    await raw.until(() => raw.isClosed() || raw.frames.some((f) => f.type === Type.goaway), "the GOAWAY")
+    await waitFor(() => a.sidecar.inFlight() === 0, 5000, "A to hold no request")
+    expect(access.filter((r) => r.uri === "/gathering")).toEqual([expect.objectContaining({ status: 502, attempts: 0, error: { hop: "outbound", reason: "cancelled" } })])
+    expect(view.begun).toEqual([])
+  })
+})
