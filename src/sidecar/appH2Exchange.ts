@@ -38,7 +38,7 @@ import { endToEndHeaders, type OnInvalidHeader, RawListCache } from "./headerFil
 import { answerMetaPast, responseMeta, trailersMeta, withTrailers } from "./httpEnvelope.ts"
 import type { Failure, InboundObservation } from "./observe.ts"
 import { AppErrorCode, appDeadlineMessage } from "./proxyError.ts"
-import { TurnEnd } from "./turnEnd.ts"
+import { TurnEnd } from "../mux/turnEnd.ts"
 import { ShapeAnchor } from "../mux/shapeAnchor.ts"
 
 /** An answer held to go back whole streams instead once this much of it came (or once its hold is over: appH2.ts). */

@@ -10,7 +10,7 @@ import type { HeldBodyReceiver, OutboundCall } from "./outboundCall.ts"
 import { drainedOrClosed } from "./drained.ts"
 import { resetCancelled, resetFailed } from "./h2Reset.ts"
 import type { UnsentResets } from "./outboundH2Session.ts"
-import { TurnEnd } from "./turnEnd.ts"
+import { TurnEnd } from "../mux/turnEnd.ts"
 import { ShapeAnchor } from "../mux/shapeAnchor.ts"
 
 /** Trailers as node's sendTrailers takes them: an object, a repeated name with all its values. */
