@@ -42,6 +42,13 @@ const recordingSink = () => {
 const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve))
 const limits = { highWaterBytes: 1 << 30, maxQueuedBytes: 1 << 30 }
 
+/** Sends `${path} ${i}` on channel 5 of `writer`, noting its packet as expected on the wire. */
+const sender = (writer: PacketWriter, expected: Array<Buffer>) => (path: string, i: number) => {
+  const data = Buffer.from(`${path} ${i}`)
+  writer.send(1, path, 5, data)
+  expected.push(encodePacket(1, path, 5, data))
+}
+
 describe("PacketWriter, small packets outside a read", () => {
   it("one per turn: each written at once, within send", async () => {
     const { writes, wire, sink } = recordingSink()
@@ -62,11 +69,7 @@ describe("PacketWriter, small packets outside a read", () => {
     const { writes, wire, sink } = recordingSink()
     const writer = new PacketWriter(sink, limits)
     const expected: Array<Buffer> = []
-    const send = (path: string, i: number) => {
-      const data = Buffer.from(`${path} ${i}`)
-      writer.send(1, path, 5, data)
-      expected.push(encodePacket(1, path, 5, data))
-    }
+    const send = sender(writer, expected)
     await nextTurn()
     for (let i = 0; i < 50; i++) send("/burst", i)
     expect(writes).toHaveLength(1)
@@ -144,11 +147,7 @@ describe("PacketWriter, packets sent from work left for the turn's end (TurnEnd)
     }
     const writer = new PacketWriter(sink, limits)
     const expected: Array<Buffer> = []
-    const send = (path: string, i: number) => {
-      const data = Buffer.from(`${path} ${i}`)
-      writer.send(1, path, 5, data)
-      expected.push(encodePacket(1, path, 5, data))
-    }
+    const send = sender(writer, expected)
     let before = 0
     let sentIn = -1
     let writtenWithin = false

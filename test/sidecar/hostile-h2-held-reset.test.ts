@@ -9,26 +9,22 @@
 // A body that streamed (the turn ended before its end: its head went on) keeps its behaviour: its
 // reset reaches the app as a cut request. Both with an HTTP/1.1 app and an h2c app behind B.
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
-import { type AppView, emptyView, startH2App, startHttp1App } from "../helpers/h2CountingApps.ts"
+import { type AccessRecord, type AppView, startCountingMesh } from "../helpers/h2CountingApps.ts"
 import { ErrorCode, Flag, frame, rst, Type } from "../helpers/h2Wire.ts"
 import { connectRawH2, headerFrames, requestBlock, resetCode, streamOver } from "../helpers/h2RawClient.ts"
 import { Cleanup, waitFor } from "../support/iipRaw.ts"
 import { parsePrometheusText, sum } from "../support/prometheusText.ts"
-import { captureAccessLog, LOOPBACK, type RunningSidecar, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
+import type { RunningSidecar } from "../support/sidecarHarness.ts"
 
 describe.each(["http1", "h2c"] as const)("an h2c caller's reset while A holds its body, an %s app behind B", (appProtocol) => {
   let cleanup: Cleanup
   let view: AppView
   let a: RunningSidecar
   let b: RunningSidecar
-  let access: Array<{ readonly uri: string; readonly status: number; readonly attempts: number; readonly error?: { readonly hop: string; readonly reason: string } }>
+  let access: Array<AccessRecord>
   beforeEach(async () => {
     cleanup = new Cleanup()
-    view = emptyView()
-    const port = appProtocol === "http1" ? await startHttp1App(cleanup, view) : await startH2App(cleanup, view)
-    b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: `${LOOPBACK}:${port}`, appProtocol, tracing: false }))
-    access = captureAccessLog(cleanup, (line) => JSON.parse(line) as (typeof access)[number])
-    a = await startSidecar(cleanup, sidecarConfig({ service: "store", accessLog: true, tracing: false, endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
+    ;({ view, a, b, access } = await startCountingMesh(cleanup, appProtocol))
   })
   afterEach(() => cleanup.run())
 

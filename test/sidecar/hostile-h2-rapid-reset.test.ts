@@ -11,12 +11,12 @@
 // The first read (node's session takes it whole before any stream's event) and a later one (node
 // hands each stream over as its frames are read, before the RST_STREAM after them): outboundH2Call.ts.
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
-import { type AppView, emptyView, startH2App, startHttp1App } from "../helpers/h2CountingApps.ts"
+import { type AccessRecord, type AppView, startCountingMesh } from "../helpers/h2CountingApps.ts"
 import { ErrorCode, Flag, frame, Type, rst } from "../helpers/h2Wire.ts"
 import { connectRawH2, headerFrames, type RawH2, requestBlock, resetCode, streamOver } from "../helpers/h2RawClient.ts"
 import { Cleanup, waitFor } from "../support/iipRaw.ts"
 import { parsePrometheusText, sum } from "../support/prometheusText.ts"
-import { captureAccessLog, LOOPBACK, type RunningSidecar, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
+import type { RunningSidecar } from "../support/sidecarHarness.ts"
 
 // What the wait sees is one read: a pair whose RST_STREAM comes in the next read is sent on (its
 // caller then cuts it). 20 pairs are at most 2.5 KB (of the declared kind), one read even with
@@ -52,14 +52,10 @@ describe.each(["http1", "h2c"] as const)("requests reset in the read their END_S
   let view: AppView
   let a: RunningSidecar
   let b: RunningSidecar
-  let access: Array<{ readonly uri: string; readonly status: number; readonly attempts: number; readonly error?: { readonly hop: string; readonly reason: string } }>
+  let access: Array<AccessRecord>
   beforeEach(async () => {
     cleanup = new Cleanup()
-    view = emptyView()
-    const port = appProtocol === "http1" ? await startHttp1App(cleanup, view) : await startH2App(cleanup, view)
-    b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: `${LOOPBACK}:${port}`, appProtocol, tracing: false }))
-    access = captureAccessLog(cleanup, (line) => JSON.parse(line) as (typeof access)[number])
-    a = await startSidecar(cleanup, sidecarConfig({ service: "store", accessLog: true, tracing: false, endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
+    ;({ view, a, b, access } = await startCountingMesh(cleanup, appProtocol))
   })
   afterEach(() => cleanup.run())
 
@@ -105,9 +101,7 @@ describe("a flood of requests reset in the read their END_STREAM came in", () =>
   let b: RunningSidecar
   beforeEach(async () => {
     cleanup = new Cleanup()
-    view = emptyView()
-    b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: `${LOOPBACK}:${await startH2App(cleanup, view)}`, appProtocol: "h2c", tracing: false }))
-    a = await startSidecar(cleanup, sidecarConfig({ service: "store", tracing: false, endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
+    ;({ view, a, b } = await startCountingMesh(cleanup, "h2c"))
   })
   afterEach(() => cleanup.run())
 
@@ -144,18 +138,13 @@ describe("a flood of requests reset in the read their END_STREAM came in", () =>
   })
 })
 
-
 describe("a session the reset budget ends while another of its requests is still coming in", () => {
   let cleanup: Cleanup
-  let view: AppView
   let a: RunningSidecar
-  let access: Array<{ readonly uri: string; readonly status: number; readonly attempts: number; readonly error?: { readonly hop: string; readonly reason: string } }>
+  let access: Array<AccessRecord>
   beforeEach(async () => {
     cleanup = new Cleanup()
-    view = emptyView()
-    const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: `${LOOPBACK}:${await startH2App(cleanup, view)}`, appProtocol: "h2c", tracing: false }))
-    access = captureAccessLog(cleanup, (line) => JSON.parse(line) as (typeof access)[number])
-    a = await startSidecar(cleanup, sidecarConfig({ service: "store", accessLog: true, tracing: false, endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
+    ;({ a, access } = await startCountingMesh(cleanup, "h2c"))
   })
   afterEach(() => cleanup.run())
 
