@@ -154,9 +154,13 @@ export class AppH2Leg implements H2Leg {
 
   /**
    * Whether the current session could reset one more stream beside all those open on it (no session
-   * yet: a fresh one can). Refills its bucket to now.
+   * yet: a fresh one can). Refills its bucket to now. Asked once per call's admission (start: its
+   * refusal, admit, and the session its stream opens on) and once per stream opened from the waiting
+   * line: what changes the answer (a stream counted on the session, a reset sent, another session)
+   * happens only between those, and the bucket's refill in between is microseconds' worth, so the
+   * answer is passed on, not asked again (a clock read and a division each time).
    */
-  private resetRoom(): boolean {
+  resetRoom(): boolean {
     if (this.session === undefined) return true
     const now = performance.now()
     this.resetTokens = Math.min(APP_RESET_BURST, this.resetTokens + ((now - this.resetsAt) * APP_RESET_PER_SECOND) / 1000)
@@ -170,11 +174,11 @@ export class AppH2Leg implements H2Leg {
   }
 
   /**
-   * Whether a new call is refused (counted): the current session has no reset to spare for it and as
-   * many sessions drain for theirs as may. Asked before admit.
+   * Whether a new call is refused (counted): the current session has no reset to spare for it
+   * (`room`: resetRoom's answer) and as many sessions drain for theirs as may. Asked before admit.
    */
-  refuseForResets(): boolean {
-    if (this.resetRoom() || this.resetDrains.size < this.maxResetDrains) return false
+  refuseForResets(room: boolean): boolean {
+    if (room || this.resetDrains.size < this.maxResetDrains) return false
     this.resetRefused++
     return true
   }
@@ -186,11 +190,11 @@ export class AppH2Leg implements H2Leg {
 
   /**
    * A place for `exchange`'s stream: taken now (true), or it waits for one (false, opened by
-   * streamClosed), or, with as many waiting as may, it is refused (undefined).
+   * streamClosed), or, with as many waiting as may, it is refused (undefined). `room`: resetRoom's answer.
    */
-  admit(exchange: AppH2Exchange): boolean | undefined {
+  admit(exchange: AppH2Exchange, room: boolean): boolean | undefined {
     const places = this.placesNow()
-    if (this.waiting.size === 0 && this.mayOpen()) {
+    if (this.waiting.size === 0 && this.mayOpen(room)) {
       this.openStreams++
       return true
     }
@@ -242,7 +246,10 @@ export class AppH2Leg implements H2Leg {
 
   /** Exchanges waiting take the places free now, in order (a stream closed, or the app raised its limit). */
   private openWaiting(): void {
-    while (this.waiting.size > 0 && this.mayOpen()) {
+    // resetRoom asked again for each (the stream opened before it counts on the session), not once B's limit is reached.
+    while (this.waiting.size > 0 && this.openStreams < this.maxStreams) {
+      const room = this.resetRoom()
+      if (!this.mayOpen(room)) break
       const next = this.waiting.values().next().value!
       this.waiting.delete(next)
       // A long-lived call taken while the share was larger (before the session's SETTINGS told the
@@ -254,7 +261,7 @@ export class AppH2Leg implements H2Leg {
         continue
       }
       this.openStreams++
-      next.open()
+      next.open(room)
     }
   }
 
@@ -262,14 +269,14 @@ export class AppH2Leg implements H2Leg {
    * A stream may open now: B's limit has a place on all sessions, the app's on the current one, and
    * the current session's SETTINGS came in, or it has none yet (the stream makes it). An app that
    * announces fewer streams than B's limit refuses those opened before it said so; its SETTINGS
-   * come first thing, so the wait is one round trip.
+   * come first thing, so the wait is one round trip. `room`: resetRoom's answer.
    */
-  private mayOpen(): boolean {
+  private mayOpen(room: boolean): boolean {
     if (this.openStreams >= this.maxStreams) return false
     // No reset to spare on the current session: the stream goes on a fresh one (sessionForStream),
     // if another may drain; else it waits for a stream there to end or the budget to refill (no
     // stream may end: a timer opens the line again then).
-    if (!this.resetRoom()) {
+    if (!room) {
       if (this.resetDrains.size < this.maxResetDrains) return true
       this.refillTimer ??= setTimeout(this.onRefill, Math.ceil(1000 / APP_RESET_PER_SECOND))
       return false
@@ -298,11 +305,15 @@ export class AppH2Leg implements H2Leg {
     return Math.min(this.maxStreams, this.announcedStreams)
   }
 
-  /** The session a stream that took its place (admit, openWaiting) opens on, counted there: the pooled one, made again once the last one closed, failed or went away. */
-  sessionForStream(): http2.ClientHttp2Session {
+  /**
+   * The session a stream that took its place (admit, openWaiting) opens on, counted there: the pooled
+   * one, made again once the last one closed, failed or went away. `room`: resetRoom's answer when
+   * the place was taken, in the same turn (nothing counted on the session since).
+   */
+  sessionForStream(room: boolean): http2.ClientHttp2Session {
     // (One closing already is made again by current(): its 'close' would never come to end a drain.)
     const open = this.session
-    if (open !== undefined && !open.closed && !open.destroyed && !this.resetRoom()) this.drainForResets(open)
+    if (!room && open !== undefined && !open.closed && !open.destroyed) this.drainForResets(open)
     const session = this.current()
     this.currentStreams++
     return session

@@ -38,7 +38,7 @@ import { endToEndHeaders, type OnInvalidHeader, RawListCache } from "./headerFil
 import { answerMetaPast, responseMeta, trailersMeta, withTrailers } from "./httpEnvelope.ts"
 import type { Failure, InboundObservation } from "./observe.ts"
 import { AppErrorCode, appDeadlineMessage } from "./proxyError.ts"
-import { TurnEnd } from "./turnEnd.ts"
+import { TurnEnd } from "../mux/turnEnd.ts"
 import { ShapeAnchor } from "../mux/shapeAnchor.ts"
 
 /** An answer held to go back whole streams instead once this much of it came (or once its hold is over: appH2.ts). */
@@ -62,13 +62,13 @@ export interface H2Leg {
   /** A streamed answer whose stream stays paused this long is given up. */
   readonly answerIdleMs: number
   /** The session a stream that took its place opens on (the pooled one, made again once the last one closed, failed or went away), counted there until streamClosed. */
-  sessionForStream(): http2.ClientHttp2Session
+  sessionForStream(room: boolean): http2.ClientHttp2Session
   /** A gRPC method (path) one of whose answers carried a second message. */
   streams(path: string): boolean
   noteStreaming(path: string): void
   /** The places among the streams open to the app (appH2.ts): at most maxStreams, as many again waiting. */
   readonly maxStreams: number
-  admit(exchange: AppH2Exchange): boolean | undefined
+  admit(exchange: AppH2Exchange, room: boolean): boolean | undefined
   /** Long-lived streams' share of the places (appH2.ts): refused past it (counted), or counted from admit to their end. */
   refuseLongStream(): boolean
   longStreamShare(): number
@@ -76,8 +76,10 @@ export interface H2Leg {
   longStreamEnded(): void
   leftWaiting(exchange: AppH2Exchange): void
   streamClosed(session: http2.ClientHttp2Session): void
+  /** Whether the current session could reset one more stream (appH2.ts): asked once per admission, the answer passed to the three below. */
+  resetRoom(): boolean
   /** A new call is refused (counted): no session to the app may take another stream's reset (appH2.ts). */
-  refuseForResets(): boolean
+  refuseForResets(room: boolean): boolean
   /** B reset a stream on `session`: counted against the app's bound on a client's resets. */
   resetSent(session: http2.ClientHttp2Session): void
   /** The app's GOAWAY on `session` named a last stream id below stream `id` (RFC 9113 §6.8: not processed). */
@@ -174,10 +176,12 @@ export class AppH2Exchange implements Expiring, Held {
     if (longLived && leg.refuseLongStream()) {
       return this.fail(503, { hop: "inbound", reason: MeshErrorCode.overloaded }, MeshErrorCode.overloaded, `long-lived streams (methods seen to stream, streamed request bodies, event streams) to the app at ${leg.address} hold half its places (${leg.longStreamShare()}), the most they may; retry elsewhere`, false)
     }
-    if (leg.refuseForResets()) {
+    // Asked once: the refusal, the place and the session the stream opens on all read the same answer.
+    const room = leg.resetRoom()
+    if (leg.refuseForResets(room)) {
       return this.fail(503, { hop: "inbound", reason: MeshErrorCode.overloaded }, MeshErrorCode.overloaded, `B's sessions to the app at ${leg.address} are out of resets (its HTTP/2 server ends a session that sends it too many: cancelled, timed-out and cut calls) and as many drain as may; retry elsewhere`, false)
     }
-    const admitted = leg.admit(this)
+    const admitted = leg.admit(this, room)
     if (admitted === undefined) {
       return this.fail(503, { hop: "inbound", reason: MeshErrorCode.overloaded }, MeshErrorCode.overloaded, `as many requests wait for a stream to the app at ${leg.address} as it may have open (--app-h2-max-streams ${leg.maxStreams}, or fewer its SETTINGS_MAX_CONCURRENT_STREAMS allows); retry elsewhere`, false)
     }
@@ -187,7 +191,7 @@ export class AppH2Exchange implements Expiring, Held {
     // The exchange listens itself (handleEvent), until it ends (finish).
     this.cancelSource = cancel
     cancel.addEventListener("abort", this)
-    if (admitted) this.open()
+    if (admitted) this.open(room)
     else this.waitingForPlace = true
   }
 
@@ -201,14 +205,14 @@ export class AppH2Exchange implements Expiring, Held {
     this.fail(503, { hop: "inbound", reason: MeshErrorCode.draining }, MeshErrorCode.draining, `the inbound sidecar stopped before a stream to the app at ${this.leg.address} was free`, false)
   }
 
-  /** Its place among the app's streams is taken: the stream opens. */
-  open(): void {
+  /** Its place among the app's streams is taken: the stream opens. `room`: the leg's resetRoom() as the place was taken. */
+  open(room: boolean): void {
     const { request, leg } = this
     this.waitingForPlace = false
     this.placeHeld = true
     const body = request.body
     const withBody = body instanceof IncomingStream || body.length > 0
-    const session = leg.sessionForStream()
+    const session = leg.sessionForStream(room)
     this.session = session
     let stream: http2.ClientHttp2Stream
     try {

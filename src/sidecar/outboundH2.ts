@@ -6,6 +6,8 @@
 // more CPU than the mesh's own work), so the calls of one gRPC channel are balanced one by one, not
 // pinned to an endpoint. A request body that ends within the turn of the event loop its head came
 // in (a unary call's) is held whole: it travels as one mesh message and may be retried; any other streams.
+// A request whose END_STREAM came goes on at the end of that turn, not at once: one its caller reset
+// later in the same read (rapid reset, CVE-2023-44487) goes nowhere (outboundH2Call.ts, sendsAtTurnEnd).
 // A stream whose answer makes no progress for the answer idle timeout (a caller that grants it no
 // window while it keeps its session busy) is reset on its own by one sweep over the listener's sessions.
 // A caller PINGing with no stream open is bounded too: PINGs under 1 s apart again and again, once
@@ -36,7 +38,8 @@ import {
   STREAMED,
   type SweptSession,
   takingAnswer,
-  TOO_MANY_PINGS
+  TOO_MANY_PINGS,
+  UnsentResets
 } from "./outboundH2Session.ts"
 
 export { ANSWER_STALLED } from "./outboundH2Call.ts"
@@ -123,6 +126,8 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
     // When the caller was last seen taking an answer (a stream of it closed here, or it gave back
     // window since), and the connection window it had then left: see takingAnswer.
     const taking: AnswerTaking = { at: -Infinity, window: -1 }
+    // Requests its caller reset before they went on: past their budget, the session ends (GOAWAY ENHANCE_YOUR_CALM).
+    const resets = new UnsentResets(session)
     session.on("ping", () => {
       const now = performance.now()
       if (open.size > 0 || streamSincePing || takingAnswer(session, taking, now, options.answerIdleMs)) {
@@ -145,7 +150,7 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
     session.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: Array<string>) => {
       streamSincePing = true
       ;(session as SweptSession)[STREAMED] = true
-      const call = new StreamCall(stream, headers, flags, rawHeaders, open, taking, HEAD_LIMIT)
+      const call = new StreamCall(stream, headers, flags, rawHeaders, open, taking, resets, HEAD_LIMIT)
       handler(call)
       // Once the frames read with its head are all in (its END_STREAM may follow in them: then it is whole).
       if (callerGone) setImmediate(cutWaiting, call)

@@ -2,13 +2,15 @@
 // answers a request (outboundCall.ts), on node's core stream API: its head, its body (held whole
 // when it ends within its head's turn, gathered to a limit, or streamed), and its answer (head,
 // body, trailers), with what the session sweep asks of it (a stalled answer's reset) and the reset
-// that tells a caller still sending to stop once its cut-off body's answer is out.
+// that tells a caller still sending to stop once its cut-off body's answer is out. A request whose
+// END_STREAM came goes on at the turn's end, unless its caller reset it within that read.
 import * as http2 from "node:http2"
 import { Cancelled } from "../mux/meshChannels.ts"
 import type { HeldBodyReceiver, OutboundCall } from "./outboundCall.ts"
 import { drainedOrClosed } from "./drained.ts"
 import { resetCancelled, resetFailed } from "./h2Reset.ts"
-import { TurnEnd } from "./turnEnd.ts"
+import type { UnsentResets } from "./outboundH2Session.ts"
+import { TurnEnd } from "../mux/turnEnd.ts"
 import { ShapeAnchor } from "../mux/shapeAnchor.ts"
 
 /** Trailers as node's sendTrailers takes them: an object, a repeated name with all its values. */
@@ -93,8 +95,6 @@ function resetCut(this: http2.ServerHttp2Stream): void {
 }
 
 const EMPTY = Buffer.alloc(0)
-/** The caller reset (or closed) the stream before its body's end: its cancellation, no failure of anything beyond it (502 `cancelled`, proxyError.ts). */
-const closedBeforeEnd = (): Cancelled => new Cancelled({ message: "the caller reset its stream before its body's end" })
 
 /**
  * The decoded size of a request's field section as RFC 9113 §6.5.2 counts it (and node, once its
@@ -123,6 +123,22 @@ export const SWEEPS = 4
 
 /** The calls whose bodies are held in this turn of the event loop: a body not over at its end (turnEnd.ts) streams. */
 const heldThisTurn = new TurnEnd<StreamCall>((call) => call.streamOn())
+
+/**
+ * The calls whose END_STREAM came in this turn, kept to its end (sendsAtTurnEnd): only then is the
+ * read they came in parsed to its end, and a RST_STREAM in it seen. What node does with a read:
+ * - a connection's first (what came with the preface: node's session takes it from the socket's
+ *   buffer as it is made, through its handle's receive(), from JS): every frame is parsed before any
+ *   'stream' event (emitted on process.nextTick). A stream reset there is closed when its handler
+ *   runs: 'aborted' emitted already (not for a HEAD, whose writable side node ends as it comes),
+ *   destroyed (closed only, if reset NO_ERROR), its 'close' still to come;
+ * - any later one (node's native handle reads the socket): each of nghttp2's frame callbacks is the
+ *   outermost call into JS, and node runs the nextTick queue and the microtasks after it. The
+ *   'stream' event, its handler, the body's 'data' and 'end' and what they resolve all run before
+ *   the next frame is parsed; a RST_STREAM after them then brings 'aborted' and 'close'. Nothing
+ *   can tell within the handler that one follows: only a setImmediate runs once the read is parsed.
+ */
+const unresetThisTurn = new TurnEnd<StreamCall>((call) => call.sendUnlessReset())
 
 /** When a session's caller was last seen taking an answer, and the connection window it had left then (-1: not looked at since a stream's close). */
 export interface AnswerTaking {
@@ -161,6 +177,8 @@ export class StreamCall implements OutboundCall {
   private readonly open: Set<StreamCall>
   /** Its session's caller's answer taking (takingAnswer): this stream's close is its answer's last byte handed to the socket, not read yet. */
   private readonly taking: AnswerTaking
+  /** Its session's budget of requests reset before they went on (outboundH2Session.ts). */
+  private readonly resets: UnsentResets
   /** Answer bytes handed to the stream: less what it still holds, what left (a write's bytes leave with its callback). */
   private queued = 0
   /** What had left at the last sweep that found the answer waiting (-1: none did), and the sweeps since with nothing more gone. */
@@ -172,12 +190,19 @@ export class StreamCall implements OutboundCall {
   private bodyCut = false
   /** Ends readBody's reading as past its limit (stopBody), while it reads. */
   private stopReading: (() => void) | undefined = undefined
+  /** The request kept to the turn's end (sendsAtTurnEnd): who sends it, with what body; and whether it was kept (once per call). */
+  private sendTo: HeldBodyReceiver | undefined = undefined
+  private sendBody: Uint8Array | AsyncIterable<Buffer> | undefined = undefined
+  private keptToTurnEnd = false
+  /** Counted against its session's budget of requests reset before they went on (once: countReset). */
+  private resetCounted = false
 
-  constructor(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: ReadonlyArray<string>, open: Set<StreamCall>, taking: AnswerTaking, headLimit: number) {
+  constructor(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: ReadonlyArray<string>, open: Set<StreamCall>, taking: AnswerTaking, resets: UnsentResets, headLimit: number) {
     callShape.newest = this
     this.stream = stream
     this.open = open
     this.taking = taking
+    this.resets = resets
     open.add(this)
     this.method = headers[":method"] ?? ""
     this.url = headers[":path"] ?? ""
@@ -269,7 +294,7 @@ export class StreamCall implements OutboundCall {
     }
     // Closed already (the caller reset it while the try waited for its endpoint's connection): its
     // 'close' has passed, and the gather would wait for the request's deadline, the exchange held.
-    if (stream.destroyed) return Promise.reject(closedBeforeEnd())
+    if (stream.destroyed) return Promise.reject(this.closedBeforeEnd())
     return new Promise((resolve, reject) => {
       let parts: Array<Buffer> = []
       let total = 0
@@ -295,12 +320,14 @@ export class StreamCall implements OutboundCall {
         this.stopReading = undefined
         // Reset before its END_STREAM (node ends a reset stream's readable side as an END_STREAM
         // ends it: 'aborted', then 'end'): what came is not the body (RFC 9113 §8.1).
-        if (stream.aborted) return reject(closedBeforeEnd())
+        if (stream.aborted) return reject(this.closedBeforeEnd())
         resolve(parts.length === 1 ? parts[0]! : Buffer.concat(parts, total))
       })
       stream.once("error", reject)
-      // Closed before the body's end (reset by the app): no 'end' follows.
-      stream.once("close", () => reject(closedBeforeEnd()))
+      // Closed before the body's end (reset by the app): no 'end' follows. Still reading: not settled ('end', stop), not counted yet.
+      stream.once("close", () => {
+        if (this.stopReading !== undefined) reject(this.closedBeforeEnd())
+      })
       // A body heldBody streamed on was paused there, and a 'data' listener does not resume a stream
       // paused on purpose: without this a body past 64 KiB for a plain IIP peer was never read.
       stream.resume()
@@ -348,7 +375,7 @@ export class StreamCall implements OutboundCall {
     this.stream.off("data", onHeldData)
     this.stream.off("end", onHeldEnd)
     const held = this.takeHeld()
-    if (this.stream.aborted) holder.bodyReset()
+    if (this.stream.aborted) this.resetUnsent(holder)
     else holder.bodyHeld(held ?? EMPTY)
   }
 
@@ -362,12 +389,67 @@ export class StreamCall implements OutboundCall {
     stream.off("end", onHeldEnd)
     const held = this.takeHeld()
     // Reset meanwhile, while still held: nothing of it has gone anywhere, and nothing goes (as heldEnd).
-    if (stream.aborted) return holder.bodyReset()
+    if (stream.aborted) return this.resetUnsent(holder)
     if (!stream.destroyed) {
       stream.pause()
       if (held !== undefined) stream.unshift(held)
     }
     holder.bodyHeld(stream)
+  }
+
+  /**
+   * A request whose END_STREAM came (none was sent on before its end) goes on at the turn's end, not
+   * now: a caller that resets it later in the same read (rapid reset, CVE-2023-44487) would cost B an
+   * exchange and the app its work, and an h2c app a stream B resets, one of B's budget (appH2.ts).
+   * False for a body still streaming (its reset reaches the app as a cut request) and once kept.
+   */
+  sendsAtTurnEnd(receiver: HeldBodyReceiver, body: Uint8Array | AsyncIterable<Buffer>): boolean {
+    if (this.keptToTurnEnd || (this.hasBody && !this.stream.readableEnded)) return false
+    this.keptToTurnEnd = true
+    this.sendTo = receiver
+    this.sendBody = body
+    unresetThisTurn.add(this)
+    return true
+  }
+
+  /**
+   * The turn's end (unresetThisTurn): the request goes on, unless its stream closed meanwhile. Closed
+   * with the request whole and no answer sent is a reset (RFC 9113 §5.1: RST_STREAM, any code) or
+   * the session gone: the request is not wanted (RFC 9113 §8.1), and nothing of it went anywhere.
+   */
+  sendUnlessReset(): void {
+    const receiver = this.sendTo!
+    const body = this.sendBody!
+    this.sendTo = undefined
+    this.sendBody = undefined
+    const stream = this.stream
+    if (stream.closed || stream.destroyed) this.resetUnsent(receiver)
+    else receiver.bodyHeld(body)
+  }
+
+  /** The caller reset the request before it went on: counted against its session's budget, then told. */
+  private resetUnsent(receiver: HeldBodyReceiver): void {
+    this.countReset()
+    receiver.bodyReset()
+  }
+
+  /**
+   * Once per call, against its session's budget of requests reset before they went on (UnsentResets):
+   * as its RST_STREAM is read (closed) where A still holds it, else where A finds it reset.
+   */
+  private countReset(): void {
+    if (this.resetCounted) return
+    this.resetCounted = true
+    this.resets.count()
+  }
+
+  /**
+   * The caller reset (or closed) the stream before its body's end, which readBody gathered: its
+   * cancellation, no failure of anything beyond it (502 `cancelled`, proxyError.ts), counted as resetUnsent counts one.
+   */
+  private closedBeforeEnd(): Cancelled {
+    this.countReset()
+    return new Cancelled({ message: "the caller reset its stream before its body's end" })
   }
 
   private takeHeld(): Buffer | undefined {
@@ -387,6 +469,10 @@ export class StreamCall implements OutboundCall {
   /** The stream closed: onClose's listener is told whether the exchange finished. */
   closed(): void {
     this.open.delete(this)
+    // Closed while A holds the request (to the turn's end, its body held or gathered): a reset
+    // before it went on, counted now, as its RST_STREAM is read. At the turn's end it came after
+    // nghttp2's own count, which ends a session past 1,000 resets read at once its way (INTERNAL_ERROR).
+    if (this.sendTo !== undefined || this.holder !== undefined || this.stopReading !== undefined) this.countReset()
     // Its window, given back from now on, is the caller reading this answer's tail: looked at from the next PING.
     this.taking.at = performance.now()
     this.taking.window = -1

@@ -1,9 +1,11 @@
 // The bounds on the outbound listener's h2c sessions (outboundH2.ts sets them up): what the sweep
 // notes on a session (its open calls, since when it is quiet), its end when asked to go and stalled,
 // the PING floor for a caller that PINGs with no stream open (unless it is still taking an answer),
-// and the reset of streams whose answers stalled. Per session and per sweep: nothing per request.
-import type * as http2 from "node:http2"
+// the budget of requests a caller resets before they went on, and the reset of streams whose
+// answers stalled. Per session and per sweep: nothing per request.
+import * as http2 from "node:http2"
 import type * as net from "node:net"
+import { Cancelled } from "../mux/meshChannels.ts"
 import { destroyAfterGrace } from "../mux/peerFin.ts"
 import type { AnswerTaking, StreamCall } from "./outboundH2Call.ts"
 
@@ -42,12 +44,25 @@ export const ACCEPTED = Symbol("accepted")
 export type AcceptedSocket = net.Socket & { [ACCEPTED]: net.Socket }
 
 /**
+ * The error a session this side ended with a code is destroyed with (its 'error' listener ignores
+ * it). node destroys each open stream with it too: a request still coming in (readBody's gather, a
+ * body streaming on) ends with it, and as a Cancelled it ends as a caller gone (502 `cancelled`),
+ * as in a session destroyed without a code, not as a failure beyond A (`upstream_failed`).
+ */
+const ENDED = new Cancelled({ message: "the sidecar ended the caller's session (GOAWAY with an error code)" })
+
+/**
  * Ends `session` now, and its socket within a grace: node's destroy() ends the socket and lets it
  * go only once that end went out, never for a caller that reads nothing (session.socket is a proxy
  * that refuses destroy()). The grace lets a last GOAWAY out to a caller that still reads.
+ * A `code` goes with an error (ENDED): node's destroy(error = NO_ERROR, code) reads an error left
+ * undefined as NO_ERROR, a number, and takes it for the code, so destroy(undefined, code) sent a
+ * second GOAWAY NO_ERROR after endSession's (a client reads the last one: RFC 9113 §6.8). node
+ * emits the error on the session ('error', which makeH2c ignores) and on its open streams.
  */
 export const destroySession = (session: http2.ServerHttp2Session, code?: number): void => {
-  session.destroy(undefined, code)
+  if (code === undefined) session.destroy()
+  else session.destroy(ENDED, code)
   destroyAfterGrace((session as SweptSession)[SOCKET])
 }
 
@@ -104,4 +119,42 @@ export const cutStalled = (open: ReadonlySet<StreamCall>): number => {
     cut++
   }
   return cut
+}
+
+/**
+ * The requests a caller reset before A sent them on (within the read their END_STREAM came in, or
+ * while their body was held or gathered: outboundH2Call.ts) that a session may have at once, and a
+ * second after. Each cost A a stream, an exchange and an access-log line, and nothing beyond it: a
+ * caller that asks for nothing it waits for (rapid reset, CVE-2023-44487), which a client that
+ * cancels its calls seldom does so soon (a cancel after the call went on, as gRPC's, is not
+ * counted). Below node's own bounds, which end such a session with GOAWAY INTERNAL_ERROR (read as
+ * this side's fault): in one read, streams reset there are freed only after it, so past
+ * --h2-max-streams (256) more are refused, and past 100 refused (maxSessionRejectedStreams) the
+ * session ends (measured: at the 358th); across reads, nghttp2's count of every reset (1,000 at once,
+ * 33 a second: h2c-reset-budget.test.ts's legitimate client nears it). Above the 200 a connection
+ * of the framing fuzz (h2RequestCases.ts) may reset so and still be served.
+ */
+export const UNSENT_RESET_BURST = 250
+export const UNSENT_RESETS_PER_SECOND = 20
+export const TOO_MANY_RESETS = Buffer.from("too_many_resets")
+
+/** A session's budget of requests reset before they went on (a token bucket, as nghttp2 keeps its own). */
+export class UnsentResets {
+  private readonly session: http2.ServerHttp2Session
+  private tokens = UNSENT_RESET_BURST
+  private at = performance.now()
+
+  constructor(session: http2.ServerHttp2Session) {
+    this.session = session
+  }
+
+  /** One more: past the budget the session ends, GOAWAY ENHANCE_YOUR_CALM (RFC 9113 §7), its other streams with it. */
+  count(): void {
+    const session = this.session
+    if (session.destroyed) return
+    const now = performance.now()
+    this.tokens = Math.min(UNSENT_RESET_BURST, this.tokens + ((now - this.at) * UNSENT_RESETS_PER_SECOND) / 1000)
+    this.at = now
+    if (--this.tokens < 0) endSession(session, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM, TOO_MANY_RESETS)
+  }
 }

@@ -34,8 +34,12 @@ export interface RawH2 {
   readonly isClosed: () => boolean
 }
 
-/** Opens a connection with the preface and an empty SETTINGS; `ack`: the sidecar's SETTINGS are acknowledged once they come (and awaited). */
-export const connectRawH2 = async (cleanup: Cleanup, port: number, ack: boolean): Promise<RawH2> => {
+/**
+ * Opens a connection with the preface and an empty SETTINGS, and `first` in the same write (the
+ * sidecar reads them together: node's session takes that first read whole before any stream's event);
+ * `ack`: the sidecar's SETTINGS are acknowledged once they come (and awaited).
+ */
+export const connectRawH2 = async (cleanup: Cleanup, port: number, ack: boolean, first: Buffer = Buffer.alloc(0)): Promise<RawH2> => {
   const socket = net.connect(port, "127.0.0.1")
   cleanup.add(() => socket.destroy())
   socket.on("error", () => {})
@@ -60,7 +64,7 @@ export const connectRawH2 = async (cleanup: Cleanup, port: number, ack: boolean)
     wake()
   })
   await withTimeout(new Promise<void>((resolve) => socket.once("connect", () => resolve())), 2000, "the connection")
-  socket.write(Buffer.concat([PREFACE, frame(Type.settings, 0, 0)]))
+  socket.write(Buffer.concat([PREFACE, frame(Type.settings, 0, 0), first]))
   const until = (done: (frames: ReadonlyArray<Frame>) => boolean, what: string): Promise<void> =>
     withTimeout(
       new Promise<void>((resolve) => {

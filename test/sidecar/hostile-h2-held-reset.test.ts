@@ -8,76 +8,23 @@
 // (iip_mesh_requests_total inbound) for the 40 reset and the 1 whole, with either app; now 1.
 // A body that streamed (the turn ended before its end: its head went on) keeps its behaviour: its
 // reset reaches the app as a cut request. Both with an HTTP/1.1 app and an h2c app behind B.
-import * as http from "node:http"
-import * as http2 from "node:http2"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import { type AccessRecord, type AppView, startCountingMesh } from "../helpers/h2CountingApps.ts"
 import { ErrorCode, Flag, frame, rst, Type } from "../helpers/h2Wire.ts"
 import { connectRawH2, headerFrames, requestBlock, resetCode, streamOver } from "../helpers/h2RawClient.ts"
-import { listenH2App } from "../support/h2AppListen.ts"
 import { Cleanup, waitFor } from "../support/iipRaw.ts"
 import { parsePrometheusText, sum } from "../support/prometheusText.ts"
-import { captureAccessLog, LOOPBACK, type RunningSidecar, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
-
-/** What the app saw: requests (HTTP/1.1) or streams (h2c) begun, those cut before their end, those read whole. */
-interface AppView {
-  readonly begun: Array<string>
-  readonly cut: Array<string>
-  readonly whole: Array<string>
-}
-
-/** An app that reads each request's body to its end, then answers 200 with it. */
-const startHttp1App = async (cleanup: Cleanup, view: AppView): Promise<number> => {
-  const server = http.createServer((req, res) => {
-    const path = req.url ?? ""
-    view.begun.push(path)
-    const parts: Array<Buffer> = []
-    req.on("data", (chunk: Buffer) => parts.push(chunk))
-    req.on("end", () => {
-      view.whole.push(path)
-      res.end(Buffer.concat(parts))
-    })
-    req.on("close", () => (req.complete ? undefined : view.cut.push(path)))
-  })
-  await new Promise<void>((resolve) => server.listen(0, LOOPBACK, resolve))
-  cleanup.add(() => {
-    server.closeAllConnections()
-    return new Promise<void>((resolve) => server.close(() => resolve()))
-  })
-  return (server.address() as { port: number }).port
-}
-
-const startH2App = async (cleanup: Cleanup, view: AppView): Promise<number> => {
-  const server = http2.createServer()
-  server.on("stream", (stream, headers) => {
-    const path = String(headers[":path"])
-    view.begun.push(path)
-    const parts: Array<Buffer> = []
-    stream.on("error", () => {})
-    stream.on("aborted", () => view.cut.push(path))
-    stream.on("data", (chunk: Buffer) => parts.push(chunk))
-    stream.on("end", () => {
-      if (stream.aborted) return
-      view.whole.push(path)
-      stream.respond({ ":status": 200 })
-      stream.end(Buffer.concat(parts))
-    })
-  })
-  return (await listenH2App(cleanup, server)).port
-}
+import type { RunningSidecar } from "../support/sidecarHarness.ts"
 
 describe.each(["http1", "h2c"] as const)("an h2c caller's reset while A holds its body, an %s app behind B", (appProtocol) => {
   let cleanup: Cleanup
   let view: AppView
   let a: RunningSidecar
   let b: RunningSidecar
-  let access: Array<{ readonly uri: string; readonly status: number; readonly attempts: number; readonly error?: { readonly hop: string; readonly reason: string } }>
+  let access: Array<AccessRecord>
   beforeEach(async () => {
     cleanup = new Cleanup()
-    view = { begun: [], cut: [], whole: [] }
-    const port = appProtocol === "http1" ? await startHttp1App(cleanup, view) : await startH2App(cleanup, view)
-    b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: `${LOOPBACK}:${port}`, appProtocol, tracing: false }))
-    access = captureAccessLog(cleanup, (line) => JSON.parse(line) as (typeof access)[number])
-    a = await startSidecar(cleanup, sidecarConfig({ service: "store", accessLog: true, tracing: false, endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
+    ;({ view, a, b, access } = await startCountingMesh(cleanup, appProtocol))
   })
   afterEach(() => cleanup.run())
 

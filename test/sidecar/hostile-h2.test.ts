@@ -96,7 +96,7 @@ describe("hostile HTTP/2 on the outbound listener", () => {
     expect(answer.body.toString()).toBe("one|two")
   })
 
-  it("rapid reset (CVE-2023-44487): streams opened and reset at once cost no far call that keeps running, and the session is sent away after node's reset burst", async () => {
+  it("rapid reset (CVE-2023-44487): streams opened and reset at once cost no far call that keeps running, and the session is sent away (GOAWAY) past A's budget of requests reset before they went on (outboundH2Session.ts) or node's reset burst", async () => {
     let seen = 0
     let closed = 0
     // The app never answers: a call that kept running would stay open here.

@@ -1,8 +1,8 @@
-// TurnEnd (src/sidecar/turnEnd.ts): the HTTP/2 legs' one setImmediate per turn for every answer
+// TurnEnd (src/mux/turnEnd.ts): the HTTP/2 legs' one setImmediate per turn for every answer
 // head or held body of that turn.
 import { setImmediate as nextTurn } from "node:timers/promises"
 import { describe, expect, it } from "vitest"
-import { TurnEnd } from "../../src/sidecar/turnEnd.ts"
+import { TurnEnd } from "../../src/mux/turnEnd.ts"
 
 describe("TurnEnd", () => {
   it("runs each item of a turn once at its end, in the order added, and nothing before", async () => {
