@@ -12,7 +12,8 @@
 // app; four helpers per process woke to work beside the main thread of every process on the node,
 // which then waited for a core: on 2 cores (bench/sidecar, A/B alternated, other work niced) the
 // pair's p99 at 1,000 req/s read 7.6-11 ms in 5 of 6 runs against 23-45 ms in all 6 with four,
-// and its CPU per request at saturation 1.54x the nginx pair's (median of 6) against 1.78x.
+// and its CPU per request at saturation 1.54x the nginx pair's (median of 6) against 1.78x; with
+// nothing else running, p99 10.3, 18.8, 8.5 against 23.8, 19.0, 15.3 ms, CPU the same (README).
 // MALLOC_ARENA_MAX=2: glibc's malloc otherwise gives each thread that allocates (V8's compiler and
 // collector threads) an arena of its own and keeps what they freed: after a 64-connection burst a
 // sidecar held 20-28 MB of free malloc memory, most of it in those arenas. Two arenas keep 2-3 MB
