@@ -25,6 +25,27 @@ const ceilings = [100, 200, 400, 800, 1600, 3200, 5000, 5000]
 /** The clock's step while waiting for a redial; a redial is seen at most a step (and a few turns) late. */
 const STEP_MS = 10
 
+/** A registry on the test's supervisor (its redials on the TestClock), a hold window of 30 s; closed with the test's scope. */
+const scopedRegistry = Effect.gen(function*() {
+  const supervisor = yield* Supervisor.current
+  const registry = new EndpointRegistry({
+    node: "test",
+    requestTimeoutMs: 1000,
+    compress: false,
+    maxMetaBytes: 65_535,
+    balancing: { ...balancing, restartWindowMs: 30_000 },
+    log: () => {},
+    supervisor
+  })
+  yield* Effect.addFinalizer(() =>
+    Effect.sync(() => {
+      registry.close()
+      supervisor.interruptAll()
+    })
+  )
+  return registry
+})
+
 describe("redials of a refused endpoint (registry, TestClock)", () => {
   it.effect("held at its first refusal, redialled 50-100 % of 100 ms after it doubling to 5 s apart, back at the first redial that connects", () =>
     Effect.gen(function*() {
@@ -35,23 +56,8 @@ describe("redials of a refused endpoint (registry, TestClock)", () => {
         return startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address }))
       })
       const gate = yield* Effect.promise(() => startResetGate(cleanup, "127.0.0.1", b.sidecar.inbound.port))
-      const supervisor = yield* Supervisor.current
       // A hold window of 30 s, as the sidecar's default: the 5 s cap applies (half the window is more).
-      const registry = new EndpointRegistry({
-        node: "test",
-        requestTimeoutMs: 1000,
-        compress: false,
-        maxMetaBytes: 65_535,
-        balancing: { ...balancing, restartWindowMs: 30_000 },
-        log: () => {},
-        supervisor
-      })
-      yield* Effect.addFinalizer(() =>
-        Effect.sync(() => {
-          registry.close()
-          supervisor.interruptAll()
-        })
-      )
+      const registry = yield* scopedRegistry
       const endpoint: Endpoint = { service: "catalog", host: "127.0.0.1", port: gate.port, weight: 1, source: "static" }
       registry.set("catalog", [endpoint])
       const viewOf = () => registry.view()[0]!.endpoints[0]!
@@ -123,22 +129,7 @@ describe("redials of a refused endpoint (registry, TestClock)", () => {
       const cleanup = yield* useCleanup
       // Nothing listens behind the gate's port once it is closed: every dial is refused at once.
       const gate = yield* Effect.promise(() => startResetGate(cleanup, "127.0.0.1", 1))
-      const supervisor = yield* Supervisor.current
-      const registry = new EndpointRegistry({
-        node: "test",
-        requestTimeoutMs: 1000,
-        compress: false,
-        maxMetaBytes: 65_535,
-        balancing: { ...balancing, restartWindowMs: 30_000 },
-        log: () => {},
-        supervisor
-      })
-      yield* Effect.addFinalizer(() =>
-        Effect.sync(() => {
-          registry.close()
-          supervisor.interruptAll()
-        })
-      )
+      const registry = yield* scopedRegistry
       registry.set("catalog", [{ service: "catalog", host: "127.0.0.1", port: gate.port, weight: 1, source: "static" }])
       const clock = yield* TestClock.testClockWith(Effect.succeed)
       const dials: Array<number> = []
