@@ -38,6 +38,7 @@ import {
   STREAMED,
   type SweptSession,
   takingAnswer,
+  type SessionEndReason,
   TOO_MANY_PINGS,
   UnsentResets
 } from "./outboundH2Session.ts"
@@ -63,6 +64,8 @@ export interface H2Options {
   readonly answerIdleMs: number
   /** Told after a sweep that reset `streams` streams of one session (their answers stalled). */
   readonly onStalled: (streams: number, session: http2.ServerHttp2Session) => void
+  /** Told when a caller's session was ended for abuse (GOAWAY ENHANCE_YOUR_CALM with `reason`). */
+  readonly onEnded: (reason: SessionEndReason, session: http2.ServerHttp2Session) => void
 }
 
 /**
@@ -127,13 +130,16 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
     // window since), and the connection window it had then left: see takingAnswer.
     const taking: AnswerTaking = { at: -Infinity, window: -1 }
     // Requests its caller reset before they went on: past their budget, the session ends (GOAWAY ENHANCE_YOUR_CALM).
-    const resets = new UnsentResets(session)
+    const resets = new UnsentResets(session, (reason) => options.onEnded(reason, session))
     session.on("ping", () => {
       const now = performance.now()
       if (open.size > 0 || streamSincePing || takingAnswer(session, taking, now, options.answerIdleMs)) {
         pingStrikes = 0
         streamSincePing = false
-      } else if (now - lastPing < MIN_PING_INTERVAL_MS && ++pingStrikes > PING_STRIKES) return endSession(session, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM, TOO_MANY_PINGS)
+      } else if (now - lastPing < MIN_PING_INTERVAL_MS && ++pingStrikes > PING_STRIKES) {
+        endSession(session, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM, TOO_MANY_PINGS)
+        return options.onEnded("too_many_pings", session)
+      }
       lastPing = now
     })
     // The caller's FIN: HTTP/2 half-closes streams, never the connection (RFC 9113 §5.1), so a stream

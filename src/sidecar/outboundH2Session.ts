@@ -138,14 +138,19 @@ export const UNSENT_RESET_BURST = 250
 export const UNSENT_RESETS_PER_SECOND = 20
 export const TOO_MANY_RESETS = Buffer.from("too_many_resets")
 
+/** Why A ended a caller's session (GOAWAY ENHANCE_YOUR_CALM): its debug data, and the metric's reason. */
+export type SessionEndReason = "too_many_pings" | "too_many_resets"
+
 /** A session's budget of requests reset before they went on (a token bucket, as nghttp2 keeps its own). */
 export class UnsentResets {
   private readonly session: http2.ServerHttp2Session
+  private readonly onEnded: (reason: SessionEndReason) => void
   private tokens = UNSENT_RESET_BURST
   private at = performance.now()
 
-  constructor(session: http2.ServerHttp2Session) {
+  constructor(session: http2.ServerHttp2Session, onEnded: (reason: SessionEndReason) => void) {
     this.session = session
+    this.onEnded = onEnded
   }
 
   /** One more: past the budget the session ends, GOAWAY ENHANCE_YOUR_CALM (RFC 9113 §7), its other streams with it. */
@@ -155,6 +160,8 @@ export class UnsentResets {
     const now = performance.now()
     this.tokens = Math.min(UNSENT_RESET_BURST, this.tokens + ((now - this.at) * UNSENT_RESETS_PER_SECOND) / 1000)
     this.at = now
-    if (--this.tokens < 0) endSession(session, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM, TOO_MANY_RESETS)
+    if (--this.tokens >= 0) return
+    endSession(session, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM, TOO_MANY_RESETS)
+    this.onEnded("too_many_resets")
   }
 }

@@ -470,6 +470,11 @@ export const make = (
           onStalled: (streams, session) => {
             telemetry.metrics.h2StreamsReset(ANSWER_STALLED, streams)
             log("h2-answers-stalled", { streams, remote: session.socket?.remoteAddress ?? "", idleMs: config.answerIdleTimeoutMs })
+          },
+          // One line per session ended: an abusive caller is ended once per connection it makes.
+          onEnded: (reason, session) => {
+            telemetry.metrics.h2SessionEnded(reason)
+            log("h2-session-ended", { reason, remote: session.socket?.remoteAddress ?? "" })
           }
         }))
       )

@@ -32,7 +32,7 @@ describe("A's h2c listener handed a socket its caller already closed", () => {
     const socket = await withTimeout(accepted, 5000, "the accepted socket")
     socket.on("error", () => {})
     await withTimeout(new Promise<void>((resolve) => (socket.destroy(), socket.once("close", () => resolve()))), 5000, "the socket's close")
-    const h2 = makeH2c(() => {}, { idleTimeoutMs: 60_000, maxStreams: 16, answerIdleMs: 60_000, onStalled: () => {} })
+    const h2 = makeH2c(() => {}, { idleTimeoutMs: 60_000, maxStreams: 16, answerIdleMs: 60_000, onStalled: () => {}, onEnded: () => {} })
     cleanup.add(() => h2.destroyAll())
     h2.accept(socket)
     expect(h2.sessions.size).toBe(0)

@@ -117,7 +117,7 @@ describe("an h2c peer that never sends its FIN", () => {
   }, 60_000)
 
   it("A's session that went idle, to a caller that reads and never ends its socket: A closes its socket", async () => {
-    const h2 = makeH2c(() => {}, { idleTimeoutMs: 300, maxStreams: 16, answerIdleMs: 60_000, onStalled: () => {} })
+    const h2 = makeH2c(() => {}, { idleTimeoutMs: 300, maxStreams: 16, answerIdleMs: 60_000, onStalled: () => {}, onEnded: () => {} })
     cleanup.add(() => h2.destroyAll())
     const { port, sockets } = await halfOpenServer(cleanup, (socket) => h2.accept(socket))
     // The caller: preface and SETTINGS, then it reads all A sends (its GOAWAY, A's FIN) and sends nothing more.
@@ -133,7 +133,7 @@ describe("an h2c peer that never sends its FIN", () => {
         call.writeHead(200, [["content-type", "application/grpc"]])
         call.end(body, [["grpc-status", "0"]])
       })
-    }, { idleTimeoutMs: 300, maxStreams: 16, answerIdleMs: 60_000, onStalled: () => {} })
+    }, { idleTimeoutMs: 300, maxStreams: 16, answerIdleMs: 60_000, onStalled: () => {}, onEnded: () => {} })
     cleanup.add(() => h2.destroyAll())
     let accepted = 0
     const { port, sockets } = await halfOpenServer(cleanup, (socket) => {
@@ -156,7 +156,7 @@ describe("an h2c peer that never sends its FIN", () => {
     ["ended as stalled (idle, an answer waiting, nothing moving)", { idleTimeoutMs: 300, answerIdleMs: 60_000 }],
     ["whose stalled stream the sweep reset before the session went idle", { idleTimeoutMs: 1_000, answerIdleMs: 100 }]
   ])("A's session %s lets its socket go", async (_name, timeouts) => {
-    const h2 = makeH2c(endlessAnswer, { ...timeouts, maxStreams: 16, onStalled: () => {} })
+    const h2 = makeH2c(endlessAnswer, { ...timeouts, maxStreams: 16, onStalled: () => {}, onEnded: () => {} })
     cleanup.add(() => h2.destroyAll())
     const { port, sockets } = await halfOpenServer(cleanup, (socket) => h2.accept(socket))
     await stalledCaller(cleanup, port)

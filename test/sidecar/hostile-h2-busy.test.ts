@@ -81,7 +81,7 @@ describe("an HTTP/2 caller that keeps its session busy and never reads one strea
       const size = call.url === "/big" ? 60 * KiB : 10
       call.writeHead(200, [["content-length", String(size)]])
       call.end(Buffer.alloc(size))
-    }, { idleTimeoutMs: 60_000, maxStreams: 256, answerIdleMs: idleMs, onStalled: (streams) => stalls.push(streams) })
+    }, { idleTimeoutMs: 60_000, maxStreams: 256, answerIdleMs: idleMs, onStalled: (streams) => stalls.push(streams), onEnded: () => {} })
     const port = await listen(h2)
     const session = busyClient(port, 4 * KiB)
     const quiet = session.request({ ":path": "/quiet", ":authority": "catalog" })
@@ -123,7 +123,7 @@ describe("an HTTP/2 caller that keeps its session busy and never reads one strea
         while (!call.destroyed) if (!call.write(chunk)) return void call.drained().then(pump)
       }
       pump()
-    }, { idleTimeoutMs: 60_000, maxStreams: 256, answerIdleMs: 100, onStalled: (streams) => stalls.push(streams) })
+    }, { idleTimeoutMs: 60_000, maxStreams: 256, answerIdleMs: 100, onStalled: (streams) => stalls.push(streams), onEnded: () => {} })
     const port = await listen(h2)
     const socket = net.connect(port, "127.0.0.1")
     cleanup.add(() => socket.destroy())
@@ -164,7 +164,7 @@ describe("an HTTP/2 caller that keeps its session busy and never reads one strea
       call.onClose((finished) => (toldFinished = finished))
       call.writeHead(200, [["content-length", String(size)]])
       call.end(Buffer.alloc(size))
-    }, { idleTimeoutMs: 60_000, maxStreams: 256, answerIdleMs: 200, onStalled: () => {} })
+    }, { idleTimeoutMs: 60_000, maxStreams: 256, answerIdleMs: 200, onStalled: () => {}, onEnded: () => {} })
     const port = await listen(h2)
     const session = busyClient(port, 4 * KiB)
     const stream = session.request({ ":path": "/ended", ":authority": "catalog" })
@@ -196,7 +196,7 @@ describe("an HTTP/2 caller that keeps its session busy and never reads one strea
         }
       }
       pump()
-    }, { idleTimeoutMs: 60_000, maxStreams: 256, answerIdleMs: idleMs, onStalled: () => {} })
+    }, { idleTimeoutMs: 60_000, maxStreams: 256, answerIdleMs: idleMs, onStalled: () => {}, onEnded: () => {} })
     const port = await listen(h2)
     const session = busyClient(port, 16 * KiB)
     const stream = session.request({ ":path": "/slow", ":authority": "catalog" })

@@ -126,6 +126,10 @@ describe("a flood of requests reset in the read their END_STREAM came in", () =>
     expect(raw.frames.filter((f) => f.type === Type.goaway).map((f) => f.payload.readUInt32BE(4))).not.toContain(ErrorCode.noError)
     // A's budget (250 at once) ended it before node's bound (the 358th stream, when read at once: outboundH2Session.ts).
     expect(goaway!.payload.readUInt32BE(0)).toBeLessThan(2 * 358)
+    // Counted for the operator, once for the session.
+    const atA = parsePrometheusText((await a.sidecar.telemetry.metrics.text()).body)
+    expect(sum(atA, "iip_mesh_h2_sessions_ended_total", { reason: "too_many_resets" })).toBe(1)
+    expect(sum(atA, "iip_mesh_h2_sessions_ended_total", { reason: "too_many_pings" })).toBe(0)
     await waitFor(() => a.sidecar.inFlight() === 0 && b.sidecar.inFlight() === 0, 5000, "both sidecars to hold no request")
     // None of the flood reached the app but a pair split over two reads (its RST_STREAM read after A
     // sent it on, cut then): none with the usual socket buffers, a few with 4 KiB ones.

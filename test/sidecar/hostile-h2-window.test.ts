@@ -26,7 +26,7 @@ describe("an HTTP/2 caller that grants no window", () => {
       answered++
       call.writeHead(200, [["content-length", String(60 * 1024)]])
       call.end(Buffer.alloc(60 * 1024))
-    }, { idleTimeoutMs: 200, maxStreams: 256, answerIdleMs: 60_000, onStalled: () => {} })
+    }, { idleTimeoutMs: 200, maxStreams: 256, answerIdleMs: 60_000, onStalled: () => {}, onEnded: () => {} })
     cleanup.add(() => h2.destroyAll())
     const server = net.createServer((socket) => h2.accept(socket))
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
@@ -50,7 +50,7 @@ describe("an HTTP/2 caller that grants no window", () => {
       call.writeHead(200, [])
       call.write(Buffer.from("first "))
       finish = () => call.end(Buffer.from("last"))
-    }, { idleTimeoutMs: 200, maxStreams: 256, answerIdleMs: 60_000, onStalled: () => {} })
+    }, { idleTimeoutMs: 200, maxStreams: 256, answerIdleMs: 60_000, onStalled: () => {}, onEnded: () => {} })
     cleanup.add(() => h2.destroyAll())
     const server = net.createServer((socket) => h2.accept(socket))
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))

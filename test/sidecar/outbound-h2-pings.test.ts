@@ -31,8 +31,11 @@ const InventoryClient = grpc.makeGenericClientConstructor(METHODS, "Inventory")
 
 describe("A's h2c sessions that PING", () => {
   let cleanup: Cleanup
+  /** The sessions the listener ended for abuse, by reason (the sidecar counts them in iip_mesh_h2_sessions_ended_total). */
+  let ended: Array<string>
   beforeEach(() => {
     cleanup = new Cleanup()
+    ended = []
   })
   afterEach(() => cleanup.run())
 
@@ -42,7 +45,7 @@ describe("A's h2c sessions that PING", () => {
       call.writeHead(200, [])
       if (call.url === "/quiet") call.write(Buffer.from("waiting"))
       else call.end(Buffer.from("done"))
-    }, { idleTimeoutMs, maxStreams: 16, answerIdleMs, onStalled: () => {} })
+    }, { idleTimeoutMs, maxStreams: 16, answerIdleMs, onStalled: () => {}, onEnded: (reason) => ended.push(reason) })
     cleanup.add(() => h2.destroyAll())
     const server = net.createServer((socket) => h2.accept(socket))
     await new Promise<void>((resolve) => server.listen(0, LOOPBACK, resolve))
@@ -90,6 +93,7 @@ describe("A's h2c sessions that PING", () => {
     void goaway.then(() => (gone = true))
     for (let i = 0; i < 100 && !gone && !session.destroyed; i++) await ping(session).catch(() => {})
     expect(await withTimeout(goaway, 20_000, "the GOAWAY")).toStrictEqual({ code: http2.constants.NGHTTP2_ENHANCE_YOUR_CALM, debug: "too_many_pings" })
+    expect(ended).toStrictEqual(["too_many_pings"])
   }, 60_000)
 
   it("PINGs back to back while a stream is open are answered; the session goes on", async () => {
@@ -128,7 +132,7 @@ describe("A's h2c sessions that PING", () => {
       call.onClose(closedAtA)
       call.writeHead(200, [["content-length", String(size)]])
       call.end(Buffer.alloc(size))
-    }, { idleTimeoutMs: 60_000, maxStreams: 16, answerIdleMs: 60_000, onStalled: () => {} })
+    }, { idleTimeoutMs: 60_000, maxStreams: 16, answerIdleMs: 60_000, onStalled: () => {}, onEnded: () => {} })
     cleanup.add(() => h2.destroyAll())
     const server = net.createServer((socket) => h2.accept(socket))
     await new Promise<void>((resolve) => server.listen(0, LOOPBACK, resolve))
