@@ -32,12 +32,12 @@ const failLine = (command: string) => (error: unknown) =>
     process.exitCode = 1
   })
 
-/** serveFiles' options (as OptionInvalid names them) and the flags that set them. */
+/**
+ * serveFiles' options (as OptionInvalid names them) and the flags that set them: the two integer
+ * flags, which reach its check as typed (the sizes and the age are bounded by their parsers first).
+ */
 const fileServerFlags: Readonly<Record<string, string>> = {
-  "file server maxFileBytes": "--max-file-size (in bytes)",
-  "file server quotaBytes": "--quota (in bytes)",
   "file server maxEntries": "--max-entries",
-  "file server partialMaxAgeMs": "--partial-max-age (in ms)",
   "file server maxUnfinishedUploads": "--max-unfinished"
 }
 
