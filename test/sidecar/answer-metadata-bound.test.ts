@@ -6,6 +6,9 @@
 // naming the size and the bound; INTERNAL to a gRPC caller), counted at B. Before, all of these
 // failed at the send as the inbound hop's handler_failed: UNAVAILABLE to a gRPC caller, which
 // invites a retry of a call the app already processed.
+// An answer these tests call whole reaches B in one read (wholeAnswerRelay.ts): node's server sends
+// its trailers a turn or more after its message, and under load B's 1 ms wait for them ran out
+// first (the answer streamed, and its HTTP/1.1 caller got a 200 and a reset where a 502 was meant).
 import * as grpc from "@grpc/grpc-js"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { RemoteError } from "../../src/mux/meshChannels.ts"
@@ -16,6 +19,7 @@ import { grpcMessage, identity, startSizedGrpcApp } from "../support/grpcRaw.ts"
 import { Cleanup, frame, RawClient } from "../support/iipRaw.ts"
 import { helloOf, rejection, startClient } from "../support/meshTest.ts"
 import { call, LOOPBACK, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
+import { relayWholeAnswers } from "../support/wholeAnswerRelay.ts"
 
 const PATH = "/demo.Inventory/Watch"
 
@@ -38,9 +42,9 @@ describe("an app's answer metadata against the bound the mesh carries, at sideca
   afterEach(() => cleanup.run())
 
 
-  /** B in front of the app, A in front of B, and a grpc-js client of A that reads large metadata (its own bound is 8 KiB). */
+  /** B in front of the app (each answer in one read: wholeAnswerRelay.ts), A in front of B, and a grpc-js client of A that reads large metadata (its own bound is 8 KiB). */
   const startGrpcPair = async () => {
-    const b = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${await startSizedGrpcApp(cleanup)}`, appProtocol: "h2c", tracing: false }))
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${await relayWholeAnswers(cleanup, await startSizedGrpcApp(cleanup))}`, appProtocol: "h2c", tracing: false }))
     const a = await startSidecar(cleanup, sidecarConfig({ service: "store", tracing: false, endpoints: { inventory: [{ address: b.inboundAddress, weight: 1 }] } }))
     const client = new grpc.Client(`${LOOPBACK}:${a.outboundPort}`, grpc.credentials.createInsecure(), { "grpc.default_authority": "inventory", "grpc.max_metadata_size": 1 << 20 })
     cleanup.add(() => client.close())
@@ -92,7 +96,7 @@ describe("an app's answer metadata against the bound the mesh carries, at sideca
   })
 
   it("a caller whose hello does not name `trailers` (8 KiB): a whole answer whose head and trailers fit only apart is app_failed, not streamed without its trailers", async () => {
-    const b = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${await startSizedGrpcApp(cleanup)}`, appProtocol: "h2c", tracing: false }))
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${await relayWholeAnswers(cleanup, await startSizedGrpcApp(cleanup))}`, appProtocol: "h2c", tracing: false }))
     const raw = await RawClient.connect(b.sidecar.inbound.port, cleanup)
     raw.write(frame(Status.RequestWhole, MeshPath.hello, 0, encodeHello(helloOf({ node: "old", features: MeshFeatures.filter((f) => f !== "trailers") }), false)))
     expect(decodeHello((await raw.next(5000)).data)?.features).not.toContain("trailers")
