@@ -6,7 +6,8 @@
 // load (the full suite on 2 cores) the wait ran out first, the answer streamed, and a test of what B
 // does with a whole answer saw what it does with a streamed one. Read in one read, the answer is
 // over within its head's turn and B never waits: whole, however loaded the machine.
-// What the caller sends goes to the app as it comes.
+// What B sends goes to the app as it comes; its RST_STREAMs are read, as the end of an answer the
+// app will not finish.
 import * as net from "node:net"
 import { type Cleanup, startRawServer } from "./iipRaw.ts"
 
@@ -26,7 +27,29 @@ const MAX_HELD_DATA = 16 * 1024
 /** Held at most of header blocks and all (a budget: a test's heads and trailers are well within it). */
 const MAX_HELD = 1024 * 1024
 
-/** Frames from the app, handed on once no stream's answer is under way (begun and not ended). */
+/** The RST_STREAMs in what B sends (after its 24-byte preface), each stream's to `onReset`. */
+class ResetReader {
+  private read: Buffer = Buffer.alloc(0)
+  private at = 24
+  private readonly onReset: (stream: number) => void
+
+  constructor(onReset: (stream: number) => void) {
+    this.onReset = onReset
+  }
+
+  push(data: Buffer): void {
+    this.read = Buffer.concat([this.read, data])
+    for (let length = 0; this.at + 9 <= this.read.length && this.at + 9 + (length = this.read.readUIntBE(this.at, 3)) <= this.read.length; this.at += 9 + length) {
+      if (this.read[this.at + 3] === RST_STREAM) this.onReset(this.read.readUInt32BE(this.at + 5) & 0x7fffffff)
+    }
+    // What was read whole goes: only a frame's start is kept (or the preface's rest is counted).
+    const consumed = Math.min(this.at, this.read.length)
+    this.read = this.read.subarray(consumed)
+    this.at -= consumed
+  }
+}
+
+/** Frames from the app, handed on once no stream's answer is under way (begun and not ended, by the app or by B's reset). */
 class WholeAnswers {
   private held: Buffer = Buffer.alloc(0)
   /** Of `held`, the bytes of whole frames already looked at, and of those, DATA payload's. */
@@ -58,12 +81,22 @@ class WholeAnswers {
       if (type === DATA) this.parsedData += length
       if ((type === DATA && (flags & END_STREAM) !== 0) || type === RST_STREAM) this.open.delete(stream)
     }
-    if (this.parsed > 0 && ((this.open.size === 0 && this.block === undefined) || this.parsedData > MAX_HELD_DATA || held.length > MAX_HELD)) {
-      this.send(held.subarray(0, this.parsed))
-      this.held = held.subarray(this.parsed)
-      this.parsed = 0
-      this.parsedData = 0
-    }
+    this.handOn()
+  }
+
+  /** B reset `stream`: the app sends no more of its answer. */
+  reset(stream: number): void {
+    if (this.open.delete(stream)) this.handOn()
+  }
+
+  /** The whole frames held go on once no answer is under way (or past what is held at most). */
+  private handOn(): void {
+    const held = this.held
+    if (this.parsed === 0 || ((this.open.size > 0 || this.block !== undefined) && this.parsedData <= MAX_HELD_DATA && held.length <= MAX_HELD)) return
+    this.send(held.subarray(0, this.parsed))
+    this.held = held.subarray(this.parsed)
+    this.parsed = 0
+    this.parsedData = 0
   }
 }
 
@@ -72,11 +105,13 @@ export const relayWholeAnswers = async (cleanup: Cleanup, appPort: number): Prom
   const { port } = await startRawServer(cleanup, (socket) => {
     const app = net.connect(appPort, "127.0.0.1")
     const answers = new WholeAnswers((bytes) => socket.write(bytes))
+    const resets = new ResetReader((stream) => answers.reset(stream))
     app.on("data", (data: Buffer) => answers.push(data))
+    socket.on("data", (data: Buffer) => resets.push(data))
+    socket.pipe(app)
     app.on("error", () => {})
     app.once("close", () => socket.destroy())
     socket.once("close", () => app.destroy())
-    socket.pipe(app)
   })
   return port
 }
