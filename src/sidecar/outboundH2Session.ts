@@ -139,7 +139,7 @@ export const UNSENT_RESETS_PER_SECOND = 20
 export const TOO_MANY_RESETS = Buffer.from("too_many_resets")
 
 /** Why A ended a caller's session (GOAWAY ENHANCE_YOUR_CALM): its debug data, and the metric's reason. */
-export type SessionEndReason = "too_many_pings" | "too_many_resets"
+export type SessionEndReason = "too_many_pings" | "too_many_resets" | "too_many_premature_resets"
 
 /** A session's budget of requests reset before they went on (a token bucket, as nghttp2 keeps its own). */
 export class UnsentResets {
