@@ -77,6 +77,10 @@ export interface H2Options {
  */
 const HEAD_LIMIT = nodeHttp.maxHeaderSize
 
+/** nghttp2's bound on a caller's RST_STREAMs, raised to a backstop (makeH2c): 100 times its burst, 300 times its rate. */
+const RESET_BACKSTOP_BURST = 100_000
+const RESET_BACKSTOP_PER_SECOND = 10_000
+
 /** A stream of a caller gone (its FIN) that still waits for its request's frames is cut (StreamCall.callerEnded). */
 const cutWaiting = (call: StreamCall): void => call.callerEnded()
 
@@ -92,7 +96,19 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
   // it never hands over. The requests a caller sends before (a new connection's first, which
   // curl, node's and gRPC's clients send with the preface) node lets through up to its own bounds
   // (128 fields of up to 64 KiB): StreamCall measures those, refused 431 by outbound.ts.
-  const h2 = http2.createServer({ settings: { maxConcurrentStreams: options.maxStreams, maxHeaderListSize: HEAD_LIMIT }, strictSingleValueFields: false })
+  // streamResetBurst, streamResetRate: nghttp2's own bound on the RST_STREAMs a caller sends (1,000
+  // at once, 33 a second by default) counts every one, a gRPC call's deadline cancel too, and ends
+  // the session with GOAWAY INTERNAL_ERROR: a grpc-js client with 100 calls in flight on 1-20 ms
+  // deadlines lost its session so (its calls in flight failed INTERNAL) within 1,500 calls. A's
+  // own bounds count the resets that cost work nobody waits for (the budget of resets before a
+  // request went on, outboundH2Session.ts; the premature-reset rule, outboundH2Premature.ts), so
+  // nghttp2's is raised to a backstop past any rate this sidecar serves.
+  const h2 = http2.createServer({
+    settings: { maxConcurrentStreams: options.maxStreams, maxHeaderListSize: HEAD_LIMIT },
+    strictSingleValueFields: false,
+    streamResetBurst: RESET_BACKSTOP_BURST,
+    streamResetRate: RESET_BACKSTOP_PER_SECOND
+  })
   const sessions = new Set<http2.ServerHttp2Session>()
   // One timer for every session, while there are sessions: nothing per request or stream. A
   // session's own checks (idle, stalled) see only the whole session, which a caller that keeps it
