@@ -130,9 +130,10 @@ export const cutStalled = (open: ReadonlySet<StreamCall>): number => {
  * counted). Below node's own bounds, which end such a session with GOAWAY INTERNAL_ERROR (read as
  * this side's fault): in one read, streams reset there are freed only after it, so past
  * --h2-max-streams (256) more are refused, and past 100 refused (maxSessionRejectedStreams) the
- * session ends (measured: at the 358th); across reads, nghttp2's count of every reset (1,000 at once,
- * 33 a second: h2c-reset-budget.test.ts's legitimate client nears it). Above the 200 a connection
- * of the framing fuzz (h2RequestCases.ts) may reset so and still be served.
+ * session ends (measured: at the 358th); across reads, nghttp2's count of every reset, which
+ * makeH2c raises to a backstop (it ended gRPC sessions whose calls end by their deadlines).
+ * Resets after a request went on are the premature-reset rule's (outboundH2Premature.ts). Above the
+ * 200 a connection of the framing fuzz (h2RequestCases.ts) may reset so and still be served.
  */
 export const UNSENT_RESET_BURST = 250
 export const UNSENT_RESETS_PER_SECOND = 20

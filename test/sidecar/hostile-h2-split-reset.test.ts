@@ -54,12 +54,17 @@ describe("requests reset in the read after the one their END_STREAM came in (spl
   let seen: Seen
   let a: RunningSidecar
   let b: RunningSidecar
+  /** A's log lines naming a session it ended. */
+  let ended: Array<Record<string, unknown>>
   beforeEach(async () => {
+    ended = []
     cleanup = new Cleanup()
     seen = { begun: 0, cut: 0 }
     const port = await startHangingApp(cleanup, seen)
     b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: `${LOOPBACK}:${port}`, appProtocol: "h2c", tracing: false }))
-    a = await startSidecar(cleanup, sidecarConfig({ service: "store", tracing: false, endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
+    a = await startSidecar(cleanup, sidecarConfig({ service: "store", tracing: false, endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }), (event, fields) => {
+      if (event === "h2-session-ended") ended.push(fields)
+    })
   })
   afterEach(() => cleanup.run())
 
@@ -91,6 +96,7 @@ describe("requests reset in the read after the one their END_STREAM came in (spl
       const atA = parsePrometheusText((await a.sidecar.telemetry.metrics.text()).body)
       expect(sum(atA, "iip_mesh_h2_sessions_ended_total", { reason: "too_many_premature_resets" })).toBe(1)
       expect(sum(atA, "iip_mesh_h2_sessions_ended_total", { reason: "too_many_resets" })).toBe(0)
+      expect(ended).toEqual([{ reason: "too_many_premature_resets", remote: "127.0.0.1" }])
       const fresh = await connectRawH2(cleanup, a.outboundPort, true)
       fresh.socket.write(headerFrames(1, requestBlock("GET", "/after"), true))
       await fresh.until(streamOver(1), "the new session's answer")
