@@ -485,7 +485,9 @@ export class StreamCall implements OutboundCall {
     this.open.delete(this)
     // Closed while A holds the request (to the turn's end, its body held or gathered): a reset
     // before it went on, counted now, as its RST_STREAM is read. At the turn's end it came after
-    // nghttp2's own count, which ends a session past 1,000 resets read at once its way (INTERNAL_ERROR).
+    // nghttp2's own count, which ended a session past 1,000 resets read at once its way (INTERNAL_ERROR;
+    // a backstop now, makeH2c).
+    // Every close is told to the premature-reset rule: answered, reset by this side, or reset by its caller.
     if (this.sendTo !== undefined || this.holder !== undefined || this.stopReading !== undefined) this.countReset()
     const now = performance.now()
     this.premature.closed(!this.headWritten && !this.resetHere && this.resetEarly(now))
