@@ -490,7 +490,7 @@ export class StreamCall implements OutboundCall {
     // Every close is told to the premature-reset rule: answered, reset by this side, or reset by its caller.
     if (this.sendTo !== undefined || this.holder !== undefined || this.stopReading !== undefined) this.countReset()
     const now = performance.now()
-    this.premature.closed(!this.headWritten && !this.resetHere && this.resetEarly(now))
+    this.premature.closed(!this.headWritten && !this.resetHere && this.resetEarly(now), now)
     // Its window, given back from now on, is the caller reading this answer's tail: looked at from the next PING.
     this.taking.at = now
     this.taking.window = -1

@@ -142,6 +142,10 @@ export const TOO_MANY_RESETS = Buffer.from("too_many_resets")
 /** Why A ended a caller's session (GOAWAY ENHANCE_YOUR_CALM): its debug data, and the metric's reason. */
 export type SessionEndReason = "too_many_pings" | "too_many_resets" | "too_many_premature_resets"
 
+/** A token bucket's tokens at `now` that held `tokens` at `since` (ms, performance.now()): `perSecond` earned back, at most `burst`. */
+export const refill = (tokens: number, since: number, now: number, burst: number, perSecond: number): number =>
+  Math.min(burst, tokens + ((now - since) * perSecond) / 1000)
+
 /** A session's budget of requests reset before they went on (a token bucket, as nghttp2 keeps its own). */
 export class UnsentResets {
   private readonly session: http2.ServerHttp2Session
@@ -159,7 +163,7 @@ export class UnsentResets {
     const session = this.session
     if (session.destroyed) return
     const now = performance.now()
-    this.tokens = Math.min(UNSENT_RESET_BURST, this.tokens + ((now - this.at) * UNSENT_RESETS_PER_SECOND) / 1000)
+    this.tokens = refill(this.tokens, this.at, now, UNSENT_RESET_BURST, UNSENT_RESETS_PER_SECOND)
     this.at = now
     if (--this.tokens >= 0) return
     endSession(session, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM, TOO_MANY_RESETS)
