@@ -184,8 +184,8 @@ export class StreamCall implements OutboundCall {
   private readonly resets: UnsentResets
   /** Its session's count of streams and of those its caller reset prematurely (outboundH2Premature.ts). */
   private readonly premature: PrematureResets
-  /** When the stream came (performance.now()): its lifetime at its close says whether a reset was premature. */
-  private readonly startedAt: number
+  /** When the stream came (performance.now()): the exchange's start, and its lifetime at its close says whether a reset was premature. */
+  readonly startedAt: number
   /** This side reset the stream (its caller gone, its answer cut or stalled): no reset of its caller's. */
   private resetHere = false
   /** Answer bytes handed to the stream: less what it still holds, what left (a write's bytes leave with its callback). */
