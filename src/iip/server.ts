@@ -429,11 +429,43 @@ export class IipServer {
     setTimeout(() => socket.destroy(), 1000).unref()
   }
 
-  /** Refuses (and closes) a connection over the limit (handshakes under way count) or while draining. */
+  /**
+   * Refuses (and closes) a connection over the limit (handshakes under way count) or while draining.
+   * At the limit the oldest connection that has proven nothing yet makes way for the newcomer
+   * instead (evictUnproven): else one source holding the places with silent sockets, reconnecting
+   * as each reaches its first-packet or handshake timeout, would keep every honest peer out.
+   */
   private full(socket: ByteStream): boolean {
     const max = this.maxConnections
-    if (this.connectionCount + this.handshaking.size < max && !this.draining) return false
-    const reason = this.draining ? "server is draining" : `server connections limited (${max})`
+    if (this.draining) return this.refuseAtAccept(socket, "server is draining")
+    if (this.connectionCount + this.handshaking.size < max || this.evictUnproven()) return false
+    return this.refuseAtAccept(socket, `server connections limited (${max})`)
+  }
+
+  /**
+   * Closes the oldest connection that proved nothing: a TLS handshake (or its first byte) still
+   * awaited, else a connection with no whole packet read. Honest peers send their hello at once;
+   * a socket still silent when the places run out is the likeliest to be an attacker's. False when
+   * every connection has proven itself (those keep their places: the newcomer is refused).
+   */
+  private evictUnproven(): boolean {
+    for (const socket of this.handshaking) {
+      this.handshaking.delete(socket)
+      this.log("connection-evicted", { remote: `${socket.remoteAddress}:${socket.remotePort}`, reason: "handshake unfinished at the connection limit" })
+      socket.destroy()
+      return true
+    }
+    for (const session of this.plain) {
+      const connection = session.connection
+      if (connection.closed || connection.packetsReceived > 0) continue
+      this.log("connection-evicted", { remote: connection.remoteAddress, reason: "no whole packet at the connection limit" })
+      connection.close("evicted at the connection limit", false)
+      return true
+    }
+    return false
+  }
+
+  private refuseAtAccept(socket: ByteStream, reason: string): true {
     this.log("connection-refused", { remote: `${socket.remoteAddress}:${socket.remotePort}`, reason })
     socket.destroy()
     return true
