@@ -29,10 +29,12 @@ import { type Log, messageOf, stderrLog } from "./log.ts"
 import { checkOptions, count, durationMs, type Limits } from "./optionLimits.ts"
 import { checkPeerOptions, type PeerOptions } from "./peerOptions.ts"
 import { Router } from "./router.ts"
+import { IPV6_SOURCE_PREFIX, sourceKeyOf } from "./sourceKey.ts"
 import { ServerStatistics, type StatisticsOptions } from "./statistics.ts"
 import { Supervisor } from "./supervisor.ts"
 import { ConnectionTimeouts, defaultTimeouts } from "./timeouts.ts"
 import { classifyTlsError, encodeTlsRefusal, MESH_ALPN, type ServerTlsOptions, TLS_HANDSHAKE_RECORD, type TlsCredentials, type TlsRefusal } from "./tls.ts"
+import { UnprovenPlaces } from "./unprovenPlaces.ts"
 
 export type { Body, Handler, HandlerResult, HandlerValue } from "./dispatch.ts"
 export type { Failure, IncomingRequest, Reply } from "../mux/request.ts"
@@ -92,6 +94,8 @@ export interface ServerOptions extends PeerOptions {
   readonly statistics?: StatisticsOptions
   /** Run connections inside TLS: mutual TLS for mesh peers, or the Go reference's TLS mode (tls.ts). */
   readonly tls?: ServerTlsOptions
+  /** The prefix an IPv6 peer counts by when a connection is picked to make way at maxConnections (sourceKey.ts; default a /64). */
+  readonly ipv6SourcePrefix?: number
 }
 
 const defaultHandshakeTimeoutMs = 10_000
@@ -112,7 +116,8 @@ const serverLimits: Limits<ServerOptions> = {
   firstPacketTimeoutMs: durationMs(0),
   packetTimeoutMs: durationMs(0),
   idleTimeoutMs: durationMs(0),
-  drainTimeoutMs: durationMs(0)
+  drainTimeoutMs: durationMs(0),
+  ipv6SourcePrefix: count(IPV6_SOURCE_PREFIX.min, IPV6_SOURCE_PREFIX.max)
 }
 const tlsLimits: Limits<ServerTlsOptions> = { handshakeTimeoutMs: durationMs(1) }
 const webSocketLimits: Limits<WebSocketServerOptions> = { maxMessageBytes: count(1), maxConnections: count(1) }
@@ -151,8 +156,13 @@ export class IipServer {
   private draining = false
   /** Where TLS connections are handshaken (it never listens: the TCP listener hands sockets to it). */
   private readonly tlsServer: tls.Server | undefined
-  /** Sockets between accept and a finished handshake (or their first byte), closed with the server. */
-  private readonly handshaking = new Set<net.Socket>()
+  /** Sockets between accept and a finished handshake (or their first byte), closed with the server; the first to make way at the cap. */
+  private readonly handshaking = new UnprovenPlaces<net.Socket>()
+  /**
+   * Connections with no whole packet read, as far as known: one that moved to mesh mode leaves at
+   * its hello, a plain peer's stays until it closes or is passed over at the cap (evictUnproven).
+   */
+  private readonly fresh = new UnprovenPlaces<Connection>()
 
   /** Throws OptionInvalid (optionLimits.ts) for a numeric option out of range. */
   constructor(options: ServerOptions) {
@@ -367,7 +377,7 @@ export class IipServer {
   private sniff(socket: net.Socket): void {
     const tlsOptions = this.options.tls!
     if (this.full(socket)) return
-    this.handshaking.add(socket)
+    this.handshaking.add(socket, this.sourceOf(socket))
     const timeoutMs = tlsOptions.handshakeTimeoutMs ?? defaultHandshakeTimeoutMs
     const timer = setTimeout(() => {
       this.refused({ reason: "tls_handshake", message: `nothing received within ${timeoutMs} ms` }, socket, undefined)
@@ -431,9 +441,9 @@ export class IipServer {
 
   /**
    * Refuses (and closes) a connection over the limit (handshakes under way count) or while draining.
-   * At the limit the oldest connection that has proven nothing yet makes way for the newcomer
-   * instead (evictUnproven): else one source holding the places with silent sockets, reconnecting
-   * as each reaches its first-packet or handshake timeout, would keep every honest peer out.
+   * At the limit a connection that has proven nothing yet makes way for the newcomer instead
+   * (evictUnproven): else one source holding the places with silent sockets, reconnecting as each
+   * reaches its first-packet or handshake timeout, would keep every honest peer out.
    */
   private full(socket: ByteStream): boolean {
     const max = this.maxConnections
@@ -443,32 +453,39 @@ export class IipServer {
   }
 
   /**
-   * Closes the oldest connection that proved nothing: a TLS handshake (or its first byte) still
-   * awaited, else a connection with no whole packet read. Honest peers send their hello at once;
-   * a socket still silent when the places run out is the likeliest to be an attacker's. False when
-   * every connection has proven itself (those keep their places: the newcomer is refused).
+   * Closes one connection that proved nothing: of the source holding the most such (unprovenPlaces.ts),
+   * its oldest; a TLS handshake (or first byte) still awaited first, else a connection with no whole
+   * packet read. Honest peers send their hello at once; sockets still silent when the places run
+   * out are the likeliest to be an attacker's, and an attacker's are the most of one source unless
+   * it spreads them over as many sources as there are places. False when every connection has
+   * proven itself (those keep their places: the newcomer is refused).
    */
   private evictUnproven(): boolean {
-    for (const socket of this.handshaking) {
-      this.handshaking.delete(socket)
+    const socket = this.handshaking.takeOldestOfLargest()
+    if (socket !== undefined) {
       this.log("connection-evicted", { remote: `${socket.remoteAddress}:${socket.remotePort}`, reason: "handshake unfinished at the connection limit" })
       socket.destroy()
       return true
     }
-    for (const session of this.plain) {
-      const connection = session.connection
+    for (;;) {
+      const connection = this.fresh.takeOldestOfLargest()
+      if (connection === undefined) return false
+      // A plain peer's first packet is not reported: it is seen here, and the connection passed over for good.
       if (connection.closed || connection.packetsReceived > 0) continue
       this.log("connection-evicted", { remote: connection.remoteAddress, reason: "no whole packet at the connection limit" })
       connection.close("evicted at the connection limit", false)
       return true
     }
-    return false
   }
 
   private refuseAtAccept(socket: ByteStream, reason: string): true {
     this.log("connection-refused", { remote: `${socket.remoteAddress}:${socket.remotePort}`, reason })
     socket.destroy()
     return true
+  }
+
+  private sourceOf(socket: ByteStream): string {
+    return sourceKeyOf(socket.remoteAddress ?? "", this.options.ipv6SourcePrefix ?? IPV6_SOURCE_PREFIX.default)
   }
 
   private accept(socket: ByteStream, peerIdentity: string | undefined): void {
@@ -480,10 +497,14 @@ export class IipServer {
       connection,
       this.dispatch,
       { maxChannels: this.options.maxChannelsPerConnection ?? defaultServerSessionLimits.maxChannels },
-      (closed) => this.plain.delete(closed),
+      (closed) => {
+        this.plain.delete(closed)
+        this.fresh.delete(connection)
+      },
       this.options.mesh === false ? undefined : (data) => this.upgrade(session, connection, data)
     )
     this.plain.add(session)
+    this.fresh.add(connection, this.sourceOf(socket))
     this.timeouts.watch(connection, () => session.idle)
   }
 
@@ -498,6 +519,8 @@ export class IipServer {
       answer: encodeHello({ ...this.hello, features: agreed.features, compression: codec === undefined ? [] : [codec] }, true),
       upgrade: () => {
         this.plain.delete(session)
+        // Its hello was a whole packet.
+        this.fresh.delete(connection)
         const mesh = new MeshSession(connection, {
           isDialer: false,
           agreed,

@@ -28,15 +28,15 @@ beforeAll(async () => {
   pki = await makeTestPki("slots")
 })
 
-/** `count` connections to `port` that send `first` (or nothing) and then stay silent; resolves once all are connected. */
-const silentConnections = async (cleanup: Cleanup, port: number, count: number, first?: Buffer) => {
+/** `count` connections to `port` (from `localAddress`, a loopback address) that send `first` (or nothing) and then stay silent; resolves once all are connected. */
+const silentConnections = async (cleanup: Cleanup, port: number, count: number, first?: Buffer, localAddress = "127.0.0.1") => {
   const sockets: Array<net.Socket> = []
   let answered = 0
   cleanup.add(() => {
     for (const socket of sockets) socket.destroy()
   })
   for (let i = 0; i < count; i++) {
-    const socket = net.connect(port, "127.0.0.1")
+    const socket = net.connect({ port, host: "127.0.0.1", localAddress })
     socket.on("error", () => {})
     socket.once("data", () => answered++)
     sockets.push(socket)
@@ -53,17 +53,26 @@ describe("an attacker holding the inbound listener's places with connections tha
   })
   afterEach(() => cleanup.run())
 
-  const meshWith = async (tls: boolean): Promise<{ a: RunningSidecar; b: RunningSidecar; events: Array<string> }> => {
+  const meshWith = async (tls: boolean): Promise<{ a: RunningSidecar; b: RunningSidecar; events: Array<string>; lines: Array<{ event: string; fields: Record<string, unknown> }> }> => {
     const app = await startApp(cleanup, (req, res) => res.end(`ok ${req.url}`))
     const events: Array<string> = []
-    const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address }), (event) => void events.push(event), tls ? { credentials: makeCredentialHolder(await pki.credentials(CATALOG)) } : {})
+    const lines: Array<{ event: string; fields: Record<string, unknown> }> = []
+    const b = await startSidecar(
+      cleanup,
+      sidecarConfig({ service: "catalog", app: app.address }),
+      (event, fields) => {
+        events.push(event)
+        lines.push({ event, fields })
+      },
+      tls ? { credentials: makeCredentialHolder(await pki.credentials(CATALOG)) } : {}
+    )
     const a = await startSidecar(
       cleanup,
       sidecarConfig({ service: "store", endpoints: { catalog: [{ address: b.inboundAddress, weight: 1, ...(tls ? { identity: CATALOG } : {}) }] } }),
       () => {},
       tls ? { credentials: makeCredentialHolder(await pki.credentials(STORE)) } : {}
     )
-    return { a, b, events }
+    return { a, b, events, lines }
   }
 
   for (const tls of [false, true]) {
@@ -96,5 +105,22 @@ describe("an attacker holding the inbound listener's places with connections tha
     await waitFor(() => late.open() === 0, 5_000, "the newcomer to be refused")
     expect(held.open()).toBe(CAP)
     expect(events).toContain("connection-refused")
+  }, 60_000)
+
+  // Oldest-first alone closed the honest handshake once the flood's newer sockets outnumbered the
+  // places (an honest handshake takes milliseconds, tens on a loaded machine: 1,000 accepts in that
+  // time close it). By the largest holder, a flood from one address closes its own.
+  it("mTLS: a flood from one address at the cap closes its own unfinished handshakes, not another source's under way", async () => {
+    const { b, lines } = await meshWith(true)
+    const port = Number(b.inboundAddress.split(":")[1])
+    const held = await silentConnections(cleanup, port, CAP - 1, PARTIAL_CLIENT_HELLO, "127.0.0.2")
+    // A handshake under way from another source (its ClientHello still arriving), in the last place.
+    const honest = await silentConnections(cleanup, port, 1, PARTIAL_CLIENT_HELLO, "127.0.0.1")
+    await waitFor(() => held.open() + honest.open() === CAP, 5_000, "the listener to hold every place")
+    const flood = await silentConnections(cleanup, port, CAP, PARTIAL_CLIENT_HELLO, "127.0.0.2")
+    // Each of the flood's newcomers closed one socket: the listener holds CAP again once those closes arrive.
+    await waitFor(() => held.open() + flood.open() + honest.open() === CAP, 10_000, "one socket closed for each newcomer")
+    expect(honest.open()).toBe(1)
+    expect(lines.filter((l) => l.event === "connection-evicted").every((l) => String(l.fields["remote"]).startsWith("127.0.0.2:"))).toBe(true)
   }, 60_000)
 })
