@@ -163,6 +163,8 @@ export class IipServer {
    * its hello, a plain peer's stays until it closes or is passed over at the cap (evictUnproven).
    */
   private readonly fresh = new UnprovenPlaces<Connection>()
+  /** Sockets closed at the cap while the TLS server had them: their failed handshake is not a peer's refusal. */
+  private readonly evictedInTls = new WeakSet<net.Socket>()
 
   /** Throws OptionInvalid (optionLimits.ts) for a numeric option out of range. */
   constructor(options: ServerOptions) {
@@ -361,7 +363,8 @@ export class IipServer {
       (socket) => this.secured(socket, options)
     )
     server.on("tlsClientError", (error: NodeJS.ErrnoException, socket: tls.TLSSocket) => {
-      this.refused(classifyTlsError(error), socket, peerCertificateOf(socket))
+      const parent = parentOf(socket)
+      if (parent === undefined || !this.evictedInTls.has(parent)) this.refused(classifyTlsError(error), socket, peerCertificateOf(socket))
       socket.destroy()
     })
     return server
@@ -463,6 +466,7 @@ export class IipServer {
   private evictUnproven(): boolean {
     const socket = this.handshaking.takeOldestOfLargest()
     if (socket !== undefined) {
+      this.evictedInTls.add(socket)
       this.log("connection-evicted", { remote: `${socket.remoteAddress}:${socket.remotePort}`, reason: "handshake unfinished at the connection limit" })
       socket.destroy()
       return true
@@ -558,6 +562,13 @@ export const make = (options: ServerOptions = {}): Effect.Effect<IipServer, List
     }),
     (server) => server.drain(options.drainTimeoutMs ?? 5000).pipe(Effect.andThen(Effect.promise(() => server.close())))
   )
+
+/**
+ * The socket a TLS socket of the server wraps: the one sniff handed over. Node keeps it in the
+ * undocumented `_parent` (set by the TLSSocket constructor since its first version); without it, an
+ * evicted handshake is logged as a refusal, as before eviction existed.
+ */
+const parentOf = (socket: tls.TLSSocket): net.Socket | undefined => (socket as unknown as { readonly _parent?: net.Socket })._parent
 
 const peerCertificateOf = (socket: tls.TLSSocket): X509Certificate | undefined => {
   try {

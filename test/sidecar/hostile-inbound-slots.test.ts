@@ -110,7 +110,7 @@ describe("an attacker holding the inbound listener's places with connections tha
   // Oldest-first alone closed the honest handshake once the flood's newer sockets outnumbered the
   // places (an honest handshake takes milliseconds, tens on a loaded machine: 1,000 accepts in that
   // time close it). By the largest holder, a flood from one address closes its own.
-  it("mTLS: a flood from one address at the cap closes its own unfinished handshakes, not another source's under way", async () => {
+  it("mTLS: a flood from one address at the cap closes its own unfinished handshakes, not another source's under way; an eviction is no TLS refusal", async () => {
     const { b, lines } = await meshWith(true)
     const port = Number(b.inboundAddress.split(":")[1])
     const held = await silentConnections(cleanup, port, CAP - 1, PARTIAL_CLIENT_HELLO, "127.0.0.2")
@@ -122,5 +122,7 @@ describe("an attacker holding the inbound listener's places with connections tha
     await waitFor(() => held.open() + flood.open() + honest.open() === CAP, 10_000, "one socket closed for each newcomer")
     expect(honest.open()).toBe(1)
     expect(lines.filter((l) => l.event === "connection-evicted").every((l) => String(l.fields["remote"]).startsWith("127.0.0.2:"))).toBe(true)
+    // An eviction is this side's choice, not a peer failing its handshake: no mtls-refused line or TLS failure counted for it.
+    expect(lines.filter((l) => l.event === "mtls-refused")).toEqual([])
   }, 60_000)
 })
