@@ -25,7 +25,7 @@ import { compressionFor, offeredCodecs, pickCodec } from "../protocol/compressio
 import { agree, decodeHello, encodeHello, grantedCredit, type Hello, localHello } from "../protocol/mesh.ts"
 import { type Handler, makeDispatch, type ServeHook, withHooks } from "./dispatch.ts"
 import { defaultKeepAlive, keepAlive } from "./keepAlive.ts"
-import { type Log, messageOf, stderrLog } from "./log.ts"
+import { type Log, LogThrottle, messageOf, stderrLog } from "./log.ts"
 import { checkOptions, count, durationMs, type Limits } from "./optionLimits.ts"
 import { checkPeerOptions, type PeerOptions } from "./peerOptions.ts"
 import { Router } from "./router.ts"
@@ -100,6 +100,9 @@ export interface ServerOptions extends PeerOptions {
 
 const defaultHandshakeTimeoutMs = 10_000
 const defaultMaxConnections = 1000
+/** `connection-evicted` and `connection-refused` lines at most per window: a flood at the cap is thousands a second. */
+const acceptLines = 20
+const acceptLinesWindowMs = 60_000
 
 /** What each numeric option takes (optionLimits.ts): 0 is "no limit" for the timeouts that say so. */
 const serverLimits: Limits<ServerOptions> = {
@@ -165,6 +168,8 @@ export class IipServer {
   private readonly fresh = new UnprovenPlaces<Connection>()
   /** Sockets closed at the cap while the TLS server had them: their failed handshake is not a peer's refusal. */
   private readonly evictedInTls = new WeakSet<net.Socket>()
+  private readonly evictedLines = new LogThrottle(acceptLines, acceptLinesWindowMs)
+  private readonly refusedLines = new LogThrottle(acceptLines, acceptLinesWindowMs)
 
   /** Throws OptionInvalid (optionLimits.ts) for a numeric option out of range. */
   constructor(options: ServerOptions) {
@@ -467,7 +472,7 @@ export class IipServer {
     const socket = this.handshaking.takeOldestOfLargest()
     if (socket !== undefined) {
       this.evictedInTls.add(socket)
-      this.log("connection-evicted", { remote: `${socket.remoteAddress}:${socket.remotePort}`, reason: "handshake unfinished at the connection limit" })
+      this.logAccept(this.evictedLines, "connection-evicted", `${socket.remoteAddress}:${socket.remotePort}`, "handshake unfinished at the connection limit")
       socket.destroy()
       return true
     }
@@ -476,16 +481,22 @@ export class IipServer {
       if (connection === undefined) return false
       // A plain peer's first packet is not reported: it is seen here, and the connection passed over for good.
       if (connection.closed || connection.packetsReceived > 0) continue
-      this.log("connection-evicted", { remote: connection.remoteAddress, reason: "no whole packet at the connection limit" })
+      this.logAccept(this.evictedLines, "connection-evicted", connection.remoteAddress, "no whole packet at the connection limit")
       connection.close("evicted at the connection limit", false)
       return true
     }
   }
 
   private refuseAtAccept(socket: ByteStream, reason: string): true {
-    this.log("connection-refused", { remote: `${socket.remoteAddress}:${socket.remotePort}`, reason })
+    this.logAccept(this.refusedLines, "connection-refused", `${socket.remoteAddress}:${socket.remotePort}`, reason)
     socket.destroy()
     return true
+  }
+
+  /** A line of `event` unless `lines` says too many went out lately (the first after them counts the rest). */
+  private logAccept(lines: LogThrottle, event: string, remote: string, reason: string): void {
+    const admitted = lines.admit()
+    if (admitted !== undefined) this.log(event, { remote, reason, ...admitted })
   }
 
   private sourceOf(socket: ByteStream): string {
