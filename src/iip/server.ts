@@ -159,13 +159,18 @@ export class IipServer {
   private draining = false
   /** Where TLS connections are handshaken (it never listens: the TCP listener hands sockets to it). */
   private readonly tlsServer: tls.Server | undefined
-  /** Sockets between accept and a finished handshake (or their first byte), closed with the server; the first to make way at the cap. */
-  private readonly handshaking = new UnprovenPlaces<net.Socket>()
+  /** Sockets between accept and a finished handshake (or their first byte), closed with the server. */
+  private readonly handshaking = new Set<net.Socket>()
   /**
-   * Connections with no whole packet read, as far as known: one that moved to mesh mode leaves at
-   * its hello, a plain peer's stays until it closes or is passed over at the cap (evictUnproven).
+   * What has proven nothing, by source: the first to make way at the cap (evictUnproven). Sockets
+   * still handshaking (or before their first byte), and connections with no verified client
+   * certificate and no whole packet read, as far as known: one that moved to mesh mode leaves at
+   * its hello, a plain peer's stays until it closes or is passed over at the cap. A plain socket
+   * in permissive mode that sent a byte has proven no more than a handshake under way.
    */
-  private readonly fresh = new UnprovenPlaces<Connection>()
+  private readonly unproven = new UnprovenPlaces<net.Socket | Connection>()
+  /** Connections whose client certificate was verified, with no whole packet read yet (as `unproven`): they make way only when nothing in `unproven` can. */
+  private readonly unprovenIdentified = new UnprovenPlaces<Connection>()
   /** Sockets closed at the cap while the TLS server had them: their failed handshake is not a peer's refusal. */
   private readonly evictedInTls = new WeakSet<net.Socket>()
   private readonly evictedLines = new LogThrottle(acceptLines, acceptLinesWindowMs)
@@ -385,7 +390,8 @@ export class IipServer {
   private sniff(socket: net.Socket): void {
     const tlsOptions = this.options.tls!
     if (this.full(socket)) return
-    this.handshaking.add(socket, this.sourceOf(socket))
+    this.handshaking.add(socket)
+    this.unproven.add(socket, this.sourceOf(socket))
     const timeoutMs = tlsOptions.handshakeTimeoutMs ?? defaultHandshakeTimeoutMs
     const timer = setTimeout(() => {
       this.refused({ reason: "tls_handshake", message: `nothing received within ${timeoutMs} ms` }, socket, undefined)
@@ -400,7 +406,7 @@ export class IipServer {
     socket.on("error", onError)
     socket.once("close", () => {
       settle()
-      this.handshaking.delete(socket)
+      this.handshaken(socket)
     })
     socket.once("data", (chunk: Buffer) => {
       settle()
@@ -411,7 +417,7 @@ export class IipServer {
         this.tlsServer!.emit("connection", socket)
         return
       }
-      this.handshaking.delete(socket)
+      this.handshaken(socket)
       if (tlsOptions.acceptPlain !== true) return this.refuseClient(socket, { reason: "plain_refused", message: "peer speaks plain IIP; this side requires TLS" }, undefined)
       tlsOptions.onPlain?.(`${socket.remoteAddress ?? "?"}:${socket.remotePort ?? 0}`)
       this.accept(socket, undefined)
@@ -419,9 +425,15 @@ export class IipServer {
     })
   }
 
+  /** `socket` left its handshake (finished, closed, or found plain): it holds a place as a connection now, or none. */
+  private handshaken(socket: net.Socket): void {
+    this.handshaking.delete(socket)
+    this.unproven.delete(socket)
+  }
+
   /** A finished handshake: the client's certificate verified (mesh) and its identity checked, then IIP. */
   private secured(socket: tls.TLSSocket, options: ServerTlsOptions): void {
-    for (const raw of this.handshaking) if (raw.remotePort === socket.remotePort && raw.remoteAddress === socket.remoteAddress) this.handshaking.delete(raw)
+    for (const raw of this.handshaking) if (raw.remotePort === socket.remotePort && raw.remoteAddress === socket.remoteAddress) this.handshaken(raw)
     let identity: string | undefined
     if (options.requireClientCertificate) {
       const peer = peerCertificateOf(socket)
@@ -462,27 +474,31 @@ export class IipServer {
 
   /**
    * Closes one connection that proved nothing: of the source holding the most such (unprovenPlaces.ts),
-   * its oldest; a TLS handshake (or first byte) still awaited first, else a connection with no whole
-   * packet read. Honest peers send their hello at once; sockets still silent when the places run
-   * out are the likeliest to be an attacker's, and an attacker's are the most of one source unless
-   * it spreads them over as many sources as there are places. False when every connection has
-   * proven itself (those keep their places: the newcomer is refused).
+   * its oldest; one with a verified client certificate only when no other is left. Honest peers
+   * send their hello at once; sockets still silent when the places run out are the likeliest to be
+   * an attacker's, and an attacker's are the most of one source unless it spreads them over as
+   * many sources as there are places. False when every connection has proven itself (those keep
+   * their places: the newcomer is refused).
    */
   private evictUnproven(): boolean {
-    const socket = this.handshaking.takeOldestOfLargest()
-    if (socket !== undefined) {
-      this.evictedInTls.add(socket)
-      this.logAccept(this.evictedLines, "connection-evicted", `${socket.remoteAddress}:${socket.remotePort}`, "handshake unfinished at the connection limit")
-      socket.destroy()
-      return true
-    }
+    return this.evictFrom(this.unproven) || this.evictFrom(this.unprovenIdentified)
+  }
+
+  private evictFrom(places: UnprovenPlaces<net.Socket | Connection>): boolean {
     for (;;) {
-      const connection = this.fresh.takeOldestOfLargest()
-      if (connection === undefined) return false
-      // A plain peer's first packet is not reported: it is seen here, and the connection passed over for good.
-      if (connection.closed || connection.packetsReceived > 0) continue
-      this.logAccept(this.evictedLines, "connection-evicted", connection.remoteAddress, "no whole packet at the connection limit")
-      connection.close("evicted at the connection limit", false)
+      const victim = places.takeOldestOfLargest()
+      if (victim === undefined) return false
+      if (victim instanceof Connection) {
+        // A plain peer's first packet is not reported: it is seen here, and the connection passed over for good.
+        if (victim.closed || victim.packetsReceived > 0) continue
+        this.logAccept(this.evictedLines, "connection-evicted", victim.remoteAddress, "no whole packet at the connection limit")
+        victim.close("evicted at the connection limit", false)
+        return true
+      }
+      this.handshaking.delete(victim)
+      this.evictedInTls.add(victim)
+      this.logAccept(this.evictedLines, "connection-evicted", `${victim.remoteAddress}:${victim.remotePort}`, "handshake unfinished at the connection limit")
+      victim.destroy()
       return true
     }
   }
@@ -514,13 +530,20 @@ export class IipServer {
       { maxChannels: this.options.maxChannelsPerConnection ?? defaultServerSessionLimits.maxChannels },
       (closed) => {
         this.plain.delete(closed)
-        this.fresh.delete(connection)
+        this.dropUnproven(connection)
       },
       this.options.mesh === false ? undefined : (data) => this.upgrade(session, connection, data)
     )
     this.plain.add(session)
-    this.fresh.add(connection, this.sourceOf(socket))
+    const unproven = peerIdentity === undefined ? this.unproven : this.unprovenIdentified
+    unproven.add(connection, this.sourceOf(socket))
     this.timeouts.watch(connection, () => session.idle)
+  }
+
+  /** `connection` read a whole packet, or closed: it no longer makes way at the cap. */
+  private dropUnproven(connection: Connection): void {
+    this.unproven.delete(connection)
+    this.unprovenIdentified.delete(connection)
   }
 
   /** Answers an iip-mesh hello and moves the connection to a mesh session. */
@@ -535,7 +558,7 @@ export class IipServer {
       upgrade: () => {
         this.plain.delete(session)
         // Its hello was a whole packet.
-        this.fresh.delete(connection)
+        this.dropUnproven(connection)
         const mesh = new MeshSession(connection, {
           isDialer: false,
           agreed,

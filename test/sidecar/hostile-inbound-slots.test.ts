@@ -53,13 +53,13 @@ describe("an attacker holding the inbound listener's places with connections tha
   })
   afterEach(() => cleanup.run())
 
-  const meshWith = async (tls: boolean): Promise<{ a: RunningSidecar; b: RunningSidecar; events: Array<string>; lines: Array<{ event: string; fields: Record<string, unknown> }> }> => {
+  const meshWith = async (tls: boolean, mtls: "on" | "permissive" = "on"): Promise<{ a: RunningSidecar; b: RunningSidecar; events: Array<string>; lines: Array<{ event: string; fields: Record<string, unknown> }> }> => {
     const app = await startApp(cleanup, (req, res) => res.end(`ok ${req.url}`))
     const events: Array<string> = []
     const lines: Array<{ event: string; fields: Record<string, unknown> }> = []
     const b = await startSidecar(
       cleanup,
-      sidecarConfig({ service: "catalog", app: app.address }),
+      sidecarConfig({ service: "catalog", app: app.address, ...(tls ? { mtls } : {}) }),
       (event, fields) => {
         events.push(event)
         lines.push({ event, fields })
@@ -126,5 +126,20 @@ describe("an attacker holding the inbound listener's places with connections tha
     expect(lines.filter((l) => l.event === "mtls-refused")).toEqual([])
     // CAP evictions in a burst: a bounded number of lines, the rest counted in the next one that goes out.
     expect(lines.filter((l) => l.event === "connection-evicted").length).toBeLessThanOrEqual(20)
+  }, 60_000)
+
+  // In permissive mode a plain socket that sent a byte but no whole packet has proven no more than
+  // a handshake under way; evicting every handshake before any of them let a few newcomers from an
+  // attacker holding the places with such sockets close each honest handshake as it began.
+  it("mTLS permissive: plain sockets with no whole packet are not kept over another source's handshake under way", async () => {
+    const { b } = await meshWith(true, "permissive")
+    const port = Number(b.inboundAddress.split(":")[1])
+    // One byte of a plain IIP packet (its status): taken as plain IIP, no whole packet.
+    const held = await silentConnections(cleanup, port, CAP - 1, Buffer.from([1]), "127.0.0.2")
+    const honest = await silentConnections(cleanup, port, 1, PARTIAL_CLIENT_HELLO, "127.0.0.1")
+    await waitFor(() => held.open() + honest.open() === CAP, 5_000, "the listener to hold every place")
+    const flood = await silentConnections(cleanup, port, 10, Buffer.from([1]), "127.0.0.2")
+    await waitFor(() => held.open() + flood.open() + honest.open() === CAP, 10_000, "one socket closed for each newcomer")
+    expect(honest.open()).toBe(1)
   }, 60_000)
 })
