@@ -59,7 +59,10 @@ describe("an attacker holding the inbound listener's places with connections tha
     const lines: Array<{ event: string; fields: Record<string, unknown> }> = []
     const b = await startSidecar(
       cleanup,
-      sidecarConfig({ service: "catalog", app: app.address, ...(tls ? { mtls } : {}) }),
+      // The attacker's sockets must outlive their own setup: 1,000 sequential connects took over
+      // 10 s on a loaded machine, and the 10 s first-packet and handshake timeouts then closed the
+      // first of them before the test looked (`open() === CAP` never held). Eviction, not expiry, is under test.
+      sidecarConfig({ service: "catalog", app: app.address, firstPacketTimeoutMs: 120_000, tlsHandshakeTimeoutMs: 120_000, ...(tls ? { mtls } : {}) }),
       (event, fields) => {
         events.push(event)
         lines.push({ event, fields })
