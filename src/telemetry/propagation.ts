@@ -124,6 +124,23 @@ const isSpace = (c: number): boolean => c === 0x20 || c === 0x09 || c === 0x0a |
  */
 export const parseTraceparent = (value: string | undefined): TraceParent | undefined => {
   if (value === undefined) return undefined
+  // The same string read again (a traced request at sidecar B: checked as its header list is
+  // decoded, read again as its span starts; issue 14): the answer already given.
+  if (value === lastTraceparent) return lastParent
+  const parent = parsed(value)
+  lastTraceparent = value
+  lastParent = parent
+  return parent
+}
+
+/** A version 00 traceparent's length, as sidecars write it (formatTraceparent). */
+export const TRACEPARENT_LENGTH = 55
+
+/** The last value parseTraceparent read, and its answer. One entry: bounded whatever a peer sends. */
+let lastTraceparent = ""
+let lastParent: TraceParent | undefined = undefined
+
+const parsed = (value: string): TraceParent | undefined => {
   let start = 0
   let end = value.length
   if (end > 0 && isSpace(value.charCodeAt(0))) start++
