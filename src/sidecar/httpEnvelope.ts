@@ -6,7 +6,7 @@
 import type { IncomingHttpHeaders } from "node:http"
 import { type Meta, metaByteLength } from "../protocol/mesh.ts"
 import { MetaEntries } from "../protocol/metaEntries.ts"
-import { parseTraceparent, TRACEPARENT_LENGTH } from "../telemetry/propagation.ts"
+import { isOwnTraceparent, parseTraceparent, TRACEPARENT_LENGTH } from "../telemetry/propagation.ts"
 import { AddedPair, copyToExtend, endToEndPairs, endToEndPart, type OnInvalidHeader, pairsMatchFlat } from "./headerFilter.ts"
 
 export const HttpMeta = {
@@ -73,7 +73,8 @@ class HeadersJson {
       this.open = this.text.slice(0, -1)
     }
     if (cut === headers.length) return this.text
-    // The names are the three literals traceTailAt compared against: only a value may need escaping.
+    // The names are the three literals traceTailAt compared against: only a value may need escaping
+    // (not the traceparent the outbound side has just made: propagation.ts's isOwnTraceparent).
     // Each pair is its name's opening (a constant), the value and the closing (with the list's own
     // bracket after the last pair): three joins a pair, not six (issue 14: each a 32-byte string).
     let text = this.open
@@ -81,7 +82,7 @@ class HeadersJson {
     for (let i = cut; i <= last; i++) {
       const pair = headers[i]!
       const value = pair[1]
-      text = isPlainJson(value)
+      text = isOwnTraceparent(value) || isPlainJson(value)
         ? text + tailPairOpen(pair[0]) + value + (i === last ? '"]]' : '"]')
         : `${text},["${pair[0]}",${JSON.stringify(value)}${i === last ? "]]" : "]"}`
     }
