@@ -191,6 +191,32 @@ describe("SpanRecorder", () => {
     expect(store.get(traceId)!.map((span) => span.spanId)).toStrictEqual([next.spanId])
   })
 
+  it("a span that records nothing has a span id when read, the same at each read and apart from its child's; its child keeps no parent id", () => {
+    const store = new TraceStore({ maxNewTracesPerSecond: 1, now: () => 5_000 })
+    const spans = tracingFor(store).spans!
+    // The second's one new trace is taken; then sidecar B's pair at saturation: a server span passed on only, and the app span under it.
+    spans.end(spans.start("GET other", SpanKind.CLIENT, undefined))
+    const server = spans.start("GET catalog", SpanKind.SERVER, parseTraceparent(sampledParent))
+    const app = spans.start("GET", SpanKind.CLIENT, server)
+    expect([server.recording, app.recording, server.parentSpanId, app.parentSpanId]).toStrictEqual([false, false, null, null])
+    const traceparent = app.traceparent()
+    expect(traceparent).toMatch(new RegExp(`^00-${traceId}-[0-9a-f]{16}-01$`))
+    expect(app.traceparent()).toBe(traceparent)
+    expect(app.spanId).toBe(traceparent.slice(36, 52))
+    expect(server.spanId).toMatch(/^[0-9a-f]{16}$/)
+    expect(server.spanId).toBe(server.spanId)
+    expect(server.spanId).not.toBe(app.spanId)
+    expect(server.spanId).not.toBe(parentId)
+    // A recording child still names its parent (the records' own ids are drawn at the start).
+    let now = 9_000
+    const roomy = new TraceStore({ maxNewTracesPerSecond: 1, now: () => now })
+    const recorder = tracingFor(roomy).spans!
+    const kept = recorder.start("GET catalog", SpanKind.SERVER, parseTraceparent(sampledParent))
+    const keptApp = recorder.start("GET", SpanKind.CLIENT, kept)
+    expect([kept.parentSpanId, keptApp.parentSpanId]).toStrictEqual([parentId, kept.spanId])
+    now += 1
+  })
+
   it("sidecars sharing a store: a trace whose span records under one records under the next even past the budget, and is kept whole", () => {
     let now = 9_000
     const store = new TraceStore({ maxNewTracesPerSecond: 1, now: () => now })
