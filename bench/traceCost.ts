@@ -7,7 +7,7 @@
 // spans), the flat list and the app request's head, the spans' end. Each mode runs in a child
 // process of its own (a process runs one mode, as a sidecar does), the children alternating.
 //
-//   npx node bench/traceCost.ts [--pairs 4] [--iterations 200000] [--src DIR]
+//   npm run -s bench -- traceCost [--pairs 4] [--iterations 200000] [--src DIR]   (about 10 s a pair)
 //
 // `--src DIR` runs another checkout's src (a worktree of the base) beside this one: each child
 // loads both trees (their own modules) and runs them in turns, slice by slice, so a tree is read
@@ -112,17 +112,12 @@ const child = async (srcs: ReadonlyArray<string>, traced: boolean, iterations: n
   return trees.map((_, t) => ({ a: (median(timeA[t]!.slice(timeA[t]!.length / 2)) / slice) * 1e6, b: (median(timeB[t]!.slice(timeB[t]!.length / 2)) / slice) * 1e6 }))
 }
 
-const args = process.argv.slice(2)
-const flag = (name: string, fallback: string): string => {
-  const at = args.indexOf(name)
-  return at === -1 ? fallback : args[at + 1]!
-}
-const here = resolve(fileURLToPath(new URL("../src", import.meta.url)))
-
-if (args[0] === "--child") {
-  const result = await child(args[1]!.split(","), args[2] === "traced", Number(args[3]))
-  process.stdout.write(`${JSON.stringify(result)}\n`)
-} else {
+/** `npm run -s bench -- traceCost [--pairs N] [--iterations N] [--src DIR]` */
+export const main = async (args: ReadonlyArray<string>): Promise<void> => {
+  const flag = (name: string, fallback: string): string => {
+    const at = args.indexOf(name)
+    return at === -1 ? fallback : args[at + 1]!
+  }
   const pairs = Number(flag("--pairs", "4"))
   const iterations = Number(flag("--iterations", "200000"))
   const base = args.includes("--src") ? resolve(flag("--src", ""), "src") : undefined
@@ -130,15 +125,28 @@ if (args[0] === "--child") {
   const run = (mode: string): Array<Result> =>
     JSON.parse(execFileSync(process.execPath, [fileURLToPath(import.meta.url), "--child", trees.map(([, src]) => src).join(","), mode, String(iterations)], { encoding: "utf8" })) as Array<Result>
   const ns = (x: number) => x.toFixed(0)
+  const all: Array<Record<string, { traced: Result; untraced: Result }>> = []
   for (let p = 0; p < pairs; p++) {
     // The order of the modes alternates from pair to pair.
     const [first, second] = p % 2 === 0 ? ["untraced", "traced"] : ["traced", "untraced"]
-    const results = { [first]: run(first), [second]: run(second) }
+    const results = { [first!]: run(first!), [second!]: run(second!) }
+    const pair: Record<string, { traced: Result; untraced: Result }> = {}
     const line = trees.map(([name], t) => {
       const on = results.traced![t]!
       const off = results.untraced![t]!
+      pair[name!] = { traced: on, untraced: off }
       return `${name}: A ${ns(on.a)} traced / ${ns(off.a)} untraced (+${ns(on.a - off.a)}), B ${ns(on.b)} / ${ns(off.b)} (+${ns(on.b - off.b)})`
     })
-    console.log(`pair ${p + 1} (ns per request): ${line.join(" | ")}`)
+    all.push(pair)
+    console.log(`pair ${p + 1} (CPU ns per request): ${line.join(" | ")}`)
   }
+  console.log(JSON.stringify({ bench: "traceCost", iterations, pairs: all }))
+}
+
+const here = resolve(fileURLToPath(new URL("../src", import.meta.url)))
+
+// A child: `node bench/traceCost.ts --child SRC[,SRC] traced|untraced ITERATIONS`, one JSON line.
+if (import.meta.main && process.argv[2] === "--child") {
+  const result = await child(process.argv[3]!.split(","), process.argv[4] === "traced", Number(process.argv[5]))
+  process.stdout.write(`${JSON.stringify(result)}\n`)
 }
