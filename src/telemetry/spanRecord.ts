@@ -197,8 +197,9 @@ export class SpanRecorder {
   /**
    * A span under `parent`: another process's (a traceparent header, with the tracestate it came
    * with) or one of this recorder's records (whose tracestate it inherits); none: a new trace's root.
+   * `at`: now (performance.now()), if the caller has read it: the store's budget needs the time.
    */
-  start(name: string, kind: SpanKind, parent: TraceParent | undefined, remoteTraceState?: string): SpanRecord {
+  start(name: string, kind: SpanKind, parent: TraceParent | undefined, remoteTraceState?: string, at?: number): SpanRecord {
     const local = parent instanceof SpanRecord
     const traceId = parent?.traceId ?? randomId(16)
     // The decision comes before anything else is made (the parent-based samplers follow the parent's flag).
@@ -207,7 +208,7 @@ export class SpanRecorder {
     // Recorded only for a reader: a child as its local parent is, else when exported or the store would keep the trace.
     const store = this.options.store
     const byStore = sampled && !local && this.options.exporters.length === 0
-    const recording = sampled && (local ? parent.recording : !byStore || store.wouldKeep(traceId, parent === undefined))
+    const recording = sampled && (local ? parent.recording : !byStore || store.wouldKeep(traceId, parent === undefined, at))
     // A parent's id only for a span that keeps it (reading a record's draws it: SpanRecord.spanId).
     const parentSpanId = recording && parent !== undefined ? parent.spanId : null
     const span = new SpanRecord(traceId, parentSpanId, parent !== undefined && !local, sampled, recording, traceState, name, kind, this.options.origin)

@@ -217,6 +217,30 @@ describe("SpanRecorder", () => {
     now += 1
   })
 
+  it("the store's second is the caller's clock reading when the store keeps time by performance.now(), its own clock's otherwise", () => {
+    const unknown = "5bf92f3577b34da6a3ce929d0e0e4736"
+    for (;;) {
+      const store = new TraceStore({ maxNewTracesPerSecond: 1 })
+      const spans = tracingFor(store).spans!
+      const before = Math.floor(performance.now() / 1000)
+      // The second's one new trace is taken.
+      spans.end(spans.start("GET other", SpanKind.CLIENT, undefined))
+      const after = Math.floor(performance.now() / 1000)
+      // Crossed into the next second while taking it: which second the store counted is not known.
+      if (before !== after) continue
+      expect(store.wouldKeep(unknown, false, before * 1000 + 999)).toBe(false)
+      expect(store.wouldKeep(unknown, false, (before + 1) * 1000)).toBe(true)
+      expect(spans.start("GET", SpanKind.SERVER, parseTraceparent(sampledParent), undefined, before * 1000).recording).toBe(false)
+      expect(spans.start("GET", SpanKind.SERVER, parseTraceparent(sampledParent), undefined, (before + 1) * 1000).recording).toBe(true)
+      break
+    }
+    // A store with a clock of its own (tests, TestClock) reads that one, whatever the caller read.
+    const clocked = new TraceStore({ maxNewTracesPerSecond: 1, now: () => 5_000 })
+    const spans = tracingFor(clocked).spans!
+    spans.end(spans.start("GET other", SpanKind.CLIENT, undefined))
+    expect(clocked.wouldKeep(unknown, false, 99_000)).toBe(false)
+  })
+
   it("sidecars sharing a store: a trace whose span records under one records under the next even past the budget, and is kept whole", () => {
     let now = 9_000
     const store = new TraceStore({ maxNewTracesPerSecond: 1, now: () => now })
