@@ -140,7 +140,36 @@ export const TRACEPARENT_LENGTH = 55
 let lastTraceparent = ""
 let lastParent: TraceParent | undefined = undefined
 
+/** 1 for a lower-case hex digit's code, by code below 128. */
+const HEX_DIGIT = new Uint8Array(128)
+for (const digit of "0123456789abcdef") HEX_DIGIT[digit.charCodeAt(0)] = 1
+const ZERO_TRACE_ID = "0".repeat(32)
+const ZERO_SPAN_ID = "0".repeat(16)
+
+/**
+ * A traceparent of exactly 55 characters (a version 00 value as sidecars and SDKs write it, nearly
+ * every one a sidecar reads), with what `parsed` gives for such a value: the digits looked up in a
+ * table in one pass, the all-zero ids found by a compare (issue 14: 238-480 against 403-631 ns for
+ * the general path here; both are pinned to @opentelemetry/core's reader by
+ * test/telemetry/spanRecord.test.ts).
+ */
+const parsed55 = (value: string): TraceParent | undefined => {
+  if (value.charCodeAt(2) !== 0x2d || value.charCodeAt(35) !== 0x2d || value.charCodeAt(52) !== 0x2d) return undefined
+  let digits = 1
+  for (let i = 0; i < 55; i++) {
+    if (i === 2 || i === 35 || i === 52) continue
+    const c = value.charCodeAt(i)
+    digits &= c < 128 ? HEX_DIGIT[c]! : 0
+  }
+  if (digits === 0 || (value.charCodeAt(0) === 0x66 && value.charCodeAt(1) === 0x66)) return undefined
+  const traceId = value.slice(3, 35)
+  const spanId = value.slice(36, 52)
+  if (traceId === ZERO_TRACE_ID || spanId === ZERO_SPAN_ID) return undefined
+  return { traceId, spanId, sampled: (hexValue(value.charCodeAt(54)) & 1) === 1 }
+}
+
 const parsed = (value: string): TraceParent | undefined => {
+  if (value.length === TRACEPARENT_LENGTH) return parsed55(value)
   let start = 0
   let end = value.length
   if (end > 0 && isSpace(value.charCodeAt(0))) start++
