@@ -208,13 +208,12 @@ describe("SpanRecorder", () => {
     expect(server.spanId).not.toBe(app.spanId)
     expect(server.spanId).not.toBe(parentId)
     // A recording child still names its parent (the records' own ids are drawn at the start).
-    let now = 9_000
-    const roomy = new TraceStore({ maxNewTracesPerSecond: 1, now: () => now })
+    const roomy = new TraceStore({ maxNewTracesPerSecond: 1, now: () => 9_000 })
     const recorder = tracingFor(roomy).spans!
     const kept = recorder.start("GET catalog", SpanKind.SERVER, parseTraceparent(sampledParent))
     const keptApp = recorder.start("GET", SpanKind.CLIENT, kept)
+    expect([kept.recording, keptApp.recording]).toStrictEqual([true, true])
     expect([kept.parentSpanId, keptApp.parentSpanId]).toStrictEqual([parentId, kept.spanId])
-    now += 1
   })
 
   it("the store's second is the caller's clock reading when the store keeps time by performance.now(), its own clock's otherwise", () => {
