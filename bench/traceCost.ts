@@ -125,6 +125,8 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
   const run = (mode: string): Array<Result> =>
     JSON.parse(execFileSync(process.execPath, [fileURLToPath(import.meta.url), "--child", trees.map(([, src]) => src).join(","), mode, String(iterations)], { encoding: "utf8" })) as Array<Result>
   const ns = (x: number) => x.toFixed(0)
+  // A difference with its sign: on a loaded machine the traced child can come out below the untraced one.
+  const delta = (x: number) => (x < 0 ? ns(x) : `+${ns(x)}`)
   const all: Array<Record<string, { traced: Result; untraced: Result }>> = []
   for (let p = 0; p < pairs; p++) {
     // The order of the modes alternates from pair to pair.
@@ -135,7 +137,7 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
       const on = results.traced![t]!
       const off = results.untraced![t]!
       pair[name!] = { traced: on, untraced: off }
-      return `${name}: A ${ns(on.a)} traced / ${ns(off.a)} untraced (+${ns(on.a - off.a)}), B ${ns(on.b)} / ${ns(off.b)} (+${ns(on.b - off.b)})`
+      return `${name}: A ${ns(on.a)} traced / ${ns(off.a)} untraced (${delta(on.a - off.a)}), B ${ns(on.b)} / ${ns(off.b)} (${delta(on.b - off.b)})`
     })
     all.push(pair)
     console.log(`pair ${p + 1} (CPU ns per request): ${line.join(" | ")}`)
