@@ -201,12 +201,13 @@ let tracedHead: { readonly text: string; readonly kept: ReadonlyArray<readonly [
 
 /**
  * The value of a tail that is the outbound side's traceparent alone, `,["traceparent","<v>"]]` with
- * `v` a W3C traceparent of version 00 as a sidecar writes it (55 characters of lower-case hex digits
- * and dashes: nothing to unescape, a valid field value, kept by the filter as it is), read without
- * JSON.parse; undefined for any other tail. A traced call without tracestate or baggage, nearly every
- * one: no JSON.parse, filter or pair arrays of its own per request (issue 14). The check is
- * parseTraceparent itself, which keeps its last answer: the inbound observation reads the same
- * string next (propagation.ts's incomingTraceOfPairs) and is not made to check it again.
+ * `v` a valid W3C traceparent of 55 characters (version 00 as a sidecar writes it, or a later version
+ * with no field after its flags: lower-case hex digits and dashes, nothing to unescape, a valid field
+ * value, kept by the filter as it is), read without JSON.parse; undefined for any other tail. A
+ * traced call without tracestate or baggage, nearly every one: no JSON.parse, filter or pair arrays
+ * of its own per request (issue 14). The check is parseTraceparent itself, which keeps its last
+ * answer: the inbound observation reads the same string next (propagation.ts's
+ * incomingTraceOfPairs) and is not made to check it again.
  */
 const plainTraceparentTail = (text: string, cut: number): string | undefined => {
   const start = cut + TRACE_TAIL.length + 1
