@@ -43,7 +43,7 @@ describe("/metrics counts what went through the sidecars", () => {
       })
     })
     b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: far.address }))
-    const gone = [await refusingAddress(), await refusingAddress()].map((address) => ({ address, weight: 1 }))
+    const gone = [await refusingAddress(cleanup), await refusingAddress(cleanup)].map((address) => ({ address, weight: 1 }))
     a = await startSidecar(
       cleanup,
       sidecarConfig({
