@@ -42,8 +42,7 @@ import {
   type SweptSession,
   takingAnswer,
   type SessionEndReason,
-  TOO_MANY_PINGS,
-  UnsentResets
+  TOO_MANY_PINGS
 } from "./outboundH2Session.ts"
 
 export { ANSWER_STALLED } from "./outboundH2Call.ts"
@@ -100,9 +99,8 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
   // at once, 33 a second by default) counts every one, a gRPC call's deadline cancel too, and ends
   // the session with GOAWAY INTERNAL_ERROR: a grpc-js client with 100 calls in flight on 1-20 ms
   // deadlines lost its session so (its calls in flight failed INTERNAL) within 1,500 calls. A's
-  // own bounds count the resets that cost work nobody waits for (the budget of resets before a
-  // request went on, outboundH2Session.ts; the premature-reset rule, outboundH2Premature.ts), so
-  // nghttp2's is raised to a backstop past any rate this sidecar serves.
+  // own rule counts the resets that cost work nobody waits for (premature ones, outboundH2Premature.ts),
+  // so nghttp2's is raised to a backstop past any rate this sidecar serves.
   const h2 = http2.createServer({
     settings: { maxConcurrentStreams: options.maxStreams, maxHeaderListSize: HEAD_LIMIT },
     strictSingleValueFields: false,
@@ -148,9 +146,8 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
     // When the caller was last seen taking an answer (a stream of it closed here, or it gave back
     // window since), and the connection window it had then left: see takingAnswer.
     const taking: AnswerTaking = { at: -Infinity, window: -1 }
-    // Requests its caller reset before they went on: past their budget, the session ends (GOAWAY ENHANCE_YOUR_CALM).
-    const resets = new UnsentResets(session, (reason) => options.onEnded(reason, session))
-    // Its streams, and those its caller reset soon after they began, before any answer: past the rule, the session ends too.
+    // Its streams, and those its caller reset soon after they began, before any answer (sent on or
+    // not): past the rule, the session ends (GOAWAY ENHANCE_YOUR_CALM).
     const premature = new PrematureResets(session, (reason) => options.onEnded(reason, session))
     session.on("ping", () => {
       const now = performance.now()
@@ -177,7 +174,7 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
     session.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: Array<string>) => {
       streamSincePing = true
       ;(session as SweptSession)[STREAMED] = true
-      const call = new StreamCall(stream, headers, flags, rawHeaders, open, taking, resets, premature, HEAD_LIMIT)
+      const call = new StreamCall(stream, headers, flags, rawHeaders, open, taking, premature, HEAD_LIMIT)
       handler(call)
       // Once the frames read with its head are all in (its END_STREAM may follow in them: then it is whole).
       if (callerGone) setImmediate(cutWaiting, call)

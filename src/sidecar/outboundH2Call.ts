@@ -10,7 +10,6 @@ import { Cancelled } from "../mux/meshChannels.ts"
 import type { HeldBodyReceiver, OutboundCall } from "./outboundCall.ts"
 import { drainedOrClosed } from "./drained.ts"
 import { resetCancelled, resetFailed } from "./h2Reset.ts"
-import type { UnsentResets } from "./outboundH2Session.ts"
 import { PREMATURE_LIFETIME_MS, type PrematureResets } from "./outboundH2Premature.ts"
 import { askedTimeoutMs } from "./outboundTarget.ts"
 import { TurnEnd } from "../mux/turnEnd.ts"
@@ -180,8 +179,6 @@ export class StreamCall implements OutboundCall {
   private readonly open: Set<StreamCall>
   /** Its session's caller's answer taking (takingAnswer): this stream's close is its answer's last byte handed to the socket, not read yet. */
   private readonly taking: AnswerTaking
-  /** Its session's budget of requests reset before they went on (outboundH2Session.ts). */
-  private readonly resets: UnsentResets
   /** Its session's count of streams and of those its caller reset prematurely (outboundH2Premature.ts). */
   private readonly premature: PrematureResets
   /** When the stream came (performance.now()): the exchange's start, and its lifetime at its close says whether a reset was premature. */
@@ -203,15 +200,14 @@ export class StreamCall implements OutboundCall {
   private sendTo: HeldBodyReceiver | undefined = undefined
   private sendBody: Uint8Array | AsyncIterable<Buffer> | undefined = undefined
   private keptToTurnEnd = false
-  /** Counted against its session's budget of requests reset before they went on (once: countReset). */
-  private resetCounted = false
+  /** Its caller reset it before it went on (resetUnsent, closedBeforeEnd): nothing of it left A. */
+  private unsent = false
 
-  constructor(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: ReadonlyArray<string>, open: Set<StreamCall>, taking: AnswerTaking, resets: UnsentResets, premature: PrematureResets, headLimit: number) {
+  constructor(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: ReadonlyArray<string>, open: Set<StreamCall>, taking: AnswerTaking, premature: PrematureResets, headLimit: number) {
     callShape.newest = this
     this.stream = stream
     this.open = open
     this.taking = taking
-    this.resets = resets
     this.premature = premature
     this.startedAt = performance.now()
     open.add(this)
@@ -441,28 +437,18 @@ export class StreamCall implements OutboundCall {
     else receiver.bodyHeld(body)
   }
 
-  /** The caller reset the request before it went on: counted against its session's budget, then told. */
+  /** The caller reset the request before it went on: noted for the premature-reset rule (closed), then told. */
   private resetUnsent(receiver: HeldBodyReceiver): void {
-    this.countReset()
+    this.unsent = true
     receiver.bodyReset()
   }
 
   /**
-   * Once per call, against its session's budget of requests reset before they went on (UnsentResets):
-   * as its RST_STREAM is read (closed) where A still holds it, else where A finds it reset.
-   */
-  private countReset(): void {
-    if (this.resetCounted) return
-    this.resetCounted = true
-    this.resets.count()
-  }
-
-  /**
    * The caller reset (or closed) the stream before its body's end, which readBody gathered: its
-   * cancellation, no failure of anything beyond it (502 `cancelled`, proxyError.ts), counted as resetUnsent counts one.
+   * cancellation, no failure of anything beyond it (502 `cancelled`, proxyError.ts), noted as resetUnsent notes one.
    */
   private closedBeforeEnd(): Cancelled {
-    this.countReset()
+    this.unsent = true
     return new Cancelled({ message: "the caller reset its stream before its body's end" })
   }
 
@@ -483,14 +469,12 @@ export class StreamCall implements OutboundCall {
   /** The stream closed: onClose's listener is told whether the exchange finished. */
   closed(): void {
     this.open.delete(this)
-    // Closed while A holds the request (to the turn's end, its body held or gathered): a reset
-    // before it went on, counted now, as its RST_STREAM is read. At the turn's end it came after
-    // nghttp2's own count, which ended a session past 1,000 resets read at once its way (INTERNAL_ERROR;
-    // a backstop now, makeH2c).
-    // Every close is told to the premature-reset rule: answered, reset by this side, or reset by its caller.
-    if (this.sendTo !== undefined || this.holder !== undefined || this.stopReading !== undefined) this.countReset()
+    // Every close is told to the premature-reset rule: answered, reset by this side, or reset by its
+    // caller, before the request went on or after. Closed while A holds it (to the turn's end, its
+    // body held or gathered) is a reset before it went on, seen as its RST_STREAM is read.
+    const unsent = this.unsent || this.sendTo !== undefined || this.holder !== undefined || this.stopReading !== undefined
     const now = performance.now()
-    this.premature.closed(!this.headWritten && !this.resetHere && this.resetEarly(now), now)
+    this.premature.closed(!this.headWritten && !this.resetHere && this.resetEarly(now), unsent, now)
     // Its window, given back from now on, is the caller reading this answer's tail: looked at from the next PING.
     this.taking.at = now
     this.taking.window = -1

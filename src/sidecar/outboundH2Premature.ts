@@ -5,6 +5,11 @@
 // END_STREAM has gone on already, and reached the far app, which begins work that nobody waits for
 // and the reset then cuts. Only node's own reset bound (nghttp2's: 1,000 at once, 33 a second) ended
 // such a session before, with GOAWAY INTERNAL_ERROR, after about 1,000 of them had reached the app.
+// A request its caller reset before A sent it on (in the read its END_STREAM came in, or while its
+// body was held or gathered: outboundH2Call.ts) is counted the same way (it reached nothing beyond
+// A: A's parsing is its cost), and the ratio applies sooner to those (UNSENT_MIN_RESETS). They have
+// no budget of their own: one (250 at once, 20 a second) ended honest gRPC sessions whose deadline
+// cancels A's loop, lagging under load, read together with their calls.
 // The rule is Envoy's premature-reset check (overload.premature_reset_total_stream_count 500,
 // premature_reset_min_stream_lifetime_seconds 1, more than half), and a budget of premature resets
 // at nghttp2's own defaults: a count of streams and of premature ones per session, each stream's
@@ -14,10 +19,20 @@ import { endSession, refill, type SessionEndReason } from "./outboundH2Session.t
 
 /**
  * Streams a session must have closed before the rule applies: a short session that cancels most of
- * a few calls (a page left, a batch abandoned) keeps it. Above the budget of resets before a request
- * went on (UnsentResets' 250 at once), which keeps its own reason for a flood of those.
+ * a few calls (a page left, a batch abandoned) keeps it.
  */
 export const PREMATURE_MIN_STREAMS = 500
+
+/**
+ * Premature resets of requests not sent on yet past which the ratio applies already, to those
+ * alone: more than half of a session's streams so reset ends it, before node's own bound ends it
+ * with GOAWAY INTERNAL_ERROR (read as this side's fault): reset streams node has not freed yet hold
+ * --h2-max-streams (256), more are refused, and past 100 refused in a row the session ends
+ * (measured: at the 358th in one read; in reads of 20, hostile-h2-rapid-reset.test.ts, before 500
+ * streams). Above the 200 a connection of the framing fuzz (h2RequestCases.ts) may reset so and
+ * still be served.
+ */
+export const UNSENT_MIN_RESETS = 250
 
 /**
  * A reset within this long of its stream's start (before any answer) is premature. A reset once the
@@ -44,6 +59,8 @@ export class PrematureResets {
   private readonly onEnded: (reason: SessionEndReason) => void
   private streams = 0
   private premature = 0
+  /** Of those, resets of requests not sent on yet. */
+  private unsent = 0
   /** The budget of premature resets left (PREMATURE_RESET_BURST), as of `at` (performance.now()). */
   private tokens = PREMATURE_RESET_BURST
   private at = performance.now()
@@ -54,20 +71,22 @@ export class PrematureResets {
   }
 
   /**
-   * A stream closed (`premature`: its caller reset it so; `now`: performance.now(), read by the
-   * close). Once PREMATURE_MIN_STREAMS have closed, more than half of them premature ends the
-   * session: GOAWAY ENHANCE_YOUR_CALM (RFC 9113 §7), its other streams with it; so does a premature
-   * reset past the session's budget, whatever the ratio. Checked as a premature one closes: a normal
-   * close only lowers the ratio. Strictly more than half: a client that hedges (two requests, the
+   * A stream closed (`premature`: its caller reset it so; `unsent`: before it went on; `now`:
+   * performance.now(), read by the close). Once PREMATURE_MIN_STREAMS have closed, more than half of
+   * them premature ends the session: GOAWAY ENHANCE_YOUR_CALM (RFC 9113 §7), its other streams with
+   * it; so does more than half of them premature and unsent, past UNSENT_MIN_RESETS such; and a
+   * premature reset past the session's budget, whatever the ratio. Checked as a premature one
+   * closes: a normal close only lowers the ratio. Strictly more than half: a client that hedges (two requests, the
    * slower reset once the other is answered) stays at half, within the budget.
    */
-  closed(premature: boolean, now: number): void {
+  closed(premature: boolean, unsent: boolean, now: number): void {
     this.streams++
     if (!premature) return
     this.premature++
+    if (unsent) this.unsent++
     this.tokens = refill(this.tokens, this.at, now, PREMATURE_RESET_BURST, PREMATURE_RESETS_PER_SECOND) - 1
     this.at = now
-    if (this.tokens >= 0 && (this.streams < PREMATURE_MIN_STREAMS || 2 * this.premature <= this.streams)) return
+    if (this.tokens >= 0 && (this.streams < PREMATURE_MIN_STREAMS || 2 * this.premature <= this.streams) && (this.unsent <= UNSENT_MIN_RESETS || 2 * this.unsent <= this.streams)) return
     const session = this.session
     if (session.destroyed) return
     endSession(session, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM, TOO_MANY_PREMATURE_RESETS)

@@ -1,8 +1,7 @@
 // The bounds on the outbound listener's h2c sessions (outboundH2.ts sets them up): what the sweep
 // notes on a session (its open calls, since when it is quiet), its end when asked to go and stalled,
 // the PING floor for a caller that PINGs with no stream open (unless it is still taking an answer),
-// the budget of requests a caller resets before they went on, and the reset of streams whose
-// answers stalled. Per session and per sweep: nothing per request.
+// and the reset of streams whose answers stalled. Per session and per sweep: nothing per request.
 import * as http2 from "node:http2"
 import type * as net from "node:net"
 import { Cancelled } from "../mux/meshChannels.ts"
@@ -121,52 +120,9 @@ export const cutStalled = (open: ReadonlySet<StreamCall>): number => {
   return cut
 }
 
-/**
- * The requests a caller reset before A sent them on (within the read their END_STREAM came in, or
- * while their body was held or gathered: outboundH2Call.ts) that a session may have at once, and a
- * second after. Each cost A a stream, an exchange and an access-log line, and nothing beyond it: a
- * caller that asks for nothing it waits for (rapid reset, CVE-2023-44487), which a client that
- * cancels its calls seldom does so soon (a cancel after the call went on, as gRPC's, is not
- * counted). Below node's own bounds, which end such a session with GOAWAY INTERNAL_ERROR (read as
- * this side's fault): in one read, streams reset there are freed only after it, so past
- * --h2-max-streams (256) more are refused, and past 100 refused (maxSessionRejectedStreams) the
- * session ends (measured: at the 358th); across reads, nghttp2's count of every reset, which
- * makeH2c raises to a backstop (it ended gRPC sessions whose calls end by their deadlines).
- * Resets after a request went on are the premature-reset rule's (outboundH2Premature.ts). Above the
- * 200 a connection of the framing fuzz (h2RequestCases.ts) may reset so and still be served.
- */
-export const UNSENT_RESET_BURST = 250
-export const UNSENT_RESETS_PER_SECOND = 20
-export const TOO_MANY_RESETS = Buffer.from("too_many_resets")
-
 /** Why A ended a caller's session (GOAWAY ENHANCE_YOUR_CALM): its debug data, and the metric's reason. */
-export type SessionEndReason = "too_many_pings" | "too_many_resets" | "too_many_premature_resets"
+export type SessionEndReason = "too_many_pings" | "too_many_premature_resets"
 
 /** A token bucket's tokens at `now` that held `tokens` at `since` (ms, performance.now()): `perSecond` earned back, at most `burst`. */
 export const refill = (tokens: number, since: number, now: number, burst: number, perSecond: number): number =>
   Math.min(burst, tokens + ((now - since) * perSecond) / 1000)
-
-/** A session's budget of requests reset before they went on (a token bucket, as nghttp2 keeps its own). */
-export class UnsentResets {
-  private readonly session: http2.ServerHttp2Session
-  private readonly onEnded: (reason: SessionEndReason) => void
-  private tokens = UNSENT_RESET_BURST
-  private at = performance.now()
-
-  constructor(session: http2.ServerHttp2Session, onEnded: (reason: SessionEndReason) => void) {
-    this.session = session
-    this.onEnded = onEnded
-  }
-
-  /** One more: past the budget the session ends, GOAWAY ENHANCE_YOUR_CALM (RFC 9113 §7), its other streams with it. */
-  count(): void {
-    const session = this.session
-    if (session.destroyed) return
-    const now = performance.now()
-    this.tokens = refill(this.tokens, this.at, now, UNSENT_RESET_BURST, UNSENT_RESETS_PER_SECOND)
-    this.at = now
-    if (--this.tokens >= 0) return
-    endSession(session, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM, TOO_MANY_RESETS)
-    this.onEnded("too_many_resets")
-  }
-}

@@ -7,7 +7,11 @@
 //   ends DEADLINE_EXCEEDED (A's own deadline answer, or the client's cancel once its deadline passed:
 //   not premature). Measured before the backstop (1,500 calls): nghttp2's bound (1,000 resets at
 //   once, 33 a second) ended the session with GOAWAY INTERNAL_ERROR, and the ~100 calls in flight
-//   failed INTERNAL "Session closed with error code 2", 2 runs of 2.
+//   failed INTERNAL "Session closed with error code 2", 2 runs of 2. Measured before A's budget of
+//   requests reset before they went on (250 at once, 20 a second) gave way to the premature-reset
+//   rule: with this process's loop blocked 400 ms in every 800 (A's loop lagging as on a loaded
+//   machine, reading calls and their deadline cancels in one go), A ended the session with GOAWAY
+//   ENHANCE_YOUR_CALM too_many_resets and ~100 calls failed RESOURCE_EXHAUSTED, as in a CI run.
 // - Calls cancelled by the client (no deadline) once the app took them: one in three, and the
 //   session stays; two in three, and A ends it past 500 streams (GOAWAY ENHANCE_YOUR_CALM
 //   too_many_premature_resets), after which the client's calls go on over a new session.
@@ -83,8 +87,9 @@ const run = (client: grpc.Client, text: (i: number) => string, deadline: (i: num
     for (let i = 0; i < IN_FLIGHT; i++) one()
   })
 
-const endedSessions = async (reason: string): Promise<number> =>
-  sum(parsePrometheusText((await a.sidecar.telemetry.metrics.text()).body), "iip_mesh_h2_sessions_ended_total", { reason })
+/** Sessions A ended for abuse, for `reason` or for any. */
+const endedSessions = async (reason?: string): Promise<number> =>
+  sum(parsePrometheusText((await a.sidecar.telemetry.metrics.text()).body), "iip_mesh_h2_sessions_ended_total", reason === undefined ? {} : { reason })
 
 describe("a grpc-js client whose calls end by their deadlines", () => {
   it(`${TOTAL} calls, ${IN_FLIGHT} in flight on 1-20 ms deadlines against a slow app: each ends OK or DEADLINE_EXCEEDED, the session is never ended (neither by A's rules nor by nghttp2's reset bound)`, async () => {
@@ -94,8 +99,7 @@ describe("a grpc-js client whose calls end by their deadlines", () => {
     // Nothing but answers and deadlines: a session lost fails the calls in flight INTERNAL or UNAVAILABLE.
     expect(Object.keys(outcomes).filter((k) => k !== "0" && k !== String(grpc.status.DEADLINE_EXCEEDED))).toEqual([])
     expect(taken).toBeGreaterThan(0)
-    expect(await endedSessions("too_many_premature_resets")).toBe(0)
-    expect(await endedSessions("too_many_resets")).toBe(0)
+    expect(await endedSessions()).toBe(0)
   }, 120_000)
 })
 

@@ -17,6 +17,7 @@ import { connectRawH2, headerFrames, type RawH2, requestBlock, resetCode, stream
 import { Cleanup, waitFor } from "../support/iipRaw.ts"
 import { parsePrometheusText, sum } from "../support/prometheusText.ts"
 import type { RunningSidecar } from "../support/sidecarHarness.ts"
+import { UNSENT_MIN_RESETS } from "../../src/sidecar/outboundH2Premature.ts"
 
 // What the wait sees is one read: a pair whose RST_STREAM comes in the next read is sent on (its
 // caller then cuts it). 20 pairs are at most 2.5 KB (of the declared kind), one read even with
@@ -105,7 +106,9 @@ describe("a flood of requests reset in the read their END_STREAM came in", () =>
   })
   afterEach(() => cleanup.run())
 
-  it("ends the session with GOAWAY ENHANCE_YOUR_CALM too_many_resets past A's budget (250 at once, before node's own GOAWAY INTERNAL_ERROR); a new session is served", async () => {
+  // Each such reset is premature (before any answer, at once, no deadline asked) and of a request not
+  // sent on: past UNSENT_MIN_RESETS of them, all of the session's streams, the premature-reset rule ends it.
+  it(`ends the session with GOAWAY ENHANCE_YOUR_CALM too_many_premature_resets past ${UNSENT_MIN_RESETS} (before node's own GOAWAY INTERNAL_ERROR); a new session is served`, async () => {
     const raw = await connectRawH2(cleanup, a.outboundPort, true)
     const over = (): boolean => raw.isClosed() || raw.frames.some((f) => f.type === Type.goaway)
     // In writes of RESET pairs (each one read: a pair split over two goes on to B), bodyless and held
@@ -121,16 +124,19 @@ describe("a flood of requests reset in the read their END_STREAM came in", () =>
     await raw.until(over, "the GOAWAY")
     const goaway = raw.frames.find((f) => f.type === Type.goaway)
     expect(goaway?.payload.readUInt32BE(4)).toBe(ErrorCode.enhanceYourCalm)
-    expect(goaway?.payload.subarray(8).toString()).toBe("too_many_resets")
+    expect(goaway?.payload.subarray(8).toString()).toBe("too_many_premature_resets")
     // And so does any GOAWAY after it (node's destroy sends one more): a client reads the last one.
     expect(raw.frames.filter((f) => f.type === Type.goaway).map((f) => f.payload.readUInt32BE(4))).not.toContain(ErrorCode.noError)
-    // A's budget (250 at once) ended it before node's bound (the 358th stream, when read at once: outboundH2Session.ts).
-    expect(goaway!.payload.readUInt32BE(0)).toBeLessThan(2 * 358)
     // Counted for the operator, once for the session.
-    const atA = parsePrometheusText((await a.sidecar.telemetry.metrics.text()).body)
-    expect(sum(atA, "iip_mesh_h2_sessions_ended_total", { reason: "too_many_resets" })).toBe(1)
-    expect(sum(atA, "iip_mesh_h2_sessions_ended_total", { reason: "too_many_pings" })).toBe(0)
     await waitFor(() => a.sidecar.inFlight() === 0 && b.sidecar.inFlight() === 0, 5000, "both sidecars to hold no request")
+    const atA = parsePrometheusText((await a.sidecar.telemetry.metrics.text()).body)
+    expect(sum(atA, "iip_mesh_h2_sessions_ended_total", { reason: "too_many_premature_resets" })).toBe(1)
+    expect(sum(atA, "iip_mesh_h2_sessions_ended_total")).toBe(1)
+    // Ended by the reset past UNSENT_MIN_RESETS, before node's bound (358 streams: outboundH2Premature.ts):
+    // A took that many (each `cancelled`), and the session's end cut any other of the read it came in.
+    const cancelled = sum(atA, "iip_mesh_request_errors_total", { direction: "outbound", reason: "cancelled" })
+    expect(cancelled).toBeGreaterThan(UNSENT_MIN_RESETS)
+    expect(cancelled).toBeLessThanOrEqual(UNSENT_MIN_RESETS + RESET)
     // None of the flood reached the app but a pair split over two reads (its RST_STREAM read after A
     // sent it on, cut then): none with the usual socket buffers, a few with 4 KiB ones.
     expect(view.begun.filter((path) => path !== "/after").length).toBeLessThan(RESET)
@@ -142,7 +148,7 @@ describe("a flood of requests reset in the read their END_STREAM came in", () =>
   })
 })
 
-describe("a session the reset budget ends while another of its requests is still coming in", () => {
+describe("a session the premature-reset rule ends while another of its requests is still coming in", () => {
   let cleanup: Cleanup
   let a: RunningSidecar
   let access: Array<AccessRecord>

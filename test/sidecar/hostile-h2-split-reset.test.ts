@@ -95,7 +95,7 @@ describe("requests reset in the read after the one their END_STREAM came in (spl
       expect(seen.begun).toBeGreaterThan(PREMATURE_MIN_STREAMS / 2)
       const atA = parsePrometheusText((await a.sidecar.telemetry.metrics.text()).body)
       expect(sum(atA, "iip_mesh_h2_sessions_ended_total", { reason: "too_many_premature_resets" })).toBe(1)
-      expect(sum(atA, "iip_mesh_h2_sessions_ended_total", { reason: "too_many_resets" })).toBe(0)
+      expect(sum(atA, "iip_mesh_h2_sessions_ended_total")).toBe(1)
       expect(ended).toEqual([{ reason: "too_many_premature_resets", remote: "127.0.0.1" }])
       const fresh = await connectRawH2(cleanup, a.outboundPort, true)
       fresh.socket.write(headerFrames(1, requestBlock("GET", "/after"), true))
@@ -112,9 +112,10 @@ describe("requests reset in the read after the one their END_STREAM came in (spl
   // which stayed open; with nghttp2's bound at its default (main's), 1,300 in 9 s (1,000 and 33 a
   // second). 20 of each a round.
   it(`answered requests, then as many reset in the next read, again and again: the session ends (too_many_premature_resets) once the app began about ${PREMATURE_RESET_BURST}`, async () => {
+    // Before the session is made: its budget earns back from then (A runs in this process, on this clock).
+    const began = performance.now()
     const raw = await connectRawH2(cleanup, a.outboundPort, true)
     raw.socket.setNoDelay(true)
-    const began = performance.now()
     const perRound = 20
     let next = 1
     for (let round = 0; round < (2 * PREMATURE_RESET_BURST) / perRound && !over(raw)(); round++) {
@@ -132,8 +133,13 @@ describe("requests reset in the read after the one their END_STREAM came in (spl
     const goaway = raw.frames.find((f) => f.type === Type.goaway)
     expect({ code: goaway?.payload.readUInt32BE(4), debug: goaway?.payload.subarray(8).toString() }).toEqual({ code: ErrorCode.enhanceYourCalm, debug: "too_many_premature_resets" })
     await waitFor(() => seen.cut === seen.begun, 10_000, "the app to see every begun request cut")
-    // The budget, and what it earned back while the attack ran (one more for the reset that ran it out).
-    expect(seen.begun).toBeLessThanOrEqual(PREMATURE_RESET_BURST + Math.ceil(seconds * PREMATURE_RESETS_PER_SECOND) + 1)
+    // The budget, and what it earned back while the attack ran, one more for the reset that ran it
+    // out; and the rest of that reset's round: the round's requests all went on (and began at the
+    // app) once their read was parsed, before any of its resets came, so when the budget runs out
+    // at one of them up to perRound - 1 others began that it never counted. Each round's resets
+    // come in a read of their own (after the PING ACK); a reset read over 1 s after its request
+    // would not be premature, and is not allowed for here.
+    expect(seen.begun).toBeLessThanOrEqual(PREMATURE_RESET_BURST + Math.ceil(seconds * PREMATURE_RESETS_PER_SECOND) + 1 + (perRound - 1))
     expect(seen.begun).toBeGreaterThan(PREMATURE_MIN_STREAMS)
   }, 120_000)
 })
