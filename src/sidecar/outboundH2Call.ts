@@ -4,10 +4,14 @@
 // body, trailers), with what the session sweep asks of it (a stalled answer's reset) and the reset
 // that tells a caller still sending to stop once its cut-off body's answer is out. A request whose
 // END_STREAM came goes on at the turn's end, unless its caller reset it within that read.
+// Answer bytes the stream holds unsent once a write finds it full (the caller grants no window)
+// count in the outbound listener's held answers (HeldAnswerBudget, maxQueuedBytes) until it drains or
+// closes, as an HTTP/1.1 caller's do; a stream that never backs up costs nothing there.
 import * as http2 from "node:http2"
 import { Cancelled } from "../mux/meshChannels.ts"
 import type { HeldBodyReceiver, OutboundCall } from "./outboundCall.ts"
 import { drainedOrClosed } from "./drained.ts"
+import type { HeldAnswerBudget } from "./http1Listener.ts"
 import { resetCancelled, resetFailed } from "./h2Reset.ts"
 import type { UnsentResets } from "./outboundH2Session.ts"
 import { TurnEnd } from "../mux/turnEnd.ts"
@@ -55,6 +59,9 @@ function onHeldData(this: CallStream, chunk: Buffer): void {
 }
 function onHeldEnd(this: CallStream): void {
   this[CALL].heldEnd()
+}
+function onAnswerDrain(this: CallStream): void {
+  this[CALL]?.releaseHeld()
 }
 
 /**
@@ -196,10 +203,16 @@ export class StreamCall implements OutboundCall {
   private keptToTurnEnd = false
   /** Counted against its session's budget of requests reset before they went on (once: countReset). */
   private resetCounted = false
+  /** The listener's held answers, and what this stream counts in them now (its unsent bytes when last looked at). */
+  private readonly held: HeldAnswerBudget
+  private heldCounted = 0
+  /** Listening for 'drain' (from its first write that found the stream full). */
+  private drainWatched = false
 
-  constructor(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: ReadonlyArray<string>, open: Set<StreamCall>, taking: AnswerTaking, resets: UnsentResets, headLimit: number) {
+  constructor(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: ReadonlyArray<string>, open: Set<StreamCall>, taking: AnswerTaking, resets: UnsentResets, headLimit: number, held: HeldAnswerBudget) {
     callShape.newest = this
     this.stream = stream
+    this.held = held
     this.open = open
     this.taking = taking
     this.resets = resets
@@ -469,6 +482,7 @@ export class StreamCall implements OutboundCall {
   /** The stream closed: onClose's listener is told whether the exchange finished. */
   closed(): void {
     this.open.delete(this)
+    this.releaseHeld()
     // Closed while A holds the request (to the turn's end, its body held or gathered): a reset
     // before it went on, counted now, as its RST_STREAM is read. At the turn's end it came after
     // nghttp2's own count, which ends a session past 1,000 resets read at once its way (INTERNAL_ERROR).
@@ -521,7 +535,25 @@ export class StreamCall implements OutboundCall {
     // Ended by its head already (an answer to HEAD, a 204 or 304 carries no body).
     if (!this.sendHead(false, true) || this.stream.destroyed || this.stream.writableEnded) return false
     this.queued += chunk.length
-    return this.stream.write(chunk)
+    if (this.stream.write(chunk)) return true
+    this.holdUnsent()
+    return false
+  }
+
+  /** The stream holds answer bytes its caller has not let go: counted in the listener's held answers until it drains or closes. */
+  private holdUnsent(): void {
+    const unsent = this.stream.writableLength
+    this.held.heldAnswerBytes += unsent - this.heldCounted
+    this.heldCounted = unsent
+    if (this.drainWatched) return
+    this.drainWatched = true
+    this.stream.on("drain", onAnswerDrain)
+  }
+
+  /** What it held left (drained), or its stream closed. */
+  releaseHeld(): void {
+    this.held.heldAnswerBytes -= this.heldCounted
+    this.heldCounted = 0
   }
 
   drained(): Promise<void> {
@@ -543,6 +575,8 @@ export class StreamCall implements OutboundCall {
     else {
       this.queued += data.length
       this.stream.end(data)
+      // A whole answer its caller's window does not let out: held until the stream closes.
+      if (this.stream.writableLength > 0) this.holdUnsent()
     }
     this.resetUnread()
   }
