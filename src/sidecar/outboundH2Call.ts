@@ -206,7 +206,7 @@ export class StreamCall implements OutboundCall {
   /** The listener's held answers, and what this stream counts in them now (its unsent bytes when last looked at). */
   private readonly held: HeldAnswerBudget
   private heldCounted = 0
-  /** Listening for 'drain' (from its first write that found the stream full). */
+  /** Listening for 'drain' (from its first write that found the stream full: a streamed answer backed up). */
   private drainWatched = false
 
   constructor(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: ReadonlyArray<string>, open: Set<StreamCall>, taking: AnswerTaking, resets: UnsentResets, headLimit: number, held: HeldAnswerBudget) {
@@ -537,17 +537,18 @@ export class StreamCall implements OutboundCall {
     this.queued += chunk.length
     if (this.stream.write(chunk)) return true
     this.holdUnsent()
+    if (!this.drainWatched) {
+      this.drainWatched = true
+      this.stream.on("drain", onAnswerDrain)
+    }
     return false
   }
 
-  /** The stream holds answer bytes its caller has not let go: counted in the listener's held answers until it drains or closes. */
+  /** The stream holds answer bytes its caller has not let go: counted in the listener's held answers until it drains (a write's) or closes. */
   private holdUnsent(): void {
     const unsent = this.stream.writableLength
     this.held.heldAnswerBytes += unsent - this.heldCounted
     this.heldCounted = unsent
-    if (this.drainWatched) return
-    this.drainWatched = true
-    this.stream.on("drain", onAnswerDrain)
   }
 
   /** What it held left (drained), or its stream closed. */
@@ -575,7 +576,8 @@ export class StreamCall implements OutboundCall {
     else {
       this.queued += data.length
       this.stream.end(data)
-      // A whole answer its caller's window does not let out: held until the stream closes.
+      // A whole answer not out yet (its caller's window, or the socket): held until the stream
+      // closes, which an answer let out brings at once; no 'drain' listener per answer for it.
       if (this.stream.writableLength > 0) this.holdUnsent()
     }
     this.resetUnread()
