@@ -61,7 +61,7 @@ describe("one caller stalling its answers past B's app pool", () => {
     }, await credentials(CATALOG))
     const endpoints = { catalog: [{ address: b.inboundAddress, weight: 1, identity: CATALOG }] }
     const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints }), undefined, await credentials(STORE))
-    const other = await startSidecar(cleanup, sidecarConfig({ service: "store2", endpoints, requestTimeoutMs: 3000 }), undefined, await credentials(STORE2))
+    const other = await startSidecar(cleanup, sidecarConfig({ service: "store2", endpoints, requestTimeoutMs: 10_000 }), undefined, await credentials(STORE2))
     for (let i = 0; i < POOL * 2; i++) {
       const socket = net.connect(a.outboundPort, "127.0.0.1")
       cleanup.add(() => socket.destroy())
@@ -73,8 +73,11 @@ describe("one caller stalling its answers past B's app pool", () => {
     await waitFor(() => started >= POOL, 5_000, "B's pool to be taken by the stalled answers")
     // The other half of the staller's requests wait for a socket (a gauge says so).
     expect((await readUntil(() => metric(b, /^iip_mesh_app_pool_waiting /), (waiting) => waiting === POOL, 5_000)).value).toBe(POOL)
-    // Before: 504 at its 3 s deadline.
-    const answer = await call(other.outboundPort, { path: "/honest", timeoutMs: 8_000 })
+    // Before: 504 at its 10 s deadline (the stalled answers hold their sockets for the answer idle
+    // timeout, 60 s). Now about two looks (RECLAIM_STALL_MS each) once the answers stall; their
+    // stalling takes a while on a loaded machine (8 answers of 32 MiB filling the buffers on
+    // the way), and a 3 s deadline failed there 2 runs in 3.
+    const answer = await call(other.outboundPort, { path: "/honest", timeoutMs: 15_000 })
     expect(answer.status).toBe(200)
     expect(answer.body.toString()).toBe("ok")
     // One socket taken back for the one waiting request, and said, naming the staller.
