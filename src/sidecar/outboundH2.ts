@@ -82,7 +82,7 @@ export interface H2Options {
 const HEAD_LIMIT = nodeHttp.maxHeaderSize
 
 /** A stream of a caller gone (its FIN) that still waits for its request's frames is cut (StreamCall.callerEnded). */
-const cutWaiting = (call: StreamCall): void => call.callerEnded()
+const cutWaiting = (call: StreamCall): void => call.callerEnded(false)
 
 /** HTTP/2 connections handed over by the outbound listener (`accept`); each stream goes to `handler`, as HTTP/1.1 requests do. */
 export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Options): H2Listener => {
@@ -159,7 +159,8 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
     let callerGone = false
     accepted.once("end", () => {
       callerGone = true
-      for (const call of open) call.callerEnded()
+      const socketIdle = accepted.writableLength === 0
+      for (const call of open) call.callerEnded(socketIdle)
     })
     session.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: Array<string>) => {
       streamSincePing = true

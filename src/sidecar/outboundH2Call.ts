@@ -276,11 +276,14 @@ export class StreamCall implements OutboundCall {
   /**
    * The caller's connection ended (its FIN): a request whose END_STREAM has not come never gets it,
    * and ends as a caller gone (RST_STREAM CANCEL). One answered already (a body cut at its limit)
-   * has its reset from onCutAnswered.
+   * has its reset from onCutAnswered. No WINDOW_UPDATE comes after it either: an answer waiting
+   * for window (`socketIdle`: not for the socket) never goes, so it ends so too, its held bytes
+   * and far request with it, rather than at the answer idle sweep.
    */
-  callerEnded(): void {
+  callerEnded(socketIdle: boolean): void {
     const stream = this.stream
-    if (!this.writableEnded && !stream.destroyed && stream.state.remoteClose !== 1) resetCancelled(stream)
+    if (stream.destroyed) return
+    if ((!this.writableEnded && stream.state.remoteClose !== 1) || (socketIdle && this.answerWaiting)) resetCancelled(stream)
   }
 
   get remoteAddress(): string {

@@ -68,4 +68,27 @@ describe("h2c callers that take none of their answers", () => {
     ok.on("error", () => {})
     expect(await withTimeout(head(ok), 5_000, "a fresh caller's answer")).toEqual({ status: 200, error: undefined })
   }, 30_000)
+  it("a caller gone with its streams at window 0 (its connection closed): those streams end at once, their held bytes given back and their far requests ended, not kept to the answer idle sweep", async () => {
+    const { a, b } = await startMesh(cleanup, (_req, res) => {
+      res.writeHead(200)
+      res.end(Buffer.alloc(1024 * KiB, 97))
+    }, { a: { maxQueuedBytes: BUDGET }, b: { maxQueuedBytes: BUDGET } })
+    const stalled = http2.connect(`http://127.0.0.1:${a.outboundPort}`, { settings: { initialWindowSize: 0 } })
+    cleanup.add(() => stalled.destroy())
+    stalled.on("error", () => {})
+    const heads = []
+    for (let i = 0; i < STREAMS; i++) {
+      const stream = stalled.request({ ":path": `/big${i}`, ":authority": "catalog" })
+      stream.on("error", () => {})
+      heads.push(head(stream))
+    }
+    expect((await withTimeout(Promise.all(heads), 10_000, "the stalled streams' heads")).map((h) => h.status)).toEqual(Array(STREAMS).fill(200))
+    await readUntil(() => metric(a, /^iip_mesh_outbound_held_answer_bytes /), (bytes) => bytes > 0, 5_000)
+    // The caller's connection goes (its FIN): no WINDOW_UPDATE can come any more.
+    stalled.destroy()
+    // Within 5 s, far below the answer idle sweep (60 s by default).
+    expect((await readUntil(() => metric(a, /^iip_mesh_outbound_held_answer_bytes /), (bytes) => bytes === 0, 5_000)).value).toBe(0)
+    expect((await readUntil(() => metric(a, /^iip_mesh_requests_in_flight\{direction="outbound"/), (n) => n === 0, 5_000)).value).toBe(0)
+    expect((await readUntil(() => metric(b, /^iip_mesh_requests_in_flight\{direction="inbound"/), (n) => n === 0, 5_000)).value).toBe(0)
+  }, 30_000)
 })
