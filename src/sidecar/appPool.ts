@@ -25,8 +25,9 @@
 //
 // Each peer (a calling sidecar, poolPeers.ts) has a share of the sockets too: half, at least one.
 // A request takes a free socket whoever sent it (a peer alone may use the whole pool), but when a
-// socket frees, the first waiting request of a peer holding less than its share goes ahead of older
-// ones of peers at theirs. That alone would not do: an answer whose reader takes nothing holds its
+// socket frees, a waiting request of a peer holding less than its share goes ahead of older ones of
+// peers at theirs (such peers in turn, each one's own requests in order; found at once, not by a
+// walk over the requests waiting, which a peer at its share can make thousands long). That alone would not do: an answer whose reader takes nothing holds its
 // socket until the answer idle timeout (appExchange.ts), so one peer stalling more answers than the
 // pool has sockets left every other peer's requests waiting for their deadline. So, while a request
 // of a peer under its share waits, a socket held past its peer's share by an answer paused (unread)
@@ -116,6 +117,23 @@ const SEAT_WAITING = 1
 const SEAT_SOCKET = 2
 type Seat = typeof SEAT_NONE | typeof SEAT_WAITING | typeof SEAT_SOCKET
 
+/** One peer's waiting requests, in order from `head`; one taken or ended is skipped when reached. */
+interface Line {
+  readonly items: Array<Exchange | undefined>
+  head: number
+}
+
+/** The first request of `line` still waiting, taken out of it; undefined when none is. */
+const takeFromLine = (line: Line): Exchange | undefined => {
+  const items = line.items
+  while (line.head < items.length) {
+    const exchange = items[line.head]
+    items[line.head++] = undefined
+    if (exchange !== undefined && exchange.seat === SEAT_WAITING) return exchange
+  }
+  return undefined
+}
+
 /** The exchange's handle, handed to the handler first. */
 export interface AppController {
   readonly paused: boolean
@@ -162,6 +180,8 @@ class Exchange implements AppController {
   paused = false
   /** When it last paused (performance.now()): an answer paused since long enough is stalled. */
   pausedAt = 0
+  /** Its place among the pool's waiting requests while it waits (emptied when its peer's line gives it a socket first). */
+  slot = -1
   /** Interim (1xx) answers passed over so far. */
   interims = 0
 
@@ -601,6 +621,13 @@ export class AppPool {
   /** Requests waiting, in order; a slot taken out of order is left undefined. */
   private readonly waiting: Array<Exchange | undefined> = []
   private waitingHead = 0
+  /**
+   * Each peer's waiting requests (peers with none have no line), and the peers under their share
+   * with requests waiting, longest so first: a freed socket passed to one of them costs the same
+   * however many requests or peers wait ahead of it, not a walk over them.
+   */
+  private readonly lines = new Map<PoolPeer, Line>()
+  private readonly hungry = new Set<PoolPeer>()
   /** Armed while a request of a peer under its share may be waiting: the look for sockets to take back. */
   private reclaimTimer: NodeJS.Timeout | undefined = undefined
   private destroyed = false
@@ -642,11 +669,16 @@ export class AppPool {
     }
     exchange.seat = SEAT_WAITING
     this.waitingCount++
+    exchange.slot = this.waiting.length
+    this.waiting.push(exchange)
     if (peer !== undefined) {
       peer.waiting++
+      let line = this.lines.get(peer)
+      if (line === undefined) this.lines.set(peer, (line = { items: [], head: 0 }))
+      line.items.push(exchange)
+      this.review(peer)
       if (peer.held < this.share) this.armReclaim()
     } else this.armReclaim()
-    this.waiting.push(exchange)
   }
 
   /**
@@ -667,17 +699,31 @@ export class AppPool {
   /** `exchange` takes a socket: counted among its peer's. */
   private seat(exchange: Exchange): void {
     exchange.seat = SEAT_SOCKET
-    if (exchange.peer !== undefined) exchange.peer.held++
+    const peer = exchange.peer
+    if (peer === undefined) return
+    peer.held++
+    if (peer.hungry) this.review(peer)
   }
 
-  /** `exchange` ended: out of its peer's counts (its slot among the waiting, if any, is skipped when reached). */
+  /** `exchange` ended: out of its peer's counts (its slots among the waiting, if any, are skipped when reached). */
   unseat(exchange: Exchange): void {
     const peer = exchange.peer
     if (exchange.seat === SEAT_WAITING) {
       this.waitingCount--
-      if (peer !== undefined) peer.waiting--
+      if (peer !== undefined && --peer.waiting === 0) this.lines.delete(peer)
     } else if (peer !== undefined) peer.held--
     exchange.seat = SEAT_NONE
+    // Nothing to review for a peer with no request waiting and none before (the common case).
+    if (peer !== undefined && (peer.waiting > 0 || peer.hungry)) this.review(peer)
+  }
+
+  /** Keeps `peer` among the hungry (requests waiting, under its share) while it is one, and only then. */
+  private review(peer: PoolPeer): void {
+    const hungry = peer.waiting > 0 && peer.held < this.share
+    if (hungry === peer.hungry) return
+    peer.hungry = hungry
+    if (hungry) this.hungry.add(peer)
+    else this.hungry.delete(peer)
   }
 
   /** A socket finished its exchange and stays open: the next waiting request takes it, else it idles. */
@@ -700,33 +746,30 @@ export class AppPool {
 
   /**
    * The request a freed socket goes to, counted on it: the first waiting, unless its peer holds its
-   * share and another peer waits too; then the first of a peer under its share, if any.
+   * share and a peer under its share waits; then that peer's first (of the peer hungry longest,
+   * which goes to the back of them if still hungry, so several share the freed sockets in turn).
    */
   private nextWaiting(): Exchange | undefined {
     const waiting = this.waiting
     let head = this.waitingHead
-    while (head < waiting.length && (waiting[head] === undefined || waiting[head]!.ended)) waiting[head++] = undefined
+    while (head < waiting.length && (waiting[head] === undefined || waiting[head]!.seat !== SEAT_WAITING)) waiting[head++] = undefined
+    this.waitingHead = head
     if (head === waiting.length) {
       waiting.length = 0
       this.waitingHead = 0
       return undefined
     }
-    let at = head
-    const first = waiting[head]!.peer
-    if (first !== undefined && first.held >= this.share && first.waiting < this.waitingCount) {
-      for (let i = head + 1; i < waiting.length; i++) {
-        const exchange = waiting[i]
-        if (exchange !== undefined && !exchange.ended && (exchange.peer === undefined || exchange.peer.held < this.share)) {
-          at = i
-          this.sharePassed++
-          break
-        }
-      }
-    }
-    const exchange = waiting[at]!
-    waiting[at] = undefined
-    if (at === head) head++
-    this.waitingHead = head
+    let exchange = waiting[head]!
+    let peer = exchange.peer
+    if (peer !== undefined && peer.held >= this.share && this.hungry.size > 0) {
+      peer = this.hungry.values().next().value!
+      this.hungry.delete(peer)
+      this.hungry.add(peer)
+      exchange = takeFromLine(this.lines.get(peer)!)!
+      this.sharePassed++
+    } else if (peer !== undefined) takeFromLine(this.lines.get(peer)!)
+    waiting[exchange.slot] = undefined
+    if (exchange.slot === head) this.waitingHead = head + 1
     this.unseat(exchange)
     this.seat(exchange)
     return exchange

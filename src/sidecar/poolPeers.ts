@@ -17,6 +17,8 @@ export class PoolPeer {
   held = 0
   /** Its requests waiting for a socket now. */
   waiting = 0
+  /** Among the pool's peers under their share with requests waiting (appPool.ts keeps it). */
+  hungry = false
   constructor(key: string) {
     this.key = key
   }

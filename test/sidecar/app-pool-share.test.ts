@@ -118,6 +118,30 @@ describe("each peer's share of the app pool", () => {
     expect([x.held, x.waiting, y.held, y.waiting, pool.waitingCount]).toEqual([0, 0, 0, 0, 0])
   })
 
+  it("freed sockets pass over any number of requests of a peer at its share, to the peers under theirs in turn, each peer's own in order", async () => {
+    const app = await startApp(cleanup)
+    const pool = poolFor(app.port, 2)
+    const peers = new PoolPeers()
+    const [w, x, y, z] = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"].map((host) => peers.of(`${host}:40000`, undefined))
+    dispatch(pool, "/xa", x)
+    dispatch(pool, "/w0", w)
+    await waitFor(() => app.order.length === 2, 5_000, "xa and w0 on the pool's two sockets")
+    // x at its share (one) with many waiting ahead: each pass used to walk them all.
+    for (let i = 1; i <= 1000; i++) dispatch(pool, `/x${i}`, x)
+    for (const [peer, path] of [[y, "/y1"], [y, "/y2"], [z, "/z1"], [z, "/z2"]] as const) dispatch(pool, path, peer)
+    for (const [path, next] of [["/w0", 3], ["/y1", 4], ["/z1", 5], ["/y2", 6], ["/z2", 7]] as const) {
+      app.answer(path)
+      await waitFor(() => app.order.length === next, 5_000, `the socket ${path} freed to go on`)
+    }
+    // y and z in turn (not all of y's first, the older), each in its own order; x's keep theirs.
+    expect(app.order).toEqual(["/xa", "/w0", "/y1", "/z1", "/y2", "/z2", "/x1"])
+    expect(pool.sharePassed).toBe(4)
+    expect([y.waiting, z.waiting, x.waiting, pool.waitingCount]).toEqual([0, 0, 999, 999])
+    app.answer("/xa")
+    await waitFor(() => app.order.length === 8, 5_000, "x's next")
+    expect(app.order[7]).toBe("/x2")
+  })
+
   it("while another peer's request waits, a socket held past a peer's share by an answer it does not read is taken back (PoolShareReclaimed); one the app has not answered yet is not", async () => {
     const app = await startApp(cleanup)
     const pool = poolFor(app.port, 2)
