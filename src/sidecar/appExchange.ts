@@ -310,12 +310,10 @@ export class AppExchange implements AppPoolHandler {
     if (error instanceof PoolShareReclaimed) {
       // Its peer held past its share of the pool and took none of this answer while another peer
       // waited (appPool.ts): the caller's doing, not the app's; the answer had begun (processed).
+      // Only a streamed answer pauses its socket (answerStream), so only one is taken back.
       this.finish()
       this.observation.end(this.leg.address, this.status, { hop: "inbound", reason: MeshErrorCode.overloaded })
-      const message = `${error.message}; retry later`
-      if (this.mode === "stream") return this.abort(new RemoteError({ code: MeshErrorCode.overloaded, message, processed: true }))
-      this.settle(failure(MeshErrorCode.overloaded, message, true))
-      return this.abort(error)
+      return this.abort(new RemoteError({ code: MeshErrorCode.overloaded, message: `${error.message}; retry later`, processed: true }))
     }
     const broke = { hop: "app", reason: "answer_broke_off" }
     if (this.mode === "stream") {
