@@ -68,11 +68,9 @@ const startApp = async (cleanup: Cleanup) => {
 }
 
 describe("each peer's share of the app pool", () => {
-  let cleanup = new Cleanup()
-  afterEach(async () => {
-    await cleanup.run()
-    cleanup = new Cleanup()
-  })
+  // run() empties it: one for the whole file, emptied after each test.
+  const cleanup = new Cleanup()
+  afterEach(() => cleanup.run())
 
   const poolFor = (port: number, size: number) => {
     const pool = new AppPool("127.0.0.1", port, size)
