@@ -677,7 +677,6 @@ export class AppPool {
       if (line === undefined) this.lines.set(peer, (line = { items: [], head: 0 }))
       line.items.push(exchange)
       this.review(peer)
-      if (peer.held < this.share) this.armReclaim()
     } else this.armReclaim()
   }
 
@@ -717,13 +716,18 @@ export class AppPool {
     if (peer !== undefined && (peer.waiting > 0 || peer.hungry)) this.review(peer)
   }
 
-  /** Keeps `peer` among the hungry (requests waiting, under its share) while it is one, and only then. */
+  /**
+   * Keeps `peer` among the hungry (requests waiting, under its share) while it is one, and only
+   * then. Becoming one arms the look for sockets to take back: at its dispatch, or later, when a
+   * socket of its own ends while it waits and the socket goes to another's request.
+   */
   private review(peer: PoolPeer): void {
     const hungry = peer.waiting > 0 && peer.held < this.share
     if (hungry === peer.hungry) return
     peer.hungry = hungry
-    if (hungry) this.hungry.add(peer)
-    else this.hungry.delete(peer)
+    if (!hungry) return void this.hungry.delete(peer)
+    this.hungry.add(peer)
+    this.armReclaim()
   }
 
   /** A socket finished its exchange and stays open: the next waiting request takes it, else it idles. */
@@ -777,7 +781,8 @@ export class AppPool {
 
   private armReclaim(): void {
     // Unref'd: the waiting requests' own deadlines keep what must run; this alone keeps nothing alive.
-    if (this.reclaimTimer === undefined) this.reclaimTimer = setTimeout(this.onReclaimTimer, RECLAIM_STALL_MS).unref()
+    // Never after destroy: its requests still waiting end there, and their peers may turn hungry.
+    if (this.reclaimTimer === undefined && !this.destroyed) this.reclaimTimer = setTimeout(this.onReclaimTimer, RECLAIM_STALL_MS).unref()
   }
 
   /**
