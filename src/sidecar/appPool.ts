@@ -173,7 +173,7 @@ class Exchange implements AppController {
   /** Counted among `pool`'s event streams until it ends (`over`). */
   eventStream = false
   pool: AppPool | undefined = undefined
-  /** Whom it counts under (undefined: nobody's share, as a request the pool is given directly). */
+  /** Whom it counts under (undefined: nobody's share, as a request the pool is given directly: it waits in order, and neither passes nor takes back). */
   peer: PoolPeer | undefined = undefined
   /** Counted among its peer's waiting requests or held sockets, until it ends (`over`). */
   seat: Seat = SEAT_NONE
@@ -677,7 +677,7 @@ export class AppPool {
       if (line === undefined) this.lines.set(peer, (line = { items: [], head: 0 }))
       line.items.push(exchange)
       this.review(peer)
-    } else this.armReclaim()
+    }
   }
 
   /**
@@ -792,11 +792,9 @@ export class AppPool {
   private readonly onReclaimTimer = (): void => {
     this.reclaimTimer = undefined
     if (this.destroyed) return
+    // Only hungry peers' requests: a freed socket goes to them first (nextWaiting), never back to the peer it was taken from.
     let starved = 0
-    for (let i = this.waitingHead; i < this.waiting.length; i++) {
-      const exchange = this.waiting[i]
-      if (exchange !== undefined && !exchange.ended && (exchange.peer === undefined || exchange.peer.held < this.share)) starved++
-    }
+    for (const peer of this.hungry) starved += peer.waiting
     if (starved === 0) return
     const stalledSince = performance.now() - RECLAIM_STALL_MS
     const taken = new Map<PoolPeer, number>()
