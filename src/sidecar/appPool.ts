@@ -27,9 +27,10 @@
 // A request takes a free socket whoever sent it (a peer alone may use the whole pool), but when a
 // socket frees, a waiting request of a peer holding less than its share goes ahead of older ones of
 // peers at theirs (such peers in turn, each one's own requests in order; found at once, not by a
-// walk over the requests waiting, which a peer at its share can make thousands long). That alone would not do: an answer whose reader takes nothing holds its
-// socket until the answer idle timeout (appExchange.ts), so one peer stalling more answers than the
-// pool has sockets left every other peer's requests waiting for their deadline. So, while a request
+// walk over the requests waiting, which a peer at its share can make thousands long). That alone
+// would not do: an answer whose reader takes nothing holds its socket until the answer idle timeout
+// (appExchange.ts), so one peer stalling more answers than the pool has sockets left every other
+// peer's requests waiting for their deadline. So, while a request
 // of a peer under its share waits, a socket held past its peer's share by an answer paused (unread)
 // for RECLAIM_STALL_MS is taken back: that exchange ends (PoolShareReclaimed, overloaded) and the
 // socket goes to the waiting request. A peer never loses a socket within its share, nor one whose
