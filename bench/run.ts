@@ -19,6 +19,8 @@ const benches: Record<string, () => Promise<Bench>> = {
   rpc: () => import("./rpc.ts"),
   rpcShapes: () => import("./rpcShapes.ts"),
   stream: () => import("./stream.ts"),
+  tlsWrite: () => import("./tlsWrite.ts"),
+  traceCost: () => import("./traceCost.ts"),
   tunnels: () => import("./tunnels.ts")
 }
 

@@ -25,14 +25,16 @@ import { compressionFor, offeredCodecs, pickCodec } from "../protocol/compressio
 import { agree, decodeHello, encodeHello, grantedCredit, type Hello, localHello } from "../protocol/mesh.ts"
 import { type Handler, makeDispatch, type ServeHook, withHooks } from "./dispatch.ts"
 import { defaultKeepAlive, keepAlive } from "./keepAlive.ts"
-import { type Log, messageOf, stderrLog } from "./log.ts"
+import { type Log, LogThrottle, messageOf, stderrLog } from "./log.ts"
 import { checkOptions, count, durationMs, type Limits } from "./optionLimits.ts"
 import { checkPeerOptions, type PeerOptions } from "./peerOptions.ts"
 import { Router } from "./router.ts"
+import { IPV6_SOURCE_PREFIX, sourceKeyOf } from "./sourceKey.ts"
 import { ServerStatistics, type StatisticsOptions } from "./statistics.ts"
 import { Supervisor } from "./supervisor.ts"
 import { ConnectionTimeouts, defaultTimeouts } from "./timeouts.ts"
 import { classifyTlsError, encodeTlsRefusal, MESH_ALPN, type ServerTlsOptions, TLS_HANDSHAKE_RECORD, type TlsCredentials, type TlsRefusal } from "./tls.ts"
+import { UnprovenPlaces } from "./unprovenPlaces.ts"
 
 export type { Body, Handler, HandlerResult, HandlerValue } from "./dispatch.ts"
 export type { Failure, IncomingRequest, Reply } from "../mux/request.ts"
@@ -92,10 +94,15 @@ export interface ServerOptions extends PeerOptions {
   readonly statistics?: StatisticsOptions
   /** Run connections inside TLS: mutual TLS for mesh peers, or the Go reference's TLS mode (tls.ts). */
   readonly tls?: ServerTlsOptions
+  /** The prefix an IPv6 peer counts by when a connection is picked to make way at maxConnections (sourceKey.ts; default a /64). */
+  readonly ipv6SourcePrefix?: number
 }
 
 const defaultHandshakeTimeoutMs = 10_000
 const defaultMaxConnections = 1000
+/** `connection-evicted` and `connection-refused` lines at most per window: a flood at the cap is thousands a second. */
+const acceptLines = 20
+const acceptLinesWindowMs = 60_000
 
 /** What each numeric option takes (optionLimits.ts): 0 is "no limit" for the timeouts that say so. */
 const serverLimits: Limits<ServerOptions> = {
@@ -112,7 +119,8 @@ const serverLimits: Limits<ServerOptions> = {
   firstPacketTimeoutMs: durationMs(0),
   packetTimeoutMs: durationMs(0),
   idleTimeoutMs: durationMs(0),
-  drainTimeoutMs: durationMs(0)
+  drainTimeoutMs: durationMs(0),
+  ipv6SourcePrefix: count(IPV6_SOURCE_PREFIX.min, IPV6_SOURCE_PREFIX.max)
 }
 const tlsLimits: Limits<ServerTlsOptions> = { handshakeTimeoutMs: durationMs(1) }
 const webSocketLimits: Limits<WebSocketServerOptions> = { maxMessageBytes: count(1), maxConnections: count(1) }
@@ -153,6 +161,20 @@ export class IipServer {
   private readonly tlsServer: tls.Server | undefined
   /** Sockets between accept and a finished handshake (or their first byte), closed with the server. */
   private readonly handshaking = new Set<net.Socket>()
+  /**
+   * What has proven nothing, by source: the first to make way at the cap (evictUnproven). Sockets
+   * still handshaking (or before their first byte), and connections with no verified client
+   * certificate and no whole packet read, as far as known: one that moved to mesh mode leaves at
+   * its hello, a plain peer's stays until it closes or is passed over at the cap. A plain socket
+   * in permissive mode that sent a byte has proven no more than a handshake under way.
+   */
+  private readonly unproven = new UnprovenPlaces<net.Socket | Connection>()
+  /** Connections whose client certificate was verified, with no whole packet read yet (as `unproven`): they make way only when nothing in `unproven` can. */
+  private readonly unprovenIdentified = new UnprovenPlaces<Connection>()
+  /** Sockets closed at the cap while the TLS server had them: their failed handshake is not a peer's refusal. */
+  private readonly evictedInTls = new WeakSet<net.Socket>()
+  private readonly evictedLines = new LogThrottle(acceptLines, acceptLinesWindowMs)
+  private readonly refusedLines = new LogThrottle(acceptLines, acceptLinesWindowMs)
 
   /** Throws OptionInvalid (optionLimits.ts) for a numeric option out of range. */
   constructor(options: ServerOptions) {
@@ -351,7 +373,8 @@ export class IipServer {
       (socket) => this.secured(socket, options)
     )
     server.on("tlsClientError", (error: NodeJS.ErrnoException, socket: tls.TLSSocket) => {
-      this.refused(classifyTlsError(error), socket, peerCertificateOf(socket))
+      const parent = parentOf(socket)
+      if (parent === undefined || !this.evictedInTls.has(parent)) this.refused(classifyTlsError(error), socket, peerCertificateOf(socket))
       socket.destroy()
     })
     return server
@@ -368,6 +391,7 @@ export class IipServer {
     const tlsOptions = this.options.tls!
     if (this.full(socket)) return
     this.handshaking.add(socket)
+    this.unproven.add(socket, this.sourceOf(socket))
     const timeoutMs = tlsOptions.handshakeTimeoutMs ?? defaultHandshakeTimeoutMs
     const timer = setTimeout(() => {
       this.refused({ reason: "tls_handshake", message: `nothing received within ${timeoutMs} ms` }, socket, undefined)
@@ -382,7 +406,7 @@ export class IipServer {
     socket.on("error", onError)
     socket.once("close", () => {
       settle()
-      this.handshaking.delete(socket)
+      this.handshaken(socket)
     })
     socket.once("data", (chunk: Buffer) => {
       settle()
@@ -393,7 +417,7 @@ export class IipServer {
         this.tlsServer!.emit("connection", socket)
         return
       }
-      this.handshaking.delete(socket)
+      this.handshaken(socket)
       if (tlsOptions.acceptPlain !== true) return this.refuseClient(socket, { reason: "plain_refused", message: "peer speaks plain IIP; this side requires TLS" }, undefined)
       tlsOptions.onPlain?.(`${socket.remoteAddress ?? "?"}:${socket.remotePort ?? 0}`)
       this.accept(socket, undefined)
@@ -401,9 +425,15 @@ export class IipServer {
     })
   }
 
+  /** `socket` left its handshake (finished, closed, or found plain): it holds a place as a connection now, or none. */
+  private handshaken(socket: net.Socket): void {
+    this.handshaking.delete(socket)
+    this.unproven.delete(socket)
+  }
+
   /** A finished handshake: the client's certificate verified (mesh) and its identity checked, then IIP. */
   private secured(socket: tls.TLSSocket, options: ServerTlsOptions): void {
-    for (const raw of this.handshaking) if (raw.remotePort === socket.remotePort && raw.remoteAddress === socket.remoteAddress) this.handshaking.delete(raw)
+    for (const raw of this.handshaking) if (raw.remotePort === socket.remotePort && raw.remoteAddress === socket.remoteAddress) this.handshaken(raw)
     let identity: string | undefined
     if (options.requireClientCertificate) {
       const peer = peerCertificateOf(socket)
@@ -429,14 +459,64 @@ export class IipServer {
     setTimeout(() => socket.destroy(), 1000).unref()
   }
 
-  /** Refuses (and closes) a connection over the limit (handshakes under way count) or while draining. */
+  /**
+   * Refuses (and closes) a connection over the limit (handshakes under way count) or while draining.
+   * At the limit a connection that has proven nothing yet makes way for the newcomer instead
+   * (evictUnproven): else one source holding the places with silent sockets, reconnecting as each
+   * reaches its first-packet or handshake timeout, would keep every honest peer out.
+   */
   private full(socket: ByteStream): boolean {
     const max = this.maxConnections
-    if (this.connectionCount + this.handshaking.size < max && !this.draining) return false
-    const reason = this.draining ? "server is draining" : `server connections limited (${max})`
-    this.log("connection-refused", { remote: `${socket.remoteAddress}:${socket.remotePort}`, reason })
+    if (this.draining) return this.refuseAtAccept(socket, "server is draining")
+    if (this.connectionCount + this.handshaking.size < max || this.evictUnproven()) return false
+    return this.refuseAtAccept(socket, `server connections limited (${max})`)
+  }
+
+  /**
+   * Closes one connection that proved nothing: of the source holding the most such (unprovenPlaces.ts),
+   * its oldest; one with a verified client certificate only when no other is left. Honest peers
+   * send their hello at once; sockets still silent when the places run out are the likeliest to be
+   * an attacker's, and an attacker's are the most of one source unless it spreads them over as
+   * many sources as there are places. False when every connection has proven itself (those keep
+   * their places: the newcomer is refused).
+   */
+  private evictUnproven(): boolean {
+    return this.evictFrom(this.unproven) || this.evictFrom(this.unprovenIdentified)
+  }
+
+  private evictFrom(places: UnprovenPlaces<net.Socket | Connection>): boolean {
+    for (;;) {
+      const victim = places.takeOldestOfLargest()
+      if (victim === undefined) return false
+      if (victim instanceof Connection) {
+        // A plain peer's first packet is not reported: it is seen here, and the connection passed over for good.
+        if (victim.closed || victim.packetsReceived > 0) continue
+        this.logAccept(this.evictedLines, "connection-evicted", victim.remoteAddress, "no whole packet at the connection limit")
+        victim.close("evicted at the connection limit", false)
+        return true
+      }
+      this.handshaking.delete(victim)
+      this.evictedInTls.add(victim)
+      this.logAccept(this.evictedLines, "connection-evicted", `${victim.remoteAddress}:${victim.remotePort}`, "handshake unfinished at the connection limit")
+      victim.destroy()
+      return true
+    }
+  }
+
+  private refuseAtAccept(socket: ByteStream, reason: string): true {
+    this.logAccept(this.refusedLines, "connection-refused", `${socket.remoteAddress}:${socket.remotePort}`, reason)
     socket.destroy()
     return true
+  }
+
+  /** A line of `event` unless `lines` says too many went out lately (the first after them counts the rest). */
+  private logAccept(lines: LogThrottle, event: string, remote: string, reason: string): void {
+    const admitted = lines.admit()
+    if (admitted !== undefined) this.log(event, { remote, reason, ...admitted })
+  }
+
+  private sourceOf(socket: ByteStream): string {
+    return sourceKeyOf(socket.remoteAddress ?? "", this.options.ipv6SourcePrefix ?? IPV6_SOURCE_PREFIX.default)
   }
 
   private accept(socket: ByteStream, peerIdentity: string | undefined): void {
@@ -448,11 +528,22 @@ export class IipServer {
       connection,
       this.dispatch,
       { maxChannels: this.options.maxChannelsPerConnection ?? defaultServerSessionLimits.maxChannels },
-      (closed) => this.plain.delete(closed),
+      (closed) => {
+        this.plain.delete(closed)
+        this.dropUnproven(connection)
+      },
       this.options.mesh === false ? undefined : (data) => this.upgrade(session, connection, data)
     )
     this.plain.add(session)
+    const unproven = peerIdentity === undefined ? this.unproven : this.unprovenIdentified
+    unproven.add(connection, this.sourceOf(socket))
     this.timeouts.watch(connection, () => session.idle)
+  }
+
+  /** `connection` read a whole packet, or closed: it no longer makes way at the cap. */
+  private dropUnproven(connection: Connection): void {
+    this.unproven.delete(connection)
+    this.unprovenIdentified.delete(connection)
   }
 
   /** Answers an iip-mesh hello and moves the connection to a mesh session. */
@@ -466,6 +557,8 @@ export class IipServer {
       answer: encodeHello({ ...this.hello, features: agreed.features, compression: codec === undefined ? [] : [codec] }, true),
       upgrade: () => {
         this.plain.delete(session)
+        // Its hello was a whole packet.
+        this.dropUnproven(connection)
         const mesh = new MeshSession(connection, {
           isDialer: false,
           agreed,
@@ -503,6 +596,13 @@ export const make = (options: ServerOptions = {}): Effect.Effect<IipServer, List
     }),
     (server) => server.drain(options.drainTimeoutMs ?? 5000).pipe(Effect.andThen(Effect.promise(() => server.close())))
   )
+
+/**
+ * The socket a TLS socket of the server wraps: the one sniff handed over. Node keeps it in the
+ * undocumented `_parent` (set by the TLSSocket constructor since its first version); without it, an
+ * evicted handshake is logged as a refusal, as before eviction existed.
+ */
+const parentOf = (socket: tls.TLSSocket): net.Socket | undefined => (socket as unknown as { readonly _parent?: net.Socket })._parent
 
 const peerCertificateOf = (socket: tls.TLSSocket): X509Certificate | undefined => {
   try {

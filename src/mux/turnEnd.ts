@@ -1,7 +1,13 @@
 // Work left for the end of the event loop's turn, for many items at once: the HTTP/2 legs
 // (outboundH2Call.ts, appH2Exchange.ts) decide at the end of the turn an answer's head or a call's body came in
 // whether it was read whole, which one setImmediate per turn does for every item of the turn,
-// instead of a promise, a closure or an Immediate per call.
+// instead of a promise, a closure or an Immediate per call. That work runs in the check phase,
+// where an immediate queued runs only in the next turn, after its I/O: a writer (writer.ts) asked
+// to write from it writes at the end of the tick instead (runningTurnEnds).
+
+/** TurnEnd callbacks running now (the check phase): what they send is written as they return, not a turn later. */
+let running = 0
+export const runningTurnEnds = (): boolean => running > 0
 
 /** Items added in one turn, each given to `run` once at its end, in the order added. */
 export class TurnEnd<T> {
@@ -15,9 +21,11 @@ export class TurnEnd<T> {
     const items = this.items
     this.items = this.spare
     this.spare = items
+    running++
     try {
       for (let i = 0; i < items.length; i++) this.run(items[i]!)
     } finally {
+      running--
       items.length = 0
     }
   }

@@ -12,7 +12,9 @@
 // turn later): while the last turn-end write carried a single packet, a packet sent outside a read
 // with nothing queued is written at once; a second packet in the same turn goes back to writing at
 // the turn's end, and so it stays until a turn-end write carries one packet again (libuv's count
-// of the loop's turns says which turn a packet came in). A mesh message's first packet is kept as
+// of the loop's turns says which turn a packet came in). What work left for the turn's end sends
+// (turnEnd.ts, in the check phase, where an immediate would run a turn later) is written as that
+// work returns, at the end of its tick. A mesh message's first packet is kept as
 // its parts (envelope fields, metadata, body) and encoded straight into the batch (batch.ts): no
 // buffer of its own per message.
 // Stream chunks (`sendChunk`) are bulk: they wait in a lane per channel and go out one at a time,
@@ -36,6 +38,7 @@ import { unlimitedWriteBudget, type WriteBudget, type WriteBudgetMember } from "
 import { monotonicMs } from "./clock.ts"
 import { Overloaded } from "./errors.ts"
 import { libuvQueued } from "./libuvQueue.ts"
+import { runningTurnEnds } from "./turnEnd.ts"
 
 /** What the writer needs of a socket (net.Socket satisfies it). */
 export interface ByteSink {
@@ -306,9 +309,14 @@ export class PacketWriter {
         process.nextTick(this.flushAtTickEnd)
       }
     } else if (!this.scheduled) {
-      if (this.atOnce && this.writeAtOnce()) return
+      // Sent from work left for the turn's end (turnEnd.ts: an h2c request goes on there), in the
+      // check phase: an immediate queued now runs a turn later, after that turn's I/O. The end of
+      // the tick comes as that work returns, with all it sent: one write, in this turn.
+      const atTurnEnd = runningTurnEnds()
+      if (!atTurnEnd && this.atOnce && this.writeAtOnce()) return
       this.scheduled = true
-      setImmediate(this.flushAtTurnEnd)
+      if (atTurnEnd) process.nextTick(this.flushAtTurnEnd)
+      else setImmediate(this.flushAtTurnEnd)
     }
   }
 

@@ -216,6 +216,14 @@ export class Http1Call implements OutboundCall {
     this.upgrade = upgrade
   }
 
+  /**
+   * Read as its exchange begins: at its turn on the connection, not at its head (a pipelined request
+   * waits for the answers before it, which its duration leaves out, as it did).
+   */
+  get startedAt(): number {
+    return performance.now()
+  }
+
   get remoteAddress(): string {
     return this.connection.remoteAddress
   }

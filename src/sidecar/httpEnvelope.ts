@@ -6,6 +6,7 @@
 import type { IncomingHttpHeaders } from "node:http"
 import { type Meta, metaByteLength } from "../protocol/mesh.ts"
 import { MetaEntries } from "../protocol/metaEntries.ts"
+import { isOwnTraceparent, parseTraceparent, TRACEPARENT_LENGTH } from "../telemetry/propagation.ts"
 import { AddedPair, copyToExtend, endToEndPairs, endToEndPart, type OnInvalidHeader, pairsMatchFlat } from "./headerFilter.ts"
 
 export const HttpMeta = {
@@ -72,7 +73,8 @@ class HeadersJson {
       this.open = this.text.slice(0, -1)
     }
     if (cut === headers.length) return this.text
-    // The names are the three literals traceTailAt compared against: only a value may need escaping.
+    // The names are the three literals traceTailAt compared against: only a value may need escaping
+    // (not the traceparent the outbound side has just made: propagation.ts's isOwnTraceparent).
     // Each pair is its name's opening (a constant), the value and the closing (with the list's own
     // bracket after the last pair): three joins a pair, not six (issue 14: each a 32-byte string).
     let text = this.open
@@ -80,7 +82,7 @@ class HeadersJson {
     for (let i = cut; i <= last; i++) {
       const pair = headers[i]!
       const value = pair[1]
-      text = isPlainJson(value)
+      text = isOwnTraceparent(value) || isPlainJson(value)
         ? text + tailPairOpen(pair[0]) + value + (i === last ? '"]]' : '"]')
         : `${text},["${pair[0]}",${JSON.stringify(value)}${i === last ? "]]" : "]"}`
     }
@@ -199,20 +201,20 @@ let tracedHead: { readonly text: string; readonly kept: ReadonlyArray<readonly [
 
 /**
  * The value of a tail that is the outbound side's traceparent alone, `,["traceparent","<v>"]]` with
- * `v` of lower-case hex digits and dashes (nothing to unescape, a valid field value, kept by the
- * filter as it is), read without a parse; undefined for any other tail. A traced call without
- * tracestate or baggage, nearly every one: no JSON.parse, filter or pair arrays of its own per
- * request (issue 14).
+ * `v` a valid W3C traceparent of 55 characters (version 00 as a sidecar writes it, or a later version
+ * with no field after its flags: lower-case hex digits and dashes, nothing to unescape, a valid field
+ * value, kept by the filter as it is), read without JSON.parse; undefined for any other tail. A
+ * traced call without tracestate or baggage, nearly every one: no JSON.parse, filter or pair arrays
+ * of its own per request (issue 14). The check is parseTraceparent itself, which keeps its last
+ * answer: the inbound observation reads the same string next (propagation.ts's
+ * incomingTraceOfPairs) and is not made to check it again.
  */
 const plainTraceparentTail = (text: string, cut: number): string | undefined => {
   const start = cut + TRACE_TAIL.length + 1
   const end = text.length - 3
-  if (end <= start || text.charCodeAt(start - 1) !== 0x22 || !text.endsWith('"]]')) return undefined
-  for (let i = start; i < end; i++) {
-    const c = text.charCodeAt(i)
-    if (!(c === 0x2d || (c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x66))) return undefined
-  }
-  return text.slice(start, end)
+  if (end - start !== TRACEPARENT_LENGTH || text.charCodeAt(start - 1) !== 0x22 || !text.endsWith('"]]')) return undefined
+  const value = text.slice(start, end)
+  return parseTraceparent(value) === undefined ? undefined : value
 }
 
 /**
@@ -228,7 +230,7 @@ const tracedHeadersOf = (text: string, onInvalid: OnInvalidHeader | undefined): 
   let cut = head.text.length
   // The last head's text, then a trace tail (any cut a head that parses on its own ends at will
   // do, not only the last): no search through the text while the head repeats.
-  if (cut === 0 || !text.startsWith(TRACE_TAIL, cut) || !text.startsWith(head.text)) {
+  if (cut === 0 || !text.startsWith(TRACE_TAIL, cut) || text.substring(0, cut) !== head.text) {
     cut = text.lastIndexOf(TRACE_TAIL)
     if (cut <= 0) return undefined
     const before = text.slice(0, cut)

@@ -136,7 +136,7 @@ export class OutboundObservation {
     const spans = this.telemetry.tracing.spans
     if (spans === undefined) return
     const incoming = this.incoming!
-    const span = spans.start(spanName(this.method, service), SpanKind.CLIENT, incoming.parent, incoming.traceState)
+    const span = spans.start(spanName(this.method, service), SpanKind.CLIENT, incoming.parent, incoming.traceState, this.started)
     if (span.recording) {
       const attributes = span.attributes
       attributes["http.request.method"] = this.method
@@ -261,7 +261,7 @@ export class InboundObservation {
     if (spans === undefined) return
     const incoming = incomingTraceOfPairs(headers)
     this.incoming = incoming
-    const server = spans.start(spanName(method, service), SpanKind.SERVER, incoming.parent, incoming.traceState)
+    const server = spans.start(spanName(method, service), SpanKind.SERVER, incoming.parent, incoming.traceState, this.started)
     if (server.recording) {
       // The peer's "host:port": semantic conventions keep the port apart (client.port).
       const client = hostAndPort(remoteAddress)

@@ -75,7 +75,7 @@ class OutboundExchange implements HeldBodyReceiver, BodyGather {
   private readonly options: OutboundOptions
   readonly req: OutboundRequest
   private readonly res: OutboundResponse
-  private readonly started = performance.now()
+  private readonly started: number
   private readonly method: string
   private readonly observation: OutboundObservation
   private target: Target | undefined = undefined
@@ -137,6 +137,7 @@ class OutboundExchange implements HeldBodyReceiver, BodyGather {
     this.req = req
     this.res = res
     this.method = req.method
+    this.started = req.startedAt
     this.observation = new OutboundObservation(options.telemetry, this.method, req.headers, this.started)
   }
 

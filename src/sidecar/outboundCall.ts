@@ -15,6 +15,11 @@ export interface OutboundRequest {
   /** Name, value, name, value... as received (HTTP/2: with its pseudo-headers, which the header filter leaves out). */
   readonly rawHeaders: ReadonlyArray<string>
   readonly remoteAddress: string
+  /**
+   * When its exchange starts (performance.now()), read once per request: an HTTP/2 stream's arrival
+   * (its lifetime's start for the premature-reset rule too), an HTTP/1.1 request's turn on its connection.
+   */
+  readonly startedAt: number
   /** A body follows the head (HTTP/1.1: a content-length above 0 or a transfer-encoding; HTTP/2: the head did not end the stream). */
   readonly hasBody: boolean
   /** The body as it arrives, read once; the app is held back while the reader is behind. Fails if the app goes away before its end. */

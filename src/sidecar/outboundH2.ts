@@ -7,7 +7,9 @@
 // pinned to an endpoint. A request body that ends within the turn of the event loop its head came
 // in (a unary call's) is held whole: it travels as one mesh message and may be retried; any other streams.
 // A request whose END_STREAM came goes on at the end of that turn, not at once: one its caller reset
-// later in the same read (rapid reset, CVE-2023-44487) goes nowhere (outboundH2Call.ts, sendsAtTurnEnd).
+// later in the same read (rapid reset, CVE-2023-44487) goes nowhere (outboundH2Call.ts, sendsAtTurnEnd);
+// a session whose caller resets most of its streams soon after they began, in later reads too, ends
+// (outboundH2Premature.ts).
 // A stream whose answer makes no progress for the answer idle timeout (a caller that grants it no
 // window while it keeps its session busy) is reset on its own by one sweep over the listener's sessions.
 // A caller PINGing with no stream open is bounded too: PINGs under 1 s apart again and again, once
@@ -26,6 +28,7 @@ import { nodeHttp } from "../toolkit/nodeHttp.ts"
 import type { OutboundCall } from "./outboundCall.ts"
 import type { HeldAnswerBudget } from "./http1Listener.ts"
 import { type AnswerTaking, StreamCall, SWEEPS } from "./outboundH2Call.ts"
+import { PrematureResets } from "./outboundH2Premature.ts"
 import { heldAnswersRefusal, sendProxyError } from "./proxyError.ts"
 import {
   ACCEPTED,
@@ -81,6 +84,10 @@ export interface H2Options {
  */
 const HEAD_LIMIT = nodeHttp.maxHeaderSize
 
+/** nghttp2's bound on a caller's RST_STREAMs, raised to a backstop (makeH2c): 100 times its burst, 300 times its rate. */
+const RESET_BACKSTOP_BURST = 100_000
+const RESET_BACKSTOP_PER_SECOND = 10_000
+
 /** A stream of a caller gone (its FIN) that still waits for its request's frames is cut (StreamCall.callerEnded). */
 const cutWaiting = (call: StreamCall): void => call.callerEnded(false)
 
@@ -97,7 +104,19 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
   // it never hands over. The requests a caller sends before (a new connection's first, which
   // curl, node's and gRPC's clients send with the preface) node lets through up to its own bounds
   // (128 fields of up to 64 KiB): StreamCall measures those, refused 431 by outbound.ts.
-  const h2 = http2.createServer({ settings: { maxConcurrentStreams: options.maxStreams, maxHeaderListSize: HEAD_LIMIT }, strictSingleValueFields: false })
+  // streamResetBurst, streamResetRate: nghttp2's own bound on the RST_STREAMs a caller sends (1,000
+  // at once, 33 a second by default) counts every one, a gRPC call's deadline cancel too, and ends
+  // the session with GOAWAY INTERNAL_ERROR: a grpc-js client with 100 calls in flight on 1-20 ms
+  // deadlines lost its session so (its calls in flight failed INTERNAL) within 1,500 calls. A's
+  // own bounds count the resets that cost work nobody waits for (the budget of resets before a
+  // request went on, outboundH2Session.ts; the premature-reset rule, outboundH2Premature.ts), so
+  // nghttp2's is raised to a backstop past any rate this sidecar serves.
+  const h2 = http2.createServer({
+    settings: { maxConcurrentStreams: options.maxStreams, maxHeaderListSize: HEAD_LIMIT },
+    strictSingleValueFields: false,
+    streamResetBurst: RESET_BACKSTOP_BURST,
+    streamResetRate: RESET_BACKSTOP_PER_SECOND
+  })
   const sessions = new Set<http2.ServerHttp2Session>()
   // One timer for every session, while there are sessions: nothing per request or stream. A
   // session's own checks (idle, stalled) see only the whole session, which a caller that keeps it
@@ -139,6 +158,8 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
     const taking: AnswerTaking = { at: -Infinity, window: -1 }
     // Requests its caller reset before they went on: past their budget, the session ends (GOAWAY ENHANCE_YOUR_CALM).
     const resets = new UnsentResets(session, (reason) => options.onEnded(reason, session))
+    // Its streams, and those its caller reset soon after they began, before any answer: past the rule, the session ends too.
+    const premature = new PrematureResets(session, (reason) => options.onEnded(reason, session))
     session.on("ping", () => {
       const now = performance.now()
       if (open.size > 0 || streamSincePing || takingAnswer(session, taking, now, options.answerIdleMs)) {
@@ -165,7 +186,7 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
     session.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: Array<string>) => {
       streamSincePing = true
       ;(session as SweptSession)[STREAMED] = true
-      const call = new StreamCall(stream, headers, flags, rawHeaders, open, taking, resets, HEAD_LIMIT, held)
+      const call = new StreamCall(stream, headers, flags, rawHeaders, open, taking, resets, premature, HEAD_LIMIT, held)
       // As an HTTP/1.1 request: while callers hold more answers unsent than the budget, none more is taken.
       if (held.heldAnswerBytes > held.maxHeldAnswerBytes) {
         held.refusedForHeldAnswers++

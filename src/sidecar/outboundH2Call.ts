@@ -3,7 +3,8 @@
 // when it ends within its head's turn, gathered to a limit, or streamed), and its answer (head,
 // body, trailers), with what the session sweep asks of it (a stalled answer's reset) and the reset
 // that tells a caller still sending to stop once its cut-off body's answer is out. A request whose
-// END_STREAM came goes on at the turn's end, unless its caller reset it within that read.
+// END_STREAM came goes on at the turn's end, unless its caller reset it within that read. Its close
+// tells its session whether its caller reset it prematurely (outboundH2Premature.ts).
 // Answer bytes the stream holds unsent once a write finds it full (the caller grants no window)
 // count in the outbound listener's held answers (HeldAnswerBudget, maxQueuedBytes) until it drains or
 // closes, as an HTTP/1.1 caller's do; a stream that never backs up costs nothing there.
@@ -14,6 +15,8 @@ import { drainedOrClosed } from "./drained.ts"
 import type { HeldAnswerBudget } from "./http1Listener.ts"
 import { resetCancelled, resetFailed } from "./h2Reset.ts"
 import type { UnsentResets } from "./outboundH2Session.ts"
+import { PREMATURE_LIFETIME_MS, type PrematureResets } from "./outboundH2Premature.ts"
+import { askedTimeoutMs } from "./outboundTarget.ts"
 import { TurnEnd } from "../mux/turnEnd.ts"
 import { ShapeAnchor } from "../mux/shapeAnchor.ts"
 
@@ -186,6 +189,12 @@ export class StreamCall implements OutboundCall {
   private readonly taking: AnswerTaking
   /** Its session's budget of requests reset before they went on (outboundH2Session.ts). */
   private readonly resets: UnsentResets
+  /** Its session's count of streams and of those its caller reset prematurely (outboundH2Premature.ts). */
+  private readonly premature: PrematureResets
+  /** When the stream came (performance.now()): the exchange's start, and its lifetime at its close says whether a reset was premature. */
+  readonly startedAt: number
+  /** This side reset the stream (its caller gone, its answer cut or stalled): no reset of its caller's. */
+  private resetHere = false
   /** Answer bytes handed to the stream: less what it still holds, what left (a write's bytes leave with its callback). */
   private queued = 0
   /** What had left at the last sweep that found the answer waiting (-1: none did), and the sweeps since with nothing more gone. */
@@ -209,13 +218,15 @@ export class StreamCall implements OutboundCall {
   /** Listening for 'drain' (from its first write that found the stream full: a streamed answer backed up). */
   private drainWatched = false
 
-  constructor(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: ReadonlyArray<string>, open: Set<StreamCall>, taking: AnswerTaking, resets: UnsentResets, headLimit: number, held: HeldAnswerBudget) {
+  constructor(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: ReadonlyArray<string>, open: Set<StreamCall>, taking: AnswerTaking, resets: UnsentResets, premature: PrematureResets, headLimit: number, held: HeldAnswerBudget) {
     callShape.newest = this
     this.stream = stream
     this.held = held
     this.open = open
     this.taking = taking
     this.resets = resets
+    this.premature = premature
+    this.startedAt = performance.now()
     open.add(this)
     this.method = headers[":method"] ?? ""
     this.url = headers[":path"] ?? ""
@@ -269,6 +280,7 @@ export class StreamCall implements OutboundCall {
    */
   cutStalled(): void {
     this.cutReason = ANSWER_STALLED
+    this.resetHere = true
     this.stream.close(http2.constants.NGHTTP2_CANCEL)
     this.stream.destroy()
   }
@@ -283,7 +295,9 @@ export class StreamCall implements OutboundCall {
   callerEnded(socketIdle: boolean): void {
     const stream = this.stream
     if (stream.destroyed) return
-    if ((!this.writableEnded && stream.state.remoteClose !== 1) || (socketIdle && this.answerWaiting)) resetCancelled(stream)
+    if ((this.writableEnded || stream.state.remoteClose === 1) && !(socketIdle && this.answerWaiting)) return
+    this.resetHere = true
+    resetCancelled(stream)
   }
 
   get remoteAddress(): string {
@@ -488,16 +502,32 @@ export class StreamCall implements OutboundCall {
     this.releaseHeld()
     // Closed while A holds the request (to the turn's end, its body held or gathered): a reset
     // before it went on, counted now, as its RST_STREAM is read. At the turn's end it came after
-    // nghttp2's own count, which ends a session past 1,000 resets read at once its way (INTERNAL_ERROR).
+    // nghttp2's own count, which ended a session past 1,000 resets read at once its way (INTERNAL_ERROR;
+    // a backstop now, makeH2c).
+    // Every close is told to the premature-reset rule: answered, reset by this side, or reset by its caller.
     if (this.sendTo !== undefined || this.holder !== undefined || this.stopReading !== undefined) this.countReset()
+    const now = performance.now()
+    this.premature.closed(!this.headWritten && !this.resetHere && this.resetEarly(now), now)
     // Its window, given back from now on, is the caller reading this answer's tail: looked at from the next PING.
-    this.taking.at = performance.now()
+    this.taking.at = now
     this.taking.window = -1
     const listener = this.closeListener
     // Told once; let go of it, and of the exchange it holds, since node may keep the closed stream
     // (and so this call) a while longer (onStreamClose above).
     this.closeListener = undefined
     listener?.(this.writableEnded && this.stream.rstCode === http2.constants.NGHTTP2_NO_ERROR)
+  }
+
+  /**
+   * A stream closed with no answer sent and not by this side was reset by its caller (or closed by
+   * nghttp2 for a frame of its caller's that broke the protocol): premature within
+   * PREMATURE_LIFETIME_MS of its start, unless the deadline it asked for had passed by then.
+   */
+  private resetEarly(now: number): boolean {
+    const lifetime = now - this.startedAt
+    if (lifetime >= PREMATURE_LIFETIME_MS) return false
+    const asked = askedTimeoutMs(this)
+    return asked === 0 || lifetime < asked
   }
 
   /** The stream asks for the trailers (the head was sent with waitForTrailers). */
@@ -602,6 +632,7 @@ export class StreamCall implements OutboundCall {
 
   /** A cut answer (the far app died, the peer's connection was lost, the body broke its length): the caller must read it as one. */
   destroy(): void {
+    this.resetHere = true
     resetFailed(this.stream)
   }
 }

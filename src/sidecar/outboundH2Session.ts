@@ -130,16 +130,21 @@ export const cutStalled = (open: ReadonlySet<StreamCall>): number => {
  * counted). Below node's own bounds, which end such a session with GOAWAY INTERNAL_ERROR (read as
  * this side's fault): in one read, streams reset there are freed only after it, so past
  * --h2-max-streams (256) more are refused, and past 100 refused (maxSessionRejectedStreams) the
- * session ends (measured: at the 358th); across reads, nghttp2's count of every reset (1,000 at once,
- * 33 a second: h2c-reset-budget.test.ts's legitimate client nears it). Above the 200 a connection
- * of the framing fuzz (h2RequestCases.ts) may reset so and still be served.
+ * session ends (measured: at the 358th); across reads, nghttp2's count of every reset, which
+ * makeH2c raises to a backstop (it ended gRPC sessions whose calls end by their deadlines).
+ * Resets after a request went on are the premature-reset rule's (outboundH2Premature.ts). Above the
+ * 200 a connection of the framing fuzz (h2RequestCases.ts) may reset so and still be served.
  */
 export const UNSENT_RESET_BURST = 250
 export const UNSENT_RESETS_PER_SECOND = 20
 export const TOO_MANY_RESETS = Buffer.from("too_many_resets")
 
 /** Why A ended a caller's session (GOAWAY ENHANCE_YOUR_CALM): its debug data, and the metric's reason. */
-export type SessionEndReason = "too_many_pings" | "too_many_resets"
+export type SessionEndReason = "too_many_pings" | "too_many_resets" | "too_many_premature_resets"
+
+/** A token bucket's tokens at `now` that held `tokens` at `since` (ms, performance.now()): `perSecond` earned back, at most `burst`. */
+export const refill = (tokens: number, since: number, now: number, burst: number, perSecond: number): number =>
+  Math.min(burst, tokens + ((now - since) * perSecond) / 1000)
 
 /** A session's budget of requests reset before they went on (a token bucket, as nghttp2 keeps its own). */
 export class UnsentResets {
@@ -158,7 +163,7 @@ export class UnsentResets {
     const session = this.session
     if (session.destroyed) return
     const now = performance.now()
-    this.tokens = Math.min(UNSENT_RESET_BURST, this.tokens + ((now - this.at) * UNSENT_RESETS_PER_SECOND) / 1000)
+    this.tokens = refill(this.tokens, this.at, now, UNSENT_RESET_BURST, UNSENT_RESETS_PER_SECOND)
     this.at = now
     if (--this.tokens >= 0) return
     endSession(session, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM, TOO_MANY_RESETS)

@@ -28,10 +28,15 @@ export const pickContext = (req: OutboundRequest, uri: string, hashKey: string |
   return { key, clientIp, uri }
 }
 
-/** The app's own deadline (the `iip-timeout` header, ms, or a gRPC call's `grpc-timeout`), if it is shorter than ours. */
-export const appTimeoutMs = (req: OutboundRequest, configured: number): number => {
+/** The deadline the app asked for (the `iip-timeout` header, ms, or a gRPC call's `grpc-timeout`); 0 for none. */
+export const askedTimeoutMs = (req: OutboundRequest): number => {
   const header = req.headers[TIMEOUT_HEADER]
-  const asked = typeof header === "string" && /^\d{1,9}$/.test(header) ? Number(header) : grpcTimeoutMs(req.headers["grpc-timeout"] as string | undefined) ?? 0
+  return typeof header === "string" && /^\d{1,9}$/.test(header) ? Number(header) : grpcTimeoutMs(req.headers["grpc-timeout"] as string | undefined) ?? 0
+}
+
+/** The app's own deadline (askedTimeoutMs), if it is shorter than ours. */
+export const appTimeoutMs = (req: OutboundRequest, configured: number): number => {
+  const asked = askedTimeoutMs(req)
   return asked > 0 ? Math.min(asked, configured) : configured
 }
 

@@ -392,6 +392,7 @@ export const make = (
       ...inboundLimitsOf(config),
       ...(config.compress ? { compression: {} } : {}),
       ...tlsOption(meshTls),
+      ipv6SourcePrefix: config.ipv6SourcePrefix,
       supervisor,
       log
     })

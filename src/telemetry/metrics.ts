@@ -92,7 +92,7 @@ export type Direction = "outbound" | "inbound"
 /** Why the outbound listener resets an app's HTTP/2 stream: its answer waited the answer idle timeout with none of it taken. */
 export type H2ResetReason = "answer_stalled"
 /** Why the outbound listener ended a calling app's HTTP/2 session (GOAWAY ENHANCE_YOUR_CALM, sidecar/outboundH2Session.ts). */
-export type H2SessionEndReason = "too_many_pings" | "too_many_resets"
+export type H2SessionEndReason = "too_many_pings" | "too_many_resets" | "too_many_premature_resets"
 /** The bound an upgrade was refused by (sidecar/tunnelSeats.ts): maxTunnels, maxTunnelsPerPeer, the tunnels' pool of unread bytes. */
 export type TunnelLimit = "tunnels" | "per_peer" | "bytes" | "channels"
 /** Requests waiting for a stream to an h2c app, those refused for want of one, and long-lived ones refused for their share (sidecar/appH2.ts); event streams refused for the HTTP/1.1 pool's share, and its peers' shares (sidecar/appPool.ts). */
@@ -500,7 +500,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   const rateLimited = new Map<string, Tally>()
   const plainConnections = { accepted: tally({ result: "accepted" }), refused: tally({ result: "refused" }) }
   const h2Resets: Record<H2ResetReason, Tally> = { answer_stalled: tally({ reason: "answer_stalled" }) }
-  const h2SessionsEnded: Record<H2SessionEndReason, Tally> = { too_many_pings: tally({ reason: "too_many_pings" }), too_many_resets: tally({ reason: "too_many_resets" }) }
+  const h2SessionsEnded: Record<H2SessionEndReason, Tally> = { too_many_pings: tally({ reason: "too_many_pings" }), too_many_resets: tally({ reason: "too_many_resets" }), too_many_premature_resets: tally({ reason: "too_many_premature_resets" }) }
   let readConnections: () => Record<Direction, ConnectionCounts> = () => ({ outbound: { connections: 0, channels: 0 }, inbound: { connections: 0, channels: 0 } })
   let readTrust: (() => TrustState) | undefined
   let readBundleRefreshes: (() => Readonly<Record<BundleRefreshResult, number>>) | undefined
@@ -558,7 +558,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   fromTallies(registry, "counter", "iip_mesh_rate_limited_total", "Requests a rate limit answered with 429, by direction, service and the limit's name.", ["direction", "service", "limit"], () => rateLimited.values())
   fromTallies(registry, "counter", "iip_mesh_plain_connections_total", "Plain IIP peers accepted (mtls permissive) or refused (mtls on).", ["result"], () => Object.values(plainConnections))
   fromTallies(registry, "counter", "iip_mesh_h2_streams_reset_total", "HTTP/2 streams of the local app the outbound listener reset, by reason (answer_stalled: its answer waited the answer idle timeout with none of it taken).", ["reason"], () => Object.values(h2Resets))
-  fromTallies(registry, "counter", "iip_mesh_h2_sessions_ended_total", "HTTP/2 sessions of a calling app the outbound listener ended with GOAWAY ENHANCE_YOUR_CALM, by reason (too_many_pings: PINGs faster than one a second with nothing open; too_many_resets: requests reset before they went on, past the session's budget).", ["reason"], () => Object.values(h2SessionsEnded))
+  fromTallies(registry, "counter", "iip_mesh_h2_sessions_ended_total", "HTTP/2 sessions of a calling app the outbound listener ended with GOAWAY ENHANCE_YOUR_CALM, by reason (too_many_pings: PINGs faster than one a second with nothing open; too_many_resets: requests reset before they went on, past the session's budget; too_many_premature_resets: past 500 streams, more than half reset by the caller before an answer, within 1 s of their start; or past 1,000 such resets, 33 a second after).", ["reason"], () => Object.values(h2SessionsEnded))
   const golden = makeGolden({ maxServices, ...options.golden })
   const outcomes = (labels: Labels, totals: GoldenSeries["totals"]): Array<Tally> => [
     { labels: { ...labels, outcome: "success" }, value: totals.requests - totals.errors },

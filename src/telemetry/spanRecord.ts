@@ -13,10 +13,11 @@
 // A sampled span is *recording* only when something will read it: an exporter is configured, or
 // the trace store will keep its trace (traceStore.ts `wouldKeep`, asked at the start: the store
 // keeps at most --trace-store-rate new traces a second, so at saturation nearly every trace is
-// only passed on). A span that is not recording still has its ids and sampled flag, for the
-// traceparent the next hop gets and the access log's trace id, but no attributes (a shared frozen
-// object: a write throws), no clock readings and no trip to the store (issue 14: the work a traced
-// sidecar did per request for spans nobody kept). Its children in this process inherit the choice.
+// only passed on). A span that is not recording still has its trace id, sampled flag and span id
+// (drawn when first read), for the traceparent the next hop gets and the access log's trace id,
+// but no attributes (a shared frozen object: a write throws), no parent id, no clock readings and
+// no trip to the store (issue 14: the work a traced sidecar did per request for spans nobody kept).
+// Its children in this process inherit the choice.
 //
 // Times: like the SDK, a span starts at Date.now() (whole ms) and its duration is measured on the
 // monotonic clock.
@@ -86,7 +87,9 @@ const recordedShapes = [new ShapeAnchor<SpanRecord>(), new ShapeAnchor<SpanRecor
 /** One span of the request path. Mutable until it ends; the store keeps it as it is. */
 export class SpanRecord implements StoredSpan, TraceParent {
   readonly traceId: string
-  readonly spanId: string
+  /** spanId's value, "" until drawn. */
+  private id: string
+  /** The parent's span id; null for a root, and for a span that does not record (nobody reads it). */
   readonly parentSpanId: string | null
   /** The parent came from another process (a traceparent header). */
   readonly parentRemote: boolean
@@ -122,7 +125,7 @@ export class SpanRecord implements StoredSpan, TraceParent {
   ) {
     spanShape.newest = this
     this.traceId = traceId
-    this.spanId = randomId(8)
+    this.id = recording ? randomId(8) : ""
     this.parentSpanId = parentSpanId
     this.parentRemote = parentRemote
     this.sampled = sampled
@@ -134,6 +137,16 @@ export class SpanRecord implements StoredSpan, TraceParent {
     this.start = recording ? Date.now() : 0
     this.startMonotonic = recording ? performance.now() : 0
     this.attributes = recording ? {} : notRecorded
+  }
+
+  /**
+   * Drawn when first read: a span that records nothing and is passed on to no one never needs one
+   * (sidecar B's server span at saturation, nearly every one: its child, the app span, goes to the
+   * app; issue 14). A child that does not record keeps no parent id either (start).
+   */
+  get spanId(): string {
+    if (this.id === "") this.id = randomId(8)
+    return this.id
   }
 
   /** This span as the next hop's parent: a W3C traceparent. */
@@ -184,8 +197,9 @@ export class SpanRecorder {
   /**
    * A span under `parent`: another process's (a traceparent header, with the tracestate it came
    * with) or one of this recorder's records (whose tracestate it inherits); none: a new trace's root.
+   * `at`: now (performance.now()), if the caller has read it: the store's budget needs the time.
    */
-  start(name: string, kind: SpanKind, parent: TraceParent | undefined, remoteTraceState?: string): SpanRecord {
+  start(name: string, kind: SpanKind, parent: TraceParent | undefined, remoteTraceState?: string, at?: number): SpanRecord {
     const local = parent instanceof SpanRecord
     const traceId = parent?.traceId ?? randomId(16)
     // The decision comes before anything else is made (the parent-based samplers follow the parent's flag).
@@ -194,8 +208,10 @@ export class SpanRecorder {
     // Recorded only for a reader: a child as its local parent is, else when exported or the store would keep the trace.
     const store = this.options.store
     const byStore = sampled && !local && this.options.exporters.length === 0
-    const recording = sampled && (local ? parent.recording : !byStore || store.wouldKeep(traceId, parent === undefined))
-    const span = new SpanRecord(traceId, parent?.spanId ?? null, parent !== undefined && !local, sampled, recording, traceState, name, kind, this.options.origin)
+    const recording = sampled && (local ? parent.recording : !byStore || store.wouldKeep(traceId, parent === undefined, at))
+    // A parent's id only for a span that keeps it (reading a record's draws it: SpanRecord.spanId).
+    const parentSpanId = recording && parent !== undefined ? parent.spanId : null
+    const span = new SpanRecord(traceId, parentSpanId, parent !== undefined && !local, sampled, recording, traceState, name, kind, this.options.origin)
     if (byStore && recording) {
       span.underWay = true
       store.opened(traceId)

@@ -6,16 +6,22 @@
 // naming the size and the bound; INTERNAL to a gRPC caller), counted at B. Before, all of these
 // failed at the send as the inbound hop's handler_failed: UNAVAILABLE to a gRPC caller, which
 // invites a retry of a call the app already processed.
+// An answer these tests call whole reaches B in one read (wholeAnswerRelay.ts): node's server sends
+// its trailers a turn or more after its message, and under load B's 1 ms wait for them ran out
+// first (the answer streamed, and its HTTP/1.1 caller got a 200 and a reset where a 502 was meant).
 import * as grpc from "@grpc/grpc-js"
+import * as http2 from "node:http2"
+import * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { RemoteError } from "../../src/mux/meshChannels.ts"
 import { Status } from "../../src/protocol/constants.ts"
 import { decodeEnvelope, decodeErrorBody, decodeHello, encodeEnvelope, encodeHello, EnvelopeKind, MeshFeatures, MeshPath } from "../../src/protocol/mesh.ts"
 import { plainRequestPath } from "../../src/sidecar/httpEnvelope.ts"
 import { grpcMessage, identity, startSizedGrpcApp } from "../support/grpcRaw.ts"
-import { Cleanup, frame, RawClient } from "../support/iipRaw.ts"
+import { Cleanup, frame, RawClient, waitFor } from "../support/iipRaw.ts"
 import { helloOf, rejection, startClient } from "../support/meshTest.ts"
 import { call, LOOPBACK, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
+import { relayWholeAnswers } from "../support/wholeAnswerRelay.ts"
 
 const PATH = "/demo.Inventory/Watch"
 
@@ -38,9 +44,9 @@ describe("an app's answer metadata against the bound the mesh carries, at sideca
   afterEach(() => cleanup.run())
 
 
-  /** B in front of the app, A in front of B, and a grpc-js client of A that reads large metadata (its own bound is 8 KiB). */
+  /** B in front of the app (each answer in one read: wholeAnswerRelay.ts), A in front of B, and a grpc-js client of A that reads large metadata (its own bound is 8 KiB). */
   const startGrpcPair = async () => {
-    const b = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${await startSizedGrpcApp(cleanup)}`, appProtocol: "h2c", tracing: false }))
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${await relayWholeAnswers(cleanup, await startSizedGrpcApp(cleanup))}`, appProtocol: "h2c", tracing: false }))
     const a = await startSidecar(cleanup, sidecarConfig({ service: "store", tracing: false, endpoints: { inventory: [{ address: b.inboundAddress, weight: 1 }] } }))
     const client = new grpc.Client(`${LOOPBACK}:${a.outboundPort}`, grpc.credentials.createInsecure(), { "grpc.default_authority": "inventory", "grpc.max_metadata_size": 1 << 20 })
     cleanup.add(() => client.close())
@@ -91,8 +97,55 @@ describe("an app's answer metadata against the bound the mesh carries, at sideca
     expect(await appErrors(b, "app_failed", "502")).toBe(1)
   })
 
+  it("an answer that streamed (its trailers came after B's wait) whose trailers are past the bound, to an HTTP/1.1 caller: its 200 and message, then a reset, never a chunked end", async () => {
+    // The app sends its trailers only once the caller has the message: B's wait ran out by then, the answer streamed.
+    let wanted: http2.ServerHttp2Stream | undefined
+    let callerHasMessage = false
+    const sendTrailers = () => {
+      if (wanted !== undefined && callerHasMessage) wanted.sendTrailers({ "grpc-status": "0", "x-big": "b".repeat(62_000) })
+    }
+    const app = http2.createServer()
+    app.on("stream", (stream) => {
+      stream.on("error", () => {})
+      stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true })
+      stream.on("wantTrailers", () => {
+        wanted = stream
+        sendTrailers()
+      })
+      stream.end(grpcMessage(Buffer.from("first")))
+    })
+    await new Promise<void>((resolve) => app.listen(0, LOOPBACK, resolve))
+    cleanup.add(() => new Promise<void>((resolve) => app.close(() => resolve())))
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${(app.address() as net.AddressInfo).port}`, appProtocol: "h2c", tracing: false }))
+    const a = await startSidecar(cleanup, sidecarConfig({ service: "store", tracing: false, endpoints: { inventory: [{ address: b.inboundAddress, weight: 1 }] } }))
+    // A raw caller, to see the bytes and how the connection ends.
+    const caller = net.connect(a.outboundPort, LOOPBACK)
+    cleanup.add(() => caller.destroy())
+    let received = Buffer.alloc(0)
+    let ending = ""
+    caller.on("data", (data: Buffer) => {
+      received = Buffer.concat([received, data])
+      if (!callerHasMessage && received.includes(grpcMessage(Buffer.from("first")))) {
+        callerHasMessage = true
+        sendTrailers()
+      }
+    })
+    caller.on("error", (error: NodeJS.ErrnoException) => (ending = error.code ?? error.message))
+    caller.on("close", () => (ending ||= "close"))
+    caller.write("POST /demo.Inventory/Watch HTTP/1.1\r\nhost: inventory\r\ncontent-length: 0\r\n\r\n")
+    await waitFor(() => ending !== "", 5000, "the end of the caller's connection")
+    const text = received.toString("latin1")
+    expect(text).toMatch(/^HTTP\/1\.1 200 OK\r\n[^]*transfer-encoding: chunked\r\n[^]*\r\n\r\na\r\n\0\0\0\0\x05first\r\n$/)
+    // Once its 200 went out, the answer can only be cut: a reset, never the last chunk (nor a FIN a caller reading to the close takes for the end).
+    expect(ending).toBe("ECONNRESET")
+    // A counts the 502 it could not send; B the app's failure under the status its head had gone on with.
+    const { body } = await a.sidecar.telemetry.metrics.text()
+    expect(body).toMatch(/^iip_mesh_request_errors_total\{direction="outbound",service="inventory",code="502",hop="app",reason="app_failed"\} 1$/m)
+    expect(await appErrors(b, "app_failed", "200")).toBe(1)
+  })
+
   it("a caller whose hello does not name `trailers` (8 KiB): a whole answer whose head and trailers fit only apart is app_failed, not streamed without its trailers", async () => {
-    const b = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${await startSizedGrpcApp(cleanup)}`, appProtocol: "h2c", tracing: false }))
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${await relayWholeAnswers(cleanup, await startSizedGrpcApp(cleanup))}`, appProtocol: "h2c", tracing: false }))
     const raw = await RawClient.connect(b.sidecar.inbound.port, cleanup)
     raw.write(frame(Status.RequestWhole, MeshPath.hello, 0, encodeHello(helloOf({ node: "old", features: MeshFeatures.filter((f) => f !== "trailers") }), false)))
     expect(decodeHello((await raw.next(5000)).data)?.features).not.toContain("trailers")

@@ -503,7 +503,7 @@ describe("balancing through real sidecars", () => {
   })
 
   it("retries: a POST refused before it ran (nothing listening) goes to the other instance", async () => {
-    const dead = await refusingAddress()
+    const dead = await refusingAddress(cleanup)
     const healthy = await startInstance(cleanup, "healthy", namedApp("healthy"))
     const { a } = await startCaller(cleanup, [dead, healthy.sidecar.inboundAddress], takeTurns)
     const deadView = () => a.sidecar.registry.view()[0]!.endpoints.find((e) => e.address === dead)!

@@ -43,7 +43,7 @@ describe("/metrics counts what went through the sidecars", () => {
       })
     })
     b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: far.address }))
-    const gone = [await refusingAddress(), await refusingAddress()].map((address) => ({ address, weight: 1 }))
+    const gone = [await refusingAddress(cleanup), await refusingAddress(cleanup)].map((address) => ({ address, weight: 1 }))
     a = await startSidecar(
       cleanup,
       sidecarConfig({
@@ -123,9 +123,9 @@ describe("/metrics counts what went through the sidecars", () => {
     expect(value(m, "iip_mesh_response_bytes_total", { ...outbound, service: "catalog" })).toBe(responseBytes)
 
     // Nothing in flight, in any series; no inbound traffic at a sidecar with no app.
-    const inFlight = samples(m, "iip_mesh_requests_in_flight")
-    expect(inFlight.map((s) => s.labels.service).sort()).toStrictEqual(["catalog", "gone", "nosuch"])
-    expect(inFlight.every((s) => s.value === 0)).toBe(true)
+    // Every series with its value, so that a failure says which one and by how much.
+    const inFlight = samples(m, "iip_mesh_requests_in_flight").map((s) => `${s.labels.direction} ${s.labels.service} ${s.value}`)
+    expect(inFlight.sort()).toStrictEqual(["outbound catalog 0", "outbound gone 0", "outbound nosuch 0"])
     expect(sum(m, "iip_mesh_requests_total", { direction: "inbound" })).toBe(0)
   })
 

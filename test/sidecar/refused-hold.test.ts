@@ -108,7 +108,7 @@ describe("an endpoint whose dial fails is held out of picks", () => {
   it("one of three refusing: at most one of 100 requests tries it; held as refused, no ejection, no failure", async () => {
     const access = captureAccessLog(cleanup, (line) => JSON.parse(line) as AccessRecord)
     const [b1, b2] = [await startInstance(cleanup, "b1"), await startInstance(cleanup, "b2")]
-    const dead = await refusingAddress()
+    const dead = await refusingAddress(cleanup)
     const a = await startCaller(cleanup, [b1.inboundAddress, b2.inboundAddress, dead])
 
     const answers = await sequential(a, 100)
@@ -127,7 +127,7 @@ describe("an endpoint whose dial fails is held out of picks", () => {
   it("two of three refusing (above the ejection cap): after each one's first refusal, every request goes to the live one", async () => {
     const access = captureAccessLog(cleanup, (line) => JSON.parse(line) as AccessRecord)
     const b1 = await startInstance(cleanup, "b1")
-    const dead = [await refusingAddress(), await refusingAddress()]
+    const dead = [await refusingAddress(cleanup), await refusingAddress(cleanup)]
     const a = await startCaller(cleanup, [b1.inboundAddress, ...dead])
 
     const answers = await sequential(a, 100)
@@ -168,7 +168,7 @@ describe("an endpoint whose dial fails is held out of picks", () => {
   }, 30_000)
 
   it("every endpoint held: each request is still answered, 502 connect_failed at the outbound hop, none hangs", async () => {
-    const dead = [await refusingAddress(), await refusingAddress()]
+    const dead = [await refusingAddress(cleanup), await refusingAddress(cleanup)]
     const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: dead.map((address) => ({ address, weight: 1 })) } }))
     for (let i = 0; i < 20; i++) {
       const started = performance.now()

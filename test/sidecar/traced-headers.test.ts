@@ -209,3 +209,41 @@ describe("a trace tail that is a lone traceparent, read by hand", () => {
     }
   })
 })
+
+describe("hostile header lists at the far side's shortcuts (the head compared by equality, a lone traceparent read by hand)", () => {
+  it("each gives what decoding the whole text gives, read after the head it shares a prefix with", () => {
+    const v = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    const w = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    const head = '[["x-a","1"]'
+    const texts = [
+      // The shortcut's own case, then the same head with other tails.
+      `${head},["traceparent","${v}"]]`,
+      `${head},["traceparent","${v}"],["x-b","2"]]`,
+      `${head},["traceparent","${v}"],["traceparent","${w}"]]`,
+      `${head},["TraceParent","${v}"]]`,
+      `${head},["traceparent"," ${v}"]]`,
+      `${head},["traceparent","${v} "]]`,
+      `${head},["traceparent","${v.slice(0, 54)}\\u0031"]]`,
+      `${head},["traceparent","${v.slice(0, 40)}\\u002d${v.slice(41, 50)}"]]`,
+      `${head},["traceparent","${v.toUpperCase()}"]]`,
+      `${head},["traceparent","00-${"0".repeat(32)}-00f067aa0ba902b7-01"]]`,
+      `${head},["traceparent","ff${v.slice(2)}"]]`,
+      `${head},["traceparent","cc${v.slice(2)}-x"]]`,
+      `${head},["traceparent","${v}-x"]]`,
+      `${head},["traceparent","${v.slice(0, 54)}"]]`,
+      // The last head a prefix of a different one: its text ends inside the next list's first pair or value.
+      `${head.slice(0, -1)},["traceparent","${v}"]]`,
+      `[["x-a","1"],["x-a2","1"],["traceparent","${v}"]]`,
+      `[["x-a","1"],["traceparent","${w}"],["x-c","3"],["traceparent","${v}"]]`,
+      `[["x-a","1,[\\"traceparent\\",\\"${v}\\"]"],["traceparent","${v}"]]`,
+      `[["x-a","1"],["connection","traceparent"],["traceparent","${v}"]]`
+    ]
+    for (const text of texts) {
+      for (const before of [`${head},["traceparent","${w}"]]`, text]) {
+        // The head seen just before (the cache's case), then the text itself again.
+        decode(before)
+        expect(decode(text), `after ${before}: ${text}`).toStrictEqual(wholeDecode(text))
+      }
+    }
+  })
+})

@@ -15,13 +15,30 @@ import { type Cleanup, withTimeout } from "./iipRaw.ts"
 
 export const LOOPBACK = "127.0.0.1"
 
-/** A 127.0.0.1 port nothing listens on: bound, then closed again (refused until some process takes it). */
-export const refusingAddress = async (): Promise<string> => {
-  const server = net.createServer()
+/**
+ * A 127.0.0.1 port nothing listens on, held until the Cleanup runs: a dial to it is refused.
+ * A port bound and closed again was free for any process's next listen on port 0: on a machine
+ * running other tests one took it within the test (a TLS server: the dial got `tls_refused`, not
+ * `connect_failed`), and a test's refused endpoint could be another test's sidecar. Here a
+ * connected socket holds the port (bound to LOOPBACK before it connects: bind's pool of ports,
+ * which no other dial takes as its source); Linux's bind to port 0 hands out no port a socket
+ * holds (20,000 binds beside 2,000 held ports got none of them).
+ */
+export const refusingAddress = async (cleanup: Cleanup): Promise<string> => {
+  const peers: Array<net.Socket> = []
+  const server = net.createServer((socket) => peers.push(socket))
   await new Promise<void>((resolve) => server.listen(0, LOOPBACK, resolve))
-  const { port } = server.address() as net.AddressInfo
-  await new Promise<void>((resolve) => server.close(() => resolve()))
-  return `${LOOPBACK}:${port}`
+  cleanup.add(() => new Promise<void>((resolve) => server.close(() => resolve())))
+  const holder = net.connect({ host: LOOPBACK, port: (server.address() as net.AddressInfo).port, localAddress: LOOPBACK })
+  cleanup.add(() => {
+    holder.destroy()
+    for (const peer of peers) peer.destroy()
+  })
+  await new Promise<void>((resolve, reject) => {
+    holder.once("connect", resolve)
+    holder.once("error", reject)
+  })
+  return `${LOOPBACK}:${holder.localPort}`
 }
 
 /** A node:http app on 127.0.0.1:0; `close` ends it and every connection it has. */

@@ -191,6 +191,55 @@ describe("SpanRecorder", () => {
     expect(store.get(traceId)!.map((span) => span.spanId)).toStrictEqual([next.spanId])
   })
 
+  it("a span that records nothing has a span id when read, the same at each read and apart from its child's; its child keeps no parent id", () => {
+    const store = new TraceStore({ maxNewTracesPerSecond: 1, now: () => 5_000 })
+    const spans = tracingFor(store).spans!
+    // The second's one new trace is taken; then sidecar B's pair at saturation: a server span passed on only, and the app span under it.
+    spans.end(spans.start("GET other", SpanKind.CLIENT, undefined))
+    const server = spans.start("GET catalog", SpanKind.SERVER, parseTraceparent(sampledParent))
+    const app = spans.start("GET", SpanKind.CLIENT, server)
+    expect([server.recording, app.recording, server.parentSpanId, app.parentSpanId]).toStrictEqual([false, false, null, null])
+    const traceparent = app.traceparent()
+    expect(traceparent).toMatch(new RegExp(`^00-${traceId}-[0-9a-f]{16}-01$`))
+    expect(app.traceparent()).toBe(traceparent)
+    expect(app.spanId).toBe(traceparent.slice(36, 52))
+    expect(server.spanId).toMatch(/^[0-9a-f]{16}$/)
+    expect(server.spanId).toBe(server.spanId)
+    expect(server.spanId).not.toBe(app.spanId)
+    expect(server.spanId).not.toBe(parentId)
+    // A recording child still names its parent (the records' own ids are drawn at the start).
+    const roomy = new TraceStore({ maxNewTracesPerSecond: 1, now: () => 9_000 })
+    const recorder = tracingFor(roomy).spans!
+    const kept = recorder.start("GET catalog", SpanKind.SERVER, parseTraceparent(sampledParent))
+    const keptApp = recorder.start("GET", SpanKind.CLIENT, kept)
+    expect([kept.recording, keptApp.recording]).toStrictEqual([true, true])
+    expect([kept.parentSpanId, keptApp.parentSpanId]).toStrictEqual([parentId, kept.spanId])
+  })
+
+  it("the store's second is the caller's clock reading when the store keeps time by performance.now(), its own clock's otherwise", () => {
+    const unknown = "5bf92f3577b34da6a3ce929d0e0e4736"
+    for (;;) {
+      const store = new TraceStore({ maxNewTracesPerSecond: 1 })
+      const spans = tracingFor(store).spans!
+      const before = Math.floor(performance.now() / 1000)
+      // The second's one new trace is taken.
+      spans.end(spans.start("GET other", SpanKind.CLIENT, undefined))
+      const after = Math.floor(performance.now() / 1000)
+      // Crossed into the next second while taking it: which second the store counted is not known.
+      if (before !== after) continue
+      expect(store.wouldKeep(unknown, false, before * 1000 + 999)).toBe(false)
+      expect(store.wouldKeep(unknown, false, (before + 1) * 1000)).toBe(true)
+      expect(spans.start("GET", SpanKind.SERVER, parseTraceparent(sampledParent), undefined, before * 1000).recording).toBe(false)
+      expect(spans.start("GET", SpanKind.SERVER, parseTraceparent(sampledParent), undefined, (before + 1) * 1000).recording).toBe(true)
+      break
+    }
+    // A store with a clock of its own (tests, TestClock) reads that one, whatever the caller read.
+    const clocked = new TraceStore({ maxNewTracesPerSecond: 1, now: () => 5_000 })
+    const spans = tracingFor(clocked).spans!
+    spans.end(spans.start("GET other", SpanKind.CLIENT, undefined))
+    expect(clocked.wouldKeep(unknown, false, 99_000)).toBe(false)
+  })
+
   it("sidecars sharing a store: a trace whose span records under one records under the next even past the budget, and is kept whole", () => {
     let now = 9_000
     const store = new TraceStore({ maxNewTracesPerSecond: 1, now: () => now })
