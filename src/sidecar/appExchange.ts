@@ -20,7 +20,7 @@ import { RemoteError } from "../mux/meshChannels.ts"
 import { IncomingStream, StreamFailed } from "../mux/streams.ts"
 import { Limits } from "../protocol/constants.ts"
 import { type Meta, MeshErrorCode } from "../protocol/mesh.ts"
-import { type AppController, type AppPool, type AppPoolHandler, EventStreamsFull } from "./appPool.ts"
+import { type AppController, type AppPool, type AppPoolHandler, EventStreamsFull, PoolShareReclaimed } from "./appPool.ts"
 import { InvalidRequestHead } from "./appRequestHead.ts"
 import { describedLength, endToEndHeaders, type OnInvalidHeader } from "./headerFilter.ts"
 import { answerMetaPast, responseMeta, trailersMeta } from "./httpEnvelope.ts"
@@ -28,6 +28,7 @@ import type { Failure, InboundObservation } from "./observe.ts"
 import { AppErrorCode, appDeadlineMessage } from "./proxyError.ts"
 import { PausingByteQueue } from "./byteQueue.ts"
 import { ShapeAnchor } from "../mux/shapeAnchor.ts"
+import type { PoolPeer } from "./poolPeers.ts"
 
 /** Answers up to this size (declared by the app) go back as one message; larger or chunked ones stream. */
 const WHOLE_BODY_LIMIT = 64 * 1024
@@ -132,20 +133,20 @@ export class AppExchange implements AppPoolHandler {
     this.pending = pending
   }
 
-  /** Sends the request; `deadlineMs` > 0 arms our own deadline (requests without one, and pushes). */
-  start(deadlineMs: number): void {
+  /** Sends the request; `deadlineMs` > 0 arms our own deadline (requests without one, and pushes); `peer`: whose share of the pool it counts in. */
+  start(deadlineMs: number, peer: PoolPeer): void {
     if (deadlineMs > 0) this.timer = setTimeout(() => this.giveUp(MeshErrorCode.deadlineExceeded, 504, appDeadlineMessage(deadlineMs, this.status !== 0, this.mode === "stream")), deadlineMs)
     const request = this.request
     const body = request.body
     // A whole body: the request is the pool's as it is (no copy of it per request).
-    if (!(body instanceof IncomingStream)) return this.leg.pool.dispatch(request as AppRequest & { readonly body: Buffer }, this)
+    if (!(body instanceof IncomingStream)) return this.leg.pool.dispatch(request as AppRequest & { readonly body: Buffer }, this, peer)
     this.leg.pool.dispatch({
       path: request.path,
       method: request.method,
       headers: request.headers,
       checked: true,
       body: requestBody(body, request.declaredLength, this.leg.bodyIdleTimeoutMs, this)
-    }, this)
+    }, this, peer)
   }
 
   /**
@@ -305,6 +306,14 @@ export class AppExchange implements AppPoolHandler {
       const appCode = refused ? AppErrorCode.unavailable : AppErrorCode.failed
       this.fail(502, { hop: "app", reason: appCode }, failure(appCode, `app at ${this.leg.address}: ${code ?? error.message}`, !refused))
       return this.abort(error)
+    }
+    if (error instanceof PoolShareReclaimed) {
+      // Its peer held past its share of the pool and took none of this answer while another peer
+      // waited (appPool.ts): the caller's doing, not the app's; the answer had begun (processed).
+      // Only a streamed answer pauses its socket (answerStream), so only one is taken back.
+      this.finish()
+      this.observation.end(this.leg.address, this.status, { hop: "inbound", reason: MeshErrorCode.overloaded })
+      return this.abort(new RemoteError({ code: MeshErrorCode.overloaded, message: `${error.message}; retry later`, processed: true }))
     }
     const broke = { hop: "app", reason: "answer_broke_off" }
     if (this.mode === "stream") {

@@ -14,7 +14,7 @@ import type { Http1Listener } from "./http1Listener.ts"
 import { queuedInLibuv } from "./drained.ts"
 import { Fifo } from "./fifo.ts"
 import { closeParserSoon, HTTPParser, type LlhttpParser, methodNames } from "./llhttp.ts"
-import { ProxyError, sendProxyError, writeProxyError } from "./proxyError.ts"
+import { heldAnswersRefusal, ProxyError, sendProxyError, writeProxyError } from "./proxyError.ts"
 import { ShapeAnchor } from "../mux/shapeAnchor.ts"
 
 const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1")
@@ -358,7 +358,7 @@ export class Connection implements CallConnection {
     if (listener.heldAnswerBytes > listener.options.maxHeldAnswerBytes) {
       listener.refusedForHeldAnswers++
       call.keepAlive = false
-      return sendProxyError(call, new ProxyError({ status: 503, reason: "overloaded", hop: "outbound", message: `the outbound sidecar holds ${listener.heldAnswerBytes} bytes of answers its callers have not read, past maxQueuedBytes; retry later` }))
+      return sendProxyError(call, heldAnswersRefusal(listener.heldAnswerBytes))
     }
     listener.options.onRequest(call)
   }

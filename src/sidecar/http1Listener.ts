@@ -22,7 +22,8 @@
 //   memory, and is closed once it has taken none of one for the keep-alive timeout; across
 //   connections, the bytes of the answers held so count in one budget (`maxHeldAnswerBytes`): past
 //   it a new request is refused 503 overloaded before it is forwarded, so many slow readers, each
-//   holding one large answer, cannot grow the process without end;
+//   holding one large answer, cannot grow the process without end (h2c streams count their unsent
+//   answers in it too, and are refused so: outboundH2.ts);
 // - a request line in HTTP/0.9 or HTTP/2.0 (llhttp reads them; no other besides 1.0 and 1.1) is
 //   answered 505 and closed, never routed;
 // - HTTP/1.0 and `Connection: close` end the connection after the answer (HTTP/1.0 with a
@@ -36,6 +37,17 @@
 import * as net from "node:net"
 import { Connection } from "./http1Connection.ts"
 import type { OutboundCall, OutboundRequest } from "./outboundCall.ts"
+
+/**
+ * The listener's budget of answer bytes held unsent for callers that do not take them: HTTP/1.1
+ * connections (http1Connection.ts) and h2c streams (outboundH2Call.ts) count in it; past it, new
+ * requests of either are refused 503 overloaded. The listener is it.
+ */
+export interface HeldAnswerBudget {
+  heldAnswerBytes: number
+  refusedForHeldAnswers: number
+  readonly maxHeldAnswerBytes: number
+}
 
 export interface Http1ListenerOptions {
   /** Node's header size limit (`http.maxHeaderSize`): a larger head is answered 431. */
@@ -75,12 +87,14 @@ export class Http1Listener {
   heldAnswerBytes = 0
   /** Requests refused while those were past maxHeldAnswerBytes (a counter reads it). */
   refusedForHeldAnswers = 0
+  readonly maxHeldAnswerBytes: number
   /** Runs while there are connections: an idle listener wakes nothing (issue 14: a timer a second gets node's timer code compiled by TurboFan, +5 MB resident). */
   private sweeper: NodeJS.Timeout | undefined
   private readonly sweepMs: number
 
   constructor(options: Http1ListenerOptions) {
     this.options = options
+    this.maxHeldAnswerBytes = options.maxHeldAnswerBytes
     this.keepAliveTail = `connection: keep-alive\r\nkeep-alive: timeout=${Math.floor(options.keepAliveTimeoutMs / 1000)}\r\n\r\n`
     // Half-open as node:http's server: an upgraded connection (outboundUpgrade.ts) may go on one way; HTTP/1.1 ends with the app's end (onEnd).
     this.server = net.createServer({ noDelay: true, allowHalfOpen: true }, (socket) => {

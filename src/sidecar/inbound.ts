@@ -21,6 +21,9 @@
 // Then the authorization policy decides (authorization.ts): a refused call never reaches the app;
 // an allowed one carries the caller's verified identity to it in `x-iip-mesh-client-id`. Then the
 // service's inbound rate limits (rateLimits.ts): a call over one never reaches the app either.
+//
+// Each request to the app pool counts in its peer's share of it (poolPeers.ts: the caller's verified
+// identity, else its address): a peer stalling its answers cannot hold every socket (appPool.ts).
 import type { HandlerValue } from "../iip/dispatch.ts"
 import type { Log } from "../iip/log.ts"
 import { type Failure, failure, type IncomingRequest } from "../iip/server.ts"
@@ -40,10 +43,15 @@ import { type AppUpgradeLeg, upgradeApp } from "./inboundUpgrade.ts"
 import { InboundObservation, type SidecarTelemetry } from "./observe.ts"
 import type { AppStreamCounts } from "../telemetry/metrics.ts"
 import { plainAnswer } from "./plainAnswer.ts"
+import { PoolPeers } from "./poolPeers.ts"
+import { LogThrottle } from "../iip/log.ts"
 import { TunnelSeats } from "./tunnelSeats.ts"
 import { TunnelStalls, tunnelLines } from "./tunnelStalls.ts"
 
 const HEADER_PARAM = "__http_hdr__"
+/** Lines at most, per window, saying sockets were taken back from a peer past its share of the app pool. */
+const RECLAIM_LINES = 20
+const RECLAIM_LINES_WINDOW_MS = 60_000
 
 export interface InboundOptions {
   /** This sidecar's service, for its spans and metrics. */
@@ -176,7 +184,13 @@ export interface InboundHandler {
 }
 
 export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
-  const pool = new AppPool(options.appHost, options.appPort, options.appPoolSize, () => options.telemetry.metrics.http1StrayBytes("inbound"))
+  // Said when sockets are taken back from a peer past its share (at most once a stall per peer; a hostile one makes them as fast as that).
+  const reclaimLines = new LogThrottle(RECLAIM_LINES, RECLAIM_LINES_WINDOW_MS)
+  const pool = new AppPool(options.appHost, options.appPort, options.appPoolSize, () => options.telemetry.metrics.http1StrayBytes("inbound"), (peer, count, held) => {
+    const admitted = reclaimLines.admit()
+    if (admitted !== undefined) options.log("app-pool-share-reclaimed", { app: `${options.appHost}:${options.appPort}`, peer, reclaimed: count, held, share: pool.share, poolSize: options.appPoolSize, ...admitted })
+  })
+  const peers = new PoolPeers()
   const leg: AppLeg = {
     pool,
     answers: { held: 0, max: options.maxAnswerBytes },
@@ -286,10 +300,10 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
     // The exchange listens itself (its handleEvent): no closure per request; it stops when it ends.
     exchange.listen(cancel)
     // The mesh session enforces a deadline it was given, except for a push; the rest get ours.
-    exchange.start(deadline === 0 ? options.defaultTimeoutMs : oneway ? timeLeft : 0)
+    exchange.start(deadline === 0 ? options.defaultTimeoutMs : oneway ? timeLeft : 0, peers.of(request.context.remoteAddress, peer))
   }
   return { handle, close: async () => {
     await (await h2Leg)?.close()
     await pool.destroy()
-  }, answerBytes: () => leg.answers.held, tunnels: upgradeLeg.tunnels, appStreams: () => ({ waiting: h2Loaded?.waitingStreams ?? 0, refused: h2Loaded?.refused ?? 0, longStreamsRefused: h2Loaded?.longStreamsRefused ?? 0, sessionsRotated: h2Loaded?.sessionsRotated ?? 0, resetRefused: h2Loaded?.resetRefused ?? 0, eventStreamsRefused: pool.eventStreamsRefused }) }
+  }, answerBytes: () => leg.answers.held, tunnels: upgradeLeg.tunnels, appStreams: () => ({ waiting: h2Loaded?.waitingStreams ?? 0, refused: h2Loaded?.refused ?? 0, longStreamsRefused: h2Loaded?.longStreamsRefused ?? 0, sessionsRotated: h2Loaded?.sessionsRotated ?? 0, resetRefused: h2Loaded?.resetRefused ?? 0, eventStreamsRefused: pool.eventStreamsRefused, poolWaiting: pool.waitingCount, poolSharePassed: pool.sharePassed, poolShareReclaimed: pool.shareReclaimed }) }
 }

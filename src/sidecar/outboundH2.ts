@@ -15,6 +15,9 @@
 // A caller PINGing with no stream open is bounded too: PINGs under 1 s apart again and again, once
 // it has taken no answer for the answer idle timeout, end the session (GOAWAY ENHANCE_YOUR_CALM), and
 // the sweep asks one with no stream for twice the idle timeout to go, PINGs or not.
+// Answer bytes a stream holds unsent (its caller grants no window) count in the HTTP/1.1 listener's
+// budget of held answers (maxQueuedBytes): past it a new stream is refused 503 overloaded, as a new
+// HTTP/1.1 request is, so many streams at window 0 cannot grow the process without end.
 // A request head past the HTTP/1.1 listener's head limit is refused here too (431, or node's reset
 // once the caller has the advertised limit: HEAD_LIMIT), never sent on to an app that would refuse it.
 // Its parts: each stream as a call (outboundH2Call.ts), the sessions' bounds (outboundH2Session.ts).
@@ -23,8 +26,10 @@ import type * as net from "node:net"
 import { boundPeerFin } from "../mux/peerFin.ts"
 import { nodeHttp } from "../toolkit/nodeHttp.ts"
 import type { OutboundCall } from "./outboundCall.ts"
+import type { HeldAnswerBudget } from "./http1Listener.ts"
 import { type AnswerTaking, StreamCall, SWEEPS } from "./outboundH2Call.ts"
 import { PrematureResets } from "./outboundH2Premature.ts"
+import { heldAnswersRefusal, sendProxyError } from "./proxyError.ts"
 import {
   ACCEPTED,
   type AcceptedSocket,
@@ -68,6 +73,8 @@ export interface H2Options {
   readonly onStalled: (streams: number, session: http2.ServerHttp2Session) => void
   /** Told when a caller's session was ended for abuse (GOAWAY ENHANCE_YOUR_CALM with `reason`). */
   readonly onEnded: (reason: SessionEndReason, session: http2.ServerHttp2Session) => void
+  /** The outbound listener's held answers (http1Listener.ts): streams count their unsent answer bytes in them; past them new streams are refused. None: counted apart, unbounded. */
+  readonly heldAnswers?: HeldAnswerBudget
 }
 
 /**
@@ -81,10 +88,11 @@ const RESET_BACKSTOP_BURST = 100_000
 const RESET_BACKSTOP_PER_SECOND = 10_000
 
 /** A stream of a caller gone (its FIN) that still waits for its request's frames is cut (StreamCall.callerEnded). */
-const cutWaiting = (call: StreamCall): void => call.callerEnded()
+const cutWaiting = (call: StreamCall): void => call.callerEnded(false)
 
 /** HTTP/2 connections handed over by the outbound listener (`accept`); each stream goes to `handler`, as HTTP/1.1 requests do. */
 export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Options): H2Listener => {
+  const held = options.heldAnswers ?? { heldAnswerBytes: 0, refusedForHeldAnswers: 0, maxHeldAnswerBytes: Number.POSITIVE_INFINITY }
   // strictSingleValueFields off: a field HTTP/2 names single-value (content-type, etag...) that a
   // far app gave twice is carried as it came, as HTTP/1.1 carries it; node would throw from
   // respond() (the stream reset with no answer) or from sendTrailers() inside its 'wantTrailers'
@@ -169,13 +177,18 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
     let callerGone = false
     accepted.once("end", () => {
       callerGone = true
-      for (const call of open) call.callerEnded()
+      const socketIdle = accepted.writableLength === 0
+      for (const call of open) call.callerEnded(socketIdle)
     })
     session.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: Array<string>) => {
       streamSincePing = true
       ;(session as SweptSession)[STREAMED] = true
-      const call = new StreamCall(stream, headers, flags, rawHeaders, open, taking, premature, HEAD_LIMIT)
-      handler(call)
+      const call = new StreamCall(stream, headers, flags, rawHeaders, open, taking, premature, HEAD_LIMIT, held)
+      // As an HTTP/1.1 request: while callers hold more answers unsent than the budget, none more is taken.
+      if (held.heldAnswerBytes > held.maxHeldAnswerBytes) {
+        held.refusedForHeldAnswers++
+        sendProxyError(call, heldAnswersRefusal(held.heldAnswerBytes))
+      } else handler(call)
       // Once the frames read with its head are all in (its END_STREAM may follow in them: then it is whole).
       if (callerGone) setImmediate(cutWaiting, call)
     })

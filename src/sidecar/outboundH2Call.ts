@@ -5,10 +5,14 @@
 // that tells a caller still sending to stop once its cut-off body's answer is out. A request whose
 // END_STREAM came goes on at the turn's end, unless its caller reset it within that read. Its close
 // tells its session whether its caller reset it prematurely (outboundH2Premature.ts).
+// Answer bytes the stream holds unsent once a write finds it full (the caller grants no window)
+// count in the outbound listener's held answers (HeldAnswerBudget, maxQueuedBytes) until it drains or
+// closes, as an HTTP/1.1 caller's do; a stream that never backs up costs nothing there.
 import * as http2 from "node:http2"
 import { Cancelled } from "../mux/meshChannels.ts"
 import type { HeldBodyReceiver, OutboundCall } from "./outboundCall.ts"
 import { drainedOrClosed } from "./drained.ts"
+import type { HeldAnswerBudget } from "./http1Listener.ts"
 import { resetCancelled, resetFailed } from "./h2Reset.ts"
 import { PREMATURE_LIFETIME_MS, type PrematureResets } from "./outboundH2Premature.ts"
 import { askedTimeoutMs } from "./outboundTarget.ts"
@@ -57,6 +61,9 @@ function onHeldData(this: CallStream, chunk: Buffer): void {
 }
 function onHeldEnd(this: CallStream): void {
   this[CALL].heldEnd()
+}
+function onAnswerDrain(this: CallStream): void {
+  this[CALL]?.releaseHeld()
 }
 
 /**
@@ -202,10 +209,16 @@ export class StreamCall implements OutboundCall {
   private keptToTurnEnd = false
   /** Its caller reset it before it went on (resetUnsent, closedBeforeEnd): nothing of it left A. */
   private unsent = false
+  /** The listener's held answers, and what this stream counts in them now (its unsent bytes when last looked at). */
+  private readonly held: HeldAnswerBudget
+  private heldCounted = 0
+  /** Listening for 'drain' (from its first write that found the stream full: a streamed answer backed up). */
+  private drainWatched = false
 
-  constructor(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: ReadonlyArray<string>, open: Set<StreamCall>, taking: AnswerTaking, premature: PrematureResets, headLimit: number) {
+  constructor(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: ReadonlyArray<string>, open: Set<StreamCall>, taking: AnswerTaking, premature: PrematureResets, headLimit: number, held: HeldAnswerBudget) {
     callShape.newest = this
     this.stream = stream
+    this.held = held
     this.open = open
     this.taking = taking
     this.premature = premature
@@ -271,11 +284,14 @@ export class StreamCall implements OutboundCall {
   /**
    * The caller's connection ended (its FIN): a request whose END_STREAM has not come never gets it,
    * and ends as a caller gone (RST_STREAM CANCEL). One answered already (a body cut at its limit)
-   * has its reset from onCutAnswered.
+   * has its reset from onCutAnswered. No WINDOW_UPDATE comes after it either: an answer waiting
+   * for window (`socketIdle`: not for the socket) never goes, so it ends so too, its held bytes
+   * and far request with it, rather than at the answer idle sweep.
    */
-  callerEnded(): void {
+  callerEnded(socketIdle: boolean): void {
     const stream = this.stream
-    if (this.writableEnded || stream.destroyed || stream.state.remoteClose === 1) return
+    if (stream.destroyed) return
+    if ((this.writableEnded || stream.state.remoteClose === 1) && !(socketIdle && this.answerWaiting)) return
     this.resetHere = true
     resetCancelled(stream)
   }
@@ -469,6 +485,7 @@ export class StreamCall implements OutboundCall {
   /** The stream closed: onClose's listener is told whether the exchange finished. */
   closed(): void {
     this.open.delete(this)
+    this.releaseHeld()
     // Every close is told to the premature-reset rule: answered, reset by this side, or reset by its
     // caller, before the request went on or after. Closed while A holds it (to the turn's end, its
     // body held or gathered) is a reset before it went on, seen as its RST_STREAM is read.
@@ -535,7 +552,26 @@ export class StreamCall implements OutboundCall {
     // Ended by its head already (an answer to HEAD, a 204 or 304 carries no body).
     if (!this.sendHead(false, true) || this.stream.destroyed || this.stream.writableEnded) return false
     this.queued += chunk.length
-    return this.stream.write(chunk)
+    if (this.stream.write(chunk)) return true
+    this.holdUnsent()
+    if (!this.drainWatched) {
+      this.drainWatched = true
+      this.stream.on("drain", onAnswerDrain)
+    }
+    return false
+  }
+
+  /** The stream holds answer bytes its caller has not let go: counted in the listener's held answers until it drains (a write's) or closes. */
+  private holdUnsent(): void {
+    const unsent = this.stream.writableLength
+    this.held.heldAnswerBytes += unsent - this.heldCounted
+    this.heldCounted = unsent
+  }
+
+  /** What it held left (drained), or its stream closed. */
+  releaseHeld(): void {
+    this.held.heldAnswerBytes -= this.heldCounted
+    this.heldCounted = 0
   }
 
   drained(): Promise<void> {
@@ -557,6 +593,9 @@ export class StreamCall implements OutboundCall {
     else {
       this.queued += data.length
       this.stream.end(data)
+      // A whole answer not out yet (its caller's window, or the socket): held until the stream
+      // closes, which an answer let out brings at once; no 'drain' listener per answer for it.
+      if (this.stream.writableLength > 0) this.holdUnsent()
     }
     this.resetUnread()
   }

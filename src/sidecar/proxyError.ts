@@ -32,6 +32,10 @@ export class ProxyError extends Data.TaggedError("ProxyError")<{
  * did answer (the call's time ran out while the rest came: a gRPC call's deadline covers its whole
  * answer, and B gathers a plain caller's), and "no answer" would send whoever reads it to a silent app.
  */
+/** A request refused while the outbound listener's callers, HTTP/1.1 and h2c, hold more answers unsent than maxQueuedBytes (http1Listener.ts). */
+export const heldAnswersRefusal = (heldBytes: number): ProxyError =>
+  new ProxyError({ status: 503, reason: "overloaded", hop: "outbound", message: `the outbound sidecar holds ${heldBytes} bytes of answers its callers have not read, past maxQueuedBytes; retry later` })
+
 export const appDeadlineMessage = (ms: number, headCame: boolean, streamed: boolean): string =>
   headCame ? `the call's deadline of ${ms} ms passed while the app's answer ${streamed ? "streamed" : "came in"}` : `no answer from the app within ${ms} ms`
 

@@ -476,7 +476,9 @@ export const make = (
           onEnded: (reason, session) => {
             telemetry.metrics.h2SessionEnded(reason)
             log("h2-session-ended", { reason, remote: session.socket?.remoteAddress ?? "" })
-          }
+          },
+          // The HTTP/1.1 listener's budget of answers held for callers that do not read them: h2c streams count in it too.
+          heldAnswers: outboundListener
         }))
       )
       h2cLoading.then((listener) => listener.accept(socket), () => socket.destroy())

@@ -95,7 +95,7 @@ export type H2ResetReason = "answer_stalled"
 export type H2SessionEndReason = "too_many_pings" | "too_many_premature_resets"
 /** The bound an upgrade was refused by (sidecar/tunnelSeats.ts): maxTunnels, maxTunnelsPerPeer, the tunnels' pool of unread bytes. */
 export type TunnelLimit = "tunnels" | "per_peer" | "bytes" | "channels"
-/** Requests waiting for a stream to an h2c app, those refused for want of one, and long-lived ones refused for their share (sidecar/appH2.ts); event streams refused for the HTTP/1.1 pool's share (sidecar/appPool.ts). */
+/** Requests waiting for a stream to an h2c app, those refused for want of one, and long-lived ones refused for their share (sidecar/appH2.ts); event streams refused for the HTTP/1.1 pool's share, and its peers' shares (sidecar/appPool.ts). */
 export interface AppStreamCounts {
   readonly waiting: number
   readonly refused: number
@@ -104,6 +104,12 @@ export interface AppStreamCounts {
   readonly sessionsRotated: number
   readonly resetRefused: number
   readonly eventStreamsRefused: number
+  /** Requests waiting for a socket of the HTTP/1.1 pool now. */
+  readonly poolWaiting: number
+  /** Freed pool sockets given to a peer under its share ahead of older requests of a peer at its share. */
+  readonly poolSharePassed: number
+  /** Pool exchanges ended to take their socket back for another peer: held past their peer's share, their answer unread. */
+  readonly poolShareReclaimed: number
 }
 /** Bytes of whole answers the outbound listener holds unsent for callers that do not read them, and the requests refused past their budget (sidecar/http1Connection.ts). */
 export interface HeldAnswers {
@@ -500,7 +506,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   let readBundleRefreshes: (() => Readonly<Record<BundleRefreshResult, number>>) | undefined
   let readAnswerBytes = () => 0
   let readTunnelBytes: () => Record<Direction, number> = () => ({ outbound: 0, inbound: 0 })
-  let readAppStreams: () => AppStreamCounts = () => ({ waiting: 0, refused: 0, longStreamsRefused: 0, sessionsRotated: 0, resetRefused: 0, eventStreamsRefused: 0 })
+  let readAppStreams: () => AppStreamCounts = () => ({ waiting: 0, refused: 0, longStreamsRefused: 0, sessionsRotated: 0, resetRefused: 0, eventStreamsRefused: 0, poolWaiting: 0, poolSharePassed: 0, poolShareReclaimed: 0 })
   let readHeldAnswers: () => HeldAnswers = () => ({ bytes: 0, refused: 0 })
   let readOutboundEventStreamRefusals: () => number = () => 0
   let readTunnelRefusals: () => Record<Direction, Readonly<Record<TunnelLimit, number>>> = () => ({ outbound: NO_TUNNEL_REFUSALS, inbound: NO_TUNNEL_REFUSALS })
@@ -590,9 +596,9 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
     const refused = readTunnelRefusals()
     return directions.flatMap((direction) => TUNNEL_LIMITS.map((limit) => ({ labels: { direction, limit }, value: refused[direction][limit] })))
   })
-  fromTallies(registry, "gauge", "iip_mesh_outbound_held_answer_bytes", "Bytes of answers the outbound listener holds unsent for callers that have not read them (at most about maxQueuedBytes: past it new requests are refused).", [], () => [{ labels: {}, value: readHeldAnswers().bytes }])
+  fromTallies(registry, "gauge", "iip_mesh_outbound_held_answer_bytes", "Bytes of answers the outbound listener holds unsent for callers that have not read them, HTTP/1.1 connections and h2c streams granted no window (at most about maxQueuedBytes: past it new requests are refused).", [], () => [{ labels: {}, value: readHeldAnswers().bytes }])
   fromTallies(registry, "counter", "iip_mesh_outbound_event_streams_refused_total", "Event streams (GETs accepting text/event-stream) refused 503 overloaded at the outbound sidecar, nothing sent: no stream place left on the connections to any endpoint tried (the rest of their channels are the requests'). Upgrades refused so count in iip_mesh_tunnels_refused_total, limit channels.", [], () => [{ labels: {}, value: readOutboundEventStreamRefusals() }])
-  fromTallies(registry, "counter", "iip_mesh_outbound_held_answers_refused_total", "HTTP/1.1 requests refused 503 overloaded at the outbound listener while the answers it held for callers that do not read them were past maxQueuedBytes.", [], () => [{ labels: {}, value: readHeldAnswers().refused }])
+  fromTallies(registry, "counter", "iip_mesh_outbound_held_answers_refused_total", "Requests (HTTP/1.1, and h2c streams) refused 503 overloaded at the outbound listener while the answers it held for callers that do not read them were past maxQueuedBytes.", [], () => [{ labels: {}, value: readHeldAnswers().refused }])
   fromTallies(registry, "counter", "iip_mesh_log_lines_dropped_total", "Access and log lines dropped while stdout or stderr held about 1 MiB its reader had not taken (a stalled log driver).", ["stream"], () =>
     Object.entries(readDroppedLines()).map(([stream, value]) => ({ labels: { stream }, value })))
   fromTallies(registry, "gauge", "iip_mesh_app_streams_waiting", "Requests waiting for a stream to the h2c app (past --app-h2-max-streams open, or the app's own SETTINGS_MAX_CONCURRENT_STREAMS); at most as many again.", [], () => [{ labels: {}, value: readAppStreams().waiting }])
@@ -601,6 +607,9 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   fromTallies(registry, "counter", "iip_mesh_app_sessions_rotated_total", "Sessions to the h2c app that took no more streams, left to drain, for want of resets: the app's HTTP/2 server (nghttp2) ends a session that sends it too many (cancelled, timed-out and cut calls), every call on it.", [], () => [{ labels: {}, value: readAppStreams().sessionsRotated }])
   fromTallies(registry, "counter", "iip_mesh_app_reset_refused_total", "Requests refused 503 overloaded (gRPC UNAVAILABLE) before the h2c app saw them: no session to it had a reset to spare for another stream, and as many drained as may.", [], () => [{ labels: {}, value: readAppStreams().resetRefused }])
   fromTallies(registry, "counter", "iip_mesh_app_event_streams_refused_total", "Event streams refused 503 overloaded: half the app pool's sockets (--app-pool-size) held by event streams already. GETs accepting text/event-stream are refused before the app sees them (not processed); other requests whose answer head says text/event-stream are closed there (processed).", [], () => [{ labels: {}, value: readAppStreams().eventStreamsRefused }])
+  fromTallies(registry, "gauge", "iip_mesh_app_pool_waiting", "Requests waiting for one of the app pool's sockets (--app-pool-size), all of them held.", [], () => [{ labels: {}, value: readAppStreams().poolWaiting }])
+  fromTallies(registry, "counter", "iip_mesh_app_pool_share_passed_total", "Freed app pool sockets given to a peer sidecar holding less than its share (half the pool) ahead of older requests of a peer holding its share: a peer held to its share while others wait.", [], () => [{ labels: {}, value: readAppStreams().poolSharePassed }])
+  fromTallies(registry, "counter", "iip_mesh_app_pool_share_reclaimed_total", "Requests ended overloaded (processed; their answer had begun) to take their app pool socket back for another peer's waiting request: their peer sidecar held more than its share (half the pool) and took nothing of their answer for a second. Each look is said in an app-pool-share-reclaimed log line naming the peer.", [], () => [{ labels: {}, value: readAppStreams().poolShareReclaimed }])
   fromTallies(registry, "gauge", "iip_mesh_open_channels", "IIP channels open now (outbound: on dialed connections, inbound: on accepted ones).", ["direction"], connectionGauge("channels"))
 
   return {
