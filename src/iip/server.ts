@@ -100,7 +100,7 @@ export interface ServerOptions extends PeerOptions {
 
 const defaultHandshakeTimeoutMs = 10_000
 const defaultMaxConnections = 1000
-/** `connection-evicted` and `connection-refused` lines at most per window: a flood at the cap is thousands a second. */
+/** `connection-evicted` and `connection-refused` lines (WebSocket upgrades refused too) at most per window: a flood at the cap is thousands a second. */
 const acceptLines = 20
 const acceptLinesWindowMs = 60_000
 
@@ -262,7 +262,8 @@ export class IipServer {
    */
   attachWebSocket(server: http.Server, options: WebSocketServerOptions = {}): this {
     checkOptions("IipServer attachWebSocket", webSocketLimits, options)
-    const refused = (remote: string, reason: string) => this.log("connection-refused", { remote, reason })
+    // An upgrade flood at the cap is a line each otherwise: the same line and budget as the TCP listener's refusals.
+    const refused = (remote: string, reason: string) => this.logAccept(this.refusedLines, "connection-refused", remote, reason)
     this.webSocketDetachers.push(acceptWebSocket(server, options, (stream) => this.accept(stream, undefined), refused))
     return this
   }

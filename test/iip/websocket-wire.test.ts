@@ -158,4 +158,36 @@ describe("IIP over WebSocket on the wire", () => {
     const accepted = startWebSocketClient(cleanup, harness.port, { maxConnections: 1 })
     expect((await accepted.call("/echo", "in", { timeoutMs: 5000 })).toString()).toBe("in")
   })
+
+  it("a flood of upgrades beyond maxConnections: each gets 503, and connection-refused lines are throttled (at most 20 a minute, as the TCP listener's)", async () => {
+    const lines: Array<{ event: string; fields: Record<string, unknown> }> = []
+    const capped = await startWebSocketServer(cleanup, { maxConnections: 1 }, { log: (event, fields) => lines.push({ event, fields }) })
+    await rawWebSocket(cleanup, capped.port)
+    // Raw upgrade requests, as an attacker sends them: each answered 503 and closed.
+    const upgrade = "GET /iip HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    const FLOOD = 100
+    const statuses = await withTimeout(
+      Promise.all(
+        Array.from({ length: FLOOD }, () =>
+          new Promise<string>((resolve) => {
+            const socket = net.connect(capped.port, "127.0.0.1", () => socket.write(upgrade))
+            cleanup.add(() => socket.destroy())
+            let answer = ""
+            socket.on("data", (chunk: Buffer) => (answer += chunk.toString("latin1")))
+            socket.on("error", () => {})
+            socket.once("close", () => resolve(answer.split("\r\n")[0] ?? ""))
+          })
+        )
+      ),
+      10_000,
+      "the refused upgrades"
+    )
+    expect(statuses.every((line) => line.startsWith("HTTP/1.1 503"))).toBe(true)
+    const refusedLines = lines.filter((l) => l.event === "connection-refused")
+    // Before: one line per refused upgrade (100).
+    expect(refusedLines.length).toBeGreaterThan(0)
+    expect(refusedLines.length).toBeLessThanOrEqual(20)
+    expect(refusedLines[0]!.fields["reason"]).toBe("websocket connections limited (1)")
+  })
 })
