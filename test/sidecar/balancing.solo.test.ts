@@ -622,8 +622,13 @@ describe("balancing through real sidecars", () => {
     expect(endpointIn(await meshOf(adminPort), c2)).toMatchObject({ weight: 0, discoveredWeight: 1 })
     const during = await send(60)
     expect(during.get("c2") ?? 0).toBe(0)
-    expect(during.get("c1")).toBeGreaterThan(0)
-    expect(during.get("c3")).toBeGreaterThan(0)
+    expect((during.get("c1") ?? 0) + (during.get("c3") ?? 0)).toBe(60)
+    // Both others stay in the draw: c3 is answered too, at the latest when its faded estimate earns
+    // it a probe (an estimate left high by a slow early request keeps p2c on c1 for a while: CI saw
+    // all 60 on c1).
+    const { value: others } = await readUntil(() => send(30), (by) => (by.get("c3") ?? 0) > 0, 5000)
+    expect(others.get("c2") ?? 0).toBe(0)
+    expect(others.get("c3")).toBeGreaterThan(0)
 
     const del = await call(adminPort, { method: "DELETE", path: `/mesh/catalog/${c2}/weight`, headers: { host: "127.0.0.1" } })
     expect(del.status).toBe(200)
