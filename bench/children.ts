@@ -4,14 +4,17 @@ import { type ChildProcess, spawn } from "node:child_process"
 import type * as net from "node:net"
 import { availableParallelism, loadavg } from "node:os"
 import { fileURLToPath } from "node:url"
+import { gcOfLine } from "./sidecar/gcTail.ts"
 import { STALL_PROBE, stallOfLine } from "./sidecar/hopStalls.ts"
-import type { HopStall } from "./sidecar/pair.ts"
+import { type HopGc, type HopStall, MAX_HOP_GC } from "./sidecar/pair.ts"
 
 export interface Child {
   readonly process: ChildProcess
   readonly port: number
   /** With `stallProbeMs`: each event-loop stall over 10 ms so far (sidecar/stallProbe.mjs). */
   readonly stalls: ReadonlyArray<HopStall>
+  /** With `stallProbeMs`: its every GC pause so far (the probe's `bench-gc` lines), as a sidecar's (sidecars.ts). */
+  readonly gcPauses: ReadonlyArray<HopGc>
 }
 
 /**
@@ -29,6 +32,7 @@ export const spawnServer = (benchFile: string, kind: string, cpuProfDir: string 
     let out = ""
     let port = 0
     const stalls: Array<HopStall> = []
+    const gcPauses: Array<HopGc> = []
     const started = performance.now()
     // A child starts slowly on a loaded machine: the load says whether to wait longer or look at the child.
     const load = () => `load average ${loadavg()[0]!.toFixed(1)} on ${availableParallelism()} cores`
@@ -55,8 +59,14 @@ export const spawnServer = (benchFile: string, kind: string, cpuProfDir: string 
         out = out.slice(nl + 1)
         if (port !== 0) {
           try {
-            const stall = stallOfLine(JSON.parse(line))
+            const parsed: unknown = JSON.parse(line)
+            const stall = stallOfLine(parsed)
             if (stall !== undefined) stalls.push(stall)
+            const pause = gcOfLine(parsed)
+            if (pause !== undefined) {
+              if (gcPauses.length === MAX_HOP_GC) gcPauses.splice(0, MAX_HOP_GC / 2)
+              gcPauses.push(pause)
+            }
           } catch {
             // Not a probe's line.
           }
@@ -66,7 +76,7 @@ export const spawnServer = (benchFile: string, kind: string, cpuProfDir: string 
         child.removeAllListeners("exit")
         port = Number(line)
         if (!Number.isInteger(port) || port <= 0) return fail(new Error(`${kind} server printed ${JSON.stringify(line)}, not a port`))
-        resolve({ process: child, port, stalls })
+        resolve({ process: child, port, stalls, gcPauses })
       }
       if (out.length > 65_536) out = ""
     })

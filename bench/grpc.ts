@@ -30,7 +30,10 @@
 //      (sidecar/stallWatch.mjs: the sidecars and the server as children, this process in itself):
 //      per round and path, each process's event-loop stalls over --stall-ms (default 10) in the
 //      path's slices, what share of the calls at p99 or slower met a stall of each process, and
-//      the --slowest (default 3) slowest calls of apart episodes with the stalls they met.
+//      the --slowest (default 3) slowest calls of apart episodes with the stalls they met; beside
+//      them each process's GC pauses (the app's, A's, B's: sidecar/gcTail.ts) and the app's, A's
+//      and B's main threads' wait for a core per call (/proc's schedstat): a stall that is the
+//      process's wait for a core, not its own work, shows there.
 //   2. unary saturation: --inflight calls (default 64) always outstanding: calls/s, one path at a time.
 //   3. streams: one Download call of --messages messages (default 100,000; 20,000 with --quick),
 //      and one Chat call writing as many under the client's back-pressure while reading the
@@ -62,11 +65,12 @@ import { benchArgs, printSummary } from "./args.ts"
 import { type Child, killChild, serveChild, spawnServer } from "./children.ts"
 import { writeBenchCredentials } from "./sidecar/credentials.ts"
 import { median, ms, pad, percent, round, signed, sleep, us } from "./sidecar/format.ts"
+import { describeGcTail, gcTail } from "./sidecar/gcTail.ts"
 import { countStalls, describeSlowRequest, describeStalls, describeTail, slowestEpisodes } from "./sidecar/hopStalls.ts"
 import { closedLoopOf, openLoopOf, type OpenSample, type Send } from "./sidecar/nodeLoad.ts"
 import { DEFAULT_SIDECAR_MAIN, parseEnv, SHIPPED_ENV, SHIPPED_NODE_FLAGS } from "./sidecar/options.ts"
 import type { HopStall } from "./sidecar/pair.ts"
-import { coresAllowed, NO_USAGE, nodeFlagsOf, type Usage, usageDelta, usageOf } from "./sidecar/procStats.ts"
+import { coresAllowed, NO_USAGE, nodeFlagsOf, runQueueWaitOf, type Usage, usageDelta, usageOf } from "./sidecar/procStats.ts"
 import { HOST } from "./sidecar/request.ts"
 import { addUsages, type Proc, type Usages, ZERO_USAGES } from "./sidecar/results.ts"
 import { type Sidecar, type SidecarProcessOptions, startSidecar } from "./sidecar/sidecars.ts"
@@ -327,6 +331,7 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
       sendOf.set(path.name, leanUnarySend(session, METHODS.echo.path, path.mode === "direct" ? `${HOST}:${app.port}` : "echo", payload))
     }
     const appPid = app.process.pid!
+    const waitsNow = (): readonly [number, number, number] => [runQueueWaitOf(appPid), runQueueWaitOf(a.pid), runQueueWaitOf(b.pid)]
     /** The processes' usage so far; the client's is the C child's for its paths (`generator` "c"), else this process's. */
     const readUsage = (mode: Mode, generator?: Generator): Usages => {
       const self = process.cpuUsage()
@@ -384,12 +389,19 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
     // neighbours, so each turn swaps them), and odd rounds reverse the order.
     for (let r = 0; r < (phases.includes("open") ? rounds : 0); r++) {
       const spent = new Map<OpenPath, Usages>(openPaths.map((path) => [path, ZERO_USAGES]))
+      /** Per path, the app's, A's and B's main threads' wait for a core (run queue) in its measured slices, s. */
+      const waited = new Map<OpenPath, readonly [number, number, number]>(openPaths.map((path) => [path, [0, 0, 0]]))
       const roundStart = performance.timeOrigin + performance.now()
       const order = r % 2 === 0 ? openPaths : [...openPaths].reverse()
       const { slicing, samples, windows } = await runInTurns(order, { warmupMs, measureMs, sliceMs }, async (path, ms, measured) => {
         const from = readUsage(path.mode, path.generator)
+        const waitFrom = waitsNow()
         const sample = path.generator === "c" ? await cLoad!.run(cTargets.get(path.name)!, rate, ms) : await openLoopOf(sendOf.get(path.name)!, rate, 0, ms)
-        if (measured) spent.set(path, addUsages(spent.get(path)!, usageSince(path.mode, from, path.generator)))
+        if (measured) {
+          spent.set(path, addUsages(spent.get(path)!, usageSince(path.mode, from, path.generator)))
+          const waitTo = waitsNow()
+          waited.set(path, waited.get(path)!.map((w, i) => w + waitTo[i]! - waitFrom[i]!) as unknown as readonly [number, number, number])
+        }
         failOn(`open loop${measured ? "" : " warm-up"} ${path.name}`, sample.errors, sample.firstError, sample.sent)
         return sample
       })
@@ -407,6 +419,11 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
         const used = spent.get(path)!
         const calls = (p: Proc) => `${(used[p].reads / sample.sent).toFixed(1)}+${(used[p].writes / sample.sent).toFixed(1)}`
         log(`    read + write system calls per call: client ${calls("client")}, app ${calls("app")}${mode === "direct" ? "" : `, A ${calls("a")}, B ${calls("b")}`}`)
+        // Whether a stall is the process's own work or its wait for a core, and its GC beside the
+        // sidecars' (the app's stalls under the meshed load: issue 17's tail).
+        const [appWait, aWait, bWait] = waited.get(path)!.map((w) => us((w * 1e6) / sample.sent))
+        log(`    main threads' wait for a core (run queue) per call, us: app ${appWait}, A${mode === "direct" ? " (idle)" : ""} ${aWait}, B${mode === "direct" ? " (idle)" : ""} ${bWait}`)
+        log(`    ${describeGcTail(gcTail(sample.calls, windows.get(path)!, [["app", app!.gcPauses], [mode === "direct" ? "A (idle)" : "A", a.gcPauses ?? []], [mode === "direct" ? "B (idle)" : "B", b.gcPauses ?? []]]))}`)
         log(`    stalls in its slices: ${stallsOf(path).map(([name, stalls]) => `${name} ${describeStalls(countStalls(stalls, windows.get(path)!), stallMs)}`).join("; ")}`)
         log(`    ${describeTail(sample.calls, sample.p99, stallsOf(path))}`)
         for (const slow of slowestEpisodes(sample.calls, slowestShown)) log(`    slow call ${describeSlowRequest(slow, stallsOf(path), roundStart)}`)

@@ -95,6 +95,18 @@ export const usageOf = (pid: number): Usage => {
 }
 
 /**
+ * Seconds the process's main thread has spent runnable but waiting for a core, on a run queue
+ * (/proc/<pid>/schedstat's second field, ns), or NaN where there is none (not Linux, no schedstats).
+ */
+export const runQueueWaitOf = (pid: number): number => {
+  try {
+    return Number(readFileSync(`/proc/${pid}/schedstat`, "utf8").split(" ")[1]) / 1e9
+  } catch {
+    return NaN
+  }
+}
+
+/**
  * CPU seconds of this process's children that have exited and been waited for (cutime + cstime):
  * read before and after a wrk run, the difference is wrk's CPU (the bench's other children, the
  * app and the proxies, only exit at its end).
