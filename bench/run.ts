@@ -15,6 +15,7 @@ const benches: Record<string, () => Promise<Bench>> = {
   discoveryFlap: () => import("./discoveryFlap.ts"),
   echo: () => import("./echo.ts"),
   grpc: () => import("./grpc.ts"),
+  grpcBeside: () => import("./grpcBeside.ts"),
   sidecar: () => import("./sidecar.ts"),
   rpc: () => import("./rpc.ts"),
   rpcShapes: () => import("./rpcShapes.ts"),

@@ -1,13 +1,15 @@
 // The benches' server children (bench/children.ts): a child whose parent stopped reading its stdout
 // (it gave up waiting for the port, at load 23 after 10 s) exits quietly when it writes the port,
 // rather than crash on an unhandled EPIPE; a parent that gives up says how long it waited, at what
-// load, and that it stopped the child.
+// load, and that it stopped the child. A child run with the stall probe has its GC pauses kept
+// (the gRPC bench counts the app's per path).
 import { spawn } from "node:child_process"
 import { fileURLToPath } from "node:url"
 import { describe, expect, it } from "vitest"
-import { spawnServer } from "../../bench/children.ts"
+import { killChild, spawnServer } from "../../bench/children.ts"
 
 const LATE_CHILD = new URL("fixtures/lateServeChild.ts", import.meta.url)
+const ALLOCATING_CHILD = new URL("fixtures/allocatingServeChild.ts", import.meta.url)
 
 describe("bench server children", () => {
   it("a child whose stdout was closed exits 0 when it reports its port, with no EPIPE", async () => {
@@ -39,5 +41,19 @@ describe("bench server children", () => {
       (e: unknown) => String(e)
     )
     expect(outcome).toMatch(/^Error: late-on-stop server \(pid \d+\) reported no port within 0\.3 s/)
+  })
+
+  it("a child run with the stall probe has its GC pauses kept, each with a start and a length", async () => {
+    const child = await spawnServer(ALLOCATING_CHILD.href, "allocating", undefined, 10)
+    try {
+      // Polled with a bound: the child allocates ~1 MB every 5 ms, so a scavenge comes within a second.
+      for (let i = 0; i < 200 && child.gcPauses.length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 50))
+      expect(child.gcPauses.length).toBeGreaterThan(0)
+      const pause = child.gcPauses[0]!
+      expect(pause.ms).toBeGreaterThanOrEqual(0)
+      expect(Math.abs(pause.startMs - Date.now())).toBeLessThan(60_000)
+    } finally {
+      await killChild(child.process)
+    }
   })
 })
