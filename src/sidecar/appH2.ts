@@ -33,6 +33,9 @@
 // stream held past its peer's share by an answer paused unread for a second is taken back (reset
 // CANCEL, `overloaded` to its caller, processed: never retried). Without it one calling pod holding
 // streams at window 0 took every place, and every other caller of the app waited out its deadline.
+// The waiting line is shared so too: full, a call of a peer waiting less than its share takes the
+// line's place of the newest call of the peer waiting past it (refused, not processed), else the
+// staller's calls filled the line and every other caller was refused at once.
 import * as http2 from "node:http2"
 import * as net from "node:net"
 import { Deadlines } from "../mux/deadlines.ts"
@@ -213,7 +216,10 @@ export class AppH2Leg implements H2Leg, ShareLeg<AppH2Exchange> {
     }
     if (this.peers.waitingCount >= places) {
       this.refused++
-      return undefined
+      // A peer waiting past its share gives up its newest waiting call to a peer under its share (peerShare.ts).
+      const displaced = this.peers.displace(exchange.peer)
+      if (displaced === undefined) return undefined
+      displaced.displaced(places)
     }
     this.peers.wait(exchange)
     return false

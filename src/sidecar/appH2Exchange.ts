@@ -210,6 +210,11 @@ export class AppH2Exchange implements Expiring, Held {
     this.fail(503, { hop: "inbound", reason: MeshErrorCode.overloaded }, MeshErrorCode.overloaded, `long-lived streams to the app at ${this.leg.address} hold half its places (${this.leg.longStreamShare()}, fewer than when this call was taken), the most they may; retry elsewhere`, false)
   }
 
+  /** Out of the full waiting line for another peer's call, its own peer waiting past its share there (appH2.ts): nothing went to the app. */
+  displaced(places: number): void {
+    this.fail(503, { hop: "inbound", reason: MeshErrorCode.overloaded }, MeshErrorCode.overloaded, `as many requests wait for a stream to the app at ${this.leg.address} as it may have open (${places}), more than half of them from ${this.peer!.key}: its newest gave way to another peer's; retry elsewhere`, false)
+  }
+
   /** The leg closed while this waited for a place: nothing went to the app. */
   closedWaiting(): void {
     this.fail(503, { hop: "inbound", reason: MeshErrorCode.draining }, MeshErrorCode.draining, `the inbound sidecar stopped before a stream to the app at ${this.leg.address} was free`, false)

@@ -95,6 +95,8 @@ export class PeerShare<T extends Shared> {
    */
   private readonly lines = new Map<PoolPeer, Line<T>>()
   private readonly hungry = new Set<PoolPeer>()
+  /** The last peer seen waiting more requests than its share (displace: of a line bounded to the places, at most one can). */
+  private overWaiting: PoolPeer | undefined = undefined
   /** Armed while a request of a peer under its share may be waiting: the look for places to take back. */
   private reclaimTimer: NodeJS.Timeout | undefined = undefined
   private stopped = false
@@ -129,7 +131,7 @@ export class PeerShare<T extends Shared> {
     this.waiting.push(request)
     const peer = request.peer
     if (peer === undefined) return
-    peer.waiting++
+    if (++peer.waiting > this.share) this.overWaiting = peer
     let line = this.lines.get(peer)
     if (line === undefined) this.lines.set(peer, (line = { items: [], head: 0 }))
     line.items.push(request)
@@ -148,6 +150,28 @@ export class PeerShare<T extends Shared> {
     request.seat = SEAT_NONE
     // Nothing to review for a peer with no request waiting and none before (the common case).
     if (peer !== undefined && (peer.waiting > 0 || peer.hungry)) this.review(peer)
+  }
+
+  /**
+   * A waiting line bounded to the places (the h2c leg's) is full and a request of `peer` asks to
+   * wait: the newest waiting request of a peer waiting more than its share, out of the line (its leg
+   * refuses it, nothing sent) to make room, so that one peer's requests cannot keep the others' out
+   * of the line as its answers hold the places. At most one peer waits past its share in a line of
+   * twice that. None (the asker is refused) when no peer does, or when the asker waits its share already.
+   */
+  displace(peer: PoolPeer | undefined): T | undefined {
+    const over = this.overWaiting
+    if (peer === undefined || over === undefined || over === peer || peer.waiting >= this.share || over.waiting <= this.share) return undefined
+    const line = this.lines.get(over)!
+    const items = line.items
+    while (items.length > line.head) {
+      const request = items.pop()
+      if (request === undefined || request.seat !== SEAT_WAITING) continue
+      // Its slot among all the waiting is skipped when reached (its seat is none).
+      this.leave(request)
+      return request
+    }
+    return undefined
   }
 
   /**

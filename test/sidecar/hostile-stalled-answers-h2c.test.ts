@@ -18,7 +18,6 @@ import { call, LOOPBACK, sidecarConfig, startSidecar } from "../support/sidecarH
 import { makeTestPki, type TestPki } from "../support/testPki.ts"
 
 const PLACES = 8
-const WAITING = PLACES / 2
 const ANSWER_CHUNKS = 512
 const STORE = "spiffe://iip-mesh.local/svc/store"
 const STORE2 = "spiffe://iip-mesh.local/svc/store2"
@@ -35,7 +34,7 @@ describe("one caller stalling its answers past B's h2c places", () => {
   })
   afterEach(() => cleanup.run())
 
-  it(`another pod's call still gets through while ${PLACES} h2c answers stall and ${WAITING} more wait (B's places: ${PLACES}); the staller keeps its share`, async () => {
+  it(`another pod's call still gets through while ${PLACES} h2c answers stall and ${PLACES} more wait (the line full) (B's places: ${PLACES}); the staller keeps its share`, async () => {
     let started = 0
     const resets: Array<number> = []
     const app = http2.createServer()
@@ -76,13 +75,17 @@ describe("one caller stalling its answers past B's h2c places", () => {
     // Alone, the staller may use every place (before and after).
     ask(0, PLACES)
     await waitFor(() => started >= PLACES, 5_000, "B's places to be taken by the stalled answers")
-    // More of its requests wait for a place (a gauge says so); not as many as may wait (PLACES: past them, refused).
-    ask(PLACES, WAITING)
-    expect((await readUntil(() => metric(b, /^iip_mesh_app_streams_waiting /), (waiting) => waiting === WAITING, 5_000)).value).toBe(WAITING)
-    // Before: 504 at its 10 s deadline. Now about two looks (a second each) once the answers stall.
+    // As many more of its requests wait for a place as may (a gauge says so): the line is full.
+    ask(PLACES, PLACES)
+    expect((await readUntil(() => metric(b, /^iip_mesh_app_streams_waiting /), (waiting) => waiting === PLACES, 5_000)).value).toBe(PLACES)
+    // Before: refused at once, 503 overloaded (the line full), or with room in the line, 504 at its
+    // 10 s deadline. Now the staller's newest waiting call gives way (refused, not processed), and
+    // a stream of its is taken back in about two looks (a second each) once the answers stall.
     const answer = await call(other.outboundPort, { path: "/honest", timeoutMs: 15_000 })
     expect(answer.status).toBe(200)
     expect(answer.body.toString()).toBe("ok")
+    // The staller's newest waiting call gave way to it, refused (counted).
+    expect(await metric(b, /^iip_mesh_app_streams_refused_total /)).toBe(1)
     // One stream taken back for the one waiting request, reset CANCEL at the app, and said, naming the staller.
     expect(await metric(b, /^iip_mesh_app_pool_share_reclaimed_total /)).toBe(1)
     expect(lines).toMatchObject([{ peer: STORE, protocol: "h2c", reclaimed: 1, held: PLACES, share: PLACES / 2 }])

@@ -1,0 +1,63 @@
+// The peers' share of a waiting line bounded to the places (peerShare.ts displace, the h2c leg's
+// line: as many wait as may be open): when it is full, a peer waiting under its share takes the
+// place in the line of the newest waiting request of the peer waiting past its share; nobody's is
+// taken when no peer waits past its share, or when the asker waits its share already. Pure counts:
+// the h2c leg's use of it against real peers is hostile-stalled-answers-h2c.test.ts.
+import { describe, expect, it } from "vitest"
+import { PeerShare, SEAT_NONE, SEAT_WAITING, type Seat, type Shared } from "../../src/sidecar/peerShare.ts"
+import { PoolPeers } from "../../src/sidecar/poolPeers.ts"
+
+const PLACES = 4
+
+class Request implements Shared {
+  seat: Seat = SEAT_NONE
+  slot = -1
+  paused = false
+  pausedAt = 0
+  readonly peer: Shared["peer"]
+  readonly name: string
+  constructor(peer: Shared["peer"], name: string) {
+    this.peer = peer
+    this.name = name
+  }
+}
+
+/** A share of PLACES places, all held by `x`, with `waiting` requests waiting: how many of each peer's, in order. */
+const fullLine = (waiting: Array<"x" | "y" | "z">) => {
+  const share = new PeerShare<Request>(PLACES, { holders: () => [], takeBack: () => {}, reclaimed: () => {} })
+  const peers = new PoolPeers()
+  const of = { x: peers.of("10.0.0.1:1", undefined), y: peers.of("10.0.0.2:1", undefined), z: peers.of("10.0.0.3:1", undefined) }
+  for (let i = 0; i < PLACES; i++) share.hold(new Request(of.x, `x-held${i}`))
+  const requests = waiting.map((peer, i) => new Request(of[peer], `${peer}${i}`))
+  for (const request of requests) share.wait(request)
+  return { share, of, requests }
+}
+
+describe("a full waiting line, shared among the peers", () => {
+  it("a peer under its share takes the line's place of the newest request of the peer waiting past its share", () => {
+    const { share, of, requests } = fullLine(["x", "x", "x", "x"])
+    const displaced = share.displace(of.y)
+    expect(displaced?.name).toBe("x3")
+    expect(displaced?.seat).toBe(SEAT_NONE)
+    expect([of.x.waiting, share.waitingCount]).toEqual([3, 3])
+    const asker = new Request(of.y, "y")
+    share.wait(asker)
+    // The asker's peer holds nothing: it goes ahead of x's older requests as a place frees.
+    expect(share.next()).toBe(asker)
+    expect(share.next()).toBe(requests[0])
+  })
+
+  it("nobody's is taken when no peer waits past its share, or when the asker waits its share already, or from the asker's own peer", () => {
+    const shared = fullLine(["x", "x", "y", "y"])
+    expect(shared.share.displace(shared.of.z)).toBeUndefined()
+    const atShare = fullLine(["x", "x", "x", "y"])
+    expect(atShare.share.displace(atShare.of.y)).toBeDefined()
+    const asker = fullLine(["x", "x", "x", "y"])
+    asker.share.wait(new Request(asker.of.y, "y-more"))
+    expect(asker.share.displace(asker.of.y)).toBeUndefined()
+    const own = fullLine(["x", "x", "x", "x"])
+    expect(own.share.displace(own.of.x)).toBeUndefined()
+    expect(own.requests.every((request) => request.seat === SEAT_WAITING)).toBe(true)
+    expect(own.share.displace(undefined)).toBeUndefined()
+  })
+})
