@@ -632,6 +632,8 @@ export class AppH2Exchange implements Expiring, Held {
 
   private finish(): void {
     this.done = true
+    // Its answer waits no more: the peers' share never takes back its place as a stalled one until its stream closes.
+    this.paused = false
     const cancel = this.cancelSource
     if (cancel !== undefined) {
       this.cancelSource = undefined
