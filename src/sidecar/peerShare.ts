@@ -59,13 +59,28 @@ interface Line<T> {
   head: number
 }
 
+/**
+ * Slots passed at the front of a line before it is cut off: a line that never empties (requests
+ * waiting all the while, under a long overload) would otherwise grow a slot per request for ever.
+ * Cut once they are past this and half the line, its cost is spread over those requests.
+ */
+const PASSED_KEPT = 1024
+
+/** Whether a line whose first `head` slots were passed is cut now. */
+const cutDue = (head: number, length: number): boolean => head > PASSED_KEPT && head * 2 > length
+
 /** The first request of `line` still waiting, taken out of it; undefined when none is. */
 const takeFromLine = <T extends Shared>(line: Line<T>): T | undefined => {
   const items = line.items
   while (line.head < items.length) {
     const request = items[line.head]
     items[line.head++] = undefined
-    if (request !== undefined && request.seat === SEAT_WAITING) return request
+    if (request === undefined || request.seat !== SEAT_WAITING) continue
+    if (cutDue(line.head, items.length)) {
+      items.splice(0, line.head)
+      line.head = 0
+    }
+    return request
   }
   return undefined
 }
@@ -214,9 +229,21 @@ export class PeerShare<T extends Shared> {
     } else if (peer !== undefined) takeFromLine(this.lines.get(peer)!)
     waiting[request.slot] = undefined
     if (request.slot === head) this.waitingHead = head + 1
+    if (cutDue(this.waitingHead, waiting.length)) this.cutPassed()
     this.leave(request)
     this.hold(request)
     return request
+  }
+
+  /** Cuts the passed slots off the front of the waiting line; those still waiting learn their new slots. */
+  private cutPassed(): void {
+    const waiting = this.waiting
+    waiting.splice(0, this.waitingHead)
+    this.waitingHead = 0
+    for (let i = 0; i < waiting.length; i++) {
+      const request = waiting[i]
+      if (request !== undefined) request.slot = i
+    }
   }
 
   private armReclaim(): void {

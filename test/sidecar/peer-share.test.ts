@@ -1,8 +1,9 @@
-// The peers' share of a waiting line bounded to the places (peerShare.ts displace, the h2c leg's
-// line: as many wait as may be open): when it is full, a peer waiting under its share takes the
+// The peers' share's waiting line (peerShare.ts), its counts alone: bounded to the places (the h2c
+// leg's line: as many wait as may be open), when it is full a peer waiting under its share takes the
 // place in the line of the newest waiting request of the peer waiting past its share; nobody's is
-// taken when no peer waits past its share, or when the asker waits its share already. Pure counts:
-// the h2c leg's use of it against real peers is hostile-stalled-answers-h2c.test.ts.
+// taken when no peer waits past its share, or when the asker waits its share already. A line that
+// never empties keeps its size, not a slot for every request that ever waited. The legs' use of it
+// against real peers: hostile-stalled-answers-h2c.test.ts, app-pool-share.test.ts.
 import { describe, expect, it } from "vitest"
 import { PeerShare, SEAT_NONE, SEAT_WAITING, type Seat, type Shared } from "../../src/sidecar/peerShare.ts"
 import { PoolPeers } from "../../src/sidecar/poolPeers.ts"
@@ -33,7 +34,7 @@ const fullLine = (waiting: Array<"x" | "y" | "z">) => {
   return { share, of, requests }
 }
 
-describe("a full waiting line, shared among the peers", () => {
+describe("the peers' waiting line", () => {
   it("a peer under its share takes the line's place of the newest request of the peer waiting past its share", () => {
     const { share, of, requests } = fullLine(["x", "x", "x", "x"])
     const displaced = share.displace(of.y)
@@ -59,5 +60,21 @@ describe("a full waiting line, shared among the peers", () => {
     expect(own.share.displace(own.of.x)).toBeUndefined()
     expect(own.requests.every((request) => request.seat === SEAT_WAITING)).toBe(true)
     expect(own.share.displace(undefined)).toBeUndefined()
+  })
+
+  it("a line that never empties (10,000 requests through it, 10 always waiting, two peers) keeps its size", () => {
+    const { share, of } = fullLine([])
+    const line = (share as unknown as { readonly waiting: ReadonlyArray<unknown> }).waiting
+    const lineOf = (share as unknown as { readonly lines: Map<unknown, { readonly items: ReadonlyArray<unknown> }> }).lines
+    let longest = 0
+    for (let i = 0; i < 10; i++) share.wait(new Request(i % 2 === 0 ? of.x : of.y, `w${i}`))
+    for (let i = 0; i < 10_000; i++) {
+      const next = share.next()!
+      share.leave(next)
+      share.wait(new Request(i % 2 === 0 ? of.x : of.y, `n${i}`))
+      longest = Math.max(longest, line.length, ...[...lineOf.values()].map((l) => l.items.length))
+    }
+    expect(share.waitingCount).toBe(10)
+    expect(longest).toBeLessThan(2 * 1024 + 10)
   })
 })
