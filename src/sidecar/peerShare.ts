@@ -69,6 +69,16 @@ const PASSED_KEPT = 1024
 /** Whether a line whose first `head` slots were passed is cut now. */
 const cutDue = (head: number, length: number): boolean => head > PASSED_KEPT && head * 2 > length
 
+/** Keeps, from `head` on, only the requests of `items` still waiting, in order, from its start. */
+const keepWaiting = <T extends Shared>(items: Array<T | undefined>, head: number): void => {
+  let kept = 0
+  for (let i = head; i < items.length; i++) {
+    const request = items[i]
+    if (request !== undefined && request.seat === SEAT_WAITING) items[kept++] = request
+  }
+  items.length = kept
+}
+
 /** The first request of `line` still waiting, taken out of it; undefined when none is. */
 const takeFromLine = <T extends Shared>(line: Line<T>): T | undefined => {
   const items = line.items
@@ -140,6 +150,7 @@ export class PeerShare<T extends Shared> {
 
   /** `request` waits for a place, after those waiting now. */
   wait(request: T): void {
+    if (this.waiting.length - this.waitingHead > 2 * this.waitingCount + PASSED_KEPT) this.keepWaiting()
     request.seat = SEAT_WAITING
     this.waitingCount++
     request.slot = this.waiting.length
@@ -149,6 +160,10 @@ export class PeerShare<T extends Shared> {
     if (++peer.waiting > this.share) this.overWaiting = peer
     let line = this.lines.get(peer)
     if (line === undefined) this.lines.set(peer, (line = { items: [], head: 0 }))
+    else if (line.items.length - line.head > 2 * peer.waiting + PASSED_KEPT) {
+      keepWaiting(line.items, line.head)
+      line.head = 0
+    }
     line.items.push(request)
     this.review(peer)
   }
@@ -235,11 +250,27 @@ export class PeerShare<T extends Shared> {
     return request
   }
 
+  /**
+   * Keeps only the requests still waiting in the line, in order: those that ended where they waited
+   * (their deadlines, often short) leave slots behind one that waits longer, which no place freed
+   * passes. Done once they are most of the line, its cost is spread over them.
+   */
+  private keepWaiting(): void {
+    keepWaiting(this.waiting, this.waitingHead)
+    this.waitingHead = 0
+    this.renumber()
+  }
+
   /** Cuts the passed slots off the front of the waiting line; those still waiting learn their new slots. */
   private cutPassed(): void {
     const waiting = this.waiting
     waiting.splice(0, this.waitingHead)
     this.waitingHead = 0
+    this.renumber()
+  }
+
+  private renumber(): void {
+    const waiting = this.waiting
     for (let i = 0; i < waiting.length; i++) {
       const request = waiting[i]
       if (request !== undefined) request.slot = i

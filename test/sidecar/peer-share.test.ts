@@ -2,7 +2,8 @@
 // leg's line: as many wait as may be open), when it is full a peer waiting under its share takes the
 // place in the line of the newest waiting request of the peer waiting past its share; nobody's is
 // taken when no peer waits past its share, or when the asker waits its share already. A line that
-// never empties keeps its size, not a slot for every request that ever waited. The legs' use of it
+// never empties, or whose requests end where they wait behind one that waits on, keeps its size,
+// not a slot for every request that ever waited. The legs' use of it
 // against real peers: hostile-stalled-answers-h2c.test.ts, app-pool-share.test.ts.
 import { describe, expect, it } from "vitest"
 import { PeerShare, SEAT_NONE, SEAT_WAITING, type Seat, type Shared } from "../../src/sidecar/peerShare.ts"
@@ -76,5 +77,22 @@ describe("the peers' waiting line", () => {
     }
     expect(share.waitingCount).toBe(10)
     expect(longest).toBeLessThan(2 * 1024 + 10)
+  })
+
+  it("requests ending where they wait (10,000, their deadlines) behind one that waits on, no place freed, leave no slots behind", () => {
+    const { share, of } = fullLine(["x"])
+    const line = (share as unknown as { readonly waiting: ReadonlyArray<unknown> }).waiting
+    const lineOf = (share as unknown as { readonly lines: Map<unknown, { readonly items: ReadonlyArray<unknown> }> }).lines
+    let longest = 0
+    for (let i = 0; i < 10_000; i++) {
+      const request = new Request(i % 2 === 0 ? of.x : of.y, `d${i}`)
+      share.wait(request)
+      share.leave(request)
+      longest = Math.max(longest, line.length, ...[...lineOf.values()].map((l) => l.items.length))
+    }
+    expect([share.waitingCount, of.x.waiting, of.y.waiting]).toEqual([1, 1, 0])
+    expect(longest).toBeLessThan(2 * 1024 + 10)
+    // The one that waited on is still first.
+    expect(share.next()?.name).toBe("x0")
   })
 })
