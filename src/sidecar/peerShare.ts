@@ -14,7 +14,8 @@
 // RECLAIM_STALL_MS is taken back: its leg ends that exchange (overloaded, processed) and the place
 // goes to the waiting request. A peer never loses a place within its share, nor one whose answer is
 // taken, so an honest busy peer meets no error for using every place while alone.
-// Each start and end is O(1); one timer for the whole share, armed only while such a request waits.
+// Each start and end is O(1) (amortized: a line is compacted once most of its slots are passed or
+// ended); one timer for the whole share, armed only while such a request waits.
 import type { PoolPeer } from "./poolPeers.ts"
 
 /**
