@@ -178,11 +178,14 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
     // Answers after the FIN that wait for window, which can never come now, are cut too: at once
     // that could cut a live one (a turn after a write), so by looks a while apart (watchAfterFin).
     let callerGone = false
-    const afterFin = watchAfterFin(session, accepted, open)
+    const lookAfterFin = watchAfterFin(session, accepted, open)
     accepted.once("end", () => {
       callerGone = true
-      for (const call of open) call.callerEnded()
-      afterFin.arm()
+      for (const call of open) {
+        call.callerEnded()
+        call.lookedAfterFin(lookAfterFin)
+      }
+      lookAfterFin()
     })
     session.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: Array<string>) => {
       streamSincePing = true
@@ -196,7 +199,7 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
       // Once the frames read with its head are all in (its END_STREAM may follow in them: then it is whole).
       if (callerGone) {
         setImmediate(cutWaiting, call)
-        afterFin.arm()
+        call.lookedAfterFin(lookAfterFin)
       }
     })
     // A session with no frame either way this long is asked to go (GOAWAY), like an idle keep-alive

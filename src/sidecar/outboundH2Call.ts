@@ -199,6 +199,8 @@ export class StreamCall implements OutboundCall {
   private stillSweeps = 0
   /** What had left at the last look after the caller's FIN that found the answer waiting (-1: none did). */
   private sentAtFinLook = -1
+  /** After the caller's FIN: asks its session for a look (watchAfterFin), as answer bytes are written. */
+  private finLook: (() => void) | undefined = undefined
   /** Why this side cut the answer off, if it did (OutboundResponse.cutReason). */
   cutReason: string | undefined = undefined
   /** The request's body ran past readBody's limit (or stopBody gave it up): the rest is not read, and is dealt with once answered (resetUnread). */
@@ -304,19 +306,25 @@ export class StreamCall implements OutboundCall {
    * turn after a write, none of it may have gone yet; nor while the socket is full (a slow reader,
    * still reading: its answer goes as it reads).
    */
-  lookAfterFin(socketIdle: boolean): void {
+  lookAfterFin(socketIdle: boolean): boolean {
     const stream = this.stream
     const waiting = stream.writableLength
     if (waiting === 0 || stream.destroyed) {
       this.sentAtFinLook = -1
-      return
+      return false
     }
     const sent = this.queued - waiting
     const still = sent === this.sentAtFinLook
     this.sentAtFinLook = sent
-    if (!still || !socketIdle) return
+    if (!still || !socketIdle) return true
     this.resetHere = true
     resetCancelled(stream)
+    return false
+  }
+
+  /** The caller sent its FIN: from now on each answer write asks for a look (`look`: its session's). */
+  lookedAfterFin(look: () => void): void {
+    this.finLook = look
   }
 
   get remoteAddress(): string {
@@ -575,6 +583,7 @@ export class StreamCall implements OutboundCall {
     // Ended by its head already (an answer to HEAD, a 204 or 304 carries no body).
     if (!this.sendHead(false, true) || this.stream.destroyed || this.stream.writableEnded) return false
     this.queued += chunk.length
+    this.finLook?.()
     if (this.stream.write(chunk)) return true
     this.holdUnsent()
     if (!this.drainWatched) {
@@ -615,6 +624,7 @@ export class StreamCall implements OutboundCall {
     if (empty) this.stream.end()
     else {
       this.queued += data.length
+      this.finLook?.()
       this.stream.end(data)
       // A whole answer not out yet (its caller's window, or the socket): held until the stream
       // closes, which an answer let out brings at once; no 'drain' listener per answer for it.

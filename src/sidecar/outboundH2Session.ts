@@ -42,27 +42,28 @@ const socketTookAll = (socket: net.Socket): boolean => {
 }
 
 /**
- * Looks, FIN_LOOK_MS apart while streams are open, at a session whose caller sent its FIN: it can
- * never send WINDOW_UPDATE again, so an answer waiting for window never goes. One is told apart from
- * one waiting for a slow reader's socket, or for nghttp2's next write (a turn after bytes were
- * written none has left), across two looks: none of it left in between and the socket took all it
- * was given (StreamCall.lookAfterFin). Stopped with the session; re-armed (armed()) by a stream that
- * comes after the FIN. One timer per such session, nothing per stream.
+ * Looks, FIN_LOOK_MS apart while answers wait, at a session whose caller sent its FIN: it can never
+ * send WINDOW_UPDATE again, so an answer waiting for window never goes. One is told apart from one
+ * waiting for a slow reader's socket, or for nghttp2's next write (a turn after bytes were written
+ * none has left), across two looks: none of it left in between and the socket took all it was given
+ * (StreamCall.lookAfterFin). Armed at the FIN and by each answer write after it (a call told
+ * through lookedAfterFin); stopped with the session. One timer per such session, nothing per stream.
  */
-export const watchAfterFin = (session: http2.ServerHttp2Session, socket: net.Socket, open: ReadonlySet<StreamCall>): { readonly arm: () => void } => {
+export const watchAfterFin = (session: http2.ServerHttp2Session, socket: net.Socket, open: ReadonlySet<StreamCall>): (() => void) => {
   let timer: NodeJS.Timeout | undefined
   const look = (): void => {
     timer = undefined
-    if (session.destroyed || open.size === 0) return
+    if (session.destroyed) return
     const socketIdle = socketTookAll(socket)
-    for (const call of open) call.lookAfterFin(socketIdle)
-    arm()
+    let waiting = false
+    for (const call of open) if (call.lookAfterFin(socketIdle)) waiting = true
+    if (waiting) arm()
   }
   const arm = (): void => {
     if (timer === undefined && !session.destroyed) timer = setTimeout(look, FIN_LOOK_MS).unref()
   }
   session.once("close", () => clearTimeout(timer))
-  return { arm }
+  return arm
 }
 
 /**
