@@ -123,6 +123,12 @@ export class PeerShare<T extends Shared> {
   private readonly hungry = new Set<PoolPeer>()
   /** The last peer seen waiting more requests than its share (displace: of a line bounded to the places, at most one can). */
   private overWaiting: PoolPeer | undefined = undefined
+  /**
+   * The places fell (resize) while requests waited: the line may be longer than the places now, so
+   * more than one peer may wait past the smaller share, and overWaiting names none of them (it was
+   * set under the larger share). displace looks for one then, until a look finds none.
+   */
+  private overStale = false
   /** Armed while a request of a peer under its share may be waiting: the look for places to take back. */
   private reclaimTimer: NodeJS.Timeout | undefined = undefined
   private stopped = false
@@ -136,6 +142,7 @@ export class PeerShare<T extends Shared> {
   resize(places: number): void {
     const share = shareOf(places)
     if (share === this.share) return
+    if (share < this.share && this.waitingCount > 0) this.overStale = true
     this.share = share
     for (const peer of this.lines.keys()) this.review(peer)
   }
@@ -187,12 +194,15 @@ export class PeerShare<T extends Shared> {
    * A waiting line bounded to the places (the h2c leg's) is full and a request of `peer` asks to
    * wait: the newest waiting request of a peer waiting more than its share, out of the line (its leg
    * refuses it, nothing sent) to make room, so that one peer's requests cannot keep the others' out
-   * of the line as its answers hold the places. At most one peer waits past its share in a line of
-   * twice that. None (the asker is refused) when no peer does, or when the asker waits its share already.
+   * of the line as its answers hold the places. At most one peer waits past its share in a line no
+   * longer than the places (after the places fell, several may: overStale). None (the asker is
+   * refused) when no peer does, or when the asker waits its share already.
    */
   displace(peer: PoolPeer | undefined): T | undefined {
-    const over = this.overWaiting
-    if (peer === undefined || over === undefined || over === peer || peer.waiting >= this.share || over.waiting <= this.share) return undefined
+    if (peer === undefined || peer.waiting >= this.share) return undefined
+    let over = this.overWaiting
+    if ((over === undefined || over.waiting <= this.share) && this.overStale) over = this.findOver()
+    if (over === undefined || over === peer || over.waiting <= this.share) return undefined
     const line = this.lines.get(over)!
     const items = line.items
     while (items.length > line.head) {
@@ -203,6 +213,19 @@ export class PeerShare<T extends Shared> {
       return request
     }
     return undefined
+  }
+
+  /**
+   * After the places fell: the peer waiting most past the share, named overWaiting (a walk over the
+   * waiting peers' lines, no more of them than the places were; each finds one to displace, or ends
+   * the looks).
+   */
+  private findOver(): PoolPeer | undefined {
+    let over: PoolPeer | undefined
+    for (const peer of this.lines.keys()) if (peer.waiting > this.share && (over === undefined || peer.waiting > over.waiting)) over = peer
+    if (over === undefined) this.overStale = false
+    this.overWaiting = over
+    return over
   }
 
   /**

@@ -1,7 +1,8 @@
 // The peers' share's waiting line (peerShare.ts), its counts alone: bounded to the places (the h2c
 // leg's line: as many wait as may be open), when it is full a peer waiting under its share takes the
 // place in the line of the newest waiting request of the peer waiting past its share; nobody's is
-// taken when no peer waits past its share, or when the asker waits its share already. A line that
+// taken when no peer waits past its share, or when the asker waits its share already; after the
+// places fell (an h2c app's SETTINGS), each peer waiting past the smaller share gives way. A line that
 // never empties, or whose requests end where they wait behind one that waits on, keeps its size,
 // not a slot for every request that ever waited. The legs' use of it
 // against real peers: hostile-stalled-answers-h2c.test.ts, app-pool-share.test.ts.
@@ -61,6 +62,20 @@ describe("the peers' waiting line", () => {
     expect(own.share.displace(own.of.x)).toBeUndefined()
     expect(own.requests.every((request) => request.seat === SEAT_WAITING)).toBe(true)
     expect(own.share.displace(undefined)).toBeUndefined()
+  })
+
+  it("places fewer (an h2c app's SETTINGS) while the line is full: a peer now waiting past the smaller share gives way", () => {
+    const { share, of } = fullLine(["x", "x", "y", "y"])
+    // Half of 4 each: nobody waits past the share of 2.
+    expect(share.displace(of.z)).toBeUndefined()
+    // The app allows 2 now: a share of 1, which x and y both wait past; the asker takes the newest of one of them.
+    share.resize(2)
+    const displaced = share.displace(of.z)
+    expect(displaced?.name).toMatch(/^(x1|y3)$/)
+    // Then the other, each down to its share of 1: the line as long as the places again.
+    expect(share.displace(of.z)?.name).toMatch(/^(x1|y3)$/)
+    expect([of.x.waiting, of.y.waiting, share.waitingCount]).toEqual([1, 1, 2])
+    expect(share.displace(of.z)).toBeUndefined()
   })
 
   it("a line that never empties (10,000 requests through it, 10 always waiting, two peers) keeps its size", () => {
