@@ -28,6 +28,14 @@
 // count as nghttp2 does, and opens no stream on a session whose budget could not reset every stream
 // open there: the next goes on a fresh session, the old one drains (its streams finish there, each
 // still able to be reset). A few drain at once; past that new calls are refused `overloaded`.
+// Each calling peer has a share of the places, as of the HTTP/1.1 pool's sockets (peerShare.ts):
+// a freed place goes first to a waiting call of a peer under its share, and while one waits, a
+// stream held past its peer's share by an answer paused unread for a second is taken back (reset
+// CANCEL, `overloaded` to its caller, processed: never retried). Without it one calling pod holding
+// streams at window 0 took every place, and every other caller of the app waited out its deadline.
+// The waiting line is shared so too: full, a call of a peer waiting less than its share takes the
+// line's place of the newest call of the peer waiting past it (refused, not processed), else the
+// staller's calls filled the line and every other caller was refused at once.
 import * as http2 from "node:http2"
 import * as net from "node:net"
 import { Deadlines } from "../mux/deadlines.ts"
@@ -38,6 +46,8 @@ import { AppH2Exchange, type CancelSource, type H2Leg } from "./appH2Exchange.ts
 import type { AppH2Request } from "./appH2RequestHead.ts"
 import type { OnInvalidHeader } from "./headerFilter.ts"
 import type { InboundObservation } from "./observe.ts"
+import { PeerShare, RECLAIM_STALL_MS, type ShareLeg } from "./peerShare.ts"
+import type { PoolPeer } from "./poolPeers.ts"
 
 /** Like the HTTP/1.1 pool's idle keep-alive sockets, an unused session does not stay open for ever. */
 const SESSION_IDLE_MS = 60_000
@@ -70,7 +80,7 @@ const RESET_DRAINS = 2
 
 const LENIENT_FIELDS = { strictSingleValueFields: false } as http2.ClientSessionOptions
 
-export class AppH2Leg implements H2Leg {
+export class AppH2Leg implements H2Leg, ShareLeg<AppH2Exchange> {
   private session: http2.ClientHttp2Session | undefined = undefined
   readonly address: string
   readonly onInvalid: OnInvalidHeader | undefined
@@ -94,10 +104,14 @@ export class AppH2Leg implements H2Leg {
    */
   private currentStreams = 0
   /**
-   * Exchanges waiting for a place, in order (a Set keeps its insertion order): one that a deadline
-   * or cancel ends where it waits leaves at once, so those that never got a place are not held.
+   * The places as the calling peers share them, and the exchanges waiting for one, in order: one
+   * that a deadline or cancel ends where it waits leaves at once (leftWaiting).
    */
-  private readonly waiting = new Set<AppH2Exchange>()
+  readonly peers: PeerShare<AppH2Exchange>
+  /** The exchanges holding a place (the share's look for stalled ones walks them, once a second while a peer under its share waits). */
+  private readonly holding = new Set<AppH2Exchange>()
+  /** Places were taken back from `peer` (`count` at one look), which held `held` of them. */
+  private readonly onReclaimed: (peer: string, count: number, held: number) => void
   /** Requests refused for want of a place (a counter reads it). */
   refused = 0
   /** Long-lived streams admitted now, open or waiting (appH2Exchange.ts says which are). */
@@ -142,13 +156,15 @@ export class AppH2Leg implements H2Leg {
   /** Every session's socket until it closes (the current session's, and those still ending): the leg's close destroys them. */
   private readonly sockets = new Map<http2.ClientHttp2Session, net.Socket>()
 
-  constructor(host: string, port: number, onInvalid: OnInvalidHeader | undefined, answerIdleMs: number, maxStreams: number) {
+  constructor(host: string, port: number, onInvalid: OnInvalidHeader | undefined, answerIdleMs: number, maxStreams: number, onReclaimed: (peer: string, count: number, held: number) => void = () => {}) {
     this.host = host
     this.port = port
     this.address = `${host}:${port}`
     this.onInvalid = onInvalid
     this.answerIdleMs = answerIdleMs
     this.maxStreams = maxStreams
+    this.peers = new PeerShare(maxStreams, this)
+    this.onReclaimed = onReclaimed
     this.maxResetDrains = Math.ceil(maxStreams / APP_RESET_BURST) + RESET_DRAINS
   }
 
@@ -185,7 +201,7 @@ export class AppH2Leg implements H2Leg {
 
   /** Exchanges waiting for a place now (a gauge reads it). */
   get waitingStreams(): number {
-    return this.waiting.size
+    return this.peers.waitingCount
   }
 
   /**
@@ -194,16 +210,26 @@ export class AppH2Leg implements H2Leg {
    */
   admit(exchange: AppH2Exchange, room: boolean): boolean | undefined {
     const places = this.placesNow()
-    if (this.waiting.size === 0 && this.mayOpen(room)) {
-      this.openStreams++
+    if (this.peers.waitingCount === 0 && this.mayOpen(room)) {
+      this.seat(exchange)
       return true
     }
-    if (this.waiting.size >= places) {
+    if (this.peers.waitingCount >= places) {
       this.refused++
-      return undefined
+      // A peer waiting past its share gives up its newest waiting call to a peer under its share (peerShare.ts).
+      const displaced = this.peers.displace(exchange.peer)
+      if (displaced === undefined) return undefined
+      displaced.displaced(places)
     }
-    this.waiting.add(exchange)
+    this.peers.wait(exchange)
     return false
+  }
+
+  /** `exchange` takes a place: counted among the open streams and its peer's places. */
+  private seat(exchange: AppH2Exchange): void {
+    this.openStreams++
+    this.peers.hold(exchange)
+    this.holding.add(exchange)
   }
 
   /**
@@ -233,12 +259,14 @@ export class AppH2Leg implements H2Leg {
 
   /** A waiting exchange ended where it waited (its deadline, a cancel). */
   leftWaiting(exchange: AppH2Exchange): void {
-    this.waiting.delete(exchange)
+    this.peers.leave(exchange)
   }
 
-  /** A stream on `session` closed: its place goes to the next exchange waiting, if any. */
-  streamClosed(session: http2.ClientHttp2Session): void {
+  /** `exchange`'s stream on `session` closed: its place goes to the next exchange waiting, if any. */
+  streamClosed(session: http2.ClientHttp2Session, exchange: AppH2Exchange): void {
     this.openStreams--
+    this.peers.leave(exchange)
+    this.holding.delete(exchange)
     if (session === this.session) this.currentStreams--
     else this.drainedStreamClosed(session)
     this.openWaiting()
@@ -247,20 +275,22 @@ export class AppH2Leg implements H2Leg {
   /** Exchanges waiting take the places free now, in order (a stream closed, or the app raised its limit). */
   private openWaiting(): void {
     // resetRoom asked again for each (the stream opened before it counts on the session), not once B's limit is reached.
-    while (this.waiting.size > 0 && this.openStreams < this.maxStreams) {
+    while (this.peers.waitingCount > 0 && this.openStreams < this.maxStreams) {
       const room = this.resetRoom()
       if (!this.mayOpen(room)) break
-      const next = this.waiting.values().next().value!
-      this.waiting.delete(next)
+      // Counted on its place by next(): the place is its own from here (its peer's share's turn).
+      const next = this.peers.next()!
       // A long-lived call taken while the share was larger (before the session's SETTINGS told the
       // app's limit: half of B's until then) is past it now: refused, not left in the line ahead of
       // the unary calls behind it until a long-lived stream ends (h2c-stream-share.test.ts).
       if (next.longLived && this.longStreams > this.longStreamShare()) {
+        this.peers.leave(next)
         this.longStreamsRefused++
         next.pastShare()
         continue
       }
       this.openStreams++
+      this.holding.add(next)
       next.open(room)
     }
   }
@@ -294,14 +324,20 @@ export class AppH2Leg implements H2Leg {
     this.session = undefined
     this.currentStreams = 0
     // Its app's limit went with it (one of 0 would otherwise refuse every request, no session made again).
-    this.announcedStreams = Infinity
+    this.announce(Infinity)
     this.settled = false
     this.unsettledStreamOut = false
-    if (this.waiting.size > 0) this.openWaiting()
+    if (this.peers.waitingCount > 0) this.openWaiting()
+  }
+
+  /** The current session's app's limit (Infinity: none known): the peers' share is half the places it leaves. */
+  private announce(streams: number): void {
+    this.announcedStreams = streams
+    this.peers.resize(this.placesNow())
   }
 
   /** Ours, or fewer when the current session's app announced fewer (before its SETTINGS: ours, the waiting budget's measure). */
-  private placesNow(): number {
+  placesNow(): number {
     return Math.min(this.maxStreams, this.announcedStreams)
   }
 
@@ -330,7 +366,7 @@ export class AppH2Leg implements H2Leg {
     this.resetDrains.set(session, this.currentStreams)
     session.once("close", () => {
       this.resetDrains.delete(session)
-      if (this.waiting.size > 0) this.openWaiting()
+      if (this.peers.waitingCount > 0) this.openWaiting()
     })
     // current() makes the next session, its count and its budget afresh; this one's 'close' and
     // 'goaway' no longer touch the leg (sessionGone: not the current session).
@@ -340,7 +376,7 @@ export class AppH2Leg implements H2Leg {
 
   private readonly onRefill = (): void => {
     this.refillTimer = undefined
-    if (this.waiting.size > 0) this.openWaiting()
+    if (this.peers.waitingCount > 0) this.openWaiting()
   }
 
   /** A stream closed on a session that is not the current one: a session drained for its resets closes after its last. */
@@ -382,7 +418,7 @@ export class AppH2Leg implements H2Leg {
       this.goawayLast.set(session, lastStreamId)
       this.sessionGone(session)
     })
-    this.announcedStreams = Infinity
+    this.announce(Infinity)
     this.currentStreams = 0
     this.settled = false
     this.resetTokens = APP_RESET_BURST
@@ -391,11 +427,11 @@ export class AppH2Leg implements H2Leg {
     this.unsettledStreamOut = true
     session.on("remoteSettings", (settings: http2.Settings) => {
       if (this.session !== session) return
-      this.announcedStreams = settings.maxConcurrentStreams ?? Infinity
+      this.announce(settings.maxConcurrentStreams ?? Infinity)
       this.settled = true
       // A limit raised (or first known) while exchanges wait: they take the new places now, not only
       // once a stream closes (behind streams the app holds they would wait out their deadlines, places free).
-      if (this.waiting.size > 0) this.openWaiting()
+      if (this.peers.waitingCount > 0) this.openWaiting()
     })
     this.session = session
     return session
@@ -405,8 +441,21 @@ export class AppH2Leg implements H2Leg {
    * One request: settles `pending` (the session's, no promise per call) exactly once; the caller's
    * cancel or the deadline resets the stream, also while the answer streams.
    */
-  forward(request: AppH2Request, observation: InboundObservation, cancel: CancelSource, pending: PendingOutcome): void {
-    new AppH2Exchange(this, request, observation, pending).start(cancel)
+  forward(request: AppH2Request, observation: InboundObservation, cancel: CancelSource, pending: PendingOutcome, peer?: PoolPeer): void {
+    new AppH2Exchange(this, request, observation, pending, peer).start(cancel)
+  }
+
+  /** The share's look for stalled streams: those holding a place (a copy: one taken back leaves the set as its stream closes). */
+  holders(): Array<AppH2Exchange> {
+    return [...this.holding]
+  }
+
+  takeBack(exchange: AppH2Exchange, held: number): void {
+    exchange.takenBack(`its stream to the app at ${this.address} was taken back for another peer's waiting request: ${held} of the ${this.placesNow()} places (--app-h2-max-streams, or the app's SETTINGS) held by ${exchange.peer!.key}, past its share of ${this.peers.share}, and this answer unread for ${RECLAIM_STALL_MS} ms; retry later`)
+  }
+
+  reclaimed(peer: string, count: number, held: number): void {
+    this.onReclaimed(peer, count, held)
   }
 
   streams(path: string): boolean {
@@ -425,7 +474,8 @@ export class AppH2Leg implements H2Leg {
   close(): Promise<void> {
     // Those still waiting for a place end now, not processed: opened as the closing session's
     // streams close, they would make a session again after the close.
-    for (const waiting of [...this.waiting]) waiting.closedWaiting()
+    this.peers.stop()
+    for (let next = this.peers.next(); next !== undefined; next = this.peers.next()) next.closedWaiting()
     this.session = undefined
     // The leg's timers go with it: the deadlines' one timer stays armed for a finished call's
     // deadline (deadlines.ts re-arms lazily), which kept the process alive that long after a stop.

@@ -37,6 +37,8 @@ import { resetCancelled } from "./h2Reset.ts"
 import { endToEndHeaders, type OnInvalidHeader, RawListCache } from "./headerFilter.ts"
 import { answerMetaPast, responseMeta, trailersMeta, withTrailers } from "./httpEnvelope.ts"
 import type { Failure, InboundObservation } from "./observe.ts"
+import { SEAT_NONE, type Seat } from "./peerShare.ts"
+import type { PoolPeer } from "./poolPeers.ts"
 import { AppErrorCode, appDeadlineMessage } from "./proxyError.ts"
 import { TurnEnd } from "../mux/turnEnd.ts"
 import { ShapeAnchor } from "../mux/shapeAnchor.ts"
@@ -75,7 +77,7 @@ export interface H2Leg {
   longStreamTaken(): void
   longStreamEnded(): void
   leftWaiting(exchange: AppH2Exchange): void
-  streamClosed(session: http2.ClientHttp2Session): void
+  streamClosed(session: http2.ClientHttp2Session, exchange: AppH2Exchange): void
   /** Whether the current session could reset one more stream (appH2.ts): asked once per admission, the answer passed to the three below. */
   resetRoom(): boolean
   /** A new call is refused (counted): no session to the app may take another stream's reset (appH2.ts). */
@@ -148,14 +150,22 @@ export class AppH2Exchange implements Expiring, Held {
   private session: http2.ClientHttp2Session | undefined = undefined
   /** Armed while the streamed answer's app stream is paused (answerPaused). */
   private stall: NodeJS.Timeout | undefined = undefined
+  /** Whom its place counts under (poolPeers.ts; undefined: nobody's share), and where it stands in the leg's share (peerShare.ts). */
+  readonly peer: PoolPeer | undefined
+  seat: Seat = SEAT_NONE
+  slot = -1
+  /** The streamed answer's app stream is paused (the mesh takes nothing of it), since pausedAt (performance.now()). */
+  paused = false
+  pausedAt = 0
 
-  constructor(leg: H2Leg, request: AppH2Request, observation: InboundObservation, pending: PendingOutcome) {
+  constructor(leg: H2Leg, request: AppH2Request, observation: InboundObservation, pending: PendingOutcome, peer: PoolPeer | undefined) {
     exchangeShape.keep(this, request.body instanceof Buffer ? request.body.length : 0)
     this.leg = leg
     this.request = request
     this.observation = observation
     this.pending = pending
     this.grpc = isGrpcPairs(request.headers)
+    this.peer = peer
   }
 
   start(cancel: CancelSource): void {
@@ -198,6 +208,11 @@ export class AppH2Exchange implements Expiring, Held {
   /** A long-lived call whose turn came with the share smaller than when it was taken (appH2.ts): nothing went to the app. */
   pastShare(): void {
     this.fail(503, { hop: "inbound", reason: MeshErrorCode.overloaded }, MeshErrorCode.overloaded, `long-lived streams to the app at ${this.leg.address} hold half its places (${this.leg.longStreamShare()}, fewer than when this call was taken), the most they may; retry elsewhere`, false)
+  }
+
+  /** Out of the full waiting line for another peer's call, its own peer waiting past its share there (appH2.ts): nothing went to the app. */
+  displaced(places: number): void {
+    this.fail(503, { hop: "inbound", reason: MeshErrorCode.overloaded }, MeshErrorCode.overloaded, `as many requests wait for a stream to the app at ${this.leg.address} as it may have open (${places}), more than half of them from ${this.peer!.key}: its newest gave way to another peer's; retry elsewhere`, false)
   }
 
   /** The leg closed while this waited for a place: nothing went to the app. */
@@ -298,7 +313,7 @@ export class AppH2Exchange implements Expiring, Held {
     if (!this.placeHeld) return
     this.placeHeld = false
     this.endLongLived()
-    this.leg.streamClosed(this.session!)
+    this.leg.streamClosed(this.session!, this)
   }
 
   /** Counted among the long-lived streams, until its place goes back or it leaves the waiting line. */
@@ -319,6 +334,15 @@ export class AppH2Exchange implements Expiring, Held {
     // Every stream closes, most of them answered: no failure's reason and message built for those.
     if (this.done) return
     this.fail(502, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, `app at ${this.leg.address} closed the stream without an answer`)
+  }
+
+  /**
+   * Its place was taken back for another peer's waiting call (peerShare.ts): its peer held past its
+   * share and took none of this answer for a second. The caller's doing, not the app's; the answer
+   * had begun (processed: never retried). The app's stream is reset (CANCEL).
+   */
+  takenBack(message: string): void {
+    this.fail(this.status, { hop: "inbound", reason: MeshErrorCode.overloaded }, MeshErrorCode.overloaded, message)
   }
 
   /** The leg's deadlines: the call's time is up. */
@@ -451,6 +475,7 @@ export class AppH2Exchange implements Expiring, Held {
       },
       resumeIfPaused: () => {
         if (!stream.isPaused()) return
+        this.paused = false
         stream.resume()
         clearTimeout(this.stall)
         this.stall = undefined
@@ -476,9 +501,15 @@ export class AppH2Exchange implements Expiring, Held {
    * reads would keep the app's stream (one of the app's concurrent streams; no deadline once a
    * non-gRPC answer streams) for as long as it liked: one that stays paused for the body idle
    * timeout is given up, as the HTTP/1.1 leg does (appExchange.ts). A gRPC call's deadline
-   * bounds the whole call already: its stream may wait on a slow reader until then.
+   * bounds the whole call already: its stream may wait on a slow reader until then. When it paused
+   * is kept for the peers' share (peerShare.ts): paused a second past its peer's share while another
+   * peer's call waits, its place is taken back, a gRPC call's too.
    */
   private answerPaused(): void {
+    if (!this.paused) {
+      this.paused = true
+      this.pausedAt = performance.now()
+    }
     if (this.grpc || this.stall !== undefined || this.done) return
     const idleMs = this.leg.answerIdleMs
     this.stall = setTimeout(() => {
@@ -601,6 +632,8 @@ export class AppH2Exchange implements Expiring, Held {
 
   private finish(): void {
     this.done = true
+    // Its answer waits no more: the peers' share never takes back its place as a stalled one until its stream closes.
+    this.paused = false
     const cancel = this.cancelSource
     if (cancel !== undefined) {
       this.cancelSource = undefined

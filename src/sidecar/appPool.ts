@@ -23,18 +23,11 @@
 // text/event-stream: counted from then, and past the share closed there (the app saw it: refused
 // as processed), else such streams took every socket outside the share.
 //
-// Each peer (a calling sidecar, poolPeers.ts) has a share of the sockets too: half, at least one.
-// A request takes a free socket whoever sent it (a peer alone may use the whole pool), but when a
-// socket frees, a waiting request of a peer holding less than its share goes ahead of older ones of
-// peers at theirs (such peers in turn, each one's own requests in order; found at once, not by a
-// walk over the requests waiting, which a peer at its share can make thousands long). That alone
-// would not do: an answer whose reader takes nothing holds its socket until the answer idle timeout
-// (appExchange.ts), so one peer stalling more answers than the pool has sockets left every other
-// peer's requests waiting for their deadline. So, while a request
-// of a peer under its share waits, a socket held past its peer's share by an answer paused (unread)
-// for RECLAIM_STALL_MS is taken back: that exchange ends (PoolShareReclaimed, overloaded) and the
-// socket goes to the waiting request. A peer never loses a socket within its share, nor one whose
-// answer is taken, so an honest busy peer meets no error for using the whole pool while alone.
+// Each peer (a calling sidecar, poolPeers.ts) has a share of the sockets too (peerShare.ts): half,
+// at least one; a freed socket goes first to a waiting request of a peer under its share, and while
+// one waits, a socket held past its peer's share by an answer paused unread for a second is taken
+// back (PoolShareReclaimed, overloaded). Without it one peer stalling more answers than the pool
+// has sockets left every other peer's requests waiting for their deadline.
 import * as net from "node:net"
 import { type AppPoolRequest, EXPECTS_PAYLOAD, writeHead } from "./appRequestHead.ts"
 import { drainedOrClosed } from "./drained.ts"
@@ -43,6 +36,7 @@ import { closeParserSoon, HTTPParser, type LlhttpParser } from "./llhttp.ts"
 import { nodeHttp } from "../toolkit/nodeHttp.ts"
 import { ShapeAnchor } from "../mux/shapeAnchor.ts"
 import type { PoolPeer } from "./poolPeers.ts"
+import { PeerShare, RECLAIM_STALL_MS, SEAT_NONE, type Seat, type ShareLeg } from "./peerShare.ts"
 
 /** Until the app accepts the connection. */
 const CONNECT_TIMEOUT_MS = 10_000
@@ -56,13 +50,6 @@ const MAX_IDLE_MS = 600_000
  * the header size limit, but an app could otherwise send them for as long as the deadline lasts.
  */
 const MAX_INTERIM_ANSWERS = 5
-/**
- * How long an answer held past its peer's share must have been paused (its reader taking nothing)
- * before its socket is taken back for another peer's waiting request. Back-pressure pauses an answer
- * streaming to a reader slower than the app for a round trip at a time; a second with nothing taken
- * is a stalled reader, and the waiting request's deadline (15 s by default) keeps most of its time.
- */
-export const RECLAIM_STALL_MS = 1_000
 /** What one socket read may bring (libuv's own read size). */
 const READ_BUFFER_SIZE = 64 * 1024
 /**
@@ -112,29 +99,6 @@ export class PoolShareReclaimed extends Error {
   readonly code = "POOL_SHARE_RECLAIMED"
 }
 
-/** Where an exchange stands in the pool's counts of its peer: in none, among its waiting requests, among its held sockets. */
-const SEAT_NONE = 0
-const SEAT_WAITING = 1
-const SEAT_SOCKET = 2
-type Seat = typeof SEAT_NONE | typeof SEAT_WAITING | typeof SEAT_SOCKET
-
-/** One peer's waiting requests, in order from `head`; one taken or ended is skipped when reached. */
-interface Line {
-  readonly items: Array<Exchange | undefined>
-  head: number
-}
-
-/** The first request of `line` still waiting, taken out of it; undefined when none is. */
-const takeFromLine = (line: Line): Exchange | undefined => {
-  const items = line.items
-  while (line.head < items.length) {
-    const exchange = items[line.head]
-    items[line.head++] = undefined
-    if (exchange !== undefined && exchange.seat === SEAT_WAITING) return exchange
-  }
-  return undefined
-}
-
 /** The exchange's handle, handed to the handler first. */
 export interface AppController {
   readonly paused: boolean
@@ -175,7 +139,7 @@ class Exchange implements AppController {
   eventStream = false
   pool: AppPool | undefined = undefined
   /** Whom it counts under (undefined: nobody's share, as a request the pool is given directly: it waits in order, and neither passes nor takes back). */
-  peer: PoolPeer | undefined = undefined
+  readonly peer: PoolPeer | undefined
   /** Counted among its peer's waiting requests or held sockets, until it ends (`over`). */
   seat: Seat = SEAT_NONE
   paused = false
@@ -186,10 +150,11 @@ class Exchange implements AppController {
   /** Interim (1xx) answers passed over so far. */
   interims = 0
 
-  constructor(request: AppPoolRequest, handler: AppPoolHandler) {
+  constructor(request: AppPoolRequest, handler: AppPoolHandler, peer: PoolPeer | undefined) {
     exchangeShape.newest = this
     this.request = request
     this.handler = handler
+    this.peer = peer
   }
 
   pause(): void {
@@ -220,7 +185,7 @@ class Exchange implements AppController {
   /** Ended, its place among the pool's event streams and in its peer's counts given back. */
   over(): void {
     this.ended = true
-    if (this.seat !== SEAT_NONE) this.pool!.unseat(this)
+    if (this.seat !== SEAT_NONE) this.pool!.peers.leave(this)
     if (this.eventStream) {
       this.eventStream = false
       this.pool!.eventStreams--
@@ -587,8 +552,8 @@ const parseError = (error: Error): AppSocketError => {
   return new AppSocketError(`the app's answer is not valid HTTP/1.1: ${typeof reason === "string" ? reason : error.message} (${named})`, named)
 }
 
-/** At most `size` keep-alive sockets to one app; requests past that wait in order; event streams take half at most; each peer a share of them while others wait. */
-export class AppPool {
+/** At most `size` keep-alive sockets to one app; requests past that wait in order; event streams take half at most; each peer a share of them while others wait (peerShare.ts). */
+export class AppPool implements ShareLeg<Exchange> {
   readonly host: string
   readonly port: number
   /** The Host header of a request that names none. */
@@ -600,37 +565,14 @@ export class AppPool {
   eventStreams = 0
   /** Event streams refused so far, past `maxEventStreams` (a metric's). */
   eventStreamsRefused = 0
-  /**
-   * Sockets one peer holds before its waiting requests yield to those of peers under theirs: half,
-   * at least one. Half, as the event streams' share: one peer always leaves the others half the
-   * pool (a second hostile peer takes the rest, as two peers fill --max-tunnels), and a busy honest
-   * one keeps half of it even while others are busy too.
-   */
-  readonly share: number
-  /** Requests waiting for a socket now (a gauge's). */
-  waitingCount = 0
-  /** Freed sockets given to a peer under its share ahead of an older request of a peer at its share (a metric's). */
-  sharePassed = 0
-  /** Exchanges ended to take their socket back: held past their peer's share, stalled (a metric's). */
-  shareReclaimed = 0
+  /** The sockets as the peers share them, and the requests waiting for one, in order. */
+  readonly peers: PeerShare<Exchange>
   /** A socket closed for bytes no exchange asked for (the sidecar's metric). */
   readonly onStray: () => void
   /** Sockets were taken back from `peer` (`count` at one look), which held `held` of them. */
   private readonly onReclaimed: (peer: string, count: number, held: number) => void
   private readonly connections = new Set<Connection>()
   private readonly idleSockets: Array<Connection> = []
-  /** Requests waiting, in order; a slot taken out of order is left undefined. */
-  private readonly waiting: Array<Exchange | undefined> = []
-  private waitingHead = 0
-  /**
-   * Each peer's waiting requests (peers with none have no line), and the peers under their share
-   * with requests waiting, longest so first: a freed socket passed to one of them costs the same
-   * however many requests or peers wait ahead of it, not a walk over them.
-   */
-  private readonly lines = new Map<PoolPeer, Line>()
-  private readonly hungry = new Set<PoolPeer>()
-  /** Armed while a request of a peer under its share may be waiting: the look for sockets to take back. */
-  private reclaimTimer: NodeJS.Timeout | undefined = undefined
   private destroyed = false
 
   constructor(host: string, port: number, size: number, onStray: () => void = () => {}, onReclaimed: (peer: string, count: number, held: number) => void = () => {}) {
@@ -638,17 +580,36 @@ export class AppPool {
     this.port = port
     this.size = size
     this.maxEventStreams = Math.max(1, Math.floor(size / 2))
-    this.share = this.maxEventStreams
+    this.peers = new PeerShare(size, this)
     this.onStray = onStray
     this.onReclaimed = onReclaimed
     this.authority = `${host.includes(":") ? `[${host}]` : host}:${port}`
   }
 
+  /** Sockets one peer holds before its waiting requests yield to those of peers under theirs (peerShare.ts). */
+  get share(): number {
+    return this.peers.share
+  }
+
+  /** Requests waiting for a socket now (a gauge's). */
+  get waitingCount(): number {
+    return this.peers.waitingCount
+  }
+
+  /** Freed sockets given to a peer under its share ahead of an older request of a peer at its share (a metric's). */
+  get sharePassed(): number {
+    return this.peers.sharePassed
+  }
+
+  /** Exchanges ended to take their socket back: held past their peer's share, stalled (a metric's). */
+  get shareReclaimed(): number {
+    return this.peers.shareReclaimed
+  }
+
   /** `peer`: whose share the request counts in (inbound.ts: poolPeers.ts); none, nobody's. */
   dispatch(request: AppPoolRequest, handler: AppPoolHandler, peer?: PoolPeer): void {
-    const exchange = new Exchange(request, handler)
+    const exchange = new Exchange(request, handler, peer)
     exchange.pool = this
-    exchange.peer = peer
     handler.onRequestStart(exchange)
     if (exchange.ended) return
     const invalid = writeHead(exchange, this.authority)
@@ -661,24 +622,14 @@ export class AppPool {
     // A free socket goes to whoever asks: nobody waits while there is one.
     const idle = this.idleSockets.pop()
     if (idle !== undefined) {
-      this.seat(exchange)
+      this.peers.hold(exchange)
       return idle.run(exchange)
     }
     if (this.connections.size < this.size) {
-      this.seat(exchange)
+      this.peers.hold(exchange)
       return void this.connections.add(new Connection(this, exchange))
     }
-    exchange.seat = SEAT_WAITING
-    this.waitingCount++
-    exchange.slot = this.waiting.length
-    this.waiting.push(exchange)
-    if (peer !== undefined) {
-      peer.waiting++
-      let line = this.lines.get(peer)
-      if (line === undefined) this.lines.set(peer, (line = { items: [], head: 0 }))
-      line.items.push(exchange)
-      this.review(peer)
-    }
+    this.peers.wait(exchange)
   }
 
   /**
@@ -696,44 +647,9 @@ export class AppPool {
     return undefined
   }
 
-  /** `exchange` takes a socket: counted among its peer's. */
-  private seat(exchange: Exchange): void {
-    exchange.seat = SEAT_SOCKET
-    const peer = exchange.peer
-    if (peer === undefined) return
-    peer.held++
-    if (peer.hungry) this.review(peer)
-  }
-
-  /** `exchange` ended: out of its peer's counts (its slots among the waiting, if any, are skipped when reached). */
-  unseat(exchange: Exchange): void {
-    const peer = exchange.peer
-    if (exchange.seat === SEAT_WAITING) {
-      this.waitingCount--
-      if (peer !== undefined && --peer.waiting === 0) this.lines.delete(peer)
-    } else if (peer !== undefined) peer.held--
-    exchange.seat = SEAT_NONE
-    // Nothing to review for a peer with no request waiting and none before (the common case).
-    if (peer !== undefined && (peer.waiting > 0 || peer.hungry)) this.review(peer)
-  }
-
-  /**
-   * Keeps `peer` among the hungry (requests waiting, under its share) while it is one, and only
-   * then. Becoming one arms the look for sockets to take back: at its dispatch, or later, when a
-   * socket of its own ends while it waits and the socket goes to another's request.
-   */
-  private review(peer: PoolPeer): void {
-    const hungry = peer.waiting > 0 && peer.held < this.share
-    if (hungry === peer.hungry) return
-    peer.hungry = hungry
-    if (!hungry) return void this.hungry.delete(peer)
-    this.hungry.add(peer)
-    this.armReclaim()
-  }
-
   /** A socket finished its exchange and stays open: the next waiting request takes it, else it idles. */
   released(connection: Connection): void {
-    const next = this.nextWaiting()
+    const next = this.peers.next()
     if (next !== undefined) return connection.run(next)
     this.idleSockets.push(connection)
     connection.idle()
@@ -745,81 +661,28 @@ export class AppPool {
     const at = this.idleSockets.indexOf(connection)
     if (at !== -1) this.idleSockets.splice(at, 1)
     if (this.destroyed) return
-    const next = this.nextWaiting()
+    const next = this.peers.next()
     if (next !== undefined) this.connections.add(new Connection(this, next))
   }
 
-  /**
-   * The request a freed socket goes to, counted on it: the first waiting, unless its peer holds its
-   * share and a peer under its share waits; then that peer's first (of the peer hungry longest,
-   * which goes to the back of them if still hungry, so several share the freed sockets in turn).
-   */
-  private nextWaiting(): Exchange | undefined {
-    const waiting = this.waiting
-    let head = this.waitingHead
-    while (head < waiting.length && (waiting[head] === undefined || waiting[head]!.seat !== SEAT_WAITING)) waiting[head++] = undefined
-    this.waitingHead = head
-    if (head === waiting.length) {
-      waiting.length = 0
-      this.waitingHead = 0
-      return undefined
-    }
-    let exchange = waiting[head]!
-    let peer = exchange.peer
-    if (peer !== undefined && peer.held >= this.share && this.hungry.size > 0) {
-      peer = this.hungry.values().next().value!
-      this.hungry.delete(peer)
-      this.hungry.add(peer)
-      exchange = takeFromLine(this.lines.get(peer)!)!
-      this.sharePassed++
-    } else if (peer !== undefined) takeFromLine(this.lines.get(peer)!)
-    waiting[exchange.slot] = undefined
-    if (exchange.slot === head) this.waitingHead = head + 1
-    this.unseat(exchange)
-    this.seat(exchange)
-    return exchange
+  /** The share's look for sockets to take back: the exchanges on them (a copy: a socket closed there is replaced in the set by the one its waiting request opens). */
+  holders(): Array<Exchange | undefined> {
+    return Array.from(this.connections, (connection) => connection.exchange)
   }
 
-  private armReclaim(): void {
-    // Unref'd: the waiting requests' own deadlines keep what must run; this alone keeps nothing alive.
-    // Never after destroy: its requests still waiting end there, and their peers may turn hungry.
-    if (this.reclaimTimer === undefined && !this.destroyed) this.reclaimTimer = setTimeout(this.onReclaimTimer, RECLAIM_STALL_MS).unref()
+  takeBack(exchange: Exchange, held: number): void {
+    exchange.abort(new PoolShareReclaimed(`its socket to the app at ${this.authority} was taken back for another peer's waiting request: ${held} of the ${this.size} pool sockets (--app-pool-size) held by ${exchange.peer!.key}, past its share of ${this.peers.share}, and this answer unread for ${RECLAIM_STALL_MS} ms`))
   }
 
-  /**
-   * While requests of peers under their share wait, takes back for each a socket held past its
-   * peer's share by an answer paused for RECLAIM_STALL_MS; looks again a stall later while any waits.
-   */
-  private readonly onReclaimTimer = (): void => {
-    this.reclaimTimer = undefined
-    if (this.destroyed) return
-    // Only hungry peers' requests: a freed socket goes to them first (nextWaiting), never back to the peer it was taken from.
-    let starved = 0
-    for (const peer of this.hungry) starved += peer.waiting
-    if (starved === 0) return
-    const stalledSince = performance.now() - RECLAIM_STALL_MS
-    const taken = new Map<PoolPeer, number>()
-    // A copy: a socket closed here is replaced in the set by the one its waiting request opens.
-    for (const connection of [...this.connections]) {
-      if (starved === 0) break
-      const exchange = connection.exchange
-      const peer = exchange?.peer
-      if (exchange === undefined || peer === undefined || exchange.ended || !exchange.paused || exchange.pausedAt > stalledSince || peer.held <= this.share) continue
-      starved--
-      this.shareReclaimed++
-      taken.set(peer, (taken.get(peer) ?? 0) + 1)
-      exchange.abort(new PoolShareReclaimed(`its socket to the app at ${this.authority} was taken back for another peer's waiting request: ${peer.held} of the ${this.size} pool sockets (--app-pool-size) held by ${peer.key}, past its share of ${this.share}, and this answer unread for ${RECLAIM_STALL_MS} ms`))
-    }
-    for (const [peer, count] of taken) this.onReclaimed(peer.key, count, peer.held + count)
-    this.armReclaim()
+  reclaimed(peer: string, count: number, held: number): void {
+    this.onReclaimed(peer, count, held)
   }
 
   /** Closes every socket; requests still waiting end with an error. */
   destroy(): Promise<void> {
     this.destroyed = true
-    if (this.reclaimTimer !== undefined) clearTimeout(this.reclaimTimer)
-    this.reclaimTimer = undefined
-    for (let next = this.nextWaiting(); next !== undefined; next = this.nextWaiting()) next.end(new AppSocketError("the app pool is closed", "POOL_CLOSED"))
+    this.peers.stop()
+    for (let next = this.peers.next(); next !== undefined; next = this.peers.next()) next.end(new AppSocketError("the app pool is closed", "POOL_CLOSED"))
     for (const connection of [...this.connections]) connection.fail(new AppSocketError("the app pool is closed", "POOL_CLOSED"))
     return Promise.resolve()
   }

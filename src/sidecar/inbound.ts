@@ -23,7 +23,8 @@
 // service's inbound rate limits (rateLimits.ts): a call over one never reaches the app either.
 //
 // Each request to the app pool counts in its peer's share of it (poolPeers.ts: the caller's verified
-// identity, else its address): a peer stalling its answers cannot hold every socket (appPool.ts).
+// identity, else its address): a peer stalling its answers cannot hold every socket (appPool.ts);
+// each call to an h2c app in its peer's share of the streams to it, counted apart (appH2.ts).
 import type { HandlerValue } from "../iip/dispatch.ts"
 import type { Log } from "../iip/log.ts"
 import { type Failure, failure, type IncomingRequest } from "../iip/server.ts"
@@ -34,6 +35,7 @@ import { AppExchange, type AppLeg } from "./appExchange.ts"
 import type { AppH2Leg } from "./appH2.ts"
 import type { CancelSource } from "./appH2Exchange.ts"
 import type { AppH2Request } from "./appH2RequestHead.ts"
+import type { PoolPeer } from "./poolPeers.ts"
 import { isGrpcPairs } from "./grpcStatus.ts"
 import { AppPool } from "./appPool.ts"
 import type { InboundAuthorization } from "./authorization.ts"
@@ -155,18 +157,18 @@ const settleLater = (pending: PendingOutcome, answer: Promise<HandlerValue>): vo
 }
 
 /** A call to the h2c leg: whatever it throws is the call's failure, never the session's. */
-const forwardH2 = (h2: AppH2Leg, request: AppH2Request, observation: InboundObservation, cancel: CancelSource, pending: PendingOutcome): void => {
+const forwardH2 = (h2: AppH2Leg, request: AppH2Request, observation: InboundObservation, cancel: CancelSource, pending: PendingOutcome, peer: PoolPeer): void => {
   try {
-    h2.forward(request, observation, cancel, pending)
+    h2.forward(request, observation, cancel, pending, peer)
   } catch (error) {
     pending.settle(failure(MeshErrorCode.handlerFailed, String(error), true))
   }
 }
 
 /** The first call, while node:http2 still loads. Apart from serve: a closure there made serve allocate a context on every call. */
-const forwardH2Later = (h2Leg: Promise<AppH2Leg>, request: AppH2Request, observation: InboundObservation, cancel: CancelSource, pending: PendingOutcome): void =>
+const forwardH2Later = (h2Leg: Promise<AppH2Leg>, request: AppH2Request, observation: InboundObservation, cancel: CancelSource, pending: PendingOutcome, peer: PoolPeer): void =>
   void h2Leg.then(
-    (h2) => forwardH2(h2, request, observation, cancel, pending),
+    (h2) => forwardH2(h2, request, observation, cancel, pending, peer),
     (error: unknown) => pending.settle(failure(MeshErrorCode.handlerFailed, String(error), true))
   )
 
@@ -185,12 +187,17 @@ export interface InboundHandler {
 
 export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
   // Said when sockets are taken back from a peer past its share (at most once a stall per peer; a hostile one makes them as fast as that).
+  // One line for both legs: the h2c leg's names its protocol, its places as poolSize.
   const reclaimLines = new LogThrottle(RECLAIM_LINES, RECLAIM_LINES_WINDOW_MS)
-  const pool = new AppPool(options.appHost, options.appPort, options.appPoolSize, () => options.telemetry.metrics.http1StrayBytes("inbound"), (peer, count, held) => {
+  const reclaimedLine = (protocol: "http1" | "h2c", share: number, places: number, peer: string, count: number, held: number): void => {
     const admitted = reclaimLines.admit()
-    if (admitted !== undefined) options.log("app-pool-share-reclaimed", { app: `${options.appHost}:${options.appPort}`, peer, reclaimed: count, held, share: pool.share, poolSize: options.appPoolSize, ...admitted })
-  })
+    if (admitted !== undefined) options.log("app-pool-share-reclaimed", { app: `${options.appHost}:${options.appPort}`, protocol, peer, reclaimed: count, held, share, poolSize: places, ...admitted })
+  }
+  const pool: AppPool = new AppPool(options.appHost, options.appPort, options.appPoolSize, () => options.telemetry.metrics.http1StrayBytes("inbound"), (peer, count, held) =>
+    reclaimedLine("http1", pool.share, options.appPoolSize, peer, count, held))
+  // The HTTP/1.1 pool's sockets and the h2c leg's streams are shared apart: a peer's counts in one say nothing of the other.
   const peers = new PoolPeers()
+  const h2Peers = new PoolPeers()
   const leg: AppLeg = {
     pool,
     answers: { held: 0, max: options.maxAnswerBytes },
@@ -204,7 +211,11 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
   // node:http2 costs about 4 MB of memory: it loads only for an app spoken to over h2c.
   let h2Loaded: AppH2Leg | undefined
   const h2Leg: Promise<AppH2Leg> | undefined = options.appProtocol === "h2c" || options.appProtocol === "auto"
-    ? import("./appH2.ts").then(({ AppH2Leg }) => (h2Loaded = new AppH2Leg(options.appHost, options.appPort, onInvalid, options.answerIdleTimeoutMs, options.appH2MaxStreams)))
+    ? import("./appH2.ts").then(({ AppH2Leg }) => {
+        const loaded: AppH2Leg = new AppH2Leg(options.appHost, options.appPort, onInvalid, options.answerIdleTimeoutMs, options.appH2MaxStreams, (peer, count, held) =>
+          reclaimedLine("h2c", loaded.peers.share, loaded.placesNow(), peer, count, held))
+        return (h2Loaded = loaded)
+      })
     : undefined
   const h2Only = options.appProtocol === "h2c"
   const upgradeLeg: AppUpgradeLeg = {
@@ -266,8 +277,9 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
       // A plain caller's answer goes back whole: gathered here, within the answer budget.
       const answer = plain ? plainAnswer(leg.answers, leg.address, pending) : pending
       // Once loaded, the leg is called at once: no promise per call.
-      if (h2Loaded !== undefined) return forwardH2(h2Loaded, h2Request, observation, request.context.cancel, answer)
-      return forwardH2Later(h2Leg, h2Request, observation, request.context.cancel, answer)
+      const h2Peer = h2Peers.of(request.context.remoteAddress, peer)
+      if (h2Loaded !== undefined) return forwardH2(h2Loaded, h2Request, observation, request.context.cancel, answer, h2Peer)
+      return forwardH2Later(h2Leg, h2Request, observation, request.context.cancel, answer, h2Peer)
     }
     // One flat list, as the pool takes it; the hop's own headers after the peer's filtered ones.
     // Index loops: destructuring each pair in a for-of costs an iterator per pair.
@@ -305,5 +317,5 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
   return { handle, close: async () => {
     await (await h2Leg)?.close()
     await pool.destroy()
-  }, answerBytes: () => leg.answers.held, tunnels: upgradeLeg.tunnels, appStreams: () => ({ waiting: h2Loaded?.waitingStreams ?? 0, refused: h2Loaded?.refused ?? 0, longStreamsRefused: h2Loaded?.longStreamsRefused ?? 0, sessionsRotated: h2Loaded?.sessionsRotated ?? 0, resetRefused: h2Loaded?.resetRefused ?? 0, eventStreamsRefused: pool.eventStreamsRefused, poolWaiting: pool.waitingCount, poolSharePassed: pool.sharePassed, poolShareReclaimed: pool.shareReclaimed }) }
+  }, answerBytes: () => leg.answers.held, tunnels: upgradeLeg.tunnels, appStreams: () => ({ waiting: h2Loaded?.waitingStreams ?? 0, refused: h2Loaded?.refused ?? 0, longStreamsRefused: h2Loaded?.longStreamsRefused ?? 0, sessionsRotated: h2Loaded?.sessionsRotated ?? 0, resetRefused: h2Loaded?.resetRefused ?? 0, eventStreamsRefused: pool.eventStreamsRefused, poolWaiting: pool.waitingCount, poolSharePassed: pool.sharePassed + (h2Loaded?.peers.sharePassed ?? 0), poolShareReclaimed: pool.shareReclaimed + (h2Loaded?.peers.shareReclaimed ?? 0) }) }
 }

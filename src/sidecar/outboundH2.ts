@@ -47,7 +47,8 @@ import {
   type SweptSession,
   takingAnswer,
   type SessionEndReason,
-  TOO_MANY_PINGS
+  TOO_MANY_PINGS,
+  watchAfterFin
 } from "./outboundH2Session.ts"
 
 export { ANSWER_STALLED } from "./outboundH2Call.ts"
@@ -88,7 +89,7 @@ const RESET_BACKSTOP_BURST = 100_000
 const RESET_BACKSTOP_PER_SECOND = 10_000
 
 /** A stream of a caller gone (its FIN) that still waits for its request's frames is cut (StreamCall.callerEnded). */
-const cutWaiting = (call: StreamCall): void => call.callerEnded(false)
+const cutWaiting = (call: StreamCall): void => call.callerEnded()
 
 /** HTTP/2 connections handed over by the outbound listener (`accept`); each stream goes to `handler`, as HTTP/1.1 requests do. */
 export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Options): H2Listener => {
@@ -174,11 +175,17 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
     // caller gone. A whole request's answer still goes out.
     // A FIN read before the session took the socket (it came while node:http2 loaded, the first h2c
     // connection) ends it before its streams come: those come after it, and are cut as they come.
+    // Answers after the FIN that wait for window, which can never come now, are cut too: at once
+    // that could cut a live one (a turn after a write), so by looks a while apart (watchAfterFin).
     let callerGone = false
+    const lookAfterFin = watchAfterFin(session, accepted, open)
     accepted.once("end", () => {
       callerGone = true
-      const socketIdle = accepted.writableLength === 0
-      for (const call of open) call.callerEnded(socketIdle)
+      for (const call of open) {
+        call.callerEnded()
+        call.lookedAfterFin(lookAfterFin)
+      }
+      lookAfterFin()
     })
     session.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: Array<string>) => {
       streamSincePing = true
@@ -190,7 +197,10 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
         sendProxyError(call, heldAnswersRefusal(held.heldAnswerBytes))
       } else handler(call)
       // Once the frames read with its head are all in (its END_STREAM may follow in them: then it is whole).
-      if (callerGone) setImmediate(cutWaiting, call)
+      if (callerGone) {
+        setImmediate(cutWaiting, call)
+        call.lookedAfterFin(lookAfterFin)
+      }
     })
     // A session with no frame either way this long is asked to go (GOAWAY), like an idle keep-alive
     // connection; its open streams may finish. One whose streams cannot (a caller that grants no

@@ -197,6 +197,10 @@ export class StreamCall implements OutboundCall {
   /** What had left at the last sweep that found the answer waiting (-1: none did), and the sweeps since with nothing more gone. */
   private sentAtSweep = -1
   private stillSweeps = 0
+  /** What had left at the last look after the caller's FIN that found the answer waiting (-1: none did). */
+  private sentAtFinLook = -1
+  /** After the caller's FIN: asks its session for a look (watchAfterFin), as answer bytes are written. */
+  private finLook: (() => void) | undefined = undefined
   /** Why this side cut the answer off, if it did (OutboundResponse.cutReason). */
   cutReason: string | undefined = undefined
   /** The request's body ran past readBody's limit (or stopBody gave it up): the rest is not read, and is dealt with once answered (resetUnread). */
@@ -284,16 +288,43 @@ export class StreamCall implements OutboundCall {
   /**
    * The caller's connection ended (its FIN): a request whose END_STREAM has not come never gets it,
    * and ends as a caller gone (RST_STREAM CANCEL). One answered already (a body cut at its limit)
-   * has its reset from onCutAnswered. No WINDOW_UPDATE comes after it either: an answer waiting
-   * for window (`socketIdle`: not for the socket) never goes, so it ends so too, its held bytes
-   * and far request with it, rather than at the answer idle sweep.
+   * has its reset from onCutAnswered. An answer waiting then is looked at after (lookAfterFin).
    */
-  callerEnded(socketIdle: boolean): void {
+  callerEnded(): void {
     const stream = this.stream
-    if (stream.destroyed) return
-    if ((this.writableEnded || stream.state.remoteClose === 1) && !(socketIdle && this.answerWaiting)) return
+    if (stream.destroyed || this.writableEnded || stream.state.remoteClose === 1) return
     this.resetHere = true
     resetCancelled(stream)
+  }
+
+  /**
+   * A look after the caller's FIN (outboundH2Session.ts watchAfterFin): no WINDOW_UPDATE comes any
+   * more, so an answer waiting for window never goes. One whose bytes did not move since the last
+   * look, with the socket taking all it was given now (`socketIdle`: nghttp2 would have sent more,
+   * window allowing), waits for window: it ends as a caller gone, its held bytes and far request
+   * with it, rather than at the answer idle sweep. Not at the first look that finds it waiting: a
+   * turn after a write, none of it may have gone yet; nor while the socket is full (a slow reader,
+   * still reading: its answer goes as it reads).
+   */
+  lookAfterFin(socketIdle: boolean): boolean {
+    const stream = this.stream
+    const waiting = stream.writableLength
+    if (waiting === 0 || stream.destroyed) {
+      this.sentAtFinLook = -1
+      return false
+    }
+    const sent = this.queued - waiting
+    const still = sent === this.sentAtFinLook
+    this.sentAtFinLook = sent
+    if (!still || !socketIdle) return true
+    this.resetHere = true
+    resetCancelled(stream)
+    return false
+  }
+
+  /** The caller sent its FIN: from now on each answer write asks for a look (`look`: its session's). */
+  lookedAfterFin(look: () => void): void {
+    this.finLook = look
   }
 
   get remoteAddress(): string {
@@ -552,6 +583,7 @@ export class StreamCall implements OutboundCall {
     // Ended by its head already (an answer to HEAD, a 204 or 304 carries no body).
     if (!this.sendHead(false, true) || this.stream.destroyed || this.stream.writableEnded) return false
     this.queued += chunk.length
+    this.finLook?.()
     if (this.stream.write(chunk)) return true
     this.holdUnsent()
     if (!this.drainWatched) {
@@ -592,6 +624,7 @@ export class StreamCall implements OutboundCall {
     if (empty) this.stream.end()
     else {
       this.queued += data.length
+      this.finLook?.()
       this.stream.end(data)
       // A whole answer not out yet (its caller's window, or the socket): held until the stream
       // closes, which an answer let out brings at once; no 'drain' listener per answer for it.

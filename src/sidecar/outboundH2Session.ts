@@ -27,6 +27,45 @@ export const endIfStalled = (session: http2.ServerHttp2Session, open: ReadonlySe
   setTimeout(endIfStalled, ms, session, open, ms, now).unref()
 }
 
+/** How often a session whose caller sent its FIN is looked at for answers that can never go (watchAfterFin): one cut lasts two looks. */
+const FIN_LOOK_MS = 250
+
+/**
+ * Whether the caller's socket has taken every byte the session wrote to it: node:http2 writes
+ * through the socket's own handle, so its Writable counts none of them; libuv's write queue
+ * (the handle's writeQueueSize, as net.Socket's bufferSize reads it) does. Without a handle (the
+ * socket wrapped while node:http2 loaded) it is not known: taken as busy, nothing cut for it.
+ */
+const socketTookAll = (socket: net.Socket): boolean => {
+  const handle = (socket as { readonly _handle?: { readonly writeQueueSize?: unknown } | null })._handle
+  return typeof handle?.writeQueueSize === "number" && handle.writeQueueSize === 0
+}
+
+/**
+ * Looks, FIN_LOOK_MS apart while answers wait, at a session whose caller sent its FIN: it can never
+ * send WINDOW_UPDATE again, so an answer waiting for window never goes. One is told apart from one
+ * waiting for a slow reader's socket, or for nghttp2's next write (a turn after bytes were written
+ * none has left), across two looks: none of it left in between and the socket took all it was given
+ * (StreamCall.lookAfterFin). Armed at the FIN and by each answer write after it (a call told
+ * through lookedAfterFin); stopped with the session. One timer per such session, nothing per stream.
+ */
+export const watchAfterFin = (session: http2.ServerHttp2Session, socket: net.Socket, open: ReadonlySet<StreamCall>): (() => void) => {
+  let timer: NodeJS.Timeout | undefined
+  const look = (): void => {
+    timer = undefined
+    if (session.destroyed) return
+    const socketIdle = socketTookAll(socket)
+    let waiting = false
+    for (const call of open) if (call.lookAfterFin(socketIdle)) waiting = true
+    if (waiting) arm()
+  }
+  const arm = (): void => {
+    if (timer === undefined && !session.destroyed) timer = setTimeout(look, FIN_LOOK_MS).unref()
+  }
+  session.once("close", () => clearTimeout(timer))
+  return arm
+}
+
 /**
  * A session names its open calls, for the sweep, since when the sweep found none open and none
  * opened (performance.now()), whether a stream opened since the last sweep (one over between
