@@ -17,10 +17,11 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import type { IipClient } from "../../src/iip/client.ts"
 import { type IipServer, reply } from "../../src/iip/server.ts"
 import { emptyReadSlabPool, freeSlabCount, setReadSlabPoolBytes, Slab, slabBytes, slabCounts } from "../../src/mux/readSlabs.ts"
-import { type IncomingStream, type LeasedChunk, StreamFailed } from "../../src/mux/streams.ts"
+import { type LeasedChunk, StreamFailed } from "../../src/mux/streams.ts"
 import { MeshDefaults } from "../../src/protocol/mesh.ts"
 import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { collectLog, type LogEvent, startClient, startServer } from "../support/meshTest.ts"
+import { body, byteAt, firstWrong, hashLeases, KiB, MiB, sha256Of } from "../support/testBodies.ts"
 
 /** A `/hoard` handler that reads its body as leases and releases none: what it holds, where each lease began, how it ended. */
 const hoarding = (server: IipServer) => {
@@ -39,51 +40,6 @@ const hoarding = (server: IipServer) => {
     return "done"
   })
   return hoard
-}
-
-/** Reads a body as leases, hashing each and releasing it at once: its length and sha256, as JSON. */
-const hashLeases = async (stream: IncomingStream): Promise<string> => {
-  const hash = createHash("sha256")
-  let bytes = 0
-  for await (const lease of stream.leased()) {
-    hash.update(lease.bytes)
-    bytes += lease.bytes.length
-    lease.release()
-  }
-  return JSON.stringify({ bytes, sha256: hash.digest("hex") })
-}
-
-const KiB = 1024
-const MiB = 1024 * KiB
-
-/** The byte at absolute offset `o` of a test body: a hash of the offset, so no stretch repeats another. */
-const byteAt = (o: number): number => {
-  let x = Math.imul((o >>> 2) ^ 0x9e3779b9, 0x85ebca6b)
-  x ^= x >>> 13
-  x = Math.imul(x, 0xc2b2ae35)
-  x ^= x >>> 16
-  return (x >>> ((o & 3) * 8)) & 0xff
-}
-
-/** `total` bytes of the test body in pieces of `piece` bytes (each a fresh buffer). */
-async function* body(total: number, piece = MiB): AsyncGenerator<Buffer> {
-  for (let at = 0; at < total; at += piece) {
-    const out = Buffer.allocUnsafe(Math.min(piece, total - at))
-    for (let i = 0; i < out.length; i++) out[i] = byteAt(at + i)
-    yield out
-  }
-}
-
-const sha256Of = async (total: number): Promise<string> => {
-  const hash = createHash("sha256")
-  for await (const piece of body(total)) hash.update(piece)
-  return hash.digest("hex")
-}
-
-/** The first offset where `bytes` (starting at body offset `at`) differ from the body, or -1. */
-const firstWrong = (bytes: Uint8Array, at: number): number => {
-  for (let i = 0; i < bytes.length; i++) if (bytes[i] !== byteAt(at + i)) return i
-  return -1
 }
 
 /** A chunk a consumer holds on to, with the body offset it started at. */

@@ -1,0 +1,157 @@
+// Streams over mutual TLS read into reused memory (src/mux/readSlabs.ts), as they do over plain
+// TCP (leased-reads.test.ts): node's TLS layer hands each decrypted record to the buffer a socket
+// was given to read into, so a TLS connection that carries a stream switches to slabs too, instead
+// of a fresh buffer per record. Client and server in this process (the slab counts are the
+// process's), TLS 1.3 with client certificates as between sidecars:
+// - calls alone hold no slab; the first stream switches the connection; an upload read as leases
+//   arrives intact, its reads in slabs used again, and the handler still sees the client's identity;
+// - a relayed stream comes back intact, both TLS ends reading into reused slabs;
+// - request bodies and chunks kept from the async iterator keep their bytes while later streams
+//   are read into reused slabs.
+import { createHash } from "node:crypto"
+import * as tls from "node:tls"
+import { afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest"
+import type { WorkloadCredentials } from "../../src/identity/credentials.ts"
+import { spiffeIdOfCertificate } from "../../src/identity/spiffe.ts"
+import { IipClient } from "../../src/iip/client.ts"
+import { IipServer, reply } from "../../src/iip/server.ts"
+import { slabCounts } from "../../src/mux/readSlabs.ts"
+import { Cleanup, withTimeout } from "../support/iipRaw.ts"
+import { collectLog, type LogEvent } from "../support/meshTest.ts"
+import { body, byteAt, firstWrong, hashLeases, KiB, MiB, sha256Of } from "../support/testBodies.ts"
+import { makeTestPki } from "../support/testPki.ts"
+
+const A = "spiffe://iip-mesh.local/svc/a"
+const B = "spiffe://iip-mesh.local/svc/b"
+
+let clientCredentials: WorkloadCredentials
+let serverCredentials: WorkloadCredentials
+beforeAll(async () => {
+  const pki = await makeTestPki("mesh")
+  clientCredentials = await pki.credentials(A)
+  serverCredentials = await pki.credentials(B)
+})
+
+describe("leased reads over mutual TLS", () => {
+  let cleanup: Cleanup
+  let server: IipServer
+  let events: Array<LogEvent>
+  let identities: Array<string | undefined>
+  let bodies: Array<Buffer>
+
+  beforeEach(async () => {
+    cleanup = new Cleanup()
+    const log = collectLog()
+    events = log.events
+    identities = []
+    bodies = []
+    server = new IipServer({
+      port: 0,
+      log: log.log,
+      compression: false,
+      tls: {
+        credentials: { key: serverCredentials.privateKeyPem, cert: serverCredentials.certificateChainPem, ca: serverCredentials.trustBundlePem },
+        requireClientCertificate: true,
+        identifyPeer: (certificate) => spiffeIdOfCertificate(certificate)?.text ?? { reason: "peer_identity", message: "no SPIFFE ID" }
+      }
+    })
+    server.handle("/echo", (request) => request.data)
+    server.handle("/keep-body", (request) => {
+      bodies.push(request.data)
+      return "kept"
+    })
+    server.handle("/stream-echo", (request) => reply(request.context.stream ?? request.data))
+    server.handle("/lease-hash", (request) => {
+      identities.push(request.context.peerIdentity)
+      return hashLeases(request.context.stream!)
+    })
+    await server.listen()
+    cleanup.add(() => server.close())
+  })
+
+  afterEach(async () => {
+    await cleanup.run()
+    expect(events.filter((e) => e.event === "protocol-violation")).toEqual([])
+  })
+
+  const client = (): IipClient => {
+    const context = tls.createSecureContext({ key: clientCredentials.privateKeyPem, cert: clientCredentials.certificateChainPem, ca: clientCredentials.trustBundlePem })
+    const c = new IipClient({
+      host: "127.0.0.1",
+      port: server.address.port,
+      maxConnections: 1,
+      compression: false,
+      log: () => {},
+      tls: { secureContext: () => context, requireAlpn: true, checkPeer: (certificate) => (spiffeIdOfCertificate(certificate)?.text === B ? undefined : { reason: "peer_identity", message: "not B" }) }
+    })
+    cleanup.add(() => c.close())
+    return c
+  }
+
+  const upload = async (c: IipClient, total: number) => {
+    const answer = await c.stream("/lease-hash", body(total), { timeoutMs: 0 })
+    return JSON.parse(answer.data.toString()) as { bytes: number; sha256: string }
+  }
+
+  it("calls alone hold no slab; the first stream switches the connection; an upload read as leases arrives intact, read into slabs used again, from the proven client", async () => {
+    const c = client()
+    const before = { ...slabCounts }
+    for (let i = 0; i < 50; i++) expect((await c.call("/echo", `call ${i}`, { timeoutMs: 5000 })).toString()).toBe(`call ${i}`)
+    expect(slabCounts).toEqual(before)
+    const total = 32 * MiB
+    expect(await withTimeout(upload(c, total), 30_000, "the upload")).toEqual({ bytes: total, sha256: await sha256Of(total) })
+    const made = slabCounts.made - before.made
+    const reused = slabCounts.reused - before.reused
+    // 32 MiB is 512 slabs' worth (records of up to 16 KiB, several to a slab): nearly all in slabs read into before.
+    expect(reused).toBeGreaterThan(300)
+    expect(made).toBeLessThan(64)
+    expect(identities).toEqual([A])
+  }, 60_000)
+
+  it("a relayed stream comes back intact, both TLS ends reading into reused slabs", async () => {
+    const c = client()
+    const before = { ...slabCounts }
+    const total = 16 * MiB
+    const answer = await c.stream("/stream-echo", body(total), { timeoutMs: 0 })
+    const hash = createHash("sha256")
+    let bytes = 0
+    for await (const lease of answer.stream!.leased()) {
+      hash.update(lease.bytes)
+      bytes += lease.bytes.length
+      lease.release()
+    }
+    expect({ bytes, sha256: hash.digest("hex") }).toEqual({ bytes: total, sha256: await sha256Of(total) })
+    expect(slabCounts.reused - before.reused).toBeGreaterThan(200)
+    expect(slabCounts.made - before.made).toBeLessThan(96)
+  }, 60_000)
+
+  it("request bodies and chunks kept from the async iterator keep their bytes while later streams are read into reused slabs", async () => {
+    const kept: Array<{ readonly bytes: Buffer; readonly at: number }> = []
+    server.handle("/keep", async (request) => {
+      let at = 0
+      for await (const chunk of request.context.stream!) {
+        kept.push({ bytes: chunk, at })
+        at += chunk.length
+      }
+      return String(at)
+    })
+    const c = client()
+    for (let i = 0; i < 100; i++) {
+      const piece = Buffer.alloc(KiB)
+      piece.writeUInt32BE(4096 * i, 0)
+      for (let j = 4; j < KiB; j++) piece[j] = byteAt(4096 * i + j)
+      expect((await c.call("/keep-body", piece, { timeoutMs: 5000 })).toString()).toBe("kept")
+    }
+    const total = 8 * MiB
+    expect((await c.stream("/keep", body(total), { timeoutMs: 0 })).data.toString()).toBe(String(total))
+    const before = { ...slabCounts }
+    expect((await upload(c, 8 * MiB)).bytes).toBe(8 * MiB)
+    expect(slabCounts.reused - before.reused).toBeGreaterThan(64)
+    for (const held of kept) expect(firstWrong(held.bytes, held.at), `chunk at ${held.at}`).toBe(-1)
+    expect(bodies.length).toBe(100)
+    bodies.forEach((kept, i) => {
+      expect(kept.readUInt32BE(0), `body ${i}`).toBe(4096 * i)
+      expect(firstWrong(kept.subarray(4), 4096 * i + 4), `body ${i}`).toBe(-1)
+    })
+  }, 60_000)
+})
