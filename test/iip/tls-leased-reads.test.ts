@@ -3,8 +3,10 @@
 // was given to read into, so a TLS connection that carries a stream switches to slabs too, instead
 // of a fresh buffer per record. Client and server in this process (the slab counts are the
 // process's), TLS 1.3 with client certificates as between sidecars:
-// - calls alone hold no slab; the first stream switches the connection; an upload read as leases
-//   arrives intact, its reads in slabs used again, and the handler still sees the client's identity;
+// - calls one at a time hold no slab; the first stream switches the connection; an upload read as
+//   leases arrives intact, its reads in slabs used again, and the handler still sees the client's identity;
+// - a burst of calls (full records read: the peer sends batches) switches it too, and the request
+//   bodies the handler keeps (views of those reads) keep their bytes through the reads after them;
 // - a relayed stream comes back intact, both TLS ends reading into reused slabs;
 // - request bodies and chunks kept from the async iterator keep their bytes while later streams
 //   are read into reused slabs.
@@ -93,7 +95,7 @@ describe("leased reads over mutual TLS", () => {
     return JSON.parse(answer.data.toString()) as { bytes: number; sha256: string }
   }
 
-  it("calls alone hold no slab; the first stream switches the connection; an upload read as leases arrives intact, read into slabs used again, from the proven client", async () => {
+  it("calls one at a time hold no slab; the first stream switches the connection; an upload read as leases arrives intact, read into slabs used again, from the proven client", async () => {
     const c = client()
     const before = { ...slabCounts }
     for (let i = 0; i < 50; i++) expect((await c.call("/echo", `call ${i}`, { timeoutMs: 5000 })).toString()).toBe(`call ${i}`)
@@ -106,6 +108,34 @@ describe("leased reads over mutual TLS", () => {
     expect(reused).toBeGreaterThan(300)
     expect(made).toBeLessThan(64)
     expect(identities).toEqual([A])
+  }, 60_000)
+
+  it("a burst of calls switches the connection to slabs; kept request bodies and the answers keep their bytes", async () => {
+    const c = client()
+    const before = { ...slabCounts }
+    const piece = (i: number) => {
+      const out = Buffer.alloc(KiB)
+      out.writeUInt32BE(4096 * i, 0)
+      for (let j = 4; j < KiB; j++) out[j] = byteAt(4096 * i + j)
+      return out
+    }
+    const count = 2000
+    let next = 0
+    const worker = async () => {
+      for (let i = next++; i < count; i = next++) expect((await c.call("/keep-body", piece(i), { timeoutMs: 10_000 })).toString()).toBe("kept")
+    }
+    await Promise.all(Array.from({ length: 64 }, worker))
+    expect(slabCounts.made + slabCounts.reused - before.made - before.reused).toBeGreaterThan(0)
+    // Sent in any order by 64 workers: each body says where it belongs.
+    expect(bodies.length).toBe(count)
+    const seen = new Set<number>()
+    for (const kept of bodies) {
+      const at = kept.readUInt32BE(0)
+      seen.add(at)
+      expect(firstWrong(kept.subarray(4), at + 4), `body at ${at}`).toBe(-1)
+    }
+    expect(seen.size).toBe(count)
+    for (let i = 0; i < 200; i++) expect((await c.call("/echo", piece(i), { timeoutMs: 5000 })).equals(piece(i))).toBe(true)
   }, 60_000)
 
   it("a relayed stream comes back intact, both TLS ends reading into reused slabs", async () => {
