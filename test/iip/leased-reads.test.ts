@@ -21,7 +21,7 @@ import { type LeasedChunk, StreamFailed } from "../../src/mux/streams.ts"
 import { MeshDefaults } from "../../src/protocol/mesh.ts"
 import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { collectLog, type LogEvent, startClient, startServer } from "../support/meshTest.ts"
-import { body, byteAt, firstWrong, hashLeases, KiB, MiB, sha256Of } from "../support/testBodies.ts"
+import { body, firstWrong, hashLeases, type Held, keepChunks, KiB, MiB, numberedPiece, relayed, sha256Of } from "../support/testBodies.ts"
 
 /** A `/hoard` handler that reads its body as leases and releases none: what it holds, where each lease began, how it ended. */
 const hoarding = (server: IipServer) => {
@@ -40,12 +40,6 @@ const hoarding = (server: IipServer) => {
     return "done"
   })
   return hoard
-}
-
-/** A chunk a consumer holds on to, with the body offset it started at. */
-interface Held {
-  readonly bytes: Buffer
-  readonly at: number
 }
 
 describe("leased reads into reused memory", () => {
@@ -82,11 +76,7 @@ describe("leased reads into reused memory", () => {
   /** `count` 1 KiB calls whose bodies the server keeps: 4 bytes naming a body offset, then the body's bytes from there. */
   const keepBodies = async (c: IipClient, count: number) => {
     for (let i = 0; i < count; i++) {
-      const at = 4096 * bodies.length
-      const piece = Buffer.alloc(KiB)
-      piece.writeUInt32BE(at, 0)
-      for (let j = 4; j < KiB; j++) piece[j] = byteAt(at + j)
-      expect((await c.call("/keep-body", piece, { timeoutMs: 5000 })).toString()).toBe("kept")
+      expect((await c.call("/keep-body", numberedPiece(4096 * bodies.length), { timeoutMs: 5000 })).toString()).toBe("kept")
     }
   }
 
@@ -127,32 +117,16 @@ describe("leased reads into reused memory", () => {
   }, 60_000)
 
   it("a relayed stream (the answer is the request's own stream) comes back intact, both ends reading into reused slabs", async () => {
-    const c = client()
-    const before = { ...slabCounts }
     const total = 16 * MiB
-    const answer = await c.stream("/stream-echo", body(total), { timeoutMs: 0 })
-    const hash = createHash("sha256")
-    let bytes = 0
-    for await (const lease of answer.stream!.leased()) {
-      hash.update(lease.bytes)
-      bytes += lease.bytes.length
-      lease.release()
-    }
-    expect({ bytes, sha256: hash.digest("hex") }).toEqual({ bytes: total, sha256: await sha256Of(total) })
-    expect(slabCounts.reused - before.reused).toBeGreaterThan(200)
-    expect(slabCounts.made - before.made).toBeLessThan(96)
+    const { echoed, made, reused } = await relayed(client(), "/stream-echo", total)
+    expect(echoed).toEqual({ bytes: total, sha256: await sha256Of(total) })
+    expect(reused).toBeGreaterThan(200)
+    expect(made).toBeLessThan(96)
   }, 60_000)
 
   it("request bodies and chunks kept from the async iterator keep their bytes while later reads go on (their slabs are not reused)", async () => {
     const kept: Array<Held> = []
-    server.handle("/keep", async (request) => {
-      let at = 0
-      for await (const chunk of request.context.stream!) {
-        kept.push({ bytes: chunk, at })
-        at += chunk.length
-      }
-      return String(at)
-    })
+    server.handle("/keep", (request) => keepChunks(request.context.stream!, kept))
     const c = client()
     await keepBodies(c, 200)
     const total = 8 * MiB

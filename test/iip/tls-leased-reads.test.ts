@@ -4,13 +4,12 @@
 // of a fresh buffer per record. Client and server in this process (the slab counts are the
 // process's), TLS 1.3 with client certificates as between sidecars:
 // - calls one at a time hold no slab; the first stream switches the connection; an upload read as
-//   leases arrives intact, its reads in slabs used again, and the handler still sees the client's identity;
+//   leases arrives intact, its reads in slabs used again, and the handler still sees the client's
+//   identity; a relayed stream comes back intact, the client's TLS end reading into slabs too;
 // - a burst of calls (full records read: the peer sends batches) switches it too, and the request
 //   bodies the handler keeps (views of those reads) keep their bytes through the reads after them;
-// - a relayed stream comes back intact, both TLS ends reading into reused slabs;
 // - request bodies and chunks kept from the async iterator keep their bytes while later streams
 //   are read into reused slabs.
-import { createHash } from "node:crypto"
 import * as tls from "node:tls"
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest"
 import type { WorkloadCredentials } from "../../src/identity/credentials.ts"
@@ -20,7 +19,7 @@ import { IipServer, reply } from "../../src/iip/server.ts"
 import { slabCounts } from "../../src/mux/readSlabs.ts"
 import { Cleanup, withTimeout } from "../support/iipRaw.ts"
 import { collectLog, type LogEvent } from "../support/meshTest.ts"
-import { body, byteAt, firstWrong, hashLeases, KiB, MiB, sha256Of } from "../support/testBodies.ts"
+import { body, firstWrong, hashLeases, type Held, keepChunks, MiB, numberedPiece, relayed, sha256Of } from "../support/testBodies.ts"
 import { makeTestPki } from "../support/testPki.ts"
 
 const A = "spiffe://iip-mesh.local/svc/a"
@@ -95,7 +94,7 @@ describe("leased reads over mutual TLS", () => {
     return JSON.parse(answer.data.toString()) as { bytes: number; sha256: string }
   }
 
-  it("calls one at a time hold no slab; the first stream switches the connection; an upload read as leases arrives intact, read into slabs used again, from the proven client", async () => {
+  it("calls one at a time hold no slab; the first stream switches the connection; an upload read as leases arrives intact, read into slabs used again, from the proven client; a relay's answer too", async () => {
     const c = client()
     const before = { ...slabCounts }
     for (let i = 0; i < 50; i++) expect((await c.call("/echo", `call ${i}`, { timeoutMs: 5000 })).toString()).toBe(`call ${i}`)
@@ -108,17 +107,17 @@ describe("leased reads over mutual TLS", () => {
     expect(reused).toBeGreaterThan(300)
     expect(made).toBeLessThan(64)
     expect(identities).toEqual([A])
+    // Back the other way too: a relay's answer is read as leases into the client's slabs.
+    const relay = await relayed(c, "/stream-echo", 16 * MiB)
+    expect(relay.echoed).toEqual({ bytes: 16 * MiB, sha256: await sha256Of(16 * MiB) })
+    expect(relay.reused).toBeGreaterThan(200)
+    expect(relay.made).toBeLessThan(96)
   }, 60_000)
 
   it("a burst of calls switches the connection to slabs; kept request bodies and the answers keep their bytes", async () => {
     const c = client()
     const before = { ...slabCounts }
-    const piece = (i: number) => {
-      const out = Buffer.alloc(KiB)
-      out.writeUInt32BE(4096 * i, 0)
-      for (let j = 4; j < KiB; j++) out[j] = byteAt(4096 * i + j)
-      return out
-    }
+    const piece = (i: number) => numberedPiece(4096 * i)
     const count = 2000
     let next = 0
     const worker = async () => {
@@ -138,40 +137,11 @@ describe("leased reads over mutual TLS", () => {
     for (let i = 0; i < 200; i++) expect((await c.call("/echo", piece(i), { timeoutMs: 5000 })).equals(piece(i))).toBe(true)
   }, 60_000)
 
-  it("a relayed stream comes back intact, both TLS ends reading into reused slabs", async () => {
-    const c = client()
-    const before = { ...slabCounts }
-    const total = 16 * MiB
-    const answer = await c.stream("/stream-echo", body(total), { timeoutMs: 0 })
-    const hash = createHash("sha256")
-    let bytes = 0
-    for await (const lease of answer.stream!.leased()) {
-      hash.update(lease.bytes)
-      bytes += lease.bytes.length
-      lease.release()
-    }
-    expect({ bytes, sha256: hash.digest("hex") }).toEqual({ bytes: total, sha256: await sha256Of(total) })
-    expect(slabCounts.reused - before.reused).toBeGreaterThan(200)
-    expect(slabCounts.made - before.made).toBeLessThan(96)
-  }, 60_000)
-
   it("request bodies and chunks kept from the async iterator keep their bytes while later streams are read into reused slabs", async () => {
-    const kept: Array<{ readonly bytes: Buffer; readonly at: number }> = []
-    server.handle("/keep", async (request) => {
-      let at = 0
-      for await (const chunk of request.context.stream!) {
-        kept.push({ bytes: chunk, at })
-        at += chunk.length
-      }
-      return String(at)
-    })
+    const kept: Array<Held> = []
+    server.handle("/keep", (request) => keepChunks(request.context.stream!, kept))
     const c = client()
-    for (let i = 0; i < 100; i++) {
-      const piece = Buffer.alloc(KiB)
-      piece.writeUInt32BE(4096 * i, 0)
-      for (let j = 4; j < KiB; j++) piece[j] = byteAt(4096 * i + j)
-      expect((await c.call("/keep-body", piece, { timeoutMs: 5000 })).toString()).toBe("kept")
-    }
+    for (let i = 0; i < 100; i++) expect((await c.call("/keep-body", numberedPiece(4096 * i), { timeoutMs: 5000 })).toString()).toBe("kept")
     const total = 8 * MiB
     expect((await c.stream("/keep", body(total), { timeoutMs: 0 })).data.toString()).toBe(String(total))
     const before = { ...slabCounts }

@@ -1,7 +1,10 @@
-// Stream bodies for the read-memory tests (test/iip/leased-reads*.test.ts): bytes that never
+// Stream bodies for the read-memory tests (test/iip/*leased-reads.test.ts): bytes that never
 // repeat a stretch (so a chunk overwritten by a later read is caught at its offset), their hash,
-// and a handler body that reads a stream as leases and answers its length and hash.
+// 1 KiB request bodies numbered by their offset, and handler bodies that read a stream as leases
+// (answering its length and hash) or keep its chunks.
 import { createHash } from "node:crypto"
+import type { IipClient } from "../../src/iip/client.ts"
+import { slabCounts } from "../../src/mux/readSlabs.ts"
 import type { IncomingStream } from "../../src/mux/streams.ts"
 
 export const KiB = 1024
@@ -17,6 +20,18 @@ export const hashLeases = async (stream: IncomingStream): Promise<string> => {
     lease.release()
   }
   return JSON.stringify({ bytes, sha256: hash.digest("hex") })
+}
+
+/**
+ * Streams `total` bytes of the test body to `path` (a relay: the answer is the request's own
+ * stream) and reads the answer as leases: its length and hash, and the slabs the process made and
+ * reused meanwhile (readSlabs.ts).
+ */
+export const relayed = async (client: IipClient, path: string, total: number): Promise<{ readonly echoed: unknown; readonly made: number; readonly reused: number }> => {
+  const before = { ...slabCounts }
+  const answer = await client.stream(path, body(total), { timeoutMs: 0 })
+  const echoed: unknown = JSON.parse(await hashLeases(answer.stream!))
+  return { echoed, made: slabCounts.made - before.made, reused: slabCounts.reused - before.reused }
 }
 
 /** The byte at absolute offset `o` of a test body: a hash of the offset, so no stretch repeats another. */
@@ -41,6 +56,30 @@ export const sha256Of = async (total: number): Promise<string> => {
   const hash = createHash("sha256")
   for await (const piece of body(total)) hash.update(piece)
   return hash.digest("hex")
+}
+
+/** A 1 KiB request body that says where it belongs: 4 bytes naming a body offset, then the body's bytes from there on. */
+export const numberedPiece = (at: number): Buffer => {
+  const piece = Buffer.alloc(KiB)
+  piece.writeUInt32BE(at, 0)
+  for (let j = 4; j < KiB; j++) piece[j] = byteAt(at + j)
+  return piece
+}
+
+/** A chunk a consumer holds on to, with the body offset it started at. */
+export interface Held {
+  readonly bytes: Buffer
+  readonly at: number
+}
+
+/** Reads a stream from its async iterator, keeping every chunk (views of the reads) in `kept`; answers the byte count. */
+export const keepChunks = async (stream: IncomingStream, kept: Array<Held>): Promise<string> => {
+  let at = 0
+  for await (const chunk of stream) {
+    kept.push({ bytes: chunk, at })
+    at += chunk.length
+  }
+  return String(at)
 }
 
 /** The first offset where `bytes` (starting at body offset `at`) differ from the body, or -1. */
