@@ -3,10 +3,10 @@
 // multi-packet messages) and the close of it all, once, with a reason. The session above
 // (server or client) gets whole messages and decides what they mean. The bytes come from a TCP
 // socket or from a WebSocket seen as a byte stream (webSocketStream.ts): the same either way. Once
-// a TCP or TLS socket carries a stream, or a TLS socket reads full records (load), it reads into
-// slabs the process reuses (readSlabs.ts): a stream chunk handed on references its slab until its
-// consumer releases it; any other view handed on taints the slab (never reused). Before that, and
-// on other streams, each read is a buffer of its own (Node's), so a quiet connection holds no slab.
+// a TCP or TLS socket carries a stream it reads into slabs the process reuses (readSlabs.ts): a
+// stream chunk handed on references its slab until its consumer releases it; any other view
+// handed on taints the slab (never reused). Before that, and on other streams, each read is a
+// buffer of its own (Node's), so a connection that never streams holds no slab.
 // What the peer makes this side hold is counted in the connection's budget (budget.ts): reading
 // pauses past its own share, and parts of unfinished messages and the packet being read count too.
 import type { Duplex } from "node:stream"
@@ -50,16 +50,6 @@ export type ByteStream = Duplex & { readonly remoteAddress?: string | undefined;
  * and refused, so a peer cannot make the server allocate its 16 MiB packets then.
  */
 const plainRefuseAboveBytes = 64 * 1024
-
-/**
- * A TLS connection that reads a record this large (16 KiB, the most a record holds) is under load:
- * its peer sends batches. From then on it reads into slabs even without a stream: node's TLS layer
- * hands on each record as a buffer of its own through the stream machinery, and with a record or
- * two per batch of calls that costs a call more than the slab (in process, 64 calls of 1 KiB in
- * flight over mTLS: 7.4 against 6.4 us a call, both ends). Plain TCP reads gain nothing from it
- * (4.6 against 4.5), and a connection that only ever reads small records holds no slab.
- */
-const busyTlsReadBytes = 16 * 1024
 
 /** While stream chunks hold a connection's reads, whole packets up to this size are copied out (readSlabs.ts). */
 const smallCopyBytes = 4 * 1024
@@ -152,12 +142,7 @@ export class Connection {
   private readsLeased = false
   /** Reading with 'data' events, switching to slabs at the next turn, or reading into slabs. */
   private readMode: "data" | "switching" | "slabs" = "data"
-  private readonly onData = (chunk: Buffer) => {
-    this.onBytes(chunk, undefined)
-    if (this.encrypted && chunk.length >= busyTlsReadBytes) this.readIntoSlabsSoon()
-  }
-  /** A TLS socket: reads of records under load switch it to slabs (busyTlsReadBytes). */
-  private readonly encrypted: boolean
+  private readonly onData = (chunk: Buffer) => this.onBytes(chunk, undefined)
   /** monotonicMs() of the read being decoded, once something asked (0: not yet). */
   private readAt = 0
   private readonly decoder: PacketDecoder
@@ -191,7 +176,6 @@ export class Connection {
     budget: ConnectionBudget = { own: unlimitedBudget, shared: new Budget(unlimitedBudget) }
   ) {
     this.socket = socket
-    this.encrypted = (socket as { readonly encrypted?: boolean }).encrypted === true
     this.role = role
     this.limits = limits
     this.log = log
@@ -285,7 +269,7 @@ export class Connection {
 
   /**
    * A stream begins on this connection: from the next turn on its socket reads into reused slabs
-   * (readSlabs.ts), if it is a plain TCP socket with nothing read and unhandled; until then reads
+   * (readSlabs.ts), if it is a TCP or TLS socket with nothing read and unhandled; until then reads
    * go on as 'data', in order. Not possible now (bytes wait in the socket's buffer): at the next stream.
    */
   readIntoSlabsSoon(): void {
