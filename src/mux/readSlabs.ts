@@ -1,4 +1,4 @@
-// The read side of a plain TCP connection in reused memory. Node's default read path allocates a
+// The read side of a TCP or TLS connection in reused memory. Node's default read path allocates a
 // fresh buffer per read; at stream speeds that is hundreds of MB/s of external (ArrayBuffer)
 // memory, and V8 answers every ~64 MB of it that no scavenge freed with a full mark-compact (tens
 // a second, each a few ms of stopped event loop). Here the socket reads into slabs: each read goes
