@@ -23,7 +23,7 @@
 // the slowest request of the sidecar bench (80-96 ms, issue 14). A settled process is never
 // collected again until it grows again. The same collection runs once at start, for the
 // start-up's own garbage. Each release first lets go of the free read slabs the process pooled
-// (src/mux/readSlabs.ts: up to 8 MiB after a burst over many plain TCP connections, which a
+// (src/mux/readSlabs.ts: up to 8 MiB after a burst over many connections, which a
 // process with nothing to read would hold for good). Once quiet for `quietMs` (released or not), the checks stop until the
 // next request: an idle sidecar has no timer of its own, since a check a second ran node's timer
 // and process internals often enough for TurboFan to compile them 60-120 s after start, whose

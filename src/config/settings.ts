@@ -105,7 +105,7 @@ export const settings = [
   { key: "rateLimitKeys", env: "IIP_MESH_RATE_LIMIT_KEYS", flag: "--rate-limit-keys", help: "buckets one keyed rate limit keeps (per caller or header value) at most; later values share one (default 1024)" },
   { key: "ipv6SourcePrefix", env: "IIP_MESH_IPV6_SOURCE_PREFIX", flag: "--ipv6-source-prefix", help: "an IPv6 caller without an identity counts in a rate limit keyed by caller by its prefix of this many bits, 16-128 (default 64)" },
   { key: "traceStoreBytes", env: "IIP_MESH_TRACE_STORE_BYTES", flag: "--trace-store-bytes", help: "bytes the admin's trace store keeps spans in, outside the JS heap; the oldest trace goes first (default 2MiB)" },
-  { key: "readSlabPoolBytes", env: "IIP_MESH_READ_SLAB_POOL_BYTES", flag: "--read-slab-pool-bytes", help: "free 64 KiB read slabs the process keeps to read plain TCP IIP connections into again (default 8MiB; 0: none)" }
+  { key: "readSlabPoolBytes", env: "IIP_MESH_READ_SLAB_POOL_BYTES", flag: "--read-slab-pool-bytes", help: "free 64 KiB read slabs the process keeps to read IIP connections (TCP or TLS) into again (default 8MiB; 0: none)" }
 ] as const
 
 /** Settings whose value is a secret: /config never shows them (src/admin/views.ts). */

@@ -232,7 +232,7 @@ export const SidecarConfigSchema = Schema.Struct({
   traceStoreRate: Schema.NullOr(Count),
   /** Bytes the admin's trace store holds the request path's spans in, allocated once outside the JS heap; the oldest trace goes first. */
   traceStoreBytes: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 64 * 1024, maximum: 1024 ** 3 }))),
-  /** Free read slabs (64 KiB each) the process keeps to read plain TCP IIP connections into again (src/mux/readSlabs.ts); 0: none kept. */
+  /** Free read slabs (64 KiB each) the process keeps to read IIP connections (TCP or TLS) into again (src/mux/readSlabs.ts); 0: none kept. */
   readSlabPoolBytes: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 0, maximum: 1024 ** 3 }))),
   /** Routes (path templates, gRPC methods) per served service with golden metrics of their own; later ones share `_other`. */
   goldenRoutes: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 1_000 }))),

@@ -3,7 +3,7 @@
 // multi-packet messages) and the close of it all, once, with a reason. The session above
 // (server or client) gets whole messages and decides what they mean. The bytes come from a TCP
 // socket or from a WebSocket seen as a byte stream (webSocketStream.ts): the same either way. Once
-// a plain TCP socket carries a stream it reads into slabs the process reuses (readSlabs.ts): a
+// a TCP or TLS socket carries a stream it reads into slabs the process reuses (readSlabs.ts): a
 // stream chunk handed on references its slab until its consumer releases it; any other view
 // handed on taints the slab (never reused). Before that, and on other streams, each read is a
 // buffer of its own (Node's), so a connection that never streams holds no slab.
@@ -269,7 +269,7 @@ export class Connection {
 
   /**
    * A stream begins on this connection: from the next turn on its socket reads into reused slabs
-   * (readSlabs.ts), if it is a plain TCP socket with nothing read and unhandled; until then reads
+   * (readSlabs.ts), if it is a TCP or TLS socket with nothing read and unhandled; until then reads
    * go on as 'data', in order. Not possible now (bytes wait in the socket's buffer): at the next stream.
    */
   readIntoSlabsSoon(): void {

@@ -1,4 +1,4 @@
-// The read side of a plain TCP connection in reused memory. Node's default read path allocates a
+// The read side of a TCP or TLS connection in reused memory. Node's default read path allocates a
 // fresh buffer per read; at stream speeds that is hundreds of MB/s of external (ArrayBuffer)
 // memory, and V8 answers every ~64 MB of it that no scavenge freed with a full mark-compact (tens
 // a second, each a few ms of stopped event loop). Here the socket reads into slabs: each read goes
@@ -16,10 +16,12 @@
 // Node offers this as the `onread` option of `net.connect` (a buffer, or a function returning the
 // next one), but not for the sockets a `net.Server` accepts; the same switch is made here on an
 // existing socket through the private fields `onread` sets and the handle's `useUserBuffer`, found
-// by feature detection. A socket where they are missing (another Node), a TLS socket (its handle
-// is the TLS layer), any other stream, or a socket holding bytes already read keeps Node's path.
+// by feature detection. A TLS socket switches alike: its handle is node's TLS layer, whose reads
+// copy each decrypted record (up to 16 KiB) into the buffer the listener gives (TLSWrap::ClearOut),
+// so a slab takes the records as a TCP handle's reads, where Node's path allocates a buffer per
+// record. A socket where the fields are missing (another Node), any other stream, or a socket
+// holding bytes already read keeps Node's path.
 import * as net from "node:net"
-import * as tls from "node:tls"
 
 /** Bytes per slab: Node's own read size, so a read into a fresh slab is as large as Node's. */
 export const slabBytes = 64 * 1024
@@ -131,7 +133,7 @@ const ownSymbol = (target: object, description: string): symbol | undefined =>
  * then). Call before anything was read: right after accept or connect.
  */
 export const readIntoSlabs = (socket: object, onRead: SlabRead): boolean => {
-  if (!(socket instanceof net.Socket) || socket instanceof tls.TLSSocket) return false
+  if (!(socket instanceof net.Socket)) return false
   // Bytes already read (a sniffed first byte put back) must come first, as 'data'.
   if (socket.readableLength > 0 || socket.destroyed) return false
   const handle = (socket as unknown as { readonly _handle?: Partial<UserBufferHandle> | null })._handle

@@ -303,7 +303,7 @@ export const make = (
 ): Effect.Effect<Sidecar, Server.ListenFailed | PolicyFileInvalid | RoutesFileInvalid | MtlsUnavailable, Scope.Scope> =>
   Effect.gen(function*() {
     const supervisor = yield* Supervisor.current
-    // Process-wide: the free read slabs all plain TCP IIP connections share (readSlabs.ts).
+    // Process-wide: the free read slabs all TCP and TLS IIP connections share (readSlabs.ts).
     setReadSlabPoolBytes(config.readSlabPoolBytes)
     const telemetry = yield* makeTelemetry(config, options, log)
     const meshTls = yield* makeMeshTls(config, options, telemetry, log)

@@ -17,10 +17,11 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import type { IipClient } from "../../src/iip/client.ts"
 import { type IipServer, reply } from "../../src/iip/server.ts"
 import { emptyReadSlabPool, freeSlabCount, setReadSlabPoolBytes, Slab, slabBytes, slabCounts } from "../../src/mux/readSlabs.ts"
-import { type IncomingStream, type LeasedChunk, StreamFailed } from "../../src/mux/streams.ts"
+import { type LeasedChunk, StreamFailed } from "../../src/mux/streams.ts"
 import { MeshDefaults } from "../../src/protocol/mesh.ts"
 import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { collectLog, type LogEvent, startClient, startServer } from "../support/meshTest.ts"
+import { body, firstWrong, hashLeases, type Held, keepChunks, KiB, MiB, numberedPiece, relayed, sha256Of } from "../support/testBodies.ts"
 
 /** A `/hoard` handler that reads its body as leases and releases none: what it holds, where each lease began, how it ended. */
 const hoarding = (server: IipServer) => {
@@ -39,57 +40,6 @@ const hoarding = (server: IipServer) => {
     return "done"
   })
   return hoard
-}
-
-/** Reads a body as leases, hashing each and releasing it at once: its length and sha256, as JSON. */
-const hashLeases = async (stream: IncomingStream): Promise<string> => {
-  const hash = createHash("sha256")
-  let bytes = 0
-  for await (const lease of stream.leased()) {
-    hash.update(lease.bytes)
-    bytes += lease.bytes.length
-    lease.release()
-  }
-  return JSON.stringify({ bytes, sha256: hash.digest("hex") })
-}
-
-const KiB = 1024
-const MiB = 1024 * KiB
-
-/** The byte at absolute offset `o` of a test body: a hash of the offset, so no stretch repeats another. */
-const byteAt = (o: number): number => {
-  let x = Math.imul((o >>> 2) ^ 0x9e3779b9, 0x85ebca6b)
-  x ^= x >>> 13
-  x = Math.imul(x, 0xc2b2ae35)
-  x ^= x >>> 16
-  return (x >>> ((o & 3) * 8)) & 0xff
-}
-
-/** `total` bytes of the test body in pieces of `piece` bytes (each a fresh buffer). */
-async function* body(total: number, piece = MiB): AsyncGenerator<Buffer> {
-  for (let at = 0; at < total; at += piece) {
-    const out = Buffer.allocUnsafe(Math.min(piece, total - at))
-    for (let i = 0; i < out.length; i++) out[i] = byteAt(at + i)
-    yield out
-  }
-}
-
-const sha256Of = async (total: number): Promise<string> => {
-  const hash = createHash("sha256")
-  for await (const piece of body(total)) hash.update(piece)
-  return hash.digest("hex")
-}
-
-/** The first offset where `bytes` (starting at body offset `at`) differ from the body, or -1. */
-const firstWrong = (bytes: Uint8Array, at: number): number => {
-  for (let i = 0; i < bytes.length; i++) if (bytes[i] !== byteAt(at + i)) return i
-  return -1
-}
-
-/** A chunk a consumer holds on to, with the body offset it started at. */
-interface Held {
-  readonly bytes: Buffer
-  readonly at: number
 }
 
 describe("leased reads into reused memory", () => {
@@ -126,11 +76,7 @@ describe("leased reads into reused memory", () => {
   /** `count` 1 KiB calls whose bodies the server keeps: 4 bytes naming a body offset, then the body's bytes from there. */
   const keepBodies = async (c: IipClient, count: number) => {
     for (let i = 0; i < count; i++) {
-      const at = 4096 * bodies.length
-      const piece = Buffer.alloc(KiB)
-      piece.writeUInt32BE(at, 0)
-      for (let j = 4; j < KiB; j++) piece[j] = byteAt(at + j)
-      expect((await c.call("/keep-body", piece, { timeoutMs: 5000 })).toString()).toBe("kept")
+      expect((await c.call("/keep-body", numberedPiece(4096 * bodies.length), { timeoutMs: 5000 })).toString()).toBe("kept")
     }
   }
 
@@ -171,32 +117,16 @@ describe("leased reads into reused memory", () => {
   }, 60_000)
 
   it("a relayed stream (the answer is the request's own stream) comes back intact, both ends reading into reused slabs", async () => {
-    const c = client()
-    const before = { ...slabCounts }
     const total = 16 * MiB
-    const answer = await c.stream("/stream-echo", body(total), { timeoutMs: 0 })
-    const hash = createHash("sha256")
-    let bytes = 0
-    for await (const lease of answer.stream!.leased()) {
-      hash.update(lease.bytes)
-      bytes += lease.bytes.length
-      lease.release()
-    }
-    expect({ bytes, sha256: hash.digest("hex") }).toEqual({ bytes: total, sha256: await sha256Of(total) })
-    expect(slabCounts.reused - before.reused).toBeGreaterThan(200)
-    expect(slabCounts.made - before.made).toBeLessThan(96)
+    const { echoed, made, reused } = await relayed(client(), "/stream-echo", total)
+    expect(echoed).toEqual({ bytes: total, sha256: await sha256Of(total) })
+    expect(reused).toBeGreaterThan(200)
+    expect(made).toBeLessThan(96)
   }, 60_000)
 
   it("request bodies and chunks kept from the async iterator keep their bytes while later reads go on (their slabs are not reused)", async () => {
     const kept: Array<Held> = []
-    server.handle("/keep", async (request) => {
-      let at = 0
-      for await (const chunk of request.context.stream!) {
-        kept.push({ bytes: chunk, at })
-        at += chunk.length
-      }
-      return String(at)
-    })
+    server.handle("/keep", (request) => keepChunks(request.context.stream!, kept))
     const c = client()
     await keepBodies(c, 200)
     const total = 8 * MiB
