@@ -88,7 +88,7 @@ describe.skipIf(suite.skip)(suite.title, () => {
   })
 
   /** Host 2 announces "catalog" at `addr` on port `hostilePort` (not browsing), and "web" at its own address beside it. */
-  const startHostile = (addr: string, hostilePort: number) => {
+  const startHostile = async (addr: string, hostilePort: number) => {
     const hostile = net!.host(2)
     const options = {
       mesh: "test",
@@ -99,13 +99,16 @@ describe.skipIf(suite.skip)(suite.title, () => {
     }
     const proc = net!.exec(hostile, [mdnsChildScript, JSON.stringify({ options, allowedPrefixes: [`${net!.net}.`, "127."] })])
     running.push({ host: hostile, proc })
+    // Its start (a node process in the namespace) is not what the tests time: under CI's load it took
+    // more than the 3 s they give discovery (a run at load 15 timed out with the announcer not yet up).
+    await proc.log.waitFor((d) => d.type === "ready" || d.type === "fatal" || d.type === "exit", 10_000, `${hostile.name} to start`)
     return hostile
   }
 
   it("a host announcing addr 127.0.0.1 is ignored for it (local-address), its real announcement beside it taken", async () => {
     const browser = await start(1)
     // The first points the others at their own loopback (their app, their admin); the second is honest.
-    const hostile = startHostile("127.0.0.1", 9901)
+    const hostile = await startHostile("127.0.0.1", 9901)
     await browser.proc.log.waitFor(isAdd(hostile.name), 3000, "the honest announcement on h1")
     await browser.proc.log.waitFor((d) => d.type === "log" && d.event === "mdns-ignored" && (d.fields as { reason?: string }).reason === "local-address", 3000, "the loopback one ignored")
     const added = browser.proc.log.lines.map((l) => reportedUpdate(l.data)).filter((u) => u?._tag === "Add").map((u) => (u!.endpoint as { host: string }).host)
@@ -114,7 +117,7 @@ describe.skipIf(suite.skip)(suite.title, () => {
 
   it("a host announcing a name (which may resolve to the receiver's loopback) is taken marked offHost, so the sidecar checks the address it dials; its honest address is marked too", async () => {
     const browser = await start(1)
-    const hostile = startHostile("evil.example", 9902)
+    const hostile = await startHostile("evil.example", 9902)
     const addOf = (host: string) => (d: Record<string, unknown>) => reportedUpdate(d)?._tag === "Add" && (reportedUpdate(d)!.endpoint as { host: string }).host === host
     const named = await browser.proc.log.waitFor(addOf("evil.example"), 3000, "the named announcement on h1")
     expect(reportedUpdate(named.data)!.endpoint).toMatchObject({ service: "catalog", host: "evil.example", port: 9902, offHost: true })
