@@ -11,27 +11,18 @@
 //   would hold a whole 64 KiB slab where Node's read held one record; the bodies keep their bytes;
 // - request bodies and chunks kept from the async iterator keep their bytes while later streams
 //   are read into reused slabs.
-import * as tls from "node:tls"
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest"
-import type { WorkloadCredentials } from "../../src/identity/credentials.ts"
-import { spiffeIdOfCertificate } from "../../src/identity/spiffe.ts"
-import { IipClient } from "../../src/iip/client.ts"
+import type { IipClient } from "../../src/iip/client.ts"
 import { IipServer, reply } from "../../src/iip/server.ts"
 import { slabCounts } from "../../src/mux/readSlabs.ts"
 import { Cleanup, withTimeout } from "../support/iipRaw.ts"
 import { collectLog, type LogEvent } from "../support/meshTest.ts"
 import { body, firstWrong, hashLeases, type Held, keepChunks, MiB, numberedPiece, relayed, sha256Of } from "../support/testBodies.ts"
-import { makeTestPki } from "../support/testPki.ts"
+import { A, makeMtlsPair, mtlsClient, type MtlsPair, serverTls } from "../support/mtlsIipPair.ts"
 
-const A = "spiffe://iip-mesh.local/svc/a"
-const B = "spiffe://iip-mesh.local/svc/b"
-
-let clientCredentials: WorkloadCredentials
-let serverCredentials: WorkloadCredentials
+let pair: MtlsPair
 beforeAll(async () => {
-  const pki = await makeTestPki("mesh")
-  clientCredentials = await pki.credentials(A)
-  serverCredentials = await pki.credentials(B)
+  pair = await makeMtlsPair()
 })
 
 describe("leased reads over mutual TLS", () => {
@@ -51,11 +42,7 @@ describe("leased reads over mutual TLS", () => {
       port: 0,
       log: log.log,
       compression: false,
-      tls: {
-        credentials: { key: serverCredentials.privateKeyPem, cert: serverCredentials.certificateChainPem, ca: serverCredentials.trustBundlePem },
-        requireClientCertificate: true,
-        identifyPeer: (certificate) => spiffeIdOfCertificate(certificate)?.text ?? { reason: "peer_identity", message: "no SPIFFE ID" }
-      }
+      tls: serverTls(pair)
     })
     server.handle("/echo", (request) => request.data)
     server.handle("/keep-body", (request) => {
@@ -76,19 +63,7 @@ describe("leased reads over mutual TLS", () => {
     expect(events.filter((e) => e.event === "protocol-violation")).toEqual([])
   })
 
-  const client = (): IipClient => {
-    const context = tls.createSecureContext({ key: clientCredentials.privateKeyPem, cert: clientCredentials.certificateChainPem, ca: clientCredentials.trustBundlePem })
-    const c = new IipClient({
-      host: "127.0.0.1",
-      port: server.address.port,
-      maxConnections: 1,
-      compression: false,
-      log: () => {},
-      tls: { secureContext: () => context, requireAlpn: true, checkPeer: (certificate) => (spiffeIdOfCertificate(certificate)?.text === B ? undefined : { reason: "peer_identity", message: "not B" }) }
-    })
-    cleanup.add(() => c.close())
-    return c
-  }
+  const client = (): IipClient => mtlsClient(pair, server, cleanup)
 
   const upload = async (c: IipClient, total: number) => {
     const answer = await c.stream("/lease-hash", body(total), { timeoutMs: 0 })

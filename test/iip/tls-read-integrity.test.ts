@@ -6,28 +6,19 @@
 // after all the reads that reused the slabs. The server is in permissive mode in one run (its
 // first bytes sniffed before TLS is known, as `--mtls permissive` does) and mTLS-only in the other.
 import { createHash, type Hash } from "node:crypto"
-import * as tls from "node:tls"
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest"
-import type { WorkloadCredentials } from "../../src/identity/credentials.ts"
-import { spiffeIdOfCertificate } from "../../src/identity/spiffe.ts"
-import { IipClient } from "../../src/iip/client.ts"
+import type { IipClient } from "../../src/iip/client.ts"
 import { IipServer, reply } from "../../src/iip/server.ts"
 import { slabCounts } from "../../src/mux/readSlabs.ts"
 import type { IncomingStream } from "../../src/mux/streams.ts"
 import { Cleanup, withTimeout } from "../support/iipRaw.ts"
 import { collectLog, type LogEvent } from "../support/meshTest.ts"
 import { byteAt, firstWrong, KiB } from "../support/testBodies.ts"
-import { makeTestPki } from "../support/testPki.ts"
+import { makeMtlsPair, mtlsClient, type MtlsPair, serverTls } from "../support/mtlsIipPair.ts"
 
-const A = "spiffe://iip-mesh.local/svc/a"
-const B = "spiffe://iip-mesh.local/svc/b"
-
-let clientCredentials: WorkloadCredentials
-let serverCredentials: WorkloadCredentials
+let pair: MtlsPair
 beforeAll(async () => {
-  const pki = await makeTestPki("mesh")
-  clientCredentials = await pki.credentials(A)
-  serverCredentials = await pki.credentials(B)
+  pair = await makeMtlsPair()
 })
 
 /** Seeds of the server's lease readers, one each. */
@@ -111,12 +102,7 @@ describe.each([
       port: 0,
       log: log.log,
       compression: false,
-      tls: {
-        credentials: { key: serverCredentials.privateKeyPem, cert: serverCredentials.certificateChainPem, ca: serverCredentials.trustBundlePem },
-        requireClientCertificate: true,
-        acceptPlain,
-        identifyPeer: (certificate) => spiffeIdOfCertificate(certificate)?.text ?? { reason: "peer_identity", message: "no SPIFFE ID" }
-      }
+      tls: serverTls(pair, acceptPlain)
     })
     // A whole body: checked now, kept (a view of the read), answered back.
     // A body larger than a stream chunk comes as a stream: its chunks kept from the async iterator.
@@ -148,19 +134,7 @@ describe.each([
     expect(events.filter((e) => e.event === "protocol-violation")).toEqual([])
   })
 
-  const client = (): IipClient => {
-    const context = tls.createSecureContext({ key: clientCredentials.privateKeyPem, cert: clientCredentials.certificateChainPem, ca: clientCredentials.trustBundlePem })
-    const c = new IipClient({
-      host: "127.0.0.1",
-      port: server.address.port,
-      maxConnections: 1,
-      compression: false,
-      log: () => {},
-      tls: { secureContext: () => context, requireAlpn: true, checkPeer: (certificate) => (spiffeIdOfCertificate(certificate)?.text === B ? undefined : { reason: "peer_identity", message: "not B" }) }
-    })
-    cleanup.add(() => c.close())
-    return c
-  }
+  const client = (): IipClient => mtlsClient(pair, server, cleanup)
 
   it("a long random mix of messages and streams, many at once, arrives intact and stays intact where kept", async () => {
     const c = client()
