@@ -107,7 +107,9 @@ export class Deadlines<T extends Expiring> {
       this.remove(item)
       this.expire(item)
     }
-    if (this.count > 0 && this.armedAt === 0) this.arm(heap[0]!.deadlineAt)
+    // An expiry that added an item (TunnelStalls' next look) armed the timer for that one alone:
+    // one pending since, and due earlier, would wait for it.
+    if (this.count > 0 && (this.armedAt === 0 || heap[0]!.deadlineAt < this.armedAt)) this.arm(heap[0]!.deadlineAt)
   }
 
   private up(slot: number): void {
