@@ -87,8 +87,10 @@ export class AnswerHolds {
       this.running--
       held.holdOver()
     }
-    // A holder may hold again while its wait ends: the timer is armed already then.
-    if (this.timer !== undefined) return
+    // A holder that held again while its wait ended armed the timer for that wait, the newest:
+    // it is armed again below for the oldest still queued, due first.
+    if (this.timer !== undefined) clearTimeout(this.timer)
+    this.timer = undefined
     if (this.head === this.tail) return this.emptyQueue()
     // Spent entries go once they are half the queue: the array does not grow while calls keep coming.
     if (this.head > 1024 && this.head * 2 > this.tail) {
