@@ -2,7 +2,7 @@
 // releases, clears, bursts and time steps, holders that hold again or release another as their
 // wait ends: each wait still running ends once, when due, in the order begun; a released or
 // cleared one never does; the queue's slots past its end are cleared, and once no wait runs it
-// holds no holder and no timer, a store grown past 256 entries given back.
+// holds no holder and no timer, a store grown past 256 entries given back; a spent slot keeps no holder.
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest"
 import { AnswerHolds, type Held } from "../../src/sidecar/answerHolds.ts"
 import { prng } from "../helpers/prng.ts"
@@ -81,6 +81,7 @@ describe("AnswerHolds against a model", () => {
           running.clear()
         } else start(make())
         const { queue, head, tail } = inside(holds)
+        for (let i = 0; i < head; i++) check(queue[i] === undefined, `spent slot ${i} still holds a holder`)
         for (let i = tail; i < queue.length; i++) check(queue[i] === undefined, `slot ${i} past the end holds a holder`)
         for (let i = head; i < tail; i++) {
           const held = queue[i] as Holder
