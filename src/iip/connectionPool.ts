@@ -24,12 +24,10 @@ export interface Pooled {
   plainCap: number
 }
 
+const isDone = (call: { readonly done: boolean }): boolean => call.done
+
 /** Every call on a mesh channel given up by its caller, the peer told to stop it (none held, unsent). */
-const allGivenUp = (channel: OwnChannel): boolean => {
-  if (channel.held > 0) return false
-  for (const call of channel.fifo) if (!call.done) return false
-  return true
-}
+const allGivenUp = (channel: OwnChannel): boolean => channel.held === 0 && channel.fifo.every(isDone)
 
 /** A stream holds the channel, or will: a tunnel was sent on it and its answer has not begun (OwnChannel.tunnelOpening). */
 const heldByStream = (channel: ClientChannel | OwnChannel): boolean => channel.streaming || (channel as OwnChannel).tunnelOpening === true

@@ -348,13 +348,13 @@ export abstract class MeshCaller {
    */
   private cancelAnswer(call: Call): void {
     const incoming = call.incoming
-    if (incoming === undefined || call.channel.fifo[0] !== call) return
+    if (incoming === undefined || call.channel.fifo.peek() !== call) return
     incoming.abandon(new Cancelled({ message: "request cancelled by the caller" }))
     this.cancelAt(call)
   }
 
   protected onResponse(channel: OwnChannel, status: number, data: Buffer): void {
-    const call = channel.fifo[0]
+    const call = channel.fifo.peek()
     if (call === undefined) return this.violation("unexpected-response", `response on channel ${channel.id} with no request outstanding`)
     if (!isFirstPacket(status)) {
       // A continuation of a streamed answer: a chunk header byte and bytes, or an error or trailers on the last packet.

@@ -7,6 +7,7 @@ import type { DecompressionFailed } from "../protocol/compression.ts"
 import { decodeMeta, type Meta } from "../protocol/mesh.ts"
 import { parseRequestPath } from "../protocol/requestPath.ts"
 import { Cancellation, type CancelSignal } from "./cancellation.ts"
+import { Fifo } from "./fifo.ts"
 import type { ConnectionClosed, Overloaded, RequestTimeout } from "./errors.ts"
 import { type Failure, IncomingRequest, type RequestContext } from "./request.ts"
 import type { IncomingStream, SendWindow, StreamFailed } from "./streams.ts"
@@ -80,7 +81,7 @@ const ownChannelShape = new ShapeAnchor<OwnChannel>()
 /** A channel this side opened: its calls in the order they were sent. */
 export class OwnChannel {
   readonly id: number
-  readonly fifo: Array<Call> = []
+  readonly fifo = new Fifo<Call>()
   nextRequestId = 1
   /** Set while a streamed request body is being sent on it. */
   sending: SendWindow | undefined
@@ -107,7 +108,7 @@ export class OwnChannel {
 
   /** A request body is streaming out, or the oldest answer is streaming in. */
   get streaming(): boolean {
-    return this.sending !== undefined || this.fifo[0]?.incoming !== undefined
+    return this.sending !== undefined || this.fifo.peek()?.incoming !== undefined
   }
 }
 

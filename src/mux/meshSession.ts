@@ -285,7 +285,7 @@ export class MeshSession extends MeshCaller implements MessageSink, ServingSessi
     if (part.length > 0) {
       const own = this.own.get(channelId)
       if (own !== undefined && own.fifo.length === 0) return this.violation("unexpected-response", `response on channel ${channelId} with no request outstanding`)
-      const stream = own !== undefined ? own.fifo[0]!.incoming : this.serving.receivingOn(channelId)
+      const stream = own !== undefined ? own.fifo.peek()!.incoming : this.serving.receivingOn(channelId)
       if (stream === undefined) this.creditDropped(part.length)
       else if (!stream.push(part, this.connection.readSlab)) return this.violation("window-exceeded", `peer sent past the stream window on channel ${channelId}`)
     }
@@ -312,7 +312,7 @@ export class MeshSession extends MeshCaller implements MessageSink, ServingSessi
     // Held calls were never sent: safe to send elsewhere.
     this.heldCalls.drain((held) => this.finishCall(held.call, new ConnectionClosed({ message: error.message, sent: false }), undefined))
     for (const channel of this.own.values()) {
-      for (const call of channel.fifo.splice(0)) {
+      for (const call of channel.fifo.takeAll()) {
         call.incoming?.fail(error)
         this.finishCall(call, error, undefined)
       }

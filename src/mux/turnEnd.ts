@@ -9,24 +9,36 @@
 let running = 0
 export const runningTurnEnds = (): boolean => running > 0
 
+/**
+ * Up to this many items a turn's array keeps its backing store once run (emptied by clearing its
+ * slots, not `length = 0`, which gives it back: the next turn's first push allocated a new one, ~76
+ * bytes, every turn at one call a turn). A larger turn's array is given back (an idle process would hold it).
+ */
+const KEPT_ITEMS = 256
+
 /** Items added in one turn, each given to `run` once at its end, in the order added. */
 export class TurnEnd<T> {
-  private items: Array<T> = []
+  private items: Array<T | undefined> = []
+  /** How many of `items` are this turn's (the slots from here on are cleared). */
+  private count = 0
   /** Swapped with `items` at the turn's end, not copied: an item added while they run waits for the next turn's end. */
-  private spare: Array<T> = []
+  private spare: Array<T | undefined> = []
   private armed = false
   private readonly run: (item: T) => void
   private readonly atEnd = (): void => {
     this.armed = false
     const items = this.items
+    const count = this.count
     this.items = this.spare
+    this.count = 0
     this.spare = items
     running++
     try {
-      for (let i = 0; i < items.length; i++) this.run(items[i]!)
+      for (let i = 0; i < count; i++) this.run(items[i]!)
     } finally {
       running--
-      items.length = 0
+      if (count > KEPT_ITEMS) items.length = 0
+      else items.fill(undefined, 0, count)
     }
   }
 
@@ -35,7 +47,7 @@ export class TurnEnd<T> {
   }
 
   add(item: T): void {
-    this.items.push(item)
+    this.items[this.count++] = item
     if (!this.armed) {
       this.armed = true
       setImmediate(this.atEnd)

@@ -15,11 +15,18 @@ export interface Held {
   holdOver(): void
 }
 
+/**
+ * Up to this many entries an emptied queue keeps its backing store (its slots cleared, not
+ * `length = 0`, which gives it back: at one call at a time every call's hold allocated a new one).
+ */
+const KEPT_ENTRIES = 256
+
 export class AnswerHolds {
   private readonly waitMs: number
-  private queue: Array<Held> = []
-  /** The queue's first entry still waiting (entries before it are over). */
+  private queue: Array<Held | undefined> = []
+  /** The queue's first entry still waiting (entries before it are over), and its end (the slots from here on are cleared). */
   private head = 0
+  private tail = 0
   /** Waits neither over nor released. */
   private running = 0
   private timer: NodeJS.Timeout | undefined = undefined
@@ -31,12 +38,12 @@ export class AnswerHolds {
 
   /** How many waits are queued (over or released but not yet taken out, or running). */
   get size(): number {
-    return this.queue.length - this.head
+    return this.tail - this.head
   }
 
   hold(held: Held): void {
     held.holdUntil = performance.now() + this.waitMs
-    this.queue.push(held)
+    this.queue[this.tail++] = held
     this.running++
     if (this.timer === undefined) this.timer = setTimeout(this.onTimer, this.waitMs)
   }
@@ -52,13 +59,19 @@ export class AnswerHolds {
   private stopTimer(): void {
     if (this.timer !== undefined) clearTimeout(this.timer)
     this.timer = undefined
-    this.queue.length = 0
+    this.emptyQueue()
+  }
+
+  private emptyQueue(): void {
+    if (this.tail > KEPT_ENTRIES) this.queue.length = 0
+    else this.queue.fill(undefined, 0, this.tail)
     this.head = 0
+    this.tail = 0
   }
 
   /** Forgets every wait and stops the timer (the leg closed). */
   clear(): void {
-    for (let i = this.head; i < this.queue.length; i++) this.queue[i]!.holdUntil = 0
+    for (let i = this.head; i < this.tail; i++) this.queue[i]!.holdUntil = 0
     this.running = 0
     this.stopTimer()
   }
@@ -67,23 +80,25 @@ export class AnswerHolds {
     this.timer = undefined
     const now = performance.now()
     const queue = this.queue
-    while (this.head < queue.length && queue[this.head]!.holdUntil <= now) {
-      const held = queue[this.head++]!
+    while (this.head < this.tail && queue[this.head]!.holdUntil <= now) {
+      const held = queue[this.head]!
+      // Its slot cleared now, not when the queue empties or is cut: under steady load that is up
+      // to 1024 spent exchanges (and what they hold) kept alive, into the old generation.
+      queue[this.head++] = undefined
       if (held.holdUntil === 0) continue
       held.holdUntil = 0
       this.running--
       held.holdOver()
     }
-    // A holder may hold again while its wait ends: the timer is armed already then.
-    if (this.timer !== undefined) return
-    if (this.head === queue.length) {
-      queue.length = 0
-      this.head = 0
-      return
-    }
+    // A holder that held again while its wait ended armed the timer for that wait, the newest:
+    // it is armed again below for the oldest still queued, due first.
+    if (this.timer !== undefined) clearTimeout(this.timer)
+    this.timer = undefined
+    if (this.head === this.tail) return this.emptyQueue()
     // Spent entries go once they are half the queue: the array does not grow while calls keep coming.
-    if (this.head > 1024 && this.head * 2 > queue.length) {
-      this.queue = queue.slice(this.head)
+    if (this.head > 1024 && this.head * 2 > this.tail) {
+      this.queue = queue.slice(this.head, this.tail)
+      this.tail -= this.head
       this.head = 0
     }
     this.timer = setTimeout(this.onTimer, Math.max(1, this.queue[this.head]!.holdUntil - now))

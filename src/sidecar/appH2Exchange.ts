@@ -51,6 +51,9 @@ const appTrailers = new RawListCache()
 const DEFAULT_INITIAL_WINDOW = 65_535
 /** A streaming answer pauses the app's stream while this much of it waits for the mesh. */
 const ANSWER_HIGH_WATER = 64 * 1024
+/** session.request's options, made once (node copies them): a request with a body, one ended by its head. */
+const BODY_FOLLOWS = { endStream: false } as const
+const NO_BODY = { endStream: true } as const
 
 /** What every exchange of one leg shares: the leg (AppH2Leg, appH2.ts). */
 export interface H2Leg {
@@ -231,7 +234,7 @@ export class AppH2Exchange implements Expiring, Held {
     this.session = session
     let stream: http2.ClientHttp2Stream
     try {
-      stream = session.request(rawHeadOf(request, this.grpc), { endStream: !withBody })
+      stream = session.request(rawHeadOf(request, this.grpc), withBody ? BODY_FOLLOWS : NO_BODY)
     } catch (error) {
       this.releasePlace()
       return this.fail(502, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, `app at ${leg.address}: ${(error as Error).message}`)

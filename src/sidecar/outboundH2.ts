@@ -24,6 +24,7 @@
 import * as http2 from "node:http2"
 import type * as net from "node:net"
 import { boundPeerFin } from "../mux/peerFin.ts"
+import { PlacedSet } from "../mux/placedSet.ts"
 import { nodeHttp } from "../toolkit/nodeHttp.ts"
 import type { OutboundCall } from "./outboundCall.ts"
 import type { HeldAnswerBudget } from "./http1Listener.ts"
@@ -138,7 +139,7 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
     }
   }
   h2.on("session", (session: http2.ServerHttp2Session) => {
-    const open = new Set<StreamCall>()
+    const open = new PlacedSet<StreamCall>()
     // The socket as accepted, read through session.socket (a proxy that passes reads on to it, as
     // node documents): not a variable accept() sets around its emit, which held only while node
     // emits 'session' within that emit (node 24 does; nothing documents it).

@@ -10,6 +10,7 @@
 // closes, as an HTTP/1.1 caller's do; a stream that never backs up costs nothing there.
 import * as http2 from "node:http2"
 import { Cancelled } from "../mux/meshChannels.ts"
+import type { PlacedSet } from "../mux/placedSet.ts"
 import type { HeldBodyReceiver, OutboundCall } from "./outboundCall.ts"
 import { drainedOrClosed } from "./drained.ts"
 import type { HeldAnswerBudget } from "./http1Listener.ts"
@@ -183,7 +184,7 @@ export class StreamCall implements OutboundCall {
   private heldFirst: Buffer | undefined = undefined
   private heldParts: Array<Buffer> | undefined = undefined
   /** Its session's open calls (makeH2c's stall checks look at them), left on the stream's close. */
-  private readonly open: Set<StreamCall>
+  private readonly open: PlacedSet<StreamCall>
   /** Its session's caller's answer taking (takingAnswer): this stream's close is its answer's last byte handed to the socket, not read yet. */
   private readonly taking: AnswerTaking
   /** Its session's count of streams and of those its caller reset prematurely (outboundH2Premature.ts). */
@@ -218,8 +219,10 @@ export class StreamCall implements OutboundCall {
   private heldCounted = 0
   /** Listening for 'drain' (from its first write that found the stream full: a streamed answer backed up). */
   private drainWatched = false
+  /** Its slot in its session's open calls (PlacedSet). */
+  place = -1
 
-  constructor(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: ReadonlyArray<string>, open: Set<StreamCall>, taking: AnswerTaking, premature: PrematureResets, headLimit: number, held: HeldAnswerBudget) {
+  constructor(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: ReadonlyArray<string>, open: PlacedSet<StreamCall>, taking: AnswerTaking, premature: PrematureResets, headLimit: number, held: HeldAnswerBudget) {
     callShape.newest = this
     this.stream = stream
     this.held = held

@@ -6,6 +6,7 @@ import * as http2 from "node:http2"
 import type * as net from "node:net"
 import { Cancelled } from "../mux/meshChannels.ts"
 import { destroyAfterGrace } from "../mux/peerFin.ts"
+import type { PlacedSet } from "../mux/placedSet.ts"
 import type { AnswerTaking, StreamCall } from "./outboundH2Call.ts"
 
 /**
@@ -16,7 +17,7 @@ import type { AnswerTaking, StreamCall } from "./outboundH2Call.ts"
  * holds only its own last frames (GOAWAY, a reset), behind bytes the caller does not take: the
  * sweep reset its stalled streams before it went idle (an answer idle timeout below the idle one).
  */
-export const endIfStalled = (session: http2.ServerHttp2Session, open: ReadonlySet<StreamCall>, ms: number, moved: number): void => {
+export const endIfStalled = (session: http2.ServerHttp2Session, open: PlacedSet<StreamCall>, ms: number, moved: number): void => {
   if (session.destroyed) return
   const socket = session.socket
   const now = socket.bytesRead + socket.bytesWritten
@@ -49,7 +50,7 @@ const socketTookAll = (socket: net.Socket): boolean => {
  * (StreamCall.lookAfterFin). Armed at the FIN and by each answer write after it (a call told
  * through lookedAfterFin); stopped with the session. One timer per such session, nothing per stream.
  */
-export const watchAfterFin = (session: http2.ServerHttp2Session, socket: net.Socket, open: ReadonlySet<StreamCall>): (() => void) => {
+export const watchAfterFin = (session: http2.ServerHttp2Session, socket: net.Socket, open: PlacedSet<StreamCall>): (() => void) => {
   let timer: NodeJS.Timeout | undefined
   const look = (): void => {
     timer = undefined
@@ -75,7 +76,7 @@ export const OPEN = Symbol("open")
 export const QUIET_SINCE = Symbol("quietSince")
 export const STREAMED = Symbol("streamed")
 export const SOCKET = Symbol("socket")
-export type SweptSession = http2.ServerHttp2Session & { [OPEN]: Set<StreamCall>; [QUIET_SINCE]: number; [STREAMED]: boolean; [SOCKET]: net.Socket }
+export type SweptSession = http2.ServerHttp2Session & { [OPEN]: PlacedSet<StreamCall>; [QUIET_SINCE]: number; [STREAMED]: boolean; [SOCKET]: net.Socket }
 
 /** A socket accept() handed to node names itself, for its session to find through session.socket. */
 export const ACCEPTED = Symbol("accepted")
@@ -149,7 +150,7 @@ export const endSession = (session: http2.ServerHttp2Session, code: number, debu
 }
 
 /** Resets a session's streams whose answers stalled; how many. */
-export const cutStalled = (open: ReadonlySet<StreamCall>): number => {
+export const cutStalled = (open: PlacedSet<StreamCall>): number => {
   let cut = 0
   for (const call of open) {
     if (!call.stalled()) continue

@@ -123,4 +123,17 @@ describe("Deadlines", () => {
     deadlines.clear()
     timeout.mockRestore()
   })
+  it("an item an expiry adds (a tunnel's next look) does not delay one pending since and due earlier", () => {
+    const expired: Array<string> = []
+    const deadlines: Deadlines<Item> = new Deadlines<Item>((i) => {
+      expired.push(i.name)
+      if (i.name === "first") deadlines.add(item("added by its expiry"), 100)
+    })
+    deadlines.add(item("first"), 10)
+    deadlines.add(item("second"), 20)
+    vi.advanceTimersByTime(10)
+    expect(expired).toEqual(["first"])
+    vi.advanceTimersByTime(10)
+    expect(expired).toEqual(["first", "second"])
+  })
 })

@@ -53,6 +53,25 @@ describe("AnswerHolds", () => {
     expect(vi.getTimerCount()).toBe(0)
   })
 
+  it("a wait begun while another ends does not delay one begun before it", () => {
+    const over: Array<string> = []
+    const holds = new AnswerHolds(10)
+    holds.hold({ holdUntil: 0, holdOver: () => {
+      over.push("first")
+      holds.hold(heldBy("again", over))
+    } })
+    vi.advanceTimersByTime(5)
+    holds.hold(heldBy("second", over))
+    vi.advanceTimersByTime(5)
+    expect(over).toEqual(["first"])
+    vi.advanceTimersByTime(5)
+    expect(over).toEqual(["first", "second"])
+    expect(vi.getTimerCount()).toBe(1)
+    vi.advanceTimersByTime(5)
+    expect(over).toEqual(["first", "second", "again"])
+    expect(vi.getTimerCount()).toBe(0)
+  })
+
   it("keeps no more than the waits still running while calls keep coming", () => {
     const over: Array<string> = []
     const holds = new AnswerHolds(3)

@@ -1,7 +1,7 @@
-// Fifo (src/sidecar/fifo.ts): the outbound listener's queue of a connection's waiting requests,
-// its oldest item in a field. Checked against an array doing the same operations.
+// Fifo (src/mux/fifo.ts): the outbound listener's queue of a connection's waiting requests and a
+// mesh channel's calls waiting for answers, its oldest item in a field. Checked against an array doing the same operations.
 import { describe, expect, it } from "vitest"
-import { Fifo } from "../../src/sidecar/fifo.ts"
+import { Fifo } from "../../src/mux/fifo.ts"
 import { prng } from "../helpers/prng.ts"
 
 describe("Fifo", () => {
@@ -22,7 +22,7 @@ describe("Fifo", () => {
     expect(fifo.length).toBe(0)
   })
 
-  it("matches an array under any mix of push, shift and clear", () => {
+  it("matches an array under any mix of push, shift, takeAll and clear", () => {
     for (let seed = 1; seed <= 20; seed++) {
       const random = prng(seed)
       const fifo = new Fifo<number>()
@@ -32,13 +32,16 @@ describe("Fifo", () => {
         if (op < 5) {
           fifo.push(step)
           model.push(step)
-        } else if (op < 9) expect(fifo.shift()).toBe(model.shift())
+        } else if (op < 8) expect(fifo.shift()).toBe(model.shift())
+        else if (op < 9) expect(fifo.takeAll()).toEqual(model.splice(0))
         else {
           fifo.clear()
           model.length = 0
         }
         expect(fifo.length).toBe(model.length)
         expect(fifo.last).toBe(model.at(-1))
+        expect(fifo.peek()).toBe(model[0])
+        expect(fifo.every((n) => n % 3 !== 0)).toBe(model.every((n) => n % 3 !== 0))
       }
     }
   })
