@@ -9,6 +9,7 @@ import { clampDeadlineMs } from "../protocol/mesh.ts"
 import { parseSystemAnswer } from "../protocol/systemMessages.ts"
 import type { Connection, MessageSink } from "./connection.ts"
 import { ChannelOpenFailed, ConnectionClosed, RequestTimeout } from "./errors.ts"
+import { Fifo } from "./fifo.ts"
 
 export type ResponseCallback = (error: ConnectionClosed | RequestTimeout | undefined, data: Buffer | undefined) => void
 
@@ -23,7 +24,7 @@ interface Waiter {
 
 export class ClientChannel {
   /** Outstanding requests in the order they were sent, timed-out ones included. */
-  readonly fifo: Array<Waiter> = []
+  readonly fifo = new Fifo<Waiter>()
   /** Requests whose caller still waits (the FIFO minus timed-out ones). */
   waiting = 0
   closed = false
@@ -147,7 +148,7 @@ export class ClientSession implements MessageSink {
   onClose(error: ConnectionClosed): void {
     for (const channel of this.channels.values()) {
       channel.closed = true
-      const waiters = channel.fifo.splice(0)
+      const waiters = channel.fifo.takeAll()
       channel.waiting = 0
       for (const waiter of waiters) {
         if (waiter.done) continue

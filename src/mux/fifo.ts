@@ -1,9 +1,10 @@
 // A first-in first-out queue for what is nearly always empty or one long: the outbound listener's
 // requests of one connection waiting for their turn (http1Connection.ts; pipelining is rare), a
-// mesh channel's calls waiting for their answers (meshChannels.ts: one at a time but under load). The
-// oldest item is held in a field and the others in an array used only when two or more wait. An
-// array alone, pushed to when empty and shifted back to empty, gets a new backing store for each
-// item (V8 drops the store at length 0): about 150 bytes of garbage a request (issue 14).
+// mesh channel's or a plain IIP client channel's calls waiting for their answers (meshChannels.ts,
+// clientSession.ts: one at a time but under load). The oldest item is held in a field and the
+// others in an array used only when two or more wait. An array alone, pushed to when empty and
+// shifted back to empty, gets a new backing store for each item (V8 drops the store at length 0):
+// about 150 bytes of garbage a request (issue 14).
 
 export class Fifo<T> {
   /** The oldest item; undefined only when the queue is empty. */
