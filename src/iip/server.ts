@@ -24,6 +24,7 @@ import { acceptWebSocket, type WebSocketServerOptions } from "../mux/webSocketSt
 import { compressionFor, offeredCodecs, pickCodec } from "../protocol/compression.ts"
 import { agree, decodeHello, encodeHello, grantedCredit, type Hello, localHello } from "../protocol/mesh.ts"
 import { type Handler, makeDispatch, type ServeHook, withHooks } from "./dispatch.ts"
+import { FairPlaces, type Place } from "./fairPlaces.ts"
 import { defaultKeepAlive, keepAlive } from "./keepAlive.ts"
 import { type Log, LogThrottle, messageOf, stderrLog } from "./log.ts"
 import { checkOptions, count, durationMs, type Limits } from "./optionLimits.ts"
@@ -34,7 +35,7 @@ import { ServerStatistics, type StatisticsOptions } from "./statistics.ts"
 import { Supervisor } from "./supervisor.ts"
 import { ConnectionTimeouts, defaultTimeouts } from "./timeouts.ts"
 import { classifyTlsError, encodeTlsRefusal, MESH_ALPN, type ServerTlsOptions, TLS_HANDSHAKE_RECORD, type TlsCredentials, type TlsRefusal } from "./tls.ts"
-import { UnprovenPlaces } from "./unprovenPlaces.ts"
+import { SourcePlaces } from "./sourcePlaces.ts"
 
 export type { Body, Handler, HandlerResult, HandlerValue } from "./dispatch.ts"
 export type { Failure, IncomingRequest, Reply } from "../mux/request.ts"
@@ -168,9 +169,11 @@ export class IipServer {
    * its hello, a plain peer's stays until it closes or is passed over at the cap. A plain socket
    * in permissive mode that sent a byte has proven no more than a handshake under way.
    */
-  private readonly unproven = new UnprovenPlaces<net.Socket | Connection>()
+  private readonly unproven = new SourcePlaces<net.Socket | Connection>()
   /** Connections whose client certificate was verified, with no whole packet read yet (as `unproven`): they make way only when nothing in `unproven` can. */
-  private readonly unprovenIdentified = new UnprovenPlaces<Connection>()
+  private readonly unprovenIdentified = new SourcePlaces<Connection>()
+  /** Every connection, by source: with nothing unproven left, a source holding more than a newcomer's gives up one (evictUnfair). */
+  private readonly fair = new FairPlaces()
   /** Sockets closed at the cap while the TLS server had them: their failed handshake is not a peer's refusal. */
   private readonly evictedInTls = new WeakSet<net.Socket>()
   private readonly evictedLines = new LogThrottle(acceptLines, acceptLinesWindowMs)
@@ -464,17 +467,19 @@ export class IipServer {
    * Refuses (and closes) a connection over the limit (handshakes under way count) or while draining.
    * At the limit a connection that has proven nothing yet makes way for the newcomer instead
    * (evictUnproven): else one source holding the places with silent sockets, reconnecting as each
-   * reaches its first-packet or handshake timeout, would keep every honest peer out.
+   * reaches its first-packet or handshake timeout, would keep every honest peer out. With none
+   * such, a source holding more places than the newcomer's gives one up (evictUnfair): else one
+   * holding them all with connections kept alive would.
    */
   private full(socket: ByteStream): boolean {
     const max = this.maxConnections
     if (this.draining) return this.refuseAtAccept(socket, "server is draining")
-    if (this.connectionCount + this.handshaking.size < max || this.evictUnproven()) return false
+    if (this.connectionCount + this.handshaking.size < max || this.evictUnproven() || this.evictUnfair(socket)) return false
     return this.refuseAtAccept(socket, `server connections limited (${max})`)
   }
 
   /**
-   * Closes one connection that proved nothing: of the source holding the most such (unprovenPlaces.ts),
+   * Closes one connection that proved nothing: of the source holding the most such (sourcePlaces.ts),
    * its oldest; one with a verified client certificate only when no other is left. Honest peers
    * send their hello at once; sockets still silent when the places run out are the likeliest to be
    * an attacker's, and an attacker's are the most of one source unless it spreads them over as
@@ -485,7 +490,7 @@ export class IipServer {
     return this.evictFrom(this.unproven) || this.evictFrom(this.unprovenIdentified)
   }
 
-  private evictFrom(places: UnprovenPlaces<net.Socket | Connection>): boolean {
+  private evictFrom(places: SourcePlaces<net.Socket | Connection>): boolean {
     for (;;) {
       const victim = places.takeOldestOfLargest()
       if (victim === undefined) return false
@@ -504,6 +509,24 @@ export class IipServer {
     }
   }
 
+  /**
+   * Closes one connection of the source holding the most places for a newcomer whose source, with
+   * it, would still hold fewer (fairPlaces.ts: its connection idle longest; one with requests in
+   * flight, which end as a connection loss, only when none looked at is idle). False when the
+   * newcomer's source holds its share already: it is refused.
+   */
+  private evictUnfair(socket: ByteStream): boolean {
+    const eviction = this.fair.evictFor(this.sourceOf(socket))
+    if (eviction === undefined) return false
+    const { connection } = eviction.place
+    const reason = `fair share at the connection limit: its source held ${eviction.held} places, the newcomer's ${eviction.newcomerHeld}; ${
+      eviction.busy ? "requests in flight on every connection looked at" : "idle longest"
+    }`
+    this.logAccept(this.evictedLines, "connection-evicted", connection.remoteAddress, reason, connection.peerIdentity)
+    connection.close(eviction.busy ? "evicted at the connection limit (fair share), requests in flight" : "evicted at the connection limit (fair share)", false)
+    return true
+  }
+
   private refuseAtAccept(socket: ByteStream, reason: string): true {
     this.logAccept(this.refusedLines, "connection-refused", `${socket.remoteAddress}:${socket.remotePort}`, reason)
     socket.destroy()
@@ -511,9 +534,9 @@ export class IipServer {
   }
 
   /** A line of `event` unless `lines` says too many went out lately (the first after them counts the rest). */
-  private logAccept(lines: LogThrottle, event: string, remote: string, reason: string): void {
+  private logAccept(lines: LogThrottle, event: string, remote: string, reason: string, identity?: string): void {
     const admitted = lines.admit()
-    if (admitted !== undefined) this.log(event, { remote, reason, ...admitted })
+    if (admitted !== undefined) this.log(event, { remote, reason, ...(identity === undefined ? {} : { identity }), ...admitted })
   }
 
   private sourceOf(socket: ByteStream): string {
@@ -532,13 +555,17 @@ export class IipServer {
       (closed) => {
         this.plain.delete(closed)
         this.dropUnproven(connection)
+        this.fair.delete(place)
       },
-      this.options.mesh === false ? undefined : (data) => this.upgrade(session, connection, data)
+      this.options.mesh === false ? undefined : (data) => this.upgrade(session, connection, place, data)
     )
     this.plain.add(session)
+    const source = this.sourceOf(socket)
     const unproven = peerIdentity === undefined ? this.unproven : this.unprovenIdentified
-    unproven.add(connection, this.sourceOf(socket))
-    this.timeouts.watch(connection, () => session.idle)
+    unproven.add(connection, source)
+    const isIdle = () => session.idle
+    const place = this.fair.add(connection, source, isIdle)
+    this.timeouts.watch(connection, isIdle)
   }
 
   /** `connection` read a whole packet, or closed: it no longer makes way at the cap. */
@@ -548,7 +575,7 @@ export class IipServer {
   }
 
   /** Answers an iip-mesh hello and moves the connection to a mesh session. */
-  private upgrade(session: ServerSession, connection: Connection, data: Buffer) {
+  private upgrade(session: ServerSession, connection: Connection, place: Place, data: Buffer) {
     const theirs = decodeHello(data)
     if (theirs === undefined) return undefined
     const agreed = agree(this.hello, theirs)
@@ -571,8 +598,13 @@ export class IipServer {
           log: this.log
         })
         this.meshes.add(mesh)
-        mesh.onClosed(() => this.meshes.delete(mesh))
-        this.timeouts.watch(connection, () => mesh.servingCount === 0 && mesh.callingCount === 0)
+        mesh.onClosed(() => {
+          this.meshes.delete(mesh)
+          this.fair.delete(place)
+        })
+        const isIdle = () => mesh.servingCount === 0 && mesh.callingCount === 0
+        place.isIdle = isIdle
+        this.timeouts.watch(connection, isIdle)
         if (this.options.keepAlive !== false) this.supervisor.fork(keepAlive(mesh, this.options.keepAlive ?? defaultKeepAlive))
         for (const listener of this.meshListeners) listener(mesh)
       }
