@@ -54,11 +54,16 @@ export class FairPlaces {
     this.places.delete(place)
   }
 
+  /** A newcomer from `source` would, with it, still hold fewer places than the source holding the most. */
+  owes(source: string): boolean {
+    return this.places.countOf(source) + 1 < this.places.most
+  }
+
   /** The place a newcomer from `source` takes (removed here), or undefined when its source holds as many as fairness allows. */
   evictFor(source: string): Eviction | undefined {
+    if (!this.owes(source)) return undefined
     const held = this.places.most
     const newcomerHeld = this.places.countOf(source)
-    if (newcomerHeld + 1 >= held) return undefined
     let idle: Place | undefined
     let busy: Place | undefined
     for (let looked = 0; looked < LOOKED_AT && looked < held; looked++) {

@@ -393,7 +393,7 @@ export class IipServer {
   /** A TLS server's new socket: TLS or (permissive) plain IIP, as its first byte says, within the handshake timeout. */
   private sniff(socket: net.Socket): void {
     const tlsOptions = this.options.tls!
-    if (this.full(socket)) return
+    if (this.full(socket, true)) return
     this.handshaking.add(socket)
     this.unproven.add(socket, this.sourceOf(socket))
     const timeoutMs = tlsOptions.handshakeTimeoutMs ?? defaultHandshakeTimeoutMs
@@ -469,12 +469,17 @@ export class IipServer {
    * (evictUnproven): else one source holding the places with silent sockets, reconnecting as each
    * reaches its first-packet or handshake timeout, would keep every honest peer out. With none
    * such, a source holding more places than the newcomer's gives one up (evictUnfair): else one
-   * holding them all with connections kept alive would.
+   * holding them all with connections kept alive would. A TLS handshake about to begin (`handshake`)
+   * has shown no certificate yet: one owed a place that way takes the one place past the limit and
+   * claims it once its handshake is done (accept calls this again), so a socket that never finishes
+   * one (no certificate needed) closes nobody's connection, nor makes a peer redial and handshake.
    */
-  private full(socket: ByteStream): boolean {
+  private full(socket: ByteStream, handshake = false): boolean {
     const max = this.maxConnections
     if (this.draining) return this.refuseAtAccept(socket, "server is draining")
-    if (this.connectionCount + this.handshaking.size < max || this.evictUnproven() || this.evictUnfair(socket)) return false
+    const held = this.connectionCount + this.handshaking.size
+    if (held < max || this.evictUnproven()) return false
+    if (handshake ? held === max && this.fair.owes(this.sourceOf(socket)) : this.evictUnfair(socket)) return false
     return this.refuseAtAccept(socket, `server connections limited (${max})`)
   }
 

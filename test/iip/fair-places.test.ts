@@ -224,6 +224,35 @@ describe("places at the connection cap shared between sources", () => {
       expect(evicted[0]!.fields["identity"]).toBe(HOG_ID)
     }, 30_000)
 
+    // A TLS newcomer owed a place takes the one past the limit and claims a hog's connection only
+    // once its handshake is done: sockets that never finish one (no certificate needed to open
+    // them) would otherwise close a proven connection each, and have its peer redial and handshake.
+    it("mTLS: handshakes begun and never finished close none of the proven connections; a verified newcomer then gets its place", async () => {
+      const { server: iip, events } = await serve({ tls: tlsOptions(false) })
+      const hog = await holdMany(cleanup, iip.address.port, CAP, HOG, "mesh", await pki.credentials(HOG_ID))
+      const stalled: Array<net.Socket> = []
+      let stalledClosed = 0
+      for (let i = 0; i < 5; i++) {
+        const socket = net.connect({ host: "127.0.0.1", port: iip.address.port, localAddress: "127.0.0.3" })
+        cleanup.add(() => socket.destroy())
+        socket.on("error", () => {})
+        socket.once("close", () => stalledClosed++)
+        await withTimeout(new Promise((resolve) => socket.once("connect", resolve)), 5000, "the stalled socket to connect")
+        // A TLS record header announcing a 512-byte handshake, then one byte of it.
+        socket.write(Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, 0x01]))
+        stalled.push(socket)
+      }
+      // Each newcomer took the one place past the limit from the one before (the unproven make way first).
+      await waitFor(() => stalledClosed === 4, 5000, "each stalled socket but the last to make way for the next")
+      expect(iip.connectionCount).toBe(CAP)
+      expect(open(hog)).toBe(CAP)
+      expect(evictions(events).every((e) => String(e.fields["reason"]).startsWith("handshake unfinished"))).toBe(true)
+      const honest = mtlsClient(iip.address.port, await pki.credentials(HONEST_ID))
+      expect((await honest.call("/echo", "honest")).toString()).toBe("honest")
+      await waitFor(() => open(hog) === CAP - 1 && stalledClosed === 5, 5000, "the last stalled socket and one hog connection to make way")
+      expect(iip.connectionCount).toBe(CAP)
+    }, 30_000)
+
     it("mTLS permissive: plain IIP connections of one host holding every place make way for a TLS peer", async () => {
       const { server: iip } = await serve({ tls: tlsOptions(true) })
       const hog = await holdMany(cleanup, iip.address.port, CAP, HOG, "plain")
