@@ -104,6 +104,8 @@ const defaultMaxConnections = 1000
 /** `connection-evicted` and `connection-refused` lines (WebSocket upgrades refused too) at most per window: a flood at the cap is thousands a second. */
 const acceptLines = 20
 const acceptLinesWindowMs = 60_000
+/** TLS handshakes that may run past `maxConnections` at once, of sources owed a place there (full). */
+const pastLimit = 16
 
 /** What each numeric option takes (optionLimits.ts): 0 is "no limit" for the timeouts that say so. */
 const serverLimits: Limits<ServerOptions> = {
@@ -174,6 +176,8 @@ export class IipServer {
   private readonly unprovenIdentified = new SourcePlaces<Connection>()
   /** Every connection, by source: with nothing unproven left, a source holding more than a newcomer's gives up one (evictUnfair). */
   private readonly fair = new FairPlaces()
+  /** Handshakes let past the limit for a source owed a place (full): each claims one when done. */
+  private readonly pastLimit = new Set<net.Socket>()
   /** Sockets closed at the cap while the TLS server had them: their failed handshake is not a peer's refusal. */
   private readonly evictedInTls = new WeakSet<net.Socket>()
   private readonly evictedLines = new LogThrottle(acceptLines, acceptLinesWindowMs)
@@ -316,6 +320,7 @@ export class IipServer {
     this.supervisor.interruptAll()
     this.timeouts.stop()
     for (const socket of this.handshaking) socket.destroy()
+    this.pastLimit.clear()
     for (const detach of this.webSocketDetachers.splice(0)) detach()
     for (const session of this.plain) session.connection.close("server closed", false)
     for (const session of this.meshes) session.connection.close("server closed", false)
@@ -421,23 +426,25 @@ export class IipServer {
         this.tlsServer!.emit("connection", socket)
         return
       }
-      this.handshaken(socket)
+      const claims = this.handshaken(socket)
       if (tlsOptions.acceptPlain !== true) return this.refuseClient(socket, { reason: "plain_refused", message: "peer speaks plain IIP; this side requires TLS" }, undefined)
       tlsOptions.onPlain?.(`${socket.remoteAddress ?? "?"}:${socket.remotePort ?? 0}`)
-      this.accept(socket, undefined)
+      this.accept(socket, undefined, claims)
       socket.resume()
     })
   }
 
-  /** `socket` left its handshake (finished, closed, or found plain): it holds a place as a connection now, or none. */
-  private handshaken(socket: net.Socket): void {
+  /** `socket` left its handshake (finished, closed, or found plain): it holds a place as a connection now, or none. True when its place was past the limit (full): it claims one now. */
+  private handshaken(socket: net.Socket): boolean {
     this.handshaking.delete(socket)
     this.unproven.delete(socket)
+    return this.pastLimit.delete(socket)
   }
 
   /** A finished handshake: the client's certificate verified (mesh) and its identity checked, then IIP. */
   private secured(socket: tls.TLSSocket, options: ServerTlsOptions): void {
-    for (const raw of this.handshaking) if (raw.remotePort === socket.remotePort && raw.remoteAddress === socket.remoteAddress) this.handshaken(raw)
+    let claims = false
+    for (const raw of this.handshaking) if (raw.remotePort === socket.remotePort && raw.remoteAddress === socket.remoteAddress) claims = this.handshaken(raw)
     let identity: string | undefined
     if (options.requireClientCertificate) {
       const peer = peerCertificateOf(socket)
@@ -450,7 +457,7 @@ export class IipServer {
       identity = verdict
     }
     options.onHandshake?.(identity)
-    this.accept(socket, identity)
+    this.accept(socket, identity, claims)
   }
 
   /** Tells a refused client why (an answer to its hello, §19), without reading anything it sent, and closes. */
@@ -470,16 +477,25 @@ export class IipServer {
    * reaches its first-packet or handshake timeout, would keep every honest peer out. With none
    * such, a source holding more places than the newcomer's gives one up (evictUnfair): else one
    * holding them all with connections kept alive would. A TLS handshake about to begin (`handshake`)
-   * has shown no certificate yet: one owed a place that way takes the one place past the limit and
-   * claims it once its handshake is done (accept calls this again), so a socket that never finishes
-   * one (no certificate needed) closes nobody's connection, nor makes a peer redial and handshake.
+   * has shown no certificate yet: one owed a place that way takes one of `pastLimit` places past
+   * the limit and claims its place once its handshake is done (accept calls this again), so a
+   * socket that never finishes one (no certificate needed) closes nobody's connection, nor makes a
+   * peer redial and handshake. Several such places, not one: handshakes past the limit are the
+   * unproven, a flood of them from one source closes its own (evictUnproven), not another's. Its
+   * claim (`claims`) goes to the source holding the most first: evicting another handshake past
+   * the limit instead would leave more connections than the limit.
    */
-  private full(socket: ByteStream, handshake = false): boolean {
+  private full(socket: ByteStream, handshake = false, claims = false): boolean {
     const max = this.maxConnections
     if (this.draining) return this.refuseAtAccept(socket, "server is draining")
     const held = this.connectionCount + this.handshaking.size
-    if (held < max || this.evictUnproven()) return false
-    if (handshake ? held === max && this.fair.owes(this.sourceOf(socket)) : this.evictUnfair(socket)) return false
+    if (held < max) return false
+    if (handshake && held < max + pastLimit && this.fair.owes(this.sourceOf(socket))) {
+      this.pastLimit.add(socket as net.Socket)
+      return false
+    }
+    if (claims && this.evictUnfair(socket)) return false
+    if (this.evictUnproven() || (!handshake && this.evictUnfair(socket))) return false
     return this.refuseAtAccept(socket, `server connections limited (${max})`)
   }
 
@@ -548,8 +564,8 @@ export class IipServer {
     return sourceKeyOf(socket.remoteAddress ?? "", this.options.ipv6SourcePrefix ?? IPV6_SOURCE_PREFIX.default)
   }
 
-  private accept(socket: ByteStream, peerIdentity: string | undefined): void {
-    if (this.full(socket)) return
+  private accept(socket: ByteStream, peerIdentity: string | undefined, claims = false): void {
+    if (this.full(socket, false, claims)) return
     const connection = new Connection(socket, "server", this.limits, this.log, { own: this.connectionBudget, shared: this.budget, writes: this.writeBudget })
     // Before the session exists: it copies the identity into every request's context.
     connection.peerIdentity = peerIdentity
