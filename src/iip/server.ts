@@ -97,7 +97,12 @@ export interface ServerOptions extends PeerOptions {
   readonly tls?: ServerTlsOptions
   /** The prefix an IPv6 peer counts by when a connection is picked to make way at maxConnections (sourceKey.ts; default a /64). */
   readonly ipv6SourcePrefix?: number
+  /** Told what happened to each newcomer at `maxConnections`: a connection evicted for it (by which rule), or it refused (for a metric). */
+  readonly onAtLimit?: (result: AtLimit) => void
 }
+
+/** What a newcomer at `maxConnections` led to: evicting one that proved nothing, evicting one of the source holding the most, or its refusal. */
+export type AtLimit = "evicted_unproven" | "evicted_fair_share" | "refused"
 
 const defaultHandshakeTimeoutMs = 10_000
 const defaultMaxConnections = 1000
@@ -496,6 +501,7 @@ export class IipServer {
     }
     if (claims && this.evictUnfair(socket)) return false
     if (this.evictUnproven() || (!handshake && this.evictUnfair(socket))) return false
+    this.options.onAtLimit?.("refused")
     return this.refuseAtAccept(socket, `server connections limited (${max})`)
   }
 
@@ -518,12 +524,14 @@ export class IipServer {
       if (victim instanceof Connection) {
         // A plain peer's first packet is not reported: it is seen here, and the connection passed over for good.
         if (victim.closed || victim.packetsReceived > 0) continue
+        this.options.onAtLimit?.("evicted_unproven")
         this.logAccept(this.evictedLines, "connection-evicted", victim.remoteAddress, "no whole packet at the connection limit")
         victim.close("evicted at the connection limit", false)
         return true
       }
       this.handshaking.delete(victim)
       this.evictedInTls.add(victim)
+      this.options.onAtLimit?.("evicted_unproven")
       this.logAccept(this.evictedLines, "connection-evicted", `${victim.remoteAddress}:${victim.remotePort}`, "handshake unfinished at the connection limit")
       victim.destroy()
       return true
@@ -543,6 +551,7 @@ export class IipServer {
     const reason = `fair share at the connection limit: its source held ${eviction.held} places, the newcomer's ${eviction.newcomerHeld}; ${
       eviction.busy ? "requests in flight on every connection looked at" : "idle longest"
     }`
+    this.options.onAtLimit?.("evicted_fair_share")
     this.logAccept(this.evictedLines, "connection-evicted", connection.remoteAddress, reason, connection.peerIdentity)
     connection.close(eviction.busy ? "evicted at the connection limit (fair share), requests in flight" : "evicted at the connection limit (fair share)", false)
     return true
