@@ -181,8 +181,6 @@ export class IipServer {
   private readonly unprovenIdentified = new SourcePlaces<Connection>()
   /** Every connection, by source: with nothing unproven left, a source holding more than a newcomer's gives up one (evictUnfair). */
   private readonly fair = new FairPlaces()
-  /** Handshakes let past the limit for a source owed a place (full): each claims one when done. */
-  private readonly pastLimit = new Set<net.Socket>()
   /** Sockets closed at the cap while the TLS server had them: their failed handshake is not a peer's refusal. */
   private readonly evictedInTls = new WeakSet<net.Socket>()
   private readonly evictedLines = new LogThrottle(acceptLines, acceptLinesWindowMs)
@@ -325,7 +323,6 @@ export class IipServer {
     this.supervisor.interruptAll()
     this.timeouts.stop()
     for (const socket of this.handshaking) socket.destroy()
-    this.pastLimit.clear()
     for (const detach of this.webSocketDetachers.splice(0)) detach()
     for (const session of this.plain) session.connection.close("server closed", false)
     for (const session of this.meshes) session.connection.close("server closed", false)
@@ -431,25 +428,24 @@ export class IipServer {
         this.tlsServer!.emit("connection", socket)
         return
       }
-      const claims = this.handshaken(socket)
+      const held = this.handshaken(socket)
       if (tlsOptions.acceptPlain !== true) return this.refuseClient(socket, { reason: "plain_refused", message: "peer speaks plain IIP; this side requires TLS" }, undefined)
       tlsOptions.onPlain?.(`${socket.remoteAddress ?? "?"}:${socket.remotePort ?? 0}`)
-      this.accept(socket, undefined, claims)
+      this.accept(socket, undefined, held)
       socket.resume()
     })
   }
 
-  /** `socket` left its handshake (finished, closed, or found plain): it holds a place as a connection now, or none. True when its place was past the limit (full): it claims one now. */
+  /** `socket` left its handshake (finished, closed, or found plain): it holds a place as a connection now, or none. True when it held a handshake's place (full): its connection takes that one's. */
   private handshaken(socket: net.Socket): boolean {
-    this.handshaking.delete(socket)
     this.unproven.delete(socket)
-    return this.pastLimit.delete(socket)
+    return this.handshaking.delete(socket)
   }
 
   /** A finished handshake: the client's certificate verified (mesh) and its identity checked, then IIP. */
   private secured(socket: tls.TLSSocket, options: ServerTlsOptions): void {
-    let claims = false
-    for (const raw of this.handshaking) if (raw.remotePort === socket.remotePort && raw.remoteAddress === socket.remoteAddress) claims = this.handshaken(raw)
+    let held = false
+    for (const raw of this.handshaking) if (raw.remotePort === socket.remotePort && raw.remoteAddress === socket.remoteAddress) held = this.handshaken(raw)
     let identity: string | undefined
     if (options.requireClientCertificate) {
       const peer = peerCertificateOf(socket)
@@ -462,7 +458,7 @@ export class IipServer {
       identity = verdict
     }
     options.onHandshake?.(identity)
-    this.accept(socket, identity, claims)
+    this.accept(socket, identity, held)
   }
 
   /** Tells a refused client why (an answer to its hello, §19), without reading anything it sent, and closes. */
@@ -486,21 +482,24 @@ export class IipServer {
    * the limit and claims its place once its handshake is done (accept calls this again), so a
    * socket that never finishes one (no certificate needed) closes nobody's connection, nor makes a
    * peer redial and handshake. Several such places, not one: handshakes past the limit are the
-   * unproven, a flood of them from one source closes its own (evictUnproven), not another's. Its
-   * claim (`claims`) goes to the source holding the most first: evicting another handshake past
-   * the limit instead would leave more connections than the limit.
+   * unproven, a flood of them from one source closes its own (evictUnproven), not another's. A
+   * finished handshake (`handshakeHeld`: it held a place, within the limit or past it) turns its
+   * place into a connection's: one is closed for it only when the connections alone are at the
+   * limit, and then a connection (unverified ones are in `unproven` with the handshakes: not
+   * looked at here), never another handshake: that left more connections than the limit, and
+   * closed a handshake under way for one no more owed a place than it.
    */
-  private full(socket: ByteStream, handshake = false, claims = false): boolean {
+  private full(socket: ByteStream, handshake = false, handshakeHeld = false): boolean {
     const max = this.maxConnections
     if (this.draining) return this.refuseAtAccept(socket, "server is draining")
-    const held = this.connectionCount + this.handshaking.size
-    if (held < max) return false
-    if (handshake && held < max + pastLimit && this.fair.owes(this.sourceOf(socket))) {
-      this.pastLimit.add(socket as net.Socket)
-      return false
+    if (handshakeHeld) {
+      if (this.connectionCount < max || this.evictFrom(this.unprovenIdentified) || this.evictUnfair(socket)) return false
+    } else {
+      const held = this.connectionCount + this.handshaking.size
+      if (held < max) return false
+      if (handshake && held < max + pastLimit && this.fair.owes(this.sourceOf(socket))) return false
+      if (this.evictUnproven() || (!handshake && this.evictUnfair(socket))) return false
     }
-    if (claims && this.evictUnfair(socket)) return false
-    if (this.evictUnproven() || (!handshake && this.evictUnfair(socket))) return false
     this.options.onAtLimit?.("refused")
     return this.refuseAtAccept(socket, `server connections limited (${max})`)
   }
@@ -573,8 +572,8 @@ export class IipServer {
     return sourceKeyOf(socket.remoteAddress ?? "", this.options.ipv6SourcePrefix ?? IPV6_SOURCE_PREFIX.default)
   }
 
-  private accept(socket: ByteStream, peerIdentity: string | undefined, claims = false): void {
-    if (this.full(socket, false, claims)) return
+  private accept(socket: ByteStream, peerIdentity: string | undefined, handshakeHeld = false): void {
+    if (this.full(socket, false, handshakeHeld)) return
     const connection = new Connection(socket, "server", this.limits, this.log, { own: this.connectionBudget, shared: this.budget, writes: this.writeBudget })
     // Before the session exists: it copies the identity into every request's context.
     connection.peerIdentity = peerIdentity
