@@ -80,4 +80,46 @@ describe("FairPlaces", () => {
     places.delete(all[0]!.place)
     expect(nameOf(places.evictFor("newcomer")!.place.connection)).toBe("hog-1")
   })
+
+  // Sources that each redial every place they lose, at a full cap, with a newcomer taking a place
+  // whenever its source is owed one: the evictions stop (each moves a place from a source holding
+  // m to one that then holds at most m - 1, so the sum of the squares of what sources hold falls),
+  // whatever the order of the dials, and then no source that wants more holds two fewer than another.
+  it("sources redialling every place they lose settle: no eviction loop", () => {
+    let seed = 7
+    const random = (n: number) => {
+      seed = (seed * 1103515245 + 12345) % 2147483648
+      return Math.floor(seed / 65536) % n
+    }
+    for (let round = 0; round < 200; round++) {
+      const cap = 4 + random(60)
+      const wants = Array.from({ length: 2 + random(8) }, () => 1 + random(cap))
+      const places = new FairPlaces()
+      const held = new Array<number>(wants.length).fill(0)
+      let total = 0
+      let evictions = 0
+      let settled = false
+      // Each step a source below what it wants dials once: taken below the cap, else only if owed a place.
+      for (let step = 0; step < 100_000 && !settled; step++) {
+        const dialling = wants.flatMap((want, s) => (held[s]! < want ? [s] : []))
+        settled = dialling.length === 0 || (total >= cap && dialling.every((s) => !places.owes(`s${s}`)))
+        if (settled) break
+        const s = dialling[random(dialling.length)]!
+        if (total >= cap) {
+          const eviction = places.evictFor(`s${s}`)
+          if (eviction === undefined) continue
+          evictions++
+          held[Number(eviction.place.source.slice(1))]!--
+          total--
+        }
+        places.add(fake(`s${s}-${step}`).connection, `s${s}`, () => true)
+        held[s]!++
+        total++
+      }
+      expect(settled).toBe(true)
+      expect(evictions).toBeLessThanOrEqual((cap * cap) / 2)
+      const most = Math.max(...held)
+      expect(held.filter((h, s) => h < wants[s]! && h + 1 < most)).toEqual([])
+    }
+  })
 })
