@@ -485,15 +485,17 @@ export class IipServer {
    * unproven, a flood of them from one source closes its own (evictUnproven), not another's. A
    * finished handshake (`handshakeHeld`: it held a place, within the limit or past it) turns its
    * place into a connection's: one is closed for it only when the connections alone are at the
-   * limit, and then a connection (unverified ones are in `unproven` with the handshakes: not
-   * looked at here), never another handshake: that left more connections than the limit, and
-   * closed a handshake under way for one no more owed a place than it.
+   * limit, and then a connection, never another handshake (that left more connections than the
+   * limit, and closed a handshake under way for one no more owed a place than it): the largest
+   * source's first (else an honest peer's verified a moment ago, its hello still on its way, went
+   * before a hog's idle one), then one verified with no whole packet (plain ones in permissive
+   * mode are in `unproven` with the handshakes: not looked at here).
    */
   private full(socket: ByteStream, handshake = false, handshakeHeld = false): boolean {
     const max = this.maxConnections
     if (this.draining) return this.refuseAtAccept(socket, "server is draining")
     if (handshakeHeld) {
-      if (this.connectionCount < max || this.evictFrom(this.unprovenIdentified) || this.evictUnfair(socket)) return false
+      if (this.connectionCount < max || this.evictUnfair(socket) || this.evictFrom(this.unprovenIdentified)) return false
     } else {
       const held = this.connectionCount + this.handshaking.size
       if (held < max) return false
