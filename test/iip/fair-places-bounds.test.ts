@@ -87,4 +87,25 @@ describe("places past the connection limit", () => {
     expect(ok).toBeGreaterThan(0)
     expect(most).toBeLessThanOrEqual(CAP * 2)
   }, 30_000)
+  it("a finished handshake at the limit takes the largest source's idle place, not a verified peer's whose hello is on its way", async () => {
+    const log = collectLog()
+    const server = await startServer(cleanup, { maxConnections: CAP, log: log.log, tls: { ...tlsOptions(), handshakeTimeoutMs: 10_000 } })
+    const hog = await pki.credentials("spiffe://iip-mesh.local/svc/hog")
+    const hogs: Array<tls.TLSSocket> = []
+    for (let i = 0; i < CAP - 1; i++) hogs.push(await hold(server.address.port, "127.0.0.2", hog))
+    // Verified, its hello not sent yet: it holds the last place.
+    const honest = await pki.credentials("spiffe://iip-mesh.local/svc/honest")
+    const quiet = tls.connect({ socket: net.connect({ host: "127.0.0.1", port: server.address.port, localAddress: "127.0.0.3" }), key: honest.privateKeyPem, cert: honest.certificateChainPem, ca: honest.trustBundlePem, ALPNProtocols: [MESH_ALPN], checkServerIdentity: () => undefined })
+    cleanup.add(() => quiet.destroy())
+    quiet.on("error", () => {})
+    let quietClosed = false
+    quiet.once("close", () => (quietClosed = true))
+    await withTimeout(new Promise((r) => quiet.once("secureConnect", r)), 5000, "the quiet peer's handshake")
+    await waitFor(() => server.connectionCount === CAP, 5000, "the quiet peer's connection")
+    // Another source's handshake past the limit; once done it takes one of the hog's places.
+    await hold(server.address.port, "127.0.0.4", honest)
+    await waitFor(() => hogs.filter((h) => h.destroyed).length === 1, 5000, "one of the hog's to make way")
+    expect(quietClosed).toBe(false)
+    expect(server.connectionCount).toBe(CAP)
+  }, 30_000)
 })
