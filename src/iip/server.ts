@@ -24,6 +24,7 @@ import { acceptWebSocket, type WebSocketServerOptions } from "../mux/webSocketSt
 import { compressionFor, offeredCodecs, pickCodec } from "../protocol/compression.ts"
 import { agree, decodeHello, encodeHello, grantedCredit, type Hello, localHello } from "../protocol/mesh.ts"
 import { type Handler, makeDispatch, type ServeHook, withHooks } from "./dispatch.ts"
+import { FairPlaces, type Place } from "./fairPlaces.ts"
 import { defaultKeepAlive, keepAlive } from "./keepAlive.ts"
 import { type Log, LogThrottle, messageOf, stderrLog } from "./log.ts"
 import { checkOptions, count, durationMs, type Limits } from "./optionLimits.ts"
@@ -34,7 +35,7 @@ import { ServerStatistics, type StatisticsOptions } from "./statistics.ts"
 import { Supervisor } from "./supervisor.ts"
 import { ConnectionTimeouts, defaultTimeouts } from "./timeouts.ts"
 import { classifyTlsError, encodeTlsRefusal, MESH_ALPN, type ServerTlsOptions, TLS_HANDSHAKE_RECORD, type TlsCredentials, type TlsRefusal } from "./tls.ts"
-import { UnprovenPlaces } from "./unprovenPlaces.ts"
+import { SourcePlaces } from "./sourcePlaces.ts"
 
 export type { Body, Handler, HandlerResult, HandlerValue } from "./dispatch.ts"
 export type { Failure, IncomingRequest, Reply } from "../mux/request.ts"
@@ -96,13 +97,20 @@ export interface ServerOptions extends PeerOptions {
   readonly tls?: ServerTlsOptions
   /** The prefix an IPv6 peer counts by when a connection is picked to make way at maxConnections (sourceKey.ts; default a /64). */
   readonly ipv6SourcePrefix?: number
+  /** Told what happened to each newcomer at `maxConnections`: a connection evicted for it (by which rule), or it refused (for a metric). */
+  readonly onAtLimit?: (result: AtLimit) => void
 }
+
+/** What a newcomer at `maxConnections` led to: evicting one that proved nothing, evicting one of the source holding the most, or its refusal. */
+export type AtLimit = "evicted_unproven" | "evicted_fair_share" | "refused"
 
 const defaultHandshakeTimeoutMs = 10_000
 const defaultMaxConnections = 1000
 /** `connection-evicted` and `connection-refused` lines (WebSocket upgrades refused too) at most per window: a flood at the cap is thousands a second. */
 const acceptLines = 20
 const acceptLinesWindowMs = 60_000
+/** TLS handshakes that may run past `maxConnections` at once, of sources owed a place there (full). */
+const pastLimit = 16
 
 /** What each numeric option takes (optionLimits.ts): 0 is "no limit" for the timeouts that say so. */
 const serverLimits: Limits<ServerOptions> = {
@@ -168,9 +176,11 @@ export class IipServer {
    * its hello, a plain peer's stays until it closes or is passed over at the cap. A plain socket
    * in permissive mode that sent a byte has proven no more than a handshake under way.
    */
-  private readonly unproven = new UnprovenPlaces<net.Socket | Connection>()
+  private readonly unproven = new SourcePlaces<net.Socket | Connection>()
   /** Connections whose client certificate was verified, with no whole packet read yet (as `unproven`): they make way only when nothing in `unproven` can. */
-  private readonly unprovenIdentified = new UnprovenPlaces<Connection>()
+  private readonly unprovenIdentified = new SourcePlaces<Connection>()
+  /** Every connection, by source: with nothing unproven left, a source holding more than a newcomer's gives up one (evictUnfair). */
+  private readonly fair = new FairPlaces()
   /** Sockets closed at the cap while the TLS server had them: their failed handshake is not a peer's refusal. */
   private readonly evictedInTls = new WeakSet<net.Socket>()
   private readonly evictedLines = new LogThrottle(acceptLines, acceptLinesWindowMs)
@@ -390,7 +400,7 @@ export class IipServer {
   /** A TLS server's new socket: TLS or (permissive) plain IIP, as its first byte says, within the handshake timeout. */
   private sniff(socket: net.Socket): void {
     const tlsOptions = this.options.tls!
-    if (this.full(socket)) return
+    if (this.full(socket, true)) return
     this.handshaking.add(socket)
     this.unproven.add(socket, this.sourceOf(socket))
     const timeoutMs = tlsOptions.handshakeTimeoutMs ?? defaultHandshakeTimeoutMs
@@ -418,23 +428,24 @@ export class IipServer {
         this.tlsServer!.emit("connection", socket)
         return
       }
-      this.handshaken(socket)
+      const held = this.handshaken(socket)
       if (tlsOptions.acceptPlain !== true) return this.refuseClient(socket, { reason: "plain_refused", message: "peer speaks plain IIP; this side requires TLS" }, undefined)
       tlsOptions.onPlain?.(`${socket.remoteAddress ?? "?"}:${socket.remotePort ?? 0}`)
-      this.accept(socket, undefined)
+      this.accept(socket, undefined, held)
       socket.resume()
     })
   }
 
-  /** `socket` left its handshake (finished, closed, or found plain): it holds a place as a connection now, or none. */
-  private handshaken(socket: net.Socket): void {
-    this.handshaking.delete(socket)
+  /** `socket` left its handshake (finished, closed, or found plain): it holds a place as a connection now, or none. True when it held a handshake's place (full): its connection takes that one's. */
+  private handshaken(socket: net.Socket): boolean {
     this.unproven.delete(socket)
+    return this.handshaking.delete(socket)
   }
 
   /** A finished handshake: the client's certificate verified (mesh) and its identity checked, then IIP. */
   private secured(socket: tls.TLSSocket, options: ServerTlsOptions): void {
-    for (const raw of this.handshaking) if (raw.remotePort === socket.remotePort && raw.remoteAddress === socket.remoteAddress) this.handshaken(raw)
+    let held = false
+    for (const raw of this.handshaking) if (raw.remotePort === socket.remotePort && raw.remoteAddress === socket.remoteAddress) held = this.handshaken(raw)
     let identity: string | undefined
     if (options.requireClientCertificate) {
       const peer = peerCertificateOf(socket)
@@ -447,7 +458,7 @@ export class IipServer {
       identity = verdict
     }
     options.onHandshake?.(identity)
-    this.accept(socket, identity)
+    this.accept(socket, identity, held)
   }
 
   /** Tells a refused client why (an answer to its hello, §19), without reading anything it sent, and closes. */
@@ -464,17 +475,39 @@ export class IipServer {
    * Refuses (and closes) a connection over the limit (handshakes under way count) or while draining.
    * At the limit a connection that has proven nothing yet makes way for the newcomer instead
    * (evictUnproven): else one source holding the places with silent sockets, reconnecting as each
-   * reaches its first-packet or handshake timeout, would keep every honest peer out.
+   * reaches its first-packet or handshake timeout, would keep every honest peer out. With none
+   * such, a source holding more places than the newcomer's gives one up (evictUnfair): else one
+   * holding them all with connections kept alive would. A TLS handshake about to begin (`handshake`)
+   * has shown no certificate yet: one owed a place that way takes one of `pastLimit` places past
+   * the limit and claims its place once its handshake is done (accept calls this again), so a
+   * socket that never finishes one (no certificate needed) closes nobody's connection, nor makes a
+   * peer redial and handshake. Several such places, not one: handshakes past the limit are the
+   * unproven, a flood of them from one source closes its own (evictUnproven), not another's. A
+   * finished handshake (`handshakeHeld`: it held a place, within the limit or past it) turns its
+   * place into a connection's: one is closed for it only when the connections alone are at the
+   * limit, and then a connection, never another handshake (that left more connections than the
+   * limit, and closed a handshake under way for one no more owed a place than it): the largest
+   * source's first (else an honest peer's verified a moment ago, its hello still on its way, went
+   * before a hog's idle one), then one verified with no whole packet (plain ones in permissive
+   * mode are in `unproven` with the handshakes: not looked at here).
    */
-  private full(socket: ByteStream): boolean {
+  private full(socket: ByteStream, handshake = false, handshakeHeld = false): boolean {
     const max = this.maxConnections
     if (this.draining) return this.refuseAtAccept(socket, "server is draining")
-    if (this.connectionCount + this.handshaking.size < max || this.evictUnproven()) return false
+    if (handshakeHeld) {
+      if (this.connectionCount < max || this.evictUnfair(socket) || this.evictFrom(this.unprovenIdentified)) return false
+    } else {
+      const held = this.connectionCount + this.handshaking.size
+      if (held < max) return false
+      if (handshake && held < max + pastLimit && this.fair.owes(this.sourceOf(socket))) return false
+      if (this.evictUnproven() || (!handshake && this.evictUnfair(socket))) return false
+    }
+    this.options.onAtLimit?.("refused")
     return this.refuseAtAccept(socket, `server connections limited (${max})`)
   }
 
   /**
-   * Closes one connection that proved nothing: of the source holding the most such (unprovenPlaces.ts),
+   * Closes one connection that proved nothing: of the source holding the most such (sourcePlaces.ts),
    * its oldest; one with a verified client certificate only when no other is left. Honest peers
    * send their hello at once; sockets still silent when the places run out are the likeliest to be
    * an attacker's, and an attacker's are the most of one source unless it spreads them over as
@@ -485,23 +518,44 @@ export class IipServer {
     return this.evictFrom(this.unproven) || this.evictFrom(this.unprovenIdentified)
   }
 
-  private evictFrom(places: UnprovenPlaces<net.Socket | Connection>): boolean {
+  private evictFrom(places: SourcePlaces<net.Socket | Connection>): boolean {
     for (;;) {
       const victim = places.takeOldestOfLargest()
       if (victim === undefined) return false
       if (victim instanceof Connection) {
         // A plain peer's first packet is not reported: it is seen here, and the connection passed over for good.
         if (victim.closed || victim.packetsReceived > 0) continue
+        this.options.onAtLimit?.("evicted_unproven")
         this.logAccept(this.evictedLines, "connection-evicted", victim.remoteAddress, "no whole packet at the connection limit")
         victim.close("evicted at the connection limit", false)
         return true
       }
       this.handshaking.delete(victim)
       this.evictedInTls.add(victim)
+      this.options.onAtLimit?.("evicted_unproven")
       this.logAccept(this.evictedLines, "connection-evicted", `${victim.remoteAddress}:${victim.remotePort}`, "handshake unfinished at the connection limit")
       victim.destroy()
       return true
     }
+  }
+
+  /**
+   * Closes one connection of the source holding the most places for a newcomer whose source, with
+   * it, would still hold fewer (fairPlaces.ts: its connection idle longest; one with requests in
+   * flight, which end as a connection loss, only when none looked at is idle). False when the
+   * newcomer's source holds its share already: it is refused.
+   */
+  private evictUnfair(socket: ByteStream): boolean {
+    const eviction = this.fair.evictFor(this.sourceOf(socket))
+    if (eviction === undefined) return false
+    const { connection } = eviction.place
+    const reason = `fair share at the connection limit: its source held ${eviction.held} places, the newcomer's ${eviction.newcomerHeld}; ${
+      eviction.busy ? "requests in flight on every connection looked at" : "idle longest"
+    }`
+    this.options.onAtLimit?.("evicted_fair_share")
+    this.logAccept(this.evictedLines, "connection-evicted", connection.remoteAddress, reason, connection.peerIdentity)
+    connection.close(eviction.busy ? "evicted at the connection limit (fair share), requests in flight" : "evicted at the connection limit (fair share)", false)
+    return true
   }
 
   private refuseAtAccept(socket: ByteStream, reason: string): true {
@@ -511,17 +565,17 @@ export class IipServer {
   }
 
   /** A line of `event` unless `lines` says too many went out lately (the first after them counts the rest). */
-  private logAccept(lines: LogThrottle, event: string, remote: string, reason: string): void {
+  private logAccept(lines: LogThrottle, event: string, remote: string, reason: string, identity?: string): void {
     const admitted = lines.admit()
-    if (admitted !== undefined) this.log(event, { remote, reason, ...admitted })
+    if (admitted !== undefined) this.log(event, { remote, reason, ...(identity === undefined ? {} : { identity }), ...admitted })
   }
 
   private sourceOf(socket: ByteStream): string {
     return sourceKeyOf(socket.remoteAddress ?? "", this.options.ipv6SourcePrefix ?? IPV6_SOURCE_PREFIX.default)
   }
 
-  private accept(socket: ByteStream, peerIdentity: string | undefined): void {
-    if (this.full(socket)) return
+  private accept(socket: ByteStream, peerIdentity: string | undefined, handshakeHeld = false): void {
+    if (this.full(socket, false, handshakeHeld)) return
     const connection = new Connection(socket, "server", this.limits, this.log, { own: this.connectionBudget, shared: this.budget, writes: this.writeBudget })
     // Before the session exists: it copies the identity into every request's context.
     connection.peerIdentity = peerIdentity
@@ -532,13 +586,17 @@ export class IipServer {
       (closed) => {
         this.plain.delete(closed)
         this.dropUnproven(connection)
+        this.fair.delete(place)
       },
-      this.options.mesh === false ? undefined : (data) => this.upgrade(session, connection, data)
+      this.options.mesh === false ? undefined : (data) => this.upgrade(session, connection, place, data)
     )
     this.plain.add(session)
+    const source = this.sourceOf(socket)
     const unproven = peerIdentity === undefined ? this.unproven : this.unprovenIdentified
-    unproven.add(connection, this.sourceOf(socket))
-    this.timeouts.watch(connection, () => session.idle)
+    unproven.add(connection, source)
+    const isIdle = () => session.idle
+    const place = this.fair.add(connection, source, isIdle)
+    this.timeouts.watch(connection, isIdle)
   }
 
   /** `connection` read a whole packet, or closed: it no longer makes way at the cap. */
@@ -548,7 +606,7 @@ export class IipServer {
   }
 
   /** Answers an iip-mesh hello and moves the connection to a mesh session. */
-  private upgrade(session: ServerSession, connection: Connection, data: Buffer) {
+  private upgrade(session: ServerSession, connection: Connection, place: Place, data: Buffer) {
     const theirs = decodeHello(data)
     if (theirs === undefined) return undefined
     const agreed = agree(this.hello, theirs)
@@ -571,8 +629,13 @@ export class IipServer {
           log: this.log
         })
         this.meshes.add(mesh)
-        mesh.onClosed(() => this.meshes.delete(mesh))
-        this.timeouts.watch(connection, () => mesh.servingCount === 0 && mesh.callingCount === 0)
+        mesh.onClosed(() => {
+          this.meshes.delete(mesh)
+          this.fair.delete(place)
+        })
+        const isIdle = () => mesh.servingCount === 0 && mesh.callingCount === 0
+        place.isIdle = isIdle
+        this.timeouts.watch(connection, isIdle)
         if (this.options.keepAlive !== false) this.supervisor.fork(keepAlive(mesh, this.options.keepAlive ?? defaultKeepAlive))
         for (const listener of this.meshListeners) listener(mesh)
       }

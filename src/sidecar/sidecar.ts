@@ -393,6 +393,7 @@ export const make = (
       ...(config.compress ? { compression: {} } : {}),
       ...tlsOption(meshTls),
       ipv6SourcePrefix: config.ipv6SourcePrefix,
+      onAtLimit: (result) => telemetry.metrics.inboundAtLimit(result),
       supervisor,
       log
     })

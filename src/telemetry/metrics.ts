@@ -41,6 +41,9 @@
 //                                                                     the refusal's reason (src/iip/tls.ts)
 //   iip_mesh_plain_connections_total{result}                          counter: plain IIP peers accepted (permissive)
 //                                                                     or refused (mtls on)
+//   iip_mesh_inbound_connections_at_limit_total{result}               counter: newcomers at the inbound listener's
+//                                                                     connection limit: evicted_unproven,
+//                                                                     evicted_fair_share (src/iip/fairPlaces.ts), refused
 //   iip_mesh_trust_bundle_roots{state}                                gauge, read at scrape: the bundle's roots valid,
 //                                                                     expired or not_yet_valid (with credentials only)
 //   iip_mesh_identity_expiry_timestamp_seconds                        gauge: when this sidecar's chain stops being usable
@@ -192,6 +195,8 @@ export interface MeshMetrics {
   rateLimited(direction: Direction, service: string, limit: string): void
   /** A plain IIP peer was taken (permissive mode) or refused (mtls on). */
   plainConnection(result: "accepted" | "refused"): void
+  /** A newcomer at the inbound listener's connection limit: a connection evicted for it (by which rule), or it refused. */
+  inboundAtLimit(result: "evicted_unproven" | "evicted_fair_share" | "refused"): void
   /** The outbound listener reset `count` HTTP/2 streams of an app for `reason` (sidecar/outboundH2.ts). */
   h2StreamsReset(reason: H2ResetReason, count: number): void
   /** The outbound listener ended a calling app's HTTP/2 session for `reason` (sidecar/outboundH2.ts). */
@@ -499,6 +504,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   const handshakes = new Map<string, Tally>()
   const rateLimited = new Map<string, Tally>()
   const plainConnections = { accepted: tally({ result: "accepted" }), refused: tally({ result: "refused" }) }
+  const atLimit = { evicted_unproven: tally({ result: "evicted_unproven" }), evicted_fair_share: tally({ result: "evicted_fair_share" }), refused: tally({ result: "refused" }) }
   const h2Resets: Record<H2ResetReason, Tally> = { answer_stalled: tally({ reason: "answer_stalled" }) }
   const h2SessionsEnded: Record<H2SessionEndReason, Tally> = { too_many_pings: tally({ reason: "too_many_pings" }), too_many_premature_resets: tally({ reason: "too_many_premature_resets" }) }
   let readConnections: () => Record<Direction, ConnectionCounts> = () => ({ outbound: { connections: 0, channels: 0 }, inbound: { connections: 0, channels: 0 } })
@@ -557,6 +563,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   fromTallies(registry, "counter", "iip_mesh_tls_handshakes_total", "Mesh TLS handshakes, by direction and result (ok, or why the peer was refused).", ["direction", "result"], () => handshakes.values())
   fromTallies(registry, "counter", "iip_mesh_rate_limited_total", "Requests a rate limit answered with 429, by direction, service and the limit's name.", ["direction", "service", "limit"], () => rateLimited.values())
   fromTallies(registry, "counter", "iip_mesh_plain_connections_total", "Plain IIP peers accepted (mtls permissive) or refused (mtls on).", ["result"], () => Object.values(plainConnections))
+  fromTallies(registry, "counter", "iip_mesh_inbound_connections_at_limit_total", "Newcomers at the inbound listener's connection limit: a connection that proved nothing evicted for it (evicted_unproven), one of the source holding the most (evicted_fair_share), or it refused (refused).", ["result"], () => Object.values(atLimit))
   fromTallies(registry, "counter", "iip_mesh_h2_streams_reset_total", "HTTP/2 streams of the local app the outbound listener reset, by reason (answer_stalled: its answer waited the answer idle timeout with none of it taken).", ["reason"], () => Object.values(h2Resets))
   fromTallies(registry, "counter", "iip_mesh_h2_sessions_ended_total", "HTTP/2 sessions of a calling app the outbound listener ended with GOAWAY ENHANCE_YOUR_CALM, by reason (too_many_pings: PINGs faster than one a second with nothing open; too_many_premature_resets: past 500 streams, more than half reset by the caller before an answer, within 1 s of their start; past 250 such resets of requests not sent on yet, more than half of the streams those; or past 1,000 such resets, 33 a second after).", ["reason"], () => Object.values(h2SessionsEnded))
   const golden = makeGolden({ maxServices, ...options.golden })
@@ -667,6 +674,9 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
     },
     plainConnection: (result) => {
       plainConnections[result].value++
+    },
+    inboundAtLimit: (result) => {
+      atLimit[result].value++
     },
     h2StreamsReset: (reason, count) => {
       h2Resets[reason].value += count

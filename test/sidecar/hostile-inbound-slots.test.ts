@@ -110,6 +110,24 @@ describe("an attacker holding the inbound listener's places with connections tha
     expect(events).toContain("connection-refused")
   }, 60_000)
 
+  // The same from another host: places are shared between sources (src/iip/fairPlaces.ts), so one
+  // holding all of them with proven connections gives one up to an honest sidecar's, whose call
+  // gets through (before: B refused it, A's call 502 connect_failed), and the eviction is counted.
+  it("connections that sent their hello, all from one other host: an honest sidecar's call still gets through, one of that host's makes way", async () => {
+    const { a, b, lines } = await meshWith(false)
+    const port = Number(b.inboundAddress.split(":")[1])
+    const packet = Buffer.from([1, 0x2f, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0x78])
+    const held = await silentConnections(cleanup, port, CAP, packet, "127.0.0.2")
+    await waitFor(() => held.answered() === CAP, 10_000, "every connection's first packet to be answered")
+    const answer = await call(a.outboundPort, { path: "/honest", timeoutMs: 8_000 })
+    expect(answer.status).toBe(200)
+    await waitFor(() => held.open() === CAP - 1, 5_000, "one of the host's connections to make way")
+    expect(lines.filter((l) => l.event === "connection-refused")).toEqual([])
+    expect(lines.filter((l) => l.event === "connection-evicted").map((l) => String(l.fields["reason"]))).toEqual([expect.stringContaining("fair share")])
+    const { body } = await b.sidecar.telemetry.metrics.text()
+    expect(body).toContain(`iip_mesh_inbound_connections_at_limit_total{result="evicted_fair_share"} 1`)
+  }, 60_000)
+
   // Oldest-first alone closed the honest handshake once the flood's newer sockets outnumbered the
   // places (an honest handshake takes milliseconds, tens on a loaded machine: 1,000 accepts in that
   // time close it). By the largest holder, a flood from one address closes its own.

@@ -1,13 +1,13 @@
-// UnprovenPlaces (src/iip/unprovenPlaces.ts): which unproven connection makes way at the server's
+// SourcePlaces (src/iip/sourcePlaces.ts): which unproven connection makes way at the server's
 // cap. The source holding the most loses its oldest; ties go to the source that came to hold that
 // many first; counts stay right through deletes (a connection's own close, its hello) and takes,
 // so a place is released once.
 import { describe, expect, it } from "vitest"
-import { UnprovenPlaces } from "../../src/iip/unprovenPlaces.ts"
+import { SourcePlaces } from "../../src/iip/sourcePlaces.ts"
 
-describe("UnprovenPlaces", () => {
+describe("SourcePlaces", () => {
   it("takes the oldest of the source holding the most, not the oldest of all", () => {
-    const places = new UnprovenPlaces<string>()
+    const places = new SourcePlaces<string>()
     places.add("honest-1", "10.0.0.1")
     for (let i = 0; i < 3; i++) places.add(`flood-${i}`, "10.0.0.9")
     places.add("honest-2", "10.0.0.2")
@@ -20,7 +20,7 @@ describe("UnprovenPlaces", () => {
   })
 
   it("a deleted item is never taken and is released once; the largest holder follows deletes", () => {
-    const places = new UnprovenPlaces<string>()
+    const places = new SourcePlaces<string>()
     for (let i = 0; i < 3; i++) places.add(`a-${i}`, "a")
     places.add("b-0", "b")
     places.add("b-1", "b")
