@@ -160,6 +160,9 @@ export class AppH2Exchange implements Expiring, Held {
   /** The streamed answer's app stream is paused (the mesh takes nothing of it), since pausedAt (performance.now()). */
   paused = false
   pausedAt = 0
+  /** What the share's last look noted of the answer's bytes (taken), and which look (peerShare.ts). */
+  takenNoted = 0
+  lookNoted = 0
 
   constructor(leg: H2Leg, request: AppH2Request, observation: InboundObservation, pending: PendingOutcome, peer: PoolPeer | undefined) {
     exchangeShape.keep(this, request.body instanceof Buffer ? request.body.length : 0)
@@ -169,6 +172,11 @@ export class AppH2Exchange implements Expiring, Held {
     this.pending = pending
     this.grpc = isGrpcPairs(request.headers)
     this.peer = peer
+  }
+
+  /** The answer's bytes come from the app so far (the share's measure of its reader: peerShare.ts). */
+  get taken(): number {
+    return this.bytes
   }
 
   start(cancel: CancelSource): void {

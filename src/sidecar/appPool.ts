@@ -145,6 +145,10 @@ class Exchange implements AppController {
   paused = false
   /** When it last paused (performance.now()): an answer paused since long enough is stalled. */
   pausedAt = 0
+  /** Bytes of its answer's body read so far; what the share's last look noted of it, and which look (peerShare.ts). */
+  taken = 0
+  takenNoted = 0
+  lookNoted = 0
   /** Its place among the pool's waiting requests while it waits (emptied when its peer's line gives it a socket first). */
   slot = -1
   /** Interim (1xx) answers passed over so far. */
@@ -255,7 +259,9 @@ class Connection {
     this.parser[HTTPParser.kOnHeadersComplete] = this.onHeadersComplete.bind(this)
     this.parser[HTTPParser.kOnBody] = (chunk: Buffer) => {
       const exchange = this.current
-      if (exchange !== undefined && !exchange.ended) exchange.handler.onResponseData(exchange, chunk)
+      if (exchange === undefined || exchange.ended) return
+      exchange.taken += chunk.length
+      exchange.handler.onResponseData(exchange, chunk)
     }
     this.parser[HTTPParser.kOnMessageComplete] = () => {
       if (this.interim) {

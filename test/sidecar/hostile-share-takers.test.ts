@@ -32,7 +32,7 @@ const STORE3 = "spiffe://iip-mesh.local/svc/store3"
 const CATALOG = "spiffe://iip-mesh.local/svc/catalog"
 /** A greedy reader's pace: this many bytes each TICK_MS. */
 const TICK_MS = 50
-const SLOW = Number(process.env.W20_SLOW ?? 75 * 1024)
+const SLOW = 75 * 1024
 
 type Leg = "pool" | "h2c"
 

@@ -2,7 +2,8 @@
 // leg's line: as many wait as may be open), when it is full a peer waiting under its share takes the
 // place in the line of the newest waiting request of the peer waiting past its share; nobody's is
 // taken when no peer waits past its share, or when the asker waits its share already; after the
-// places fell (an h2c app's SETTINGS), each peer waiting past the smaller share gives way. A line that
+// places fell (an h2c app's SETTINGS), each peer waiting past the smaller share gives way; a peer
+// asking for the first time is counted among the peers wanting places (its share is theirs). A line that
 // never empties, or whose requests end where they wait behind one that waits on, keeps its size,
 // not a slot for every request that ever waited. The legs' use of it
 // against real peers: hostile-stalled-answers-h2c.test.ts, app-pool-share.test.ts.
@@ -17,6 +18,9 @@ class Request implements Shared {
   slot = -1
   paused = false
   pausedAt = 0
+  taken = 0
+  takenNoted = 0
+  lookNoted = 0
   readonly peer: Shared["peer"]
   readonly name: string
   constructor(peer: Shared["peer"], name: string) {
@@ -51,7 +55,8 @@ describe("the peers' waiting line", () => {
   })
 
   it("nobody's is taken when no peer waits past its share, or when the asker waits its share already, or from the asker's own peer", () => {
-    const shared = fullLine(["x", "x", "y", "y"])
+    // With the asker, three peers: a share of one place each, which x and y wait.
+    const shared = fullLine(["x", "y"])
     expect(shared.share.displace(shared.of.z)).toBeUndefined()
     const atShare = fullLine(["x", "x", "x", "y"])
     expect(atShare.share.displace(atShare.of.y)).toBeDefined()
@@ -66,8 +71,9 @@ describe("the peers' waiting line", () => {
 
   it("places fewer (an h2c app's SETTINGS) while the line is full: a peer now waiting past the smaller share gives way", () => {
     const { share, of } = fullLine(["x", "x", "y", "y"])
-    // Half of 4 each: nobody waits past the share of 2.
-    expect(share.displace(of.z)).toBeUndefined()
+    // Half of 4 each (two peers): nobody waits past the share of 2.
+    expect(share.share).toBe(2)
+    expect(share.displace(of.y)).toBeUndefined()
     // The app allows 2 now: a share of 1, which x and y both wait past; the asker takes the newest of one of them.
     share.resize(2)
     const displaced = share.displace(of.z)
@@ -76,6 +82,16 @@ describe("the peers' waiting line", () => {
     expect(share.displace(of.z)?.name).toMatch(/^(x1|y3)$/)
     expect([of.x.waiting, of.y.waiting, share.waitingCount]).toEqual([1, 1, 2])
     expect(share.displace(of.z)).toBeUndefined()
+  })
+
+  it("a new peer asking counts among the peers wanting places: the share is a third then, and the peer waiting most past it gives way", () => {
+    const { share, of } = fullLine(["x", "x", "x", "y"])
+    // x and y: a share of 2, which x waits past (the newest of its three goes), y does not.
+    expect(share.displace(of.z)?.name).toBe("x2")
+    share.wait(new Request(of.z, "z"))
+    // Three peers now: a share of one place (4 / 3, rounded down); x waits 2, past it.
+    expect([share.active, share.share]).toEqual([3, 1])
+    expect(share.displace(new PoolPeers().of("10.0.0.4:1", undefined))?.name).toBe("x1")
   })
 
   it("a line that never empties (10,000 requests through it, 10 always waiting, two peers) keeps its size", () => {
