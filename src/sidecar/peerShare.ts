@@ -50,6 +50,9 @@ export const RECLAIM_STALL_MS = 1_000
  */
 export const READER_FLOOR = 2 * 1024 * 1024
 
+/** An answer taken back, as its caller and the log are told: why it was judged stalled. */
+export const STALLED_READER = `this answer's reader took none of it for ${RECLAIM_STALL_MS} ms, or under ${READER_FLOOR} bytes a second while it waited on that reader`
+
 /** Where a request stands in its peer's counts: in none, among its waiting requests, among its held places. */
 export const SEAT_NONE = 0
 export const SEAT_WAITING = 1
