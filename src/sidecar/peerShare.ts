@@ -18,11 +18,12 @@
 // places left every other peer's requests waiting for their deadline; and one read steadily but
 // slowly, a half window granted less than a second apart, never stalls a second. So, while a
 // request of a peer under its share waits, a place held past its peer's share by an answer stalled
-// on its reader is taken back: paused (unread) for RECLAIM_STALL_MS, or paused at some time since
-// the last look (a RECLAIM_STALL_MS before) with less than READER_FLOOR taken since (each answer
-// counts the bytes it passes on; the look notes the count, one number, no clock per chunk). Its leg
-// ends that exchange (overloaded, processed) and the place goes to the waiting request. A peer never loses a place within its share, nor one whose answer is
-// taken, so an honest busy peer meets no error for using every place while alone.
+// on its reader is taken back: paused (unread) for RECLAIM_STALL_MS, or paused now (waiting on its
+// reader, not on its app) with less than READER_FLOOR taken since the last look, a RECLAIM_STALL_MS
+// before (each answer counts the bytes it passes on; a look notes the count: one number, no clock
+// per chunk). Its leg ends that exchange (overloaded, processed) and the place goes to the waiting
+// request. A peer never loses a place within its share, nor one whose answer is taken, so an honest
+// busy peer meets no error for using every place while alone.
 // Each start and end is O(1) (amortized: a line is compacted once most of its slots are passed or
 // ended); one timer for the whole share, armed only while such a request waits.
 import type { PoolPeer } from "./poolPeers.ts"
@@ -380,8 +381,8 @@ export class PeerShare<T extends Shared> {
 
   /**
    * While requests of peers under their share wait, takes back for each a place held past its
-   * peer's share by an answer stalled on its reader (paused for RECLAIM_STALL_MS, or paused since
-   * the last look with less than READER_FLOOR taken since); looks again a stall later while any
+   * peer's share by an answer stalled on its reader (paused for RECLAIM_STALL_MS, or paused now
+   * with less than READER_FLOOR taken since the last look); looks again a stall later while any
    * waits. Each look notes what every answer held took so far, for the next look's measure.
    */
   private readonly onReclaimTimer = (): void => {
@@ -395,9 +396,8 @@ export class PeerShare<T extends Shared> {
     if (starved === 0) return void this.looks++
     const now = performance.now()
     const stalledSince = now - RECLAIM_STALL_MS
-    const lastLook = this.lookedAt
     // The floor over the time since the last look (longer than a stall when the event loop lagged).
-    const floor = (READER_FLOOR * (now - lastLook)) / RECLAIM_STALL_MS
+    const floor = (READER_FLOOR * (now - this.lookedAt)) / RECLAIM_STALL_MS
     this.lookedAt = now
     const taken = new Map<PoolPeer, number>()
     for (const request of this.leg.holders()) {
@@ -407,11 +407,9 @@ export class PeerShare<T extends Shared> {
       const measured = request.lookNoted === look - 1
       request.takenNoted = request.taken
       request.lookNoted = look
-      if (starved === 0 || peer.held <= this.share) continue
-      const stalled = request.paused && request.pausedAt <= stalledSince
-      // Slow: it waited on its reader (paused) since the last look, not on its app, and took little.
-      const slow = measured && (request.paused || request.pausedAt > lastLook) && request.taken - since < floor
-      if (!stalled && !slow) continue
+      // Paused: it waits on its reader now, not on its app; for a stall, or after little taken since the last look.
+      if (starved === 0 || peer.held <= this.share || !request.paused) continue
+      if (request.pausedAt > stalledSince && (!measured || request.taken - since >= floor)) continue
       starved--
       this.shareReclaimed++
       taken.set(peer, (taken.get(peer) ?? 0) + 1)

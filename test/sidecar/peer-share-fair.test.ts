@@ -2,7 +2,7 @@
 // peers holding or waiting for one (a peer alone has them all, three busy ones a third each, the
 // remainder to whoever asks), kept as peers come and go; and a look takes back, from a peer past
 // its share while another waits under its own, an answer stalled on its reader (paused a stall) or
-// one that waited on it and took less than READER_FLOOR since the last look; never one whose reader
+// one waiting on it now that took less than READER_FLOOR since the last look; never one whose reader
 // took more, nor one waiting on its app (not paused). Fake timers drive the looks (a second apart).
 // The legs' use of it against real peers: hostile-share-takers.test.ts, hostile-stalled-answers-*.test.ts.
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest"
