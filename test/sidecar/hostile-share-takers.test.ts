@@ -170,8 +170,9 @@ describe.each<Leg>(["pool", "h2c"])("greedy peers at B's places to its app (%s)"
 
   it(`a reader above the floor (~5 MiB/s an answer) past its share is never cut: the other pod's call waits for an answer to end`, async () => {
     const counts = { started: 0, ended: 0 }
-    // 8 MiB answers: each over in about 1.6 s at that pace.
-    const { b, sidecar } = await mesh(await startBigApp(cleanup, leg, 128, counts), [STORE], 15_000)
+    // 16 MiB answers: each over in about 3 s at that pace, so the looks (a second apart, from the
+    // other pod's call on) note and then measure them while they hold every place.
+    const { b, sidecar } = await mesh(await startBigApp(cleanup, leg, 256, counts), [STORE], 15_000)
     // Two waiting besides the honest call: room for all in the h2c leg's line (as long as the places), none displaced.
     greedy(sidecar(STORE), 0, PLACES, 256 * 1024)
     await waitFor(() => counts.started >= PLACES, 5_000, "B's places to be taken by the reader's answers")
