@@ -6,30 +6,16 @@
 // took more, nor one waiting on its app (not paused). Fake timers drive the looks (a second apart).
 // The legs' use of it against real peers: hostile-share-takers.test.ts, hostile-stalled-answers-*.test.ts.
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest"
-import { PeerShare, READER_FLOOR, RECLAIM_STALL_MS, SEAT_HELD, SEAT_NONE, type Seat, type Shared } from "../../src/sidecar/peerShare.ts"
+import { PeerShare, READER_FLOOR, RECLAIM_STALL_MS, SEAT_HELD, SEAT_NONE } from "../../src/sidecar/peerShare.ts"
 import { PoolPeers } from "../../src/sidecar/poolPeers.ts"
+import { ShareRequest } from "../support/shareRequest.ts"
 
-class Request implements Shared {
-  seat: Seat = SEAT_NONE
-  slot = -1
-  paused = false
-  pausedAt = 0
-  taken = 0
-  takenNoted = 0
-  lookNoted = 0
-  readonly peer: Shared["peer"]
-  readonly name: string
-  constructor(peer: Shared["peer"], name: string) {
-    this.peer = peer
-    this.name = name
-  }
-}
 
 /** A share of `places` whose leg's holders are the requests holding a place; those taken back are listed. */
 const shareOf = (places: number) => {
-  const held = new Set<Request>()
+  const held = new Set<ShareRequest>()
   const takenBack: Array<string> = []
-  const share = new PeerShare<Request>(places, {
+  const share = new PeerShare<ShareRequest>(places, {
     holders: () => [...held],
     takeBack: (request) => {
       takenBack.push(request.name)
@@ -40,14 +26,14 @@ const shareOf = (places: number) => {
   const peers = new PoolPeers()
   const peer = (n: number) => peers.of(`10.0.0.${n}:1`, undefined)
   /** `request` asks: takes a free place, else waits. */
-  const ask = (request: Request) => {
+  const ask = (request: ShareRequest) => {
     if (held.size < places) {
       share.hold(request)
       held.add(request)
     } else share.wait(request)
   }
   /** `request` ends; its place goes to the next waiting one, if any. */
-  const end = (request: Request) => {
+  const end = (request: ShareRequest) => {
     held.delete(request)
     share.leave(request)
     const next = share.next()
@@ -60,13 +46,13 @@ describe("the share among the peers wanting places", () => {
   it("a peer alone has every place; a second asking makes it half, a third a third (rounded down), and as they leave it grows back", () => {
     const { share, peer, ask, end, held } = shareOf(10)
     const [x, y, z] = [peer(1), peer(2), peer(3)]
-    const xs = Array.from({ length: 10 }, (_, i) => new Request(x, `x${i}`))
+    const xs = Array.from({ length: 10 }, (_, i) => new ShareRequest(x, `x${i}`))
     for (const request of xs) ask(request)
     expect([share.active, share.share, x.held]).toEqual([1, 10, 10])
-    const y0 = new Request(y, "y0")
+    const y0 = new ShareRequest(y, "y0")
     ask(y0)
     expect([share.active, share.share]).toEqual([2, 5])
-    const z0 = new Request(z, "z0")
+    const z0 = new ShareRequest(z, "z0")
     ask(z0)
     // 10 / 3: three each, the tenth place to whoever asks.
     expect([share.active, share.share]).toEqual([3, 3])
@@ -89,14 +75,14 @@ describe("the share among the peers wanting places", () => {
       const peers = [peer(1), peer(2), peer(3)]
       let n = 0
       // The first peer takes every place while alone, then the others ask as much.
-      for (const p of peers) for (let i = 0; i < places; i++) ask(new Request(p, `r${n++}`))
+      for (const p of peers) for (let i = 0; i < places; i++) ask(new ShareRequest(p, `r${n++}`))
       let seed = 7
       for (let round = 0; round < 2_000; round++) {
         // A held request ends at random (a cheap LCG: the same run each time), and its peer asks again.
         seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31
         const done = [...held][seed % held.size]!
         end(done)
-        ask(new Request(done.peer, `r${n++}`))
+        ask(new ShareRequest(done.peer, `r${n++}`))
       }
       expect(share.share).toBe(3)
       for (const p of peers) {
@@ -118,7 +104,7 @@ describe("a look for places to take back", () => {
   it("takes, past a share while another peer waits under its own, the answer whose reader took under the floor since the last look; not one above it, nor one waiting on its app", () => {
     const { share, peer, ask, takenBack } = shareOf(4)
     const [x, y] = [peer(1), peer(2)]
-    const [slow, above, appBound, fast] = ["slow", "above", "appBound", "fast"].map((name) => new Request(x, name))
+    const [slow, above, appBound, fast] = ["slow", "above", "appBound", "fast"].map((name) => new ShareRequest(x, name))
     // The slow one last among the holders: the look judges the others first (it stops once it took enough).
     for (const request of [above, appBound, fast, slow]) ask(request!)
     // Each second: the slow reader 1.5 MiB, the one above the floor 2.5 MiB, the fast one 100 MiB,
@@ -132,7 +118,7 @@ describe("a look for places to take back", () => {
       }
       appBound!.taken += 1024
     }
-    ask(new Request(y, "y0"))
+    ask(new ShareRequest(y, "y0"))
     expect([share.share, x.held, y.waiting]).toEqual([2, 4, 1])
     vi.advanceTimersByTime(RECLAIM_STALL_MS - 1)
     second()
@@ -153,10 +139,10 @@ describe("a look for places to take back", () => {
   it("a look skipped (nobody waiting under its share) measures nothing: the next one only notes", () => {
     const { share, peer, ask, end, takenBack } = shareOf(2)
     const [x, y] = [peer(1), peer(2)]
-    const [a, b] = [new Request(x, "a"), new Request(x, "b")]
+    const [a, b] = [new ShareRequest(x, "a"), new ShareRequest(x, "b")]
     ask(a)
     ask(b)
-    const y0 = new Request(y, "y0")
+    const y0 = new ShareRequest(y, "y0")
     ask(y0)
     vi.advanceTimersByTime(RECLAIM_STALL_MS)
     // y's request ends where it waits (its deadline): the next look finds nobody to take for.
@@ -165,7 +151,7 @@ describe("a look for places to take back", () => {
     expect(x.held).toBe(2)
     // Much later y asks again; b's reader took nothing since the first look, and paused half a stall before the look.
     vi.advanceTimersByTime(10 * RECLAIM_STALL_MS)
-    ask(new Request(y, "y1"))
+    ask(new ShareRequest(y, "y1"))
     vi.advanceTimersByTime(RECLAIM_STALL_MS / 2)
     b.paused = true
     b.pausedAt = performance.now()
