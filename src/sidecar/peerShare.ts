@@ -7,13 +7,15 @@
 // rounded down, at least one: alone, all of them; with three, a third each, the remainder to
 // whoever asks first (and reclaimable like any place past a share). Two peers holding half each so
 // leave a third none to wait for. The peers wanting places are counted as a peer's first request
-// begins and its last ends (O(1)); the share changes only as that count crosses a quotient's step,
-// and then the peers with requests waiting are judged by it again (a walk over them, none at all
-// while nothing waits, the common case). A request takes a free place whoever sent it (a
-// peer alone may use them all); but when a place frees, a waiting request of a peer holding less
-// than its share goes ahead of older ones of peers at theirs (such peers in turn, each one's own
-// requests in order; found at once, not by a walk over the requests waiting, which a peer at its
-// share can make thousands long). That alone would not do: an answer whose reader takes nothing
+// begins and its last ends (O(1)); the share changes only as that count crosses a step of the
+// quotient, and then the peers with requests waiting are judged by it again: a walk over them, none
+// while nothing waits (the common case), never more than the count, and for counts past about the
+// square root of the places only at the few where the quotient steps (256 places: 85 and 86 peers
+// differ, 100 and 101 do not; past 256 peers the share is 1 and stays). A request takes a free
+// place whoever sent it (a peer alone may use them all); but when a place frees, a waiting request
+// of a peer holding less than its share goes ahead of older ones of peers at theirs (such peers in
+// turn, each one's own requests in order; found at once, not by a walk over the requests waiting,
+// which a peer at its share can make thousands long). That alone would not do: an answer whose reader takes nothing
 // holds its place until the answer idle timeout, so one peer stalling more answers than there are
 // places left every other peer's requests waiting for their deadline; and one read steadily but
 // slowly, a half window granted less than a second apart, never stalls a second. So, while a
@@ -24,8 +26,8 @@
 // per chunk). Its leg ends that exchange (overloaded, processed) and the place goes to the waiting
 // request. A peer never loses a place within its share, nor one whose answer is taken, so an honest
 // busy peer meets no error for using every place while alone.
-// Each start and end is O(1) (amortized: a line is compacted once most of its slots are passed or
-// ended); one timer for the whole share, armed only while such a request waits.
+// Each start and end is O(1) but for that walk (amortized: a line is compacted once most of its
+// slots are passed or ended); one timer for the whole share, armed only while such a request waits.
 import type { PoolPeer } from "./poolPeers.ts"
 
 /**
