@@ -401,7 +401,9 @@ export class PeerShare<T extends Shared> {
     // The floor over the time since the last look (longer than a stall when the event loop lagged).
     const floor = (READER_FLOOR * (now - this.lookedAt)) / RECLAIM_STALL_MS
     this.lookedAt = now
-    const taken = new Map<PoolPeer, number>()
+    // The stalled ones, with what each took since the last look (one paused a stall: nothing), taken
+    // slowest first: a reader near the floor keeps its place while a slower (or dead) one holds one.
+    const stalled: Array<{ readonly request: T; readonly took: number }> = []
     for (const request of this.leg.holders()) {
       const peer = request?.peer
       if (request === undefined || peer === undefined || request.seat !== SEAT_HELD) continue
@@ -410,8 +412,17 @@ export class PeerShare<T extends Shared> {
       request.takenNoted = request.taken
       request.lookNoted = look
       // Paused: it waits on its reader now, not on its app; for a stall, or after little taken since the last look.
-      if (starved === 0 || peer.held <= this.share || !request.paused) continue
-      if (request.pausedAt > stalledSince && (!measured || request.taken - since >= floor)) continue
+      if (peer.held <= this.share || !request.paused) continue
+      if (request.pausedAt <= stalledSince) stalled.push({ request, took: 0 })
+      else if (measured && request.taken - since < floor) stalled.push({ request, took: request.taken - since })
+    }
+    stalled.sort((a, b) => a.took - b.took)
+    const taken = new Map<PoolPeer, number>()
+    for (const { request } of stalled) {
+      if (starved === 0) break
+      const peer = request.peer!
+      // Its peer may be within its share now, after places taken back before.
+      if (request.seat !== SEAT_HELD || peer.held <= this.share) continue
       starved--
       this.shareReclaimed++
       taken.set(peer, (taken.get(peer) ?? 0) + 1)

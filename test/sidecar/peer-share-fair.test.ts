@@ -136,6 +136,30 @@ describe("a look for places to take back", () => {
     expect(READER_FLOOR).toBe(2 * 1024 * 1024)
   })
 
+  it("takes the slowest of the answers under the floor first, not the first it finds: a reader near the floor keeps its place while a slower one is there", () => {
+    const { peer, ask, takenBack } = shareOf(4)
+    const [x, y] = [peer(1), peer(2)]
+    // Oldest first among the holders (the legs' order): the one near the floor, then the slowest.
+    const [near, slowest, other, last] = ["near", "slowest", "other", "last"].map((name) => new ShareRequest(x, name))
+    for (const request of [near, slowest, other, last]) ask(request!)
+    ask(new ShareRequest(y, "y0"))
+    const second = () => {
+      for (const [request, bytes] of [[near, 1.9], [slowest, 0.1], [other, 50], [last, 50]] as const) {
+        request!.taken += bytes * 1024 * 1024
+        request!.paused = true
+        request!.pausedAt = performance.now()
+      }
+    }
+    vi.advanceTimersByTime(RECLAIM_STALL_MS - 1)
+    second()
+    vi.advanceTimersByTime(1)
+    vi.advanceTimersByTime(RECLAIM_STALL_MS - 1)
+    second()
+    vi.advanceTimersByTime(1)
+    // One waits: one place taken back, the slowest reader's.
+    expect(takenBack).toEqual(["slowest"])
+  })
+
   it("a look skipped (nobody waiting under its share) measures nothing: the next one only notes", () => {
     const { share, peer, ask, end, takenBack } = shareOf(2)
     const [x, y] = [peer(1), peer(2)]
