@@ -393,9 +393,10 @@ export class PeerShare<T extends Shared> {
     // Only hungry peers' requests: a freed place goes to them first (next), never back to the peer it was taken from.
     let starved = 0
     for (const peer of this.hungry) starved += peer.waiting
-    // A look skipped: what was noted before it measures nothing now.
+    // A look skipped still takes its number, which no request notes: what was noted before it
+    // measures nothing at the next (the timer stops only here, so a pause always skips one).
     const look = ++this.looks
-    if (starved === 0) return void this.looks++
+    if (starved === 0) return
     const now = performance.now()
     const stalledSince = now - RECLAIM_STALL_MS
     // The floor over the time since the last look (longer than a stall when the event loop lagged).
