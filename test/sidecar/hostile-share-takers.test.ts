@@ -10,7 +10,8 @@
 // Now the share is the places over the peers holding or waiting for one (a third each here), and
 // an answer held past it that waits on its reader (paused) is stalled if its reader took less
 // than READER_FLOOR (2 MiB) since the last look, a second before. And what must not change: a
-// reader above that floor past its share is never cut, the other peer's call waits its turn.
+// reader above that floor past its share is never cut, the other peer's call waits its turn; an
+// honest pod reading at 1 MB/s past its share loses answers as a greedy one does, one per call waiting.
 //
 // B tells its peers apart by their verified identity (mTLS), as hostile-stalled-answers-pool.test.ts.
 // Real peers: node:http and node:http2 apps, raw sockets as the greedy callers, node:http as the honest one.
@@ -35,11 +36,19 @@ const CATALOG = "spiffe://iip-mesh.local/svc/catalog"
 const TICK_MS = 50
 /** The slow reader's pace: ~1.5 MiB/s, under READER_FLOOR by a grant or more in any second. */
 const SLOW = 75 * 1024
+/** An honest slow consumer's pace, bytes each TICK_MS: 1 MB/s. */
+const HONEST_SLOW = 50_000
 
 type Leg = "pool" | "h2c"
+/** Big answers begun, closed (whole or cut), and sent whole (the app wrote every byte of one). */
+interface Counts {
+  started: number
+  ended: number
+  whole: number
+}
 
 /** The app behind B: `/honest` answers at once; any other path streams `chunks` of 64 KiB as fast as it is taken. */
-const startBigApp = async (cleanup: Cleanup, leg: Leg, chunks: number, counts: { started: number; ended: number }): Promise<Partial<SidecarConfig>> => {
+const startBigApp = async (cleanup: Cleanup, leg: Leg, chunks: number, counts: Counts): Promise<Partial<SidecarConfig>> => {
   if (leg === "pool") {
     const app = await startApp(cleanup, (req, res) => {
       if (req.url === "/honest") return res.end("ok")
@@ -52,7 +61,7 @@ const startBigApp = async (cleanup: Cleanup, leg: Leg, chunks: number, counts: {
           sent++
           if (!res.write(CHUNK)) return void res.once("drain", pump)
         }
-        res.end()
+        res.end(() => counts.whole++)
       }
       pump()
     })
@@ -71,7 +80,7 @@ const startBigApp = async (cleanup: Cleanup, leg: Leg, chunks: number, counts: {
         sent++
         if (!stream.write(CHUNK)) return void stream.once("drain", pump)
       }
-      if (!stream.destroyed) stream.end()
+      if (!stream.destroyed) stream.end(() => counts.whole++)
     }
     pump()
   })
@@ -134,7 +143,7 @@ describe.each<Leg>(["pool", "h2c"])("greedy peers at B's places to its app (%s)"
   }
 
   it(`a steady slow reader (~1.5 MiB/s an answer) holding every place and as many waiting: another pod's call gets through; its answer taken back`, async () => {
-    const counts = { started: 0, ended: 0 }
+    const counts = { started: 0, ended: 0, whole: 0 }
     const { b, lines, sidecar } = await mesh(await startBigApp(cleanup, leg, 2048, counts), [STORE], 8_000)
     // Alone, it may take every place; then as many more wait (an h2c session allows one stream until the app's SETTINGS come).
     greedy(sidecar(STORE), 0, PLACES, SLOW)
@@ -152,7 +161,7 @@ describe.each<Leg>(["pool", "h2c"])("greedy peers at B's places to its app (%s)"
   }, 30_000)
 
   it(`two peers each stalling half the places: a third pod's call gets through (a third each now), one of theirs taken back`, async () => {
-    const counts = { started: 0, ended: 0 }
+    const counts = { started: 0, ended: 0, whole: 0 }
     const { b, lines, sidecar } = await mesh(await startBigApp(cleanup, leg, 512, counts), [STORE, STORE3], 8_000)
     greedy(sidecar(STORE), 0, PLACES / 2, 0)
     await waitFor(() => counts.started >= PLACES / 2, 5_000, "the first peer's answers to begin")
@@ -168,8 +177,29 @@ describe.each<Leg>(["pool", "h2c"])("greedy peers at B's places to its app (%s)"
     expect([STORE, STORE3]).toContain(lines[0]!.peer)
   }, 30_000)
 
+  it(`an honest pod whose consumers read at 1 MB/s, holding every place: it loses one answer past its share for the one waiting call, its others run to their end`, async () => {
+    // The harm the floor does to an honest caller past its share: the same as a greedy reader's
+    // (they cannot be told apart), bounded to the calls waiting. At main (the paused-a-second rule
+    // alone) one answer was cut too, 3 runs in 3, after 3-7 s: A's grants at this pace leave B's
+    // answer paused over a second now and then.
+    const counts = { started: 0, ended: 0, whole: 0 }
+    // 16 MiB answers: each lasts ~16 s at that pace, longer than the loopback's buffers hide.
+    const { b, lines, sidecar } = await mesh(await startBigApp(cleanup, leg, 256, counts), [STORE], 15_000)
+    greedy(sidecar(STORE), 0, PLACES, HONEST_SLOW)
+    await waitFor(() => counts.started >= PLACES, 5_000, "B's places to be taken by the pod's answers")
+    const asked = performance.now()
+    const answer = await call(sidecar(STORE2).outboundPort, { path: "/honest", timeoutMs: 20_000 })
+    expect(answer.status).toBe(200)
+    // Within about three looks: one notes what each took, the next finds it under the floor.
+    expect(performance.now() - asked).toBeLessThan(6_000)
+    await waitFor(() => counts.ended >= PLACES, 30_000, "the pod's answers to end")
+    expect(await metric(b, /^iip_mesh_app_pool_share_reclaimed_total /)).toBe(1)
+    expect(lines).toMatchObject([{ peer: STORE, reclaimed: 1, held: PLACES }])
+    expect(counts.whole).toBe(PLACES - 1)
+  }, 60_000)
+
   it(`a reader above the floor (~5 MiB/s an answer) past its share is never cut: the other pod's call waits for an answer to end`, async () => {
-    const counts = { started: 0, ended: 0 }
+    const counts = { started: 0, ended: 0, whole: 0 }
     // 16 MiB answers: each over in about 3 s at that pace, so the looks (a second apart, from the
     // other pod's call on) note and then measure them while they hold every place.
     const { b, sidecar } = await mesh(await startBigApp(cleanup, leg, 256, counts), [STORE], 15_000)
