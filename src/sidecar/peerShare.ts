@@ -46,7 +46,10 @@ export const RECLAIM_STALL_MS = 1_000
  * its rate give or take one grant: a reader under about 1 MiB/s leaves its answer paused a second
  * now and then and the stall rule takes it (an 800 KiB/s one at main, one run in two), so a floor
  * that catches the steady ones must lie some grants above that; four grants a second (16 Mbit/s)
- * never cuts a reader above 2.5 MiB/s and always finds one under 1.5 MiB/s. Only the places past a
+ * never cuts a steady reader above 2.5 MiB/s and always finds one under 1.5 MiB/s (a faster one
+ * whose consumer lagged for a second within a look may be: one at 3 MB/s was, 1 run in 13 of a
+ * test on a loaded machine; measuring over several looks spares it but finds the slow ones
+ * seconds later, as a reader's socket buffers fill first). Only the places past a
  * share are judged, and only while another peer is owed one: a reader on a slow link keeps its
  * share at any pace, and all the places while nobody else asks (the answer idle timeout is its
  * only bound then, 512 KiB per 60 s).
