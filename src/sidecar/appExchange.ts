@@ -308,8 +308,8 @@ export class AppExchange implements AppPoolHandler {
       return this.abort(error)
     }
     if (error instanceof PoolShareReclaimed) {
-      // Its peer held past its share of the pool and took none of this answer while another peer
-      // waited (appPool.ts): the caller's doing, not the app's; the answer had begun (processed).
+      // Its peer held past its share of the pool and took none of this answer, or too little, while
+      // another peer waited (peerShare.ts): the caller's doing, not the app's; the answer had begun (processed).
       // Only a streamed answer pauses its socket (answerStream), so only one is taken back.
       this.finish()
       this.observation.end(this.leg.address, this.status, { hop: "inbound", reason: MeshErrorCode.overloaded })

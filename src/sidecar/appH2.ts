@@ -30,7 +30,7 @@
 // still able to be reset). A few drain at once; past that new calls are refused `overloaded`.
 // Each calling peer has a share of the places, as of the HTTP/1.1 pool's sockets (peerShare.ts):
 // a freed place goes first to a waiting call of a peer under its share, and while one waits, a
-// stream held past its peer's share by an answer paused unread for a second is taken back (reset
+// stream held past its peer's share by an answer stalled on its reader is taken back (reset
 // CANCEL, `overloaded` to its caller, processed: never retried). Without it one calling pod holding
 // streams at window 0 took every place, and every other caller of the app waited out its deadline.
 // The waiting line is shared so too: full, a call of a peer waiting less than its share takes the
@@ -46,7 +46,7 @@ import { AppH2Exchange, type CancelSource, type H2Leg } from "./appH2Exchange.ts
 import type { AppH2Request } from "./appH2RequestHead.ts"
 import type { OnInvalidHeader } from "./headerFilter.ts"
 import type { InboundObservation } from "./observe.ts"
-import { PeerShare, RECLAIM_STALL_MS, type ShareLeg } from "./peerShare.ts"
+import { PeerShare, STALLED_READER, type ShareLeg } from "./peerShare.ts"
 import type { PoolPeer } from "./poolPeers.ts"
 
 /** Like the HTTP/1.1 pool's idle keep-alive sockets, an unused session does not stay open for ever. */
@@ -330,7 +330,7 @@ export class AppH2Leg implements H2Leg, ShareLeg<AppH2Exchange> {
     if (this.peers.waitingCount > 0) this.openWaiting()
   }
 
-  /** The current session's app's limit (Infinity: none known): the peers' share is half the places it leaves. */
+  /** The current session's app's limit (Infinity: none known): the peers' share is of the places it leaves. */
   private announce(streams: number): void {
     this.announcedStreams = streams
     this.peers.resize(this.placesNow())
@@ -451,7 +451,7 @@ export class AppH2Leg implements H2Leg, ShareLeg<AppH2Exchange> {
   }
 
   takeBack(exchange: AppH2Exchange, held: number): void {
-    exchange.takenBack(`its stream to the app at ${this.address} was taken back for another peer's waiting request: ${held} of the ${this.placesNow()} places (--app-h2-max-streams, or the app's SETTINGS) held by ${exchange.peer!.key}, past its share of ${this.peers.share}, and this answer unread for ${RECLAIM_STALL_MS} ms; retry later`)
+    exchange.takenBack(`its stream to the app at ${this.address} was taken back for another peer's waiting request: ${held} of the ${this.placesNow()} places (--app-h2-max-streams, or the app's SETTINGS) held by ${exchange.peer!.key}, past its share of ${this.peers.share}, and ${STALLED_READER}; retry later`)
   }
 
   reclaimed(peer: string, count: number, held: number): void {

@@ -160,6 +160,9 @@ export class AppH2Exchange implements Expiring, Held {
   /** The streamed answer's app stream is paused (the mesh takes nothing of it), since pausedAt (performance.now()). */
   paused = false
   pausedAt = 0
+  /** What the share's last look noted of the answer's bytes (taken), and which look (peerShare.ts). */
+  takenNoted = 0
+  lookNoted = 0
 
   constructor(leg: H2Leg, request: AppH2Request, observation: InboundObservation, pending: PendingOutcome, peer: PoolPeer | undefined) {
     exchangeShape.keep(this, request.body instanceof Buffer ? request.body.length : 0)
@@ -169,6 +172,11 @@ export class AppH2Exchange implements Expiring, Held {
     this.pending = pending
     this.grpc = isGrpcPairs(request.headers)
     this.peer = peer
+  }
+
+  /** The answer's bytes come from the app so far (the share's measure of its reader: peerShare.ts). */
+  get taken(): number {
+    return this.bytes
   }
 
   start(cancel: CancelSource): void {
@@ -215,7 +223,7 @@ export class AppH2Exchange implements Expiring, Held {
 
   /** Out of the full waiting line for another peer's call, its own peer waiting past its share there (appH2.ts): nothing went to the app. */
   displaced(places: number): void {
-    this.fail(503, { hop: "inbound", reason: MeshErrorCode.overloaded }, MeshErrorCode.overloaded, `as many requests wait for a stream to the app at ${this.leg.address} as it may have open (${places}), more than half of them from ${this.peer!.key}: its newest gave way to another peer's; retry elsewhere`, false)
+    this.fail(503, { hop: "inbound", reason: MeshErrorCode.overloaded }, MeshErrorCode.overloaded, `as many requests wait for a stream to the app at ${this.leg.address} as it may have open (${places}), more than its share of them from ${this.peer!.key}: its newest gave way to another peer's; retry elsewhere`, false)
   }
 
   /** The leg closed while this waited for a place: nothing went to the app. */
@@ -341,7 +349,7 @@ export class AppH2Exchange implements Expiring, Held {
 
   /**
    * Its place was taken back for another peer's waiting call (peerShare.ts): its peer held past its
-   * share and took none of this answer for a second. The caller's doing, not the app's; the answer
+   * share and its reader stalled this answer (peerShare.ts: none of it for a second, or too little). The caller's doing, not the app's; the answer
    * had begun (processed: never retried). The app's stream is reset (CANCEL).
    */
   takenBack(message: string): void {
@@ -505,8 +513,8 @@ export class AppH2Exchange implements Expiring, Held {
    * non-gRPC answer streams) for as long as it liked: one that stays paused for the body idle
    * timeout is given up, as the HTTP/1.1 leg does (appExchange.ts). A gRPC call's deadline
    * bounds the whole call already: its stream may wait on a slow reader until then. When it paused
-   * is kept for the peers' share (peerShare.ts): paused a second past its peer's share while another
-   * peer's call waits, its place is taken back, a gRPC call's too.
+   * is kept for the peers' share (peerShare.ts): paused a second, or read too slowly, past its
+   * peer's share while another peer's call waits, its place is taken back, a gRPC call's too.
    */
   private answerPaused(): void {
     if (!this.paused) {

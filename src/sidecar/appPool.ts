@@ -23,11 +23,12 @@
 // text/event-stream: counted from then, and past the share closed there (the app saw it: refused
 // as processed), else such streams took every socket outside the share.
 //
-// Each peer (a calling sidecar, poolPeers.ts) has a share of the sockets too (peerShare.ts): half,
-// at least one; a freed socket goes first to a waiting request of a peer under its share, and while
-// one waits, a socket held past its peer's share by an answer paused unread for a second is taken
-// back (PoolShareReclaimed, overloaded). Without it one peer stalling more answers than the pool
-// has sockets left every other peer's requests waiting for their deadline.
+// Each peer (a calling sidecar, poolPeers.ts) has a share of the sockets too (peerShare.ts): the
+// sockets over the peers wanting them, at least one; a freed socket goes first to a waiting request
+// of a peer under its share, and while one waits, a socket held past its peer's share by an answer
+// stalled on its reader (unread for a second, or read under READER_FLOOR a second) is taken back
+// (PoolShareReclaimed, overloaded). Without it one peer stalling more answers than the pool has
+// sockets, or two holding half each, left every other peer's requests waiting for their deadline.
 import * as net from "node:net"
 import { type AppPoolRequest, EXPECTS_PAYLOAD, writeHead } from "./appRequestHead.ts"
 import { drainedOrClosed } from "./drained.ts"
@@ -36,7 +37,7 @@ import { closeParserSoon, HTTPParser, type LlhttpParser } from "./llhttp.ts"
 import { nodeHttp } from "../toolkit/nodeHttp.ts"
 import { ShapeAnchor } from "../mux/shapeAnchor.ts"
 import type { PoolPeer } from "./poolPeers.ts"
-import { PeerShare, RECLAIM_STALL_MS, SEAT_NONE, type Seat, type ShareLeg } from "./peerShare.ts"
+import { PeerShare, SEAT_NONE, STALLED_READER, type Seat, type ShareLeg } from "./peerShare.ts"
 
 /** Until the app accepts the connection. */
 const CONNECT_TIMEOUT_MS = 10_000
@@ -94,7 +95,7 @@ const isEventStream = (request: AppPoolRequest): boolean => {
   return false
 }
 
-/** An exchange ended to give its socket to another peer's waiting request: its peer held past its share, its answer paused unread (processed). */
+/** An exchange ended to give its socket to another peer's waiting request: its peer held past its share, its answer stalled on its reader (processed). */
 export class PoolShareReclaimed extends Error {
   readonly code = "POOL_SHARE_RECLAIMED"
 }
@@ -145,6 +146,10 @@ class Exchange implements AppController {
   paused = false
   /** When it last paused (performance.now()): an answer paused since long enough is stalled. */
   pausedAt = 0
+  /** Bytes of its answer's body read so far; what the share's last look noted of it, and which look (peerShare.ts). */
+  taken = 0
+  takenNoted = 0
+  lookNoted = 0
   /** Its place among the pool's waiting requests while it waits (emptied when its peer's line gives it a socket first). */
   slot = -1
   /** Interim (1xx) answers passed over so far. */
@@ -255,7 +260,9 @@ class Connection {
     this.parser[HTTPParser.kOnHeadersComplete] = this.onHeadersComplete.bind(this)
     this.parser[HTTPParser.kOnBody] = (chunk: Buffer) => {
       const exchange = this.current
-      if (exchange !== undefined && !exchange.ended) exchange.handler.onResponseData(exchange, chunk)
+      if (exchange === undefined || exchange.ended) return
+      exchange.taken += chunk.length
+      exchange.handler.onResponseData(exchange, chunk)
     }
     this.parser[HTTPParser.kOnMessageComplete] = () => {
       if (this.interim) {
@@ -671,7 +678,7 @@ export class AppPool implements ShareLeg<Exchange> {
   }
 
   takeBack(exchange: Exchange, held: number): void {
-    exchange.abort(new PoolShareReclaimed(`its socket to the app at ${this.authority} was taken back for another peer's waiting request: ${held} of the ${this.size} pool sockets (--app-pool-size) held by ${exchange.peer!.key}, past its share of ${this.peers.share}, and this answer unread for ${RECLAIM_STALL_MS} ms`))
+    exchange.abort(new PoolShareReclaimed(`its socket to the app at ${this.authority} was taken back for another peer's waiting request: ${held} of the ${this.size} pool sockets (--app-pool-size) held by ${exchange.peer!.key}, past its share of ${this.peers.share}, and ${STALLED_READER}`))
   }
 
   reclaimed(peer: string, count: number, held: number): void {
