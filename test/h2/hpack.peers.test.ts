@@ -1,0 +1,219 @@
+// HPACK against nghttp2 (node:http2), the peer nobody here wrote. Decoding: a node client and a
+// node server talk through a transparent TCP tap that decodes every header block both ways with our
+// decoder (nghttp2's dynamic table and Huffman coding at work over many requests); what we decode must
+// be exactly what node's other end received (its raw headers). Encoding: blocks of our encoder, in
+// HEADERS frames written by hand, to a node server and a node client, which must see exactly our fields,
+// also after the peer lowers SETTINGS_HEADER_TABLE_SIZE.
+import * as http2 from "node:http2"
+import * as net from "node:net"
+import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import { HpackDecoder } from "../../src/h2/hpackDecoder.ts"
+import { blockLengthBound, HpackEncoder } from "../../src/h2/hpackEncoder.ts"
+import { connectRawH2, headerFrames } from "../helpers/h2RawClient.ts"
+import { Flag, type Frame, FrameReader, frame, PREFACE, settingsAck, Type } from "../helpers/h2Wire.ts"
+import { Cleanup, startRawServer, withTimeout } from "../support/iipRaw.ts"
+
+/** Joins HEADERS + CONTINUATION payloads into header blocks (padding and priority removed). */
+class BlockJoiner {
+  private parts: Array<Buffer> = []
+  push(f: Frame, onBlock: (block: Buffer) => void): void {
+    if (f.type === Type.headers) {
+      let payload = f.payload
+      const pad = (f.flags & Flag.padded) !== 0 ? payload[0]! : -1
+      if (pad >= 0) payload = payload.subarray(1, payload.length - pad)
+      if ((f.flags & Flag.priority) !== 0) payload = payload.subarray(5)
+      this.parts = [payload]
+    } else if (f.type === Type.continuation) this.parts.push(f.payload)
+    else return
+    if ((f.flags & Flag.endHeaders) !== 0) onBlock(Buffer.concat(this.parts))
+  }
+}
+
+const listen = async (cleanup: Cleanup, server: net.Server | http2.Http2Server): Promise<number> => {
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()))
+  cleanup.add(() => new Promise<void>((resolve) => server.close(() => resolve())))
+  return (server.address() as net.AddressInfo).port
+}
+
+/** A TCP relay to `port` that decodes every header block both ways with a decoder per direction. */
+const startTap = async (cleanup: Cleanup, port: number) => {
+  const decoded = { toServer: [] as Array<unknown>, toClient: [] as Array<unknown>, blockBytes: [] as Array<number> }
+  const sockets: Array<net.Socket> = []
+  cleanup.add(() => sockets.forEach((s) => s.destroy()))
+  const tap = net.createServer((client) => {
+    const server = net.connect(port, "127.0.0.1")
+    sockets.push(client, server)
+    for (const s of [client, server]) {
+      s.on("error", () => {})
+      s.setNoDelay(true)
+    }
+    const direction = (from: net.Socket, to: net.Socket, out: Array<unknown>, skip: number): void => {
+      const decoder = new HpackDecoder()
+      const reader = new FrameReader()
+      const joiner = new BlockJoiner()
+      let skipped = 0
+      from.on("data", (data: Buffer) => {
+        to.write(data)
+        if (skipped < skip) {
+          const n = Math.min(skip - skipped, data.length)
+          skipped += n
+          data = data.subarray(n)
+        }
+        if (data.length > 0)
+          reader.push(data, (f) =>
+            joiner.push(f, (block) => {
+              if (skip > 0) decoded.blockBytes.push(block.length)
+              out.push(decoder.decode(block))
+            })
+          )
+      })
+      from.on("end", () => to.end())
+    }
+    direction(client, server, decoded.toServer, PREFACE.length)
+    direction(server, client, decoded.toClient, 0)
+  })
+  return { port: await listen(cleanup, tap), decoded }
+}
+
+const GRPC_REQUEST = (i: number): http2.OutgoingHttpHeaders => ({
+  ":method": "POST",
+  ":path": `/mesh.test.Echo/Call${i % 3}`,
+  "content-type": "application/grpc",
+  te: "trailers",
+  "user-agent": "grpc-node-js/1.14.7",
+  "grpc-accept-encoding": "identity,deflate,gzip",
+  "accept-encoding": "identity",
+  "grpc-timeout": `${1000 + i}m`,
+  "x-request-id": `req-${i}-${"0123456789abcdef".repeat(2)}`,
+  "x-latin": "caf\u00e9 \u00a0\u00ff",
+  "x-rep": ["a", "b", `c${i}`],
+  ...(i % 4 === 0 ? { "x-long": "L".repeat(3000 + i), ...Object.fromEntries(Array.from({ length: 40 }, (_, k) => [`x-field-${k}`, `value-${k}-${i}`])) } : {})
+})
+
+describe("HpackDecoder against nghttp2 (node:http2)", () => {
+  let cleanup: Cleanup
+  beforeEach(() => {
+    cleanup = new Cleanup()
+  })
+  afterEach(() => cleanup.run())
+
+  it("decodes exactly what node's client and server receive over 60 gRPC-like calls on one connection", async () => {
+    const received: Array<ReadonlyArray<string>> = []
+    const server = http2.createServer()
+    server.on("stream", (stream, _headers, _flags, raw) => {
+      received.push(raw)
+      const i = received.length
+      stream.respond({ ":status": 200, "content-type": "application/grpc", "grpc-encoding": "identity", "x-answer": `answer-${i % 5}`, "x-latin": "\u00e9t\u00e9" }, { waitForTrailers: true })
+      stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": String(i % 2 === 0 ? 0 : 5), "grpc-message": i % 2 === 0 ? "" : `not found: ${i} \u00e9` }))
+      stream.end(Buffer.alloc(5))
+    })
+    const tap = await startTap(cleanup, await listen(cleanup, server))
+    const client = http2.connect(`http://127.0.0.1:${tap.port}`)
+    cleanup.add(() => client.destroy())
+    const answered: Array<ReadonlyArray<string>> = []
+    for (let i = 0; i < 60; i++) {
+      const request = client.request(GRPC_REQUEST(i))
+      request.on("response", (_h, _f, raw) => answered.push(raw))
+      request.on("trailers", (_h, _f, raw) => answered.push(raw))
+      request.end(Buffer.alloc(5))
+      request.resume()
+      await withTimeout(new Promise((resolve) => request.on("close", resolve)), 5000, `call ${i}`)
+    }
+    expect(received.length).toBe(60)
+    expect(answered.length).toBe(120)
+    expect(tap.decoded.toServer).toStrictEqual(received)
+    expect(tap.decoded.toClient).toStrictEqual(answered)
+    // nghttp2's dynamic table and Huffman coding were at work: the third request's block is a
+    // fraction of its fields' octets (the second's table was flushed by the first's 40 extra fields),
+    // the first (all literals, Huffman-coded) below them too.
+    const octets = (fields: ReadonlyArray<string>): number => fields.reduce((sum, text) => sum + text.length, 0)
+    expect(tap.decoded.blockBytes[2]!).toBeLessThan(octets(received[2]!) / 4)
+    expect(tap.decoded.blockBytes[0]!).toBeLessThan(octets(received[0]!) - 300)
+  })
+})
+
+const REQUEST_FIELDS = (port: number, i: number): Array<string> => [
+  ":method", "POST", ":scheme", "http", ":path", `/mesh.test.Echo/Call${i}`, ":authority", `127.0.0.1:${port}`,
+  "content-type", "application/grpc", "te", "trailers", "user-agent", "grpc-node-js/1.14.7",
+  "grpc-accept-encoding", "identity,deflate,gzip", "accept-encoding", "identity", "grpc-timeout", "100m",
+  "x-latin", "caf\u00e9 \u00ff", "x-rep", "a", "x-rep", "b", "x-long", "L".repeat(i === 2 ? 20_000 : 300)
+]
+const RESPONSE_FIELDS = (i: number): Array<string> => [":status", i % 2 === 0 ? "200" : "203", "content-type", "application/grpc", "grpc-encoding", "identity", "x-answer", `\u00e9${i}`]
+const TRAILER_FIELDS = (i: number): Array<string> => ["grpc-status", String(i % 3), "grpc-message", "m".repeat(i * 50)]
+
+const encodeBlock = (encoder: HpackEncoder, fields: ReadonlyArray<string>): Buffer => {
+  const out = Buffer.alloc(blockLengthBound(fields))
+  return out.subarray(0, encoder.encode(fields, out, 0))
+}
+
+describe("HpackEncoder against nghttp2 (node:http2)", () => {
+  let cleanup: Cleanup
+  beforeEach(() => {
+    cleanup = new Cleanup()
+  })
+  afterEach(() => cleanup.run())
+
+  it("a node server receives exactly our request fields, with a small table announced", async () => {
+    const received: Array<ReadonlyArray<string>> = []
+    const server = http2.createServer({ settings: { headerTableSize: 64 } })
+    server.on("stream", (stream, _headers, _flags, raw) => {
+      received.push(raw)
+      stream.respond({ ":status": 200 }, { endStream: true })
+    })
+    const port = await listen(cleanup, server)
+    const raw = await connectRawH2(cleanup, port, true)
+    const encoder = new HpackEncoder()
+    const sent: Array<Array<string>> = []
+    for (let i = 0; i < 6; i++) {
+      const stream = 1 + 2 * i
+      const fields = REQUEST_FIELDS(port, i)
+      sent.push(fields)
+      raw.socket.write(headerFrames(stream, encodeBlock(encoder, fields), true))
+      await raw.until((frames) => frames.some((f) => f.stream === stream && (f.flags & Flag.endStream) !== 0), `answer ${i}`)
+    }
+    expect(received).toStrictEqual(sent)
+  })
+
+  it("a node client receives exactly our response and trailer fields, also after it lowers its table size", async () => {
+    const encoder = new HpackEncoder()
+    const { port } = await startRawServer(cleanup, (socket) => {
+      socket.write(frame(Type.settings, 0, 0))
+      const reader = new FrameReader()
+      let at = 0
+      let i = 0
+      socket.on("data", (data: Buffer) => {
+        if (at < PREFACE.length) {
+          const n = Math.min(PREFACE.length - at, data.length)
+          at += n
+          data = data.subarray(n)
+        }
+        reader.push(data, (f) => {
+          if (f.type === Type.settings && (f.flags & Flag.ack) === 0) socket.write(settingsAck())
+          if (f.type === Type.headers) {
+            const n = i++
+            socket.write(Buffer.concat([
+              frame(Type.headers, Flag.endHeaders, f.stream, encodeBlock(encoder, RESPONSE_FIELDS(n))),
+              frame(Type.headers, Flag.endHeaders | Flag.endStream, f.stream, encodeBlock(encoder, TRAILER_FIELDS(n)))
+            ]))
+          }
+        })
+      })
+    })
+    const client = http2.connect(`http://127.0.0.1:${port}`, { settings: { headerTableSize: 4096 } })
+    cleanup.add(() => client.destroy())
+    const got: Array<ReadonlyArray<string>> = []
+    const expected: Array<Array<string>> = []
+    for (let i = 0; i < 8; i++) {
+      // Halfway, the client lowers SETTINGS_HEADER_TABLE_SIZE; our encoder's table is 0 from its first block.
+      if (i === 4) await new Promise<void>((resolve) => client.settings({ headerTableSize: 32 }, () => resolve()))
+      const request = client.request({ ":method": "POST", ":path": "/x" })
+      request.on("response", (_h, _f, raw) => got.push(raw))
+      request.on("trailers", (_h, _f, raw) => got.push(raw))
+      request.end()
+      request.resume()
+      await withTimeout(new Promise((resolve) => request.on("close", resolve)), 5000, `call ${i}`)
+      expected.push(RESPONSE_FIELDS(i), TRAILER_FIELDS(i))
+    }
+    expect(got).toStrictEqual(expected)
+  })
+})
