@@ -5,75 +5,15 @@
 // HEADERS frames written by hand, to a node server and a node client, which must see exactly our fields,
 // also after the peer lowers SETTINGS_HEADER_TABLE_SIZE.
 import * as http2 from "node:http2"
-import * as net from "node:net"
+import * as grpc from "@grpc/grpc-js"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
-import { HpackDecoder } from "../../src/h2/hpackDecoder.ts"
+import { checkRequestHead, checkResponseHead, checkTrailers } from "../../src/h2/headerCheck.ts"
 import { blockLengthBound, HpackEncoder } from "../../src/h2/hpackEncoder.ts"
 import { connectRawH2, headerFrames } from "../helpers/h2RawClient.ts"
-import { Flag, type Frame, FrameReader, frame, PREFACE, settingsAck, Type } from "../helpers/h2Wire.ts"
+import { listen, startTap } from "../helpers/h2Tap.ts"
+import { Flag, FrameReader, frame, PREFACE, settingsAck, Type } from "../helpers/h2Wire.ts"
+import { rawMethod } from "../support/grpcRaw.ts"
 import { Cleanup, startRawServer, withTimeout } from "../support/iipRaw.ts"
-
-/** Joins HEADERS + CONTINUATION payloads into header blocks (padding and priority removed). */
-class BlockJoiner {
-  private parts: Array<Buffer> = []
-  push(f: Frame, onBlock: (block: Buffer) => void): void {
-    if (f.type === Type.headers) {
-      let payload = f.payload
-      const pad = (f.flags & Flag.padded) !== 0 ? payload[0]! : -1
-      if (pad >= 0) payload = payload.subarray(1, payload.length - pad)
-      if ((f.flags & Flag.priority) !== 0) payload = payload.subarray(5)
-      this.parts = [payload]
-    } else if (f.type === Type.continuation) this.parts.push(f.payload)
-    else return
-    if ((f.flags & Flag.endHeaders) !== 0) onBlock(Buffer.concat(this.parts))
-  }
-}
-
-const listen = async (cleanup: Cleanup, server: net.Server | http2.Http2Server): Promise<number> => {
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()))
-  cleanup.add(() => new Promise<void>((resolve) => server.close(() => resolve())))
-  return (server.address() as net.AddressInfo).port
-}
-
-/** A TCP relay to `port` that decodes every header block both ways with a decoder per direction. */
-const startTap = async (cleanup: Cleanup, port: number) => {
-  const decoded = { toServer: [] as Array<unknown>, toClient: [] as Array<unknown>, blockBytes: [] as Array<number> }
-  const sockets: Array<net.Socket> = []
-  cleanup.add(() => sockets.forEach((s) => s.destroy()))
-  const tap = net.createServer((client) => {
-    const server = net.connect(port, "127.0.0.1")
-    sockets.push(client, server)
-    for (const s of [client, server]) {
-      s.on("error", () => {})
-      s.setNoDelay(true)
-    }
-    const direction = (from: net.Socket, to: net.Socket, out: Array<unknown>, skip: number): void => {
-      const decoder = new HpackDecoder()
-      const reader = new FrameReader()
-      const joiner = new BlockJoiner()
-      let skipped = 0
-      from.on("data", (data: Buffer) => {
-        to.write(data)
-        if (skipped < skip) {
-          const n = Math.min(skip - skipped, data.length)
-          skipped += n
-          data = data.subarray(n)
-        }
-        if (data.length > 0)
-          reader.push(data, (f) =>
-            joiner.push(f, (block) => {
-              if (skip > 0) decoded.blockBytes.push(block.length)
-              out.push(decoder.decode(block))
-            })
-          )
-      })
-      from.on("end", () => to.end())
-    }
-    direction(client, server, decoded.toServer, PREFACE.length)
-    direction(server, client, decoded.toClient, 0)
-  })
-  return { port: await listen(cleanup, tap), decoded }
-}
 
 const GRPC_REQUEST = (i: number): http2.OutgoingHttpHeaders => ({
   ":method": "POST",
@@ -127,8 +67,59 @@ describe("HpackDecoder against nghttp2 (node:http2)", () => {
     // fraction of its fields' octets (the second's table was flushed by the first's 40 extra fields),
     // the first (all literals, Huffman-coded) below them too.
     const octets = (fields: ReadonlyArray<string>): number => fields.reduce((sum, text) => sum + text.length, 0)
-    expect(tap.decoded.blockBytes[2]!).toBeLessThan(octets(received[2]!) / 4)
-    expect(tap.decoded.blockBytes[0]!).toBeLessThan(octets(received[0]!) - 300)
+    expect(tap.decoded.blocksToServer[2]!.length).toBeLessThan(octets(received[2]!) / 4)
+    expect(tap.decoded.blocksToServer[0]!.length).toBeLessThan(octets(received[0]!) - 300)
+  })
+})
+
+const ECHO = { echo: rawMethod("mesh.test.Echo", "Echo", false, false) }
+
+describe("HpackDecoder against grpc-js", () => {
+  let cleanup: Cleanup
+  beforeEach(() => {
+    cleanup = new Cleanup()
+  })
+  afterEach(() => cleanup.run())
+
+  it("decodes every head and trailer of 30 unary calls, which pass RFC 9113's checks", async () => {
+    const server = new grpc.Server()
+    server.addService(ECHO, {
+      echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) => {
+        call.sendMetadata(new grpc.Metadata())
+        callback(null, call.request)
+      }
+    })
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (error, bound) => (error === null ? resolve(bound) : reject(error)))
+    )
+    cleanup.add(() => server.forceShutdown())
+    const tap = await startTap(cleanup, port)
+    const client = new (grpc.makeGenericClientConstructor(ECHO, "Echo"))(`127.0.0.1:${tap.port}`, grpc.credentials.createInsecure())
+    cleanup.add(() => client.close())
+    for (let i = 0; i < 30; i++) {
+      const metadata = new grpc.Metadata()
+      metadata.set("x-call", `call-${i}`)
+      metadata.set("x-trace-bin", Buffer.from([i, 0, 255]))
+      await withTimeout(
+        new Promise<void>((resolve, reject) =>
+          client.makeUnaryRequest("/mesh.test.Echo/Echo", (b: Buffer) => b, (b: Buffer) => b, Buffer.from("hi"), metadata, { deadline: Date.now() + 5000 }, (error) => (error === null ? resolve() : reject(error)))
+        ),
+        5000,
+        `call ${i}`
+      )
+    }
+    const requests = tap.decoded.toServer as Array<Array<string>>
+    const answers = tap.decoded.toClient as Array<Array<string>>
+    expect([requests.length, answers.length]).toStrictEqual([30, 60])
+    requests.forEach((fields, i) => {
+      expect(checkRequestHead(fields)).toBeUndefined()
+      const value = (name: string): string | undefined => fields[fields.indexOf(name) + 1]
+      expect([value(":path"), value("content-type"), value("te"), value("x-call"), value("x-trace-bin")]).toStrictEqual([
+        "/mesh.test.Echo/Echo", "application/grpc", "trailers", `call-${i}`, Buffer.from([i, 0, 255]).toString("base64").replace(/=+$/, "")
+      ])
+    })
+    answers.forEach((fields, i) => expect(i % 2 === 0 ? checkResponseHead(fields) : checkTrailers(fields)).toBeUndefined())
+    expect(answers.filter((_, i) => i % 2 === 1).map((fields) => fields[fields.indexOf("grpc-status") + 1])).toStrictEqual(Array(30).fill("0"))
   })
 })
 
