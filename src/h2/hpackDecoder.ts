@@ -74,6 +74,12 @@ export class HpackDecoder {
   private malformed = false
   private failure = ""
   private broken: HpackError | undefined = undefined
+  /**
+   * Where a block's fields are collected, then copied out at their exact size: one array of the
+   * right length instead of the growth steps of pushing into an empty one (about 400 B a request
+   * head). It keeps the last block's strings alive until the next block overwrites them.
+   */
+  private readonly fields: Array<string> = []
 
   constructor(options: HpackDecoderOptions = {}) {
     const limit = options.maxTableSize ?? DEFAULT_TABLE_SIZE
@@ -116,7 +122,8 @@ export class HpackDecoder {
   decode(block: Buffer, start = 0, end: number = block.length): Array<string> | HpackError | HeaderListRejected {
     if (this.broken !== undefined) return this.broken
     if (start < 0 || end > block.length || start > end) return this.fail("bad-range")
-    const fields: Array<string> = []
+    const fields = this.fields
+    let count = 0
     let listSize = 0
     let tooLarge = false
     let malformed = false
@@ -185,11 +192,14 @@ export class HpackDecoder {
       listSize += name.length + value.length + ENTRY_OVERHEAD
       if (listSize > this.maxHeaderListSize) tooLarge = true
       // Past the budget the block is still decoded (the table must stay in step) but not collected.
-      if (!tooLarge) fields.push(name, value)
+      if (!tooLarge) {
+        fields[count++] = name
+        fields[count++] = value
+      }
     }
     if (tooLarge) return new HeaderListRejected({ reason: "header-list-too-large" })
     if (malformed) return new HeaderListRejected({ reason: "malformed-field" })
-    return fields
+    return fields.slice(0, count)
   }
 
   private fail(reason: string): HpackError {
