@@ -13,7 +13,10 @@ interface Latin1Buffer extends Buffer {
 }
 
 export interface HpackDecoderOptions {
-  /** The SETTINGS_HEADER_TABLE_SIZE we announce: the most the peer may size our table to (default 4096). */
+  /**
+   * The table size limit at the start: 4096 (the default, RFC 9113 6.5.2), as the peer's encoder
+   * assumes until it has our SETTINGS. Also the most `setTableSizeLimit` may set later.
+   */
   readonly maxTableSize?: number
   /** The SETTINGS_MAX_HEADER_LIST_SIZE we announce: name + value + 32 per field, summed (default 65536). */
   readonly maxHeaderListSize?: number
@@ -55,8 +58,12 @@ const DEFAULT_TABLE_SIZE = 4096
 const MAX_TABLE_SIZE = 1 << 20
 
 export class HpackDecoder {
-  /** The table size limit we announced; size updates above it are errors. */
-  private readonly limit: number
+  /** The table size limit in effect; size updates above it are errors. */
+  private limit: number
+  /** The most `limit` may be: the ring below is sized for it. */
+  private readonly capacity: number
+  /** The limit went below the table's size: the next block must start with a size update (RFC 7541 4.2). */
+  private sizeUpdateDue = false
   private readonly maxHeaderListSize: number
   /** The table's current maximum size, as the peer's last size update set it. */
   private maxSize: number
@@ -87,6 +94,7 @@ export class HpackDecoder {
     if (!Number.isInteger(limit) || limit < 0 || limit > MAX_TABLE_SIZE) throw new RangeError(`maxTableSize must be an integer in 0..${MAX_TABLE_SIZE}`)
     if (!Number.isInteger(listSize) || listSize < 1) throw new RangeError("maxHeaderListSize must be a positive integer")
     this.limit = limit
+    this.capacity = limit
     this.maxSize = limit
     this.maxHeaderListSize = listSize
     // Every entry takes at least 32 octets, so the table never holds more than limit/32 of them.
@@ -96,6 +104,18 @@ export class HpackDecoder {
     this.values = new Array<string>(slots).fill("")
     this.bad = new Uint8Array(slots)
     this.mask = slots - 1
+  }
+
+  /**
+   * Sets the table size limit to the SETTINGS_HEADER_TABLE_SIZE we announced, once the peer has
+   * acknowledged it (RFC 9113 6.5.3). Below the table's current maximum, the peer's next block must
+   * start with a size update that brings it within the limit, or it is an HpackError. At most the
+   * constructor's `maxTableSize` (a RangeError otherwise: a caller's mistake, not the peer's).
+   */
+  setTableSizeLimit(size: number): void {
+    if (!Number.isInteger(size) || size < 0 || size > this.capacity) throw new RangeError(`table size limit must be an integer in 0..${this.capacity}`)
+    if (size < this.maxSize) this.sizeUpdateDue = true
+    this.limit = size
   }
 
   /** The dynamic table's size in RFC 7541 4.1's terms (octets + 32 per entry). */
@@ -185,10 +205,14 @@ export class HpackDecoder {
         pos = this.pos
         if (size > this.limit) return this.fail("size-update-above-limit")
         this.maxSize = size
+        this.sizeUpdateDue = false
         this.evictTo(size)
         continue
       }
-      sawField = true
+      if (!sawField) {
+        if (this.sizeUpdateDue) return this.fail("size-update-missing")
+        sawField = true
+      }
       listSize += name.length + value.length + ENTRY_OVERHEAD
       if (listSize > this.maxHeaderListSize) tooLarge = true
       // Past the budget the block is still decoded (the table must stay in step) but not collected.

@@ -60,6 +60,24 @@ describe("HpackDecoder bounds", () => {
     expectFatal(new HpackDecoder(), bytes(0x82, 0x20), "size-update-mid-block")
   })
 
+  it("after a lowered limit, requires a size update within it at the next block's start", () => {
+    const lowered = (): HpackDecoder => {
+      const decoder = new HpackDecoder()
+      expect(decoder.decode(bytes(literal("x-a", "1", 0x40)))).toStrictEqual(["x-a", "1"])
+      decoder.setTableSizeLimit(64)
+      return decoder
+    }
+    expectFatal(lowered(), bytes(0x82), "size-update-missing")
+    expectFatal(lowered(), bytes(hpackInt(65, 5, 0x20), 0x82), "size-update-above-limit")
+    const decoder = lowered()
+    expect(decoder.decode(bytes(hpackInt(64, 5, 0x20), 0xbe))).toStrictEqual(["x-a", "1"])
+    expect(decoder.decode(bytes(0x82))).toStrictEqual([":method", "GET"])
+    // Raised again (up to the constructor's limit), no update is owed.
+    decoder.setTableSizeLimit(4096)
+    expect(decoder.decode(bytes(0xbe))).toStrictEqual(["x-a", "1"])
+    expect(() => decoder.setTableSizeLimit(4097)).toThrow(RangeError)
+  })
+
   it("evicts to a lowered size, and an entry larger than the table empties it", () => {
     const decoder = new HpackDecoder({ maxTableSize: 100 })
     decoder.decode(bytes(literal("x-a", "1", 0x40), literal("x-b", "2", 0x40)))

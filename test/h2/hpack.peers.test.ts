@@ -37,9 +37,12 @@ describe("HpackDecoder against nghttp2 (node:http2)", () => {
   })
   afterEach(() => cleanup.run())
 
-  it("decodes exactly what node's client and server receive over 60 gRPC-like calls on one connection", async () => {
+  it.each([
+    ["default table sizes", 4096, 4096],
+    ["small tables announced by both ends", 256, 100]
+  ])("decodes exactly what node's client and server receive over 60 gRPC-like calls on one connection (%s)", async (_name, serverTable, clientTable) => {
     const received: Array<ReadonlyArray<string>> = []
-    const server = http2.createServer()
+    const server = http2.createServer({ settings: { headerTableSize: serverTable } })
     server.on("stream", (stream, _headers, _flags, raw) => {
       received.push(raw)
       const i = received.length
@@ -48,7 +51,7 @@ describe("HpackDecoder against nghttp2 (node:http2)", () => {
       stream.end(Buffer.alloc(5))
     })
     const tap = await startTap(cleanup, await listen(cleanup, server))
-    const client = http2.connect(`http://127.0.0.1:${tap.port}`)
+    const client = http2.connect(`http://127.0.0.1:${tap.port}`, { settings: { headerTableSize: clientTable } })
     cleanup.add(() => client.destroy())
     const answered: Array<ReadonlyArray<string>> = []
     for (let i = 0; i < 60; i++) {
@@ -67,7 +70,12 @@ describe("HpackDecoder against nghttp2 (node:http2)", () => {
     // fraction of its fields' octets (the second's table was flushed by the first's 40 extra fields),
     // the first (all literals, Huffman-coded) below them too.
     const octets = (fields: ReadonlyArray<string>): number => fields.reduce((sum, text) => sum + text.length, 0)
-    expect(tap.decoded.blocksToServer[2]!.length).toBeLessThan(octets(received[2]!) / 4)
+    // With small tables announced, each encoder's size update within them (which each decoder then requires) was decoded.
+    const sizeUpdates = (blocks: ReadonlyArray<Buffer>): Array<number> =>
+      blocks.filter((block) => (block[0]! & 0xe0) === 0x20).map((block) => ((block[0]! & 0x1f) < 31 ? block[0]! & 0x1f : 31 + (block[1]! & 0x7f) + (block[1]! >= 0x80 ? block[2]! << 7 : 0)))
+    if (serverTable < 4096) expect(sizeUpdates(tap.decoded.blocksToServer)).toStrictEqual([serverTable])
+    if (clientTable < 4096) expect(sizeUpdates(tap.decoded.blocksToClient)).toStrictEqual([clientTable])
+    if (serverTable === 4096) expect(tap.decoded.blocksToServer[2]!.length).toBeLessThan(octets(received[2]!) / 4)
     expect(tap.decoded.blocksToServer[0]!.length).toBeLessThan(octets(received[0]!) - 300)
   })
 })

@@ -29,7 +29,10 @@ export const listen = async (cleanup: Cleanup, server: net.Server | http2.Http2S
   return (server.address() as net.AddressInfo).port
 }
 
-/** A TCP relay to `port` that decodes every header block both ways with a decoder per direction. */
+/**
+ * A TCP relay to `port` that decodes every header block both ways with a decoder per direction,
+ * each following the SETTINGS_HEADER_TABLE_SIZE its side announced once the other side acknowledges it.
+ */
 export const startTap = async (cleanup: Cleanup, port: number) => {
   const decoded = {
     /** What our decoders returned for each block, client to server and server to client, in order. */
@@ -48,11 +51,28 @@ export const startTap = async (cleanup: Cleanup, port: number) => {
       s.on("error", () => {})
       s.setNoDelay(true)
     }
-    const direction = (from: net.Socket, to: net.Socket, out: Array<unknown>, blocks: Array<Buffer>, skip: number): void => {
+    // Each direction's SETTINGS_HEADER_TABLE_SIZE values in the order sent (undefined: a SETTINGS
+    // without one); the other direction's ACK of them sets the limit of this direction's decoder.
+    const sent: [Array<number | undefined>, Array<number | undefined>] = [[], []]
+    const direction = (which: 0 | 1, from: net.Socket, to: net.Socket, out: Array<unknown>, blocks: Array<Buffer>, skip: number): void => {
       const decoder = new HpackDecoder()
       const reader = new FrameReader()
       const joiner = new BlockJoiner()
       let skipped = 0
+      const onFrame = (f: Frame): void => {
+        if (f.type === Type.settings && (f.flags & Flag.ack) !== 0) {
+          const size = sent[1 - which]!.shift()
+          if (size !== undefined) decoder.setTableSizeLimit(size)
+        } else if (f.type === Type.settings) {
+          let size: number | undefined
+          for (let at = 0; at + 6 <= f.payload.length; at += 6) if (f.payload.readUInt16BE(at) === 1) size = f.payload.readUInt32BE(at + 2)
+          sent[which].push(size)
+        }
+        joiner.push(f, (block) => {
+          blocks.push(block)
+          out.push(decoder.decode(block))
+        })
+      }
       from.on("data", (data: Buffer) => {
         to.write(data)
         if (skipped < skip) {
@@ -60,18 +80,12 @@ export const startTap = async (cleanup: Cleanup, port: number) => {
           skipped += n
           data = data.subarray(n)
         }
-        if (data.length > 0)
-          reader.push(data, (f) =>
-            joiner.push(f, (block) => {
-              blocks.push(block)
-              out.push(decoder.decode(block))
-            })
-          )
+        if (data.length > 0) reader.push(data, onFrame)
       })
       from.on("end", () => to.end())
     }
-    direction(client, server, decoded.toServer, decoded.blocksToServer, PREFACE.length)
-    direction(server, client, decoded.toClient, decoded.blocksToClient, 0)
+    direction(0, client, server, decoded.toServer, decoded.blocksToServer, PREFACE.length)
+    direction(1, server, client, decoded.toClient, decoded.blocksToClient, 0)
   })
   return { port: await listen(cleanup, tap), decoded }
 }
