@@ -20,13 +20,10 @@ import * as grpc from "@grpc/grpc-js"
 import { performance } from "node:perf_hooks"
 import { HpackDecoder } from "../src/h2/hpackDecoder.ts"
 import { blockLengthBound, HpackEncoder } from "../src/h2/hpackEncoder.ts"
-import { startTap } from "../test/helpers/h2Tap.ts"
-import { rawMethod } from "../test/support/grpcRaw.ts"
+import { grpcThroughTap } from "../test/helpers/h2Tap.ts"
 import { Cleanup, collectGarbage } from "../test/support/iipRaw.ts"
 import { benchArgs, printSummary } from "./args.ts"
 import { median, pad } from "./sidecar/format.ts"
-
-const ECHO = { echo: rawMethod("bench.Echo", "Echo", false, false) }
 
 interface Capture {
   readonly requests: ReadonlyArray<Buffer>
@@ -40,22 +37,8 @@ interface Capture {
 const capture = async (calls: number): Promise<Capture> => {
   const cleanup = new Cleanup()
   try {
-    const server = new grpc.Server()
-    server.addService(ECHO, { echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) => callback(null, call.request) })
-    const port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (error, bound) => (error === null ? resolve(bound) : reject(error)))
-    )
-    cleanup.add(() => server.forceShutdown())
-    const tap = await startTap(cleanup, port)
-    const client = new (grpc.makeGenericClientConstructor(ECHO, "Echo"))(`127.0.0.1:${tap.port}`, grpc.credentials.createInsecure())
-    cleanup.add(() => client.close())
-    for (let i = 0; i < calls; i++) {
-      await new Promise<void>((resolve, reject) =>
-        client.makeUnaryRequest("/bench.Echo/Echo", (b: Buffer) => b, (b: Buffer) => b, Buffer.alloc(16), new grpc.Metadata(), { deadline: Date.now() + 5000 }, (error) =>
-          error === null ? resolve() : reject(error)
-        )
-      )
-    }
+    const { tap, call } = await grpcThroughTap(cleanup)
+    for (let i = 0; i < calls; i++) await call(Buffer.alloc(16), new grpc.Metadata())
     const last = (list: ReadonlyArray<unknown>, back: number): ReadonlyArray<string> => {
       const fields = list[list.length - back]
       if (!Array.isArray(fields)) throw new Error(`a captured block did not decode: ${String(fields)}`)

@@ -163,9 +163,8 @@ export class HpackDecoder {
           name = staticNames[index]!
           value = staticValues[index]!
         } else {
-          const entry = index - STATIC_COUNT - 1
-          if (entry >= this.count) return this.fail("index-out-of-range")
-          const slot = (this.head + entry) & this.mask
+          const slot = this.slotOf(index)
+          if (slot < 0) return this.fail("index-out-of-range")
           name = this.names[slot]!
           value = this.values[slot]!
           if (this.bad[slot] !== 0) malformed = true
@@ -185,9 +184,8 @@ export class HpackDecoder {
         } else if (nameIndex <= STATIC_COUNT) {
           name = staticNames[nameIndex]!
         } else {
-          const entry = nameIndex - STATIC_COUNT - 1
-          if (entry >= this.count) return this.fail("index-out-of-range")
-          const slot = (this.head + entry) & this.mask
+          const slot = this.slotOf(nameIndex)
+          if (slot < 0) return this.fail("index-out-of-range")
           name = this.names[slot]!
           nameBad = (this.bad[slot]! & BAD_NAME) !== 0
         }
@@ -229,6 +227,12 @@ export class HpackDecoder {
   private fail(reason: string): HpackError {
     this.broken = new HpackError({ reason })
     return this.broken
+  }
+
+  /** The ring slot of dynamic table entry `index` (62 = newest, 2.3.3), or -1 past the table. */
+  private slotOf(index: number): number {
+    const entry = index - STATIC_COUNT - 1
+    return entry < this.count ? (this.head + entry) & this.mask : -1
   }
 
   /** An integer with an N-bit prefix (5.1) at block[pos]; at most 4 continuation octets (< 2^28 + 2^8, so never past 2^31). */

@@ -10,9 +10,8 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { checkRequestHead, checkResponseHead, checkTrailers } from "../../src/h2/headerCheck.ts"
 import { blockLengthBound, HpackEncoder } from "../../src/h2/hpackEncoder.ts"
 import { connectRawH2, headerFrames } from "../helpers/h2RawClient.ts"
-import { listen, startTap } from "../helpers/h2Tap.ts"
+import { ECHO_PATH, grpcThroughTap, listen, startTap } from "../helpers/h2Tap.ts"
 import { Flag, FrameReader, frame, PREFACE, settingsAck, Type } from "../helpers/h2Wire.ts"
-import { rawMethod } from "../support/grpcRaw.ts"
 import { Cleanup, startRawServer, withTimeout } from "../support/iipRaw.ts"
 
 const GRPC_REQUEST = (i: number): http2.OutgoingHttpHeaders => ({
@@ -80,8 +79,6 @@ describe("HpackDecoder against nghttp2 (node:http2)", () => {
   })
 })
 
-const ECHO = { echo: rawMethod("mesh.test.Echo", "Echo", false, false) }
-
 describe("HpackDecoder against grpc-js", () => {
   let cleanup: Cleanup
   beforeEach(() => {
@@ -90,31 +87,12 @@ describe("HpackDecoder against grpc-js", () => {
   afterEach(() => cleanup.run())
 
   it("decodes every head and trailer of 30 unary calls, which pass RFC 9113's checks", async () => {
-    const server = new grpc.Server()
-    server.addService(ECHO, {
-      echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) => {
-        call.sendMetadata(new grpc.Metadata())
-        callback(null, call.request)
-      }
-    })
-    const port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (error, bound) => (error === null ? resolve(bound) : reject(error)))
-    )
-    cleanup.add(() => server.forceShutdown())
-    const tap = await startTap(cleanup, port)
-    const client = new (grpc.makeGenericClientConstructor(ECHO, "Echo"))(`127.0.0.1:${tap.port}`, grpc.credentials.createInsecure())
-    cleanup.add(() => client.close())
+    const { tap, call } = await grpcThroughTap(cleanup)
     for (let i = 0; i < 30; i++) {
       const metadata = new grpc.Metadata()
       metadata.set("x-call", `call-${i}`)
       metadata.set("x-trace-bin", Buffer.from([i, 0, 255]))
-      await withTimeout(
-        new Promise<void>((resolve, reject) =>
-          client.makeUnaryRequest("/mesh.test.Echo/Echo", (b: Buffer) => b, (b: Buffer) => b, Buffer.from("hi"), metadata, { deadline: Date.now() + 5000 }, (error) => (error === null ? resolve() : reject(error)))
-        ),
-        5000,
-        `call ${i}`
-      )
+      await withTimeout(call(Buffer.from("hi"), metadata), 5000, `call ${i}`)
     }
     const requests = tap.decoded.toServer as Array<Array<string>>
     const answers = tap.decoded.toClient as Array<Array<string>>
@@ -123,7 +101,7 @@ describe("HpackDecoder against grpc-js", () => {
       expect(checkRequestHead(fields)).toBeUndefined()
       const value = (name: string): string | undefined => fields[fields.indexOf(name) + 1]
       expect([value(":path"), value("content-type"), value("te"), value("x-call"), value("x-trace-bin")]).toStrictEqual([
-        "/mesh.test.Echo/Echo", "application/grpc", "trailers", `call-${i}`, Buffer.from([i, 0, 255]).toString("base64").replace(/=+$/, "")
+        ECHO_PATH, "application/grpc", "trailers", `call-${i}`, Buffer.from([i, 0, 255]).toString("base64").replace(/=+$/, "")
       ])
     })
     answers.forEach((fields, i) => expect(i % 2 === 0 ? checkResponseHead(fields) : checkTrailers(fields)).toBeUndefined())

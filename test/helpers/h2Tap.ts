@@ -1,9 +1,12 @@
 // A transparent TCP tap between an HTTP/2 client and server that decodes every header block both
 // ways with our HPACK decoder (one per direction), for the HPACK tests against real peers
-// (test/h2/hpack.peers.test.ts) and the HPACK bench's capture of real blocks (bench/hpack.ts).
+// (test/h2/hpack.peers.test.ts) and the HPACK bench's capture of real blocks (bench/hpack.ts), with
+// a grpc-js client and server on its two ends.
+import * as grpc from "@grpc/grpc-js"
 import type * as http2 from "node:http2"
 import * as net from "node:net"
 import { HpackDecoder } from "../../src/h2/hpackDecoder.ts"
+import { rawMethod } from "../support/grpcRaw.ts"
 import type { Cleanup } from "../support/iipRaw.ts"
 import { Flag, type Frame, FrameReader, PREFACE, Type } from "./h2Wire.ts"
 
@@ -88,4 +91,25 @@ export const startTap = async (cleanup: Cleanup, port: number) => {
     direction(1, server, client, decoded.toClient, decoded.blocksToClient, 0)
   })
   return { port: await listen(cleanup, tap), decoded }
+}
+
+const ECHO = { echo: rawMethod("mesh.test.Echo", "Echo", false, false) }
+export const ECHO_PATH = "/mesh.test.Echo/Echo"
+
+/** A grpc-js Echo server and a grpc-js client that reaches it through a tap; `call` makes one unary call (5 s deadline). */
+export const grpcThroughTap = async (cleanup: Cleanup) => {
+  const server = new grpc.Server()
+  server.addService(ECHO, { echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) => callback(null, call.request) })
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (error, bound) => (error === null ? resolve(bound) : reject(error)))
+  )
+  cleanup.add(() => server.forceShutdown())
+  const tap = await startTap(cleanup, port)
+  const client = new (grpc.makeGenericClientConstructor(ECHO, "Echo"))(`127.0.0.1:${tap.port}`, grpc.credentials.createInsecure())
+  cleanup.add(() => client.close())
+  const call = (message: Buffer, metadata: grpc.Metadata): Promise<void> =>
+    new Promise<void>((resolve, reject) =>
+      client.makeUnaryRequest(ECHO_PATH, (b: Buffer) => b, (b: Buffer) => b, message, metadata, { deadline: Date.now() + 5000 }, (error) => (error === null ? resolve() : reject(error)))
+    )
+  return { tap, call }
 }
