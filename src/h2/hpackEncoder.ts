@@ -29,6 +29,11 @@ const MAX_TABLE_SIZE = 1 << 20
 
 /** Fields whose values change from call to call: indexing them would only churn the table (date changes once a second: indexed). */
 const NOT_INDEXED = new Set(["grpc-timeout", "content-length", "x-request-id"])
+/**
+ * Secrets: sent as never-indexed literals (6.2.3), kept out of every table on the way (a compression
+ * table that holds a secret lets whoever can add fields and see the block's size guess it: 7.1).
+ */
+const NEVER_INDEXED = new Set(["authorization", "proxy-authorization", "cookie", "set-cookie"])
 
 /** The most octets `encode` writes for these fields (the caller sizes its buffer with it). */
 export const blockLengthBound = (fields: ReadonlyArray<string>): number => {
@@ -125,9 +130,10 @@ export class HpackEncoder {
         continue
       }
       // An entry above a quarter of the table would flush the fields that do repeat.
-      const indexing = !NOT_INDEXED.has(name) && (name.length + value.length + ENTRY_OVERHEAD) * 4 <= this.tableSize
-      // Literal with incremental indexing (6.2.1) or without indexing (6.2.2); the name by its static index if it has one.
-      offset = indexing ? writeInteger(out, offset, first, 6, 0x40) : writeInteger(out, offset, first, 4, 0x00)
+      const never = NEVER_INDEXED.has(name)
+      const indexing = !never && !NOT_INDEXED.has(name) && (name.length + value.length + ENTRY_OVERHEAD) * 4 <= this.tableSize
+      // Literal with incremental indexing (6.2.1), without indexing (6.2.2) or never indexed (6.2.3); the name by its static index if it has one.
+      offset = indexing ? writeInteger(out, offset, first, 6, 0x40) : writeInteger(out, offset, first, 4, never ? 0x10 : 0x00)
       if (first === 0) offset = writeString(out, offset, name)
       offset = writeString(out, offset, value)
       if (indexing) this.table.insert(name, value)

@@ -38,6 +38,8 @@ describe("HpackEncoder", () => {
     expect(encode(encoder, ["grpc-timeout", "99m"]).toString("hex")).toBe("000c" + hexOf("grpc-timeout") + "03" + hexOf("99m"))
     expect(encode(encoder, ["x-big", "v".repeat(1000)])[0]).toBe(0x00)
     expect(encode(encoder, ["te", "trailers"]).toString("hex")).toBe("be")
+    // Secrets go never indexed (6.2.3), every time: authorization is static name 23 = 15 + 8.
+    for (let i = 0; i < 2; i++) expect(encode(encoder, ["authorization", "Bearer x"]).toString("hex")).toBe("1f08" + "08" + hexOf("Bearer x"))
   })
 
   it("signals the peer's lowered table size, and the smallest of several changes, at the next block's start", () => {

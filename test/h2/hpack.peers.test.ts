@@ -113,7 +113,7 @@ const REQUEST_FIELDS = (port: number, i: number): Array<string> => [
   ":method", "POST", ":scheme", "http", ":path", `/mesh.test.Echo/Call${i}`, ":authority", `127.0.0.1:${port}`,
   "content-type", "application/grpc", "te", "trailers", "user-agent", "grpc-node-js/1.14.7",
   "grpc-accept-encoding", "identity,deflate,gzip", "accept-encoding", "identity", "grpc-timeout", "100m",
-  "x-latin", "caf\u00e9 \u00ff", "x-rep", "a", "x-rep", "b", "x-long", "L".repeat(i === 2 ? 20_000 : 300)
+  "x-latin", "caf\u00e9 \u00ff", "x-rep", "a", "x-rep", "b", "authorization", `Bearer t${i}`, "x-long", "L".repeat(i === 2 ? 20_000 : 300)
 ]
 const RESPONSE_FIELDS = (i: number): Array<string> => [":status", i % 2 === 0 ? "200" : "203", "content-type", "application/grpc", "grpc-encoding", "identity", "x-answer", `\u00e9${i}`]
 const TRAILER_FIELDS = (i: number): Array<string> => ["grpc-status", String(i % 3), "grpc-message", "m".repeat(i * 50)]
