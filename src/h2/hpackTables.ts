@@ -43,10 +43,11 @@ export class HpackError extends Data.TaggedError("HpackError")<{
 
 /**
  * The block decoded and the table is in step with the peer, but the header list is refused: a field
- * is malformed (RFC 9113 8.2.1) or the list is over our SETTINGS_MAX_HEADER_LIST_SIZE. A stream error
- * (RST_STREAM PROTOCOL_ERROR, or a 431 answer to a request): the decoder stays usable.
+ * is malformed (RFC 9113 8.2.1), the list is over our SETTINGS_MAX_HEADER_LIST_SIZE, or (headerCheck.ts)
+ * its pseudo-headers or connection-specific fields break 8.2.2/8.3. A stream error (RST_STREAM
+ * PROTOCOL_ERROR, or a 431 answer to a request too large): the decoder stays usable.
  */
 export class HeaderListRejected extends Data.TaggedError("HeaderListRejected")<{
-  /** "header-list-too-large", "malformed-name" or "malformed-value". */
+  /** From the decoder "header-list-too-large" or "malformed-field"; headerCheck.ts's are named there. */
   readonly reason: string
 }> {}
