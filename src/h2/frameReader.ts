@@ -30,7 +30,7 @@ export interface FrameHandler {
    * DATA payload, padding stripped. A frame split across chunks comes in several calls; only the
    * last carries `endStream`. `flowLength` is what the call's part of the frame counts against
    * flow control (padding and the pad length byte included); over a frame's calls it sums to the
-   * frame's length. `data` may be empty (a frame of padding only, or its end).
+   * frame's length. `data` may be empty (a frame of padding only, or padding read in a later chunk).
    */
   onData(streamId: number, data: Buffer, flowLength: number, endStream: boolean): void
   /** A whole header block (HEADERS and its CONTINUATIONs joined, padding and priority removed). */
@@ -100,7 +100,6 @@ export class FrameReader {
   private left = 0
   private padLeft = 0
   private needPadLength = false
-  private flowPending = 0
 
   /** The stream whose header block is open (0: none), its fragments so far and their total size. */
   private blockStream = 0
@@ -127,6 +126,7 @@ export class FrameReader {
   }
 
   feed(chunk: Buffer): void {
+    if (this.failed) return
     const end = chunk.length
     let pos = 0
     if (this.prefaceLeft > 0) pos = this.readPreface(chunk)
@@ -161,7 +161,6 @@ export class FrameReader {
         this.begin(MODE_DATA, length)
         this.needPadLength = (this.flags & Flag.PADDED) !== 0
         this.padLeft = 0
-        this.flowPending = 0
       } else {
         this.begin(MODE_BUFFER, length)
         this.payload = Buffer.allocUnsafe(length)
@@ -277,11 +276,12 @@ export class FrameReader {
       return pos + n
     }
     // MODE_DATA: hand each arriving piece on at once.
+    let flow = 0
     if (this.needPadLength) {
       const padLength = chunk[pos++]!
       this.needPadLength = false
       this.left--
-      this.flowPending++
+      flow++
       if (padLength > this.left) {
         this.fail(protocol("padding", `DATA padding of ${padLength} bytes in a ${this.length}-byte frame`))
         return end
@@ -292,24 +292,19 @@ export class FrameReader {
     const piece = chunk.subarray(pos, pos + n)
     pos += n
     this.left -= n
-    this.flowPending += n
+    flow += n
     if (this.left === this.padLeft) {
       const p = Math.min(end - pos, this.padLeft)
       pos += p
       this.left -= p
       this.padLeft -= p
-      this.flowPending += p
+      flow += p
     }
+    // Padding is reported as it is read too (with no data), so flow control credits it promptly.
     if (this.left === 0) {
       this.mode = MODE_NONE
-      const flow = this.flowPending
-      this.flowPending = 0
       this.handler.onData(this.streamId, piece, flow, (this.flags & Flag.END_STREAM) !== 0)
-    } else if (n > 0) {
-      const flow = this.flowPending
-      this.flowPending = 0
-      this.handler.onData(this.streamId, piece, flow, false)
-    }
+    } else if (flow > 0) this.handler.onData(this.streamId, piece, flow, false)
     return pos
   }
 
