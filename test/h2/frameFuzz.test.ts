@@ -21,10 +21,10 @@ const seedStream = (rng: Prng): Buffer => {
     const id = rng.int(1, 20) * 2 + 1
     switch (rng.int(0, 9)) {
       case 0:
-        writer.headers(id, rng.bytes(rng.int(0, 40_000)), rng.next() < 0.5)
+        writer.headers(id, rng.bytes(rng.int(0, 18_000)), rng.next() < 0.5)
         break
       case 1:
-        writer.data(id, rng.bytes(rng.int(0, 20_000)), rng.next() < 0.5)
+        writer.data(id, rng.bytes(rng.int(0, 6000)), rng.next() < 0.5)
         break
       case 2:
         writer.ping(rng.bytes(8), rng.next() < 0.5)
@@ -107,7 +107,9 @@ const run = (chunks: ReadonlyArray<Buffer>) => {
   }
   const reader = new FrameReader(rec, { role: "server", maxHeaderBlockBytes: 32_768 })
   for (const chunk of chunks) reader.feed(chunk)
-  return { calls, errors: rec.errors.map((e) => [e.code, e.scope, e.streamId, e.reason]), typed: rec.errors.every((e) => e instanceof H2FrameError && codes.has(e.code)), afterConnectionError }
+  // As strings: vitest compares buffers element by element, which would dominate the run.
+  const text = calls.map((call) => (call as Array<unknown>).map((part) => (Buffer.isBuffer(part) ? part.toString("hex") : String(part))).join(" "))
+  return { calls: text, errors: rec.errors.map((e) => [e.code, e.scope, e.streamId, e.reason]), typed: rec.errors.every((e) => e instanceof H2FrameError && codes.has(e.code)), afterConnectionError }
 }
 
 describe("frame reader fuzz", () => {
@@ -121,7 +123,7 @@ describe("frame reader fuzz", () => {
       const whole = run([input])
       expect(whole.typed).toBe(true)
       expect(whole.afterConnectionError).toBe(0)
-      const split = i % 10 === 0 ? run([...input].map((b) => Buffer.from([b]))) : run(randomSplit(rng, input, 700))
+      const split = i % 20 === 0 ? run([...input].map((b) => Buffer.from([b]))) : run(randomSplit(rng, input, 700))
       expect(split, `input ${i}`).toStrictEqual(whole)
       errors += whole.errors.length
     }
