@@ -16,6 +16,7 @@ const benches: Record<string, () => Promise<Bench>> = {
   echo: () => import("./echo.ts"),
   grpc: () => import("./grpc.ts"),
   grpcBeside: () => import("./grpcBeside.ts"),
+  h2Frames: () => import("./h2Frames.ts"),
   sidecar: () => import("./sidecar.ts"),
   rpc: () => import("./rpc.ts"),
   rpcShapes: () => import("./rpcShapes.ts"),
