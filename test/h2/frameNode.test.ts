@@ -2,7 +2,9 @@
 // writer's frames go to it and its frames come back through our reader, with header blocks built
 // by hand (HPACK literals without indexing, RFC 7541 6.2.2, and the indexed `:status 200`): (a) as
 // a client to a node:http2 server, (b) as a server to a node:http2 client, (c) bodies larger than
-// the peer's windows and frame size, both ways, through SendWindows and ReceiveWindow.
+// the peer's windows and frame size, both ways, through SendWindows and ReceiveWindow; and curl
+// (--http2-prior-knowledge, its own nghttp2) against a server made of our reader and writer.
+import { spawn } from "node:child_process"
 import * as http2 from "node:http2"
 import * as net from "node:net"
 import { afterEach, describe, expect, it } from "vitest"
@@ -251,5 +253,36 @@ describe("bodies larger than the peer's windows and frame size", () => {
     expect([client.rec.errors, overrun]).toStrictEqual([[], false])
     expect(client.rec.body(1).bytes.equals(sent)).toBe(true)
     expect(updates).toBeGreaterThan(300_000 / 16_384)
+  })
+})
+
+describe("curl against a server made of our reader and writer", () => {
+  it("uploads 100,000 bytes with --http2-prior-knowledge and reads our answer", async () => {
+    const server = net.createServer((socket) => {
+      const end = endpoint(socket, "server", [[SettingId.INITIAL_WINDOW_SIZE, 1 << 20]])
+      end.writer.windowUpdate(0, 1 << 20)
+      end.flush()
+      let answered = false
+      end.setAfterTurn(() => {
+        const got = end.rec.body(1)
+        if (answered || !got.ended) return
+        answered = true
+        end.writer.headers(1, Buffer.concat([Buffer.from([0x88]), literal("x-frames", "ours")]), false)
+        end.writer.data(1, Buffer.from(`got ${got.bytes.length} bytes, sum ${got.bytes.reduce((a, b) => a + b, 0)}\n`), true)
+      })
+    })
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+    cleanup.add(() => new Promise<void>((resolve) => server.close(() => resolve())))
+    const upload = body(100_000, 1)
+    const curl = spawn("curl", ["--http2-prior-knowledge", "-s", "-S", "-i", "--max-time", "10", "--data-binary", "@-", `http://127.0.0.1:${(server.address() as net.AddressInfo).port}/up`])
+    cleanup.add(() => curl.kill())
+    const out: Array<Buffer> = []
+    curl.stdout.on("data", (part: Buffer) => out.push(part))
+    curl.stdin.end(upload)
+    const code = await new Promise<number | null>((resolve) => curl.once("close", resolve))
+    const text = Buffer.concat(out).toString()
+    expect(code).toBe(0)
+    expect(text).toMatch(/^HTTP\/2 200 ?\r\nx-frames: ours\r\n/)
+    expect(text.endsWith(`got 100000 bytes, sum ${upload.reduce((a, b) => a + b, 0)}\n`)).toBe(true)
   })
 })
