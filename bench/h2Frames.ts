@@ -15,6 +15,7 @@
 import * as net from "node:net"
 import { FrameReader, type FrameHandler } from "../src/h2/frameReader.ts"
 import { FrameWriter } from "../src/h2/frameWriter.ts"
+import { h2Frame as frame } from "../test/support/h2Raw.ts"
 import { benchArgs, printSummary } from "./args.ts"
 
 const cpuUs = (): number => {
@@ -23,15 +24,6 @@ const cpuUs = (): number => {
 }
 const median = (values: Array<number>): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!
 const best = (values: Array<number>): number => Math.min(...values)
-
-const frame = (type: number, flags: number, stream: number, payload: Buffer): Buffer => {
-  const head = Buffer.alloc(9)
-  head.writeUIntBE(payload.length, 0, 3)
-  head[3] = type
-  head[4] = flags
-  head.writeUInt32BE(stream, 5)
-  return Buffer.concat([head, payload])
-}
 
 let sink = 0
 const handler: FrameHandler = {

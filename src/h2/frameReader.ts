@@ -398,7 +398,7 @@ export class FrameReader {
     }
     for (let at = start; at < end; at += 6) {
       const id = buf.readUInt16BE(at)
-      if (id >= SettingId.HEADER_TABLE_SIZE && id <= SettingId.NO_RFC7540_PRIORITIES && id !== 7) this.handler.onSetting(id, buf.readUInt32BE(at + 2))
+      if (isKnownSetting(id)) this.handler.onSetting(id, buf.readUInt32BE(at + 2))
     }
     this.handler.onSettingsEnd()
   }
@@ -422,6 +422,9 @@ const protocol = (reason: string, message: string): H2FrameError => connectionEr
 const frameSize = (reason: string, message: string): H2FrameError => connectionError(ErrorCode.FRAME_SIZE_ERROR, reason, message)
 const blockTooLarge = (bytes: number, budget: number): H2FrameError =>
   connectionError(ErrorCode.ENHANCE_YOUR_CALM, "header-block-too-large", `a header block of ${bytes} bytes or more exceeds the budget of ${budget}`)
+
+/** The ids of SettingId (1 to 6, 8, 9); 7 was never assigned. */
+const isKnownSetting = (id: number): boolean => (id >= SettingId.HEADER_TABLE_SIZE && id <= SettingId.MAX_HEADER_LIST_SIZE) || id === SettingId.ENABLE_CONNECT_PROTOCOL || id === SettingId.NO_RFC7540_PRIORITIES
 
 /** RFC 9113 6.5.2 (and RFC 8441, RFC 9218 for ids 8 and 9): the values a setting may take. */
 const checkSetting = (id: number, value: number): H2FrameError | undefined => {

@@ -108,7 +108,7 @@ describe("our frames as a client to a node:http2 server", () => {
     client.writer.ping(Buffer.from("pingpong"), false)
     client.flush()
     const lastId = 1 + 2 * (sizes.length - 1)
-    await untilTurn(() => sizes.every((_s, i) => client.rec.body(1 + 2 * i).ended || headersOf(client.rec, 1 + 2 * i).length === 2), "every answer and its trailers")
+    await untilTurn(() => sizes.every((_s, i) => headersOf(client.rec, 1 + 2 * i).length === 2), "every answer and its trailers")
     expect(client.rec.errors).toStrictEqual([])
     expect(client.rec.events.some((e) => e[0] === "settingsEnd")).toBe(true)
     expect(client.rec.events.some((e) => e[0] === "settingsAck")).toBe(true)
@@ -136,10 +136,11 @@ describe("our frames as a server to a node:http2 client", () => {
       end.writer.windowUpdate(0, 1 << 20)
       end.flush()
       ends.push(end)
+      let answered = false
       end.setAfterTurn(() => {
         const got = end.rec.body(1)
-        if (!got.ended || headersOf(end.rec, 1).length !== 1 || end.rec.events.some((e) => e[0] === "rst")) return
-        end.rec.events.push(["rst", 0, 0])
+        if (answered || !got.ended || headersOf(end.rec, 1).length !== 1) return
+        answered = true
         end.writer.headers(1, Buffer.concat([Buffer.from([0x88]), literal("content-type", "application/grpc")]), false)
         end.writer.data(1, got.bytes, false)
         end.writer.headers(1, literal("grpc-status", "0"), true)
