@@ -17,6 +17,7 @@ const benches: Record<string, () => Promise<Bench>> = {
   grpc: () => import("./grpc.ts"),
   grpcBeside: () => import("./grpcBeside.ts"),
   hpack: () => import("./hpack.ts"),
+  h2Frames: () => import("./h2Frames.ts"),
   sidecar: () => import("./sidecar.ts"),
   rpc: () => import("./rpc.ts"),
   rpcShapes: () => import("./rpcShapes.ts"),
