@@ -260,8 +260,10 @@ export class H2Connection implements FrameHandler {
     if (increment > 0) this.writer.windowUpdate(0, increment)
     this.writer.writeTo(this.socket)
     if (this.socket.writableLength > this.limits.maxBufferedBytes && this.endedWith === undefined) {
-      this.fail(ErrorCode.ENHANCE_YOUR_CALM, "peer-not-reading", `${this.socket.writableLength} bytes unread by the peer`)
+      // A GOAWAY would only queue behind what the peer does not read.
+      const unread = this.socket.writableLength
       this.socket.destroy()
+      this.end(new H2ConnectionEnded({ reason: "peer-not-reading", code: ErrorCode.ENHANCE_YOUR_CALM, message: `${unread} bytes unread by the peer` }))
     }
   }
 
@@ -274,7 +276,8 @@ export class H2Connection implements FrameHandler {
     const stream = this.streams.get(streamId)
     if (stream === undefined || stream.state === StreamState.HALF_CLOSED_REMOTE || (this.role === "client" && !stream.answered)) {
       this.recv.release(flowLength)
-      if (stream !== undefined) return this.streamFailed(stream, ErrorCode.STREAM_CLOSED, "data-after-end")
+      if (stream !== undefined && stream.state === StreamState.HALF_CLOSED_REMOTE) return this.streamFailed(stream, ErrorCode.STREAM_CLOSED, "data-after-end")
+      if (stream !== undefined) return this.streamFailed(stream, ErrorCode.PROTOCOL_ERROR, "data-before-head")
       if (this.isIdle(streamId)) return this.fail(ErrorCode.PROTOCOL_ERROR, "idle-stream", `DATA on idle stream ${streamId}`)
       return this.onClosedStream(streamId)
     }
@@ -339,8 +342,10 @@ export class H2Connection implements FrameHandler {
       return this.ignored()
     }
     const premature = this.role === "server" && !stream.answered && this.now - stream.startedAt < this.limits.prematureLifetimeMs
-    this.closeStream(stream, premature)
+    // The leg hears of the reset before a guard it trips may end the connection (and every other stream).
+    stream.state = StreamState.CLOSED
     this.handler.onReset(stream, errorCode)
+    this.closeStream(stream, premature)
   }
 
   onSetting(id: number, value: number): void {
@@ -472,7 +477,10 @@ export class H2Connection implements FrameHandler {
       const endWithHead = stream.outEnd && stream.out === undefined
       if (endWithHead) stream.outEnd = false
       this.open(stream, head, endWithHead)
-      if (stream.out !== undefined) this.drain(stream)
+      if (stream.out !== undefined) {
+        this.blocked.add(stream)
+        this.drain(stream)
+      }
     }
   }
 
@@ -702,8 +710,9 @@ export class H2Connection implements FrameHandler {
     if (this.socket.writableLength === 0) this.stalledSince = 0
     else if (this.stalledSince === 0) this.stalledSince = now
     else if (now - this.stalledSince > this.limits.writeStallMs) {
-      this.fail(ErrorCode.ENHANCE_YOUR_CALM, "write-stall", `the peer read nothing of ${this.socket.writableLength} bytes`)
+      const unread = this.socket.writableLength
       this.socket.destroy()
+      this.end(new H2ConnectionEnded({ reason: "write-stall", code: ErrorCode.ENHANCE_YOUR_CALM, message: `the peer read nothing of ${unread} bytes` }))
     }
   }
 
@@ -714,25 +723,22 @@ export class H2Connection implements FrameHandler {
   /** Connection error: GOAWAY(code) with the reason as debug data, then every stream ends. */
   private fail(code: number, reason: string, message: string): void {
     if (this.endedWith !== undefined) return
-    if (!this.socket.destroyed) {
-      this.writer.goAway(this.lastPeerId, code, Buffer.from(reason))
-      this.flush()
-    }
+    this.writer.goAway(this.lastPeerId, code, Buffer.from(reason))
     this.end(new H2ConnectionEnded({ reason, code, message }))
   }
 
   /** Graceful end once no stream is left: the socket ends after what is written. */
   private finish(reason: string, code: number, message: string): void {
-    if (this.endedWith !== undefined) return
-    this.flush()
     this.end(new H2ConnectionEnded({ reason, code, message }))
   }
 
+  /** The one way out: what is pending is written, the socket ends, every stream ends once, then the leg hears. */
   private end(ended: H2ConnectionEnded): void {
     if (this.endedWith !== undefined) return
     this.endedWith = ended
     clearInterval(this.timer)
     if (!this.socket.destroyed) {
+      this.writer.writeTo(this.socket)
       this.socket.end()
       // A peer that does not read would hold the socket open forever.
       setTimeout(() => this.socket.destroy(), this.limits.closeTimeoutMs).unref()

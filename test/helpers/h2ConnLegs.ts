@@ -59,7 +59,7 @@ export const startEchoServer = async (cleanup: Cleanup, limits: ConstructorParam
   interface Call { path: string; splitter: MessageSplitter; collected: Array<Buffer> }
   const server = net.createServer((socket) => {
     const handler: H2ServerHandler = {
-      onRequest(stream, fields) {
+      onRequest(stream, fields, endStream) {
         stats.requests++
         const path = fields[fields.indexOf(":path") + 1]!
         stream.user = { path, splitter: new MessageSplitter(), collected: [] } satisfies Call
@@ -69,6 +69,7 @@ export const startEchoServer = async (cleanup: Cleanup, limits: ConstructorParam
           return
         }
         connection.respond(stream, [":status", "200", "content-type", "application/grpc", ...echoed(fields)], false)
+        if (endStream) this.onTrailers(stream, [])
       },
       onData(stream, chunk, endStream) {
         const call = stream.user as Call
