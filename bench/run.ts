@@ -18,6 +18,7 @@ const benches: Record<string, () => Promise<Bench>> = {
   grpcBeside: () => import("./grpcBeside.ts"),
   hpack: () => import("./hpack.ts"),
   h2Frames: () => import("./h2Frames.ts"),
+  h2Conn: () => import("./h2Conn.ts"),
   sidecar: () => import("./sidecar.ts"),
   rpc: () => import("./rpc.ts"),
   rpcShapes: () => import("./rpcShapes.ts"),
