@@ -8,7 +8,7 @@ import { EventEmitter } from "node:events"
 import * as net from "node:net"
 import { afterEach, describe, expect, it } from "vitest"
 import { H2Connection, type H2ClientHandler, type H2ServerHandler, type H2Socket } from "../../src/h2/h2Connection.ts"
-import { H2RequestRefused, type H2Stream } from "../../src/h2/h2Streams.ts"
+import { type H2ConnectionEnded, H2RequestRefused, type H2Stream } from "../../src/h2/h2Streams.ts"
 import { grpcClient, methods, startEchoServer, startGrpcServer, unary } from "../helpers/h2ConnLegs.ts"
 import { grpcMessage, identity } from "../support/grpcRaw.ts"
 import { Cleanup, untilTurn } from "../support/iipRaw.ts"
@@ -95,6 +95,17 @@ interface Tally { ends: Map<H2Stream, number>; opened: number; closed: number; r
 
 const tallyEnd = (tally: Tally, stream: H2Stream): void => void tally.ends.set(stream, (tally.ends.get(stream) ?? 0) + 1)
 
+/** The handler methods both roles' cases share: every end counted per stream, the connection's reason kept. */
+const ends = (tally: Tally) => ({
+  onReset: (stream: H2Stream) => tallyEnd(tally, stream),
+  onEnd: (stream: H2Stream) => tallyEnd(tally, stream),
+  onWritable: () => {},
+  onClose: (ended: H2ConnectionEnded) => {
+    tally.closed++
+    tally.reason = ended.reason
+  }
+})
+
 const serverCase = (bytes: Buffer, random: () => number): Tally => {
   const tally: Tally = { ends: new Map(), opened: 0, closed: 0, reason: "" }
   const socket = new FakeSocket()
@@ -110,13 +121,7 @@ const serverCase = (bytes: Buffer, random: () => number): Tally => {
       if (end) connection.trailers(stream, ["grpc-status", "0"])
     },
     onTrailers: (stream) => connection.trailers(stream, ["grpc-status", "0"]),
-    onReset: (stream) => tallyEnd(tally, stream),
-    onEnd: (stream) => tallyEnd(tally, stream),
-    onWritable: () => {},
-    onClose: (ended) => {
-      tally.closed++
-      tally.reason = ended.reason
-    }
+    ...ends(tally)
   }
   const connection = new H2Connection(socket as unknown as H2Socket, "server", handler, { maxConcurrentStreams: 32 })
   feed(socket, bytes, random)
@@ -134,13 +139,7 @@ const clientCase = (bytes: Buffer, random: () => number, requests: number): Tall
     onResponse: () => {},
     onData: (stream, chunk) => connection.consumed(stream, chunk.length),
     onTrailers: () => {},
-    onReset: (stream) => tallyEnd(tally, stream),
-    onEnd: (stream) => tallyEnd(tally, stream),
-    onWritable: () => {},
-    onClose: (ended) => {
-      tally.closed++
-      tally.reason = ended.reason
-    }
+    ...ends(tally)
   }
   const connection = new H2Connection(socket as unknown as H2Socket, "client", handler)
   for (let i = 0; i < requests; i++) {
