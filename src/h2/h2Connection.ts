@@ -4,7 +4,8 @@
 // header lists and DATA views handed to the leg's handler with plain values; what the leg sends and
 // what the protocol answers goes through one FrameWriter, written once per read (or once at the end
 // of the turn for what the leg sends from elsewhere: mux/turnEnd.ts, so h2 sits above mux). Flow
-// control: h2Flow.ts; the budgets against a hostile peer: h2Guards.ts.
+// the send side (HPACK encoding, send windows, queued DATA, the write budget): h2Sender.ts; the
+// budgets against a hostile peer: h2Guards.ts.
 //
 // Receive flow control, what was picked: a stream's window comes back only as its leg says it
 // consumed (`consumed`), so a slow consumer's stream stops at its window (back-pressure); the
@@ -13,15 +14,15 @@
 // window and never stalls the others, while what a connection can make the legs hold stays bounded.
 import type * as net from "node:net"
 import { runningTurnEnds, TurnEnd } from "../mux/turnEnd.ts"
-import { ReceiveWindow, SendWindows } from "./flowWindow.ts"
+import { ReceiveWindow } from "./flowWindow.ts"
 import { type FrameHandler, FrameReader } from "./frameReader.ts"
 import { ErrorCode, type H2FrameError, SettingId } from "./frames.ts"
-import { FrameWriter } from "./frameWriter.ts"
+import type { FrameWriter } from "./frameWriter.ts"
 import { defaultLimits, Guards, type H2Limits, TINY_WINDOW_UPDATE } from "./h2Guards.ts"
+import { H2Sender, type SendHost } from "./h2Sender.ts"
 import { H2ConnectionEnded, H2RequestRefused, H2Stream, H2StreamEnded, RecentlyReset, StreamState } from "./h2Streams.ts"
 import { checkRequestHead, checkResponseHead, checkTrailers } from "./headerCheck.ts"
 import { HpackDecoder } from "./hpackDecoder.ts"
-import { blockLengthBound, HpackEncoder } from "./hpackEncoder.ts"
 import { HpackError } from "./hpackTables.ts"
 
 /** The leg's side of a stream: one method per event, called with the stream record and plain values. */
@@ -51,8 +52,6 @@ export interface H2ClientHandler extends H2StreamHandler {
 export type H2Socket = Pick<net.Socket, "write" | "cork" | "uncork" | "on" | "end" | "destroy" | "writableLength" | "destroyed">
 
 const MAX_STREAM_ID = 2 ** 31 - 1
-/** Encoded header blocks at least this long are copied out of the scratch buffer (the writer keeps large payloads by reference). */
-const COPY_BLOCK_FROM = 1024
 const RECENTLY_RESET = 1024
 
 /** Connections with bytes to write at the end of this turn: one setImmediate for all of them. */
@@ -66,21 +65,15 @@ export class H2Connection implements FrameHandler {
   private readonly handler: Handler
   private readonly limits: H2Limits
   private readonly reader: FrameReader
-  private readonly writer = new FrameWriter()
+  private readonly sender: H2Sender
+  private readonly writer: FrameWriter
   private readonly decoder: HpackDecoder
-  private readonly encoder = new HpackEncoder()
-  private readonly windows = new SendWindows<H2Stream>()
   private readonly recv: ReceiveWindow
   private readonly guards: Guards
   private readonly streams = new Map<number, H2Stream>()
-  /** Streams with DATA waiting for the send window. */
-  private readonly blocked = new Set<H2Stream>()
-  /** Streams whose `write` said false for the write budget: `onWritable` once the socket drains. */
-  private readonly waitingDrain = new Set<H2Stream>()
   /** Client role: requests waiting for the peer's MAX_CONCURRENT_STREAMS. */
   private readonly queued: Array<H2Stream> = []
   private readonly recentlyReset = new RecentlyReset(RECENTLY_RESET)
-  private scratch = Buffer.allocUnsafe(4096)
   private lastPeerId = 0
   private nextId = 1
   private peerMaxConcurrent = Infinity
@@ -112,6 +105,15 @@ export class H2Connection implements FrameHandler {
     const l = this.limits
     this.now = this.lastReadAt = performance.now()
     this.guards = new Guards(l, this.now)
+    const host: SendHost = {
+      sentEnd: (stream) => this.localEnd(stream),
+      writable: (stream) => this.handler.onWritable(stream),
+      flushSoon: () => this.flushSoon(),
+      overflow: (stream) => this.fail(ErrorCode.INTERNAL_ERROR, "send-queue", `stream ${stream.id} queued ${stream.outBytes} bytes past its window`),
+      socketBuffered: () => this.socket.writableLength
+    }
+    this.sender = new H2Sender(host, l.writeBudgetBytes, l.maxBufferedBytes)
+    this.writer = this.sender.writer
     this.reader = new FrameReader(this, { role })
     this.decoder = new HpackDecoder({ maxHeaderListSize: l.maxHeaderListSize })
     this.recv = new ReceiveWindow()
@@ -169,7 +171,7 @@ export class H2Connection implements FrameHandler {
   respond(stream: H2Stream, fields: ReadonlyArray<string>, endStream: boolean): void {
     if (!this.canSend(stream)) return
     stream.answered = true
-    this.sendHead(stream, fields, endStream)
+    this.sender.head(stream, fields, endStream)
   }
 
   /**
@@ -178,33 +180,12 @@ export class H2Connection implements FrameHandler {
    * False: the stream's window or the connection's write budget is spent; `onWritable` follows.
    */
   write(stream: H2Stream, chunk: Buffer, endStream: boolean): boolean {
-    if (!this.canSend(stream)) return false
-    if (stream.out !== undefined || stream.state === StreamState.QUEUED) return this.enqueue(stream, chunk, endStream)
-    const n = this.windows.allowance(stream, chunk.length)
-    if (n === chunk.length) {
-      this.writer.data(stream.id, chunk, endStream)
-      this.windows.consume(stream, n)
-      if (endStream) this.localEnd(stream)
-      this.flushSoon()
-      return this.underBudget(stream)
-    }
-    if (n > 0) {
-      this.writer.data(stream.id, chunk.subarray(0, n), false)
-      this.windows.consume(stream, n)
-      this.flushSoon()
-    }
-    return this.enqueue(stream, chunk.subarray(n), endStream)
+    return this.canSend(stream) && this.sender.data(stream, chunk, endStream)
   }
 
   /** The last HEADERS (END_STREAM), after any DATA still waiting for the window. */
   trailers(stream: H2Stream, fields: ReadonlyArray<string>): void {
-    if (!this.canSend(stream)) return
-    if (stream.out !== undefined || stream.state === StreamState.QUEUED) {
-      stream.outTrailers = fields
-      stream.out ??= []
-      return
-    }
-    this.sendHead(stream, fields, true)
+    if (this.canSend(stream)) this.sender.trailers(stream, fields)
   }
 
   /** RST_STREAM from our side (no `onReset`/`onEnd` for it: the leg knows). */
@@ -352,10 +333,10 @@ export class H2Connection implements FrameHandler {
     if (this.endedWith !== undefined) return
     switch (id) {
       case SettingId.HEADER_TABLE_SIZE:
-        this.encoder.setPeerTableSize(value)
+        this.sender.encoder.setPeerTableSize(value)
         break
       case SettingId.INITIAL_WINDOW_SIZE: {
-        const error = this.windows.setInitial(value)
+        const error = this.sender.windows.setInitial(value)
         if (error !== undefined) this.frameFailed(error)
         break
       }
@@ -374,7 +355,7 @@ export class H2Connection implements FrameHandler {
     if (!this.guards.settings.spend(this.now)) return this.calm("settings-flood")
     this.peerSettingsDue = 0
     this.writer.settingsAck()
-    this.drainAll()
+    this.sender.drainAll()
     this.openQueued()
   }
 
@@ -410,18 +391,18 @@ export class H2Connection implements FrameHandler {
     if (this.endedWith !== undefined) return
     if (increment < TINY_WINDOW_UPDATE && !this.guards.tinyWindowUpdates.spend(this.now)) return this.calm("tiny-window-updates")
     if (streamId === 0) {
-      const error = this.windows.growConnection(increment)
+      const error = this.sender.windows.growConnection(increment)
       if (error !== undefined) return this.frameFailed(error)
-      return this.drainAll()
+      return this.sender.drainAll()
     }
     const stream = this.streams.get(streamId)
     if (stream === undefined) {
       if (this.isIdle(streamId)) return this.fail(ErrorCode.PROTOCOL_ERROR, "idle-stream", `WINDOW_UPDATE on idle stream ${streamId}`)
       return this.ignored()
     }
-    const error = this.windows.growStream(stream, streamId, increment)
+    const error = this.sender.windows.growStream(stream, streamId, increment)
     if (error !== undefined) return this.streamFailed(stream, error.code, error.reason)
-    this.drain(stream)
+    this.sender.drain(stream)
   }
 
   onError(error: H2FrameError): void {
@@ -440,7 +421,7 @@ export class H2Connection implements FrameHandler {
     stream.id = streamId
     stream.state = endStream ? StreamState.HALF_CLOSED_REMOTE : StreamState.OPEN
     this.streams.set(streamId, stream)
-    this.windows.add(stream)
+    this.sender.opened(stream)
     this.handler.onRequest(stream, fields, endStream)
   }
 
@@ -463,8 +444,8 @@ export class H2Connection implements FrameHandler {
     this.nextId += 2
     stream.state = StreamState.OPEN
     this.streams.set(stream.id, stream)
-    this.windows.add(stream)
-    this.sendHead(stream, fields, endStream)
+    this.sender.head(stream, fields, endStream)
+    this.sender.opened(stream)
   }
 
   private openQueued(): void {
@@ -477,10 +458,6 @@ export class H2Connection implements FrameHandler {
       const endWithHead = stream.outEnd && stream.out === undefined
       if (endWithHead) stream.outEnd = false
       this.open(stream, head, endWithHead)
-      if (stream.out !== undefined) {
-        this.blocked.add(stream)
-        this.drain(stream)
-      }
     }
   }
 
@@ -548,11 +525,7 @@ export class H2Connection implements FrameHandler {
     stream.state = StreamState.CLOSED
     if (this.streams.get(stream.id) !== stream) return
     this.streams.delete(stream.id)
-    this.windows.remove(stream)
-    this.blocked.delete(stream)
-    this.waitingDrain.delete(stream)
-    stream.out = undefined
-    stream.outTrailers = undefined
+    this.sender.forget(stream)
     this.unhold(stream.unconsumed)
     stream.unconsumed = 0
     if (!this.guards.streamClosed(premature, this.now)) return this.calm("rapid-reset")
@@ -560,78 +533,10 @@ export class H2Connection implements FrameHandler {
     if ((this.goingAway || this.goAwayReceived >= 0) && this.streams.size === 0) this.finish("closed", ErrorCode.NO_ERROR, "the last stream ended after GOAWAY")
   }
 
-  // ---- sending ----
+  // ---- sending (h2Sender.ts does the frames) ----
 
   private canSend(stream: H2Stream): boolean {
     return this.endedWith === undefined && (stream.state === StreamState.OPEN || stream.state === StreamState.HALF_CLOSED_REMOTE || stream.state === StreamState.QUEUED)
-  }
-
-  private sendHead(stream: H2Stream, fields: ReadonlyArray<string>, endStream: boolean): void {
-    const bound = blockLengthBound(fields)
-    if (this.scratch.length < bound) this.scratch = Buffer.allocUnsafe(Math.max(bound, this.scratch.length * 2))
-    const end = this.encoder.encode(fields, this.scratch, 0)
-    const block = end >= COPY_BLOCK_FROM ? Buffer.from(this.scratch.subarray(0, end)) : this.scratch.subarray(0, end)
-    this.writer.headers(stream.id, block, endStream)
-    if (endStream) this.localEnd(stream)
-    this.flushSoon()
-  }
-
-  private enqueue(stream: H2Stream, chunk: Buffer, endStream: boolean): boolean {
-    if (stream.out === undefined) {
-      stream.out = []
-      if (stream.id !== 0) this.blocked.add(stream)
-    }
-    stream.out.push(chunk)
-    stream.outBytes += chunk.length
-    if (endStream) stream.outEnd = true
-    stream.wantsWritable = true
-    if (stream.outBytes + this.socket.writableLength > this.limits.maxBufferedBytes) this.fail(ErrorCode.INTERNAL_ERROR, "send-queue", `stream ${stream.id} queued ${stream.outBytes} bytes past its window`)
-    return false
-  }
-
-  /** Sends what the windows allow of the stream's waiting DATA, then its END_STREAM or trailers. */
-  private drain(stream: H2Stream): void {
-    const out = stream.out
-    if (out === undefined) return
-    while (out.length > 0) {
-      const chunk = out[0]!
-      const n = this.windows.allowance(stream, chunk.length)
-      if (n === 0 && chunk.length > 0) return this.flushSoon()
-      const whole = n === chunk.length
-      const last = whole && out.length === 1
-      this.writer.data(stream.id, whole ? chunk : chunk.subarray(0, n), last && stream.outEnd && stream.outTrailers === undefined)
-      this.windows.consume(stream, n)
-      stream.outBytes -= n
-      if (whole) out.shift()
-      else out[0] = chunk.subarray(n)
-    }
-    stream.out = undefined
-    this.blocked.delete(stream)
-    const trailers = stream.outTrailers
-    if (trailers !== undefined) {
-      stream.outTrailers = undefined
-      this.sendHead(stream, trailers, true)
-    } else if (stream.outEnd) this.localEnd(stream)
-    this.flushSoon()
-    if (stream.wantsWritable && stream.state !== StreamState.CLOSED && this.underBudget(stream)) {
-      stream.wantsWritable = false
-      this.handler.onWritable(stream)
-    }
-  }
-
-  private drainAll(): void {
-    for (const stream of this.blocked) {
-      if (this.windows.connection <= 0) return
-      this.drain(stream)
-    }
-  }
-
-  /** False (and `onWritable` once the socket drains) while our unwritten bytes are past the write budget. */
-  private underBudget(stream: H2Stream): boolean {
-    if (this.writer.pendingBytes + this.socket.writableLength <= this.limits.writeBudgetBytes) return true
-    stream.wantsWritable = true
-    this.waitingDrain.add(stream)
-    return false
   }
 
   private flushSoon(): void {
@@ -682,14 +587,7 @@ export class H2Connection implements FrameHandler {
 
   private readonly onDrain = (): void => {
     this.stalledSince = 0
-    if (this.waitingDrain.size === 0) return
-    const waiting = [...this.waitingDrain]
-    this.waitingDrain.clear()
-    for (const stream of waiting)
-      if (stream.wantsWritable && stream.out === undefined && stream.state !== StreamState.CLOSED) {
-        stream.wantsWritable = false
-        this.handler.onWritable(stream)
-      }
+    this.sender.drained()
   }
 
   private readonly onSocketError = (error: Error): void => {
@@ -746,8 +644,7 @@ export class H2Connection implements FrameHandler {
     this.refuseQueued(ended.reason)
     const open = [...this.streams.values()]
     this.streams.clear()
-    this.blocked.clear()
-    this.waitingDrain.clear()
+    this.sender.clear()
     // Streams above the last one the peer processed were never processed: a caller may retry them.
     const processed = this.goAwayReceived >= 0 ? this.goAwayReceived : MAX_STREAM_ID
     for (const stream of open) {
