@@ -478,7 +478,8 @@ export class H2Connection implements FrameHandler {
 
   /** DATA or HEADERS for a stream that is over: dropped if we reset it (the peer had not seen it yet), else STREAM_CLOSED. */
   private onClosedStream(streamId: number): void {
-    if (this.recentlyReset.has(streamId)) return this.ignored()
+    // Reset by us, or above our GOAWAY's last stream (never processed): the peer had not seen it yet.
+    if (this.recentlyReset.has(streamId) || (this.goingAway && this.role === "server" && streamId > this.goAwaySent)) return this.ignored()
     this.refuse(streamId, ErrorCode.STREAM_CLOSED)
   }
 
@@ -621,7 +622,8 @@ export class H2Connection implements FrameHandler {
   /** Connection error: GOAWAY(code) with the reason as debug data, then every stream ends. */
   private fail(code: number, reason: string, message: string): void {
     if (this.endedWith !== undefined) return
-    this.writer.goAway(this.lastPeerId, code, Buffer.from(reason))
+    // After our graceful GOAWAY, streams above its last id were never processed, whatever came since.
+    this.writer.goAway(this.goingAway ? this.goAwaySent : this.lastPeerId, code, Buffer.from(reason))
     this.end(new H2ConnectionEnded({ reason, code, message }))
   }
 

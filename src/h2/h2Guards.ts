@@ -99,7 +99,9 @@ export const defaultLimits: H2Limits = {
   maxQueuedRequests: 1024,
   closeTimeoutMs: 5_000,
   tickMs: 1_000,
-  ping: { burst: 100, perSecond: 10 },
+  // gRPC clients that tune their windows (grpc-go, grpc-java: BDP estimation) ping as data arrives,
+  // up to one a round trip while the estimate grows; an answer costs us 17 bytes in the batch.
+  ping: { burst: 1_000, perSecond: 200 },
   settings: { burst: 50, perSecond: 10 },
   emptyFrames: { burst: 1_000, perSecond: 100 },
   tinyWindowUpdates: { burst: 1_000, perSecond: 100 },

@@ -210,7 +210,8 @@ describe("ends", () => {
     stats.connections[0]!.close()
     await raw.until(hasGoAway, "the GOAWAY")
     expect(goAway(raw.frames)).toMatchObject({ last: 1, code: ErrorCode.NO_ERROR })
-    raw.socket.write(headerFrames(3, call("Unary"), true))
+    // A stream above the GOAWAY's last id, its head and its DATA: dropped, not answered.
+    raw.socket.write(Buffer.concat([headerFrames(3, call("Unary"), false), frame(Type.data, Flag.endStream, 3, grpcMessage(Buffer.from("late")))]))
     raw.socket.write(frame(Type.data, Flag.endStream, 1, grpcMessage(Buffer.from("last"))))
     await raw.until(streamOver(1), "stream 1's answer")
     await untilTurn(() => raw.isClosed(), "the socket's close")
