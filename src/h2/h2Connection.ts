@@ -229,7 +229,7 @@ export class H2Connection implements FrameHandler {
   }
 
   /** Ends the connection now: GOAWAY(code), every stream ended with `reason`. */
-  destroy(reason = "destroyed", code: number = ErrorCode.CANCEL): void {
+  destroy(reason = "destroyed", code: number = ErrorCode.NO_ERROR): void {
     this.fail(code, reason, `the connection was destroyed: ${reason}`)
   }
 

@@ -161,10 +161,8 @@ describe("stream rules", () => {
     const raw = await connectRawH2(cleanup, port, true)
     raw.socket.write(headerFrames(1, call("Hang"), false))
     await untilTurn(() => stats.requests === 1, "the request")
-    const connection = stats.connections[0]!
     // The leg resets the stream; the peer's DATA was already on its way.
-    const stream = (connection as unknown as { streams: Map<number, Parameters<typeof connection.reset>[0]> }).streams.get(1)!
-    connection.reset(stream, ErrorCode.CANCEL)
+    stats.connections[0]!.reset(stats.streams[0]!, ErrorCode.CANCEL)
     raw.socket.write(frame(Type.data, 0, 1, Buffer.from("in flight")))
     raw.socket.write(headerFrames(3, call("Unary"), true))
     await raw.until(streamOver(3), "stream 3's answer")

@@ -4,8 +4,10 @@
 import * as grpc from "@grpc/grpc-js"
 import { spawn } from "node:child_process"
 import * as http2 from "node:http2"
+import * as net from "node:net"
 import { afterEach, describe, expect, it } from "vitest"
 import { ErrorCode } from "../../src/h2/frames.ts"
+import { H2Connection, type H2ServerHandler } from "../../src/h2/h2Connection.ts"
 import { grpcClient, methods, startEchoServer, unary } from "../helpers/h2ConnLegs.ts"
 import { grpcMessage, identity } from "../support/grpcRaw.ts"
 import { Cleanup, untilTurn, withTimeout } from "../support/iipRaw.ts"
@@ -149,5 +151,53 @@ describe("server role with other clients", () => {
     const afterHead = out.stdout.slice(out.stdout.indexOf("\r\n\r\n") + 4)
     expect(afterHead.startsWith(grpcMessage(Buffer.from("curl!")).toString("latin1"))).toBe(true)
     expect(afterHead).toMatch(/grpc-status: 0\r\nx-trailer: done\r\n/)
+  })
+})
+
+describe("receive flow control", () => {
+  it("a stream whose leg does not consume stops at its window while other streams go on", async () => {
+    let slowBytes = 0
+    const server = net.createServer((socket) => {
+      const handler: H2ServerHandler = {
+        onRequest: (stream, fields, endStream) => {
+          stream.user = fields[fields.indexOf(":path") + 1]
+          connection.respond(stream, [":status", "200"], endStream)
+        },
+        onData: (stream, chunk, endStream) => {
+          // /slow: its leg never consumes; the others consume and end with the request.
+          if (stream.user === "/slow") slowBytes += chunk.length
+          else connection.consumed(stream, chunk.length)
+          if (endStream) connection.write(stream, Buffer.from("ok"), true)
+        },
+        onTrailers: () => {},
+        onReset: () => {},
+        onEnd: () => {},
+        onWritable: () => {},
+        onClose: () => {}
+      }
+      const connection = new H2Connection(socket, "server", handler, { streamWindow: 1 << 20 })
+      cleanup.add(() => connection.destroy("test-over"))
+    })
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+    cleanup.add(() => new Promise<void>((resolve) => server.close(() => resolve())))
+    const session = http2.connect(`http://127.0.0.1:${(server.address() as net.AddressInfo).port}`)
+    session.on("error", () => {})
+    cleanup.add(() => session.destroy())
+    const slow = session.request({ ":method": "POST", ":path": "/slow" })
+    slow.on("error", () => {})
+    slow.write(Buffer.alloc(3 << 20, 1))
+    await untilTurn(() => slowBytes === 1 << 20, "the slow stream's window to fill", 10_000)
+    // 2 MiB through other streams while the slow one holds its 1 MiB.
+    for (let i = 0; i < 2; i++) {
+      const other = session.request({ ":method": "POST", ":path": "/other" })
+      const answer = await withTimeout(new Promise<string>((resolve) => {
+        let text = ""
+        other.on("data", (c: Buffer) => (text += c.toString()))
+        other.on("end", () => resolve(text))
+        other.end(Buffer.alloc(1 << 20, 2))
+      }), 5000, "another stream's answer")
+      expect(answer).toBe("ok")
+    }
+    expect(slowBytes).toBe(1 << 20)
   })
 })

@@ -43,6 +43,8 @@ const echoed = (fields: ReadonlyArray<string>): Array<string> => {
 
 export interface EchoStats {
   requests: number
+  /** Every stream handed to onRequest, in order. */
+  streams: Array<H2Stream>
   resets: Array<number>
   ends: Array<H2StreamEnded>
   closed: Array<H2ConnectionEnded>
@@ -55,12 +57,13 @@ export interface EchoStats {
  * metadata, Hang never answers. Heads echo the request's `x-` fields; trailers carry x-trailer.
  */
 export const startEchoServer = async (cleanup: Cleanup, limits: ConstructorParameters<typeof H2Connection>[3] = {}): Promise<{ port: number; stats: EchoStats }> => {
-  const stats: EchoStats = { requests: 0, resets: [], ends: [], closed: [], connections: [] }
+  const stats: EchoStats = { requests: 0, streams: [], resets: [], ends: [], closed: [], connections: [] }
   interface Call { path: string; splitter: MessageSplitter; collected: Array<Buffer> }
   const server = net.createServer((socket) => {
     const handler: H2ServerHandler = {
       onRequest(stream, fields, endStream) {
         stats.requests++
+        stats.streams.push(stream)
         const path = fields[fields.indexOf(":path") + 1]!
         stream.user = { path, splitter: new MessageSplitter(), collected: [] } satisfies Call
         if (path.endsWith("/Hang")) return
