@@ -6,6 +6,8 @@
 import * as net from "node:net"
 import { afterEach, describe, expect, it } from "vitest"
 import { ErrorCode } from "../../src/h2/frames.ts"
+import { H2Connection } from "../../src/h2/h2Connection.ts"
+import type { H2ConnectionEnded } from "../../src/h2/h2Streams.ts"
 import { startEchoServer } from "../helpers/h2ConnLegs.ts"
 import { connectRawH2, headerFrames, requestBlock, resetCode, streamOver } from "../helpers/h2RawClient.ts"
 import { Flag, type Frame, frame, PREFACE, priority, rst, settings, Type, windowUpdate } from "../helpers/h2Wire.ts"
@@ -247,5 +249,38 @@ describe("ends", () => {
     await raw.until(hasGoAway, "the GOAWAY")
     expect(goAway(raw.frames)).toMatchObject({ code: ErrorCode.NO_ERROR, reason: "idle-timeout" })
     expect(stats.closed[0]!.reason).toBe("idle-timeout")
+  })
+
+  it("streams that outlive a graceful close are ended at its deadline", async () => {
+    const { port, stats } = await startEchoServer(cleanup, { closeTimeoutMs: 100, tickMs: 20 })
+    const raw = await connectRawH2(cleanup, port, true)
+    raw.socket.write(headerFrames(1, call("Hang"), false))
+    await untilTurn(() => stats.requests === 1, "the request")
+    stats.connections[0]!.close()
+    await untilTurn(() => stats.closed.length === 1, "the end")
+    expect(stats.closed[0]!.reason).toBe("close-timeout")
+    expect(stats.ends.map((e) => e.reason)).toStrictEqual(["close-timeout"])
+  })
+
+  it("client role: a server that never sends SETTINGS gets GOAWAY SETTINGS_TIMEOUT", async () => {
+    const received: Array<Buffer> = []
+    const silent = net.createServer((socket) => {
+      socket.on("data", (c: Buffer) => received.push(c))
+      socket.on("error", () => {})
+      cleanup.add(() => socket.destroy())
+    })
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve))
+    cleanup.add(() => new Promise<void>((resolve) => silent.close(() => resolve())))
+    const socket = net.connect((silent.address() as net.AddressInfo).port, "127.0.0.1")
+    cleanup.add(() => socket.destroy())
+    await new Promise<void>((resolve) => socket.once("connect", resolve))
+    const closed: Array<H2ConnectionEnded> = []
+    const noop = () => {}
+    new H2Connection(socket, "client", { onResponse: noop, onData: noop, onTrailers: noop, onReset: noop, onEnd: noop, onWritable: noop, onClose: (e) => closed.push(e) }, { settingsTimeoutMs: 100, tickMs: 20 })
+    await untilTurn(() => closed.length === 1, "the end")
+    expect(closed[0]!.reason).toBe("settings-timeout")
+    expect(closed[0]!.code).toBe(ErrorCode.SETTINGS_TIMEOUT)
+    // The preface, our SETTINGS and WINDOW_UPDATE, then the GOAWAY.
+    await untilTurn(() => Buffer.concat(received).includes(Buffer.from("settings-timeout")), "the GOAWAY's debug data")
   })
 })
