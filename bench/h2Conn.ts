@@ -3,12 +3,14 @@
 // sidecar's gRPC legs will be) between a node:http2 caller and a node:http2 echo app, both in a child
 // process so this process's CPU is the relay's alone. Rounds alternate ours / node's over the same
 // two connections' worth of work; reports CPU µs per call of this process (best and median of
-// rounds: on a shared machine the best round is the cost, the median shows the noise).
+// rounds: on a shared machine the best round is the cost, the median shows the noise), and the
+// scavenges of this process per 1,000 calls (a proxy for the bytes each call allocates).
 //
 //   npm run -s bench -- h2Conn [--calls 5000] [--rounds 7] [--concurrency 16] [--bytes 100]
 import { spawn } from "node:child_process"
 import * as http2 from "node:http2"
 import type * as net from "node:net"
+import { constants as perfConstants, PerformanceObserver } from "node:perf_hooks"
 import { createInterface } from "node:readline"
 import { fileURLToPath } from "node:url"
 import { startRelay } from "../test/helpers/h2ConnLegs.ts"
@@ -106,11 +108,23 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
     const app = Number(await next())
     const ours = (await startRelay(cleanup, app)).port
     const node = await startNodeRelay(cleanup, app)
-    const run = async (port: number, n: number): Promise<number> => {
+    let scavenges = 0
+    const gcs = new PerformanceObserver((list) => {
+      for (const entry of list.getEntries()) if ((entry as unknown as { detail?: { kind?: number } }).detail?.kind === perfConstants.NODE_PERFORMANCE_GC_MINOR) scavenges++
+    })
+    gcs.observe({ entryTypes: ["gc"] })
+    cleanup.add(() => gcs.disconnect())
+    const scavengesPer1k: Record<"ours" | "node", Array<number>> = { ours: [], node: [] }
+    const run = async (port: number, n: number, which?: "ours" | "node"): Promise<number> => {
       const before = cpuUs()
+      const gcBefore = scavenges
       worker.stdin.write(`run ${port} ${n} ${concurrency} ${bytes}\n`)
       if ((await next()) !== "done") throw new Error("the caller failed")
-      return (cpuUs() - before) / n
+      const us = (cpuUs() - before) / n
+      // GC entries arrive a little later: counted as of the next round's start (close enough over thousands of calls).
+      await new Promise<void>((resolve) => setImmediate(resolve))
+      if (which !== undefined) scavengesPer1k[which].push(((scavenges - gcBefore) * 1000) / n)
+      return us
     }
     // Warm both paths (JIT, connections) before measuring.
     await run(ours, calls)
@@ -118,13 +132,13 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
     const results: Record<"ours" | "node", Array<number>> = { ours: [], node: [] }
     for (let r = 0; r < rounds; r++) {
       const order: Array<"ours" | "node"> = r % 2 === 0 ? ["ours", "node"] : ["node", "ours"]
-      for (const which of order) results[which].push(await run(which === "ours" ? ours : node, calls))
+      for (const which of order) results[which].push(await run(which === "ours" ? ours : node, calls, which))
     }
-    const row = (which: "ours" | "node") => ({ best: Math.min(...results[which]), median: median(results[which]) })
+    const row = (which: "ours" | "node") => ({ best: Math.min(...results[which]), median: median(results[which]), scavenges_per_1k_calls: scavengesPer1k[which].reduce((a, b) => a + b, 0) / rounds })
     const summary = { calls, rounds, concurrency, bytes, ours_us_per_call: row("ours"), node_us_per_call: row("node") }
     process.stdout.write(`relay CPU µs per unary call (this process only; caller and app in a child)\n`)
-    process.stdout.write(`  ours (src/h2):  best ${summary.ours_us_per_call.best.toFixed(1)}  median ${summary.ours_us_per_call.median.toFixed(1)}\n`)
-    process.stdout.write(`  node:http2:     best ${summary.node_us_per_call.best.toFixed(1)}  median ${summary.node_us_per_call.median.toFixed(1)}\n`)
+    for (const [name, r] of [["ours (src/h2)", summary.ours_us_per_call], ["node:http2", summary.node_us_per_call]] as const)
+      process.stdout.write(`  ${name.padEnd(14)}  best ${r.best.toFixed(1)}  median ${r.median.toFixed(1)}  scavenges/1k calls ${r.scavenges_per_1k_calls.toFixed(2)}\n`)
     printSummary(summary)
   } finally {
     worker.stdin.end()
