@@ -10,7 +10,7 @@ import { H2Connection } from "../../src/h2/h2Connection.ts"
 import type { H2ConnectionEnded } from "../../src/h2/h2Streams.ts"
 import { startEchoServer } from "../helpers/h2ConnLegs.ts"
 import { connectRawH2, headerFrames, requestBlock, resetCode, streamOver } from "../helpers/h2RawClient.ts"
-import { Flag, type Frame, frame, PREFACE, priority, rst, settings, Type, windowUpdate } from "../helpers/h2Wire.ts"
+import { Flag, type Frame, frame, HpackEncoder, PREFACE, priority, rst, settings, Type, windowUpdate } from "../helpers/h2Wire.ts"
 import { grpcMessage } from "../support/grpcRaw.ts"
 import { Cleanup, untilTurn } from "../support/iipRaw.ts"
 
@@ -181,13 +181,46 @@ describe("stream rules", () => {
     }
   })
 
-  it("refuses streams past our MAX_CONCURRENT_STREAMS and keeps HPACK in step", async () => {
+  it("refuses streams past our MAX_CONCURRENT_STREAMS", async () => {
     const { port, stats } = await startEchoServer(cleanup, { maxConcurrentStreams: 2 })
     const raw = await connectRawH2(cleanup, port, true)
     raw.socket.write(Buffer.concat([1, 3, 5].map((id) => headerFrames(id, call("Hang"), false))))
     await raw.until((f) => resetCode(f, 5) !== undefined, "stream 5's refusal")
     expect(resetCode(raw.frames, 5)).toBe(ErrorCode.REFUSED_STREAM)
     expect(stats.requests).toBe(2)
+  })
+
+  it("decodes the head of a refused, a reset and a malformed stream: HPACK's table stays in step", async () => {
+    const { port, stats } = await startEchoServer(cleanup, { maxConcurrentStreams: 1 })
+    const raw = await connectRawH2(cleanup, port, true)
+    // Every field indexed: each block's new entries are what the next blocks name by index only.
+    const hpack = new HpackEncoder()
+    const head = (path: string, extra: string) =>
+      hpack.block([[":method", "POST"], [":scheme", "http"], [":authority", "app"], [":path", path], ["content-type", "application/grpc"], ["x-extra", extra]], () => ({ index: true, huffman: true }))
+    raw.socket.write(headerFrames(1, head("/demo.Echo/Hang", "a"), false))
+    // Refused (one stream at a time), then malformed (a connection-specific field), each adding entries.
+    raw.socket.write(headerFrames(3, head("/demo.Echo/Unary", "b"), true))
+    raw.socket.write(headerFrames(5, Buffer.concat([head("/demo.Echo/Unary", "c"), hpack.block([["connection", "close"]], () => ({ index: true, huffman: false }))]), true))
+    await raw.until((f) => resetCode(f, 5) !== undefined, "stream 5's reset")
+    raw.socket.write(rst(1, ErrorCode.CANCEL))
+    // Now all by index: wrong if any block above was skipped.
+    raw.socket.write(headerFrames(7, head("/demo.Echo/Unary", "c"), true))
+    await raw.until(streamOver(7), "stream 7's answer")
+    expect(resetCode(raw.frames, 3)).toBe(ErrorCode.REFUSED_STREAM)
+    expect(resetCode(raw.frames, 5)).toBe(ErrorCode.PROTOCOL_ERROR)
+    expect(resetCode(raw.frames, 7)).toBeUndefined()
+    expect(hasGoAway(raw.frames)).toBe(false)
+    expect(stats.requests).toBe(2)
+  })
+
+  it("stream errors past their budget end the connection", async () => {
+    const { port } = await startEchoServer(cleanup, { streamErrors: { burst: 20, perSecond: 1 } })
+    const raw = await connectRawH2(cleanup, port, true)
+    const bad = requestBlock("POST", "/x", [["connection", "close"]])
+    raw.socket.write(Buffer.concat(Array.from({ length: 50 }, (_, i) => headerFrames(2 * i + 1, bad, true))))
+    await raw.until(hasGoAway, "the GOAWAY")
+    expect(goAway(raw.frames)).toMatchObject({ code: ErrorCode.ENHANCE_YOUR_CALM, reason: "stream-errors" })
+    expect(raw.frames.filter((f) => f.type === Type.rst)).toHaveLength(20)
   })
 
   it("a malformed request head is a stream error, not a connection one", async () => {
