@@ -5,20 +5,14 @@
 // what the protocol answers goes through one FrameWriter, written once per read (or once at the end
 // of the turn for what the leg sends from elsewhere: mux/turnEnd.ts, so h2 sits above mux). Flow
 // the send side (HPACK encoding, send windows, queued DATA, the write budget): h2Sender.ts; the
-// budgets against a hostile peer: h2Guards.ts.
-//
-// Receive flow control, what was picked: a stream's window comes back only as its leg says it
-// consumed (`consumed`), so a slow consumer's stream stops at its window (back-pressure); the
-// connection window comes back as DATA arrives while the bytes held by the legs over all streams
-// stay under `heldBytes`, and past it only as they consume. So one slow stream holds at most its
-// window and never stalls the others, while what a connection can make the legs hold stays bounded.
+// budgets against a hostile peer: h2Guards.ts; receive flow control: h2ReceiveFlow.ts.
 import type * as net from "node:net"
 import { runningTurnEnds, TurnEnd } from "../mux/turnEnd.ts"
-import { ReceiveWindow } from "./flowWindow.ts"
 import { type FrameHandler, FrameReader } from "./frameReader.ts"
 import { ErrorCode, type H2FrameError, SettingId } from "./frames.ts"
 import type { FrameWriter } from "./frameWriter.ts"
 import { defaultLimits, Guards, type H2Limits, TINY_WINDOW_UPDATE } from "./h2Guards.ts"
+import { CONNECTION_OVERFLOW, ReceiveFlow, STREAM_OVERFLOW } from "./h2ReceiveFlow.ts"
 import { H2Sender, type SendHost } from "./h2Sender.ts"
 import { H2ConnectionEnded, H2RequestRefused, H2Stream, H2StreamEnded, RecentlyReset, StreamState } from "./h2Streams.ts"
 import { checkRequestHead, checkResponseHead, checkTrailers } from "./headerCheck.ts"
@@ -68,7 +62,7 @@ export class H2Connection implements FrameHandler {
   private readonly sender: H2Sender
   private readonly writer: FrameWriter
   private readonly decoder: HpackDecoder
-  private readonly recv: ReceiveWindow
+  private readonly recv: ReceiveFlow
   private readonly guards: Guards
   private readonly streams = new Map<number, H2Stream>()
   /** Client role: requests waiting for the peer's MAX_CONCURRENT_STREAMS. */
@@ -82,9 +76,6 @@ export class H2Connection implements FrameHandler {
   private goAwayReceived = -1
   private goingAway = false
   private endedWith: H2ConnectionEnded | undefined = undefined
-  /** Bytes handed to legs and not consumed yet, and connection window held back while that is over `heldBytes`. */
-  private held = 0
-  private heldBack = 0
   private inRead = false
   private flushDue = false
   /** Handler calls of the current read, for counting the frames the reader dropped. */
@@ -116,7 +107,7 @@ export class H2Connection implements FrameHandler {
     this.writer = this.sender.writer
     this.reader = new FrameReader(this, { role })
     this.decoder = new HpackDecoder({ maxHeaderListSize: l.maxHeaderListSize })
-    this.recv = new ReceiveWindow()
+    this.recv = new ReceiveFlow(l.streamWindow, l.heldBytes)
     // Ours first (RFC 9113 3.4): the client preface, then SETTINGS, then the larger connection window.
     if (role === "client") this.writer.preface()
     this.writer.settings([
@@ -203,16 +194,10 @@ export class H2Connection implements FrameHandler {
 
   /** The leg took `bytes` of the DATA it was given on `stream`: that much of its windows comes back. */
   consumed(stream: H2Stream, bytes: number): void {
-    const n = Math.min(bytes, stream.unconsumed)
-    if (n <= 0) return
-    stream.unconsumed -= n
-    this.unhold(n)
-    if (stream.state !== StreamState.OPEN && stream.state !== StreamState.HALF_CLOSED_LOCAL) return
-    stream.recvReleased += n
-    if (stream.recvReleased < this.limits.streamWindow / 2) return
-    stream.recvAvailable += stream.recvReleased
-    this.writer.windowUpdate(stream.id, stream.recvReleased)
-    stream.recvReleased = 0
+    const peerSending = stream.state === StreamState.OPEN || stream.state === StreamState.HALF_CLOSED_LOCAL
+    const increment = this.recv.consumed(stream, bytes, peerSending)
+    if (increment > 0) this.writer.windowUpdate(stream.id, increment)
+    // The connection's window may have come back too (written with the next flush).
     this.flushSoon()
   }
 
@@ -253,29 +238,18 @@ export class H2Connection implements FrameHandler {
   onData(streamId: number, data: Buffer, flowLength: number, endStream: boolean): void {
     this.delivered++
     if (this.endedWith !== undefined) return
-    if (!this.recv.receive(flowLength)) return this.fail(ErrorCode.FLOW_CONTROL_ERROR, "connection-window", "DATA past the connection's receive window")
     const stream = this.streams.get(streamId)
     if (stream === undefined || stream.state === StreamState.HALF_CLOSED_REMOTE || (this.role === "client" && !stream.answered)) {
-      this.recv.release(flowLength)
+      if (!this.recv.dropped(flowLength)) return this.fail(ErrorCode.FLOW_CONTROL_ERROR, "connection-window", "DATA past the connection's receive window")
       if (stream !== undefined && stream.state === StreamState.HALF_CLOSED_REMOTE) return this.streamFailed(stream, ErrorCode.STREAM_CLOSED, "data-after-end")
       if (stream !== undefined) return this.streamFailed(stream, ErrorCode.PROTOCOL_ERROR, "data-before-head")
       if (this.isIdle(streamId)) return this.fail(ErrorCode.PROTOCOL_ERROR, "idle-stream", `DATA on idle stream ${streamId}`)
       return this.onClosedStream(streamId)
     }
-    stream.recvAvailable -= flowLength
-    if (stream.recvAvailable < 0) {
-      this.recv.release(flowLength)
-      return this.streamFailed(stream, ErrorCode.FLOW_CONTROL_ERROR, "stream-window")
-    }
+    const counted = this.recv.received(stream, flowLength, data.length)
+    if (counted === CONNECTION_OVERFLOW) return this.fail(ErrorCode.FLOW_CONTROL_ERROR, "connection-window", "DATA past the connection's receive window")
+    if (counted === STREAM_OVERFLOW) return this.streamFailed(stream, ErrorCode.FLOW_CONTROL_ERROR, "stream-window")
     if (flowLength === 0 && !endStream && !this.guards.emptyFrames.spend(this.now)) return this.calm("empty-frames")
-    // Padding is consumed at once.
-    const padding = flowLength - data.length
-    if (padding > 0) {
-      this.recv.release(padding)
-      stream.recvReleased += padding
-    }
-    stream.unconsumed += data.length
-    this.hold(data.length)
     if (endStream) this.remoteEnd(stream)
     this.handler.onData(stream, data, endStream)
     if (endStream) this.closeIfDone(stream)
@@ -527,8 +501,7 @@ export class H2Connection implements FrameHandler {
     if (this.streams.get(stream.id) !== stream) return
     this.streams.delete(stream.id)
     this.sender.forget(stream)
-    this.unhold(stream.unconsumed)
-    stream.unconsumed = 0
+    this.recv.closed(stream)
     if (!this.guards.streamClosed(premature, this.now)) return this.calm("rapid-reset")
     this.openQueued()
     if ((this.goingAway || this.goAwayReceived >= 0) && this.streams.size === 0) this.finish("closed", ErrorCode.NO_ERROR, "the last stream ended after GOAWAY")
@@ -549,24 +522,6 @@ export class H2Connection implements FrameHandler {
   }
 
   private readonly flushNow = (): void => this.flush()
-
-  // ---- connection window held by the legs ----
-
-  private hold(bytes: number): void {
-    this.held += bytes
-    if (this.held <= this.limits.heldBytes) this.recv.release(bytes)
-    else this.heldBack += bytes
-  }
-
-  private unhold(bytes: number): void {
-    this.held -= bytes
-    if (this.heldBack === 0) return
-    const back = Math.min(this.heldBack, Math.max(0, this.limits.heldBytes - this.held))
-    if (back === 0) return
-    this.heldBack -= back
-    this.recv.release(back)
-    this.flushSoon()
-  }
 
   // ---- the socket and the end ----
 
