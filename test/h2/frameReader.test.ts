@@ -130,6 +130,24 @@ describe("frame reader: valid streams", () => {
     ])
   })
 
+  it("keeps no view of a chunk once feed returns: a header block left open survives the caller reusing the chunk", () => {
+    // The wiring may read into reused slabs (src/mux/readSlabs.ts): the reader must not hold the
+    // fragments of an open header block as views of a chunk the caller then reads into again.
+    const { reader, rec } = reading()
+    const slab = Buffer.alloc(64)
+    const first = frame(FrameType.HEADERS, Flag.END_STREAM, 1, Buffer.from("first-part"))
+    const second = Buffer.concat([frame(FrameType.CONTINUATION, 0, 1, Buffer.from("+second")), frame(FrameType.CONTINUATION, 0, 1, Buffer.from("+th"))])
+    first.copy(slab)
+    reader.feed(slab.subarray(0, first.length))
+    slab.fill(0xee)
+    // The second CONTINUATION spans this feed and the next (assembled in the reader's own buffer).
+    second.copy(slab)
+    reader.feed(slab.subarray(0, second.length - 1))
+    slab.fill(0xee)
+    reader.feed(Buffer.concat([second.subarray(second.length - 1), frame(FrameType.CONTINUATION, Flag.END_HEADERS, 1, Buffer.from("+end"))]))
+    expect([rec.errors, rec.events]).toStrictEqual([[], [["headers", 1, Buffer.from("first-part+second+th+end"), true]]])
+  })
+
   it("counts a padded DATA frame's pad length byte and padding against flow control when it spans chunks", () => {
     const { reader, rec } = reading()
     const bytes = frame(FrameType.DATA, Flag.PADDED | Flag.END_STREAM, 1, Buffer.concat([Buffer.from([200]), Buffer.alloc(100, 9), Buffer.alloc(200)]))
