@@ -308,6 +308,17 @@ describe("frame reader: hostile frames", () => {
     expect(errorOf(frame(FrameType.WINDOW_UPDATE, 0, 0, u32(0)))).toStrictEqual(connection(ErrorCode.PROTOCOL_ERROR, "window-increment-zero"))
   })
 
+  it("builds its errors without a stack, which a peer repeating a stream error would make it capture each time", () => {
+    const limit = Error.stackTraceLimit
+    const { reader, rec } = reading()
+    reader.feed(Buffer.concat([frame(FrameType.WINDOW_UPDATE, 0, 5, u32(0)), frame(FrameType.WINDOW_UPDATE, 0, 0, u32(0))]))
+    expect(rec.errors.map((e) => [e.scope, e.stack])).toStrictEqual([
+      ["stream", "H2FrameError: WINDOW_UPDATE of 0 on stream 5"],
+      ["connection", "H2FrameError: WINDOW_UPDATE of 0 on the connection"]
+    ])
+    expect(Error.stackTraceLimit).toBe(limit)
+  })
+
   it.each([
     ["ENABLE_PUSH 2", SettingId.ENABLE_PUSH, 2, ErrorCode.PROTOCOL_ERROR],
     ["INITIAL_WINDOW_SIZE 2^31", SettingId.INITIAL_WINDOW_SIZE, 2 ** 31, ErrorCode.FLOW_CONTROL_ERROR],
