@@ -131,6 +131,19 @@ export class FrameReader {
   }
 
   /**
+   * Ends reading for a connection error the layer above found in a handler call (flow control,
+   * stream states, HPACK): the rest of the chunk being read and every later one are ignored, as
+   * after the reader's own connection errors, so no frame is acted on after the GOAWAY is decided.
+   */
+  stop(): void {
+    this.failed = true
+    this.mode = MODE_NONE
+    this.payload = undefined
+    this.blockParts = []
+    this.blockBorrowed = 0
+  }
+
+  /**
    * Reads `chunk`. Once it returns the reader holds no view of it (the fragments of a header block
    * still open are copied then), so the caller may read into the chunk's memory again as soon as
    * the handler gave back the views it was handed (src/mux/readSlabs.ts' ref/unref).
@@ -427,11 +440,7 @@ export class FrameReader {
   }
 
   private fail(error: H2FrameError): typeof FAILED {
-    this.failed = true
-    this.mode = MODE_NONE
-    this.payload = undefined
-    this.blockParts = []
-    this.blockBorrowed = 0
+    this.stop()
     this.handler.onError(error)
     return FAILED
   }

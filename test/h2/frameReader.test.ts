@@ -130,6 +130,14 @@ describe("frame reader: valid streams", () => {
     ])
   })
 
+  it("reads nothing more once the layer above stops it from a handler call", () => {
+    const rec = recorder()
+    const reader = new FrameReader({ ...rec, onData: (...args) => (rec.onData(...args), reader.stop()) }, { role: "client" })
+    reader.feed(Buffer.concat([SETTINGS, frame(FrameType.DATA, 0, 1, Buffer.from("over the window")), frame(FrameType.PING, 0, 0, Buffer.alloc(8))]))
+    reader.feed(frame(FrameType.PING, 0, 0, Buffer.alloc(8)))
+    expect([reader.hasFailed, rec.events.map((e) => e[0])]).toStrictEqual([true, ["settingsEnd", "data"]])
+  })
+
   it("keeps no view of a chunk once feed returns: a header block left open survives the caller reusing the chunk", () => {
     // The wiring may read into reused slabs (src/mux/readSlabs.ts): the reader must not hold the
     // fragments of an open header block as views of a chunk the caller then reads into again.
