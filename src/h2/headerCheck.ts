@@ -55,11 +55,11 @@ export const checkRequestHead = (fields: ReadonlyArray<string>): HeaderListRejec
   return checkRegular(fields, end)
 }
 
-/** A response's head (8.3.2): exactly one :status of three digits, no other pseudo-header. */
+/** A response's head (8.3.2): exactly one :status of three digits, not 101 (8.6: HTTP/2 has no Upgrade), no other pseudo-header. */
 export const checkResponseHead = (fields: ReadonlyArray<string>): HeaderListRejected | undefined => {
   const end = pseudoEnd(fields)
   if (end !== 2 || fields[0] !== ":status") return rejected(end === 0 ? "missing-status" : "bad-response-pseudo-headers")
-  if (!/^[1-9][0-9][0-9]$/.test(fields[1]!)) return rejected("bad-status")
+  if (!/^[1-9][0-9][0-9]$/.test(fields[1]!) || fields[1] === "101") return rejected("bad-status")
   return checkRegular(fields, end)
 }
 

@@ -37,6 +37,8 @@ describe("header list checks", () => {
     expect(checkResponseHead(["content-type", "x"])?.reason).toBe("missing-status")
     expect(checkResponseHead([":status", "200", ":status", "200"])?.reason).toBe("bad-response-pseudo-headers")
     expect(checkResponseHead([":status", "20"])?.reason).toBe("bad-status")
+    expect(checkResponseHead([":status", "101"])?.reason).toBe("bad-status")
+    expect(checkResponseHead([":status", "103"])).toBeUndefined()
     expect(checkResponseHead([":status", "200", "upgrade", "h2c"])?.reason).toBe("connection-specific-field")
     expect(checkTrailers([":status", "200"])?.reason).toBe("pseudo-header-after-regular")
   })
