@@ -7,9 +7,12 @@
 // Buffers: a frame that lies whole in a chunk is handed on as a view of that chunk (no copy); so
 // is every piece of a DATA frame that spans chunks (its payload arrives in several onData calls).
 // Other frames that span chunks are assembled in a buffer of their declared length, allocated only
-// after that length passed the SETTINGS_MAX_FRAME_SIZE check. The reader keeps views of chunks
-// while a header block is open: a chunk fed here must not be reused by the caller. Buffers handed
-// to the handler are never written by the reader again; the handler may keep them.
+// after that length passed the SETTINGS_MAX_FRAME_SIZE check. The reader keeps no view of a chunk
+// once `feed` returns (an open header block's fragments are copied then: only blocks of several
+// frames, which are rare), so the views the handler gets are valid for as long as the caller keeps
+// the chunk's memory unwritten: with Node's own reads (a fresh buffer each) for ever, with reused
+// read slabs (src/mux/readSlabs.ts) until the handler gives them back. The reader never writes a
+// buffer it handed on.
 import {
   CLIENT_PREFACE,
   connectionError,
@@ -107,6 +110,8 @@ export class FrameReader {
   private blockBytes = 0
   private blockEndStream = false
   private blockContinuations = 0
+  /** blockParts before this index are the reader's own copies, not views of a fed chunk. */
+  private blockBorrowed = 0
 
   private readonly handler: FrameHandler
   private readonly isClient: boolean
@@ -125,7 +130,30 @@ export class FrameReader {
     return this.failed
   }
 
+  /**
+   * Ends reading for a connection error the layer above found in a handler call (flow control,
+   * stream states, HPACK): the rest of the chunk being read and every later one are ignored, as
+   * after the reader's own connection errors, so no frame is acted on after the GOAWAY is decided.
+   */
+  stop(): void {
+    this.failed = true
+    this.mode = MODE_NONE
+    this.payload = undefined
+    this.blockParts = []
+    this.blockBorrowed = 0
+  }
+
+  /**
+   * Reads `chunk`. Once it returns the reader holds no view of it (the fragments of a header block
+   * still open are copied then), so the caller may read into the chunk's memory again as soon as
+   * the handler gave back the views it was handed (src/mux/readSlabs.ts' ref/unref).
+   */
   feed(chunk: Buffer): void {
+    this.read(chunk)
+    if (this.blockBorrowed < this.blockParts.length) this.ownBlockParts()
+  }
+
+  private read(chunk: Buffer): void {
     if (this.failed) return
     const end = chunk.length
     let pos = 0
@@ -167,6 +195,12 @@ export class FrameReader {
         this.have = 0
       }
     }
+  }
+
+  /** Copies the open header block's fragments read in this feed: they may be views of its chunk. */
+  private ownBlockParts(): void {
+    for (let i = this.blockBorrowed; i < this.blockParts.length; i++) this.blockParts[i] = Buffer.from(this.blockParts[i]!)
+    this.blockBorrowed = this.blockParts.length
   }
 
   private readPreface(chunk: Buffer): number {
@@ -356,10 +390,12 @@ export class FrameReader {
         this.blockBytes = bytes
         if ((flags & Flag.END_HEADERS) === 0) return
         const parts = this.blockParts
-        const block = parts.length === 1 ? parts[0]! : Buffer.concat(parts, bytes)
+        // Always two parts or more here (the HEADERS fragment and this one).
+        const block = Buffer.concat(parts, bytes)
         const endStream = this.blockEndStream
         this.blockStream = 0
         this.blockParts = []
+        this.blockBorrowed = 0
         this.blockBytes = 0
         return handler.onHeaders(streamId, block, endStream)
       }
@@ -404,10 +440,7 @@ export class FrameReader {
   }
 
   private fail(error: H2FrameError): typeof FAILED {
-    this.failed = true
-    this.mode = MODE_NONE
-    this.payload = undefined
-    this.blockParts = []
+    this.stop()
     this.handler.onError(error)
     return FAILED
   }

@@ -114,7 +114,11 @@ export class FrameWriter {
     this.pos += 8 + debugBytes
   }
 
-  /** An encoded header block: one HEADERS, then CONTINUATIONs if it exceeds the peer's frame size. */
+  /**
+   * An encoded header block: one HEADERS, then CONTINUATIONs if it exceeds the peer's frame size.
+   * A block of `copyBelow` bytes or more is written by reference, like DATA (see `data`): an HPACK
+   * encoder's reused output buffer must not be encoded into again before the socket wrote it.
+   */
   headers(streamId: number, block: Buffer, endStream: boolean): void {
     const max = this.peerMaxFrameSize
     let end = Math.min(block.length, max)
@@ -128,7 +132,11 @@ export class FrameWriter {
     }
   }
 
-  /** DATA split at the peer's frame size; END_STREAM on the last frame when asked. */
+  /**
+   * DATA split at the peer's frame size; END_STREAM on the last frame when asked. A payload of
+   * `copyBelow` bytes or more is not copied: the caller must leave its bytes unwritten until the
+   * socket has written them (the write's callback, not `take`), as with any socket.write.
+   */
   data(streamId: number, payload: Buffer, endStream: boolean): void {
     const max = this.peerMaxFrameSize
     let start = 0

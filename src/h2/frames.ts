@@ -78,8 +78,23 @@ export class H2FrameError extends Data.TaggedError("H2FrameError")<{
   readonly message: string
 }> {}
 
+/**
+ * Builds the error without a stack: it reports the peer's bytes, not a path through our code, and a
+ * peer can repeat a stream error at will (a 13-byte WINDOW_UPDATE of 0 each), where capturing the
+ * stack made one cost ~6 µs against ~26 ns for a valid frame (measured through the reader).
+ */
+const withoutStack = (fields: ConstructorParameters<typeof H2FrameError>[0]): H2FrameError => {
+  const limit = Error.stackTraceLimit
+  Error.stackTraceLimit = 0
+  try {
+    return new H2FrameError(fields)
+  } finally {
+    Error.stackTraceLimit = limit
+  }
+}
+
 export const connectionError = (code: number, reason: string, message: string): H2FrameError =>
-  new H2FrameError({ code, scope: "connection", streamId: 0, reason, message })
+  withoutStack({ code, scope: "connection", streamId: 0, reason, message })
 
 export const streamError = (streamId: number, code: number, reason: string, message: string): H2FrameError =>
-  new H2FrameError({ code, scope: "stream", streamId, reason, message })
+  withoutStack({ code, scope: "stream", streamId, reason, message })

@@ -28,7 +28,11 @@ const pseudoEnd = (fields: ReadonlyArray<string>): number => {
   return i
 }
 
-/** A request's head (8.3.1): :method; :scheme and a non-empty :path unless CONNECT; nothing unknown or repeated. */
+/**
+ * A request's head (8.3.1): :method; :scheme and a non-empty :path unless CONNECT, which instead needs
+ * :authority (8.5); :protocol only on CONNECT, with :authority (RFC 8441 4; nghttp2 checks the same);
+ * nothing unknown or repeated.
+ */
 export const checkRequestHead = (fields: ReadonlyArray<string>): HeaderListRejected | undefined => {
   const end = pseudoEnd(fields)
   const seen: Array<string | undefined> = [undefined, undefined, undefined, undefined, undefined]
@@ -38,10 +42,12 @@ export const checkRequestHead = (fields: ReadonlyArray<string>): HeaderListRejec
     if (seen[which] !== undefined) return rejected("repeated-pseudo-header")
     seen[which] = fields[i + 1]!
   }
-  const [method, scheme, , path, protocol] = seen
+  const [method, scheme, authority, path, protocol] = seen
   if (method === undefined || method === "") return rejected("missing-method")
+  if (protocol !== undefined && (method !== "CONNECT" || authority === undefined)) return rejected("protocol-without-connect")
   if (method === "CONNECT" && protocol === undefined) {
     if (scheme !== undefined || path !== undefined) return rejected("connect-with-scheme-or-path")
+    if (authority === undefined || authority === "") return rejected("connect-without-authority")
   } else {
     if (scheme === undefined || scheme === "") return rejected("missing-scheme")
     if (path === undefined || path === "") return rejected("missing-path")
@@ -49,11 +55,11 @@ export const checkRequestHead = (fields: ReadonlyArray<string>): HeaderListRejec
   return checkRegular(fields, end)
 }
 
-/** A response's head (8.3.2): exactly one :status of three digits, no other pseudo-header. */
+/** A response's head (8.3.2): exactly one :status of three digits, not 101 (8.6: HTTP/2 has no Upgrade), no other pseudo-header. */
 export const checkResponseHead = (fields: ReadonlyArray<string>): HeaderListRejected | undefined => {
   const end = pseudoEnd(fields)
   if (end !== 2 || fields[0] !== ":status") return rejected(end === 0 ? "missing-status" : "bad-response-pseudo-headers")
-  if (!/^[1-9][0-9][0-9]$/.test(fields[1]!)) return rejected("bad-status")
+  if (!/^[1-9][0-9][0-9]$/.test(fields[1]!) || fields[1] === "101") return rejected("bad-status")
   return checkRegular(fields, end)
 }
 

@@ -100,6 +100,7 @@ export class HpackEncoder {
    * Writes the header block of `fields` ([name0, value0, ...]: an even count, names lowercase,
    * values latin1) into out from `offset`; returns the offset after it, or -1 if `out` has less
    * than `blockLengthBound(fields)` octets from `offset` (then nothing was written or recorded).
+   * Every block encoded must reach the peer, in the order encoded: the peer's table follows them.
    */
   encode(fields: ReadonlyArray<string>, out: Buffer, offset: number): number {
     if (out.length - offset < blockLengthBound(fields)) return -1

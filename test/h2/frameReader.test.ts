@@ -130,6 +130,32 @@ describe("frame reader: valid streams", () => {
     ])
   })
 
+  it("reads nothing more once the layer above stops it from a handler call", () => {
+    const rec = recorder()
+    const reader = new FrameReader({ ...rec, onData: (...args) => (rec.onData(...args), reader.stop()) }, { role: "client" })
+    reader.feed(Buffer.concat([SETTINGS, frame(FrameType.DATA, 0, 1, Buffer.from("over the window")), frame(FrameType.PING, 0, 0, Buffer.alloc(8))]))
+    reader.feed(frame(FrameType.PING, 0, 0, Buffer.alloc(8)))
+    expect([reader.hasFailed, rec.events.map((e) => e[0])]).toStrictEqual([true, ["settingsEnd", "data"]])
+  })
+
+  it("keeps no view of a chunk once feed returns: a header block left open survives the caller reusing the chunk", () => {
+    // The wiring may read into reused slabs (src/mux/readSlabs.ts): the reader must not hold the
+    // fragments of an open header block as views of a chunk the caller then reads into again.
+    const { reader, rec } = reading()
+    const slab = Buffer.alloc(64)
+    const first = frame(FrameType.HEADERS, Flag.END_STREAM, 1, Buffer.from("first-part"))
+    const second = Buffer.concat([frame(FrameType.CONTINUATION, 0, 1, Buffer.from("+second")), frame(FrameType.CONTINUATION, 0, 1, Buffer.from("+th"))])
+    first.copy(slab)
+    reader.feed(slab.subarray(0, first.length))
+    slab.fill(0xee)
+    // The second CONTINUATION spans this feed and the next (assembled in the reader's own buffer).
+    second.copy(slab)
+    reader.feed(slab.subarray(0, second.length - 1))
+    slab.fill(0xee)
+    reader.feed(Buffer.concat([second.subarray(second.length - 1), frame(FrameType.CONTINUATION, Flag.END_HEADERS, 1, Buffer.from("+end"))]))
+    expect([rec.errors, rec.events]).toStrictEqual([[], [["headers", 1, Buffer.from("first-part+second+th+end"), true]]])
+  })
+
   it("counts a padded DATA frame's pad length byte and padding against flow control when it spans chunks", () => {
     const { reader, rec } = reading()
     const bytes = frame(FrameType.DATA, Flag.PADDED | Flag.END_STREAM, 1, Buffer.concat([Buffer.from([200]), Buffer.alloc(100, 9), Buffer.alloc(200)]))
@@ -288,6 +314,17 @@ describe("frame reader: hostile frames", () => {
     expect(rec.errors.map((e) => [e.code, e.scope, e.streamId, e.reason])).toStrictEqual([[ErrorCode.PROTOCOL_ERROR, "stream", 5, "window-increment-zero"]])
     expect(rec.events).toStrictEqual([["windowUpdate", 5, 1]])
     expect(errorOf(frame(FrameType.WINDOW_UPDATE, 0, 0, u32(0)))).toStrictEqual(connection(ErrorCode.PROTOCOL_ERROR, "window-increment-zero"))
+  })
+
+  it("builds its errors without a stack, which a peer repeating a stream error would make it capture each time", () => {
+    const limit = Error.stackTraceLimit
+    const { reader, rec } = reading()
+    reader.feed(Buffer.concat([frame(FrameType.WINDOW_UPDATE, 0, 5, u32(0)), frame(FrameType.WINDOW_UPDATE, 0, 0, u32(0))]))
+    expect(rec.errors.map((e) => [e.scope, e.stack])).toStrictEqual([
+      ["stream", "H2FrameError: WINDOW_UPDATE of 0 on stream 5"],
+      ["connection", "H2FrameError: WINDOW_UPDATE of 0 on the connection"]
+    ])
+    expect(Error.stackTraceLimit).toBe(limit)
   })
 
   it.each([

@@ -9,6 +9,8 @@ describe("header list checks", () => {
   it("passes a gRPC request, response and trailers", () => {
     expect(checkRequestHead(GRPC_REQUEST)).toBeUndefined()
     expect(checkRequestHead([":method", "CONNECT", ":authority", "b:443"])).toBeUndefined()
+    // Extended CONNECT (RFC 8441): :scheme and :path as any request, :authority too.
+    expect(checkRequestHead([":method", "CONNECT", ":protocol", "websocket", ":scheme", "https", ":path", "/chat", ":authority", "b"])).toBeUndefined()
     expect(checkResponseHead([":status", "200", "content-type", "application/grpc"])).toBeUndefined()
     expect(checkTrailers(["grpc-status", "0", "grpc-message", ""])).toBeUndefined()
   })
@@ -22,6 +24,9 @@ describe("header list checks", () => {
       [[":method", "GET", ":path", "/"], "missing-scheme"],
       [[":method", "GET", ":scheme", "http", ":path", ""], "missing-path"],
       [[":method", "CONNECT", ":authority", "b:443", ":path", "/"], "connect-with-scheme-or-path"],
+      [[":method", "CONNECT"], "connect-without-authority"],
+      [[":method", "GET", ":scheme", "http", ":path", "/", ":authority", "b", ":protocol", "websocket"], "protocol-without-connect"],
+      [[":method", "CONNECT", ":scheme", "https", ":path", "/chat", ":protocol", "websocket"], "protocol-without-connect"],
       [[...GRPC_REQUEST.slice(0, 8), "connection", "close"], "connection-specific-field"],
       [[...GRPC_REQUEST.slice(0, 8), "te", "gzip"], "te-not-trailers"]
     ]
@@ -32,6 +37,8 @@ describe("header list checks", () => {
     expect(checkResponseHead(["content-type", "x"])?.reason).toBe("missing-status")
     expect(checkResponseHead([":status", "200", ":status", "200"])?.reason).toBe("bad-response-pseudo-headers")
     expect(checkResponseHead([":status", "20"])?.reason).toBe("bad-status")
+    expect(checkResponseHead([":status", "101"])?.reason).toBe("bad-status")
+    expect(checkResponseHead([":status", "103"])).toBeUndefined()
     expect(checkResponseHead([":status", "200", "upgrade", "h2c"])?.reason).toBe("connection-specific-field")
     expect(checkTrailers([":status", "200"])?.reason).toBe("pseudo-header-after-regular")
   })

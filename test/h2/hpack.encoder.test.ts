@@ -4,6 +4,7 @@
 import { describe, expect, it } from "vitest"
 import { HpackDecoder } from "../../src/h2/hpackDecoder.ts"
 import { blockLengthBound, HpackEncoder } from "../../src/h2/hpackEncoder.ts"
+import { EncoderTable } from "../../src/h2/hpackEncoderTable.ts"
 import { prng } from "../helpers/prng.ts"
 
 const encode = (encoder: HpackEncoder, fields: ReadonlyArray<string>): Buffer => {
@@ -72,6 +73,18 @@ describe("HpackEncoder", () => {
       }).flat()
       expect(decoder.decode(encode(encoder, fields))).toStrictEqual(fields)
     }
+  })
+
+  it("its table (EncoderTable) evicts oldest first, and an entry larger than the table empties it, as a decoder does (4.4)", () => {
+    const table = new EncoderTable(100)
+    table.insert("x-a", "1")
+    table.insert("x-b", "2")
+    expect([table.indexOf("x-b", "2"), table.indexOf("x-a", "1")]).toStrictEqual([62, 63])
+    // 36 + 36 + 39 > 100: x-a goes.
+    table.insert("x-c", "1234")
+    expect([table.indexOf("x-c", "1234"), table.indexOf("x-b", "2"), table.indexOf("x-a", "1")]).toStrictEqual([62, 63, 0])
+    table.insert("x-big", "v".repeat(100))
+    expect([table.indexOf("x-c", "1234"), table.indexOf("x-b", "2"), table.indexOf("x-big", "v".repeat(100))]).toStrictEqual([0, 0, 0])
   })
 
   it("returns -1 when the buffer is too small, and records nothing", () => {

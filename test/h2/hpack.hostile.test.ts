@@ -103,6 +103,9 @@ describe("HpackDecoder bounds", () => {
     expect(new HpackDecoder().decode(huffman(0x1f))).toStrictEqual(["a", "a"])
     expectFatal(new HpackDecoder(), huffman(0x18), "huffman-invalid")
     expectFatal(new HpackDecoder(), huffman(0x1f, 0xff), "huffman-invalid")
+    // '&' is 11111000 (8 bits): alone it is a string, with a whole octet of ones after it 8 bits of padding.
+    expect(new HpackDecoder().decode(huffman(0xf8))).toStrictEqual(["a", "&"])
+    expectFatal(new HpackDecoder(), huffman(0xf8, 0xff), "huffman-invalid")
     expectFatal(new HpackDecoder(), huffman(0xff, 0xff, 0xff, 0xff), "huffman-invalid")
     // EOS (30 ones) after 'a': 00011 + 30 ones + 5 ones of padding.
     expectFatal(new HpackDecoder(), huffman(0x1f, 0xff, 0xff, 0xff, 0xff), "huffman-invalid")
@@ -124,6 +127,10 @@ describe("HpackDecoder bounds", () => {
     const decoder = new HpackDecoder()
     decoder.decode(bytes(literal("x-a", "bad\n", 0x40)))
     expect(decoder.decode(bytes(0x7e, 0x02, 0x6f, 0x6b))).toStrictEqual(["x-a", "ok"])
+    // A bad name with a good value: its name reused with another good value is refused.
+    const badName = new HpackDecoder()
+    expect(reason(badName.decode(bytes(literal("X-Upper", "1", 0x40))))).toBe("HeaderListRejected:malformed-field")
+    expect(reason(badName.decode(bytes(0x7e, 0x02, 0x6f, 0x6b)))).toBe("HeaderListRejected:malformed-field")
     // Octets 0x80-0xff and inner spaces are fine in values, kept as latin1.
     expect(new HpackDecoder().decode(bytes(literal("x-a", "caf\u00e9 \u00ff")))).toStrictEqual(["x-a", "caf\u00e9 \u00ff"])
   })
@@ -131,6 +138,8 @@ describe("HpackDecoder bounds", () => {
   it("decodes the range it is given, and refuses one outside the buffer", () => {
     expect(new HpackDecoder().decode(bytes(0x80, 0x83, 0x80), 1, 2)).toStrictEqual([":method", "POST"])
     expect(reason(new HpackDecoder().decode(bytes(0x82), 0, 2))).toBe("HpackError:bad-range")
+    // A string that runs past the range's end is refused, though the buffer holds its octets.
+    expect(reason(new HpackDecoder().decode(bytes(literal("x-a", "12")), 0, 6))).toBe("HpackError:string-past-block-end")
     expect(reason(new HpackDecoder().decode(bytes(0x82), 1, 0))).toBe("HpackError:bad-range")
   })
 })

@@ -5,6 +5,7 @@
 // HEADERS frames written by hand, to a node server and a node client, which must see exactly our fields,
 // also after the peer lowers SETTINGS_HEADER_TABLE_SIZE.
 import * as http2 from "node:http2"
+import * as net from "node:net"
 import * as grpc from "@grpc/grpc-js"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { checkRequestHead, checkResponseHead, checkTrailers } from "../../src/h2/headerCheck.ts"
@@ -106,6 +107,25 @@ describe("HpackDecoder against grpc-js", () => {
     })
     answers.forEach((fields, i) => expect(i % 2 === 0 ? checkResponseHead(fields) : checkTrailers(fields)).toBeUndefined())
     expect(answers.filter((_, i) => i % 2 === 1).map((fields) => fields[fields.indexOf("grpc-status") + 1])).toStrictEqual(Array(30).fill("0"))
+  })
+})
+
+describe("the decoding tap (test/helpers/h2Tap.ts)", () => {
+  it("ends its sockets on cleanup even when both ends stay connected", async () => {
+    const cleanup = new Cleanup()
+    const backend = net.createServer((socket) => socket.on("error", () => {}))
+    const tap = await startTap(cleanup, await listen(cleanup, backend))
+    const client = net.connect(tap.port, "127.0.0.1")
+    client.on("error", () => {})
+    const closed = new Promise<void>((resolve) => client.on("close", () => resolve()))
+    await new Promise<void>((resolve) => client.on("connect", () => resolve()))
+    try {
+      // Neither the client nor the backend closes: the tap's own cleanup must, or its server's close waits forever.
+      await withTimeout(cleanup.run(), 2000, "tap cleanup")
+      await withTimeout(closed, 2000, "client closed by the tap")
+    } finally {
+      client.destroy()
+    }
   })
 })
 

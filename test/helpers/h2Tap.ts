@@ -46,7 +46,6 @@ export const startTap = async (cleanup: Cleanup, port: number) => {
     blocksToClient: [] as Array<Buffer>
   }
   const sockets: Array<net.Socket> = []
-  cleanup.add(() => sockets.forEach((s) => s.destroy()))
   const tap = net.createServer((client) => {
     const server = net.connect(port, "127.0.0.1")
     sockets.push(client, server)
@@ -90,7 +89,11 @@ export const startTap = async (cleanup: Cleanup, port: number) => {
     direction(0, client, server, decoded.toServer, decoded.blocksToServer, PREFACE.length)
     direction(1, server, client, decoded.toClient, decoded.blocksToClient, 0)
   })
-  return { port: await listen(cleanup, tap), decoded }
+  const tapPort = await listen(cleanup, tap)
+  // Added after listen's close, so run before it (Cleanup runs last-added first): the server's close
+  // waits for its connections, which an end that stays connected would otherwise hold open forever.
+  cleanup.add(() => sockets.forEach((s) => s.destroy()))
+  return { port: tapPort, decoded }
 }
 
 const ECHO = { echo: rawMethod("mesh.test.Echo", "Echo", false, false) }
