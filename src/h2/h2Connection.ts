@@ -351,11 +351,12 @@ export class H2Connection implements FrameHandler {
     this.goAwayReceived = lastStreamId
     this.refuseQueued("goaway")
     if (this.role === "client") {
-      for (const stream of [...this.streams.values()])
-        if (stream.id > lastStreamId) {
-          this.closeStream(stream, false)
-          this.handler.onEnd(stream, new H2StreamEnded({ reason: "goaway", code: ErrorCode.REFUSED_STREAM, retryable: true }))
-        }
+      for (const stream of [...this.streams.values()]) {
+        // A leg's onEnd may have reset another stream or ended the connection (which ended the rest).
+        if (stream.id <= lastStreamId || this.streams.get(stream.id) !== stream) continue
+        this.forgetStream(stream, false)
+        this.handler.onEnd(stream, new H2StreamEnded({ reason: "goaway", code: ErrorCode.REFUSED_STREAM, retryable: true }))
+      }
     }
     if (this.streams.size === 0) this.finish("peer-goaway", errorCode, `the peer sent GOAWAY(${lastStreamId}, ${errorCode})`)
   }
@@ -462,8 +463,10 @@ export class H2Connection implements FrameHandler {
     if (!this.guards.streamErrors.spend(this.now)) return this.calm("stream-errors")
     this.writer.rstStream(stream.id, code)
     this.recentlyReset.add(stream.id)
-    this.closeStream(stream, false)
+    // The leg hears of the end before the connection may finish for it (onClose comes last).
+    this.forgetStream(stream, false)
     this.handler.onEnd(stream, new H2StreamEnded({ reason, code, retryable: false }))
+    this.afterStreamClosed()
   }
 
   private frameFailed(error: H2FrameError): void {
@@ -497,12 +500,23 @@ export class H2Connection implements FrameHandler {
   }
 
   private closeStream(stream: H2Stream, premature: boolean): void {
+    if (this.forgetStream(stream, premature)) this.afterStreamClosed()
+  }
+
+  /** The stream is over and out of the map; false when it was not there or a guard ended the connection. */
+  private forgetStream(stream: H2Stream, premature: boolean): boolean {
     stream.state = StreamState.CLOSED
-    if (this.streams.get(stream.id) !== stream) return
+    if (this.streams.get(stream.id) !== stream) return false
     this.streams.delete(stream.id)
     this.sender.forget(stream)
     this.recv.closed(stream)
-    if (!this.guards.streamClosed(premature, this.now)) return this.calm("rapid-reset")
+    if (this.guards.streamClosed(premature, this.now)) return true
+    this.calm("rapid-reset")
+    return false
+  }
+
+  /** A stream left: a queued request may take its place, and after a GOAWAY the last one ends the connection. */
+  private afterStreamClosed(): void {
     this.openQueued()
     if ((this.goingAway || this.goAwayReceived >= 0) && this.streams.size === 0) this.finish("closed", ErrorCode.NO_ERROR, "the last stream ended after GOAWAY")
   }

@@ -1,0 +1,87 @@
+// Every stream of our connection (src/h2/h2Connection.ts) ends exactly once, and the leg hears
+// `onClose` only after every stream's end: the paths where a stream's end makes the connection's
+// (the last stream ended by a peer's GOAWAY, a stream error after our graceful close).
+import * as http2 from "node:http2"
+import * as net from "node:net"
+import { afterEach, describe, expect, it } from "vitest"
+import { H2Connection, type H2ClientHandler, type H2ServerHandler } from "../../src/h2/h2Connection.ts"
+import { H2RequestRefused, type H2Stream } from "../../src/h2/h2Streams.ts"
+import { connectRawH2, headerFrames, requestBlock } from "../helpers/h2RawClient.ts"
+import { methods } from "../helpers/h2ConnLegs.ts"
+import { Cleanup, untilTurn, withTimeout } from "../support/iipRaw.ts"
+
+const cleanup = new Cleanup()
+afterEach(() => cleanup.run())
+
+/** A handler that records every event in order as "event:stream id". */
+const recording = (log: Array<string>): H2ServerHandler & H2ClientHandler => ({
+  onRequest: (s) => log.push(`request:${s.id}`),
+  onResponse: (s) => log.push(`response:${s.id}`),
+  onData: () => {},
+  onTrailers: (s) => log.push(`trailers:${s.id}`),
+  onReset: (s) => log.push(`reset:${s.id}`),
+  onEnd: (s, ended) => log.push(`end:${s.id}:${ended.reason}`),
+  onWritable: () => {},
+  onClose: (ended) => log.push(`close:${ended.reason}`)
+})
+
+const ends = (log: ReadonlyArray<string>, id: number): number => log.filter((e) => e.startsWith(`end:${id}:`) || e === `reset:${id}`).length
+
+describe("stream ends and the connection's end", () => {
+  it.each([false, true])("a peer's GOAWAY below every open stream: each stream ends once, before onClose (the leg destroys from onEnd: %s)", async (destroyInEnd) => {
+    const app = http2.createServer()
+    const sessions: Array<http2.ServerHttp2Session> = []
+    let streamsSeen = 0
+    app.on("session", (s) => sessions.push(s))
+    app.on("stream", (stream, headers) => {
+      streamsSeen++
+      // node closes the streams above its own GOAWAY with REFUSED_STREAM.
+      stream.on("error", () => {})
+      if (headers[":path"] === methods.Unary.path) stream.respond({ ":status": 200 }, { endStream: true })
+    })
+    await new Promise<void>((resolve) => app.listen(0, "127.0.0.1", resolve))
+    cleanup.add(() => new Promise<void>((resolve) => app.close(() => resolve())))
+    const socket = net.connect((app.address() as net.AddressInfo).port, "127.0.0.1")
+    await withTimeout(new Promise<void>((resolve) => socket.once("connect", () => resolve())), 2000, "the connection")
+    const log: Array<string> = []
+    const handler = recording(log)
+    const connection = new H2Connection(socket, "client", {
+      ...handler,
+      onEnd: (s, ended) => {
+        handler.onEnd(s, ended)
+        if (destroyInEnd) connection.destroy("leg-gave-up")
+      }
+    })
+    cleanup.add(() => connection.destroy("test-over", 0))
+    const head = (path: string) => [":method", "POST", ":scheme", "http", ":authority", "app", ":path", path, "content-type", "application/grpc"]
+    // Stream 1 is answered and over; 3 and 5 hang, so a GOAWAY(1) leaves every open stream above its last id.
+    expect(connection.request(head(methods.Unary.path), true)).not.toBeInstanceOf(H2RequestRefused)
+    await untilTurn(() => log.includes("response:1"), "the first answer")
+    const streams = [connection.request(head(methods.Hang.path), false), connection.request(head(methods.Hang.path), false)] as Array<H2Stream>
+    await untilTurn(() => streamsSeen === 3, "the hanging streams at the server")
+    sessions[0]!.goaway(http2.constants.NGHTTP2_NO_ERROR, 1)
+    await untilTurn(() => log.some((e) => e.startsWith("close:")), "the connection's end")
+    expect(streams.map((s) => ends(log, s.id))).toStrictEqual([1, 1])
+    expect(log.at(-1)).toMatch(/^close:/)
+  })
+
+  it("a stream error on the last stream after our graceful close: its end comes before onClose", async () => {
+    const log: Array<string> = []
+    let connection: H2Connection | undefined
+    const server = net.createServer((socket) => {
+      connection = new H2Connection(socket, "server", recording(log))
+      cleanup.add(() => connection!.destroy("test-over", 0))
+    })
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+    cleanup.add(() => new Promise<void>((resolve) => server.close(() => resolve())))
+    const raw = await connectRawH2(cleanup, (server.address() as net.AddressInfo).port, true)
+    raw.socket.write(headerFrames(1, requestBlock("POST", methods.Hang.path), false))
+    await untilTurn(() => log.includes("request:1"), "the request")
+    connection!.close()
+    // A second header block without END_STREAM: a stream error (PROTOCOL_ERROR) on the last stream.
+    raw.socket.write(headerFrames(1, requestBlock("POST", methods.Hang.path), false))
+    await untilTurn(() => log.some((e) => e.startsWith("close:")), "the connection's end")
+    expect(ends(log, 1)).toBe(1)
+    expect(log.at(-1)).toMatch(/^close:/)
+  })
+})
