@@ -71,6 +71,8 @@ export class H2Connection implements FrameHandler {
   private lastPeerId = 0
   private nextId = 1
   private peerMaxConcurrent = Infinity
+  /** The SETTINGS frame being read: each id's last value (-1: absent). */
+  private readonly peerSettings = { tableSize: -1, initialWindow: -1, maxFrameSize: -1, maxConcurrent: -1 }
   /** The last stream id of a GOAWAY we sent (-1: none) / received. */
   private goAwaySent = -1
   private goAwayReceived = -1
@@ -303,30 +305,39 @@ export class H2Connection implements FrameHandler {
     this.closeStream(stream, premature)
   }
 
+  /** Each id's last value in the frame; applied once at its end (a 16 KiB frame repeats a setting 2,730 times). */
   onSetting(id: number, value: number): void {
-    if (this.endedWith !== undefined) return
     switch (id) {
       case SettingId.HEADER_TABLE_SIZE:
-        this.sender.encoder.setPeerTableSize(value)
+        this.peerSettings.tableSize = value
         break
-      case SettingId.INITIAL_WINDOW_SIZE: {
-        const error = this.sender.windows.setInitial(value)
-        if (error !== undefined) this.frameFailed(error)
+      case SettingId.INITIAL_WINDOW_SIZE:
+        this.peerSettings.initialWindow = value
         break
-      }
       case SettingId.MAX_FRAME_SIZE:
-        this.writer.peerMaxFrameSize = value
+        this.peerSettings.maxFrameSize = value
         break
       case SettingId.MAX_CONCURRENT_STREAMS:
-        this.peerMaxConcurrent = value
+        this.peerSettings.maxConcurrent = value
         break
     }
   }
 
   onSettingsEnd(): void {
     this.delivered++
+    const p = this.peerSettings
+    const { tableSize, initialWindow, maxFrameSize, maxConcurrent } = p
+    p.tableSize = p.initialWindow = p.maxFrameSize = p.maxConcurrent = -1
     if (this.endedWith !== undefined) return
     if (!this.guards.settings.spend(this.now)) return this.calm("settings-flood")
+    if (tableSize >= 0) this.sender.encoder.setPeerTableSize(tableSize)
+    if (initialWindow >= 0) {
+      // setInitial walks every open stream.
+      const error = this.sender.windows.setInitial(initialWindow)
+      if (error !== undefined) return this.frameFailed(error)
+    }
+    if (maxFrameSize >= 0) this.writer.peerMaxFrameSize = maxFrameSize
+    if (maxConcurrent >= 0) this.peerMaxConcurrent = maxConcurrent
     this.peerSettingsDue = 0
     this.writer.settingsAck()
     this.sender.drainAll()
