@@ -196,6 +196,7 @@ export class H2Connection implements FrameHandler {
 
   /** The leg took `bytes` of the DATA it was given on `stream`: that much of its windows comes back. */
   consumed(stream: H2Stream, bytes: number): void {
+    if (this.endedWith !== undefined) return
     const peerSending = stream.state === StreamState.OPEN || stream.state === StreamState.HALF_CLOSED_LOCAL
     const increment = this.recv.consumed(stream, bytes, peerSending)
     if (increment > 0) this.writer.windowUpdate(stream.id, increment)
@@ -223,7 +224,8 @@ export class H2Connection implements FrameHandler {
   /** Writes what this turn produced (the turn's end calls it; so does the end of each read). */
   flush(): void {
     this.flushDue = false
-    if (this.socket.destroyed) return
+    // Once ended, end() wrote the last frames and ended the socket: a write now fails (write after end).
+    if (this.socket.destroyed || this.endedWith !== undefined) return
     const increment = this.recv.takeUpdate()
     if (increment > 0) this.writer.windowUpdate(0, increment)
     this.writer.writeTo(this.socket)

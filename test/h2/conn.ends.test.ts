@@ -8,6 +8,7 @@ import { H2Connection, type H2ClientHandler, type H2ServerHandler } from "../../
 import { H2RequestRefused, type H2Stream } from "../../src/h2/h2Streams.ts"
 import { connectRawH2, headerFrames, requestBlock } from "../helpers/h2RawClient.ts"
 import { methods } from "../helpers/h2ConnLegs.ts"
+import { frame, Type } from "../helpers/h2Wire.ts"
 import { Cleanup, untilTurn, withTimeout } from "../support/iipRaw.ts"
 
 const cleanup = new Cleanup()
@@ -83,5 +84,38 @@ describe("stream ends and the connection's end", () => {
     await untilTurn(() => log.some((e) => e.startsWith("close:")), "the connection's end")
     expect(ends(log, 1)).toBe(1)
     expect(log.at(-1)).toMatch(/^close:/)
+  })
+
+  it("a leg consuming after the connection ended writes nothing more (no write after the socket's end)", async () => {
+    const held = new Map<number, { stream: H2Stream; bytes: number }>()
+    const socketErrors: Array<Error> = []
+    let connection: H2Connection | undefined
+    const server = net.createServer((socket) => {
+      socket.on("error", (error) => socketErrors.push(error))
+      connection = new H2Connection(socket, "server", {
+        ...recording([]),
+        // The leg holds every byte: it consumes only after the connection is over.
+        onData: (s, chunk) => void held.set(s.id, { stream: s, bytes: (held.get(s.id)?.bytes ?? 0) + chunk.length })
+      }, { connectionWindow: 65_535, heldBytes: 50_000 })
+      cleanup.add(() => connection!.destroy("test-over", 0))
+    })
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+    cleanup.add(() => new Promise<void>((resolve) => server.close(() => resolve())))
+    const raw = await connectRawH2(cleanup, (server.address() as net.AddressInfo).port, true)
+    const data = (id: number, bytes: number): Buffer =>
+      Buffer.concat(Array.from({ length: Math.ceil(bytes / 15_000) }, (_, i) => frame(Type.data, 0, id, Buffer.alloc(Math.min(15_000, bytes - 15_000 * i)))))
+    // 60,000 bytes: 45,000 of them are given back at once (under heldBytes), the rest held back.
+    raw.socket.write(Buffer.concat([headerFrames(1, requestBlock("POST", methods.Hang.path), false), data(1, 60_000)]))
+    await raw.until((f) => f.some((x) => x.type === Type.windowUpdate && x.stream === 0), "the connection's WINDOW_UPDATE")
+    raw.socket.write(Buffer.concat([headerFrames(3, requestBlock("POST", methods.Hang.path), false), data(3, 45_000)]))
+    await untilTurn(() => held.get(3)?.bytes === 45_000, "stream 3's DATA")
+    connection!.destroy("leg-gone")
+    // Consumed now, the held-back bytes would make a connection WINDOW_UPDATE due.
+    for (const { stream, bytes } of held.values()) connection!.consumed(stream, bytes)
+    await raw.until((f) => f.some((x) => x.type === Type.goaway), "the GOAWAY")
+    await untilTurn(() => raw.isClosed(), "the socket's end")
+    expect(socketErrors).toStrictEqual([])
+    const goAwayAt = raw.frames.findIndex((x) => x.type === Type.goaway)
+    expect(raw.frames.slice(goAwayAt + 1)).toStrictEqual([])
   })
 })
