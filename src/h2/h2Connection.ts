@@ -618,6 +618,8 @@ export class H2Connection implements FrameHandler {
   private end(ended: H2ConnectionEnded): void {
     if (this.endedWith !== undefined) return
     this.endedWith = ended
+    // The rest of the read and later reads are not parsed (each handler would drop them anyway).
+    this.reader.stop()
     clearInterval(this.timer)
     if (!this.socket.destroyed) {
       this.writer.writeTo(this.socket)
