@@ -89,6 +89,8 @@ export class H2Connection implements FrameHandler {
   private stalledSince = 0
   private closeDue = 0
   private readonly timer: NodeJS.Timeout
+  /** After our end: destroys a socket the peer does not let close. */
+  private closeTimer: NodeJS.Timeout | undefined = undefined
 
   constructor(socket: H2Socket, role: "server" | "client", handler: H2ServerHandler | H2ClientHandler, limits: Partial<H2Limits> = {}) {
     this.socket = socket
@@ -578,6 +580,8 @@ export class H2Connection implements FrameHandler {
   }
 
   private readonly onSocketClose = (): void => {
+    // The deadline would otherwise hold the connection (its slabs, its streams) for closeTimeoutMs.
+    clearTimeout(this.closeTimer)
     this.end(new H2ConnectionEnded({ reason: "socket-closed", code: ErrorCode.CANCEL, message: "the socket closed" }))
   }
 
@@ -625,7 +629,7 @@ export class H2Connection implements FrameHandler {
       this.writer.writeTo(this.socket)
       this.socket.end()
       // A peer that does not read would hold the socket open forever.
-      setTimeout(() => this.socket.destroy(), this.limits.closeTimeoutMs).unref()
+      this.closeTimer = setTimeout(() => this.socket.destroy(), this.limits.closeTimeoutMs).unref()
     }
     this.refuseQueued(ended.reason)
     const open = [...this.streams.values()]

@@ -1,6 +1,7 @@
 // Every stream of our connection (src/h2/h2Connection.ts) ends exactly once, and the leg hears
 // `onClose` only after every stream's end: the paths where a stream's end makes the connection's
 // (the last stream ended by a peer's GOAWAY, a stream error after our graceful close).
+import * as asyncHooks from "node:async_hooks"
 import * as http2 from "node:http2"
 import * as net from "node:net"
 import { afterEach, describe, expect, it } from "vitest"
@@ -117,5 +118,43 @@ describe("stream ends and the connection's end", () => {
     expect(socketErrors).toStrictEqual([])
     const goAwayAt = raw.frames.findIndex((x) => x.type === Type.goaway)
     expect(raw.frames.slice(goAwayAt + 1)).toStrictEqual([])
+  })
+})
+
+describe("timers", () => {
+  it("a connection's timers are all gone once its socket closed (1,000 streams, then destroy)", async () => {
+    // Timers with these periods are the connection's own: the tick and the close deadline.
+    const tickMs = 977
+    const closeTimeoutMs = 60_013
+    const live = new Set<number>()
+    const hook = asyncHooks.createHook({
+      init: (id, type, _trigger, resource) => {
+        const ms = (resource as { _idleTimeout?: number })._idleTimeout
+        if (type === "Timeout" && (ms === tickMs || ms === closeTimeoutMs)) live.add(id)
+      },
+      destroy: (id) => void live.delete(id)
+    })
+    hook.enable()
+    cleanup.add(() => hook.disable())
+    const log: Array<string> = []
+    let connection: H2Connection | undefined
+    let closed: Promise<void> | undefined
+    const server = net.createServer((socket) => {
+      closed = new Promise((resolve) => socket.once("close", () => resolve()))
+      const handler = recording(log)
+      connection = new H2Connection(socket, "server", { ...handler, onRequest: (s) => connection!.respond(s, [":status", "200"], true) }, { tickMs, closeTimeoutMs })
+    })
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+    cleanup.add(() => new Promise<void>((resolve) => server.close(() => resolve())))
+    const raw = await connectRawH2(cleanup, (server.address() as net.AddressInfo).port, true)
+    for (let id = 1; id < 2000; id += 2) raw.socket.write(headerFrames(id, requestBlock("GET", "/x"), true))
+    await raw.until((f) => f.filter((x) => x.type === Type.headers).length === 1000, "1,000 answers")
+    expect(connection!.streamCount).toBe(0)
+    expect(live.size).toBe(1)
+    connection!.destroy()
+    await raw.until(() => raw.isClosed(), "the socket's end")
+    await closed
+    await new Promise((resolve) => setImmediate(resolve))
+    expect(live.size).toBe(0)
   })
 })
