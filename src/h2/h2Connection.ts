@@ -635,8 +635,9 @@ export class H2Connection implements FrameHandler {
     const open = [...this.streams.values()]
     this.streams.clear()
     this.sender.clear()
-    // Streams above the last one the peer processed were never processed: a caller may retry them.
-    const processed = this.goAwayReceived >= 0 ? this.goAwayReceived : MAX_STREAM_ID
+    // Client role: streams above the last one the peer processed were never processed, a caller may
+    // retry them. A client's GOAWAY names the last stream we (the server) opened, not its requests.
+    const processed = this.role === "client" && this.goAwayReceived >= 0 ? this.goAwayReceived : MAX_STREAM_ID
     for (const stream of open) {
       stream.state = StreamState.CLOSED
       this.handler.onEnd(stream, new H2StreamEnded({ reason: ended.reason, code: ended.code, retryable: stream.id > processed }))

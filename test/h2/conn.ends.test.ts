@@ -6,7 +6,7 @@ import * as http2 from "node:http2"
 import * as net from "node:net"
 import { afterEach, describe, expect, it } from "vitest"
 import { H2Connection, type H2ClientHandler, type H2ServerHandler } from "../../src/h2/h2Connection.ts"
-import { H2RequestRefused, type H2Stream } from "../../src/h2/h2Streams.ts"
+import { H2RequestRefused, type H2Stream, type H2StreamEnded } from "../../src/h2/h2Streams.ts"
 import { connectRawH2, headerFrames, requestBlock } from "../helpers/h2RawClient.ts"
 import { methods } from "../helpers/h2ConnLegs.ts"
 import { frame, Type } from "../helpers/h2Wire.ts"
@@ -85,6 +85,25 @@ describe("stream ends and the connection's end", () => {
     await untilTurn(() => log.some((e) => e.startsWith("close:")), "the connection's end")
     expect(ends(log, 1)).toBe(1)
     expect(log.at(-1)).toMatch(/^close:/)
+  })
+
+  it("server role: a stream the client's GOAWAY left open, cut by the socket's close, is not retryable (we processed it)", async () => {
+    const ended: Array<H2StreamEnded> = []
+    const server = net.createServer((socket) => {
+      const connection = new H2Connection(socket, "server", { ...recording([]), onEnd: (_s, e) => void ended.push(e) })
+      cleanup.add(() => connection.destroy("test-over", 0))
+    })
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+    cleanup.add(() => new Promise<void>((resolve) => server.close(() => resolve())))
+    const raw = await connectRawH2(cleanup, (server.address() as net.AddressInfo).port, true)
+    // A client's GOAWAY names the last stream we opened (none: 0); its own streams go on.
+    const goAway = frame(Type.goaway, 0, 0, Buffer.alloc(8))
+    raw.socket.write(Buffer.concat([headerFrames(1, requestBlock("POST", methods.Hang.path), false), goAway, frame(Type.ping, 0, 0, Buffer.alloc(8))]))
+    // Frames are read in order: the PING's answer means the GOAWAY was read.
+    await raw.until((f) => f.some((x) => x.type === Type.ping), "the PING's answer")
+    raw.socket.destroy()
+    await untilTurn(() => ended.length === 1, "the stream's end")
+    expect(ended[0]).toMatchObject({ reason: "socket-closed", retryable: false })
   })
 
   it("a leg consuming after the connection ended writes nothing more (no write after the socket's end)", async () => {
