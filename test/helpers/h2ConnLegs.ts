@@ -220,7 +220,10 @@ export const startRelay = async (cleanup: Cleanup, target: number): Promise<{ po
     conns.push(conn)
   })
   const peerOf = (s: H2Stream): H2Stream => (s.user as RelayCall).peer!
-  /** Copies (the chunk is a view of a read the far side may keep by reference) and consumes once written. */
+  /**
+   * Hands the view on uncopied (a net socket's reads are fresh buffers, never reused; a large chunk
+   * goes to the far socket by reference) and consumes it once the far side took it.
+   */
   const pass = (from: H2Connection, to: H2Connection, s: H2Stream, chunk: Buffer, end: boolean) => {
     const call = s.user as RelayCall
     if (to.write(call.peer!, chunk, end)) from.consumed(s, chunk.length)
