@@ -302,7 +302,7 @@ export class H2Connection implements FrameHandler {
       if (this.isIdle(streamId)) return this.fail(ErrorCode.PROTOCOL_ERROR, "idle-stream", `RST_STREAM on idle stream ${streamId}`)
       return this.ignored()
     }
-    const premature = this.role === "server" && !stream.answered && this.now - stream.startedAt < this.limits.prematureLifetimeMs
+    const premature = this.role === "server" && !stream.answered && this.now - stream.startedAt < this.limits.prematureLifetimeMs && this.now < stream.deadlineAt
     // The leg hears of the reset before a guard it trips may end the connection (and every other stream).
     stream.state = StreamState.CLOSED
     this.handler.onReset(stream, errorCode)

@@ -73,7 +73,7 @@ export interface H2Limits {
   readonly ignoredFrames: RateLimit
   /** Stream errors the peer caused, refused streams included (each costs us an RST_STREAM). */
   readonly streamErrors: RateLimit
-  /** Premature resets (server role): the peer reset a stream before our answer, soon after it began. */
+  /** Premature resets (server role): the peer reset a stream before our answer, soon after it began, before its deadline (`H2Stream.deadlineAt`). */
   readonly prematureResets: RateLimit
   /** Streams closed before the ratio rule applies: more than half of them reset prematurely ends the connection. */
   readonly prematureMinStreams: number

@@ -32,6 +32,12 @@ export class H2Stream {
   answered = false
   /** performance.now() at the stream's start (the premature reset rule reads it). */
   readonly startedAt: number
+  /**
+   * Server role: performance.now() at which the request's own deadline (grpc-timeout) passes, set
+   * by the leg that reads it: the peer's reset after it is not premature, however soon (the caller
+   * waited as long as it said it would; src/sidecar/outboundH2Premature.ts has the same rule).
+   */
+  deadlineAt = Infinity
   /** DATA waiting for the send window, in order; `outEnd`: END_STREAM after it; `outTrailers`: then these. */
   out: Array<Buffer> | undefined = undefined
   outBytes = 0

@@ -5,6 +5,7 @@ import * as grpc from "@grpc/grpc-js"
 import * as net from "node:net"
 import { H2Connection, type H2ClientHandler, type H2ServerHandler } from "../../src/h2/h2Connection.ts"
 import { type H2ConnectionEnded, H2RequestRefused, type H2Stream, type H2StreamEnded } from "../../src/h2/h2Streams.ts"
+import { grpcTimeoutMs } from "../../src/sidecar/grpcStatus.ts"
 import { grpcMessage, identity, rawMethod } from "../support/grpcRaw.ts"
 import type { Cleanup } from "../support/iipRaw.ts"
 
@@ -65,6 +66,10 @@ export const startEchoServer = async (cleanup: Cleanup, limits: ConstructorParam
         stats.requests++
         stats.streams.push(stream)
         const path = fields[fields.indexOf(":path") + 1]!
+        // As the sidecar's leg will: the caller's own deadline, past which its reset is not premature.
+        const at = fields.indexOf("grpc-timeout")
+        const timeout = at % 2 === 0 ? grpcTimeoutMs(fields[at + 1]) : undefined
+        if (timeout !== undefined) stream.deadlineAt = stream.startedAt + timeout
         stream.user = { path, splitter: new MessageSplitter(), collected: [] } satisfies Call
         if (path.endsWith("/Hang")) return
         if (path.endsWith("/Fail")) {
