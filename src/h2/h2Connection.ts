@@ -3,8 +3,8 @@
 // Socket chunks go through the FrameReader; its frames become stream state (h2Streams.ts), decoded
 // header lists and DATA views handed to the leg's handler with plain values; what the leg sends and
 // what the protocol answers goes through one FrameWriter, written once per read (or once at the end
-// of the turn for what the leg sends from elsewhere: mux/turnEnd.ts, so h2 sits above mux). Flow
-// the send side (HPACK encoding, send windows, queued DATA, the write budget): h2Sender.ts; the
+// of the turn for what the leg sends from elsewhere: mux/turnEnd.ts, so h2 sits above mux). The
+// send side (HPACK encoding, send windows, queued DATA, the write budget): h2Sender.ts; the
 // budgets against a hostile peer: h2Guards.ts; receive flow control: h2ReceiveFlow.ts.
 import type * as net from "node:net"
 import { runningTurnEnds, TurnEnd } from "../mux/turnEnd.ts"

@@ -62,7 +62,10 @@ export class H2Stream {
  * may send it again elsewhere (RFC 9113 8.7).
  */
 export class H2StreamEnded extends Data.TaggedError("H2StreamEnded")<{
-  /** "connection-ended" | "goaway" | "stream-error" | "not-opened" ... */
+  /**
+   * "goaway" (above the peer's GOAWAY's last id); a stream error's reason ("stream-window",
+   * "headers-without-end-stream" ...); a queued request's "closing"; or the connection's end's reason.
+   */
   readonly reason: string
   /** The HTTP/2 error code sent or received for it. */
   readonly code: number
