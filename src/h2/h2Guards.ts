@@ -55,7 +55,11 @@ export interface H2Limits {
   readonly writeBudgetBytes: number
   /** Our unwritten bytes past which the peer is taken as not reading: the connection ends. */
   readonly maxBufferedBytes: number
-  /** The socket holding unwritten bytes this long without writing any: the connection ends. */
+  /**
+   * The socket holding unwritten bytes this long, at every tick and with no 'drain' between: the
+   * connection ends. Partial progress is not seen, so a reader that never lets the buffer empty (the
+   * write budget, about 1 MiB, in writeStallMs: under ~35 KB/s) is cut too.
+   */
   readonly writeStallMs: number
   /** Client role: requests waiting for the peer's MAX_CONCURRENT_STREAMS to allow them. */
   readonly maxQueuedRequests: number
