@@ -188,6 +188,9 @@ export class H2Connection implements FrameHandler {
     if (stream.state === StreamState.CLOSED) return
     if (stream.state === StreamState.QUEUED) {
       stream.state = StreamState.CLOSED
+      // Out of the queue now: left in it, cancelled requests filled maxQueuedRequests while nothing waited.
+      const at = this.queued.indexOf(stream)
+      if (at >= 0) this.queued.splice(at, 1)
       return
     }
     this.writer.rstStream(stream.id, code)

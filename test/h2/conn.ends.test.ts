@@ -177,3 +177,30 @@ describe("timers", () => {
     expect(live.size).toBe(0)
   })
 })
+
+describe("client role: the request queue", () => {
+  it("requests reset while queued leave the queue: 2,000 reset in turn never make the queue full", async () => {
+    const app = http2.createServer({ settings: { maxConcurrentStreams: 1 } })
+    let streamsSeen = 0
+    app.on("stream", (stream) => {
+      streamsSeen++
+      stream.on("error", () => {})
+    })
+    await new Promise<void>((resolve) => app.listen(0, "127.0.0.1", resolve))
+    cleanup.add(() => new Promise<void>((resolve) => app.close(() => resolve())))
+    const socket = net.connect((app.address() as net.AddressInfo).port, "127.0.0.1")
+    await withTimeout(new Promise<void>((resolve) => socket.once("connect", () => resolve())), 2000, "the connection")
+    const log: Array<string> = []
+    const connection = new H2Connection(socket, "client", recording(log), { maxQueuedRequests: 1024 })
+    cleanup.add(() => connection.destroy("test-over", 0))
+    const head = [":method", "POST", ":scheme", "http", ":authority", "app", ":path", methods.Hang.path]
+    // The server's one stream is taken, and its SETTINGS are in force.
+    expect(connection.request(head, false)).not.toBeInstanceOf(H2RequestRefused)
+    await untilTurn(() => streamsSeen === 1, "the first stream at the server")
+    for (let i = 0; i < 2000; i++) {
+      const queued = connection.request(head, false)
+      if (queued instanceof H2RequestRefused) throw new Error(`request ${i} refused: ${queued.reason}`)
+      connection.reset(queued, 8)
+    }
+  })
+})
