@@ -1,6 +1,9 @@
 // Every stream of our connection (src/h2/h2Connection.ts) ends exactly once, and the leg hears
 // `onClose` only after every stream's end: the paths where a stream's end makes the connection's
-// (the last stream ended by a peer's GOAWAY, a stream error after our graceful close).
+// (the last stream ended by a peer's GOAWAY, a stream error after our graceful close, a leg that
+// destroys from onEnd). Also what follows an end: `retryable` only where the peer did not process
+// the stream, nothing written after the socket's end, no timer left, and the client role's queue
+// rid of requests reset while they waited.
 import * as asyncHooks from "node:async_hooks"
 import * as http2 from "node:http2"
 import * as net from "node:net"
