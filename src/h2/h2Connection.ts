@@ -642,6 +642,8 @@ export class H2Connection implements FrameHandler {
     // retry them. A client's GOAWAY names the last stream we (the server) opened, not its requests.
     const processed = this.role === "client" && this.goAwayReceived >= 0 ? this.goAwayReceived : MAX_STREAM_ID
     for (const stream of open) {
+      // Closed yet still here: the leg is hearing its last frame or its reset now (and ends us from it).
+      if (stream.state === StreamState.CLOSED) continue
       stream.state = StreamState.CLOSED
       this.handler.onEnd(stream, new H2StreamEnded({ reason: ended.reason, code: ended.code, retryable: stream.id > processed }))
     }

@@ -90,6 +90,42 @@ describe("stream ends and the connection's end", () => {
     expect(log.at(-1)).toMatch(/^close:/)
   })
 
+  it.each(["onReset", "onData"] as const)("a leg that destroys the connection from %s: that stream's end is the one it is hearing", async (where) => {
+    const log: Array<string> = []
+    const streams = new Map<number, H2Stream>()
+    let connection: H2Connection | undefined
+    const server = net.createServer((socket) => {
+      const handler = recording(log)
+      connection = new H2Connection(socket, "server", {
+        ...handler,
+        onRequest: (s, fields, end) => {
+          handler.onRequest(s, fields, end)
+          streams.set(s.id, s)
+        },
+        onReset: (s, code) => {
+          handler.onReset(s, code)
+          if (where === "onReset") connection!.destroy("leg-gave-up")
+        },
+        onData: (s, _chunk, end) => {
+          if (end) log.push(`last-data:${s.id}`)
+          if (where === "onData") connection!.destroy("leg-gave-up")
+        }
+      })
+      cleanup.add(() => connection!.destroy("test-over", 0))
+    })
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+    cleanup.add(() => new Promise<void>((resolve) => server.close(() => resolve())))
+    const raw = await connectRawH2(cleanup, (server.address() as net.AddressInfo).port, true)
+    raw.socket.write(Buffer.concat([headerFrames(1, requestBlock("POST", methods.Hang.path), false), headerFrames(3, requestBlock("POST", methods.Hang.path), false)]))
+    await untilTurn(() => log.includes("request:3"), "both requests")
+    // Stream 1 was answered (so, with its END_STREAM, it is over both ways on its last DATA).
+    connection!.respond(streams.get(1)!, [":status", "200"], true)
+    raw.socket.write(where === "onReset" ? frame(Type.rst, 0, 1, Buffer.from([0, 0, 0, 8])) : frame(Type.data, 1, 1, Buffer.from("x")))
+    await untilTurn(() => log.some((e) => e.startsWith("close:")), "the connection's end")
+    expect(log.filter((e) => e.startsWith("end:1:"))).toStrictEqual([])
+    expect(ends(log, 3)).toBe(1)
+  })
+
   it("server role: a stream the client's GOAWAY left open, cut by the socket's close, is not retryable (we processed it)", async () => {
     const ended: Array<H2StreamEnded> = []
     const server = net.createServer((socket) => {
