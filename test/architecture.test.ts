@@ -1,10 +1,10 @@
 // Pins the layering: a module may import only from its own layer or the layers below it
-// (protocol < mux < iip < files < balancer < toolkit < effect < identity < config < discovery < telemetry < sidecar < admin < cli). A change that reaches upwards fails here before it tangles the code.
+// (protocol < mux < h2 < iip < files < balancer < toolkit < effect < identity < config < discovery < telemetry < sidecar < admin < cli). A change that reaches upwards fails here before it tangles the code.
 import { readdirSync, readFileSync } from "node:fs"
 import { join, relative, resolve } from "node:path"
 import { describe, expect, it } from "vitest"
 
-const layers = ["protocol", "mux", "iip", "files", "balancer", "toolkit", "effect", "identity", "config", "discovery", "telemetry", "sidecar", "admin", "cli"]
+const layers = ["protocol", "mux", "h2", "iip", "files", "balancer", "toolkit", "effect", "identity", "config", "discovery", "telemetry", "sidecar", "admin", "cli"]
 const srcRoot = resolve(import.meta.dirname, "../src")
 
 const sourceFiles = (dir: string): Array<string> =>

@@ -1,0 +1,159 @@
+// The budgets an HTTP/2 connection (h2Connection.ts) keeps against a hostile peer: frames that force
+// an answer or cost work without carrying a request (PING, SETTINGS, empty DATA, tiny
+// WINDOW_UPDATEs, PRIORITY and unknown frames, frames on streams already over), the stream errors
+// it makes us send, and rapid reset (CVE-2023-44487: streams opened then reset before any answer).
+// Each is a token bucket read on the loop's clock as frames arrive: no timer, no object per frame.
+// A spent budget ends the connection with GOAWAY ENHANCE_YOUR_CALM and the budget's name.
+
+/** A token bucket: `burst` at once, refilled at `perSecond`. */
+export class Budget {
+  private tokens: number
+  private at: number
+  private readonly burst: number
+  private readonly perSecond: number
+
+  constructor(burst: number, perSecond: number, now: number) {
+    this.burst = burst
+    this.perSecond = perSecond
+    this.tokens = burst
+    this.at = now
+  }
+
+  /** Spends `n` tokens at `now` (performance.now()); false once the budget is spent. */
+  spend(now: number, n = 1): boolean {
+    this.tokens = Math.min(this.burst, this.tokens + ((now - this.at) * this.perSecond) / 1000) - n
+    this.at = now
+    return this.tokens >= 0
+  }
+}
+
+export interface RateLimit {
+  readonly burst: number
+  readonly perSecond: number
+}
+
+/** Every bound of one connection; `defaultLimits` holds the values and why. */
+export interface H2Limits {
+  /** SETTINGS_MAX_CONCURRENT_STREAMS we announce; a stream past it is refused (REFUSED_STREAM). */
+  readonly maxConcurrentStreams: number
+  /** SETTINGS_INITIAL_WINDOW_SIZE we announce: what the peer may send a stream before the leg consumed it. */
+  readonly streamWindow: number
+  /** The connection's receive window (raised by a WINDOW_UPDATE on stream 0 after our SETTINGS). */
+  readonly connectionWindow: number
+  /**
+   * Bytes received but not consumed, over all streams, past which the connection window is given
+   * back only as the legs consume (below it, as DATA arrives: one slow stream does not stall the rest).
+   */
+  readonly heldBytes: number
+  /** SETTINGS_MAX_HEADER_LIST_SIZE we announce and enforce after decoding. */
+  readonly maxHeaderListSize: number
+  /** Our SETTINGS unacknowledged this long, or the peer's first SETTINGS not here: GOAWAY SETTINGS_TIMEOUT. */
+  readonly settingsTimeoutMs: number
+  /** No stream open and no frame read this long: the connection ends (GOAWAY NO_ERROR). */
+  readonly idleTimeoutMs: number
+  /** Our unwritten bytes (batch + socket buffer) past which `write` says false (back-pressure to the leg). */
+  readonly writeBudgetBytes: number
+  /** Our unwritten bytes past which the peer is taken as not reading: the connection ends. */
+  readonly maxBufferedBytes: number
+  /**
+   * The socket holding unwritten bytes this long, at every tick and with no 'drain' between: the
+   * connection ends. Partial progress is not seen, so a reader that never lets the buffer empty (the
+   * write budget, about 1 MiB, in writeStallMs: under ~35 KB/s) is cut too.
+   */
+  readonly writeStallMs: number
+  /** Client role: requests waiting for the peer's MAX_CONCURRENT_STREAMS to allow them. */
+  readonly maxQueuedRequests: number
+  /** After a graceful close, streams left this long are ended and the socket destroyed. */
+  readonly closeTimeoutMs: number
+  /** How often the timeouts above are looked at (one timer per connection). */
+  readonly tickMs: number
+  readonly ping: RateLimit
+  readonly settings: RateLimit
+  /** Empty DATA without END_STREAM. */
+  readonly emptyFrames: RateLimit
+  /** WINDOW_UPDATEs under TINY_WINDOW_UPDATE. */
+  readonly tinyWindowUpdates: RateLimit
+  /** PRIORITY, unknown types, and frames on streams that are over (read and dropped). */
+  readonly ignoredFrames: RateLimit
+  /** Stream errors the peer caused, refused streams included (each costs us an RST_STREAM). */
+  readonly streamErrors: RateLimit
+  /** Premature resets (server role): the peer reset a stream before our answer, soon after it began, before its deadline (`H2Stream.deadlineAt`). */
+  readonly prematureResets: RateLimit
+  /** Streams closed before the ratio rule applies: more than half of them reset prematurely ends the connection. */
+  readonly prematureMinStreams: number
+  readonly prematureLifetimeMs: number
+}
+
+/**
+ * The bounds as the sidecar's loopback gRPC legs need them: windows large enough that a 1 MiB
+ * message never waits for a round trip, the rest at nghttp2's or Envoy's defaults (the premature
+ * reset rule is outboundH2Premature.ts's).
+ */
+export const defaultLimits: H2Limits = {
+  maxConcurrentStreams: 256,
+  streamWindow: 1 << 20,
+  connectionWindow: 8 << 20,
+  heldBytes: 4 << 20,
+  maxHeaderListSize: 65_536,
+  settingsTimeoutMs: 10_000,
+  idleTimeoutMs: 300_000,
+  writeBudgetBytes: 1 << 20,
+  maxBufferedBytes: 16 << 20,
+  writeStallMs: 30_000,
+  maxQueuedRequests: 1024,
+  closeTimeoutMs: 5_000,
+  tickMs: 1_000,
+  // gRPC clients that tune their windows (grpc-go, grpc-java: BDP estimation) ping as data arrives,
+  // up to one a round trip while the estimate grows; an answer costs us 17 bytes in the batch.
+  ping: { burst: 1_000, perSecond: 200 },
+  settings: { burst: 50, perSecond: 10 },
+  emptyFrames: { burst: 1_000, perSecond: 100 },
+  tinyWindowUpdates: { burst: 1_000, perSecond: 100 },
+  ignoredFrames: { burst: 2_000, perSecond: 1_000 },
+  streamErrors: { burst: 1_000, perSecond: 100 },
+  prematureResets: { burst: 1_000, perSecond: 33 },
+  prematureMinStreams: 500,
+  prematureLifetimeMs: 1_000
+}
+
+/** A WINDOW_UPDATE below this many bytes costs a frame for almost no data. */
+export const TINY_WINDOW_UPDATE = 128
+
+/** The connection's budgets, made once per connection. */
+export class Guards {
+  readonly ping: Budget
+  readonly settings: Budget
+  readonly emptyFrames: Budget
+  readonly tinyWindowUpdates: Budget
+  readonly ignoredFrames: Budget
+  readonly streamErrors: Budget
+  private readonly resets: Budget
+  private readonly limits: H2Limits
+  private closedStreams = 0
+  private premature = 0
+
+  constructor(limits: H2Limits, now: number) {
+    this.limits = limits
+    const make = (rate: RateLimit) => new Budget(rate.burst, rate.perSecond, now)
+    this.ping = make(limits.ping)
+    this.settings = make(limits.settings)
+    this.emptyFrames = make(limits.emptyFrames)
+    this.tinyWindowUpdates = make(limits.tinyWindowUpdates)
+    this.ignoredFrames = make(limits.ignoredFrames)
+    this.streamErrors = make(limits.streamErrors)
+    this.resets = make(limits.prematureResets)
+  }
+
+  /**
+   * A stream closed; `premature`: the peer reset it before our answer, within prematureLifetimeMs
+   * of its start. False when the connection must end: the premature budget is spent, or more than
+   * half of at least prematureMinStreams closed streams were premature (Envoy's rule).
+   */
+  streamClosed(premature: boolean, now: number): boolean {
+    this.closedStreams++
+    if (!premature) return true
+    this.premature++
+    if (!this.resets.spend(now)) return false
+    return this.closedStreams < this.limits.prematureMinStreams || 2 * this.premature <= this.closedStreams
+  }
+}
