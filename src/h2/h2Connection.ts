@@ -26,7 +26,11 @@ export interface H2StreamHandler {
   onTrailers(stream: H2Stream, fields: Array<string>): void
   /** The peer reset the stream (RST_STREAM with `code`). */
   onReset(stream: H2Stream, code: number): void
-  /** The stream ended for another reason: a stream error, a GOAWAY above it, the connection's end. */
+  /**
+   * The stream ended for another reason: a stream error, a GOAWAY above it, the connection's end;
+   * or "complete" (NO_ERROR, not retryable): our own last frame (END_STREAM on DATA, or trailers)
+   * went out after the peer's end, which the leg heard earlier, so only this says it is over.
+   */
   onEnd(stream: H2Stream, ended: H2StreamEnded): void
   /** `write` said false earlier; there is room again. */
   onWritable(stream: H2Stream): void
@@ -40,6 +44,13 @@ export interface H2ServerHandler extends H2StreamHandler {
 
 export interface H2ClientHandler extends H2StreamHandler {
   onResponse(stream: H2Stream, fields: Array<string>, endStream: boolean): void
+  /**
+   * The peer's GOAWAY, before the streams above `lastStreamId` end (retryable): no new request
+   * from here on. Optional: a leg that only needs the streams' ends may leave it out.
+   */
+  onGoAway?(lastStreamId: number, code: number): void
+  /** The peer's SETTINGS were applied: `peerMaxConcurrentStreams` / `peerMaxHeaderListSize` may have changed. */
+  onSettings?(): void
 }
 
 /** What the connection needs of its socket (a net.Socket; a test may give any duplex like it). */
@@ -71,8 +82,12 @@ export class H2Connection implements FrameHandler {
   private lastPeerId = 0
   private nextId = 1
   private peerMaxConcurrent = Infinity
+  /** Kept for the leg (not yet checked on our own header blocks: FRAMES.md). */
+  private peerMaxHeaderList = Infinity
+  /** The peer's first SETTINGS arrived: before it, no request can have been processed (G7 in end()). */
+  private peerSpoke = false
   /** The SETTINGS frame being read: each id's last value (-1: absent). */
-  private readonly peerSettings = { tableSize: -1, initialWindow: -1, maxFrameSize: -1, maxConcurrent: -1 }
+  private readonly peerSettings = { tableSize: -1, initialWindow: -1, maxFrameSize: -1, maxConcurrent: -1, maxHeaderList: -1 }
   /** The last stream id of a GOAWAY we sent (-1: none) / received. */
   private goAwaySent = -1
   private goAwayReceived = -1
@@ -136,6 +151,16 @@ export class H2Connection implements FrameHandler {
   /** Open streams (queued requests not counted). */
   get streamCount(): number {
     return this.streams.size
+  }
+
+  /** The peer's SETTINGS_MAX_CONCURRENT_STREAMS (Infinity until it announces one). */
+  get peerMaxConcurrentStreams(): number {
+    return this.peerMaxConcurrent
+  }
+
+  /** The peer's SETTINGS_MAX_HEADER_LIST_SIZE (Infinity, "unlimited" in RFC 9113 6.5.2, until it announces one). */
+  get peerMaxHeaderListSize(): number {
+    return this.peerMaxHeaderList
   }
 
   /** Why the connection ended, once it has. */
@@ -327,14 +352,17 @@ export class H2Connection implements FrameHandler {
       case SettingId.MAX_CONCURRENT_STREAMS:
         this.peerSettings.maxConcurrent = value
         break
+      case SettingId.MAX_HEADER_LIST_SIZE:
+        this.peerSettings.maxHeaderList = value
+        break
     }
   }
 
   onSettingsEnd(): void {
     this.delivered++
     const p = this.peerSettings
-    const { tableSize, initialWindow, maxFrameSize, maxConcurrent } = p
-    p.tableSize = p.initialWindow = p.maxFrameSize = p.maxConcurrent = -1
+    const { tableSize, initialWindow, maxFrameSize, maxConcurrent, maxHeaderList } = p
+    p.tableSize = p.initialWindow = p.maxFrameSize = p.maxConcurrent = p.maxHeaderList = -1
     if (this.endedWith !== undefined) return
     if (!this.guards.settings.spend(this.now)) return this.calm("settings-flood")
     if (tableSize >= 0) this.sender.encoder.setPeerTableSize(tableSize)
@@ -345,10 +373,14 @@ export class H2Connection implements FrameHandler {
     }
     if (maxFrameSize >= 0) this.writer.peerMaxFrameSize = maxFrameSize
     if (maxConcurrent >= 0) this.peerMaxConcurrent = maxConcurrent
+    if (maxHeaderList >= 0) this.peerMaxHeaderList = maxHeaderList
     this.peerSettingsDue = 0
+    this.peerSpoke = true
     this.writer.settingsAck()
     this.sender.drainAll()
     this.openQueued()
+    // Last: the leg reads the values applied (and may end the connection from here).
+    if (this.endedWith === undefined) this.handler.onSettings?.()
   }
 
   onSettingsAck(): void {
@@ -367,6 +399,9 @@ export class H2Connection implements FrameHandler {
     this.delivered++
     if (this.endedWith !== undefined) return
     this.goAwayReceived = lastStreamId
+    // First, so the leg stops sending requests here before it hears the streams refused below.
+    this.handler.onGoAway?.(lastStreamId, errorCode)
+    if (this.endedWith !== undefined) return
     this.refuseQueued("goaway")
     if (this.role === "client") {
       for (const stream of [...this.streams.values()]) {
@@ -503,8 +538,14 @@ export class H2Connection implements FrameHandler {
   }
 
   private localEnd(stream: H2Stream): void {
-    if (stream.state === StreamState.HALF_CLOSED_REMOTE) this.closeStream(stream, false)
-    else if (stream.state === StreamState.OPEN) stream.state = StreamState.HALF_CLOSED_LOCAL
+    if (stream.state === StreamState.HALF_CLOSED_REMOTE) {
+      // The leg heard the peer's end long ago and may not know when our queued END_STREAM or
+      // trailers went out: without this it could not free the stream's place. As streamFailed: the
+      // end before the connection may finish for it (onClose comes last).
+      const kept = this.forgetStream(stream, false)
+      this.handler.onEnd(stream, new H2StreamEnded({ reason: "complete", code: ErrorCode.NO_ERROR, retryable: false }))
+      if (kept) this.afterStreamClosed()
+    } else if (stream.state === StreamState.OPEN) stream.state = StreamState.HALF_CLOSED_LOCAL
   }
 
   private remoteEnd(stream: H2Stream): void {
@@ -640,7 +681,9 @@ export class H2Connection implements FrameHandler {
     this.sender.clear()
     // Client role: streams above the last one the peer processed were never processed, a caller may
     // retry them. A client's GOAWAY names the last stream we (the server) opened, not its requests.
-    const processed = this.role === "client" && this.goAwayReceived >= 0 ? this.goAwayReceived : MAX_STREAM_ID
+    // And a server that never sent its SETTINGS (its first frame, RFC 9113 3.4) processed none of
+    // them: the socket refused, reset or closed before the server spoke.
+    const processed = this.role === "client" && !this.peerSpoke ? 0 : this.role === "client" && this.goAwayReceived >= 0 ? this.goAwayReceived : MAX_STREAM_ID
     for (const stream of open) {
       // Closed yet still here: the leg is hearing its last frame or its reset now (and ends us from it).
       if (stream.state === StreamState.CLOSED) continue

@@ -58,13 +58,15 @@ export class H2Stream {
 
 /**
  * Why a stream ended other than by its own END_STREAMs or the peer's RST_STREAM (which come as
- * `onReset`). `retryable`: the peer never processed it (GOAWAY above it, or never sent): a caller
+ * `onReset`). `retryable`: the peer never processed it (GOAWAY above it, never sent, or cut before
+ * the server's first SETTINGS): a caller
  * may send it again elsewhere (RFC 9113 8.7).
  */
 export class H2StreamEnded extends Data.TaggedError("H2StreamEnded")<{
   /**
    * "goaway" (above the peer's GOAWAY's last id); a stream error's reason ("stream-window",
-   * "headers-without-end-stream" ...); a queued request's "closing"; or the connection's end's reason.
+   * "headers-without-end-stream" ...); a queued request's "closing"; the connection's end's reason;
+   * or "complete" (NO_ERROR): our last frame went out after the peer's end, the stream is over.
    */
   readonly reason: string
   /** The HTTP/2 error code sent or received for it. */
