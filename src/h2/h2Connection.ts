@@ -290,7 +290,7 @@ export class H2Connection implements FrameHandler {
     const counted = this.recv.received(stream, flowLength, data.length)
     if (counted === CONNECTION_OVERFLOW) return this.fail(ErrorCode.FLOW_CONTROL_ERROR, "connection-window", "DATA past the connection's receive window")
     if (counted === STREAM_OVERFLOW) return this.streamFailed(stream, ErrorCode.FLOW_CONTROL_ERROR, "stream-window")
-    if (flowLength === 0 && !endStream && !this.guards.emptyFrames.spend(this.now)) return this.calm("empty-frames")
+    if (flowLength === 0 && !endStream && this.guards.emptyFrames.take(this.now) > 0) return this.calm("empty-frames")
     if (endStream) this.remoteEnd(stream)
     this.handler.onData(stream, data, endStream)
     if (endStream) this.closeIfDone(stream)
@@ -371,7 +371,7 @@ export class H2Connection implements FrameHandler {
     const { tableSize, initialWindow, maxFrameSize, maxConcurrent, maxHeaderList } = p
     p.tableSize = p.initialWindow = p.maxFrameSize = p.maxConcurrent = p.maxHeaderList = -1
     if (this.endedWith !== undefined) return
-    if (!this.guards.settings.spend(this.now)) return this.calm("settings-flood")
+    if (this.guards.settings.take(this.now) > 0) return this.calm("settings-flood")
     if (tableSize >= 0) this.sender.encoder.setPeerTableSize(tableSize)
     if (initialWindow >= 0) {
       // setInitial walks every open stream.
@@ -398,7 +398,7 @@ export class H2Connection implements FrameHandler {
   onPing(payload: Buffer, ack: boolean): void {
     this.delivered++
     if (this.endedWith !== undefined) return
-    if (!this.guards.ping.spend(this.now)) return this.calm("ping-flood")
+    if (this.guards.ping.take(this.now) > 0) return this.calm("ping-flood")
     if (!ack) this.writer.ping(payload, true)
   }
 
@@ -424,7 +424,7 @@ export class H2Connection implements FrameHandler {
   onWindowUpdate(streamId: number, increment: number): void {
     this.delivered++
     if (this.endedWith !== undefined) return
-    if (increment < TINY_WINDOW_UPDATE && !this.guards.tinyWindowUpdates.spend(this.now)) return this.calm("tiny-window-updates")
+    if (increment < TINY_WINDOW_UPDATE && this.guards.tinyWindowUpdates.take(this.now) > 0) return this.calm("tiny-window-updates")
     if (streamId === 0) {
       const error = this.sender.windows.growConnection(increment)
       if (error !== undefined) return this.frameFailed(error)
@@ -507,7 +507,7 @@ export class H2Connection implements FrameHandler {
   /** A stream never handed to the leg: RST_STREAM, counted as a stream error the peer caused. */
   private refuse(streamId: number, code: number): void {
     this.recentlyReset.add(streamId)
-    if (!this.guards.streamErrors.spend(this.now)) return this.calm("stream-errors")
+    if (this.guards.streamErrors.take(this.now) > 0) return this.calm("stream-errors")
     this.writer.rstStream(streamId, code)
   }
 
@@ -520,7 +520,7 @@ export class H2Connection implements FrameHandler {
 
   /** A stream error on a stream the leg knows: RST_STREAM, then `onEnd`. */
   private streamFailed(stream: H2Stream, code: number, reason: string): void {
-    if (!this.guards.streamErrors.spend(this.now)) return this.calm("stream-errors")
+    if (this.guards.streamErrors.take(this.now) > 0) return this.calm("stream-errors")
     this.writer.rstStream(stream.id, code)
     this.recentlyReset.add(stream.id)
     // The leg hears of the end before the connection may finish for it (onClose comes last).
@@ -541,7 +541,7 @@ export class H2Connection implements FrameHandler {
   }
 
   private ignored(): void {
-    if (!this.guards.ignoredFrames.spend(this.now)) this.calm("ignored-frames")
+    if (this.guards.ignoredFrames.take(this.now) > 0) this.calm("ignored-frames")
   }
 
   private localEnd(stream: H2Stream): void {
@@ -617,7 +617,7 @@ export class H2Connection implements FrameHandler {
     }
     // Frames the reader dropped on its own (PRIORITY, unknown types) still cost a read.
     const dropped = this.reader.frames - before - this.delivered
-    if (dropped > 0 && this.endedWith === undefined && !this.guards.ignoredFrames.spend(this.now, dropped)) this.calm("ignored-frames")
+    if (dropped > 0 && this.endedWith === undefined && this.guards.ignoredFrames.take(this.now, dropped) > 0) this.calm("ignored-frames")
     this.flush()
   }
 

@@ -2,30 +2,10 @@
 // an answer or cost work without carrying a request (PING, SETTINGS, empty DATA, tiny
 // WINDOW_UPDATEs, PRIORITY and unknown frames, frames on streams already over), the stream errors
 // it makes us send, and rapid reset (CVE-2023-44487: streams opened then reset before any answer).
-// Each is a token bucket read on the loop's clock as frames arrive: no timer, no object per frame.
+// Each is a token bucket (src/mux/tokenBucket.ts) read on the loop's clock as frames arrive: no timer,
+// no object per frame.
 // A spent budget ends the connection with GOAWAY ENHANCE_YOUR_CALM and the budget's name.
-
-/** A token bucket: `burst` at once, refilled at `perSecond`. */
-export class Budget {
-  private tokens: number
-  private at: number
-  private readonly burst: number
-  private readonly perSecond: number
-
-  constructor(burst: number, perSecond: number, now: number) {
-    this.burst = burst
-    this.perSecond = perSecond
-    this.tokens = burst
-    this.at = now
-  }
-
-  /** Spends `n` tokens at `now` (performance.now()); false once the budget is spent. */
-  spend(now: number, n = 1): boolean {
-    this.tokens = Math.min(this.burst, this.tokens + ((now - this.at) * this.perSecond) / 1000) - n
-    this.at = now
-    return this.tokens >= 0
-  }
-}
+import { TokenBucket } from "../mux/tokenBucket.ts"
 
 export interface RateLimit {
   readonly burst: number
@@ -121,20 +101,20 @@ export const TINY_WINDOW_UPDATE = 128
 
 /** The connection's budgets, made once per connection. */
 export class Guards {
-  readonly ping: Budget
-  readonly settings: Budget
-  readonly emptyFrames: Budget
-  readonly tinyWindowUpdates: Budget
-  readonly ignoredFrames: Budget
-  readonly streamErrors: Budget
-  private readonly resets: Budget
+  readonly ping: TokenBucket
+  readonly settings: TokenBucket
+  readonly emptyFrames: TokenBucket
+  readonly tinyWindowUpdates: TokenBucket
+  readonly ignoredFrames: TokenBucket
+  readonly streamErrors: TokenBucket
+  private readonly resets: TokenBucket
   private readonly limits: H2Limits
   private closedStreams = 0
   private premature = 0
 
   constructor(limits: H2Limits, now: number) {
     this.limits = limits
-    const make = (rate: RateLimit) => new Budget(rate.burst, rate.perSecond, now)
+    const make = (rate: RateLimit) => new TokenBucket(rate.perSecond, rate.burst, now)
     this.ping = make(limits.ping)
     this.settings = make(limits.settings)
     this.emptyFrames = make(limits.emptyFrames)
@@ -153,7 +133,7 @@ export class Guards {
     this.closedStreams++
     if (!premature) return true
     this.premature++
-    if (!this.resets.spend(now)) return false
+    if (this.resets.take(now) > 0) return false
     return this.closedStreams < this.limits.prematureMinStreams || 2 * this.premature <= this.closedStreams
   }
 }

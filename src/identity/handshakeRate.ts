@@ -12,7 +12,7 @@
 // attempts, so it stays at the back and keeps its bucket unless maxSources other sources connect
 // between two of them (and sources enough to do that already get far more handshakes, burst and
 // rate each, than one issuer can make: a bound across sources is not this one's).
-import { TokenBucket } from "../iip/tokenBucket.ts"
+import { TokenBucket } from "../mux/tokenBucket.ts"
 
 /** Sources tracked at most (an entry is ~220 bytes, measured: ~2.2 MB at most). */
 export const handshakeSourcesTracked = 10_000

@@ -1,8 +1,9 @@
 // A token bucket on a clock its caller passes (ms, monotonic): `burst` tokens at most, `perSecond`
-// added a second, one taken a time. Pure arithmetic, no timer. Two keyed tables hold these, each
-// with its own policy for the keys it tracks: the routes' rate limits (src/sidecar/rateLimits.ts,
-// asked on a request's path) and the identity issuer's TLS handshake rate per source
-// (src/identity/handshakeRate.ts, asked at a TCP accept).
+// added a second, taken one (or a few) at a time. Pure arithmetic, no timer. Two keyed tables hold
+// these, each with its own policy for the keys it tracks: the routes' rate limits
+// (src/sidecar/rateLimits.ts, asked on a request's path) and the identity issuer's TLS handshake
+// rate per source (src/identity/handshakeRate.ts, asked at a TCP accept); and each HTTP/2
+// connection's flood budgets (src/h2/h2Guards.ts, asked per frame that costs work).
 //
 // Tokens are counted in whole thousandths: `perSecond` tokens a second is `perSecond` thousandths a
 // ms, so a whole ms at a whole rate refills a whole number of them and the sums stay exact over
@@ -35,15 +36,16 @@ export class TokenBucket {
     this.at = now
   }
 
-  /** 0 when a token was taken; else how long (ms, > 0) until one is there (nothing taken). */
-  take(now: number): number {
+  /** 0 when `count` tokens (a whole number, default 1) were taken; else how long (ms, > 0) until they are there (nothing taken). */
+  take(now: number, count = 1): number {
     this.refill(now)
-    if (this.tokens >= unit) {
-      this.tokens -= unit
+    const wanted = count * unit
+    if (this.tokens >= wanted) {
+      this.tokens -= wanted
       return 0
     }
     // The whole thousandths missing (at least 1) less the part earned (under 1): above 0.
-    return (unit - this.tokens - this.part) / this.rate
+    return (wanted - this.tokens - this.part) / this.rate
   }
 
   /** Refilled to the brim: the same as a new bucket. */

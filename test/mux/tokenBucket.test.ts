@@ -1,4 +1,4 @@
-// The token bucket (src/iip/tokenBucket.ts) the routes' rate limits and the issuer's handshake rate
+// The token bucket (src/mux/tokenBucket.ts) the routes' rate limits and the issuer's handshake rate
 // share, on Effect's TestClock: 100/s under 300/s offered holds within 5 %, a refused take says how
 // long until a token; counted in whole thousandths, a whole rate asked every whole ms admits the
 // exact count and answers the exact wait (a float count came short of a token by 1e-16 and
@@ -9,7 +9,7 @@ import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import { TestClock } from "effect/testing"
 import { describe, expect, it } from "vitest"
-import { TokenBucket } from "../../src/iip/tokenBucket.ts"
+import { TokenBucket } from "../../src/mux/tokenBucket.ts"
 
 /** Asks `bucket` at each of `times` (ms): the times it admitted, and for each refusal the time it said a token would be there. */
 const askAt = (bucket: TokenBucket, times: Iterable<number>) => {
@@ -135,5 +135,15 @@ describe("token bucket: counted in whole thousandths", () => {
     expect(bucket.take(0)).toBe(0)
     expect(bucket.isFull(3_999)).toBe(false)
     expect(bucket.isFull(4_000)).toBe(true)
+  })
+
+  it("takes several at once only when all are there, and says when they will be (an HTTP/2 connection's dropped frames)", () => {
+    const bucket = new TokenBucket(10, 5, 0)
+    expect(bucket.take(0, 3)).toBe(0)
+    // 2 left: 3 more are 100 ms away, and nothing is taken by asking.
+    expect(bucket.take(0, 3)).toBe(100)
+    expect(bucket.take(0, 2)).toBe(0)
+    expect(bucket.take(300, 3)).toBe(0)
+    expect(bucket.take(300, 6)).toBeGreaterThan(0)
   })
 })
