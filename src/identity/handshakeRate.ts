@@ -1,5 +1,5 @@
 // How fast one source (an IPv4 address, an IPv6 prefix, a /64 by default: src/iip/sourceKey.ts; the issuer passes the
-// key) may start TLS handshakes with the issuer (issuer.ts): a token bucket (src/iip/tokenBucket.ts)
+// key) may start TLS handshakes with the issuer (issuer.ts): a token bucket (src/mux/tokenBucket.ts)
 // per source (a burst, refilled at a sustained rate), asked at the TCP accept, before any TLS work. A handshake
 // costs the issuer a key exchange and a signature (and a client certificate's verification), and
 // the connection share (issuerShares.ts) bounds only the connections open at once: a peer
