@@ -7,6 +7,8 @@ import { HeaderListRejected } from "./hpackTables.ts"
 const CONNECTION_SPECIFIC = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"])
 
 const REQUEST_PSEUDO = [":method", ":scheme", ":authority", ":path", ":protocol"]
+/** Each request pseudo-header's value, by REQUEST_PSEUDO's index: one array for every check (they run to the end synchronously). */
+const SEEN: Array<string | undefined> = [undefined, undefined, undefined, undefined, undefined]
 
 const rejected = (reason: string): HeaderListRejected => new HeaderListRejected({ reason })
 
@@ -35,14 +37,17 @@ const pseudoEnd = (fields: ReadonlyArray<string>): number => {
  */
 export const checkRequestHead = (fields: ReadonlyArray<string>): HeaderListRejected | undefined => {
   const end = pseudoEnd(fields)
-  const seen: Array<string | undefined> = [undefined, undefined, undefined, undefined, undefined]
+  const seen = SEEN
+  seen.fill(undefined)
   for (let i = 0; i < end; i += 2) {
     const which = REQUEST_PSEUDO.indexOf(fields[i]!)
     if (which < 0) return rejected("unknown-pseudo-header")
     if (seen[which] !== undefined) return rejected("repeated-pseudo-header")
     seen[which] = fields[i + 1]!
   }
-  const [method, scheme, authority, path, protocol] = seen
+  // Read by index: a destructuring walks the array's iterator (~335 B a request with the array, measured
+  // with a sampled heap profile by the connection layer's author).
+  const method = seen[0], scheme = seen[1], authority = seen[2], path = seen[3], protocol = seen[4]
   if (method === undefined || method === "") return rejected("missing-method")
   if (protocol !== undefined && (method !== "CONNECT" || authority === undefined)) return rejected("protocol-without-connect")
   if (method === "CONNECT" && protocol === undefined) {
