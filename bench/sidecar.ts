@@ -49,7 +49,8 @@
 //      generator warmed, which tiers up again only over the next ~10,000 calls, and production
 //      sidecars run for days; its figures are printed, not counted in the medians.
 //   3. memory: each proxy's VmRSS idle (after start, before any load), peak during its pair's
-//      saturation runs (sampled every 100 ms), and 5 s and 10 s after the load ended.
+//      saturation runs (sampled every 100 ms), and 5 s and 10 s after the load ended (and, with
+//      --memory-linger S, once more S s later, printed only).
 // Each iip-mesh sidecar also runs a stall probe (sidecar/stallProbe.mjs, loaded with --import): every
 // stall of its event loop over 10 ms, with the main thread's CPU over it and the GC pauses in it;
 // per round and path the bench prints its slowest request and each sidecar's stalls within the
@@ -75,6 +76,7 @@
 //        targets nginx), --phases open,saturation,memory (a subset, for investigating),
 //        --sidecar-node-flags "..." (extra node flags for the sidecars, e.g.
 //        "--max-semi-space-size=2", to try a setting without editing src),
+//        --memory-linger S (the memory phase's extra reading S s after its 10 s one),
 //        --sidecar-env "NAME=VALUE ..." (the sidecars' environment on top of the bench's; default
 //        the shipped MALLOC_ARENA_MAX=2, "" for none),
 //        --sidecar-main FILE (the script node runs as the sidecar; default src/cli/main.ts, see
@@ -387,6 +389,14 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
         results.rss.get(mode)!.after10B = rssMb(pair.b.pid)
         results.rss.get(mode)!.after10AnonA = rssAnonMb(pair.a.pid)
         results.rss.get(mode)!.after10AnonB = rssAnonMb(pair.b.pid)
+      }
+      // Whether what is left at 10 s goes later (V8's memory reducer, a later release): printed only.
+      if (options.memoryLingerMs > 0) {
+        await sleep(options.memoryLingerMs)
+        const seconds = 10 + options.memoryLingerMs / 1000
+        for (const [mode, pair] of pairs) {
+          log(`  RSS ${seconds} s after the burst (${mode}): A ${mb(rssMb(pair.a.pid))} MB (anon ${mb(rssAnonMb(pair.a.pid))}), B ${mb(rssMb(pair.b.pid))} MB (anon ${mb(rssAnonMb(pair.b.pid))})`)
+        }
       }
     }
     // How often the pairs handshook: connection reuse should make it a handful over the whole run.

@@ -62,6 +62,8 @@ export interface Options {
   readonly sidecarMain: string
   /** Where each sidecar's other stdout lines go (sidecar-<name>.log: e.g. node's --trace-gc); undefined: dropped. */
   readonly sidecarLogDir: string | undefined
+  /** The memory phase reads the RSS once more this long after its 10 s reading (0: not). */
+  readonly memoryLingerMs: number
 }
 
 export const parseArgs = (args: ReadonlyArray<string>): Options => {
@@ -93,7 +95,8 @@ export const parseArgs = (args: ReadonlyArray<string>): Options => {
     sidecarNodeFlags: (value("--sidecar-node-flags") ?? SHIPPED_NODE_FLAGS).split(" ").filter((flag) => flag !== ""),
     sidecarEnv: parseEnv(value("--sidecar-env") ?? SHIPPED_ENV),
     sidecarMain: value("--sidecar-main") ?? DEFAULT_SIDECAR_MAIN,
-    sidecarLogDir: value("--sidecar-log-dir")
+    sidecarLogDir: value("--sidecar-log-dir"),
+    memoryLingerMs: Math.min(600_000, number("--memory-linger", 0) * 1000)
   }
 }
 
