@@ -50,7 +50,9 @@
 //      sidecars run for days; its figures are printed, not counted in the medians.
 //   3. memory: each proxy's VmRSS idle (after start, before any load), peak during its pair's
 //      saturation runs (sampled every 100 ms), and 5 s and 10 s after the load ended (and, with
-//      --memory-linger S, once more S s later, printed only).
+//      --memory-linger S, once more S s later, printed only); idle and from 10 s on, each proxy's
+//      RSS by region is printed too (sidecar/rssParts.ts: the binary's code pages, other files,
+//      malloc's main arena, V8's machine code, other anonymous memory).
 // Each iip-mesh sidecar also runs a stall probe (sidecar/stallProbe.mjs, loaded with --import): every
 // stall of its event loop over 10 ms, with the main thread's CPU over it and the GC pauses in it;
 // per round and path the bench prints its slowest request and each sidecar's stalls within the
@@ -108,6 +110,7 @@ import { isMeshed, type Mode, parseArgs, PROXIED, type Proxied } from "./sidecar
 import type { ProxyPair } from "./sidecar/pair.ts"
 import { NO_USAGE, reapedChildrenCpu, rssAnonMb, rssMb, type Usage, usageDelta, usageOf } from "./sidecar/procStats.ts"
 import { startProxyPair } from "./sidecar/proxies.ts"
+import { formatRssParts, rssParts } from "./sidecar/rssParts.ts"
 import { report } from "./sidecar/report.ts"
 import { HOST, makePayload, PAYLOAD_BYTES, SERVICE_HOST } from "./sidecar/request.ts"
 import { countStalls, describeStalls } from "./sidecar/hopStalls.ts"
@@ -125,6 +128,8 @@ export class TooManyFailures extends Data.TaggedError("TooManyFailures")<{ reado
 export const main = async (args: ReadonlyArray<string>): Promise<void> => {
   const options = parseArgs(args)
   const log = (line: string) => process.stderr.write(`${line}\n`)
+  /** Each proxy's RSS by region (rssParts.ts), read from outside. */
+  const logRssParts = (pair: ProxyPair) => log(`    A ${formatRssParts(rssParts(pair.a.pid))} | B ${formatRssParts(rssParts(pair.b.pid))} MB`)
   // The sidecars run the compiled CLI: build it from the sources as they are now.
   execFileSync(process.execPath, [fileURLToPath(new URL("../scripts/build.ts", import.meta.url))], { stdio: "inherit" })
   log(`sidecars: ${Object.entries(options.sidecarEnv).map(([k, v]) => `${k}=${v} `).join("")}node ${options.sidecarNodeFlags.join(" ")} ${options.sidecarMain}`)
@@ -220,6 +225,7 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
       r.idleAnonA = rssAnonMb(pair.a.pid)
       r.idleAnonB = rssAnonMb(pair.b.pid)
       log(`  idle RSS (${mode}): A ${mb(r.idleA)} MB, B ${mb(r.idleB)} MB`)
+      logRssParts(pair)
     }
 
     const hostHeaderOf = (mode: Mode) => (mode === "direct" ? undefined : SERVICE_HOST)
@@ -389,6 +395,8 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
         results.rss.get(mode)!.after10B = rssMb(pair.b.pid)
         results.rss.get(mode)!.after10AnonA = rssAnonMb(pair.a.pid)
         results.rss.get(mode)!.after10AnonB = rssAnonMb(pair.b.pid)
+        log(`  RSS 10 s after the burst (${mode}), by region:`)
+        logRssParts(pair)
       }
       // Whether what is left at 10 s goes later (V8's memory reducer, a later release): printed only.
       if (options.memoryLingerMs > 0) {
@@ -396,6 +404,7 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
         const seconds = 10 + options.memoryLingerMs / 1000
         for (const [mode, pair] of pairs) {
           log(`  RSS ${seconds} s after the burst (${mode}): A ${mb(rssMb(pair.a.pid))} MB (anon ${mb(rssAnonMb(pair.a.pid))}), B ${mb(rssMb(pair.b.pid))} MB (anon ${mb(rssAnonMb(pair.b.pid))})`)
+          logRssParts(pair)
         }
       }
     }
