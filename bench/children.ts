@@ -1,6 +1,7 @@
 // Server processes for the benches: each server runs in a child process (the bench file itself
 // with `--serve <kind>`), prints its port as one stdout line, and exits when its stdin closes.
 import { type ChildProcess, spawn } from "node:child_process"
+import { createWriteStream } from "node:fs"
 import type * as net from "node:net"
 import { availableParallelism, loadavg } from "node:os"
 import { fileURLToPath } from "node:url"
@@ -17,18 +18,35 @@ export interface Child {
   readonly gcPauses: ReadonlyArray<HopGc>
 }
 
+/** Extra ways to run a server child: node flags before its script, and a file for what else it prints. */
+export interface ServerRun {
+  /** Node flags (the gRPC bench's --app-node-flags: "--trace-gc", "--max-semi-space-size=8"). */
+  readonly nodeFlags?: ReadonlyArray<string>
+  /**
+   * Where whatever else the child prints on stdout goes (node's --trace-gc, say), before its port
+   * line as after; without it such a line before the port fails the start, as a port misprinted.
+   */
+  readonly logPath?: string | undefined
+}
+
 /**
  * Starts `benchFile --serve kind` and waits for the port it prints, `reportWithinMs` at most (then
  * the child is stopped). `stallProbeMs`: the child also runs the bench's stall probe, reporting
  * stalls over that many ms, whose lines after the port are gathered in `stalls`.
  */
-export const spawnServer = (benchFile: string, kind: string, cpuProfDir: string | undefined, stallProbeMs?: number, reportWithinMs = 10_000): Promise<Child> =>
+export const spawnServer = (benchFile: string, kind: string, cpuProfDir: string | undefined, stallProbeMs?: number, reportWithinMs = 10_000, run: ServerRun = {}): Promise<Child> =>
   new Promise((resolve, reject) => {
-    const execArgv = [...(cpuProfDir === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${cpuProfDir}`, `--cpu-prof-name=server-${kind}.cpuprofile`]), ...(stallProbeMs === undefined ? [] : [STALL_PROBE])]
+    const execArgv = [
+      ...(cpuProfDir === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${cpuProfDir}`, `--cpu-prof-name=server-${kind}.cpuprofile`]),
+      ...(run.nodeFlags ?? []),
+      ...(stallProbeMs === undefined ? [] : [STALL_PROBE])
+    ]
     const child = spawn(process.execPath, [...execArgv, fileURLToPath(benchFile), "--serve", kind], {
       stdio: ["pipe", "pipe", "inherit"],
       env: stallProbeMs === undefined ? process.env : { ...process.env, BENCH_STALL_MS: String(stallProbeMs) }
     })
+    const log = run.logPath === undefined ? undefined : createWriteStream(run.logPath)
+    if (log !== undefined) child.once("exit", () => log.end())
     let out = ""
     let port = 0
     const stalls: Array<HopStall> = []
@@ -67,9 +85,15 @@ export const spawnServer = (benchFile: string, kind: string, cpuProfDir: string 
               if (gcPauses.length === MAX_HOP_GC) gcPauses.splice(0, MAX_HOP_GC / 2)
               gcPauses.push(pause)
             }
+            if (stall === undefined && pause === undefined) log?.write(`${line}\n`)
           } catch {
             // Not a probe's line.
+            log?.write(`${line}\n`)
           }
+          continue
+        }
+        if (log !== undefined && !/^\d+$/.test(line)) {
+          log.write(`${line}\n`)
           continue
         }
         clearTimeout(timer)

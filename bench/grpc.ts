@@ -51,7 +51,8 @@
 //        (each adds two paths to the open loop's turns), --inflight N, --messages N,
 //        --message-bytes N, --phases open,saturation,streams (a subset, for investigating),
 //        --stall-ms MS, --slowest N, --sidecar-node-flags, --sidecar-env, --sidecar-main,
-//        --sidecar-log-dir, --cpu-prof-dir (as in the sidecar bench).
+//        --sidecar-log-dir, --cpu-prof-dir (as in the sidecar bench), --app-node-flags (the grpc-js
+//        app's, e.g. "--trace-gc"), --app-log-dir (the app's other stdout lines, app-grpc.log).
 // The last stdout line is one JSON object.
 import * as grpc from "@grpc/grpc-js"
 import { execFileSync } from "node:child_process"
@@ -62,7 +63,7 @@ import { join } from "node:path"
 import { performance } from "node:perf_hooks"
 import { fileURLToPath } from "node:url"
 import { benchArgs, printSummary } from "./args.ts"
-import { type Child, killChild, serveChild, spawnServer } from "./children.ts"
+import { type Child, killChild, type ServerRun, serveChild, spawnServer } from "./children.ts"
 import { writeBenchCredentials } from "./sidecar/credentials.ts"
 import { median, ms, pad, percent, round, signed, sleep, us } from "./sidecar/format.ts"
 import { describeGcTail, gcTail } from "./sidecar/gcTail.ts"
@@ -146,7 +147,13 @@ const startServer = (): Promise<number> => {
 }
 
 /** The far app (this file with `--serve grpc`, a child process). */
-export const spawnGrpcServer = (cpuProfDir: string | undefined, stallMs?: number): Promise<Child> => spawnServer(import.meta.url, "grpc", cpuProfDir, stallMs)
+export const spawnGrpcServer = (cpuProfDir: string | undefined, stallMs?: number, run?: ServerRun): Promise<Child> => spawnServer(import.meta.url, "grpc", cpuProfDir, stallMs, undefined, run)
+
+/** The app's --app-node-flags and --app-log-dir (its stdout beyond the port and the probe's lines, as `app-<name>.log`). */
+export const appRunOf = (value: (flag: string) => string | undefined, name: string): ServerRun => {
+  const dir = value("--app-log-dir")
+  return { nodeFlags: (value("--app-node-flags") ?? "").split(" ").filter((flag) => flag !== ""), logPath: dir === undefined ? undefined : join(dir, `app-${name}.log`) }
+}
 
 /**
  * The meshed path's sidecars: B in front of the gRPC app (--app-protocol h2c), A calling B, mTLS on
@@ -288,7 +295,7 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
   /** Per key, the share of each sidecar's CPU its V8 helper threads (collector, compiler) took, not its main thread. */
   const helperShares = new Map<string, Array<{ a: number; b: number }>>()
   try {
-    app = await spawnGrpcServer(sidecarOptions.cpuProfDir, stallMs)
+    app = await spawnGrpcServer(sidecarOptions.cpuProfDir, stallMs, appRunOf(value, "grpc"))
     const { a, b } = await startGrpcSidecars(app.port, dir, sidecarOptions, spawned)
     log(`  meshed: A :${a.outbound.port} (pid ${a.pid}) -> B (pid ${b.pid}) -> app :${app.port} (pid ${app.process.pid})`)
     // The competitors' settings and where the scheduler may put each process, as they really run:

@@ -7,11 +7,12 @@
 // both apps share the machine with the same processes at the same moments; only what reaches them
 // differs. Then, per round, app 1 alone (direct, the sidecars idle), the bench's own direct path.
 // Per row, medians over rounds of the p99, and over all its windows: the app's CPU and its main
-// thread's wait for a core (/proc schedstat) per call, its GC pauses and its event-loop stalls over
+// thread's wait for a core (/proc schedstat) per call, its GC pauses (and of them the full ones) and its event-loop stalls over
 // 10 ms per 1,000 calls with how much of them was on CPU and GC. If app 1 beside stalls as app 2
 // does, what B sends is not the cause.
 //
-//   npm run -s bench -- grpcBeside [--rounds 3] [--duration 3] [--rate 1000]
+//   npm run -s bench -- grpcBeside [--rounds 3] [--duration 3] [--rate 1000] [--app-node-flags F] [--app-log-dir D]
+// (--app-node-flags and --app-log-dir as in the gRPC bench; the logs are app-1.log and app-2.log)
 // The last stdout line is one JSON object.
 import { execFileSync } from "node:child_process"
 import { mkdtempSync, rmSync } from "node:fs"
@@ -21,7 +22,7 @@ import { performance } from "node:perf_hooks"
 import { fileURLToPath } from "node:url"
 import { benchArgs, printSummary } from "./args.ts"
 import { type Child, killChild } from "./children.ts"
-import { METHODS, spawnGrpcServer, startGrpcSidecars } from "./grpc.ts"
+import { appRunOf, METHODS, spawnGrpcServer, startGrpcSidecars } from "./grpc.ts"
 import { startGrpcCLoad } from "./grpcCLoad.ts"
 import { median, ms, pad, round, us } from "./sidecar/format.ts"
 import { countStalls, type Window } from "./sidecar/hopStalls.ts"
@@ -44,7 +45,7 @@ interface Tally {
 }
 
 export const main = async (args: ReadonlyArray<string>): Promise<void> => {
-  const { number } = benchArgs(args)
+  const { number, value } = benchArgs(args)
   const rounds = Math.min(10, Math.round(number("--rounds", 3)))
   const windowMs = Math.min(60_000, number("--duration", 3) * 1000)
   const rate = Math.min(20_000, number("--rate", 1000))
@@ -61,7 +62,7 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
   const apps: Array<Child> = []
   const tallies = new Map<Row, Tally>(ROWS.map((row) => [row, { calls: 0, cpu: 0, wait: 0, p99s: [], windows: [] }]))
   try {
-    apps.push(await spawnGrpcServer(undefined, STALL_MS), await spawnGrpcServer(undefined, STALL_MS))
+    apps.push(await spawnGrpcServer(undefined, STALL_MS, appRunOf(value, "1")), await spawnGrpcServer(undefined, STALL_MS, appRunOf(value, "2")))
     const [app1, app2] = apps as [Child, Child]
     const options = { cpuProfDir: undefined, sidecarNodeFlags: SHIPPED_NODE_FLAGS.split(" "), sidecarEnv: { ...parseEnv(SHIPPED_ENV), BENCH_STALL_MS: String(STALL_MS) }, sidecarMain: DEFAULT_SIDECAR_MAIN, sidecarLogDir: undefined }
     const { a } = await startGrpcSidecars(app2.port, dir, options, spawned)
@@ -115,6 +116,8 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
       waitUs: (t.wait * 1e6) / t.calls,
       gcPerK: gcs.length * perK,
       gcMsPerK: gcs.reduce((sum, pause) => sum + pause.ms, 0) * perK,
+      fullGcPerK: gcs.filter((pause) => pause.major).length * perK,
+      fullGcMsPerK: gcs.reduce((sum, pause) => sum + (pause.major ? pause.ms : 0), 0) * perK,
       stallsPerK: stalls.count * perK,
       stallMsPerK: stalls.totalMs * perK,
       stallCpuMsPerK: stalls.cpuMs * perK,
@@ -126,9 +129,9 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
   process.stdout.write(
     [
       "",
-      `grpc-js app at ${rate} calls/s      p99 ms  CPU us/call  wait for a core us/call  GC /1k calls (ms)  stalls > ${STALL_MS} ms /1k calls: ms (on CPU, GC)`,
+      `grpc-js app at ${rate} calls/s      p99 ms  CPU us/call  wait for a core us/call  GC /1k calls (ms)  of them full (ms)  stalls > ${STALL_MS} ms /1k calls: ms (on CPU, GC)`,
       ...rows.map(([row, r]) =>
-        `  ${pad(row, 30, true)} ${pad(ms(r.p99), 7)} ${pad(us(r.cpuUs), 12)} ${pad(us(r.waitUs), 24)} ${pad(`${r.gcPerK.toFixed(2)} (${f1(r.gcMsPerK)})`, 18)}  ${r.stallsPerK.toFixed(2)}: ${f1(r.stallMsPerK)} (${f1(r.stallCpuMsPerK)}, ${f1(r.stallGcMsPerK)})`
+        `  ${pad(row, 30, true)} ${pad(ms(r.p99), 7)} ${pad(us(r.cpuUs), 12)} ${pad(us(r.waitUs), 24)} ${pad(`${r.gcPerK.toFixed(2)} (${f1(r.gcMsPerK)})`, 18)} ${pad(`${r.fullGcPerK.toFixed(2)} (${f1(r.fullGcMsPerK)})`, 18)}  ${r.stallsPerK.toFixed(2)}: ${f1(r.stallMsPerK)} (${f1(r.stallCpuMsPerK)}, ${f1(r.stallGcMsPerK)})`
       ),
       ""
     ].join("\n")

@@ -2,8 +2,12 @@
 // (it gave up waiting for the port, at load 23 after 10 s) exits quietly when it writes the port,
 // rather than crash on an unhandled EPIPE; a parent that gives up says how long it waited, at what
 // load, and that it stopped the child. A child run with the stall probe has its GC pauses kept
-// (the gRPC bench counts the app's per path).
+// (the gRPC bench counts the app's per path). Node flags reach the child, and what else it prints
+// on stdout (node's --trace-gc), before its port as after, goes to its log file.
 import { spawn } from "node:child_process"
+import { mkdtempSync, readFileSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { describe, expect, it } from "vitest"
 import { killChild, spawnServer } from "../../bench/children.ts"
@@ -54,6 +58,25 @@ describe("bench server children", () => {
       expect(Math.abs(pause.startMs - Date.now())).toBeLessThan(60_000)
     } finally {
       await killChild(child.process)
+    }
+  })
+
+  it("node flags reach the child and its other stdout lines go to its log, its port and probe lines still read", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "iip-mesh-children-"))
+    const logPath = join(dir, "app.log")
+    const child = await spawnServer(ALLOCATING_CHILD.href, "traced", undefined, 10, undefined, { nodeFlags: ["--trace-gc"], logPath })
+    try {
+      expect(child.port).toBeGreaterThan(0)
+      // Polled with a bound: the child allocates ~1 MB every 5 ms, so scavenges come within a second.
+      for (let i = 0; i < 200 && (child.gcPauses.length === 0 || !readFileSync(logPath, "utf8").includes("Scavenge")); i++) await new Promise((resolve) => setTimeout(resolve, 50))
+      expect(child.gcPauses.length).toBeGreaterThan(0)
+      const lines = readFileSync(logPath, "utf8").split("\n").filter((line) => line !== "")
+      expect(lines.some((line) => /Scavenge/.test(line))).toBe(true)
+      // Only node's trace lines: no probe line, no port.
+      expect(lines.filter((line) => line.startsWith("{") || /^\d+$/.test(line))).toEqual([])
+    } finally {
+      await killChild(child.process)
+      rmSync(dir, { recursive: true, force: true })
     }
   })
 })
