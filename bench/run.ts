@@ -16,6 +16,7 @@ const benches: Record<string, () => Promise<Bench>> = {
   echo: () => import("./echo.ts"),
   grpc: () => import("./grpc.ts"),
   grpcBeside: () => import("./grpcBeside.ts"),
+  grpcAppHeads: () => import("./grpcAppHeads.ts"),
   hpack: () => import("./hpack.ts"),
   h2Frames: () => import("./h2Frames.ts"),
   h2Conn: () => import("./h2Conn.ts"),
