@@ -121,18 +121,8 @@ export const killChild = (child: ChildProcess): Promise<void> =>
     if (child.pid !== undefined) setTimeout(() => child.exitCode === null && child.signalCode === null && process.kill(child.pid!, "SIGTERM"), 1000).unref()
   })
 
-/** The child side: serve, print the port, exit with the parent. */
-export const serveChild = async (start: () => Promise<number>): Promise<void> => {
-  // A parent that gave up waiting for the port (or went) closed its ends of the pipes: the port's
-  // write then fails with EPIPE, an 'error' event that, unhandled, crashed the child. With nobody
-  // to serve, the child goes quietly.
-  process.stdout.on("error", () => process.exit(0))
-  process.stdin.on("error", () => process.exit(0))
-  const port = await start()
-  process.stdin.on("end", () => process.exit(0))
-  process.stdin.resume()
-  process.stdout.write(`${port}\n`)
-}
+// The child side lives in serveChild.ts, which imports nothing else: a server child loads only what it serves with.
+export { serveChild } from "./serveChild.ts"
 
 export const listenOn = (server: Pick<net.Server, "once" | "listen" | "address">, host: string): Promise<number> =>
   new Promise((resolve, reject) => {

@@ -3,7 +3,7 @@
 //   meshed    grpc-js client -> sidecar A (outbound, h2c prior knowledge, authority "echo") -> IIP
 //             (mTLS, tracing on: the sidecars' defaults, as in the sidecar bench) -> sidecar B
 //             (inbound, --app-protocol h2c) -> grpc-js server
-// The server (this file with `--serve grpc`, a child process) has three methods on 1 KiB messages
+// The server (grpcApp.ts, a child process) has three methods on 1 KiB messages
 // by default (--message-bytes): Echo (unary, the request back), Download (server streaming: as many
 // messages as asked) and Chat (bidirectional: each message echoed as it comes). The client runs in
 // this process (which serves nothing) on one channel per path (one HTTP/2 connection, as an app
@@ -63,7 +63,8 @@ import { join } from "node:path"
 import { performance } from "node:perf_hooks"
 import { fileURLToPath } from "node:url"
 import { benchArgs, printSummary } from "./args.ts"
-import { type Child, killChild, type ServerRun, serveChild, spawnServer } from "./children.ts"
+import { type Child, killChild, type ServerRun, spawnServer } from "./children.ts"
+import { METHODS } from "./grpcApp.ts"
 import { writeBenchCredentials } from "./sidecar/credentials.ts"
 import { median, ms, pad, percent, round, signed, sleep, us } from "./sidecar/format.ts"
 import { describeGcTail, gcTail } from "./sidecar/gcTail.ts"
@@ -77,11 +78,10 @@ import { addUsages, type Proc, type Usages, ZERO_USAGES } from "./sidecar/result
 import { type Sidecar, type SidecarProcessOptions, startSidecar } from "./sidecar/sidecars.ts"
 import { watchStalls } from "./sidecar/stallWatch.mjs"
 import { runInTurns } from "./sidecar/turns.ts"
-import { identity, rawMethod } from "../test/support/grpcRaw.ts"
+import { identity } from "../test/support/grpcRaw.ts"
 import { connectLean, leanUnarySend } from "./grpcLean.ts"
 import { type GrpcCLoad, startGrpcCLoad } from "./grpcCLoad.ts"
 
-export const METHODS = { echo: rawMethod("bench.Echo", "Echo", false, false), download: rawMethod("bench.Echo", "Download", false, true), chat: rawMethod("bench.Echo", "Chat", true, true) }
 export const EchoClient = grpc.makeGenericClientConstructor(METHODS, "Echo")
 
 /** Issue 17's target: what the mesh adds to the p99 of unary calls at 1,000 calls/s, ms. */
@@ -113,41 +113,9 @@ const verdictOf = (addedP99: number): { readonly judged: boolean; readonly text:
   return { judged: judged && Number.isFinite(addedP99), text }
 }
 
-/** The far app: Echo, Download ("count size" as text: that many messages of that size), Chat. */
-const startServer = (): Promise<number> => {
-  const server = new grpc.Server()
-  server.addService(METHODS, {
-    echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) => callback(null, call.request),
-    download: (call: grpc.ServerWritableStream<Buffer, Buffer>) => {
-      const [count, size] = call.request.toString().split(" ").map(Number)
-      const message = Buffer.alloc(size!, 0x61)
-      let sent = 0
-      const more = () => {
-        while (sent < count!) {
-          sent++
-          if (!call.write(message)) return void call.once("drain", more)
-        }
-        call.end()
-      }
-      more()
-    },
-    chat: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
-      call.on("data", (message: Buffer) => {
-        if (!call.write(message)) {
-          call.pause()
-          call.once("drain", () => call.resume())
-        }
-      })
-      call.on("end", () => call.end())
-    }
-  })
-  return new Promise((resolve, reject) =>
-    server.bindAsync(`${HOST}:0`, grpc.ServerCredentials.createInsecure(), (error, port) => (error === null ? resolve(port) : reject(error)))
-  )
-}
-
-/** The far app (this file with `--serve grpc`, a child process). */
-export const spawnGrpcServer = (cpuProfDir: string | undefined, stallMs?: number, run?: ServerRun): Promise<Child> => spawnServer(import.meta.url, "grpc", cpuProfDir, stallMs, undefined, run)
+/** The far app (grpcApp.ts, a child process). */
+export const spawnGrpcServer = (cpuProfDir: string | undefined, stallMs?: number, run?: ServerRun): Promise<Child> =>
+  spawnServer(new URL("./grpcApp.ts", import.meta.url).href, "grpc", cpuProfDir, stallMs, undefined, run)
 
 /** The app's --app-node-flags and --app-log-dir (its stdout beyond the port and the probe's lines, as `app-<name>.log`). */
 export const appRunOf = (value: (flag: string) => string | undefined, name: string): ServerRun => {
@@ -559,4 +527,3 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
   })
 }
 
-if (process.argv.includes("--serve")) await serveChild(startServer)
