@@ -1,0 +1,121 @@
+// One pooled session of the leg to an h2c app (appH2.ts): a socket dialed to the app and the
+// sidecar's own HTTP/2 connection over it (src/h2, client role). It hands each stream's events to
+// the exchange that stream names (`stream.user`, appH2Exchange.ts) and the session's own (the
+// app's SETTINGS, its GOAWAY, the end) to the leg. The leg's view of a session is this object.
+import * as net from "node:net"
+import { H2Connection, type H2ClientHandler } from "../h2/h2Connection.ts"
+import type { H2Limits } from "../h2/h2Guards.ts"
+import type { H2ConnectionEnded, H2Stream, H2StreamEnded } from "../h2/h2Streams.ts"
+import type { AppH2Exchange } from "./appH2Exchange.ts"
+
+/** Like the HTTP/1.1 pool's idle keep-alive sockets, an unused session does not stay open for ever. */
+const SESSION_IDLE_MS = 60_000
+
+/**
+ * The stream window B announces the app: a 1 MiB message never waits for a round trip; a paused
+ * answer holds at most this much past the mesh's high-water mark. The connection's window comes
+ * back as DATA arrives (h2ReceiveFlow.ts), so an app's END_STREAM never waits behind another
+ * stream's spent window.
+ */
+export const APP_STREAM_WINDOW = 1 << 20
+
+/** The sessions' HTTP/2 bounds (src/h2/h2Guards.ts's defaults otherwise). */
+const SESSION_LIMITS: Partial<H2Limits> = { idleTimeoutMs: SESSION_IDLE_MS, streamWindow: APP_STREAM_WINDOW }
+
+/** What the session tells its leg. */
+export interface SessionOwner {
+  /** The app's SETTINGS were applied (its MAX_CONCURRENT_STREAMS may have changed). */
+  settled(session: AppH2Session): void
+  /** The app sent GOAWAY, or the session ended: it takes no more streams. */
+  gone(session: AppH2Session): void
+  /** The socket closed: nothing of the session is left. */
+  closed(session: AppH2Session): void
+}
+
+export class AppH2Session implements H2ClientHandler {
+  readonly connection: H2Connection
+  readonly socket: net.Socket
+  private readonly owner: SessionOwner
+  /** The last stream id the app's GOAWAY named (-1: none): streams above it were not processed (RFC 9113 §6.8). */
+  goawayLast = -1
+  /** The app's GOAWAY came or the connection's end was told (`gone`). */
+  private goneTold = false
+
+  /** The socket's error (ECONNREFUSED...), named in the failures of the streams it ended. */
+  socketError: string | undefined = undefined
+
+  constructor(host: string, port: number, owner: SessionOwner) {
+    this.owner = owner
+    const socket = (this.socket = net.connect(port, host))
+    socket.setNoDelay(true)
+    socket.on("error", (error: NodeJS.ErrnoException) => {
+      this.socketError ??= error.code ?? error.message
+    })
+    socket.once("close", () => owner.closed(this))
+    // The connection writes its preface and SETTINGS now: the socket sends them once connected.
+    this.connection = new H2Connection(socket, "client", this, SESSION_LIMITS)
+  }
+
+  /** The app's SETTINGS_MAX_CONCURRENT_STREAMS (Infinity until it announces one). */
+  get announcedStreams(): number {
+    return this.connection.peerMaxConcurrentStreams
+  }
+
+  onResponse(stream: H2Stream, fields: Array<string>, endStream: boolean): void {
+    ;(stream.user as AppH2Exchange | undefined)?.onHead(fields, endStream)
+  }
+
+  onData(stream: H2Stream, chunk: Buffer, endStream: boolean): void {
+    const exchange = stream.user as AppH2Exchange | undefined
+    if (exchange === undefined) return this.connection.consumed(stream, chunk.length)
+    exchange.onData(chunk, endStream)
+  }
+
+  onTrailers(stream: H2Stream, fields: Array<string>): void {
+    ;(stream.user as AppH2Exchange | undefined)?.onTrailers(fields)
+  }
+
+  onReset(stream: H2Stream, code: number): void {
+    ;(stream.user as AppH2Exchange | undefined)?.onReset(code)
+  }
+
+  onEnd(stream: H2Stream, ended: H2StreamEnded): void {
+    ;(stream.user as AppH2Exchange | undefined)?.onStreamEnded(ended)
+  }
+
+  onWritable(stream: H2Stream): void {
+    ;(stream.user as AppH2Exchange | undefined)?.onWritable()
+  }
+
+  onGoAway(lastStreamId: number): void {
+    this.goawayLast = lastStreamId
+    this.goOver()
+  }
+
+  onSettings(): void {
+    if (!this.over) this.owner.settled(this)
+  }
+
+  onClose(_ended: H2ConnectionEnded): void {
+    this.goOver()
+  }
+
+  /**
+   * No new stream goes here: the app's GOAWAY came or the connection ended (from its first step: a
+   * stream whose end it tells may free a place, and the next stream must not go to this session).
+   */
+  get over(): boolean {
+    return this.goneTold || this.connection.ended !== undefined
+  }
+
+  private goOver(): void {
+    if (this.goneTold) return
+    this.goneTold = true
+    this.owner.gone(this)
+  }
+
+  /** Whether the app's GOAWAY named a last stream id below stream `id`: the app did not process it. */
+  aboveGoaway(id: number): boolean {
+    return this.goawayLast >= 0 && id > this.goawayLast
+  }
+}
