@@ -15,7 +15,7 @@ import { defaultLimits, Guards, type H2Limits, TINY_WINDOW_UPDATE } from "./h2Gu
 import { CONNECTION_OVERFLOW, ReceiveFlow, STREAM_OVERFLOW } from "./h2ReceiveFlow.ts"
 import { H2Sender, type SendHost } from "./h2Sender.ts"
 import { H2ConnectionEnded, H2RequestRefused, H2Stream, H2StreamEnded, RecentlyReset, StreamState } from "./h2Streams.ts"
-import { checkRequestHead, checkResponseHead, checkTrailers } from "./headerCheck.ts"
+import { checkRequestHead, checkResponseHead, checkTrailers, declaredLength } from "./headerCheck.ts"
 import { HpackDecoder } from "./hpackDecoder.ts"
 import { HpackError } from "./hpackTables.ts"
 
@@ -181,6 +181,7 @@ export class H2Connection implements FrameHandler {
   request(fields: ReadonlyArray<string>, endStream: boolean): H2Stream | H2RequestRefused {
     if (this.endedWith !== undefined || this.goingAway || this.goAwayReceived >= 0) return new H2RequestRefused({ reason: "closing" })
     const stream = new H2Stream(this.limits.streamWindow, performance.now())
+    stream.headRequest = fields[0] === ":method" && fields[1] === "HEAD"
     if (this.streams.size >= this.peerMaxConcurrent || this.queued.length > 0) {
       if (this.queued.length >= this.limits.maxQueuedRequests) return new H2RequestRefused({ reason: "queue-full" })
       stream.state = StreamState.QUEUED
@@ -291,6 +292,10 @@ export class H2Connection implements FrameHandler {
     if (counted === CONNECTION_OVERFLOW) return this.fail(ErrorCode.FLOW_CONTROL_ERROR, "connection-window", "DATA past the connection's receive window")
     if (counted === STREAM_OVERFLOW) return this.streamFailed(stream, ErrorCode.FLOW_CONTROL_ERROR, "stream-window")
     if (flowLength === 0 && !endStream && this.guards.emptyFrames.take(this.now) > 0) return this.calm("empty-frames")
+    if (stream.declaredLength >= 0) {
+      stream.receivedLength += data.length
+      if (stream.receivedLength > stream.declaredLength || (endStream && stream.receivedLength < stream.declaredLength)) return this.streamFailed(stream, ErrorCode.PROTOCOL_ERROR, "content-length")
+    }
     if (endStream) this.remoteEnd(stream)
     this.handler.onData(stream, data, endStream)
     if (endStream) this.closeIfDone(stream)
@@ -324,6 +329,7 @@ export class H2Connection implements FrameHandler {
     if (!endStream) return this.streamFailed(stream, ErrorCode.PROTOCOL_ERROR, "headers-without-end-stream")
     const rejected = checkTrailers(fields)
     if (rejected !== undefined) return this.streamFailed(stream, ErrorCode.PROTOCOL_ERROR, rejected.reason)
+    if (stream.declaredLength >= 0 && stream.receivedLength !== stream.declaredLength) return this.streamFailed(stream, ErrorCode.PROTOCOL_ERROR, "content-length")
     this.remoteEnd(stream)
     this.handler.onTrailers(stream, fields)
     this.closeIfDone(stream)
@@ -468,6 +474,10 @@ export class H2Connection implements FrameHandler {
       if (endStream) this.streamFailed(stream, ErrorCode.PROTOCOL_ERROR, "informational-end-stream")
       return
     }
+    // A head that ends the stream has no DATA to count (a HEAD's, a 204's, a 304's answer).
+    const declared = declaredLength(fields)
+    if (declared === -2) return this.streamFailed(stream, ErrorCode.PROTOCOL_ERROR, "bad-content-length")
+    if (!endStream && !stream.headRequest) stream.declaredLength = declared
     stream.answered = true
     if (endStream) this.remoteEnd(stream)
     this.handler.onResponse(stream, fields, endStream)
