@@ -12,15 +12,26 @@ import type { AppH2Exchange } from "./appH2Exchange.ts"
 const SESSION_IDLE_MS = 60_000
 
 /**
- * The stream window B announces the app: a 1 MiB message never waits for a round trip; a paused
- * answer holds at most this much past the mesh's high-water mark. The connection's window comes
- * back as DATA arrives (h2ReceiveFlow.ts), so an app's END_STREAM never waits behind another
- * stream's spent window.
+ * The stream window B announces the app: a paused answer (its caller reads slowly) holds at most
+ * this much past the mesh's high-water mark, on each of up to --app-h2-max-streams streams
+ * (node's client announced 65,535; a 256 KiB message now needs no round trip).
  */
-export const APP_STREAM_WINDOW = 1 << 20
+export const APP_STREAM_WINDOW = 256 * 1024
 
-/** The sessions' HTTP/2 bounds (src/h2/h2Guards.ts's defaults otherwise). */
-const SESSION_LIMITS: Partial<H2Limits> = { idleTimeoutMs: SESSION_IDLE_MS, streamWindow: APP_STREAM_WINDOW }
+/**
+ * The sessions' HTTP/2 bounds (src/h2/h2Guards.ts's defaults otherwise). The connection's window
+ * is the most HTTP/2 allows (RFC 9113 6.9.1), given back as DATA arrives however much the paused
+ * answers hold (heldBytes unbounded): the streams' windows bound that, and a dozen callers that
+ * stop reading must not spend a connection window the other streams need (as node's client
+ * consumed the connection's window at once). An app's END_STREAM so never waits behind another
+ * stream's spent window (appH2Exchange.ts, windowSpentAtReset).
+ */
+const SESSION_LIMITS: Partial<H2Limits> = {
+  idleTimeoutMs: SESSION_IDLE_MS,
+  streamWindow: APP_STREAM_WINDOW,
+  connectionWindow: 2 ** 31 - 1,
+  heldBytes: Number.MAX_SAFE_INTEGER
+}
 
 /** What the session tells its leg. */
 export interface SessionOwner {

@@ -140,3 +140,45 @@ describe("B's own HTTP/2 leg against a hostile h2c app", () => {
     expect(seen[0]!["x-plain"]).toBe("yes")
   })
 })
+
+describe("callers that stop reading, on B's own HTTP/2 leg", () => {
+  let cleanup: Cleanup
+  beforeEach(() => {
+    cleanup = new Cleanup()
+  })
+  afterEach(() => cleanup.run())
+
+  // Each stalled answer holds its stream's window at B (and the mesh's window and B's queue before
+  // it); with the connection's window given back only as the legs consume past a few MiB held, 64
+  // of them spent the session's connection window and every other call on it waited out its
+  // deadline. Node's client gave the connection's window back at once; so does B's session now.
+  it("64 answers of 4 MiB nobody reads do not stall another caller's call on the same session", { timeout: 30_000 }, async () => {
+    // Node's server refuses streams (ENHANCE_YOUR_CALM) past 10 MB of answers queued on a session by default.
+    const app = http2.createServer({ maxSessionMemory: 1000 })
+    app.on("stream", (stream, headers) => {
+      stream.on("error", () => {})
+      stream.respond({ ":status": 200 })
+      if (headers[":path"] === "/big") stream.end(Buffer.alloc(4 << 20, 0x61))
+      else stream.end("small")
+    })
+    await new Promise<void>((resolve) => app.listen(0, LOOPBACK, resolve))
+    const sessions = new Set<http2.ServerHttp2Session>()
+    app.on("session", (session) => sessions.add(session))
+    cleanup.add(() => new Promise<void>((resolve) => app.close(() => resolve())))
+    cleanup.add(() => sessions.forEach((session) => session.destroy()))
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${(app.address() as net.AddressInfo).port}`, appProtocol: "h2c", tracing: false }))
+    const meta = () => new Map<string, string>().set(HttpMeta.method, "GET").set(HttpMeta.authority, "inventory")
+    // One mesh connection each: a caller's own connection window is not what is tested.
+    const stalled = await Promise.all(
+      Array.from({ length: 64 }, () => startClient(cleanup, b.sidecar.inbound.port).stream("/big", new Uint8Array(0), { meta: meta(), timeoutMs: 20_000 }))
+    )
+    expect(stalled.every((reply) => reply.meta.get(HttpMeta.status) === "200")).toBe(true)
+    const reader = startClient(cleanup, b.sidecar.inbound.port)
+    const small = await reader.stream("/small", new Uint8Array(0), { meta: meta(), timeoutMs: 5000 })
+    // Whole (data) or streamed, as the answer's wait at B went.
+    let body = small.data.toString()
+    if (small.stream !== undefined) for await (const chunk of small.stream) body += Buffer.from(chunk).toString()
+    expect(body).toBe("small")
+    expect(sessions.size).toBe(1)
+  })
+})
