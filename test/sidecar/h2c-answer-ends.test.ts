@@ -202,7 +202,7 @@ describe("the end of an h2c app's answer at sidecar B", () => {
   // finishes as its last byte is handed over, and a stream whose request body it never read it then
   // closes (a RST_STREAM, at once) while the END_STREAM (an empty DATA frame) waits for window,
   // which nghttp2 gives none when the window is spent: an answer of exactly the stream's window
-  // (B's setting: APP_STREAM_WINDOW, 1 MiB; 65,535 on node's client) or a multiple of it, ended
+  // (B's setting: APP_STREAM_WINDOW, 256 KiB; 65,535 on node's client) or a multiple of it, ended
   // after its write, every time, however fast B reads. Whole where its content-length says all of it came. A plain
   // caller's answer held whole (65,535) and streamed and gathered (131,070), a mesh caller's streamed.
   it("node:http2's app ending an answer that spent its stream window (RST_STREAM(NO_ERROR) instead of its END_STREAM): whole, by its content-length", async () => {
