@@ -131,7 +131,7 @@ export class H2Connection implements FrameHandler {
     }
     this.sender = new H2Sender(host, l.writeBudgetBytes, l.maxBufferedBytes)
     this.writer = this.sender.writer
-    this.reader = new FrameReader(this, { role })
+    this.reader = new FrameReader(this, { role, maxHeaderBlockBytes: l.maxHeaderBlockBytes })
     this.decoder = new HpackDecoder({ maxHeaderListSize: l.maxHeaderListSize })
     this.recv = new ReceiveFlow(l.streamWindow, l.heldBytes)
     // Ours first (RFC 9113 3.4): the client preface, then SETTINGS, then the larger connection window.

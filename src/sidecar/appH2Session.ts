@@ -25,12 +25,16 @@ export const APP_STREAM_WINDOW = 256 * 1024
  * stop reading must not spend a connection window the other streams need (as node's client
  * consumed the connection's window at once). An app's END_STREAM so never waits behind another
  * stream's spent window (appH2Exchange.ts, windowSpentAtReset).
+ * An answer head or trailers past the 64 KiB header list B announces ends its own call only (a
+ * stream error), as node's client reset that one stream: a block is read up to what the reader's
+ * 8 CONTINUATIONs (nghttp2's bound) carry at 16 KiB a frame; past that the session ends.
  */
 const SESSION_LIMITS: Partial<H2Limits> = {
   idleTimeoutMs: SESSION_IDLE_MS,
   streamWindow: APP_STREAM_WINDOW,
   connectionWindow: 2 ** 31 - 1,
-  heldBytes: Number.MAX_SAFE_INTEGER
+  heldBytes: Number.MAX_SAFE_INTEGER,
+  maxHeaderBlockBytes: 9 * 16_384
 }
 
 /** What the session tells its leg. */
