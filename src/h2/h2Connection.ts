@@ -170,6 +170,11 @@ export class H2Connection implements FrameHandler {
     return this.peerMaxHeaderList
   }
 
+  /** Client role: every stream id is spent (2^31-1 reached, RFC 9113 5.1.1): `request` refuses, a new connection must take the next. */
+  get idsSpent(): boolean {
+    return this.nextId > MAX_STREAM_ID
+  }
+
   /** Why the connection ended, once it has. */
   get ended(): H2ConnectionEnded | undefined {
     return this.endedWith

@@ -117,10 +117,12 @@ export class AppH2Session implements H2ClientHandler {
 
   /**
    * No new stream goes here: the app's GOAWAY came or the connection ended (from its first step: a
-   * stream whose end it tells may free a place, and the next stream must not go to this session).
+   * stream whose end it tells may free a place, and the next stream must not go to this session),
+   * or its stream ids are spent (else every later call was refused on it for as long as calls kept
+   * it from its idle timeout, which then ends it once its last stream is over).
    */
   get over(): boolean {
-    return this.goneTold || this.connection.ended !== undefined
+    return this.goneTold || this.connection.ended !== undefined || this.connection.idsSpent
   }
 
   private goOver(): void {

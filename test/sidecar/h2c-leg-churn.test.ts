@@ -5,6 +5,7 @@
 // call must end exactly once, and once all have, every count the leg keeps of places (its open
 // streams, the current session's, long-lived ones, those waiting, the drains for resets) must be
 // back at zero and no stream left open on any session: a leak there starves the app after N calls.
+// And a session whose stream ids are spent is left for a new one (each call was refused on it).
 import * as http2 from "node:http2"
 import type * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
@@ -151,5 +152,38 @@ describe("B's h2c leg under churn", () => {
     const request: AppH2Request = { method: "GET", path: "/ok", authority: "catalog", headers: [], body: Buffer.alloc(0), timeLeftMs: 5000, maxMetaBytes: 8192, plain: false, trailers: true }
     leg.forward(request, new InboundObservation(telemetry, "catalog", "GET", "/ok", [], "127.0.0.1:40000"), new Cancel(), after)
     expect(await after).toMatchObject({ _tag: "Reply" })
+  })
+
+  it("a session out of stream ids (2^31-1 reached) is left for a fresh one: the calls after it are answered, not refused for ever", async () => {
+    const app = http2.createServer()
+    const sessions = new Set<http2.ServerHttp2Session>()
+    app.on("session", (session) => sessions.add(session))
+    app.on("stream", (stream) => {
+      stream.on("error", () => {})
+      stream.respond({ ":status": 200 })
+      stream.end("ok")
+    })
+    await new Promise<void>((resolve) => app.listen(0, LOOPBACK, resolve))
+    cleanup.add(() => new Promise<void>((resolve) => app.close(() => resolve())))
+    cleanup.add(() => sessions.forEach((session) => session.destroy()))
+    const leg = new AppH2Leg(LOOPBACK, (app.address() as net.AddressInfo).port, undefined, 5000, 32)
+    cleanup.add(() => leg.close())
+    const tracing = makeTracing({ service: "catalog", store: new TraceStore(), env: {} })
+    cleanup.add(() => tracing.shutdown())
+    const telemetry = { tracing, metrics: makeMetrics(), traces: new TraceStore() }
+    const get = async () => {
+      const pending = new PendingOutcome()
+      const request: AppH2Request = { method: "GET", path: "/ok", authority: "catalog", headers: [], body: Buffer.alloc(0), timeLeftMs: 5000, maxMetaBytes: 8192, plain: false, trailers: true }
+      leg.forward(request, new InboundObservation(telemetry, "catalog", "GET", "/ok", [], "127.0.0.1:40000"), new Cancel(), pending)
+      const outcome = await pending
+      return outcome instanceof Uint8Array ? "bytes" : outcome._tag === "Failure" ? outcome.message : "reply"
+    }
+    expect(await get()).toBe("reply")
+    // The session's next stream is its last (2^31-1): as if a billion calls had gone over it.
+    const first = [...(leg as unknown as { sessions: Set<{ connection: unknown }> }).sessions][0]!
+    ;(first.connection as { nextId: number }).nextId = 2 ** 31 - 1
+    expect(await get()).toBe("reply")
+    expect([await get(), await get()]).toEqual(["reply", "reply"])
+    expect(sessions.size).toBe(2)
   })
 })
