@@ -59,6 +59,23 @@ const countsOf = (leg: AppH2Leg) => {
   return { open: l.openStreams, current: l.currentStreams, long: l.longStreams, holding: l.holding.size, waiting: leg.waitingStreams, drains: l.resetDrains.size, streamsOnSessions }
 }
 
+/**
+ * A leg to the app listening on `app` (32 places), closed at cleanup, and `send`: one GET of `path`
+ * through it as the inbound side makes it (`timeLeftMs`, `cancel`), its outcome to `pending`.
+ */
+const legTo = (cleanup: Cleanup, app: http2.Http2Server) => {
+  const leg = new AppH2Leg(LOOPBACK, (app.address() as net.AddressInfo).port, undefined, 5000, 32)
+  cleanup.add(() => leg.close())
+  const tracing = makeTracing({ service: "catalog", store: new TraceStore(), env: {} })
+  cleanup.add(() => tracing.shutdown())
+  const telemetry = { tracing, metrics: makeMetrics(), traces: new TraceStore() }
+  const send = (path: string, timeLeftMs: number, cancel: Cancel, pending: PendingOutcome) => {
+    const request: AppH2Request = { method: "GET", path, authority: "catalog", headers: [], body: Buffer.alloc(0), timeLeftMs, maxMetaBytes: 8192, plain: false, trailers: true }
+    leg.forward(request, new InboundObservation(telemetry, "catalog", "GET", path, [], "127.0.0.1:40000"), cancel, pending)
+  }
+  return { leg, send }
+}
+
 describe("B's h2c leg under churn", () => {
   let cleanup: Cleanup
   beforeEach(() => {
@@ -102,12 +119,7 @@ describe("B's h2c leg under churn", () => {
     cleanup.add(() => new Promise<void>((resolve) => app.close(() => resolve())))
     cleanup.add(() => sessions.forEach((session) => session.destroy()))
 
-    const leg = new AppH2Leg(LOOPBACK, (app.address() as net.AddressInfo).port, undefined, 5000, 32)
-    cleanup.add(() => leg.close())
-    const tracing = makeTracing({ service: "catalog", store: new TraceStore(), env: {} })
-    cleanup.add(() => tracing.shutdown())
-    const telemetry = { tracing, metrics: makeMetrics(), traces: new TraceStore() }
-
+    const { leg, send } = legTo(cleanup, app)
     const kinds = ["ok", "late", "held", "reset", "stream"] as const
     const outcomes: Array<CountedOutcome> = []
     let ended = 0
@@ -118,12 +130,10 @@ describe("B's h2c leg under churn", () => {
         if (sent === total) return
         const kind = kinds[sent % kinds.length]!
         sent++
-        const timeLeftMs = kind === "late" ? 50 : 10_000
-        const request: AppH2Request = { method: "GET", path: `/${kind}`, authority: "catalog", headers: [], body: Buffer.alloc(0), timeLeftMs, maxMetaBytes: 8192, plain: false, trailers: true }
         const pending = new CountedOutcome()
         outcomes.push(pending)
         const cancel = new Cancel()
-        leg.forward(request, new InboundObservation(telemetry, "catalog", "GET", request.path, [], "127.0.0.1:40000"), cancel, pending)
+        send(`/${kind}`, kind === "late" ? 50 : 10_000, cancel, pending)
         // Held and streaming calls are cancelled soon after, in a later turn.
         if (kind === "held" || kind === "stream") setTimeout(() => cancel.fire(), 5)
         void Promise.resolve(pending).then(() => {
@@ -149,8 +159,7 @@ describe("B's h2c leg under churn", () => {
     expect(countsOf(leg)).toStrictEqual({ open: 0, current: 0, long: 0, holding: 0, waiting: 0, drains: 0, streamsOnSessions: 0 })
     // A call made after the churn is answered at once: no place leaked.
     const after = new CountedOutcome()
-    const request: AppH2Request = { method: "GET", path: "/ok", authority: "catalog", headers: [], body: Buffer.alloc(0), timeLeftMs: 5000, maxMetaBytes: 8192, plain: false, trailers: true }
-    leg.forward(request, new InboundObservation(telemetry, "catalog", "GET", "/ok", [], "127.0.0.1:40000"), new Cancel(), after)
+    send("/ok", 5000, new Cancel(), after)
     expect(await after).toMatchObject({ _tag: "Reply" })
   })
 
@@ -166,15 +175,10 @@ describe("B's h2c leg under churn", () => {
     await new Promise<void>((resolve) => app.listen(0, LOOPBACK, resolve))
     cleanup.add(() => new Promise<void>((resolve) => app.close(() => resolve())))
     cleanup.add(() => sessions.forEach((session) => session.destroy()))
-    const leg = new AppH2Leg(LOOPBACK, (app.address() as net.AddressInfo).port, undefined, 5000, 32)
-    cleanup.add(() => leg.close())
-    const tracing = makeTracing({ service: "catalog", store: new TraceStore(), env: {} })
-    cleanup.add(() => tracing.shutdown())
-    const telemetry = { tracing, metrics: makeMetrics(), traces: new TraceStore() }
+    const { leg, send } = legTo(cleanup, app)
     const get = async () => {
       const pending = new PendingOutcome()
-      const request: AppH2Request = { method: "GET", path: "/ok", authority: "catalog", headers: [], body: Buffer.alloc(0), timeLeftMs: 5000, maxMetaBytes: 8192, plain: false, trailers: true }
-      leg.forward(request, new InboundObservation(telemetry, "catalog", "GET", "/ok", [], "127.0.0.1:40000"), new Cancel(), pending)
+      send("/ok", 5000, new Cancel(), pending)
       const outcome = await pending
       return outcome instanceof Uint8Array ? "bytes" : outcome._tag === "Failure" ? outcome.message : "reply"
     }
