@@ -479,10 +479,11 @@ export class H2Connection implements FrameHandler {
       if (endStream) this.streamFailed(stream, ErrorCode.PROTOCOL_ERROR, "informational-end-stream")
       return
     }
-    // A head that ends the stream has no DATA to count (a HEAD's, a 204's, a 304's answer).
+    // A head that ends the stream has no DATA to count; nor has a HEAD's, a 204's or a 304's answer,
+    // whose content-length may be non-zero (8.1.1) and whose END_STREAM may come in a DATA frame.
     const declared = declaredLength(fields)
     if (declared === -2) return this.streamFailed(stream, ErrorCode.PROTOCOL_ERROR, "bad-content-length")
-    if (!endStream && !stream.headRequest) stream.declaredLength = declared
+    if (!endStream && !stream.headRequest && !noContentStatus(fields[1]!)) stream.declaredLength = declared
     stream.answered = true
     if (endStream) this.remoteEnd(stream)
     this.handler.onResponse(stream, fields, endStream)
@@ -715,3 +716,6 @@ export class H2Connection implements FrameHandler {
     this.handler.onClose(ended)
   }
 }
+
+/** A 204 or 304 answer has no content, whatever its content-length says (RFC 9110 6.4.1). */
+const noContentStatus = (status: string): boolean => status === "204" || status === "304"

@@ -69,4 +69,11 @@ describe("client role: an answer's DATA against its content-length", () => {
   it("a HEAD request's answer declares a length and carries no DATA: whole", async () => {
     expect(await answered((s) => Buffer.concat([head(s, "100"), data(s, 0, true)]), "HEAD")).toStrictEqual(["response", "data 0 end"])
   })
+  it("a 304's or a 204's answer may declare a length and carries no DATA (RFC 9113 8.1.1): whole", async () => {
+    // :status 304 and 204 (static table 11 and 9), then content-length 100.
+    for (const status of [0x8b, 0x89]) {
+      const noContent = (s: number) => h2Frame(FrameType.headers, FrameFlag.endHeaders, s, Buffer.concat([Buffer.from([status, 0x0f, 0x0d, 3]), Buffer.from("100", "latin1")]))
+      expect(await answered((s) => Buffer.concat([noContent(s), data(s, 0, true)]))).toStrictEqual(["response", "data 0 end"])
+    }
+  })
 })
