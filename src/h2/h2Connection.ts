@@ -15,7 +15,7 @@ import { defaultLimits, Guards, type H2Limits, TINY_WINDOW_UPDATE } from "./h2Gu
 import { CONNECTION_OVERFLOW, ReceiveFlow, STREAM_OVERFLOW } from "./h2ReceiveFlow.ts"
 import { H2Sender, type SendHost } from "./h2Sender.ts"
 import { H2ConnectionEnded, H2RequestRefused, H2Stream, H2StreamEnded, RecentlyReset, StreamState } from "./h2Streams.ts"
-import { checkRequestHead, checkResponseHead, checkTrailers } from "./headerCheck.ts"
+import { checkRequestHead, checkResponseHead, checkTrailers, declaredLength } from "./headerCheck.ts"
 import { HpackDecoder } from "./hpackDecoder.ts"
 import { HpackError } from "./hpackTables.ts"
 
@@ -131,7 +131,7 @@ export class H2Connection implements FrameHandler {
     }
     this.sender = new H2Sender(host, l.writeBudgetBytes, l.maxBufferedBytes)
     this.writer = this.sender.writer
-    this.reader = new FrameReader(this, { role })
+    this.reader = new FrameReader(this, { role, maxHeaderBlockBytes: l.maxHeaderBlockBytes })
     this.decoder = new HpackDecoder({ maxHeaderListSize: l.maxHeaderListSize })
     this.recv = new ReceiveFlow(l.streamWindow, l.heldBytes)
     // Ours first (RFC 9113 3.4): the client preface, then SETTINGS, then the larger connection window.
@@ -170,6 +170,11 @@ export class H2Connection implements FrameHandler {
     return this.peerMaxHeaderList
   }
 
+  /** Client role: every stream id is spent (2^31-1 reached, RFC 9113 5.1.1): `request` refuses, a new connection must take the next. */
+  get idsSpent(): boolean {
+    return this.nextId > MAX_STREAM_ID
+  }
+
   /** Why the connection ended, once it has. */
   get ended(): H2ConnectionEnded | undefined {
     return this.endedWith
@@ -181,6 +186,7 @@ export class H2Connection implements FrameHandler {
   request(fields: ReadonlyArray<string>, endStream: boolean): H2Stream | H2RequestRefused {
     if (this.endedWith !== undefined || this.goingAway || this.goAwayReceived >= 0) return new H2RequestRefused({ reason: "closing" })
     const stream = new H2Stream(this.limits.streamWindow, performance.now())
+    stream.headRequest = fields[0] === ":method" && fields[1] === "HEAD"
     if (this.streams.size >= this.peerMaxConcurrent || this.queued.length > 0) {
       if (this.queued.length >= this.limits.maxQueuedRequests) return new H2RequestRefused({ reason: "queue-full" })
       stream.state = StreamState.QUEUED
@@ -291,6 +297,10 @@ export class H2Connection implements FrameHandler {
     if (counted === CONNECTION_OVERFLOW) return this.fail(ErrorCode.FLOW_CONTROL_ERROR, "connection-window", "DATA past the connection's receive window")
     if (counted === STREAM_OVERFLOW) return this.streamFailed(stream, ErrorCode.FLOW_CONTROL_ERROR, "stream-window")
     if (flowLength === 0 && !endStream && this.guards.emptyFrames.take(this.now) > 0) return this.calm("empty-frames")
+    if (stream.declaredLength >= 0) {
+      stream.receivedLength += data.length
+      if (stream.receivedLength > stream.declaredLength || (endStream && stream.receivedLength < stream.declaredLength)) return this.streamFailed(stream, ErrorCode.PROTOCOL_ERROR, "content-length")
+    }
     if (endStream) this.remoteEnd(stream)
     this.handler.onData(stream, data, endStream)
     if (endStream) this.closeIfDone(stream)
@@ -324,6 +334,7 @@ export class H2Connection implements FrameHandler {
     if (!endStream) return this.streamFailed(stream, ErrorCode.PROTOCOL_ERROR, "headers-without-end-stream")
     const rejected = checkTrailers(fields)
     if (rejected !== undefined) return this.streamFailed(stream, ErrorCode.PROTOCOL_ERROR, rejected.reason)
+    if (stream.declaredLength >= 0 && stream.receivedLength !== stream.declaredLength) return this.streamFailed(stream, ErrorCode.PROTOCOL_ERROR, "content-length")
     this.remoteEnd(stream)
     this.handler.onTrailers(stream, fields)
     this.closeIfDone(stream)
@@ -468,6 +479,11 @@ export class H2Connection implements FrameHandler {
       if (endStream) this.streamFailed(stream, ErrorCode.PROTOCOL_ERROR, "informational-end-stream")
       return
     }
+    // A head that ends the stream has no DATA to count; nor has a HEAD's, a 204's or a 304's answer,
+    // whose content-length may be non-zero (8.1.1) and whose END_STREAM may come in a DATA frame.
+    const declared = declaredLength(fields)
+    if (declared === -2) return this.streamFailed(stream, ErrorCode.PROTOCOL_ERROR, "bad-content-length")
+    if (!endStream && !stream.headRequest && !noContentStatus(fields[1]!)) stream.declaredLength = declared
     stream.answered = true
     if (endStream) this.remoteEnd(stream)
     this.handler.onResponse(stream, fields, endStream)
@@ -700,3 +716,6 @@ export class H2Connection implements FrameHandler {
     this.handler.onClose(ended)
   }
 }
+
+/** A 204 or 304 answer has no content, whatever its content-length says (RFC 9110 6.4.1). */
+const noContentStatus = (status: string): boolean => status === "204" || status === "304"

@@ -27,6 +27,12 @@ export interface H2Limits {
   readonly heldBytes: number
   /** SETTINGS_MAX_HEADER_LIST_SIZE we announce and enforce after decoding. */
   readonly maxHeaderListSize: number
+  /**
+   * A header block as received (HEADERS and CONTINUATIONs) past this ends the connection; one past
+   * maxHeaderListSize decoded but within this is a stream error (the block is decoded whole either
+   * way: the HPACK table stays in step), which ends only its stream.
+   */
+  readonly maxHeaderBlockBytes: number
   /** Our SETTINGS unacknowledged this long, or the peer's first SETTINGS not here: GOAWAY SETTINGS_TIMEOUT. */
   readonly settingsTimeoutMs: number
   /** No stream open and no frame read this long: the connection ends (GOAWAY NO_ERROR). */
@@ -75,6 +81,7 @@ export const defaultLimits: H2Limits = {
   connectionWindow: 8 << 20,
   heldBytes: 4 << 20,
   maxHeaderListSize: 65_536,
+  maxHeaderBlockBytes: 65_536,
   settingsTimeoutMs: 10_000,
   idleTimeoutMs: 300_000,
   writeBudgetBytes: 1 << 20,

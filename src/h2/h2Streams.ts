@@ -28,6 +28,14 @@ export class H2Stream {
   recvReleased = 0
   /** Handed to the leg, not yet `consumed`. */
   unconsumed = 0
+  /**
+   * Client role: the answer's content-length (-1: none, or a HEAD request's answer, which has no
+   * body) and its DATA so far: more, or less at its end, is a malformed answer (RFC 9113 8.1.1).
+   */
+  declaredLength = -1
+  receivedLength = 0
+  /** Client role: the request is a HEAD (its answer's content-length declares no DATA). */
+  headRequest = false
   /** Server role: a response head was sent; client role: the response head arrived. */
   answered = false
   /** performance.now() at the stream's start (the premature reset rule reads it). */

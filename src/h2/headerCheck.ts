@@ -68,5 +68,22 @@ export const checkResponseHead = (fields: ReadonlyArray<string>): HeaderListReje
   return checkRegular(fields, end)
 }
 
+/**
+ * The content-length a head declares (8.1.1): -1 when none, -2 when it is no decimal length or a
+ * repeat disagrees (a malformed message). Read from the regular fields, after the checks above.
+ */
+export const declaredLength = (fields: ReadonlyArray<string>): number => {
+  let length = -1
+  for (let i = pseudoEnd(fields); i < fields.length; i += 2) {
+    if (fields[i] !== "content-length") continue
+    const value = fields[i + 1]!
+    if (!/^[0-9]{1,15}$/.test(value)) return -2
+    const n = Number(value)
+    if (length >= 0 && n !== length) return -2
+    length = n
+  }
+  return length
+}
+
 /** Trailers (8.1): no pseudo-header at all. */
 export const checkTrailers = (fields: ReadonlyArray<string>): HeaderListRejected | undefined => checkRegular(fields, 0)

@@ -1,8 +1,8 @@
 // A bound on the wait for a peer's FIN, for every socket this side ends: node keeps a socket whose
 // end went out (its descriptor, buffers and, for an HTTP/2 session, the session itself: node's
 // closing session lets go only on the peer's FIN, even after destroy()) until the peer ends it too
-// or resets it, and a peer that does neither held it for ever. Used by the h2c legs (appH2.ts,
-// outboundH2.ts) on every socket they hand to node's sessions (and, for a session destroyed, whose
+// or resets it, and a peer that does neither held it for ever. Used by A's h2c listener
+// (outboundH2.ts) on every socket they hand to node's sessions (and, for a session destroyed, whose
 // end may never go out to a peer that reads nothing, from the destroy on), and by the admin
 // server's CONNECT (respond.ts), a socket no timer watches any more once it is answered. And the
 // lingering close of the outbound listener's last answers (http1Connection.ts) and A's refused

@@ -8,8 +8,8 @@
 // stream: an app announcing fewer than B's may refuse the rest, RFC 9113 §5.1.2); a session the app
 // sent GOAWAY keeps its streams, and those waiting go to a new one at once; as many again
 // wait for a place, in order, within their deadlines; past that a request is refused `overloaded`,
-// not processed (a gRPC caller reads UNAVAILABLE), and counted. node's session would take them all: its nghttp2 queue of streams
-// past the app's limit has no bound.
+// not processed (a gRPC caller reads UNAVAILABLE), and counted. A session (appH2Session.ts: the
+// sidecar's own HTTP/2, src/h2, over a socket dialed to the app) queues little past the app's limit.
 // Long-lived streams hold a place for as long as they live (a watch, a subscription; or a peer's on
 // purpose): gRPC calls of a method seen to stream (an answer's second message) or from their
 // request's second message (not a unary call's large message, which streams too: counted, a burst
@@ -23,7 +23,7 @@
 // (appH2Exchange.ts knownStreaming): kept, first calls of new streaming methods took every place.
 // Every call B cuts, or its caller cancels, or its deadline ends, is a reset B sends the app, and
 // nghttp2 (node's HTTP/2 server, grpc-js's) bounds a client's resets: past them the app sends GOAWAY
-// INTERNAL_ERROR and node's client destroys the session, every call on it, other callers' too (one
+// INTERNAL_ERROR, which ends the session, every call on it, other callers' too (one
 // caller's 1,200 cancels ended another's call: h2c-reset-budget.test.ts). B keeps each session's
 // count as nghttp2 does, and opens no stream on a session whose budget could not reset every stream
 // open there: the next goes on a fresh session, the old one drains (its streams finish there, each
@@ -36,21 +36,17 @@
 // The waiting line is shared so too: full, a call of a peer waiting less than its share takes the
 // line's place of the newest call of the peer waiting past it (refused, not processed), else the
 // staller's calls filled the line and every other caller was refused at once.
-import * as http2 from "node:http2"
-import * as net from "node:net"
 import { Deadlines } from "../mux/deadlines.ts"
-import { boundPeerFin } from "../mux/peerFin.ts"
 import type { PendingOutcome } from "../mux/request.ts"
 import { AnswerHolds } from "./answerHolds.ts"
 import { AppH2Exchange, type CancelSource, type H2Leg } from "./appH2Exchange.ts"
 import type { AppH2Request } from "./appH2RequestHead.ts"
+import { AppH2Session, type SessionOwner } from "./appH2Session.ts"
 import type { OnInvalidHeader } from "./headerFilter.ts"
 import type { InboundObservation } from "./observe.ts"
 import { PeerShare, STALLED_READER, type ShareLeg } from "./peerShare.ts"
 import type { PoolPeer } from "./poolPeers.ts"
 
-/** Like the HTTP/1.1 pool's idle keep-alive sockets, an unused session does not stay open for ever. */
-const SESSION_IDLE_MS = 60_000
 /** An answer held to go back whole streams instead once it is not over this long after the turn its head came in (what a streaming answer's first message may wait). */
 const WHOLE_ANSWER_WAIT_MS = 1
 /**
@@ -65,8 +61,6 @@ const ONE_MESSAGE_WAIT_MS = 20
 /** Methods remembered as streaming (their paths come from callers: bounded, forgotten all at once when full). */
 const STREAMING_METHODS_KEPT = 1024
 
-/** The app's connection window at B: the most HTTP/2 allows (RFC 9113 6.9.1), which no answer spends. */
-const CONNECTION_WINDOW = 2 ** 31 - 1
 
 /**
  * The resets a session may send the app at once, and those it may send a second after: under
@@ -78,10 +72,8 @@ const APP_RESET_PER_SECOND = 30
 /** Sessions drained for their resets at once, beyond those B's limit needs to spread its streams over (each carries at most APP_RESET_BURST). */
 const RESET_DRAINS = 2
 
-const LENIENT_FIELDS = { strictSingleValueFields: false } as http2.ClientSessionOptions
-
-export class AppH2Leg implements H2Leg, ShareLeg<AppH2Exchange> {
-  private session: http2.ClientHttp2Session | undefined = undefined
+export class AppH2Leg implements H2Leg, ShareLeg<AppH2Exchange>, SessionOwner {
+  private session: AppH2Session | undefined = undefined
   readonly address: string
   readonly onInvalid: OnInvalidHeader | undefined
   /** The exchanges' deadlines and waits for a whole answer: one timer each for the leg, not two per call. */
@@ -118,17 +110,17 @@ export class AppH2Leg implements H2Leg, ShareLeg<AppH2Exchange> {
   private longStreams = 0
   /** Long-lived streams refused past their share (a counter reads it). */
   longStreamsRefused = 0
-  /** The current session's app's SETTINGS_MAX_CONCURRENT_STREAMS, kept from its 'remoteSettings' (node's getter builds an object per read). */
+  /** The current session's app's SETTINGS_MAX_CONCURRENT_STREAMS, kept from its SETTINGS. */
   private announcedStreams = Infinity
   /** The current session's SETTINGS came in: until then it carries only the stream that made it. */
-  private settled = false
+  private appSettled = false
   /** A stream went out on the current session before its SETTINGS (the one that made it). */
   private unsettledStreamOut = false
   /** The resets the current session may still send the app (its bucket, as nghttp2 keeps it), as of resetsAt (performance.now()). */
   private resetTokens = APP_RESET_BURST
   private resetsAt = 0
   /** Sessions left to drain for want of resets, until they close: the streams still open on each. */
-  private readonly resetDrains = new Map<http2.ClientHttp2Session, number>()
+  private readonly resetDrains = new Map<AppH2Session, number>()
   /** Their bound: enough to spread B's places over (APP_RESET_BURST each), and RESET_DRAINS more. */
   private readonly maxResetDrains: number
   /** Armed while exchanges wait for the current session's budget to refill (as many drain as may): the next reset's worth of time. */
@@ -139,22 +131,9 @@ export class AppH2Leg implements H2Leg, ShareLeg<AppH2Exchange> {
 
   private readonly host: string
   private readonly port: number
-  /** The last stream id each session's app named in its GOAWAY (aboveGoaway). */
-  private readonly goawayLast = new WeakMap<http2.ClientHttp2Session, number>()
 
-  /**
-   * Whether the app's GOAWAY on `session` named a last stream id below stream `id`: the app did not
-   * process it (RFC 9113 §6.8). nghttp2 closes such streams REFUSED_STREAM after a GOAWAY with
-   * NO_ERROR; after one with an error code node destroys the session first, every stream with
-   * ERR_HTTP2_SESSION_ERROR, and only this tells the unprocessed ones apart.
-   */
-  aboveGoaway(session: http2.ClientHttp2Session | undefined, id: number | undefined): boolean {
-    const last = session === undefined ? undefined : this.goawayLast.get(session)
-    return last !== undefined && id !== undefined && id > last
-  }
-
-  /** Every session's socket until it closes (the current session's, and those still ending): the leg's close destroys them. */
-  private readonly sockets = new Map<http2.ClientHttp2Session, net.Socket>()
+  /** Every session until its socket closes (the current one, and those still ending): the leg's close destroys them. */
+  private readonly sessions = new Set<AppH2Session>()
 
   constructor(host: string, port: number, onInvalid: OnInvalidHeader | undefined, answerIdleMs: number, maxStreams: number, onReclaimed: (peer: string, count: number, held: number) => void = () => {}) {
     this.host = host
@@ -185,7 +164,7 @@ export class AppH2Leg implements H2Leg, ShareLeg<AppH2Exchange> {
   }
 
   /** B reset a stream on `session`: one of its budget spent (a draining one's was kept for its streams). */
-  resetSent(session: http2.ClientHttp2Session): void {
+  resetSent(session: AppH2Session): void {
     if (session === this.session) this.resetTokens--
   }
 
@@ -263,7 +242,7 @@ export class AppH2Leg implements H2Leg, ShareLeg<AppH2Exchange> {
   }
 
   /** `exchange`'s stream on `session` closed: its place goes to the next exchange waiting, if any. */
-  streamClosed(session: http2.ClientHttp2Session, exchange: AppH2Exchange): void {
+  streamClosed(session: AppH2Session, exchange: AppH2Exchange): void {
     this.openStreams--
     this.peers.leave(exchange)
     this.holding.delete(exchange)
@@ -311,7 +290,7 @@ export class AppH2Leg implements H2Leg, ShareLeg<AppH2Exchange> {
       this.refillTimer ??= setTimeout(this.onRefill, Math.ceil(1000 / APP_RESET_PER_SECOND))
       return false
     }
-    return this.currentStreams < this.announcedStreams && (this.settled || !this.unsettledStreamOut)
+    return this.currentStreams < this.announcedStreams && (this.appSettled || !this.unsettledStreamOut)
   }
 
   /**
@@ -319,13 +298,13 @@ export class AppH2Leg implements H2Leg, ShareLeg<AppH2Exchange> {
    * there): the next stream makes another, and those waiting, for its SETTINGS or for its places,
    * go on now, within B's limit.
    */
-  private sessionGone(session: http2.ClientHttp2Session): void {
+  gone(session: AppH2Session): void {
     if (this.session !== session) return
     this.session = undefined
     this.currentStreams = 0
     // Its app's limit went with it (one of 0 would otherwise refuse every request, no session made again).
     this.announce(Infinity)
-    this.settled = false
+    this.appSettled = false
     this.unsettledStreamOut = false
     if (this.peers.waitingCount > 0) this.openWaiting()
   }
@@ -346,10 +325,10 @@ export class AppH2Leg implements H2Leg, ShareLeg<AppH2Exchange> {
    * one, made again once the last one closed, failed or went away. `room`: resetRoom's answer when
    * the place was taken, in the same turn (nothing counted on the session since).
    */
-  sessionForStream(room: boolean): http2.ClientHttp2Session {
-    // (One closing already is made again by current(): its 'close' would never come to end a drain.)
+  sessionForStream(room: boolean): AppH2Session {
+    // (One closing already is made again by current(): its close would never come to end a drain.)
     const open = this.session
-    if (!room && open !== undefined && !open.closed && !open.destroyed) this.drainForResets(open)
+    if (!room && open !== undefined && !open.over) this.drainForResets(open)
     const session = this.current()
     this.currentStreams++
     return session
@@ -358,20 +337,16 @@ export class AppH2Leg implements H2Leg, ShareLeg<AppH2Exchange> {
   /**
    * The current session has no reset to spare for another stream: it takes no more (the next makes
    * a fresh one) and closes once its streams end, each still able to be reset within its budget.
-   * Not closed now: closed in the turn its last streams were requested, the app never took those
-   * (measured: node's close() sends GOAWAY, and their HEADERS went after it or not at all).
+   * Closed only with no stream left: a graceful close cuts the streams still open after its grace
+   * (closeTimeoutMs), where those streams' own deadlines should bound them.
    */
-  private drainForResets(session: http2.ClientHttp2Session): void {
+  private drainForResets(session: AppH2Session): void {
     this.sessionsRotated++
     this.resetDrains.set(session, this.currentStreams)
-    session.once("close", () => {
-      this.resetDrains.delete(session)
-      if (this.peers.waitingCount > 0) this.openWaiting()
-    })
-    // current() makes the next session, its count and its budget afresh; this one's 'close' and
-    // 'goaway' no longer touch the leg (sessionGone: not the current session).
+    // current() makes the next session, its count and its budget afresh; this one's GOAWAY and end
+    // no longer touch the leg (gone: not the current session).
     this.session = undefined
-    if (this.currentStreams === 0) session.close()
+    if (this.currentStreams === 0) session.connection.close()
   }
 
   private readonly onRefill = (): void => {
@@ -380,59 +355,45 @@ export class AppH2Leg implements H2Leg, ShareLeg<AppH2Exchange> {
   }
 
   /** A stream closed on a session that is not the current one: a session drained for its resets closes after its last. */
-  private drainedStreamClosed(session: http2.ClientHttp2Session): void {
+  private drainedStreamClosed(session: AppH2Session): void {
     const left = this.resetDrains.get(session)
     if (left === undefined) return
     this.resetDrains.set(session, left - 1)
-    if (left === 1) session.close()
+    if (left === 1) session.connection.close()
   }
 
-  private current(): http2.ClientHttp2Session {
+  /** The current session's app's SETTINGS came in (SessionOwner). */
+  settled(session: AppH2Session): void {
+    if (this.session !== session) return
+    this.announce(session.announcedStreams)
+    this.appSettled = true
+    // A limit raised (or first known) while exchanges wait: they take the new places now, not only
+    // once a stream closes (behind streams the app holds they would wait out their deadlines, places free).
+    if (this.peers.waitingCount > 0) this.openWaiting()
+  }
+
+  /** A session's socket closed (SessionOwner): a drain it was counted in is over. */
+  closed(session: AppH2Session): void {
+    this.sessions.delete(session)
+    if (this.resetDrains.delete(session) && this.peers.waitingCount > 0) this.openWaiting()
+  }
+
+  private current(): AppH2Session {
     const open = this.session
-    if (open !== undefined && !open.closed && !open.destroyed) return open
+    if (open !== undefined && !open.over) return open
     // A field HTTP/2 names single-value (user-agent, content-type...) that a peer gave twice goes to
-    // the app as it came, as the HTTP/1.1 leg carries it, not refused by node's request() (a
-    // session option node reads on clients too; @types/node declares it on servers only).
-    // Its socket made here, as node's connect makes it, so that the leg's close can destroy it: the
-    // session's is a proxy that refuses destroy(), and node lets a session that began to close go
-    // only on the app's FIN (even after destroy()), which an app that sends nothing never sends.
-    const socket = net.connect(this.port, this.host)
-    // A session that closes with no stream left (idle, or after the app's GOAWAY) ends its socket
-    // and waits for the app's FIN: an app that never sends it kept the socket for ever.
-    boundPeerFin(socket)
-    const session = http2.connect(`http://${this.address}`, { ...LENIENT_FIELDS, createConnection: () => socket })
-    this.sockets.set(session, socket)
-    socket.once("close", () => this.sockets.delete(session))
-    // Idle this long: closed (in-flight streams finish), made again on the next request.
-    session.setTimeout(SESSION_IDLE_MS, () => session.close())
-    // The app's connection window, past its streams' (which bound what B holds: node takes the
-    // connection's at once): an app whose window another stream spent holds back its END_STREAM,
-    // and node's server resets with NO_ERROR in its place (appH2Exchange.ts, windowSpentAtReset).
-    session.once("connect", () => {
-      if (!session.destroyed) session.setLocalWindowSize(CONNECTION_WINDOW)
-    })
-    // Its streams fail with the error; the session is made again on the next request.
-    session.on("error", () => {})
-    session.on("close", () => this.sessionGone(session))
-    session.on("goaway", (_code: number, lastStreamId: number) => {
-      this.goawayLast.set(session, lastStreamId)
-      this.sessionGone(session)
-    })
+    // the app as it came, as the HTTP/1.1 leg carries it (node's client refused it unless told not to).
+    // A session that ends (idle, after the app's GOAWAY, or its own error) ends its socket and
+    // destroys it past closeTimeoutMs if the app never sends its FIN (h2Connection.ts).
+    const session = new AppH2Session(this.host, this.port, this)
+    this.sessions.add(session)
     this.announce(Infinity)
     this.currentStreams = 0
-    this.settled = false
+    this.appSettled = false
     this.resetTokens = APP_RESET_BURST
     this.resetsAt = performance.now()
     // The caller opens the session's first stream now.
     this.unsettledStreamOut = true
-    session.on("remoteSettings", (settings: http2.Settings) => {
-      if (this.session !== session) return
-      this.announce(settings.maxConcurrentStreams ?? Infinity)
-      this.settled = true
-      // A limit raised (or first known) while exchanges wait: they take the new places now, not only
-      // once a stream closes (behind streams the app holds they would wait out their deadlines, places free).
-      if (this.peers.waitingCount > 0) this.openWaiting()
-    })
     this.session = session
     return session
   }
@@ -486,9 +447,10 @@ export class AppH2Leg implements H2Leg, ShareLeg<AppH2Exchange> {
     // The inbound side has drained (or its drain timeout passed): what is still open to the app is
     // cut now, sessions and sockets, whatever the app does (it may send nothing, not even a FIN).
     const closed: Array<Promise<void>> = []
-    for (const [session, socket] of this.sockets) {
-      closed.push(new Promise((resolve) => socket.once("close", () => resolve())))
-      session.destroy()
+    for (const session of this.sessions) {
+      const socket = session.socket
+      if (!socket.destroyed) closed.push(new Promise((resolve) => socket.once("close", () => resolve())))
+      session.connection.destroy("leg-closed")
       socket.destroy()
     }
     return Promise.all(closed).then(() => {})

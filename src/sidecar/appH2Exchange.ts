@@ -12,13 +12,14 @@
 // caller cancels, the app's stream is reset. An answer is complete only with its END_STREAM: a
 // stream the app reset first (even with NO_ERROR) broke off, save the NO_ERROR reset node's own
 // server sends in place of an END_STREAM its spent window holds back, after all the bytes its
-// content-length declared (windowSpentAtReset).
+// content-length declared (windowSpentAtReset). The stream is the sidecar's own HTTP/2's (src/h2,
+// on the leg's session: appH2Session.ts), whose events come here as plain calls.
 // Its head and trailers go back within the metadata a message to the caller carries (the bound
 // agreed with it, RequestContext.maxMetaBytes): an answer held whole whose head and trailers fit
 // only apart streams (a packet each) to a caller that reads trailers closing a stream, and fails
 // as the app's to any other; past it, either fails as the app's.
-import { subscribe } from "node:diagnostics_channel"
-import * as http2 from "node:http2"
+import { ErrorCode } from "../h2/frames.ts"
+import { H2RequestRefused, type H2Stream, type H2StreamEnded, StreamState } from "../h2/h2Streams.ts"
 import { failure, reply } from "../iip/server.ts"
 import type { AbortListener } from "../mux/cancellation.ts"
 import type { Deadlines, Expiring } from "../mux/deadlines.ts"
@@ -29,11 +30,10 @@ import { MeshErrorCode } from "../protocol/mesh.ts"
 import type { MetaEntries } from "../protocol/metaEntries.ts"
 import type { AnswerHolds, Held } from "./answerHolds.ts"
 import { type AppH2Request, h2HeadRefusal, rawHeadOf } from "./appH2RequestHead.ts"
+import { APP_STREAM_WINDOW, type AppH2Session } from "./appH2Session.ts"
 import { PausingByteQueue } from "./byteQueue.ts"
-import { drainedOrClosed } from "./drained.ts"
 import { acceptsEventStream, isAcceptName, isEventStreamType } from "./eventStream.ts"
 import { grpcStatusIn, isGrpcPairs } from "./grpcStatus.ts"
-import { resetCancelled } from "./h2Reset.ts"
 import { endToEndHeaders, type OnInvalidHeader, RawListCache } from "./headerFilter.ts"
 import { answerMetaPast, responseMeta, trailersMeta, withTrailers } from "./httpEnvelope.ts"
 import type { Failure, InboundObservation } from "./observe.ts"
@@ -47,13 +47,10 @@ import { ShapeAnchor } from "../mux/shapeAnchor.ts"
 const WHOLE_ANSWER_LIMIT = 64 * 1024
 /** A gRPC app's trailers, filtered once while they repeat (its answer heads have the filter's own cache). */
 const appTrailers = new RawListCache()
-/** RFC 9113's initial stream window (6.9.2), node's setting unless B's session says otherwise. */
-const DEFAULT_INITIAL_WINDOW = 65_535
 /** A streaming answer pauses the app's stream while this much of it waits for the mesh. */
 const ANSWER_HIGH_WATER = 64 * 1024
-/** session.request's options, made once (node copies them): a request with a body, one ended by its head. */
-const BODY_FOLLOWS = { endStream: false } as const
-const NO_BODY = { endStream: true } as const
+/** END_STREAM alone, after a streamed body. */
+const EMPTY = Buffer.alloc(0)
 
 /** What every exchange of one leg shares: the leg (AppH2Leg, appH2.ts). */
 export interface H2Leg {
@@ -67,7 +64,7 @@ export interface H2Leg {
   /** A streamed answer whose stream stays paused this long is given up. */
   readonly answerIdleMs: number
   /** The session a stream that took its place opens on (the pooled one, made again once the last one closed, failed or went away), counted there until streamClosed. */
-  sessionForStream(room: boolean): http2.ClientHttp2Session
+  sessionForStream(room: boolean): AppH2Session
   /** A gRPC method (path) one of whose answers carried a second message. */
   streams(path: string): boolean
   noteStreaming(path: string): void
@@ -80,15 +77,13 @@ export interface H2Leg {
   longStreamTaken(): void
   longStreamEnded(): void
   leftWaiting(exchange: AppH2Exchange): void
-  streamClosed(session: http2.ClientHttp2Session, exchange: AppH2Exchange): void
+  streamClosed(session: AppH2Session, exchange: AppH2Exchange): void
   /** Whether the current session could reset one more stream (appH2.ts): asked once per admission, the answer passed to the three below. */
   resetRoom(): boolean
   /** A new call is refused (counted): no session to the app may take another stream's reset (appH2.ts). */
   refuseForResets(room: boolean): boolean
   /** B reset a stream on `session`: counted against the app's bound on a client's resets. */
-  resetSent(session: http2.ClientHttp2Session): void
-  /** The app's GOAWAY on `session` named a last stream id below stream `id` (RFC 9113 §6.8: not processed). */
-  aboveGoaway(session: http2.ClientHttp2Session | undefined, id: number | undefined): boolean
+  resetSent(session: AppH2Session): void
 }
 
 /** What cancels the exchange: the caller went away or the mesh's deadline passed (the request's Cancellation). */
@@ -111,7 +106,14 @@ export class AppH2Exchange implements Expiring, Held {
   readonly observation: InboundObservation
   private readonly pending: PendingOutcome
   private readonly grpc: boolean
-  private stream: http2.ClientHttp2Stream | undefined = undefined
+  private stream: H2Stream | undefined = undefined
+  /** Its stream is over at the session (both ends, a reset either way, or its end told): its place went back. */
+  private streamOver = false
+  /** The app's answer is paused for the mesh: what came since is not yet given back to the app's window. */
+  private windowHeld = false
+  private heldBytes = 0
+  /** The request body's pump waits for room on the stream (onWritable, or the stream's end). */
+  private writable: (() => void) | undefined = undefined
   /** The exchange is over: answered whole, streamed to its end, or failed. */
   private done = false
   /** In the leg's deadlines (mux/deadlines.ts). */
@@ -131,10 +133,8 @@ export class AppH2Exchange implements Expiring, Held {
   /** Waiting in the leg's oneMessageHolds (the first wait is over). */
   private waitsLonger = false
   private bytes = 0
-  /** The answer's content-length, as the app sent it (node's headers object), for the message of an answer that broke off. */
+  /** The answer's content-length, as the app sent it, for the message of an answer that broke off. */
   private declared: string | undefined = undefined
-  /** Set as the stream closes: whether the app's END_STREAM came first, or the reset node's server sends in its place (false: a RST_STREAM, whatever came is not the whole answer). */
-  private endedAtClose: boolean | undefined = undefined
   /**
    * The request's cancellation while the exchange listens to it: left when the exchange ends (a plain
    * IIP connection's requests share one, which would otherwise keep every exchange while it lives).
@@ -145,12 +145,12 @@ export class AppH2Exchange implements Expiring, Held {
   private answer: PausingByteQueue | undefined = undefined
   /** Waiting for a place among the streams open to the app (the leg's admit). */
   waitingForPlace = false
-  /** Holds one of those places, until node closes its stream. */
+  /** Holds one of those places, until its stream is over. */
   private placeHeld = false
   /** Counted among the leg's long-lived streams (a method seen to stream, a streamed body, an event stream) until its place goes back (the leg's line reads it). */
   longLived = false
   /** The session its stream opened on, whose places it holds. */
-  private session: http2.ClientHttp2Session | undefined = undefined
+  private session: AppH2Session | undefined = undefined
   /** Armed while the streamed answer's app stream is paused (answerPaused). */
   private stall: NodeJS.Timeout | undefined = undefined
   /** Whom its place counts under (poolPeers.ts; undefined: nobody's share), and where it stands in the leg's share (peerShare.ts). */
@@ -181,7 +181,7 @@ export class AppH2Exchange implements Expiring, Held {
 
   start(cancel: CancelSource): void {
     const { request, leg } = this
-    // Cancelled already (the first call waits for node:http2 to load): nothing goes to the app.
+    // Cancelled already (the first call waits for the leg's module to load): nothing goes to the app.
     if (cancel.aborted) return this.fail(502, { hop: "inbound", reason: MeshErrorCode.cancelled }, MeshErrorCode.cancelled, "request aborted")
     // A head the app's server would reset as malformed never goes: each counts against the session, which it ends past its bound.
     const malformed = h2HeadRefusal(request)
@@ -240,83 +240,122 @@ export class AppH2Exchange implements Expiring, Held {
     const withBody = body instanceof IncomingStream || body.length > 0
     const session = leg.sessionForStream(room)
     this.session = session
-    let stream: http2.ClientHttp2Stream
-    try {
-      stream = session.request(rawHeadOf(request, this.grpc), withBody ? BODY_FOLLOWS : NO_BODY)
-    } catch (error) {
+    const stream = session.connection.request(rawHeadOf(request, this.grpc), !withBody)
+    if (stream instanceof H2RequestRefused) {
+      // The session ended or heard the app's GOAWAY within this turn: the app never saw the request.
+      this.streamOver = true
       this.releasePlace()
-      return this.fail(502, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, `app at ${leg.address}: ${(error as Error).message}`)
+      return this.fail(502, { hop: "app", reason: AppErrorCode.unavailable }, AppErrorCode.unavailable, `app at ${leg.address}: its session refused a new stream (${stream.reason})`, false)
     }
     this.stream = stream
-    // The stream's events reach the exchange through module-level listeners (the stream names
-    // its exchange): six closures per call otherwise, and the context they share.
-    const named = stream as ExchangeStream
-    named[EXCHANGE] = this
-    stream.on("response", onStreamResponse)
-    stream.on("data", onStreamData)
-    stream.on("trailers", onStreamTrailers)
-    stream.on("end", onStreamEnd)
-    stream.on("error", onStreamError)
-    stream.on("close", onStreamClose)
+    stream.user = this
+    // The caller's deadline, as the session's layer reads it.
+    stream.deadlineAt = performance.now() + request.timeLeftMs
     if (!withBody) return
     if (!(body instanceof IncomingStream)) {
       this.observation.requestBytes(body.length)
-      stream.end(body)
+      session.connection.write(stream, body, true)
       return
     }
-    void pump(body, stream, this).catch((error: unknown) =>
+    void pump(body, this).catch((error: unknown) =>
       this.fail(502, { hop: "inbound", reason: MeshErrorCode.cancelled }, MeshErrorCode.cancelled, `request body broke off: ${String(error)}`)
     )
   }
 
-  /** The raw field lists (the events' third argument), as the app sent them: read once, in order. */
-  onTrailers(raw: ReadonlyArray<string>): void {
-    this.trailers = endToEndHeaders(raw, this.leg.onInvalid, appTrailers)
+  /** The pump's chunk to the app's stream; false: wait for `writableOrOver` before the next. */
+  writeBody(chunk: Buffer, end: boolean): boolean {
+    if (this.streamOver) return true
+    return this.session!.connection.write(this.stream!, chunk, end)
   }
 
-  onError(error: NodeJS.ErrnoException): void {
-    // A reset with an error code after END_STREAM: node reports it instead of the end; the answer is whole.
-    if (this.endedAtClose === true) return this.onEnd()
-    // Refused before the app saw the request (no connection, or its stream reset with
-    // REFUSED_STREAM, which RFC 9113 §8.7 says was not processed, or above the last stream id of
-    // the app's GOAWAY, §6.8: with an error code node ends the session before nghttp2 refuses
-    // those streams): another instance may take it.
-    const cause = (error as { readonly cause?: NodeJS.ErrnoException }).cause
-    const refused =
-      this.status === 0 &&
-      (error.code === "ECONNREFUSED" || cause?.code === "ECONNREFUSED" || this.stream?.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM || this.leg.aboveGoaway(this.session, this.stream?.id))
-    const code = refused ? AppErrorCode.unavailable : AppErrorCode.failed
-    this.fail(502, { hop: "app", reason: code }, code, `app at ${this.leg.address}: ${error.code ?? error.message}`, !refused)
+  /** A promise of room on the stream again (onWritable) or of its end; undefined once it is over. */
+  writableOrOver(): Promise<void> | undefined {
+    if (this.streamOver) return undefined
+    return new Promise((resolve) => {
+      this.writable = resolve
+    })
   }
 
-  /** The stream closed (node's diagnostics channel, before the end node then gives its readable side): `ended`, after the app's END_STREAM. */
-  onStreamClosed(ended: boolean): void {
-    const stream = this.stream!
-    this.endedAtClose = ended || (stream.rstCode === http2.constants.NGHTTP2_NO_ERROR && this.windowSpentAtReset(stream))
-    // A reset with an error code after END_STREAM (one stopping the request body, which RFC 9113
-    // §8.1 says with NO_ERROR): node drops what a paused stream still holds of the whole answer.
-    // Read now (read() gives it as 'data'), it goes on as it does when nothing waited.
-    if (!ended || this.done || stream.rstCode === http2.constants.NGHTTP2_NO_ERROR) return
-    let chunk: Buffer | null = stream.read()
-    while (chunk !== null) chunk = stream.read()
+  /** The stream still takes the request's body. */
+  get bodyWanted(): boolean {
+    return !this.streamOver
+  }
+
+  onWritable(): void {
+    const wake = this.writable
+    this.writable = undefined
+    wake?.()
+  }
+
+  /** The app's trailers, which end its answer (the session's onTrailers). */
+  onTrailers(fields: ReadonlyArray<string>): void {
+    if (!this.done) {
+      this.trailers = endToEndHeaders(fields, this.leg.onInvalid, appTrailers)
+      this.onEnd()
+    }
+    this.remoteEnded()
+  }
+
+  /** The app's END_STREAM came (after its head, DATA or trailers): the stream is over if B's end went out before it. */
+  private remoteEnded(): void {
+    if (this.stream!.state === StreamState.CLOSED) this.closed()
   }
 
   /**
-   * A reset with NO_ERROR before END_STREAM that node's own server sends in place of it, the
-   * answer whole: its writable side is finished once its last byte is sent, and a stream whose
-   * request body it never read it then closes at once, while the END_STREAM (an empty DATA frame)
-   * waits for window that nghttp2 does not give while the window is spent (h2c-answer-ends.test.ts:
-   * every answer of 65,535 bytes ended after its write). The same frames come from node's close()
-   * with bytes still queued, which it drops: only a content-length all of which came tells the
-   * two apart. Taken as whole where the app's window at B may have been spent (this stream carried
-   * at least its initial window: B's WINDOW_UPDATEs may still have been on their way), its
-   * content-length says all of it came, and no gRPC status is missing (a gRPC answer is whole with
-   * its trailers). Any other reset with NO_ERROR broke the answer off (PROTOCOL.md §17.5).
+   * The app reset the stream (RST_STREAM `code`). Before any answer with REFUSED_STREAM, RFC 9113
+   * §8.7 says it was not processed: another instance may take it. A reset after the app's END_STREAM
+   * (one stopping the request body, RFC 9113 §8.1) leaves the answer whole: the exchange is done then.
    */
-  private windowSpentAtReset(stream: http2.ClientHttp2Stream): boolean {
-    const received = this.bytes + stream.readableLength
-    const window = stream.session?.localSettings.initialWindowSize ?? DEFAULT_INITIAL_WINDOW
-    return !this.grpc && received >= window && this.declared !== undefined && Number(this.declared) === received
+  onReset(code: number): void {
+    if (!this.done) {
+      if (code === ErrorCode.REFUSED_STREAM && this.status === 0) {
+        this.fail(502, { hop: "app", reason: AppErrorCode.unavailable }, AppErrorCode.unavailable, `app at ${this.leg.address}: it refused the stream (REFUSED_STREAM)`, false)
+      } else if (code === ErrorCode.NO_ERROR && this.status !== 0 && this.windowSpentAtReset()) this.onEnd()
+      else if (code === ErrorCode.NO_ERROR && this.status !== 0) this.brokeOff()
+      else if (code === ErrorCode.NO_ERROR) this.fail(502, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, `app at ${this.leg.address} closed the stream without an answer`)
+      else this.fail(502, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, `app at ${this.leg.address}: it reset the stream (code ${code}) ${this.status === 0 ? "before its answer" : "before the end of its answer"}`)
+    }
+    this.closed()
+  }
+
+  /**
+   * The stream ended otherwise (the session's onEnd): "complete", B's END_STREAM went out after the
+   * app's; or a stream error, the app's GOAWAY above it, the session's end. `retryable`: the app
+   * never processed it (above its GOAWAY's last stream, or the session ended before the app spoke,
+   * ECONNREFUSED among them): another instance may take it.
+   */
+  onStreamEnded(ended: H2StreamEnded): void {
+    if (!this.done && ended.reason !== "complete") {
+      const refused = this.status === 0 && (ended.retryable || this.session!.aboveGoaway(this.stream!.id))
+      const code = refused ? AppErrorCode.unavailable : AppErrorCode.failed
+      const socketError = this.session!.socketError
+      const what = socketError === undefined ? `its stream ended (${ended.reason}, code ${ended.code})` : socketError
+      this.fail(502, { hop: "app", reason: code }, code, `app at ${this.leg.address}: ${what}`, !refused)
+    }
+    this.closed()
+  }
+
+  /**
+   * A reset with NO_ERROR that node's own server sends in place of the END_STREAM, the answer
+   * whole: its writable side is finished once its last byte is sent, and a stream whose request
+   * body it never read it then closes at once, while the END_STREAM (an empty DATA frame) waits for
+   * window that nghttp2 does not give while the window is spent (h2c-answer-ends.test.ts). The same
+   * frames come from node's close() with bytes still queued, which it drops: only a content-length
+   * all of which came tells the two apart. Taken as whole where the app's window at B may have been
+   * spent (this stream carried at least its initial window: B's WINDOW_UPDATEs may still have been
+   * on their way), its content-length says all of it came, and no gRPC status is missing (a gRPC
+   * answer is whole with its trailers). Any other reset with NO_ERROR broke the answer off (PROTOCOL.md §17.5).
+   */
+  private windowSpentAtReset(): boolean {
+    const received = this.bytes
+    return !this.grpc && received >= APP_STREAM_WINDOW && this.declared !== undefined && Number(this.declared) === received
+  }
+
+  /** A reset with NO_ERROR before the END_STREAM (RFC 9113 §8.1 allows it after a complete answer only): the answer broke off. */
+  private brokeOff(): void {
+    const of = this.declared === undefined ? " bytes of its answer" : ` of the ${Number(this.declared)} bytes it declared`
+    const message = `app at ${this.leg.address} reset its stream (NO_ERROR) after ${this.bytes}${of}, before its end`
+    this.fail(this.answer === undefined ? 502 : this.status, { hop: "app", reason: "answer_broke_off" }, AppErrorCode.failed, message)
   }
 
   /** Its place among the app's streams goes back (once: its stream closed, or none could be opened). */
@@ -339,9 +378,16 @@ export class AppH2Exchange implements Expiring, Held {
     this.leg.longStreamEnded()
   }
 
-  /** Reset without an error code (or closed before its end): settled here, whatever happened. */
-  onClose(): void {
+  /**
+   * Its stream is over at the session (once): its place goes back, a pump waiting for room stops;
+   * an exchange not settled by then (its caller's failure comes from the event that closed it) fails.
+   */
+  private closed(): void {
+    if (this.streamOver) return
+    this.streamOver = true
+    this.stream!.user = undefined
     this.releasePlace()
+    this.onWritable()
     // Every stream closes, most of them answered: no failure's reason and message built for those.
     if (this.done) return
     this.fail(502, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, `app at ${this.leg.address} closed the stream without an answer`)
@@ -426,27 +472,36 @@ export class AppH2Exchange implements Expiring, Held {
     }
   }
 
-  onHead(head: http2.IncomingHttpHeaders, raw: ReadonlyArray<string>): void {
-    if (this.done) return
-    this.status = Number(head[":status"])
-    this.headers = endToEndHeaders(raw, this.leg.onInvalid)
-    this.declared = head["content-length"]
+  /** The app's answer head (`fields`: name, value, from ":status" on); `endStream`: it is the whole answer. */
+  onHead(fields: ReadonlyArray<string>, endStream: boolean): void {
+    if (this.done) return this.remoteEndedIf(endStream)
+    this.status = Number(fields[1])
+    this.headers = endToEndHeaders(fields, this.leg.onInvalid)
+    const declared = fieldOf(fields, "content-length")
+    this.declared = declared
     if (this.status < 200 || this.status > 599) {
-      return this.fail(502, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, `app at ${this.leg.address} answered with status ${this.status}`)
+      this.fail(502, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, `app at ${this.leg.address} answered with status ${this.status}`)
+      return this.remoteEndedIf(endStream)
+    }
+    if (endStream) {
+      this.onEnd()
+      return this.remoteEnded()
     }
     // An event stream its request did not announce (a POST, a GET without accept): long-lived from
-    // here, unless its head ended it or stated its length (over soon, it holds nothing). (A field
-    // the app sent twice may come as a list: not one.)
-    if (!this.grpc && !this.longLived && !this.stream!.endAfterHeaders && head["content-length"] === undefined) {
-      const type: unknown = head["content-type"]
-      if (typeof type === "string" && isEventStreamType(type)) {
+    // here, unless its head ended it or stated its length (over soon, it holds nothing).
+    if (!this.grpc && !this.longLived && declared === undefined) {
+      const type = fieldOf(fields, "content-type")
+      if (type !== undefined && isEventStreamType(type)) {
         this.knownStreaming("its answer's text/event-stream")
         if (this.done) return
       }
     }
-    // A head that ended the stream is the whole answer; otherwise one that is over soon goes back
-    // whole: its wait begins at the turn's end, unless the answer is over by then.
-    if (!this.stream!.endAfterHeaders) headsThisTurn.add(this)
+    // One that is over soon goes back whole: its wait begins at the turn's end, unless the answer is over by then.
+    headsThisTurn.add(this)
+  }
+
+  private remoteEndedIf(endStream: boolean): void {
+    if (endStream) this.remoteEnded()
   }
 
   /** The turn its head came in is over: the answer, if neither over nor streaming yet, waits to be whole. */
@@ -454,8 +509,25 @@ export class AppH2Exchange implements Expiring, Held {
     if (!this.done && this.answer === undefined) this.leg.holds.hold(this)
   }
 
-  onData(chunk: Buffer): void {
-    if (this.done) return
+  /** A view of the app's DATA: kept (the session's layer lets go of it), its window given back as the mesh takes it. */
+  onData(chunk: Buffer, endStream: boolean): void {
+    if (this.done) {
+      this.giveBack(chunk.length)
+      return this.remoteEndedIf(endStream)
+    }
+    if (chunk.length > 0) this.answerChunk(chunk)
+    if (!endStream) return
+    this.onEnd()
+    this.remoteEnded()
+  }
+
+  /** `bytes` of the answer taken: the app may send as much again, unless the answer is paused for the mesh (held until it resumes). */
+  private giveBack(bytes: number): void {
+    if (this.windowHeld) this.heldBytes += bytes
+    else if (!this.streamOver) this.session!.connection.consumed(this.stream!, bytes)
+  }
+
+  private answerChunk(chunk: Buffer): void {
     if (this.answer !== undefined) {
       this.observation.responseBytes(chunk.length)
       this.bytes += chunk.length
@@ -464,10 +536,13 @@ export class AppH2Exchange implements Expiring, Held {
         // Cut past the share (knownStreaming): nothing more goes to the caller.
         if (this.done) return
       }
-      return this.answer.push(chunk)
+      this.answer.push(chunk)
+      return this.giveBack(chunk.length)
     }
+    // Held whole: at most WHOLE_ANSWER_LIMIT, then it streams.
     this.parts.push(chunk)
     this.bytes += chunk.length
+    this.giveBack(chunk.length)
     if (this.grpc && this.firstMessageEnd !== Infinity) this.noteMessages()
     if (this.bytes > WHOLE_ANSWER_LIMIT) this.streamAnswer()
   }
@@ -478,16 +553,18 @@ export class AppH2Exchange implements Expiring, Held {
     const meta = responseMeta(this.status, this.headers)
     const past = answerMetaPast(meta, this.request.maxMetaBytes)
     if (past > 0) return this.metaTooLarge(`its answer head (${past} bytes) exceeds`)
-    const stream = this.stream!
     const answer = new PausingByteQueue(ANSWER_HIGH_WATER, {
       pause: () => {
-        stream.pause()
+        this.windowHeld = true
         this.answerPaused()
       },
       resumeIfPaused: () => {
-        if (!stream.isPaused()) return
+        if (!this.windowHeld) return
+        this.windowHeld = false
         this.paused = false
-        stream.resume()
+        const held = this.heldBytes
+        this.heldBytes = 0
+        if (held > 0) this.giveBack(held)
         clearTimeout(this.stall)
         this.stall = undefined
       }
@@ -529,25 +606,10 @@ export class AppH2Exchange implements Expiring, Held {
     }, idleMs)
   }
 
-  onEnd(): void {
+  /** The app's END_STREAM: its answer is whole (the head came before: the session's layer checks it). */
+  private onEnd(): void {
     if (this.done) return
     const { leg, status } = this
-    if (status === 0) {
-      return this.fail(502, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, `app at ${leg.address} closed the stream without an answer`)
-    }
-    // node ends the readable side of a stream its session lost (the app's connection closed) as if
-    // the answer had ended; its rstCode tells it (CANCEL) from an END_STREAM, which leaves NO_ERROR
-    // (a reset with any code that follows the END_STREAM leaves the answer whole).
-    if (this.stream!.rstCode !== http2.constants.NGHTTP2_NO_ERROR && this.endedAtClose !== true) {
-      return this.fail(502, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, `app at ${leg.address}: its stream closed (code ${this.stream!.rstCode}) before the end of its answer`)
-    }
-    // A reset with NO_ERROR (RFC 9113 §8.1 allows it after a complete answer only, to stop the
-    // request body) ends the readable side as END_STREAM does: one before END_STREAM broke the answer off.
-    if (this.endedAtClose === false) {
-      const of = this.declared === undefined ? " bytes of its answer" : ` of the ${Number(this.declared)} bytes it declared`
-      const message = `app at ${leg.address} reset its stream (NO_ERROR) after ${this.bytes}${of}, before its end`
-      return this.fail(this.answer === undefined ? 502 : status, { hop: "app", reason: "answer_broke_off" }, AppErrorCode.failed, message)
-    }
     const trailers = this.trailers
     if (this.answer === undefined) {
       let headers = this.headers
@@ -624,16 +686,19 @@ export class AppH2Exchange implements Expiring, Held {
     this.finish()
     this.observation.end(this.leg.address, status, reason)
     const stream = this.stream
-    // Reset with no END_STREAM before it: close(CANCEL) ended the request body first, and an app
-    // took the part of a body that had come (its caller gone mid-body) as all of it.
-    if (stream !== undefined && !stream.destroyed) {
-      resetCancelled(stream)
-      this.leg.resetSent(this.session!)
+    // Reset with no END_STREAM before it (CANCEL): an app took the part of a body that had come
+    // (its caller gone mid-body) as all of it when node's close(CANCEL) ended the body first.
+    // A queued stream (the app's limit lowered) never went: nothing to count.
+    const sent = stream !== undefined && !this.streamOver && stream.state !== StreamState.CLOSED
+    if (sent) {
+      if (stream.state !== StreamState.QUEUED) this.leg.resetSent(this.session!)
+      this.session!.connection.reset(stream, ErrorCode.CANCEL)
     }
     const body = this.request.body
     if (body instanceof IncomingStream) body.discard()
     if (this.answer !== undefined) this.answer.fail(new RemoteError({ code, message, processed: true }))
     else this.settle(failure(code, message, processed))
+    if (sent) this.closed()
   }
 
   /** The request's cancellation fired (the exchange is its abort listener). */
@@ -675,47 +740,10 @@ export class AppH2Exchange implements Expiring, Held {
  */
 const headsThisTurn = new TurnEnd<AppH2Exchange>((exchange) => exchange.holdIfOpen())
 
-/** A stream to the app names its exchange, for the listeners below (`this` is the stream). */
-const EXCHANGE = Symbol("exchange")
-type ExchangeStream = http2.ClientHttp2Stream & { [EXCHANGE]: AppH2Exchange }
-
-/**
- * node ends a stream's readable side on a RST_STREAM(NO_ERROR) as on END_STREAM, both with rstCode
- * NO_ERROR, and names neither. It ends it as an END_STREAM (or the trailers, which carry one) comes,
- * before the stream closes; on a reset, after the close, which it publishes on this channel first
- * (node 24's internal/http2/core.js: closeStream, then onStreamClose's push(null)). So at the
- * close, a readable side not ended (`_readableState.ended`: its end pushed, maybe not yet read;
- * node has no public name for it) had no END_STREAM: the tests of h2c-answer-ends.test.ts fail if
- * that changes. The public `readableEnded` (the end read) is not it: an answer B paused for a
- * slow caller is whole with its end not yet read (its paused-answer tests fail with it; node's
- * other public signs, `stream.state`, 'aborted', the order of 'end' and 'close', tell the two
- * apart no better). One call per stream to any HTTP/2 server of this process (the app legs' only).
- */
-subscribe("http2.client.stream.close", (message) => {
-  const stream = (message as { readonly stream: Partial<ExchangeStream> & { readonly _readableState: { readonly ended: boolean } } }).stream
-  stream[EXCHANGE]?.onStreamClosed(stream._readableState.ended)
-})
-function onStreamResponse(this: ExchangeStream, head: http2.IncomingHttpHeaders, _flags: number, raw: Array<string>): void {
-  this[EXCHANGE].onHead(head, raw)
-}
-function onStreamData(this: ExchangeStream, chunk: Buffer): void {
-  this[EXCHANGE].onData(chunk)
-}
-function onStreamTrailers(this: ExchangeStream, _fields: http2.IncomingHttpHeaders, _flags: number, raw: Array<string>): void {
-  this[EXCHANGE].onTrailers(raw)
-}
-function onStreamEnd(this: ExchangeStream): void {
-  this[EXCHANGE].onEnd()
-}
-function onStreamError(this: ExchangeStream, error: NodeJS.ErrnoException): void {
-  this[EXCHANGE].onError(error)
-}
-function onStreamClose(this: ExchangeStream): void {
-  this[EXCHANGE].onClose()
-  // The closed stream lets go of its exchange: node keeps a closed stream's objects through young
-  // collections until a full one (bench/alloc.ts --survivors), and through this name they kept
-  // the whole call (its request, answer parts, observation) too.
-  ;(this as { [EXCHANGE]: AppH2Exchange | undefined })[EXCHANGE] = undefined
+/** The first value of `name` in a flat name, value list (an answer head), or undefined. */
+const fieldOf = (fields: ReadonlyArray<string>, name: string): string | undefined => {
+  for (let i = 2; i < fields.length; i += 2) if (fields[i] === name) return fields[i + 1]
+  return undefined
 }
 
 /** Whether a request's accept names text/event-stream (an EventSource's GET: it lives as long as it is read), its name in any case. */
@@ -740,17 +768,15 @@ const prefixedLength = (parts: ReadonlyArray<Buffer>): number => {
 }
 
 /** The peer's streamed body written to the app's stream, waiting on its flow control; each chunk shown to its exchange (a gRPC request's second message). */
-const pump = async (body: IncomingStream, stream: http2.ClientHttp2Stream, exchange: AppH2Exchange): Promise<void> => {
+const pump = async (body: IncomingStream, exchange: AppH2Exchange): Promise<void> => {
   const observation = exchange.observation
   for await (const chunk of body) {
-    if (stream.destroyed) return
+    if (!exchange.bodyWanted) return
     observation.requestBytes(chunk.length)
     exchange.requestChunk(chunk)
     // Cut past the share at its second message (knownStreaming): the stream is reset, nothing more written.
-    if (stream.destroyed) return
-    if (!stream.write(chunk)) {
-      await drainedOrClosed(stream)
-    }
+    if (!exchange.bodyWanted) return
+    if (!exchange.writeBody(chunk, false)) await exchange.writableOrOver()
   }
-  if (!stream.destroyed) stream.end()
+  exchange.writeBody(EMPTY, true)
 }

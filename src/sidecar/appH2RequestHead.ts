@@ -1,5 +1,5 @@
 // The head of a request to an HTTP/2 app (appH2.ts), from the peer's request as inbound.ts
-// filtered it: the flat name, value list node:http2 takes, with a gRPC call's `te` and
+// filtered it: the flat name, value list the sidecar's HTTP/2 (src/h2) encodes, with a gRPC call's `te` and
 // `grpc-timeout` (the time left before the caller's deadline) the hop's own.
 import type { IncomingStream } from "../mux/streams.ts"
 import { grpcTimeoutValue } from "./grpcStatus.ts"
@@ -54,7 +54,7 @@ export const h2HeadRefusal = (request: AppH2Request): string | undefined => {
 }
 
 /**
- * The request's head as node:http2 takes it with the least work: a flat name, value list (its
+ * The request's head as H2Connection.request takes it, with the least work: a flat name, value list (its
  * pseudo-headers, then the pairs; repeated names repeat), pseudo-headers never from pairs. A gRPC
  * call's `te` and `grpc-timeout` are the hop's own.
  */

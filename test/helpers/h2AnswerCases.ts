@@ -376,8 +376,9 @@ const connectionAct = (rng: Prng): ConnectionAct => {
     // Unknown settings are ignored (§6.5.2); a larger frame size and table within bounds taken.
     case 6: return { tag: "settings-unknown-and-sound", fatal: false, frames: () => [settings([[0x99, 7], [0x4242, 0xffffffff], [5, 32_768], [1, 8192]])] }
     case 7: return { tag: "ping-flood", fatal: false, frames: () => Array.from({ length: rng.int(200, 900) }, (_, i) => frame(Type.ping, 0, 0, Buffer.from(`ping${String(i).padStart(4, "0")}`))) }
-    // node ends a session on a PING ACK it never asked for (its own rule, beyond §6.7's): B's session goes.
-    case 8: return { tag: "ping-ack-unsolicited", fatal: true, frames: () => Array.from({ length: rng.int(1, 50) }, () => frame(Type.ping, Flag.ack, 0, Buffer.alloc(8))) }
+    // RFC 9113 6.7 names no error for a PING ACK nobody sent: B's own HTTP/2 drops it (within its
+    // PING budget), where node's client ended the session on it.
+    case 8: return { tag: "ping-ack-unsolicited", fatal: false, frames: () => Array.from({ length: rng.int(1, 50) }, () => frame(Type.ping, Flag.ack, 0, Buffer.alloc(8))) }
     case 9: return { tag: "answer-on-even-stream", fatal: true, frames: () => [frame(Type.headers, Flag.endHeaders, 2, Buffer.from([0x88]))] }
     case 10: return { tag: "answer-on-idle-stream", fatal: true, frames: (ctx) => [frame(Type.headers, Flag.endHeaders | Flag.endStream, ctx.highest + 20, Buffer.from([0x88]))] }
     // HPACK the decoder must refuse (RFC 7541 §2.3.3, §4.2, §5.2): a COMPRESSION_ERROR ends the connection.

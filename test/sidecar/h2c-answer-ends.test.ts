@@ -14,6 +14,7 @@ import { subscribe, unsubscribe } from "node:diagnostics_channel"
 import * as http2 from "node:http2"
 import type * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import { APP_STREAM_WINDOW } from "../../src/sidecar/appH2Session.ts"
 import { HttpMeta } from "../../src/sidecar/httpEnvelope.ts"
 import { identity, startSizedGrpcApp } from "../support/grpcRaw.ts"
 import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
@@ -22,6 +23,9 @@ import { FrameFlag, FrameType, h2Frame, INITIAL_WINDOW, rstStream, STATUS_200, s
 import { call, LOOPBACK, type RunningSidecar, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
 
 const PATH = "/demo.Inventory/Watch"
+/** The mesh stream's window and B's queue of a streamed answer (appH2Exchange.ts's ANSWER_HIGH_WATER). */
+const MESH_WINDOW = 1 << 20
+const ANSWER_QUEUE = 64 * 1024
 
 
 /** The sum of the metric lines `pattern` matches (one per status code, say). */
@@ -96,20 +100,16 @@ describe("the end of an h2c app's answer at sidecar B", () => {
    * the app's stream, and the app's window at B then runs out, all bounds of the design (no kernel
    * buffer in it: the mesh sends no more than its window). `open`: the request's body is still
    * coming (the stream is not half-closed, so a reset after END_STREAM is what closes it). What the
-   * caller then reads, and the bytes B's stream held unread as it ended (B's stream seen through
-   * node's public channel; nothing reads it from then to its close).
+   * caller then reads, and what the app had sent when its window at B ran out: past the mesh's
+   * window and B's queue, bytes B held unread as the answer ended. (On node:http2, B's stream was
+   * seen through node's client channel, its readable buffer; B's own HTTP/2 has no such buffer.)
+   * The app's stream window is what B's SETTINGS announce (APP_STREAM_WINDOW).
    */
   const pausedAnswerEnds = async (end: (stream: number) => Buffer, open = false) => {
-    let appStream: http2.ClientHttp2Stream | undefined
-    const created = (message: unknown) => {
-      appStream = (message as { readonly stream: http2.ClientHttp2Stream }).stream
-    }
-    subscribe("http2.client.stream.created", created)
-    cleanup.add(() => unsubscribe("http2.client.stream.created", created))
     // The app sends as much as B's windows allow, in 16 KiB DATA frames, until the test ends it.
     let sent = 0
     let connectionWindow = INITIAL_WINDOW
-    let streamWindow = INITIAL_WINDOW
+    let streamWindow = APP_STREAM_WINDOW
     let answering: { readonly socket: net.Socket; readonly stream: number } | undefined
     const send = () => {
       while (answering !== undefined && Math.min(connectionWindow, streamWindow) > 0) {
@@ -145,12 +145,11 @@ describe("the end of an h2c app's answer at sidecar B", () => {
       await over
     }
     const reply = await withTimeout(client.stream("/big", open ? body() : new Uint8Array(0), { meta, timeoutMs: 5000 }), 5000, "the answer's head")
-    await waitFor(() => appStream?.isPaused() === true && appStream.readableLength > 0 && Math.min(connectionWindow, streamWindow) === 0, 5000, "B to pause the app's stream with bytes unread")
-    const unreadAtEnd = appStream!.readableLength
+    await waitFor(() => sent > MESH_WINDOW + ANSWER_QUEUE && Math.min(connectionWindow, streamWindow) === 0, 5000, "B to hold the app's window back with bytes unread")
+    const unreadAtEnd = sent - MESH_WINDOW - ANSWER_QUEUE
     const { socket, stream } = answering!
     answering = undefined
     socket.write(end(stream))
-    await waitFor(() => appStream!.closed, 5000, "the app's stream to close at B")
     let read = 0
     let error: unknown
     try {
@@ -203,8 +202,8 @@ describe("the end of an h2c app's answer at sidecar B", () => {
   // finishes as its last byte is handed over, and a stream whose request body it never read it then
   // closes (a RST_STREAM, at once) while the END_STREAM (an empty DATA frame) waits for window,
   // which nghttp2 gives none when the window is spent: an answer of exactly the stream's window
-  // (65,535 bytes, B's setting) or a multiple of it, ended after its write, every time, however
-  // fast B reads. Whole where its content-length says all of it came. A plain
+  // (B's setting: APP_STREAM_WINDOW, 256 KiB; 65,535 on node's client) or a multiple of it, ended
+  // after its write, every time, however fast B reads. Whole where its content-length says all of it came. A plain
   // caller's answer held whole (65,535) and streamed and gathered (131,070), a mesh caller's streamed.
   it("node:http2's app ending an answer that spent its stream window (RST_STREAM(NO_ERROR) instead of its END_STREAM): whole, by its content-length", async () => {
     const app = http2.createServer()
@@ -220,13 +219,13 @@ describe("the end of an h2c app's answer at sidecar B", () => {
     const endStreamSent = endStreamsSent(cleanup)
     const { a, b } = await startPair(cleanup, await listening(cleanup, app))
     const plain = startClient(cleanup, b.sidecar.inbound.port, { mesh: false })
-    for (const bytes of [INITIAL_WINDOW, 2 * INITIAL_WINDOW]) {
+    for (const bytes of [APP_STREAM_WINDOW, 2 * APP_STREAM_WINDOW]) {
       const answer = await plain.call(`/${bytes}`, "{}", { timeoutMs: 5000 })
       // A short answer is the handler-fail body: its message shows.
       expect(answer.length === bytes ? bytes : answer.toString()).toBe(bytes)
     }
-    const meshed = await call(a.outboundPort, { path: `/${2 * INITIAL_WINDOW}`, headers: { host: "inventory" }, timeoutMs: 5000 })
-    expect([meshed.status, meshed.body.length]).toEqual([200, 2 * INITIAL_WINDOW])
+    const meshed = await call(a.outboundPort, { path: `/${2 * APP_STREAM_WINDOW}`, headers: { host: "inventory" }, timeoutMs: 5000 })
+    expect([meshed.status, meshed.body.length]).toEqual([200, 2 * APP_STREAM_WINDOW])
     // The app's reset came before its END_STREAM each time: what this test is about.
     expect(endStreamSent).toEqual([false, false, false])
   })
@@ -236,12 +235,13 @@ describe("the end of an h2c app's answer at sidecar B", () => {
   // resets, no END_STREAM. Without a content-length B cannot tell it from the held-back END_STREAM
   // above: it is taken as broken off, a 502 a caller sees rather than a 200 short of its bytes (the
   // price: an answer of no declared length that ends exactly as the app's window runs out fails too).
-  it("node:http2's app closing its stream (NO_ERROR) with 100,000 bytes written and no content-length: node drops what its window held back, the answer broke off", async () => {
+  it("node:http2's app closing its stream (NO_ERROR) with 100,000 bytes more than B's window written and no content-length: node drops what its window held back, the answer broke off", async () => {
     const app = http2.createServer()
     app.on("stream", (stream) => {
       stream.on("error", () => {})
       stream.respond({ ":status": 200 })
-      stream.write(Buffer.alloc(100_000, 0x61))
+      // Past B's stream window (APP_STREAM_WINDOW; 65,535 on node's client, where 100,000 was enough).
+      stream.write(Buffer.alloc(APP_STREAM_WINDOW + 100_000, 0x61))
       stream.close()
     })
     const endStreamSent = endStreamsSent(cleanup)
@@ -252,7 +252,7 @@ describe("the end of an h2c app's answer at sidecar B", () => {
     cleanup.add(() => sessions.forEach((session) => session.destroy()))
     const plain = startClient(cleanup, b.sidecar.inbound.port, { mesh: false })
     const answer = await plain.call("/cut", "{}", { timeoutMs: 5000 })
-    // The handler-fail body, not the 65,535 bytes the app's window let through.
+    // The handler-fail body, not the bytes the app's window let through.
     expect(answer.length < 1000 ? answer.toString() : `${answer.length} bytes`).toMatch(/reset its stream \(NO_ERROR\) after \d+ bytes of its answer, before its end/)
     expect(endStreamSent).toEqual([false])
   })

@@ -103,31 +103,25 @@ const startApp = async (cleanup: Cleanup, calls: AppCalls): Promise<number> => {
 }
 
 /**
- * The next close of a stream from B to the app at `port`, once B's own 'close' listener (added
- * when the stream opened, so before this one) gave its place back: node publishes the close on
- * this channel just before it emits 'close'. Ask before doing what closes it.
+ * The next close of a stream from B at the app at `port` (its HTTP/2 server's, node's channel).
+ * B's own HTTP/2 gives a stream's place back in the very call that ends the stream at B, before
+ * anything of that end leaves B: its reset (a cancel, a deadline) reaches the app after it, and the
+ * caller hears of an end the app made (its reset, its trailers, its lost session) after it too. So
+ * the app's close and the caller's outcome, both awaited, follow B's place coming back.
+ * (B's leg on node:http2 was watched on node's client channel: node closed its streams later.)
+ * Ask before doing what closes it.
  */
 const appStreamCloses = (cleanup: Cleanup, port: number): (() => Promise<void>) => {
   let waiters: Array<() => void> = []
-  // Known as they start (connected then; at their close, a lost session's socket is gone).
-  const toApp = new WeakSet<object>()
-  const onStart = (message: unknown) => {
-    const stream = (message as { readonly stream: http2.ClientHttp2Stream }).stream
-    if (stream.session?.socket?.remotePort === port) toApp.add(stream)
-  }
   const onClose = (message: unknown) => {
-    const stream = (message as { readonly stream: http2.ClientHttp2Stream }).stream
-    if (!toApp.has(stream) || waiters.length === 0) return
+    const stream = (message as { readonly stream: http2.ServerHttp2Stream }).stream
+    if (stream.session?.socket?.localPort !== port || waiters.length === 0) return
     const current = waiters
     waiters = []
-    stream.once("close", () => current.forEach((resolve) => resolve()))
+    current.forEach((resolve) => resolve())
   }
-  subscribe("http2.client.stream.start", onStart)
-  subscribe("http2.client.stream.close", onClose)
-  cleanup.add(() => {
-    unsubscribe("http2.client.stream.start", onStart)
-    unsubscribe("http2.client.stream.close", onClose)
-  })
+  subscribe("http2.server.stream.close", onClose)
+  cleanup.add(() => unsubscribe("http2.server.stream.close", onClose))
   return () => withTimeout(new Promise<void>((resolve) => waiters.push(resolve)), 10_000, "a stream to the app to close")
 }
 
