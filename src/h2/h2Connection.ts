@@ -47,6 +47,12 @@ export interface H2StreamHandler {
 
 export interface H2ServerHandler extends H2StreamHandler {
   onRequest(stream: H2Stream, fields: Array<string>, endStream: boolean): void
+  /**
+   * The peer's PING (not an ACK), within the ping budget, before its ACK is written: a leg with a
+   * policy of its own (a PING floor while no stream is open) may end the connection from here, and
+   * then no ACK goes. Optional.
+   */
+  onPing?(): void
 }
 
 export interface H2ClientHandler extends H2StreamHandler {
@@ -132,7 +138,7 @@ export class H2Connection implements FrameHandler {
     this.sender = new H2Sender(host, l.writeBudgetBytes, l.maxBufferedBytes)
     this.writer = this.sender.writer
     this.reader = new FrameReader(this, { role })
-    this.decoder = new HpackDecoder({ maxHeaderListSize: l.maxHeaderListSize })
+    this.decoder = new HpackDecoder({ maxHeaderListSize: Math.max(l.maxHeaderListSize, l.decodeHeaderListSize) })
     this.recv = new ReceiveFlow(l.streamWindow, l.heldBytes)
     // Ours first (RFC 9113 3.4): the client preface, then SETTINGS, then the larger connection window.
     if (role === "client") this.writer.preface()
@@ -241,13 +247,21 @@ export class H2Connection implements FrameHandler {
     this.flushSoon()
   }
 
-  /** Graceful end: GOAWAY with the last stream processed; streams at or below it finish, then the socket closes. */
-  close(): void {
-    if (this.endedWith !== undefined || this.goingAway) return
+  /**
+   * Graceful end: GOAWAY with the last stream processed; streams at or below it finish, then the
+   * socket closes. Streams left after `timeoutMs` (closeTimeoutMs unless the leg has a deadline of
+   * its own, a drain's) are cut. Asked again, only a sooner deadline is taken.
+   */
+  close(timeoutMs: number = this.limits.closeTimeoutMs): void {
+    if (this.endedWith !== undefined) return
+    if (this.goingAway) {
+      this.closeDue = Math.min(this.closeDue, performance.now() + timeoutMs)
+      return
+    }
     this.goingAway = true
     this.goAwaySent = this.role === "server" ? this.lastPeerId : 0
     this.writer.goAway(this.goAwaySent, ErrorCode.NO_ERROR)
-    this.closeDue = performance.now() + this.limits.closeTimeoutMs
+    this.closeDue = performance.now() + timeoutMs
     this.refuseQueued("closing")
     this.flushSoon()
     if (this.streams.size === 0) this.finish("closed", ErrorCode.NO_ERROR, "closed")
@@ -399,7 +413,9 @@ export class H2Connection implements FrameHandler {
     this.delivered++
     if (this.endedWith !== undefined) return
     if (this.guards.ping.take(this.now) > 0) return this.calm("ping-flood")
-    if (!ack) this.writer.ping(payload, true)
+    if (ack) return
+    this.handler.onPing?.()
+    if (this.endedWith === undefined) this.writer.ping(payload, true)
   }
 
   onGoAway(lastStreamId: number, errorCode: number): void {
@@ -577,7 +593,7 @@ export class H2Connection implements FrameHandler {
     this.sender.forget(stream)
     this.recv.closed(stream)
     if (this.guards.streamClosed(premature, this.now)) return true
-    this.calm("rapid-reset")
+    this.calm("too_many_premature_resets")
     return false
   }
 

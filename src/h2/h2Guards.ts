@@ -25,8 +25,14 @@ export interface H2Limits {
    * back only as the legs consume (below it, as DATA arrives: one slow stream does not stall the rest).
    */
   readonly heldBytes: number
-  /** SETTINGS_MAX_HEADER_LIST_SIZE we announce and enforce after decoding. */
+  /** SETTINGS_MAX_HEADER_LIST_SIZE we announce. */
   readonly maxHeaderListSize: number
+  /**
+   * What a header list may decode to before its stream is refused (RST_STREAM): at least
+   * maxHeaderListSize. Above it, a leg that answers heads past its announced limit itself (431, as
+   * an HTTP/1.1 listener does) gets those heads up to this budget.
+   */
+  readonly decodeHeaderListSize: number
   /** Our SETTINGS unacknowledged this long, or the peer's first SETTINGS not here: GOAWAY SETTINGS_TIMEOUT. */
   readonly settingsTimeoutMs: number
   /** No stream open and no frame read this long: the connection ends (GOAWAY NO_ERROR). */
@@ -75,6 +81,7 @@ export const defaultLimits: H2Limits = {
   connectionWindow: 8 << 20,
   heldBytes: 4 << 20,
   maxHeaderListSize: 65_536,
+  decodeHeaderListSize: 65_536,
   settingsTimeoutMs: 10_000,
   idleTimeoutMs: 300_000,
   writeBudgetBytes: 1 << 20,
