@@ -323,7 +323,9 @@ export class H2Connection implements FrameHandler {
         this.lastPeerId = streamId
         // Above our GOAWAY's last stream: never processed (the peer may retry it elsewhere).
         if (this.goingAway) return
-        return this.newStream(streamId, Array.isArray(fields) ? fields : undefined, endStream)
+        // A list past the decode budget: ENHANCE_YOUR_CALM, as nghttp2 refuses one past its limit (an HPACK bomb); any other malformed one PROTOCOL_ERROR.
+        if (!Array.isArray(fields)) return this.refuse(streamId, fields.reason === "header-list-too-large" ? ErrorCode.ENHANCE_YOUR_CALM : ErrorCode.PROTOCOL_ERROR)
+        return this.newStream(streamId, fields, endStream)
       }
       if (this.isIdle(streamId)) return this.fail(ErrorCode.PROTOCOL_ERROR, "idle-stream", `HEADERS on stream ${streamId}, which this side never opened`)
       // A request head on a lower id than the last one, on no stream we reset: ids only grow (RFC 9113 5.1.1).
@@ -464,8 +466,7 @@ export class H2Connection implements FrameHandler {
 
   // ---- streams ----
 
-  private newStream(streamId: number, fields: Array<string> | undefined, endStream: boolean): void {
-    if (fields === undefined) return this.refuse(streamId, ErrorCode.PROTOCOL_ERROR)
+  private newStream(streamId: number, fields: Array<string>, endStream: boolean): void {
     if (checkRequestHead(fields) !== undefined) return this.refuse(streamId, ErrorCode.PROTOCOL_ERROR)
     if (this.streams.size >= this.limits.maxConcurrentStreams) return this.refuse(streamId, ErrorCode.REFUSED_STREAM)
     const stream = new H2Stream(this.limits.streamWindow, this.now)
