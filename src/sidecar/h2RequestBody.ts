@@ -43,6 +43,18 @@ export class H2RequestBody implements AsyncIterable<Buffer> {
     this.notify()
   }
 
+  /** Hands over what waits (given back to the flow control as it goes) to an owner that reads the rest itself. */
+  takeQueued(): Array<Buffer> {
+    const chunks = this.chunks.splice(0)
+    for (const chunk of chunks) {
+      const owed = chunk.length - this.givenBack
+      this.givenBack = Math.max(0, -owed)
+      if (owed > 0) this.taken(owed)
+    }
+    this.ended = true
+    return chunks
+  }
+
   async *[Symbol.asyncIterator](): AsyncIterator<Buffer> {
     for (;;) {
       const chunk = this.chunks.shift()

@@ -26,6 +26,8 @@ export interface CallSession {
   readonly connection: H2Connection
   readonly remoteAddress: string
   readonly held: HeldAnswerBudget
+  /** A write found the connection's write budget spent: its socket's bytes count in the held answers. */
+  socketBacked(): void
   /** Its open calls (the sweep's), which a call leaves at its close. */
   readonly open: Set<StreamCall>
   /** A call closed (performance.now()): its caller may still be reading its answer's tail (the PING floor). */
@@ -105,8 +107,6 @@ export class StreamCall implements OutboundCall {
   private gatherFailed: ((error: Error) => void) | undefined = undefined
   /** The body as it streams (body(), or a held body that went on at its turn's end). */
   private queue: H2RequestBody | undefined = undefined
-  /** The request's body ran past readBody's limit (or stopBody gave it up): the rest is dropped once answered. */
-  private bodyCut = false
   /** Past its answer: what more comes of a cut body is given back unread. */
   private dropping = false
   /** The request kept to the turn's end (sendsAtTurnEnd): who sends it, with what body; and whether it was kept (once per call). */
@@ -162,7 +162,8 @@ export class StreamCall implements OutboundCall {
 
   private take(chunk: Buffer): void {
     const connection = this.session.connection
-    if (this.dropping) return connection.consumed(this.stream, chunk.length)
+    // A cut body's rest is dropped, not given back: the caller's window closes on it until the reset.
+    if (this.dropping) return
     if (this.holder !== undefined) {
       connection.consumed(this.stream, chunk.length)
       ;(this.heldParts ??= []).push(chunk)
@@ -170,13 +171,7 @@ export class StreamCall implements OutboundCall {
       if (this.heldBytes > this.holdLimit) this.streamOn()
       return
     }
-    if (this.gatherDone !== undefined) {
-      this.gatherBytes += chunk.length
-      if (this.gatherBytes > this.gatherLimit) return this.stopGathering()
-      connection.consumed(this.stream, chunk.length)
-      this.gathered!.push(chunk)
-      return
-    }
+    if (this.gatherDone !== undefined) return this.gatherChunk(chunk, true)
     if (this.queue !== undefined) return this.queue.push(chunk)
     ;(this.early ??= []).push(chunk)
   }
@@ -262,7 +257,6 @@ export class StreamCall implements OutboundCall {
     // A length declared past the limit is refused from the head, as HTTP/1.1's is (http1Call.ts):
     // none of the body is read (the caller's window closes on what came), the rest dropped once answered.
     if (Number(this.headers["content-length"]) > limit) {
-      this.bodyCut = true
       return Promise.resolve(undefined)
     }
     if (this.brokenWith !== undefined) return Promise.reject(this.closedBeforeEnd())
@@ -272,11 +266,22 @@ export class StreamCall implements OutboundCall {
       this.gatherBytes = 0
       this.gatherDone = resolve
       this.gatherFailed = reject
-      const early = this.early
+      // What came before: kept unread, or in the queue of a held body that streamed on (its turn ended first).
+      const queue = this.queue
+      this.queue = undefined
+      const before = queue !== undefined ? queue.takeQueued() : this.early
       this.early = undefined
-      if (early !== undefined) for (const chunk of early) if (this.gatherDone !== undefined) this.take(chunk)
+      if (before !== undefined) for (const chunk of before) if (this.gatherDone !== undefined) this.gatherChunk(chunk, queue === undefined)
       if (this.requestEnded && this.gatherDone !== undefined) this.gatherEnd()
     })
+  }
+
+  /** A chunk of the body readBody gathers (`owed`: not given back to the window yet); past the limit the gathering stops. */
+  private gatherChunk(chunk: Buffer, owed: boolean): void {
+    this.gatherBytes += chunk.length
+    if (this.gatherBytes > this.gatherLimit) return this.stopGathering()
+    if (owed) this.session.connection.consumed(this.stream, chunk.length)
+    this.gathered!.push(chunk)
   }
 
   private gatherEnd(): void {
@@ -293,7 +298,6 @@ export class StreamCall implements OutboundCall {
     if (done === undefined) return
     this.gatherDone = this.gatherFailed = undefined
     this.gathered = undefined
-    this.bodyCut = true
     done(undefined)
   }
 
@@ -429,15 +433,15 @@ export class StreamCall implements OutboundCall {
 
   // ---- the sweep's and the session's asks ----
 
-  /** Answer bytes wait for the caller's window (or the write budget). */
+  /** Answer bytes wait for the caller's window, or for its socket (the write budget spent). */
   get answerWaiting(): boolean {
-    return this.stream.outBytes > 0
+    return this.stream.wantsWritable
   }
 
   /** True once the answer has been waiting with none of it gone for SWEEPS sweeps in a row. */
   stalled(): boolean {
     const waiting = this.stream.outBytes
-    if (waiting === 0 || this.isClosed) {
+    if (!this.stream.wantsWritable || this.isClosed) {
       this.sentAtSweep = -1
       return false
     }
@@ -477,14 +481,12 @@ export class StreamCall implements OutboundCall {
     this.closed(false)
   }
 
-  /** The answer is over: a body not read to its end (cut, given up, or never read) is dropped, and the caller told to stop sending. */
+  /** The answer is over: the rest of a body still coming (cut, given up, never read, or simply not over) is dropped, and the caller told to stop sending. */
   private afterAnswer(): void {
     if (this.session.callerGone && this.stream.outBytes > 0) return this.callerEnded()
-    if (this.isClosed || this.requestEnded || !(this.bodyCut || this.queue === undefined)) return
+    if (this.isClosed || this.requestEnded) return
     this.dropping = true
-    const early = this.early
     this.early = undefined
-    if (early !== undefined) for (const chunk of early) this.session.connection.consumed(this.stream, chunk.length)
     setTimeout(resetCut, CUT_RESET_MS, this).unref()
   }
 
@@ -492,6 +494,7 @@ export class StreamCall implements OutboundCall {
   private backedUp(): void {
     if (this.session.callerGone && this.stream.outBytes > 0) return this.callerEnded()
     const unsent = this.stream.outBytes
+    if (unsent === 0) return this.session.socketBacked()
     this.session.held.heldAnswerBytes += unsent - this.heldCounted
     this.heldCounted = unsent
   }

@@ -60,6 +60,11 @@ export class H2cSession implements H2ServerHandler, CallSession {
   private pingStrikes = 0
   private streamSincePing = false
   private isClosed = false
+  /** The socket's unwritten bytes counted in the held answers (socketBacked) until it drains. */
+  private socketCounted = 0
+  private readonly idleTimer: NodeJS.Timeout
+  private movedAtLook = -1
+  private askedToGo = false
 
   constructor(socket: net.Socket, handler: (call: OutboundCall) => void, options: SessionOptions) {
     this.socket = socket
@@ -76,6 +81,48 @@ export class H2cSession implements H2ServerHandler, CallSession {
     // HTTP/2 half-closes streams, never the connection (RFC 9113 §5.1): at the caller's FIN, streams
     // still waiting for its frames (a request's rest, window for an answer) never get them.
     socket.once("end", this.onCallerFin)
+    socket.on("drain", this.releaseSocket)
+    this.idleTimer = setInterval(this.idleLook, options.idleTimeoutMs)
+    this.idleTimer.unref()
+  }
+
+  /**
+   * Every idle timeout: a session with no byte moved either way since the last look is asked to go
+   * (GOAWAY; its open streams may finish, however long), like an idle keep-alive connection; asked
+   * already, it ends if its streams hold answer bytes that cannot leave (a caller that grants no
+   * window keeps up to a window per stream here) or it has none. A stream with nothing to send (a
+   * long poll, a quiet gRPC server stream) is idle, not stalled: it may wait.
+   */
+  private readonly idleLook = (): void => {
+    const socket = this.socket
+    const moved = socket.bytesRead + socket.bytesWritten
+    if (moved !== this.movedAtLook) {
+      this.movedAtLook = moved
+      return
+    }
+    if (!this.askedToGo) {
+      this.askedToGo = true
+      return this.connection.close(Infinity)
+    }
+    let stalled = this.open.size === 0
+    for (const call of this.open) if (call.answerWaiting) stalled = true
+    if (stalled) this.connection.destroy("idle-stalled")
+  }
+
+  /**
+   * A write found the connection's write budget spent: the answer bytes its socket holds (a caller
+   * that reads slowly, its windows open) count in the held answers until it drains, as a stream's
+   * own unsent bytes (waiting for its window) do.
+   */
+  socketBacked(): void {
+    const buffered = this.socket.writableLength
+    this.held.heldAnswerBytes += buffered - this.socketCounted
+    this.socketCounted = buffered
+  }
+
+  private readonly releaseSocket = (): void => {
+    this.held.heldAnswerBytes -= this.socketCounted
+    this.socketCounted = 0
   }
 
   get destroyed(): boolean {
@@ -116,6 +163,8 @@ export class H2cSession implements H2ServerHandler, CallSession {
 
   onClose(ended: H2ConnectionEnded): void {
     this.isClosed = true
+    clearInterval(this.idleTimer)
+    this.releaseSocket()
     if (ended.reason === "too_many_premature_resets") this.options.onEnded("too_many_premature_resets", this)
     this.options.onClose(this)
   }
