@@ -15,7 +15,7 @@ import { defaultLimits, Guards, type H2Limits, TINY_WINDOW_UPDATE } from "./h2Gu
 import { CONNECTION_OVERFLOW, ReceiveFlow, STREAM_OVERFLOW } from "./h2ReceiveFlow.ts"
 import { H2Sender, type SendHost } from "./h2Sender.ts"
 import { H2ConnectionEnded, H2RequestRefused, H2Stream, H2StreamEnded, RecentlyReset, StreamState } from "./h2Streams.ts"
-import { checkRequestHead, checkResponseHead, checkTrailers } from "./headerCheck.ts"
+import { checkRequestHead, checkResponseHead, checkTrailers, requestContentLength } from "./headerCheck.ts"
 import { HpackDecoder } from "./hpackDecoder.ts"
 import { HpackError } from "./hpackTables.ts"
 
@@ -305,6 +305,10 @@ export class H2Connection implements FrameHandler {
     if (counted === CONNECTION_OVERFLOW) return this.fail(ErrorCode.FLOW_CONTROL_ERROR, "connection-window", "DATA past the connection's receive window")
     if (counted === STREAM_OVERFLOW) return this.streamFailed(stream, ErrorCode.FLOW_CONTROL_ERROR, "stream-window")
     if (flowLength === 0 && !endStream && this.guards.emptyFrames.take(this.now) > 0) return this.calm("empty-frames")
+    if (stream.contentLength >= 0) {
+      stream.dataBytes += data.length
+      if (stream.dataBytes > stream.contentLength || (endStream && stream.dataBytes !== stream.contentLength)) return this.streamFailed(stream, ErrorCode.PROTOCOL_ERROR, "content-length")
+    }
     if (endStream) this.remoteEnd(stream)
     this.handler.onData(stream, data, endStream)
     if (endStream) this.closeIfDone(stream)
@@ -340,6 +344,7 @@ export class H2Connection implements FrameHandler {
     if (!endStream) return this.streamFailed(stream, ErrorCode.PROTOCOL_ERROR, "headers-without-end-stream")
     const rejected = checkTrailers(fields)
     if (rejected !== undefined) return this.streamFailed(stream, ErrorCode.PROTOCOL_ERROR, rejected.reason)
+    if (stream.contentLength >= 0 && stream.dataBytes !== stream.contentLength) return this.streamFailed(stream, ErrorCode.PROTOCOL_ERROR, "content-length")
     this.remoteEnd(stream)
     this.handler.onTrailers(stream, fields)
     this.closeIfDone(stream)
@@ -468,10 +473,14 @@ export class H2Connection implements FrameHandler {
 
   private newStream(streamId: number, fields: Array<string>, endStream: boolean): void {
     if (checkRequestHead(fields) !== undefined) return this.refuse(streamId, ErrorCode.PROTOCOL_ERROR)
+    const length = requestContentLength(fields)
+    // Repeated or not a number; or a length its END_STREAM on the head already contradicts.
+    if (length === -2 || (endStream && length > 0)) return this.refuse(streamId, ErrorCode.PROTOCOL_ERROR)
     if (this.streams.size >= this.limits.maxConcurrentStreams) return this.refuse(streamId, ErrorCode.REFUSED_STREAM)
     const stream = new H2Stream(this.limits.streamWindow, this.now)
     stream.id = streamId
     stream.state = endStream ? StreamState.HALF_CLOSED_REMOTE : StreamState.OPEN
+    stream.contentLength = length
     this.streams.set(streamId, stream)
     this.sender.opened(stream)
     this.handler.onRequest(stream, fields, endStream)

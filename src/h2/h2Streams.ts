@@ -38,6 +38,9 @@ export class H2Stream {
    * waited as long as it said it would; src/sidecar/outboundH2Premature.ts has the same rule).
    */
   deadlineAt = Infinity
+  /** Server role: the request's declared content-length (-1: none), and the DATA bytes it has sent: they must agree at its end (RFC 9113 8.1.1). */
+  contentLength = -1
+  dataBytes = 0
   /** DATA waiting for the send window, in order; `outEnd`: END_STREAM after it; `outTrailers`: then these. */
   out: Array<Buffer> | undefined = undefined
   outBytes = 0

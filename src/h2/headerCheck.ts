@@ -70,3 +70,19 @@ export const checkResponseHead = (fields: ReadonlyArray<string>): HeaderListReje
 
 /** Trailers (8.1): no pseudo-header at all. */
 export const checkTrailers = (fields: ReadonlyArray<string>): HeaderListRejected | undefined => checkRegular(fields, 0)
+
+/**
+ * A request's declared content-length (RFC 9113 8.1.1), which its DATA must add up to: -1 when it
+ * declares none, -2 when the declaration is malformed (not digits, or the field repeated, as
+ * nghttp2 refuses it even with equal values: a repeated one is how a length is smuggled).
+ */
+export const requestContentLength = (fields: ReadonlyArray<string>): number => {
+  let length = -1
+  for (let i = 0; i < fields.length; i += 2) {
+    if (fields[i] !== "content-length") continue
+    const value = fields[i + 1]!
+    if (length !== -1 || !/^[0-9]{1,15}$/.test(value)) return -2
+    length = Number(value)
+  }
+  return length
+}
