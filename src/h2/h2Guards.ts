@@ -73,7 +73,7 @@ export interface H2Limits {
 /**
  * The bounds as the sidecar's loopback gRPC legs need them: windows large enough that a 1 MiB
  * message never waits for a round trip, the rest at nghttp2's or Envoy's defaults (the premature
- * reset rule is outboundH2Premature.ts's).
+ * reset rule is Envoy's, which the outbound listener had on node:http2).
  */
 export const defaultLimits: H2Limits = {
   maxConcurrentStreams: 256,

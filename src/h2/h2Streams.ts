@@ -35,7 +35,7 @@ export class H2Stream {
   /**
    * Server role: performance.now() at which the request's own deadline (grpc-timeout) passes, set
    * by the leg that reads it: the peer's reset after it is not premature, however soon (the caller
-   * waited as long as it said it would; src/sidecar/outboundH2Premature.ts has the same rule).
+   * waited as long as it said it would; the outbound listener sets it from grpc-timeout or iip-timeout).
    */
   deadlineAt = Infinity
   /** Server role: the request's declared content-length (-1: none), and the DATA bytes it has sent: they must agree at its end (RFC 9113 8.1.1). */
