@@ -3,10 +3,9 @@
 // deadline, after which the session closes; one still open at the deadline is cut (src/h2's close
 // with the deadline the drain chose, not its own 5 s). Real peer: node's HTTP/2 client.
 import * as http2 from "node:http2"
-import * as net from "node:net"
 import { afterEach, expect, it } from "vitest"
-import { makeH2c } from "../../src/sidecar/outboundH2.ts"
 import type { OutboundCall } from "../../src/sidecar/outboundCall.ts"
+import { h2cWithClient } from "../helpers/h2cListener.ts"
 import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
 
 const cleanup = new Cleanup()
@@ -15,17 +14,10 @@ afterEach(() => cleanup.run())
 const start = async () => {
   const held: Array<OutboundCall> = []
   const closes: Array<boolean> = []
-  const h2 = makeH2c((call) => {
+  const { h2, session } = await h2cWithClient(cleanup, (call) => {
     call.onClose((finished) => closes.push(finished))
     held.push(call)
-  }, { idleTimeoutMs: 60_000, maxStreams: 16, answerIdleMs: 60_000, onStalled: () => {}, onEnded: () => {} })
-  cleanup.add(() => h2.destroyAll())
-  const server = net.createServer((socket) => h2.accept(socket))
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
-  cleanup.add(() => new Promise<void>((resolve) => server.close(() => resolve())))
-  const session = http2.connect(`http://127.0.0.1:${(server.address() as net.AddressInfo).port}`)
-  cleanup.add(() => session.destroy())
-  session.on("error", () => {})
+  }, { idleTimeoutMs: 60_000, answerIdleMs: 60_000 })
   const goaway = new Promise<number>((resolve) => session.once("goaway", (code) => resolve(code)))
   const closed = new Promise<void>((resolve) => session.once("close", () => resolve()))
   const stream = session.request({ ":path": "/slow", ":authority": "catalog" })

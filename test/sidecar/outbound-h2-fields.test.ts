@@ -3,9 +3,8 @@
 // encoder (one byte a character) would cut to their low byte. They go as their UTF-8 bytes, what
 // the far app sent; names go in lower case (RFC 9113 §8.2.2). A real HTTP/2 client (node's) reads them.
 import * as http2 from "node:http2"
-import * as net from "node:net"
 import { afterEach, expect, it } from "vitest"
-import { makeH2c } from "../../src/sidecar/outboundH2.ts"
+import { h2cWithClient } from "../helpers/h2cListener.ts"
 import { Cleanup, withTimeout } from "../support/iipRaw.ts"
 
 const cleanup = new Cleanup()
@@ -13,16 +12,10 @@ afterEach(() => cleanup.run())
 
 it("a grpc-message and metadata past Latin-1 reach an HTTP/2 caller as their UTF-8 bytes; an upper-case name in lower case", async () => {
   const message = "café ✓ 日本 \u{1F600}"
-  const h2 = makeH2c((call) => {
+  const { session } = await h2cWithClient(cleanup, (call) => {
     call.writeHead(200, [["content-type", "application/grpc"], ["X-Meta", "naïve ✓"]])
     call.end(Buffer.from([0, 0, 0, 0, 0]), [["grpc-status", "13"], ["grpc-message", message]])
-  }, { idleTimeoutMs: 10_000, maxStreams: 16, answerIdleMs: 10_000, onStalled: () => {}, onEnded: () => {} })
-  cleanup.add(() => h2.destroyAll())
-  const server = net.createServer((socket) => h2.accept(socket))
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
-  cleanup.add(() => new Promise<void>((resolve) => server.close(() => resolve())))
-  const session = http2.connect(`http://127.0.0.1:${(server.address() as net.AddressInfo).port}`)
-  cleanup.add(() => session.destroy())
+  })
   const stream = session.request({ ":method": "POST", ":path": "/demo.Echo/Echo", ":authority": "catalog", "content-type": "application/grpc", te: "trailers" })
   stream.end(Buffer.from([0, 0, 0, 0, 0]))
   const head = await withTimeout(new Promise<http2.IncomingHttpHeaders>((resolve) => stream.once("response", resolve)), 5000, "the answer's head")
