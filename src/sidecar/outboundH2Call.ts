@@ -52,6 +52,13 @@ const CUT_RESET_MS = 200
 
 const EMPTY = Buffer.alloc(0)
 
+/**
+ * Answer bytes a stream takes while its caller's window is spent before `write` says wait: node's
+ * Http2Stream's high-water mark, which the listener had on node:http2 (an answer held for a caller
+ * at window 0 is about this much a stream, whatever the mesh's chunks; counted in the held answers).
+ */
+const ANSWER_HIGH_WATER = 64 * 1024
+
 /** The calls whose bodies are held in this turn of the event loop: a body not over at its end (turnEnd.ts) streams. */
 const heldThisTurn = new TurnEnd<StreamCall>((call) => call.streamOn())
 
@@ -389,9 +396,12 @@ export class StreamCall implements OutboundCall {
   write(chunk: Uint8Array): boolean {
     if (this.writableEnded || !this.sendHead(false)) return false
     this.queued += chunk.length
-    const wrote = this.session.connection.write(this.stream, asBuffer(chunk), false)
-    if (!wrote) this.backedUp()
-    return wrote
+    if (this.session.connection.write(this.stream, asBuffer(chunk), false)) return true
+    this.backedUp()
+    // Waiting for the caller's window with less than ANSWER_HIGH_WATER queued: taken, so the next
+    // chunk may come meanwhile. The write budget spent (nothing queued on the stream) is a wait.
+    const queued = this.stream.outBytes
+    return queued > 0 && queued < ANSWER_HIGH_WATER && !this.isClosed
   }
 
   drained(): Promise<void> {
