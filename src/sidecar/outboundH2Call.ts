@@ -43,10 +43,11 @@ export const ANSWER_STALLED = "answer_stalled"
 export const SWEEPS = 4
 
 /**
- * How long the rest of a body cut off at its limit is read and dropped after its answer went out,
- * before RST_STREAM NO_ERROR tells a caller still sending to stop (RFC 9113 §8.1): a reset in the
- * answer's own write made curl 7.88 drop the answer ("(92) Stream error", h2-body-limit). Timers
- * only on this error path.
+ * How long the rest of a body cut off at its limit is read and dropped after its answer went out
+ * whole (its last byte written, not queued for the caller's window: the reset would drop what is
+ * queued), before RST_STREAM NO_ERROR tells a caller still sending to stop (RFC 9113 §8.1: after a
+ * complete answer): a reset in the answer's own write made curl 7.88 drop the answer ("(92) Stream
+ * error", h2-body-limit). Timers only on this error path.
  */
 const CUT_RESET_MS = 200
 
@@ -116,6 +117,8 @@ export class StreamCall implements OutboundCall {
   private queue: H2RequestBody | undefined = undefined
   /** Past its answer: what more comes of a cut body is given back unread. */
   private dropping = false
+  /** Past its answer, which still waits for the caller's window: the stop-sending reset's grace starts once it is out (writable). */
+  private cutWhenOut = false
   /** The request kept to the turn's end (sendsAtTurnEnd): who sends it, with what body; and whether it was kept (once per call). */
   private sendTo: HeldBodyReceiver | undefined = undefined
   private sendBody: Uint8Array | AsyncIterable<Buffer> | undefined = undefined
@@ -198,6 +201,10 @@ export class StreamCall implements OutboundCall {
   /** There is room to write again (the window or the write budget). */
   writable(): void {
     this.releaseHeld()
+    if (this.cutWhenOut && this.stream.out === undefined) {
+      this.cutWhenOut = false
+      setTimeout(resetCut, CUT_RESET_MS, this).unref()
+    }
     const room = this.room
     this.room = undefined
     room?.()
@@ -497,7 +504,9 @@ export class StreamCall implements OutboundCall {
     if (this.isClosed || this.requestEnded) return
     this.dropping = true
     this.early = undefined
-    setTimeout(resetCut, CUT_RESET_MS, this).unref()
+    // Still queued for the caller's window (a caller that never grants it is the sweep's: answer_stalled).
+    if (this.stream.out !== undefined) this.cutWhenOut = true
+    else setTimeout(resetCut, CUT_RESET_MS, this).unref()
   }
 
   /** The stream holds answer bytes: counted in the listener's held answers until it can write again or closes. */
