@@ -110,6 +110,8 @@ export class H2Connection implements FrameHandler {
   private flushDue = false
   /** Handler calls of the current read, for counting the frames the reader dropped. */
   private delivered = 0
+  /** The writer's DATA count at the last PING: a PING after more of our DATA is not charged to the ping budget. */
+  private dataAtPing = 0
   private now: number
   private lastReadAt: number
   private settingsAckDue: number
@@ -419,7 +421,13 @@ export class H2Connection implements FrameHandler {
   onPing(payload: Buffer, ack: boolean): void {
     this.delivered++
     if (this.endedWith !== undefined) return
-    if (this.guards.ping.take(this.now) > 0) return this.calm("ping-flood")
+    // A PING after some of our DATA is free: a client that tunes its window (grpc-go's BDP estimator)
+    // PINGs once a round trip while an answer flows, past 200 a second on loopback, for as long as it
+    // flows (measured: 1,096 in 0.5 s, a 400 MiB answer). A flood pays: ACKs at most our DATA writes.
+    const dataWrites = this.writer.dataWrites
+    const paced = !ack && dataWrites !== this.dataAtPing
+    this.dataAtPing = dataWrites
+    if (!paced && this.guards.ping.take(this.now) > 0) return this.calm("ping-flood")
     if (ack) return
     this.handler.onPing?.()
     if (this.endedWith === undefined) this.writer.ping(payload, true)

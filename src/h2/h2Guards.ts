@@ -90,8 +90,9 @@ export const defaultLimits: H2Limits = {
   maxQueuedRequests: 1024,
   closeTimeoutMs: 5_000,
   tickMs: 1_000,
-  // gRPC clients that tune their windows (grpc-go, grpc-java: BDP estimation) ping as data arrives,
-  // up to one a round trip while the estimate grows; an answer costs us 17 bytes in the batch.
+  // PINGs with none of our DATA since the last: a keepalive, or a flood (an answer costs us 17 bytes
+  // in the batch). One after our DATA is not charged (h2Connection.ts onPing): gRPC clients that tune
+  // their windows (grpc-go, grpc-java: BDP estimation) ping once a round trip as data arrives.
   ping: { burst: 1_000, perSecond: 200 },
   settings: { burst: 50, perSecond: 10 },
   emptyFrames: { burst: 1_000, perSecond: 100 },
