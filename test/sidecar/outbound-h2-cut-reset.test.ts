@@ -1,9 +1,8 @@
 // The reset that tells a caller still sending a request body to stop (RST_STREAM NO_ERROR, RFC 9113
 // §8.1) goes only after the answer is whole on the wire: an answer that still waits for the caller's
-// window (a slow reader) is not cut by it. Real listener (makeH2c), a raw caller on 127.0.0.1.
-import * as net from "node:net"
+// window (a slow reader) is not cut by it. Real listener (makeH2c: h2cListening), a raw caller on 127.0.0.1.
 import { afterEach, expect, it } from "vitest"
-import { makeH2c } from "../../src/sidecar/outboundH2.ts"
+import { h2cListening } from "../helpers/h2cListener.ts"
 import { connectRawH2, requestBlock, resetCode, streamOver } from "../helpers/h2RawClient.ts"
 import { Flag, frame, settings, Type, windowUpdate } from "../helpers/h2Wire.ts"
 import { Cleanup, waitFor } from "../support/iipRaw.ts"
@@ -15,17 +14,13 @@ const ANSWER = 5000
 
 it("an answer given before the request's end, waiting for the caller's window, is not cut by the stop-sending reset", async () => {
   let answered = false
-  const h2 = makeH2c((call) => {
+  const { port } = await h2cListening(cleanup, (call) => {
     call.writeHead(200, [])
     call.end(Buffer.alloc(ANSWER, 7))
     answered = true
-  }, { idleTimeoutMs: 60_000, maxStreams: 16, answerIdleMs: 60_000, onStalled: () => {}, onEnded: () => {} })
-  cleanup.add(() => h2.destroyAll())
-  const server = net.createServer((socket) => h2.accept(socket))
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
-  cleanup.add(() => new Promise<void>((resolve) => server.close(() => resolve())))
+  }, { idleTimeoutMs: 60_000, answerIdleMs: 60_000 })
   // A window of 1,000 bytes a stream (SETTINGS_INITIAL_WINDOW_SIZE): the answer waits for more.
-  const raw = await connectRawH2(cleanup, (server.address() as net.AddressInfo).port, true, settings([[4, 1000]]))
+  const raw = await connectRawH2(cleanup, port, true, settings([[4, 1000]]))
   raw.socket.write(Buffer.concat([frame(Type.headers, Flag.endHeaders, 1, requestBlock("POST", "/upload")), frame(Type.data, 0, 1, Buffer.alloc(10, 1))]))
   await waitFor(() => answered, 5000, "the answer given")
   // The caller reads slowly: its window comes well after the stop-sending reset's grace.
