@@ -9,7 +9,7 @@ import { ErrorCode, SettingId } from "../../src/h2/frames.ts"
 import { H2Connection, type H2ServerHandler } from "../../src/h2/h2Connection.ts"
 import type { H2ConnectionEnded, H2Stream, H2StreamEnded } from "../../src/h2/h2Streams.ts"
 import { startEchoServer } from "../helpers/h2ConnLegs.ts"
-import { connectRawH2, headerFrames, requestBlock, resetCode, streamOver } from "../helpers/h2RawClient.ts"
+import { connectRawH2, headerFrames, literal, requestBlock, resetCode, streamOver } from "../helpers/h2RawClient.ts"
 import { Flag, type Frame, frame, Type } from "../helpers/h2Wire.ts"
 import { Cleanup, untilTurn } from "../support/iipRaw.ts"
 
@@ -20,6 +20,8 @@ interface Seen {
   requests: Array<{ stream: H2Stream; bytes: number }>
   data: Array<number>
   ends: Array<H2StreamEnded>
+  /** The streams whose trailers were handed over. */
+  trailers: Array<number>
   pings: number
   closed: Array<H2ConnectionEnded>
   connections: Array<H2Connection>
@@ -27,7 +29,7 @@ interface Seen {
 
 /** A server on our role that answers nothing on its own; `onPing` is the leg's hook. */
 const startServer = async (limits: ConstructorParameters<typeof H2Connection>[3], onPing?: (connection: H2Connection, seen: Seen) => void): Promise<{ port: number; seen: Seen }> => {
-  const seen: Seen = { requests: [], data: [], ends: [], pings: 0, closed: [], connections: [] }
+  const seen: Seen = { requests: [], data: [], ends: [], trailers: [], pings: 0, closed: [], connections: [] }
   const server = net.createServer((socket) => {
     const handler: H2ServerHandler = {
       onRequest: (stream, fields) => void seen.requests.push({ stream, bytes: fields.reduce((total, field) => total + field.length, 0) }),
@@ -35,7 +37,7 @@ const startServer = async (limits: ConstructorParameters<typeof H2Connection>[3]
         seen.data.push(chunk.length)
         connection.consumed(stream, chunk.length)
       },
-      onTrailers: () => {},
+      onTrailers: (stream) => void seen.trailers.push(stream.id),
       onReset: () => {},
       onEnd: (_stream, ended) => void seen.ends.push(ended),
       onWritable: () => {},
@@ -75,6 +77,17 @@ describe("a request's content-length against its DATA", () => {
     expect(seen.ends.map((ended) => ended.reason)).toStrictEqual(["content-length", "content-length"])
     // DATA that contradicts the length is never handed over: stream 1's none, stream 3's first (within it), stream 5's both.
     expect(seen.data).toStrictEqual([6, 4, 6])
+  })
+
+  it("trailers that end the request short of it are a stream error too, never handed over; trailers after DATA that agrees are", async () => {
+    const { port, seen } = await startServer({})
+    const raw = await connectRawH2(cleanup, port, true)
+    const trailer = literal("x-checksum", "1")
+    raw.socket.write(Buffer.concat([headerFrames(1, post("10"), false), data(1, 4, false), headerFrames(1, trailer, true)]))
+    raw.socket.write(Buffer.concat([headerFrames(3, post("4"), false), data(3, 4, false), headerFrames(3, trailer, true)]))
+    await raw.until(streamOver(1), "stream 1's reset")
+    await untilTurn(() => seen.trailers.length === 1, "stream 3's trailers")
+    expect({ reset1: resetCode(raw.frames, 1), reset3: resetCode(raw.frames, 3), trailers: seen.trailers, ends: seen.ends.map((ended) => ended.reason) }).toStrictEqual({ reset1: ErrorCode.PROTOCOL_ERROR, reset3: undefined, trailers: [3], ends: ["content-length"] })
   })
 
   it("a repeated content-length (even equal), or one on a head that ends the stream, refuses the stream before the leg hears of it", async () => {
