@@ -45,6 +45,8 @@ export class FrameWriter {
   private pos = 0
   private chunks: Array<Buffer> = []
   private turnBytes = 0
+  /** DATA calls so far (the connection's PING budget spares a PING that follows some: h2Connection.ts onPing). */
+  dataWrites = 0
 
   constructor(options: FrameWriterOptions = {}) {
     this.baseSlab = options.slabBytes ?? 16_384
@@ -138,6 +140,7 @@ export class FrameWriter {
    * socket has written them (the write's callback, not `take`), as with any socket.write.
    */
   data(streamId: number, payload: Buffer, endStream: boolean): void {
+    this.dataWrites++
     const max = this.peerMaxFrameSize
     let start = 0
     do {

@@ -25,14 +25,20 @@ export interface H2Limits {
    * back only as the legs consume (below it, as DATA arrives: one slow stream does not stall the rest).
    */
   readonly heldBytes: number
-  /** SETTINGS_MAX_HEADER_LIST_SIZE we announce and enforce after decoding. */
+  /** SETTINGS_MAX_HEADER_LIST_SIZE we announce. */
   readonly maxHeaderListSize: number
   /**
-   * A header block as received (HEADERS and CONTINUATIONs) past this ends the connection; one past
-   * maxHeaderListSize decoded but within this is a stream error (the block is decoded whole either
-   * way: the HPACK table stays in step), which ends only its stream.
+   * A header block as received (HEADERS and CONTINUATIONs) past this ends the connection; one within
+   * it whose list decodes past the decode budget below is a stream error (the block is decoded whole
+   * either way: the HPACK table stays in step), which ends only its stream.
    */
   readonly maxHeaderBlockBytes: number
+  /**
+   * What a header list may decode to before its stream is refused (RST_STREAM): at least
+   * maxHeaderListSize. Above it, a leg that answers heads past its announced limit itself (431, as
+   * an HTTP/1.1 listener does) gets those heads up to this budget.
+   */
+  readonly decodeHeaderListSize: number
   /** Our SETTINGS unacknowledged this long, or the peer's first SETTINGS not here: GOAWAY SETTINGS_TIMEOUT. */
   readonly settingsTimeoutMs: number
   /** No stream open and no frame read this long: the connection ends (GOAWAY NO_ERROR). */
@@ -73,7 +79,7 @@ export interface H2Limits {
 /**
  * The bounds as the sidecar's loopback gRPC legs need them: windows large enough that a 1 MiB
  * message never waits for a round trip, the rest at nghttp2's or Envoy's defaults (the premature
- * reset rule is outboundH2Premature.ts's).
+ * reset rule is Envoy's, which the outbound listener had on node:http2).
  */
 export const defaultLimits: H2Limits = {
   maxConcurrentStreams: 256,
@@ -82,6 +88,7 @@ export const defaultLimits: H2Limits = {
   heldBytes: 4 << 20,
   maxHeaderListSize: 65_536,
   maxHeaderBlockBytes: 65_536,
+  decodeHeaderListSize: 65_536,
   settingsTimeoutMs: 10_000,
   idleTimeoutMs: 300_000,
   writeBudgetBytes: 1 << 20,
@@ -90,8 +97,9 @@ export const defaultLimits: H2Limits = {
   maxQueuedRequests: 1024,
   closeTimeoutMs: 5_000,
   tickMs: 1_000,
-  // gRPC clients that tune their windows (grpc-go, grpc-java: BDP estimation) ping as data arrives,
-  // up to one a round trip while the estimate grows; an answer costs us 17 bytes in the batch.
+  // PINGs with none of our DATA since the last: a keepalive, or a flood (an answer costs us 17 bytes
+  // in the batch). One after our DATA is not charged (h2Connection.ts onPing): gRPC clients that tune
+  // their windows (grpc-go, grpc-java: BDP estimation) ping once a round trip as data arrives.
   ping: { burst: 1_000, perSecond: 200 },
   settings: { burst: 50, perSecond: 10 },
   emptyFrames: { burst: 1_000, perSecond: 100 },

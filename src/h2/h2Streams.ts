@@ -29,8 +29,9 @@ export class H2Stream {
   /** Handed to the leg, not yet `consumed`. */
   unconsumed = 0
   /**
-   * Client role: the answer's content-length (-1: none, or a HEAD request's answer, which has no
-   * body) and its DATA so far: more, or less at its end, is a malformed answer (RFC 9113 8.1.1).
+   * The peer's message's content-length (-1: none; client role, also none for the answer to a HEAD,
+   * a 204 or a 304, which has no body) and its DATA so far: more, or less at its end, is a malformed
+   * message, a stream error (RFC 9113 8.1.1).
    */
   declaredLength = -1
   receivedLength = 0
@@ -43,7 +44,7 @@ export class H2Stream {
   /**
    * Server role: performance.now() at which the request's own deadline (grpc-timeout) passes, set
    * by the leg that reads it: the peer's reset after it is not premature, however soon (the caller
-   * waited as long as it said it would; src/sidecar/outboundH2Premature.ts has the same rule).
+   * waited as long as it said it would; the outbound listener sets it from grpc-timeout or iip-timeout).
    */
   deadlineAt = Infinity
   /** DATA waiting for the send window, in order; `outEnd`: END_STREAM after it; `outTrailers`: then these. */

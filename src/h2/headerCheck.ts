@@ -69,18 +69,17 @@ export const checkResponseHead = (fields: ReadonlyArray<string>): HeaderListReje
 }
 
 /**
- * The content-length a head declares (8.1.1): -1 when none, -2 when it is no decimal length or a
- * repeat disagrees (a malformed message). Read from the regular fields, after the checks above.
+ * The content-length a head declares (8.1.1), which its DATA must add up to: -1 when none, -2 when
+ * it is no decimal length or the field repeats (refused even with equal values, as nghttp2 refuses
+ * it: a repeated one is how a length is smuggled). Read from the regular fields, after the checks above.
  */
 export const declaredLength = (fields: ReadonlyArray<string>): number => {
   let length = -1
   for (let i = pseudoEnd(fields); i < fields.length; i += 2) {
     if (fields[i] !== "content-length") continue
     const value = fields[i + 1]!
-    if (!/^[0-9]{1,15}$/.test(value)) return -2
-    const n = Number(value)
-    if (length >= 0 && n !== length) return -2
-    length = n
+    if (length !== -1 || !/^[0-9]{1,15}$/.test(value)) return -2
+    length = Number(value)
   }
   return length
 }

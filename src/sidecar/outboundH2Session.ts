@@ -1,168 +1,206 @@
-// The bounds on the outbound listener's h2c sessions (outboundH2.ts sets them up): what the sweep
-// notes on a session (its open calls, since when it is quiet), its end when asked to go and stalled,
-// the PING floor for a caller that PINGs with no stream open (unless it is still taking an answer),
-// and the reset of streams whose answers stalled. Per session and per sweep: nothing per request.
-import * as http2 from "node:http2"
+// One h2c connection of the outbound listener (outboundH2.ts accepts it): an H2Connection in the
+// server role whose streams become calls (outboundH2Call.ts) for outbound.ts, with what the
+// connection layer leaves to its leg: the held answers' budget (503 overloaded past it), the PING
+// floor for a caller that PINGs with no stream open, the caller's FIN (streams that can never end
+// are cut), and the sweep's looks (stalled answers, a session quiet too long).
 import type * as net from "node:net"
-import { Cancelled } from "../mux/meshChannels.ts"
-import { destroyAfterGrace } from "../mux/peerFin.ts"
-import type { PlacedSet } from "../mux/placedSet.ts"
-import type { AnswerTaking, StreamCall } from "./outboundH2Call.ts"
+import { ErrorCode } from "../h2/frames.ts"
+import { H2Connection, type H2ServerHandler } from "../h2/h2Connection.ts"
+import type { H2ConnectionEnded, H2Stream, H2StreamEnded } from "../h2/h2Streams.ts"
+import type { OutboundCall } from "./outboundCall.ts"
+import type { HeldAnswerBudget } from "./http1Listener.ts"
+import { type CallSession, StreamCall } from "./outboundH2Call.ts"
+import { heldAnswersRefusal, sendProxyError } from "./proxyError.ts"
+
+/** Why A ended a caller's session (GOAWAY ENHANCE_YOUR_CALM): its debug data (src/h2's guard names the second), and the metric's reason. */
+export type SessionEndReason = "too_many_pings" | "too_many_premature_resets"
 
 /**
- * Ends a session asked to go if no byte moved either way in `ms` while one of its streams holds
- * answer bytes, or while it has no stream open (checked again until it ends); `moved`: the count
- * at the last check. A stream with nothing to send (a long poll, a quiet gRPC server stream) is
- * idle, not stalled: it may wait. A session asked to go with no stream open that is still there
- * holds only its own last frames (GOAWAY, a reset), behind bytes the caller does not take: the
- * sweep reset its stalled streams before it went idle (an answer idle timeout below the idle one).
- */
-export const endIfStalled = (session: http2.ServerHttp2Session, open: PlacedSet<StreamCall>, ms: number, moved: number): void => {
-  if (session.destroyed) return
-  const socket = session.socket
-  const now = socket.bytesRead + socket.bytesWritten
-  if (now === moved) {
-    if (open.size === 0) return destroySession(session)
-    for (const call of open) if (call.answerWaiting) return destroySession(session)
-  }
-  setTimeout(endIfStalled, ms, session, open, ms, now).unref()
-}
-
-/** How often a session whose caller sent its FIN is looked at for answers that can never go (watchAfterFin): one cut lasts two looks. */
-const FIN_LOOK_MS = 250
-
-/**
- * Whether the caller's socket has taken every byte the session wrote to it: node:http2 writes
- * through the socket's own handle, so its Writable counts none of them; libuv's write queue
- * (the handle's writeQueueSize, as net.Socket's bufferSize reads it) does. Without a handle (the
- * socket wrapped while node:http2 loaded) it is not known: taken as busy, nothing cut for it.
- */
-const socketTookAll = (socket: net.Socket): boolean => {
-  const handle = (socket as { readonly _handle?: { readonly writeQueueSize?: unknown } | null })._handle
-  return typeof handle?.writeQueueSize === "number" && handle.writeQueueSize === 0
-}
-
-/**
- * Looks, FIN_LOOK_MS apart while answers wait, at a session whose caller sent its FIN: it can never
- * send WINDOW_UPDATE again, so an answer waiting for window never goes. One is told apart from one
- * waiting for a slow reader's socket, or for nghttp2's next write (a turn after bytes were written
- * none has left), across two looks: none of it left in between and the socket took all it was given
- * (StreamCall.lookAfterFin). Armed at the FIN and by each answer write after it (a call told
- * through lookedAfterFin); stopped with the session. One timer per such session, nothing per stream.
- */
-export const watchAfterFin = (session: http2.ServerHttp2Session, socket: net.Socket, open: PlacedSet<StreamCall>): (() => void) => {
-  let timer: NodeJS.Timeout | undefined
-  const look = (): void => {
-    timer = undefined
-    if (session.destroyed) return
-    const socketIdle = socketTookAll(socket)
-    let waiting = false
-    for (const call of open) if (call.lookAfterFin(socketIdle)) waiting = true
-    if (waiting) arm()
-  }
-  const arm = (): void => {
-    if (timer === undefined && !session.destroyed) timer = setTimeout(look, FIN_LOOK_MS).unref()
-  }
-  session.once("close", () => clearTimeout(timer))
-  return arm
-}
-
-/**
- * A session names its open calls, for the sweep, since when the sweep found none open and none
- * opened (performance.now()), whether a stream opened since the last sweep (one over between
- * two sweeps, as most calls are, the sweep never finds open), and its socket as accepted.
- */
-export const OPEN = Symbol("open")
-export const QUIET_SINCE = Symbol("quietSince")
-export const STREAMED = Symbol("streamed")
-export const SOCKET = Symbol("socket")
-export type SweptSession = http2.ServerHttp2Session & { [OPEN]: PlacedSet<StreamCall>; [QUIET_SINCE]: number; [STREAMED]: boolean; [SOCKET]: net.Socket }
-
-/** A socket accept() handed to node names itself, for its session to find through session.socket. */
-export const ACCEPTED = Symbol("accepted")
-export type AcceptedSocket = net.Socket & { [ACCEPTED]: net.Socket }
-
-/**
- * The error a session this side ended with a code is destroyed with (its 'error' listener ignores
- * it). node destroys each open stream with it too: a request still coming in (readBody's gather, a
- * body streaming on) ends with it, and as a Cancelled it ends as a caller gone (502 `cancelled`),
- * as in a session destroyed without a code, not as a failure beyond A (`upstream_failed`).
- */
-const ENDED = new Cancelled({ message: "the sidecar ended the caller's session (GOAWAY with an error code)" })
-
-/**
- * Ends `session` now, and its socket within a grace: node's destroy() ends the socket and lets it
- * go only once that end went out, never for a caller that reads nothing (session.socket is a proxy
- * that refuses destroy()). The grace lets a last GOAWAY out to a caller that still reads.
- * A `code` goes with an error (ENDED): node's destroy(error = NO_ERROR, code) reads an error left
- * undefined as NO_ERROR, a number, and takes it for the code, so destroy(undefined, code) sent a
- * second GOAWAY NO_ERROR after endSession's (a client reads the last one: RFC 9113 §6.8). node
- * emits the error on the session ('error', which makeH2c ignores) and on its open streams.
- */
-export const destroySession = (session: http2.ServerHttp2Session, code?: number): void => {
-  if (code === undefined) session.destroy()
-  else session.destroy(ENDED, code)
-  destroyAfterGrace((session as SweptSession)[SOCKET])
-}
-
-/**
- * A session the sweep found with no stream open for this many idle timeouts is asked to go
- * (GOAWAY), whatever PINGs came: twice, so that the sweep's coarse clock (it saw the last stream
- * open up to a sweep before it closed) never goes before node's own timer for a session that is
- * simply idle.
- */
-export const QUIET_TIMEOUTS = 2
-/**
- * With no stream open and no answer being taken (takingAnswer), a PING this soon after the caller's last one is a strike; one strike past
- * PING_STRIKES and the session ends with GOAWAY ENHANCE_YOUR_CALM "too_many_pings", as gRPC servers
- * answer clients whose keepalive is faster than they allow (theirs: 5 min without calls). A PING
- * while a stream is open, or the first after a stream opened, is not counted: grpc-go's BDP probe
- * goes out as its answer's data comes in, after the stream closed here (grpc-go's and grpc-java's
- * servers reset their strikes when they send headers or data).
+ * With no stream open and no answer being taken (a stream closed within the answer idle timeout), a
+ * PING this soon after the caller's last one is a strike; one strike past PING_STRIKES and the
+ * session ends with GOAWAY ENHANCE_YOUR_CALM "too_many_pings", as gRPC servers answer clients whose
+ * keepalive is faster than they allow. A PING while a stream is open, or the first after a stream
+ * opened, is not counted: grpc-go's BDP probe goes out as its answer's data comes in, after the
+ * stream closed here.
  */
 export const MIN_PING_INTERVAL_MS = 1000
 export const PING_STRIKES = 2
-export const TOO_MANY_PINGS = Buffer.from("too_many_pings")
 
-/**
- * Whether the caller of a session with no stream open is still taking an answer: a stream's close
- * here is its answer's last byte handed to the socket, not read. A caller that pauses its reading
- * holds the answer's tail (up to its windows) and PINGs on; ended now (GOAWAY ENHANCE_YOUR_CALM),
- * it loses that tail: node's client drops a stream's unread data on a GOAWAY with an error code. It
- * is taking one while it gave back window (WINDOW_UPDATE: it read) within the answer idle timeout,
- * the bound a stream's answer has too; one that PINGs on with no answer to read is bounded from then.
- */
-export const takingAnswer = (session: http2.ServerHttp2Session, taking: AnswerTaking, now: number, answerIdleMs: number): boolean => {
-  if (taking.at === -Infinity) return false
-  // Only streams' DATA takes connection window, and none is open: a window that grew is the caller reading.
-  const window = session.state.remoteWindowSize ?? -1
-  if (window !== taking.window) {
-    if (taking.window !== -1) taking.at = now
-    taking.window = window
+/** A session the sweep found with no stream open for this many idle timeouts is asked to go (GOAWAY), whatever PINGs came. */
+export const QUIET_TIMEOUTS = 2
+
+export interface SessionOptions {
+  readonly idleTimeoutMs: number
+  readonly maxStreams: number
+  readonly answerIdleMs: number
+  /** The head limit (announced as SETTINGS_MAX_HEADER_LIST_SIZE); a head past it up to the decode budget is answered 431. */
+  readonly headLimit: number
+  readonly held: HeldAnswerBudget
+  readonly onEnded: (reason: SessionEndReason, session: H2cSession) => void
+  readonly onClose: (session: H2cSession) => void
+}
+
+/** A head this large decodes (and is answered 431 past the head limit); larger, its stream is refused. */
+const DECODE_HEADER_LIST = 65_536
+
+export class H2cSession implements H2ServerHandler, CallSession {
+  readonly connection: H2Connection
+  readonly socket: net.Socket
+  readonly remoteAddress: string
+  readonly held: HeldAnswerBudget
+  readonly open = new Set<StreamCall>()
+  lastClosedAt = -Infinity
+  callerGone = false
+  /** The sweep's: since when it found no stream open and none opened, and whether one opened since its last look. */
+  quietSince = performance.now()
+  streamed = false
+  private readonly handler: (call: OutboundCall) => void
+  private readonly options: SessionOptions
+  private lastPing = -Infinity
+  private pingStrikes = 0
+  private streamSincePing = false
+  private isClosed = false
+  /** The socket's unwritten bytes counted in the held answers (socketBacked) until it drains. */
+  private socketCounted = 0
+  private readonly idleTimer: NodeJS.Timeout
+  private movedAtLook = -1
+  private askedToGo = false
+
+  constructor(socket: net.Socket, handler: (call: OutboundCall) => void, options: SessionOptions) {
+    this.socket = socket
+    this.remoteAddress = socket.remoteAddress ?? ""
+    this.handler = handler
+    this.options = options
+    this.held = options.held
+    this.connection = new H2Connection(socket, "server", this, {
+      maxConcurrentStreams: options.maxStreams,
+      maxHeaderListSize: options.headLimit,
+      decodeHeaderListSize: Math.max(options.headLimit, DECODE_HEADER_LIST),
+      idleTimeoutMs: options.idleTimeoutMs
+    })
+    // HTTP/2 half-closes streams, never the connection (RFC 9113 §5.1): at the caller's FIN, streams
+    // still waiting for its frames (a request's rest, window for an answer) never get them.
+    socket.once("end", this.onCallerFin)
+    socket.on("drain", this.releaseSocket)
+    this.idleTimer = setInterval(this.idleLook, options.idleTimeoutMs)
+    this.idleTimer.unref()
   }
-  return now - taking.at < answerIdleMs
-}
 
-/** Ends `session` now: GOAWAY with `code` and `debug`, then its socket. */
-export const endSession = (session: http2.ServerHttp2Session, code: number, debug: Buffer): void => {
-  session.goaway(code, 0, debug)
-  destroySession(session, code)
-}
-
-/** Resets a session's streams whose answers stalled; how many. */
-export const cutStalled = (open: PlacedSet<StreamCall>): number => {
-  let cut = 0
-  for (const call of open) {
-    if (!call.stalled()) continue
-    call.cutStalled()
-    cut++
+  /**
+   * Every idle timeout: a session with no byte moved either way since the last look is asked to go
+   * (GOAWAY; its open streams may finish, however long), like an idle keep-alive connection; asked
+   * already, it ends if its streams hold answer bytes that cannot leave (a caller that grants no
+   * window keeps up to a window per stream here) or it has none. A stream with nothing to send (a
+   * long poll, a quiet gRPC server stream) is idle, not stalled: it may wait.
+   */
+  private readonly idleLook = (): void => {
+    const socket = this.socket
+    const moved = socket.bytesRead + socket.bytesWritten
+    if (moved !== this.movedAtLook) {
+      this.movedAtLook = moved
+      return
+    }
+    if (!this.askedToGo) {
+      this.askedToGo = true
+      return this.connection.close(Infinity)
+    }
+    let stalled = this.open.size === 0
+    for (const call of this.open) if (call.answerWaiting) stalled = true
+    if (stalled) this.connection.destroy("idle-stalled")
   }
-  return cut
+
+  /**
+   * A write found the connection's write budget spent: the answer bytes its socket holds (a caller
+   * that reads slowly, its windows open) count in the held answers until it drains, as a stream's
+   * own unsent bytes (waiting for its window) do.
+   */
+  socketBacked(): void {
+    const buffered = this.socket.writableLength
+    this.held.heldAnswerBytes += buffered - this.socketCounted
+    this.socketCounted = buffered
+  }
+
+  private readonly releaseSocket = (): void => {
+    this.held.heldAnswerBytes -= this.socketCounted
+    this.socketCounted = 0
+  }
+
+  get destroyed(): boolean {
+    return this.isClosed
+  }
+
+  onRequest(stream: H2Stream, fields: Array<string>, endStream: boolean): void {
+    this.streamSincePing = true
+    this.streamed = true
+    const call = new StreamCall(this, stream, fields, endStream, this.options.headLimit)
+    const held = this.held
+    // As an HTTP/1.1 request: while callers hold more answers unsent than the budget, none more is taken.
+    if (held.heldAnswerBytes > held.maxHeldAnswerBytes) {
+      held.refusedForHeldAnswers++
+      sendProxyError(call, heldAnswersRefusal(held.heldAnswerBytes))
+    } else this.handler(call)
+  }
+
+  onData(stream: H2Stream, chunk: Buffer, endStream: boolean): void {
+    ;(stream.user as StreamCall | undefined)?.data(chunk, endStream)
+  }
+
+  onTrailers(stream: H2Stream): void {
+    ;(stream.user as StreamCall | undefined)?.requestEnd()
+  }
+
+  onReset(stream: H2Stream): void {
+    ;(stream.user as StreamCall | undefined)?.peerReset()
+  }
+
+  onEnd(stream: H2Stream, ended: H2StreamEnded): void {
+    ;(stream.user as StreamCall | undefined)?.ended(ended.reason === "complete")
+  }
+
+  onWritable(stream: H2Stream): void {
+    ;(stream.user as StreamCall | undefined)?.writable()
+  }
+
+  onClose(ended: H2ConnectionEnded): void {
+    this.isClosed = true
+    clearInterval(this.idleTimer)
+    this.releaseSocket()
+    if (ended.reason === "too_many_premature_resets") this.options.onEnded("too_many_premature_resets", this)
+    this.options.onClose(this)
+  }
+
+  /** The PING floor (see MIN_PING_INTERVAL_MS); src/h2's own ping budget bounds a flood. */
+  onPing(): void {
+    const now = performance.now()
+    if (this.open.size > 0 || this.streamSincePing || now - this.lastClosedAt < this.options.answerIdleMs) {
+      this.pingStrikes = 0
+      this.streamSincePing = false
+    } else if (now - this.lastPing < MIN_PING_INTERVAL_MS && ++this.pingStrikes > PING_STRIKES) {
+      this.connection.destroy("too_many_pings", ErrorCode.ENHANCE_YOUR_CALM)
+      return this.options.onEnded("too_many_pings", this)
+    }
+    this.lastPing = now
+  }
+
+  /** The sweep: stalled answers reset (how many), and a session quiet for QUIET_TIMEOUTS idle timeouts, PINGs or not, asked to go. */
+  sweep(now: number): number {
+    if (this.open.size > 0 || this.streamed) {
+      this.quietSince = now
+      this.streamed = false
+    } else if (now - this.quietSince >= QUIET_TIMEOUTS * this.options.idleTimeoutMs) this.connection.close()
+    let cut = 0
+    for (const call of this.open) {
+      if (!call.stalled()) continue
+      call.cutStalled()
+      cut++
+    }
+    return cut
+  }
+
+  private readonly onCallerFin = (): void => {
+    this.callerGone = true
+    for (const call of [...this.open]) call.callerEnded()
+    // The answers still going out finish; then the connection ends (its socket with it).
+    this.connection.close()
+  }
 }
-
-/** Why A ended a caller's session (GOAWAY ENHANCE_YOUR_CALM): its debug data, and the metric's reason. */
-export type SessionEndReason = "too_many_pings" | "too_many_premature_resets"
-
-/** A token bucket's tokens at `now` that held `tokens` at `since` (ms, performance.now()): `perSecond` earned back, at most `burst`. */
-export const refill = (tokens: number, since: number, now: number, burst: number, perSecond: number): number =>
-  Math.min(burst, tokens + ((now - since) * perSecond) / 1000)

@@ -458,8 +458,8 @@ export const make = (
       const timeout = Math.max(1000, interval)
       yield* Effect.forkScoped(Effect.forever(Effect.sleep(interval).pipe(Effect.andThen(Effect.promise(() => registry.probeAll(timeout))))))
     }
-    // h2c prior knowledge (gRPC) on the same port: each stream one request (outboundH2.ts). node:http2
-    // costs about 4 MB of memory: it loads with the first HTTP/2 connection.
+    // h2c prior knowledge (gRPC) on the same port: each stream one request (outboundH2.ts, on src/h2):
+    // it loads with the first HTTP/2 connection.
     let h2c: H2Listener | undefined
     let h2cLoading: Promise<H2Listener> | undefined
     const acceptH2c = (socket: net.Socket): void => {
@@ -513,7 +513,7 @@ export const make = (
         // answers written out to the last byte (what is still cut then ends in a reset).
         ready = false
         outboundListener.close()
-        h2c?.close()
+        h2c?.close(config.drainTimeoutMs)
         // By the clock, not by counting sleeps (on a busy machine each sleep takes longer than asked),
         // its monotonic time: a wall clock stepped back would hold the stop for the step's length.
         const deadline = (yield* monotonicMillis) + config.drainTimeoutMs

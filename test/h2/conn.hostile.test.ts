@@ -33,11 +33,11 @@ describe("flood guards end the connection with GOAWAY ENHANCE_YOUR_CALM", () => 
     for (let id = 1; id < 2 * 300; id += 2) batch.push(headerFrames(id, call("Hang"), false), rst(id, ErrorCode.CANCEL))
     raw.socket.write(Buffer.concat(batch))
     await raw.until(hasGoAway, "the GOAWAY")
-    expect(goAway(raw.frames)).toStrictEqual({ last: 201, code: ErrorCode.ENHANCE_YOUR_CALM, reason: "rapid-reset" })
+    expect(goAway(raw.frames)).toStrictEqual({ last: 201, code: ErrorCode.ENHANCE_YOUR_CALM, reason: "too_many_premature_resets" })
     // 101 streams reached the app (the 101st reset spent the budget); the rest of the read was not processed.
     expect(stats.requests).toBe(101)
     await untilTurn(() => stats.closed.length === 1, "the connection's end")
-    expect(stats.closed[0]!.reason).toBe("rapid-reset")
+    expect(stats.closed[0]!.reason).toBe("too_many_premature_resets")
   })
 
   it("resets after an answer are not premature", async () => {

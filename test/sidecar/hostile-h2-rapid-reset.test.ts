@@ -17,7 +17,10 @@ import { connectRawH2, headerFrames, type RawH2, requestBlock, resetCode, stream
 import { Cleanup, waitFor } from "../support/iipRaw.ts"
 import { parsePrometheusText, sum } from "../support/prometheusText.ts"
 import type { RunningSidecar } from "../support/sidecarHarness.ts"
-import { UNSENT_MIN_RESETS } from "../../src/sidecar/outboundH2Premature.ts"
+import { defaultLimits } from "../../src/h2/h2Guards.ts"
+
+/** src/h2's premature-reset rule (h2Guards.ts) applies from this many closed streams: more than half premature ends the session. */
+const PREMATURE_MIN_STREAMS = defaultLimits.prematureMinStreams
 
 // What the wait sees is one read: a pair whose RST_STREAM comes in the next read is sent on (its
 // caller then cuts it). 20 pairs are at most 2.5 KB (of the declared kind), one read even with
@@ -106,9 +109,9 @@ describe("a flood of requests reset in the read their END_STREAM came in", () =>
   })
   afterEach(() => cleanup.run())
 
-  // Each such reset is premature (before any answer, at once, no deadline asked) and of a request not
-  // sent on: past UNSENT_MIN_RESETS of them, all of the session's streams, the premature-reset rule ends it.
-  it(`ends the session with GOAWAY ENHANCE_YOUR_CALM too_many_premature_resets past ${UNSENT_MIN_RESETS} (before node's own GOAWAY INTERNAL_ERROR); a new session is served`, async () => {
+  // Each such reset is premature (before any answer, at once, no deadline asked): at PREMATURE_MIN_STREAMS
+  // of them, all of the session's streams, the premature-reset rule (src/h2's guard) ends it.
+  it(`ends the session with GOAWAY ENHANCE_YOUR_CALM too_many_premature_resets at ${PREMATURE_MIN_STREAMS}; a new session is served`, async () => {
     const raw = await connectRawH2(cleanup, a.outboundPort, true)
     const over = (): boolean => raw.isClosed() || raw.frames.some((f) => f.type === Type.goaway)
     // In writes of RESET pairs (each one read: a pair split over two goes on to B), bodyless and held
@@ -132,11 +135,11 @@ describe("a flood of requests reset in the read their END_STREAM came in", () =>
     const atA = parsePrometheusText((await a.sidecar.telemetry.metrics.text()).body)
     expect(sum(atA, "iip_mesh_h2_sessions_ended_total", { reason: "too_many_premature_resets" })).toBe(1)
     expect(sum(atA, "iip_mesh_h2_sessions_ended_total")).toBe(1)
-    // Ended by the reset past UNSENT_MIN_RESETS, before node's bound (358 streams: outboundH2Premature.ts):
-    // A took that many (each `cancelled`), and the session's end cut any other of the read it came in.
+    // Ended by the reset of the PREMATURE_MIN_STREAMS-th stream: A took that many (each `cancelled`),
+    // and the session's end cut any other of the read it came in.
     const cancelled = sum(atA, "iip_mesh_request_errors_total", { direction: "outbound", reason: "cancelled" })
-    expect(cancelled).toBeGreaterThan(UNSENT_MIN_RESETS)
-    expect(cancelled).toBeLessThanOrEqual(UNSENT_MIN_RESETS + RESET)
+    expect(cancelled).toBeGreaterThanOrEqual(PREMATURE_MIN_STREAMS)
+    expect(cancelled).toBeLessThanOrEqual(PREMATURE_MIN_STREAMS + RESET)
     // None of the flood reached the app but a pair split over two reads (its RST_STREAM read after A
     // sent it on, cut then): none with the usual socket buffers, a few with 4 KiB ones.
     expect(view.begun.filter((path) => path !== "/after").length).toBeLessThan(RESET)
@@ -165,7 +168,7 @@ describe("a session the premature-reset rule ends while another of its requests 
     const raw = await connectRawH2(cleanup, a.outboundPort, true)
     raw.socket.write(Buffer.concat([headerFrames(1, requestBlock("POST", "/gathering", [["content-length", "10"]]), false), frame(Type.data, 0, 1, Buffer.alloc(5, 7))]))
     await waitFor(() => a.sidecar.inFlight() === 1, 5000, "A to gather /gathering's body")
-    raw.socket.write(resetPairs("bodyless", 3, 300))
+    raw.socket.write(resetPairs("bodyless", 3, PREMATURE_MIN_STREAMS + 100))
     await raw.until(() => raw.isClosed() || raw.frames.some((f) => f.type === Type.goaway), "the GOAWAY")
     await waitFor(() => a.sidecar.inFlight() === 0, 5000, "A to hold no request")
     expect(access.filter((r) => r.uri === "/gathering")).toEqual([expect.objectContaining({ status: 502, attempts: 0, error: { hop: "outbound", reason: "cancelled" } })])

@@ -18,7 +18,12 @@ import { listenH2App } from "../support/h2AppListen.ts"
 import { Cleanup, waitFor } from "../support/iipRaw.ts"
 import { parsePrometheusText, sum } from "../support/prometheusText.ts"
 import { LOOPBACK, type RunningSidecar, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
-import { PREMATURE_MIN_STREAMS, PREMATURE_RESET_BURST, PREMATURE_RESETS_PER_SECOND } from "../../src/sidecar/outboundH2Premature.ts"
+import { defaultLimits } from "../../src/h2/h2Guards.ts"
+
+/** src/h2's premature-reset rule (h2Guards.ts): the ratio applies from this many closed streams; the budget. */
+const PREMATURE_MIN_STREAMS = defaultLimits.prematureMinStreams
+const PREMATURE_RESET_BURST = defaultLimits.prematureResets.burst
+const PREMATURE_RESETS_PER_SECOND = defaultLimits.prematureResets.perSecond
 
 /** What the app saw: streams begun, and of them those cut (B reset them) before any answer. */
 interface Seen {

@@ -1,0 +1,36 @@
+// The reset that tells a caller still sending a request body to stop (RST_STREAM NO_ERROR, RFC 9113
+// §8.1) goes only after the answer is whole on the wire: an answer that still waits for the caller's
+// window (a slow reader) is not cut by it. Real listener (makeH2c: h2cListening), a raw caller on 127.0.0.1.
+import { afterEach, expect, it } from "vitest"
+import { h2cListening } from "../helpers/h2cListener.ts"
+import { connectRawH2, requestBlock, resetCode, streamOver } from "../helpers/h2RawClient.ts"
+import { Flag, frame, settings, Type, windowUpdate } from "../helpers/h2Wire.ts"
+import { Cleanup, waitFor } from "../support/iipRaw.ts"
+
+const cleanup = new Cleanup()
+afterEach(() => cleanup.run())
+
+const ANSWER = 5000
+
+it("an answer given before the request's end, waiting for the caller's window, is not cut by the stop-sending reset", async () => {
+  let answered = false
+  const { port } = await h2cListening(cleanup, (call) => {
+    call.writeHead(200, [])
+    call.end(Buffer.alloc(ANSWER, 7))
+    answered = true
+  }, { idleTimeoutMs: 60_000, answerIdleMs: 60_000 })
+  // A window of 1,000 bytes a stream (SETTINGS_INITIAL_WINDOW_SIZE): the answer waits for more.
+  const raw = await connectRawH2(cleanup, port, true, settings([[4, 1000]]))
+  raw.socket.write(Buffer.concat([frame(Type.headers, Flag.endHeaders, 1, requestBlock("POST", "/upload")), frame(Type.data, 0, 1, Buffer.alloc(10, 1))]))
+  await waitFor(() => answered, 5000, "the answer given")
+  // The caller reads slowly: its window comes well after the stop-sending reset's grace.
+  await new Promise((resolve) => setTimeout(resolve, 600))
+  raw.socket.write(windowUpdate(1, 1_000_000))
+  await raw.until(streamOver(1), "stream 1's end")
+  // Then the reset, after the answer's END_STREAM: the caller stops sending.
+  await raw.until((frames) => resetCode(frames, 1) !== undefined, "the stop-sending reset")
+  const ofStream = raw.frames.filter((f) => f.stream === 1)
+  const endAt = ofStream.findIndex((f) => f.type === Type.data && (f.flags & Flag.endStream) !== 0)
+  const got = ofStream.filter((f) => f.type === Type.data).reduce((n, f) => n + f.payload.length, 0)
+  expect({ got, ended: endAt >= 0, reset: resetCode(raw.frames, 1), resetAfterEnd: ofStream.findIndex((f) => f.type === Type.rst) > endAt }).toStrictEqual({ got: ANSWER, ended: true, reset: 0, resetAfterEnd: true })
+})
