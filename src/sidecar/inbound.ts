@@ -165,7 +165,7 @@ const forwardH2 = (h2: AppH2Leg, request: AppH2Request, observation: InboundObse
   }
 }
 
-/** The first call, while node:http2 still loads. Apart from serve: a closure there made serve allocate a context on every call. */
+/** The first call, while the h2c leg's modules still load (imported below when the app speaks h2c). Apart from serve: a closure there made serve allocate a context on every call. */
 const forwardH2Later = (h2Leg: Promise<AppH2Leg>, request: AppH2Request, observation: InboundObservation, cancel: CancelSource, pending: PendingOutcome, peer: PoolPeer): void =>
   void h2Leg.then(
     (h2) => forwardH2(h2, request, observation, cancel, pending, peer),
