@@ -384,7 +384,7 @@ export class AppH2Leg implements H2Leg, ShareLeg<AppH2Exchange>, SessionOwner {
     // A field HTTP/2 names single-value (user-agent, content-type...) that a peer gave twice goes to
     // the app as it came, as the HTTP/1.1 leg carries it (node's client refused it unless told not to).
     // A session that ends (idle, after the app's GOAWAY, or its own error) ends its socket and
-    // destroys it past closeTimeoutMs if the app never sends its FIN (h2Connection.ts).
+    // destroys it past closeTimeoutMs if the app never sends its FIN (h2ConnectionCore.ts).
     const session = new AppH2Session(this.host, this.port, this)
     this.sessions.add(session)
     this.announce(Infinity)
