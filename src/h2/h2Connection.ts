@@ -1,304 +1,30 @@
 // One HTTP/2 connection of the sidecar's gRPC app legs over a socket, either role: the server side
 // of the local app's gRPC client -> sidecar A, the client side of sidecar B -> its local gRPC app.
-// Socket chunks go through the FrameReader; its frames become stream state (h2Streams.ts), decoded
-// header lists and DATA views handed to the leg's handler with plain values; what the leg sends and
-// what the protocol answers goes through one FrameWriter, written once per read (or once at the end
-// of the turn for what the leg sends from elsewhere: mux/turnEnd.ts, so h2 sits above mux). The
-// send side (HPACK encoding, send windows, queued DATA, the write budget): h2Sender.ts; the
-// budgets against a hostile peer: h2Guards.ts; receive flow control: h2ReceiveFlow.ts.
-import type * as net from "node:net"
-import { runningTurnEnds, TurnEnd } from "../mux/turnEnd.ts"
-import { type FrameHandler, FrameReader } from "./frameReader.ts"
+// This module is the reader's side: socket chunks go through the FrameReader, and each frame it
+// hands here becomes stream state, a decoded header list or a DATA view for the leg's handler
+// (h2Handlers.ts), or a stream or connection error: heads checked (headerCheck.ts) and streams
+// opened, content-length held against DATA, the peer's SETTINGS applied, PING, GOAWAY,
+// WINDOW_UPDATE. The leg's calls, the streams' lifecycle, the flush, the timers and the end:
+// h2ConnectionCore.ts.
 import { ErrorCode, type H2FrameError, SettingId } from "./frames.ts"
-import type { FrameWriter } from "./frameWriter.ts"
-import { defaultLimits, Guards, type H2Limits, TINY_WINDOW_UPDATE } from "./h2Guards.ts"
-import { CONNECTION_OVERFLOW, ReceiveFlow, STREAM_OVERFLOW } from "./h2ReceiveFlow.ts"
-import { H2Sender, type SendHost } from "./h2Sender.ts"
-import { H2ConnectionEnded, H2RequestRefused, H2Stream, H2StreamEnded, RecentlyReset, StreamState } from "./h2Streams.ts"
+import { H2ConnectionCore } from "./h2ConnectionCore.ts"
+import { TINY_WINDOW_UPDATE } from "./h2Guards.ts"
+import { CONNECTION_OVERFLOW, STREAM_OVERFLOW } from "./h2ReceiveFlow.ts"
+import { H2Stream, H2StreamEnded, StreamState } from "./h2Streams.ts"
 import { checkRequestHead, checkResponseHead, checkTrailers, declaredLength } from "./headerCheck.ts"
-import { HpackDecoder } from "./hpackDecoder.ts"
 import { HpackError } from "./hpackTables.ts"
 
-/**
- * The end of every stream whose last frame was ours (a server's answer to a request that ended with
- * its head: every unary call): one shared, immutable value, since an error object made per call would
- * capture a stack each time (microseconds, measured on H2FrameError).
- */
-const COMPLETE = new H2StreamEnded({ reason: "complete", code: ErrorCode.NO_ERROR, retryable: false })
+export type { H2ClientHandler, H2ServerHandler, H2Socket, H2StreamHandler } from "./h2Handlers.ts"
 
-/** The leg's side of a stream: one method per event, called with the stream record and plain values. */
-export interface H2StreamHandler {
-  /** `chunk` is a view of a socket read: the leg keeps it or copies it, and says `consumed` when done. */
-  onData(stream: H2Stream, chunk: Buffer, endStream: boolean): void
-  onTrailers(stream: H2Stream, fields: Array<string>): void
-  /** The peer reset the stream (RST_STREAM with `code`). */
-  onReset(stream: H2Stream, code: number): void
-  /**
-   * The stream ended for another reason: a stream error, a GOAWAY above it, the connection's end;
-   * or "complete" (NO_ERROR, not retryable): our own last frame (END_STREAM on DATA, or trailers)
-   * went out after the peer's end, which the leg heard earlier, so only this says it is over.
-   */
-  onEnd(stream: H2Stream, ended: H2StreamEnded): void
-  /** `write` said false earlier; there is room again. */
-  onWritable(stream: H2Stream): void
-  /** The connection is over (every stream was ended before this, each exactly once). */
-  onClose(ended: H2ConnectionEnded): void
-}
-
-export interface H2ServerHandler extends H2StreamHandler {
-  onRequest(stream: H2Stream, fields: Array<string>, endStream: boolean): void
-  /**
-   * The peer's PING (not an ACK), within the ping budget, before its ACK is written: a leg with a
-   * policy of its own (a PING floor while no stream is open) may end the connection from here, and
-   * then no ACK goes. Optional.
-   */
-  onPing?(): void
-}
-
-export interface H2ClientHandler extends H2StreamHandler {
-  onResponse(stream: H2Stream, fields: Array<string>, endStream: boolean): void
-  /**
-   * The peer's GOAWAY, before the streams above `lastStreamId` end (retryable): no new request
-   * from here on. Optional: a leg that only needs the streams' ends may leave it out.
-   */
-  onGoAway?(lastStreamId: number, code: number): void
-  /** The peer's SETTINGS were applied: `peerMaxConcurrentStreams` / `peerMaxHeaderListSize` may have changed. */
-  onSettings?(): void
-}
-
-/** What the connection needs of its socket (a net.Socket; a test may give any duplex like it). */
-export type H2Socket = Pick<net.Socket, "write" | "cork" | "uncork" | "on" | "end" | "destroy" | "writableLength" | "destroyed">
-
-const MAX_STREAM_ID = 2 ** 31 - 1
-const RECENTLY_RESET = 1024
-
-/** Connections with bytes to write at the end of this turn: one setImmediate for all of them. */
-const turnFlushes = new TurnEnd<H2Connection>((connection) => connection.flush())
-
-type Handler = H2ServerHandler & H2ClientHandler
-
-export class H2Connection implements FrameHandler {
-  readonly role: "server" | "client"
-  private readonly socket: H2Socket
-  private readonly handler: Handler
-  private readonly limits: H2Limits
-  private readonly reader: FrameReader
-  private readonly sender: H2Sender
-  private readonly writer: FrameWriter
-  private readonly decoder: HpackDecoder
-  private readonly recv: ReceiveFlow
-  private readonly guards: Guards
-  private readonly streams = new Map<number, H2Stream>()
-  /** Client role: requests waiting for the peer's MAX_CONCURRENT_STREAMS. */
-  private readonly queued: Array<H2Stream> = []
-  private readonly recentlyReset = new RecentlyReset(RECENTLY_RESET)
-  private lastPeerId = 0
-  private nextId = 1
-  private peerMaxConcurrent = Infinity
-  /** Kept for the leg (not yet checked on our own header blocks: FRAMES.md). */
-  private peerMaxHeaderList = Infinity
-  /** The peer's first SETTINGS arrived: before it, no request can have been processed (G7 in end()). */
-  private peerSpoke = false
+export class H2Connection extends H2ConnectionCore {
   /** The SETTINGS frame being read: each id's last value (-1: absent). */
   private readonly peerSettings = { tableSize: -1, initialWindow: -1, maxFrameSize: -1, maxConcurrent: -1, maxHeaderList: -1 }
-  /** The last stream id of a GOAWAY we sent (-1: none) / received. */
-  private goAwaySent = -1
-  private goAwayReceived = -1
-  private goingAway = false
-  private endedWith: H2ConnectionEnded | undefined = undefined
-  private inRead = false
-  private flushDue = false
-  /** Handler calls of the current read, for counting the frames the reader dropped. */
-  private delivered = 0
   /** The writer's DATA count at the last PING: a PING after more of our DATA is not charged to the ping budget. */
   private dataAtPing = 0
-  private now: number
-  private lastReadAt: number
-  private settingsAckDue: number
-  private peerSettingsDue: number
-  private stalledSince = 0
-  private closeDue = 0
-  private readonly timer: NodeJS.Timeout
-  /** After our end: destroys a socket the peer does not let close. */
-  private closeTimer: NodeJS.Timeout | undefined = undefined
-
-  constructor(socket: H2Socket, role: "server" | "client", handler: H2ServerHandler | H2ClientHandler, limits: Partial<H2Limits> = {}) {
-    this.socket = socket
-    this.role = role
-    this.handler = handler as Handler
-    this.limits = { ...defaultLimits, ...limits }
-    const l = this.limits
-    this.now = this.lastReadAt = performance.now()
-    this.guards = new Guards(l, this.now)
-    const host: SendHost = {
-      sentEnd: (stream) => this.localEnd(stream),
-      writable: (stream) => this.handler.onWritable(stream),
-      flushSoon: () => this.flushSoon(),
-      overflow: (stream) => this.fail(ErrorCode.INTERNAL_ERROR, "send-queue", `stream ${stream.id} queued ${stream.outBytes} bytes past its window`),
-      socketBuffered: () => this.socket.writableLength
-    }
-    this.sender = new H2Sender(host, l.writeBudgetBytes, l.maxBufferedBytes)
-    this.writer = this.sender.writer
-    this.reader = new FrameReader(this, { role, maxHeaderBlockBytes: l.maxHeaderBlockBytes })
-    this.decoder = new HpackDecoder({ maxHeaderListSize: Math.max(l.maxHeaderListSize, l.decodeHeaderListSize) })
-    this.recv = new ReceiveFlow(l.streamWindow, l.heldBytes)
-    // Ours first (RFC 9113 3.4): the client preface, then SETTINGS, then the larger connection window.
-    if (role === "client") this.writer.preface()
-    this.writer.settings([
-      [SettingId.ENABLE_PUSH, 0],
-      [SettingId.MAX_CONCURRENT_STREAMS, l.maxConcurrentStreams],
-      [SettingId.INITIAL_WINDOW_SIZE, l.streamWindow],
-      [SettingId.MAX_FRAME_SIZE, 16_384],
-      [SettingId.MAX_HEADER_LIST_SIZE, l.maxHeaderListSize]
-    ])
-    const raise = this.recv.raise(l.connectionWindow)
-    if (raise > 0) this.writer.windowUpdate(0, raise)
-    this.settingsAckDue = this.peerSettingsDue = this.now + l.settingsTimeoutMs
-    socket.on("data", this.onChunk)
-    socket.on("drain", this.onDrain)
-    socket.on("error", this.onSocketError)
-    socket.on("close", this.onSocketClose)
-    this.timer = setInterval(this.tick, l.tickMs)
-    this.timer.unref()
-    this.flush()
-  }
-
-  /** Open streams (queued requests not counted). */
-  get streamCount(): number {
-    return this.streams.size
-  }
-
-  /** The peer's SETTINGS_MAX_CONCURRENT_STREAMS (Infinity until it announces one). */
-  get peerMaxConcurrentStreams(): number {
-    return this.peerMaxConcurrent
-  }
-
-  /** The peer's SETTINGS_MAX_HEADER_LIST_SIZE (Infinity, "unlimited" in RFC 9113 6.5.2, until it announces one). */
-  get peerMaxHeaderListSize(): number {
-    return this.peerMaxHeaderList
-  }
-
-  /** Client role: every stream id is spent (2^31-1 reached, RFC 9113 5.1.1): `request` refuses, a new connection must take the next. */
-  get idsSpent(): boolean {
-    return this.nextId > MAX_STREAM_ID
-  }
-
-  /** Why the connection ended, once it has. */
-  get ended(): H2ConnectionEnded | undefined {
-    return this.endedWith
-  }
-
-  // ---- the leg's calls ----
-
-  /** Client role: a new request; queued (no id yet) while the peer's MAX_CONCURRENT_STREAMS is reached. */
-  request(fields: ReadonlyArray<string>, endStream: boolean): H2Stream | H2RequestRefused {
-    if (this.endedWith !== undefined || this.goingAway || this.goAwayReceived >= 0) return new H2RequestRefused({ reason: "closing" })
-    const stream = new H2Stream(this.limits.streamWindow, performance.now())
-    stream.headRequest = fields[0] === ":method" && fields[1] === "HEAD"
-    if (this.streams.size >= this.peerMaxConcurrent || this.queued.length > 0) {
-      if (this.queued.length >= this.limits.maxQueuedRequests) return new H2RequestRefused({ reason: "queue-full" })
-      stream.state = StreamState.QUEUED
-      stream.head = fields
-      stream.outEnd = endStream
-      this.queued.push(stream)
-      return stream
-    }
-    if (this.nextId > MAX_STREAM_ID) return new H2RequestRefused({ reason: "ids-exhausted" })
-    this.open(stream, fields, endStream)
-    return stream
-  }
-
-  /** Server role: the response head. */
-  respond(stream: H2Stream, fields: ReadonlyArray<string>, endStream: boolean): void {
-    if (!this.canSend(stream)) return
-    stream.answered = true
-    this.sender.head(stream, fields, endStream)
-  }
-
-  /**
-   * DATA on the stream, END_STREAM after it when asked; what the send window does not allow waits
-   * in order. `chunk` must not change until written (large ones go to the socket by reference).
-   * False: the stream's window or the connection's write budget is spent; `onWritable` follows.
-   */
-  write(stream: H2Stream, chunk: Buffer, endStream: boolean): boolean {
-    return this.canSend(stream) && this.sender.data(stream, chunk, endStream)
-  }
-
-  /** The last HEADERS (END_STREAM), after any DATA still waiting for the window. */
-  trailers(stream: H2Stream, fields: ReadonlyArray<string>): void {
-    if (this.canSend(stream)) this.sender.trailers(stream, fields)
-  }
-
-  /** RST_STREAM from our side (no `onReset`/`onEnd` for it: the leg knows). */
-  reset(stream: H2Stream, code: number): void {
-    if (stream.state === StreamState.CLOSED) return
-    if (stream.state === StreamState.QUEUED) {
-      stream.state = StreamState.CLOSED
-      // Out of the queue now: left in it, cancelled requests filled maxQueuedRequests while nothing waited.
-      const at = this.queued.indexOf(stream)
-      if (at >= 0) this.queued.splice(at, 1)
-      return
-    }
-    this.writer.rstStream(stream.id, code)
-    this.recentlyReset.add(stream.id)
-    this.closeStream(stream, false)
-    this.flushSoon()
-  }
-
-  /** The leg took `bytes` of the DATA it was given on `stream`: that much of its windows comes back. */
-  consumed(stream: H2Stream, bytes: number): void {
-    if (this.endedWith !== undefined) return
-    const peerSending = stream.state === StreamState.OPEN || stream.state === StreamState.HALF_CLOSED_LOCAL
-    const increment = this.recv.consumed(stream, bytes, peerSending)
-    if (increment > 0) this.writer.windowUpdate(stream.id, increment)
-    // The connection's window may have come back too (written with the next flush).
-    this.flushSoon()
-  }
-
-  /**
-   * Graceful end: GOAWAY with the last stream processed; streams at or below it finish, then the
-   * socket closes. Streams left after `timeoutMs` (closeTimeoutMs unless the leg has a deadline of
-   * its own, a drain's) are cut. Asked again, only a sooner deadline is taken.
-   */
-  close(timeoutMs: number = this.limits.closeTimeoutMs): void {
-    if (this.endedWith !== undefined) return
-    if (this.goingAway) {
-      this.closeDue = Math.min(this.closeDue, performance.now() + timeoutMs)
-      return
-    }
-    this.goingAway = true
-    this.goAwaySent = this.role === "server" ? this.lastPeerId : 0
-    this.writer.goAway(this.goAwaySent, ErrorCode.NO_ERROR)
-    this.closeDue = performance.now() + timeoutMs
-    this.refuseQueued("closing")
-    this.flushSoon()
-    if (this.streams.size === 0) this.finish("closed", ErrorCode.NO_ERROR, "closed")
-  }
-
-  /** Ends the connection now: GOAWAY(code), every stream ended with `reason`. */
-  destroy(reason = "destroyed", code: number = ErrorCode.NO_ERROR): void {
-    this.fail(code, reason, `the connection was destroyed: ${reason}`)
-  }
-
-  /** Writes what this turn produced (the turn's end calls it; so does the end of each read). */
-  flush(): void {
-    this.flushDue = false
-    // Once ended, end() wrote the last frames and ended the socket: a write now fails (write after end).
-    if (this.socket.destroyed || this.endedWith !== undefined) return
-    const increment = this.recv.takeUpdate()
-    if (increment > 0) this.writer.windowUpdate(0, increment)
-    this.writer.writeTo(this.socket)
-    if (this.socket.writableLength > this.limits.maxBufferedBytes && this.endedWith === undefined) {
-      // A GOAWAY would only queue behind what the peer does not read.
-      const unread = this.socket.writableLength
-      this.socket.destroy()
-      this.end(new H2ConnectionEnded({ reason: "peer-not-reading", code: ErrorCode.ENHANCE_YOUR_CALM, message: `${unread} bytes unread by the peer` }))
-    }
-  }
 
   // ---- the reader's frames (FrameHandler) ----
 
-  onData(streamId: number, data: Buffer, flowLength: number, endStream: boolean): void {
+  override onData(streamId: number, data: Buffer, flowLength: number, endStream: boolean): void {
     this.delivered++
     if (this.endedWith !== undefined) return
     const stream = this.streams.get(streamId)
@@ -322,7 +48,7 @@ export class H2Connection implements FrameHandler {
     if (endStream) this.closeIfDone(stream)
   }
 
-  onHeaders(streamId: number, block: Buffer, endStream: boolean): void {
+  override onHeaders(streamId: number, block: Buffer, endStream: boolean): void {
     this.delivered++
     if (this.endedWith !== undefined) return
     // Decoded always, whatever becomes of the stream: HPACK's table must stay in step.
@@ -358,7 +84,7 @@ export class H2Connection implements FrameHandler {
     this.closeIfDone(stream)
   }
 
-  onRstStream(streamId: number, errorCode: number): void {
+  override onRstStream(streamId: number, errorCode: number): void {
     this.delivered++
     if (this.endedWith !== undefined) return
     const stream = this.streams.get(streamId)
@@ -374,7 +100,7 @@ export class H2Connection implements FrameHandler {
   }
 
   /** Each id's last value in the frame; applied once at its end (a 16 KiB frame repeats a setting 2,730 times). */
-  onSetting(id: number, value: number): void {
+  override onSetting(id: number, value: number): void {
     switch (id) {
       case SettingId.HEADER_TABLE_SIZE:
         this.peerSettings.tableSize = value
@@ -394,7 +120,7 @@ export class H2Connection implements FrameHandler {
     }
   }
 
-  onSettingsEnd(): void {
+  override onSettingsEnd(): void {
     this.delivered++
     const p = this.peerSettings
     const { tableSize, initialWindow, maxFrameSize, maxConcurrent, maxHeaderList } = p
@@ -419,12 +145,12 @@ export class H2Connection implements FrameHandler {
     if (this.endedWith === undefined) this.handler.onSettings?.()
   }
 
-  onSettingsAck(): void {
+  override onSettingsAck(): void {
     this.delivered++
     this.settingsAckDue = 0
   }
 
-  onPing(payload: Buffer, ack: boolean): void {
+  override onPing(payload: Buffer, ack: boolean): void {
     this.delivered++
     if (this.endedWith !== undefined) return
     // A PING after some of our DATA is free: a client that tunes its window (grpc-go's BDP estimator)
@@ -439,7 +165,7 @@ export class H2Connection implements FrameHandler {
     if (this.endedWith === undefined) this.writer.ping(payload, true)
   }
 
-  onGoAway(lastStreamId: number, errorCode: number): void {
+  override onGoAway(lastStreamId: number, errorCode: number): void {
     this.delivered++
     if (this.endedWith !== undefined) return
     this.goAwayReceived = lastStreamId
@@ -458,7 +184,7 @@ export class H2Connection implements FrameHandler {
     if (this.streams.size === 0) this.finish("peer-goaway", errorCode, `the peer sent GOAWAY(${lastStreamId}, ${errorCode})`)
   }
 
-  onWindowUpdate(streamId: number, increment: number): void {
+  override onWindowUpdate(streamId: number, increment: number): void {
     this.delivered++
     if (this.endedWith !== undefined) return
     if (increment < TINY_WINDOW_UPDATE && this.guards.tinyWindowUpdates.take(this.now) > 0) return this.calm("tiny-window-updates")
@@ -477,13 +203,11 @@ export class H2Connection implements FrameHandler {
     this.sender.drain(stream)
   }
 
-  onError(error: H2FrameError): void {
+  override onError(error: H2FrameError): void {
     this.delivered++
     if (this.endedWith !== undefined) return
     this.frameFailed(error)
   }
-
-  // ---- streams ----
 
   private newStream(streamId: number, fields: Array<string>, endStream: boolean): void {
     if (checkRequestHead(fields) !== undefined) return this.refuse(streamId, ErrorCode.PROTOCOL_ERROR)
@@ -519,230 +243,11 @@ export class H2Connection implements FrameHandler {
     if (endStream) this.closeIfDone(stream)
   }
 
-  private open(stream: H2Stream, fields: ReadonlyArray<string>, endStream: boolean): void {
-    stream.id = this.nextId
-    this.nextId += 2
-    stream.state = StreamState.OPEN
-    this.streams.set(stream.id, stream)
-    this.sender.head(stream, fields, endStream)
-    this.sender.opened(stream)
-  }
-
-  private openQueued(): void {
-    while (this.queued.length > 0 && this.streams.size < this.peerMaxConcurrent && this.endedWith === undefined && this.nextId <= MAX_STREAM_ID) {
-      const stream = this.queued.shift()!
-      if (stream.state !== StreamState.QUEUED) continue
-      const head = stream.head!
-      stream.head = undefined
-      // A queued stream's END_STREAM goes with its head only if nothing was written after it.
-      const endWithHead = stream.outEnd && stream.out === undefined
-      if (endWithHead) stream.outEnd = false
-      this.open(stream, head, endWithHead)
-    }
-  }
-
-  private refuseQueued(reason: string): void {
-    for (const stream of this.queued.splice(0)) {
-      if (stream.state !== StreamState.QUEUED) continue
-      stream.state = StreamState.CLOSED
-      this.handler.onEnd(stream, new H2StreamEnded({ reason, code: ErrorCode.REFUSED_STREAM, retryable: true }))
-    }
-  }
-
-  /** A stream never handed to the leg: RST_STREAM, counted as a stream error the peer caused. */
-  private refuse(streamId: number, code: number): void {
-    this.recentlyReset.add(streamId)
-    if (this.guards.streamErrors.take(this.now) > 0) return this.calm("stream-errors")
-    this.writer.rstStream(streamId, code)
-  }
-
   /** DATA or HEADERS for a stream that is over: dropped if we reset it (the peer had not seen it yet), else STREAM_CLOSED. */
   private onClosedStream(streamId: number): void {
     // Reset by us, or above our GOAWAY's last stream (never processed): the peer had not seen it yet.
     if (this.recentlyReset.has(streamId) || (this.goingAway && this.role === "server" && streamId > this.goAwaySent)) return this.ignored()
     this.refuse(streamId, ErrorCode.STREAM_CLOSED)
-  }
-
-  /** A stream error on a stream the leg knows: RST_STREAM, then `onEnd`. */
-  private streamFailed(stream: H2Stream, code: number, reason: string): void {
-    if (this.guards.streamErrors.take(this.now) > 0) return this.calm("stream-errors")
-    this.writer.rstStream(stream.id, code)
-    this.recentlyReset.add(stream.id)
-    // The leg hears of the end before the connection may finish for it (onClose comes last).
-    this.forgetStream(stream, false)
-    this.handler.onEnd(stream, new H2StreamEnded({ reason, code, retryable: false }))
-    this.afterStreamClosed()
-  }
-
-  private frameFailed(error: H2FrameError): void {
-    if (error.scope === "connection") return this.fail(error.code, error.reason, error.message)
-    const stream = this.streams.get(error.streamId)
-    if (stream !== undefined) return this.streamFailed(stream, error.code, error.reason)
-    this.refuse(error.streamId, error.code)
-  }
-
-  private isIdle(streamId: number): boolean {
-    return this.role === "server" ? streamId > this.lastPeerId || streamId % 2 === 0 : streamId >= this.nextId || streamId % 2 === 0
-  }
-
-  private ignored(): void {
-    if (this.guards.ignoredFrames.take(this.now) > 0) this.calm("ignored-frames")
-  }
-
-  private localEnd(stream: H2Stream): void {
-    if (stream.state === StreamState.HALF_CLOSED_REMOTE) {
-      // The leg heard the peer's end long ago and may not know when our queued END_STREAM or
-      // trailers went out: without this it could not free the stream's place. As streamFailed: the
-      // end before the connection may finish for it (onClose comes last).
-      const kept = this.forgetStream(stream, false)
-      this.handler.onEnd(stream, COMPLETE)
-      if (kept) this.afterStreamClosed()
-    } else if (stream.state === StreamState.OPEN) stream.state = StreamState.HALF_CLOSED_LOCAL
-  }
-
-  private remoteEnd(stream: H2Stream): void {
-    if (stream.state === StreamState.OPEN) stream.state = StreamState.HALF_CLOSED_REMOTE
-    else if (stream.state === StreamState.HALF_CLOSED_LOCAL) stream.state = StreamState.CLOSED
-  }
-
-  /** After the handler saw the stream's last frame: a stream over both ways is forgotten. */
-  private closeIfDone(stream: H2Stream): void {
-    if (stream.state === StreamState.CLOSED && this.streams.get(stream.id) === stream) this.closeStream(stream, false)
-  }
-
-  private closeStream(stream: H2Stream, premature: boolean): void {
-    if (this.forgetStream(stream, premature)) this.afterStreamClosed()
-  }
-
-  /** The stream is over and out of the map; false when it was not there or a guard ended the connection. */
-  private forgetStream(stream: H2Stream, premature: boolean): boolean {
-    stream.state = StreamState.CLOSED
-    if (this.streams.get(stream.id) !== stream) return false
-    this.streams.delete(stream.id)
-    this.sender.forget(stream)
-    this.recv.closed(stream)
-    if (this.guards.streamClosed(premature, this.now)) return true
-    this.calm("too_many_premature_resets")
-    return false
-  }
-
-  /** A stream left: a queued request may take its place, and after a GOAWAY the last one ends the connection. */
-  private afterStreamClosed(): void {
-    this.openQueued()
-    if ((this.goingAway || this.goAwayReceived >= 0) && this.streams.size === 0) this.finish("closed", ErrorCode.NO_ERROR, "the last stream ended after GOAWAY")
-  }
-
-  // ---- sending (h2Sender.ts does the frames) ----
-
-  private canSend(stream: H2Stream): boolean {
-    return this.endedWith === undefined && (stream.state === StreamState.OPEN || stream.state === StreamState.HALF_CLOSED_REMOTE || stream.state === StreamState.QUEUED)
-  }
-
-  private flushSoon(): void {
-    if (this.flushDue || this.inRead) return
-    this.flushDue = true
-    // From another turn-end task (the check phase) an immediate would wait a whole turn: the tick's end instead.
-    if (runningTurnEnds()) process.nextTick(this.flushNow)
-    else turnFlushes.add(this)
-  }
-
-  private readonly flushNow = (): void => this.flush()
-
-  // ---- the socket and the end ----
-
-  private readonly onChunk = (chunk: Buffer): void => {
-    this.now = this.lastReadAt = performance.now()
-    this.inRead = true
-    const before = this.reader.frames
-    this.delivered = 0
-    try {
-      this.reader.feed(chunk)
-    } finally {
-      this.inRead = false
-    }
-    // Frames the reader dropped on its own (PRIORITY, unknown types) still cost a read.
-    const dropped = this.reader.frames - before - this.delivered
-    if (dropped > 0 && this.endedWith === undefined && this.guards.ignoredFrames.take(this.now, dropped) > 0) this.calm("ignored-frames")
-    this.flush()
-  }
-
-  private readonly onDrain = (): void => {
-    this.stalledSince = 0
-    this.sender.drained()
-  }
-
-  private readonly onSocketError = (error: Error): void => {
-    this.end(new H2ConnectionEnded({ reason: "socket-error", code: ErrorCode.INTERNAL_ERROR, message: error.message }))
-  }
-
-  private readonly onSocketClose = (): void => {
-    // The deadline would otherwise hold the connection (its slabs, its streams) for closeTimeoutMs.
-    clearTimeout(this.closeTimer)
-    this.end(new H2ConnectionEnded({ reason: "socket-closed", code: ErrorCode.CANCEL, message: "the socket closed" }))
-  }
-
-  private readonly tick = (): void => {
-    if (this.endedWith !== undefined) return
-    const now = (this.now = performance.now())
-    if (this.settingsAckDue !== 0 && now > this.settingsAckDue) return this.fail(ErrorCode.SETTINGS_TIMEOUT, "settings-timeout", "our SETTINGS were not acknowledged")
-    if (this.peerSettingsDue !== 0 && now > this.peerSettingsDue) return this.fail(ErrorCode.SETTINGS_TIMEOUT, "no-peer-settings", "the peer sent no SETTINGS")
-    if (this.closeDue !== 0 && now > this.closeDue) return this.fail(ErrorCode.NO_ERROR, "close-timeout", "streams outlived the graceful close")
-    if (this.streams.size === 0 && now - this.lastReadAt > this.limits.idleTimeoutMs) return this.fail(ErrorCode.NO_ERROR, "idle-timeout", "no stream and no frame")
-    if (this.socket.writableLength === 0) this.stalledSince = 0
-    else if (this.stalledSince === 0) this.stalledSince = now
-    else if (now - this.stalledSince > this.limits.writeStallMs) {
-      const unread = this.socket.writableLength
-      this.socket.destroy()
-      this.end(new H2ConnectionEnded({ reason: "write-stall", code: ErrorCode.ENHANCE_YOUR_CALM, message: `the peer read nothing of ${unread} bytes` }))
-    }
-  }
-
-  private calm(reason: string): void {
-    this.fail(ErrorCode.ENHANCE_YOUR_CALM, reason, `the peer exceeded the ${reason} budget`)
-  }
-
-  /** Connection error: GOAWAY(code) with the reason as debug data, then every stream ends. */
-  private fail(code: number, reason: string, message: string): void {
-    if (this.endedWith !== undefined) return
-    // After our graceful GOAWAY, streams above its last id were never processed, whatever came since.
-    this.writer.goAway(this.goingAway ? this.goAwaySent : this.lastPeerId, code, Buffer.from(reason))
-    this.end(new H2ConnectionEnded({ reason, code, message }))
-  }
-
-  /** Graceful end once no stream is left: the socket ends after what is written. */
-  private finish(reason: string, code: number, message: string): void {
-    this.end(new H2ConnectionEnded({ reason, code, message }))
-  }
-
-  /** The one way out: what is pending is written, the socket ends, every stream ends once, then the leg hears. */
-  private end(ended: H2ConnectionEnded): void {
-    if (this.endedWith !== undefined) return
-    this.endedWith = ended
-    // The rest of the read and later reads are not parsed (each handler would drop them anyway).
-    this.reader.stop()
-    clearInterval(this.timer)
-    if (!this.socket.destroyed) {
-      this.writer.writeTo(this.socket)
-      this.socket.end()
-      // A peer that does not read would hold the socket open forever.
-      this.closeTimer = setTimeout(() => this.socket.destroy(), this.limits.closeTimeoutMs).unref()
-    }
-    this.refuseQueued(ended.reason)
-    const open = [...this.streams.values()]
-    this.streams.clear()
-    this.sender.clear()
-    // Client role: streams above the last one the peer processed were never processed, a caller may
-    // retry them. A client's GOAWAY names the last stream we (the server) opened, not its requests.
-    // And a server that never sent its SETTINGS (its first frame, RFC 9113 3.4) processed none of
-    // them: the socket refused, reset or closed before the server spoke.
-    const processed = this.role === "client" && !this.peerSpoke ? 0 : this.role === "client" && this.goAwayReceived >= 0 ? this.goAwayReceived : MAX_STREAM_ID
-    for (const stream of open) {
-      // Closed yet still here: the leg is hearing its last frame or its reset now (and ends us from it).
-      if (stream.state === StreamState.CLOSED) continue
-      stream.state = StreamState.CLOSED
-      this.handler.onEnd(stream, new H2StreamEnded({ reason: ended.reason, code: ended.code, retryable: stream.id > processed }))
-    }
-    this.handler.onClose(ended)
   }
 }
 

@@ -20,7 +20,7 @@
 // all four places and every unary call waited out its deadline (h2c-stream-share.test.ts). A
 // method's calls before B sees one of its answers carry a second message are not known to stream:
 // each is an ordinary call, and joins the share as that message comes, or is cut then past it
-// (appH2Exchange.ts knownStreaming): kept, first calls of new streaming methods took every place.
+// (appH2ExchangeCore.ts knownStreaming): kept, first calls of new streaming methods took every place.
 // Every call B cuts, or its caller cancels, or its deadline ends, is a reset B sends the app, and
 // nghttp2 (node's HTTP/2 server, grpc-js's) bounds a client's resets: past them the app sends GOAWAY
 // INTERNAL_ERROR, which ends the session, every call on it, other callers' too (one
@@ -39,7 +39,8 @@
 import { Deadlines } from "../mux/deadlines.ts"
 import type { PendingOutcome } from "../mux/request.ts"
 import { AnswerHolds } from "./answerHolds.ts"
-import { AppH2Exchange, type CancelSource, type H2Leg } from "./appH2Exchange.ts"
+import { AppH2Exchange } from "./appH2Exchange.ts"
+import type { AppH2ExchangeCore, CancelSource, H2Leg } from "./appH2ExchangeCore.ts"
 import type { AppH2Request } from "./appH2RequestHead.ts"
 import { AppH2Session, type SessionOwner } from "./appH2Session.ts"
 import type { OnInvalidHeader } from "./headerFilter.ts"
@@ -77,7 +78,7 @@ export class AppH2Leg implements H2Leg, ShareLeg<AppH2Exchange>, SessionOwner {
   readonly address: string
   readonly onInvalid: OnInvalidHeader | undefined
   /** The exchanges' deadlines and waits for a whole answer: one timer each for the leg, not two per call. */
-  readonly deadlines = new Deadlines<AppH2Exchange>((exchange) => exchange.deadlinePassed())
+  readonly deadlines = new Deadlines<AppH2ExchangeCore>((exchange) => exchange.deadlinePassed())
   readonly holds = new AnswerHolds(WHOLE_ANSWER_WAIT_MS)
   readonly oneMessageHolds = new AnswerHolds(ONE_MESSAGE_WAIT_MS)
   /** gRPC methods (paths) one of whose answers carried a second message: theirs never wait past the first wait. */
@@ -106,7 +107,7 @@ export class AppH2Leg implements H2Leg, ShareLeg<AppH2Exchange>, SessionOwner {
   private readonly onReclaimed: (peer: string, count: number, held: number) => void
   /** Requests refused for want of a place (a counter reads it). */
   refused = 0
-  /** Long-lived streams admitted now, open or waiting (appH2Exchange.ts says which are). */
+  /** Long-lived streams admitted now, open or waiting (appH2ExchangeCore.ts says which are). */
   private longStreams = 0
   /** Long-lived streams refused past their share (a counter reads it). */
   longStreamsRefused = 0
@@ -384,7 +385,7 @@ export class AppH2Leg implements H2Leg, ShareLeg<AppH2Exchange>, SessionOwner {
     // A field HTTP/2 names single-value (user-agent, content-type...) that a peer gave twice goes to
     // the app as it came, as the HTTP/1.1 leg carries it (node's client refused it unless told not to).
     // A session that ends (idle, after the app's GOAWAY, or its own error) ends its socket and
-    // destroys it past closeTimeoutMs if the app never sends its FIN (h2Connection.ts).
+    // destroys it past closeTimeoutMs if the app never sends its FIN (h2ConnectionCore.ts).
     const session = new AppH2Session(this.host, this.port, this)
     this.sessions.add(session)
     this.announce(Infinity)
