@@ -1,0 +1,108 @@
+// A mesh connection evicted at the IIP server's connection cap (src/iip/server.ts evictUnfair,
+// fairPlaces.ts) while its peer has a request in the air. An idle one is told first: a go-away
+// saying the server is closing now, having answered everything it read (PROTOCOL.md §11), in the
+// same write as its FIN; the peer (our IipClient, the sidecar's dialer) then ends every request
+// it still waits for as not processed (ConnectionClosed, sent: false), which its callers retry
+// whatever the method. A request the server was running when it cut a busy connection stays a
+// connection loss (sent: true): it may have been processed. Two loopback sources: the peer's
+// 127.0.0.1 holds every place, a newcomer from 127.0.0.3 takes one.
+import * as net from "node:net"
+import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import type { IncomingRequest } from "../../src/iip/server.ts"
+import { ConnectionClosed } from "../../src/mux/errors.ts"
+import { Cleanup, frame, RawParser, waitFor, withTimeout } from "../support/iipRaw.ts"
+import { collectLog, settle, startClient, startServer } from "../support/meshTest.ts"
+
+const CAP = 2
+
+/** A raw plain-IIP connection from `localAddress` that proves itself (a request answered) and stays open. */
+const holdConnection = async (cleanup: Cleanup, port: number, localAddress: string) => {
+  const socket = net.connect({ host: "127.0.0.1", port, localAddress })
+  cleanup.add(() => socket.destroy())
+  const held = { socket, answered: 0, closed: false }
+  const parser = new RawParser()
+  socket.on("error", () => {})
+  socket.on("data", (chunk: Buffer) => (held.answered += parser.push(chunk).length))
+  socket.once("close", () => (held.closed = true))
+  await withTimeout(new Promise<void>((resolve) => socket.once("connect", () => resolve())), 5000, "the connection")
+  socket.write(frame(1, "/echo", 0, "x"))
+  await waitFor(() => held.answered > 0 || held.closed, 5000, "the first packet's answer")
+  if (held.closed) throw new Error(`the ${localAddress} connection was closed at accept`)
+  return held
+}
+
+describe("a mesh connection evicted at the connection cap", () => {
+  let cleanup: Cleanup
+  beforeEach(() => {
+    cleanup = new Cleanup()
+  })
+  afterEach(() => cleanup.run())
+
+  const serve = async () => {
+    const log = collectLog()
+    const started: Array<string> = []
+    const aborted: Array<string> = []
+    const server = await startServer(cleanup, { maxConnections: CAP, log: log.log })
+    server.handle("/echo", (request) => {
+      started.push(Buffer.from(request.data).toString())
+      return request.data
+    })
+    server.handle("/hold", (request: IncomingRequest) =>
+      new Promise<Uint8Array>((resolve) => {
+        started.push(Buffer.from(request.data).toString())
+        request.signal.addEventListener("abort", () => {
+          aborted.push(String(request.signal.reason))
+          resolve(new Uint8Array())
+        })
+      }))
+    return { server, events: log.events, started, aborted }
+  }
+
+  it("idle at the server: a request it never read ends not processed (sent: false), and the newcomer gets the place", async () => {
+    const { server, events, started, aborted } = await serve()
+    const peer = startClient(cleanup, server.address.port, { maxConnections: 1 })
+    expect((await peer.call("/echo", "first")).toString()).toBe("first")
+    const [mesh] = [...server.meshSessions]
+    // A second place of the peer's source, busy: the peer's connection is the idle one that goes.
+    const other = await holdConnection(cleanup, server.address.port, "127.0.0.1")
+    other.socket.write(frame(1, "/hold", 0, "other"))
+    await waitFor(() => started.length === 2, 5000, "the held request to reach the handler")
+    expect(server.connectionCount).toBe(CAP)
+    // The server reads nothing more from the peer: its next request waits unread in the socket.
+    mesh!.connection.pauseReading()
+    const unread = settle(peer.call("/echo", "never read"))
+    const socket = mesh!.connection.socket as net.Socket
+    await waitFor(() => socket.readableLength > 0, 5000, "the request to reach the server's socket")
+    const newcomer = await holdConnection(cleanup, server.address.port, "127.0.0.3")
+    expect(newcomer.closed).toBe(false)
+    expect(server.connectionCount).toBe(CAP)
+    const outcome = await withTimeout(unread, 5000, "the unread request to end")
+    expect(outcome.ok).toBe(false)
+    const error = (outcome as { error: unknown }).error
+    expect(error).toBeInstanceOf(ConnectionClosed)
+    expect((error as ConnectionClosed).sent).toBe(false)
+    expect(started).toEqual(["first", "other"])
+    expect(other.closed).toBe(false)
+    expect(aborted).toEqual([])
+    expect(events.filter((e) => e.event === "connection-evicted")).toHaveLength(1)
+  }, 30_000)
+
+  it("busy at the server: the request it was running stays a connection loss (sent: true)", async () => {
+    const { server, started, aborted } = await serve()
+    const peer = startClient(cleanup, server.address.port, { maxConnections: 1 })
+    const running = settle(peer.call("/hold", "running"))
+    await waitFor(() => started.length === 1, 5000, "the held request to reach the handler")
+    // The source's other place busy too, so the peer's (oldest) is the one cut.
+    const other = await holdConnection(cleanup, server.address.port, "127.0.0.1")
+    other.socket.write(frame(1, "/hold", 0, "other"))
+    await waitFor(() => started.length === 2, 5000, "the second held request to reach the handler")
+    await holdConnection(cleanup, server.address.port, "127.0.0.3")
+    const outcome = await withTimeout(running, 5000, "the running request to end")
+    expect(outcome.ok).toBe(false)
+    const error = (outcome as { error: unknown }).error
+    expect(error).toBeInstanceOf(ConnectionClosed)
+    expect((error as ConnectionClosed).sent).toBe(true)
+    expect(aborted).toHaveLength(1)
+    expect(other.closed).toBe(false)
+  }, 30_000)
+})
