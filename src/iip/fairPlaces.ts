@@ -30,6 +30,8 @@ export interface Place {
   isIdle: () => boolean
   /** Its budget's release count when it was queued or last looked at. */
   releasesSeen: number
+  /** Closes it for a newcomer when it is idle (a mesh session tells its peer first: server.ts). */
+  closeIdle: (reason: string) => void
 }
 
 export interface Eviction {
@@ -45,7 +47,7 @@ export class FairPlaces {
   private readonly places = new SourcePlaces<Place>()
 
   add(connection: Connection, source: string, isIdle: () => boolean): Place {
-    const place: Place = { connection, source, isIdle, releasesSeen: connection.budget.releases }
+    const place: Place = { connection, source, isIdle, releasesSeen: connection.budget.releases, closeIdle: (reason) => connection.close(reason, false) }
     this.places.add(place, source)
     return place
   }

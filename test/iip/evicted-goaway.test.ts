@@ -5,13 +5,16 @@
 // it still waits for as not processed (ConnectionClosed, sent: false), which its callers retry
 // whatever the method. A request the server was running when it cut a busy connection stays a
 // connection loss (sent: true): it may have been processed. Two loopback sources: the peer's
-// 127.0.0.1 holds every place, a newcomer from 127.0.0.3 takes one.
+// 127.0.0.1 holds every place, a newcomer from 127.0.0.3 takes one. A hand-played acceptor
+// checks what the client trusts: only a one-way go-away whose body is a JSON object with
+// `closing: true`.
 import * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import type { IncomingRequest } from "../../src/iip/server.ts"
 import { ConnectionClosed } from "../../src/mux/errors.ts"
+import { AcceptorControlChannel, encodeEnvelope, EnvelopeFlag, EnvelopeKind, MeshPath } from "../../src/protocol/mesh.ts"
 import { Cleanup, frame, RawParser, waitFor, withTimeout } from "../support/iipRaw.ts"
-import { collectLog, settle, startClient, startServer } from "../support/meshTest.ts"
+import { collectLog, settle, startClient, startRawMeshPeer, startServer } from "../support/meshTest.ts"
 
 const CAP = 2
 
@@ -66,7 +69,7 @@ describe("a mesh connection evicted at the connection cap", () => {
     // A second place of the peer's source, busy: the peer's connection is the idle one that goes.
     const other = await holdConnection(cleanup, server.address.port, "127.0.0.1")
     other.socket.write(frame(1, "/hold", 0, "other"))
-    await waitFor(() => started.length === 2, 5000, "the held request to reach the handler")
+    await waitFor(() => started.includes("other"), 5000, "the held request to reach the handler")
     expect(server.connectionCount).toBe(CAP)
     // The server reads nothing more from the peer: its next request waits unread in the socket.
     mesh!.connection.pauseReading()
@@ -81,10 +84,12 @@ describe("a mesh connection evicted at the connection cap", () => {
     const error = (outcome as { error: unknown }).error
     expect(error).toBeInstanceOf(ConnectionClosed)
     expect((error as ConnectionClosed).sent).toBe(false)
-    expect(started).toEqual(["first", "other"])
+    expect(started.filter((s) => s !== "x")).toEqual(["first", "other"])
     expect(other.closed).toBe(false)
     expect(aborted).toEqual([])
     expect(events.filter((e) => e.event === "connection-evicted")).toHaveLength(1)
+    // Paused here, the evicted socket never sees the peer's FIN: it would stay its 5 s.
+    socket.destroy()
   }, 30_000)
 
   it("busy at the server: the request it was running stays a connection loss (sent: true)", async () => {
@@ -95,7 +100,7 @@ describe("a mesh connection evicted at the connection cap", () => {
     // The source's other place busy too, so the peer's (oldest) is the one cut.
     const other = await holdConnection(cleanup, server.address.port, "127.0.0.1")
     other.socket.write(frame(1, "/hold", 0, "other"))
-    await waitFor(() => started.length === 2, 5000, "the second held request to reach the handler")
+    await waitFor(() => started.includes("other"), 5000, "the second held request to reach the handler")
     await holdConnection(cleanup, server.address.port, "127.0.0.3")
     const outcome = await withTimeout(running, 5000, "the running request to end")
     expect(outcome.ok).toBe(false)
@@ -104,5 +109,33 @@ describe("a mesh connection evicted at the connection cap", () => {
     expect((error as ConnectionClosed).sent).toBe(true)
     expect(aborted).toHaveLength(1)
     expect(other.closed).toBe(false)
+  }, 30_000)
+
+  // A hand-played acceptor reads the client's request, says go-away with `body` (one-way or not), and ends the connection.
+  const goAwayThenFin = async (body: Buffer, flags: number) => {
+    const peer = await startRawMeshPeer(cleanup)
+    const client = startClient(cleanup, peer.port, { maxConnections: 1 })
+    const call = settle(client.call("/echo", "in the air"))
+    await peer.take((p) => p.path === "/echo", 5000, "the request")
+    const socket = peer.sockets[0]!
+    socket.end(frame(1, MeshPath.goAway, AcceptorControlChannel, encodeEnvelope(EnvelopeKind.request, flags, 1, new Map(), body, 8192)))
+    const outcome = await withTimeout(call, 5000, "the request to end")
+    expect(outcome.ok).toBe(false)
+    const error = (outcome as { error: unknown }).error
+    expect(error).toBeInstanceOf(ConnectionClosed)
+    return (error as ConnectionClosed).sent
+  }
+
+  it("the client trusts only a one-way go-away whose JSON object says closing: true; anything else is a plain go-away, a connection loss", async () => {
+    const closing = Buffer.from(JSON.stringify({ reason: "evicted", closing: true }))
+    expect(await goAwayThenFin(closing, EnvelopeFlag.oneway)).toBe(false)
+    // Expecting an answer: the sender goes on reading, so it may have read what is in the air.
+    expect(await goAwayThenFin(closing, 0)).toBe(true)
+    expect(await goAwayThenFin(Buffer.from(JSON.stringify({ reason: "stopping" })), EnvelopeFlag.oneway)).toBe(true)
+    expect(await goAwayThenFin(Buffer.from(JSON.stringify({ reason: "x", closing: "true" })), EnvelopeFlag.oneway)).toBe(true)
+    expect(await goAwayThenFin(Buffer.from("{\"closing\":true"), EnvelopeFlag.oneway)).toBe(true)
+    expect(await goAwayThenFin(Buffer.from(JSON.stringify([{ closing: true }])), EnvelopeFlag.oneway)).toBe(true)
+    // Over 4 KiB: not parsed at all.
+    expect(await goAwayThenFin(Buffer.from(JSON.stringify({ reason: "r".repeat(5000), closing: true })), EnvelopeFlag.oneway)).toBe(true)
   }, 30_000)
 })
