@@ -13,26 +13,11 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import type { IncomingRequest } from "../../src/iip/server.ts"
 import { ConnectionClosed } from "../../src/mux/errors.ts"
 import { AcceptorControlChannel, encodeEnvelope, EnvelopeFlag, EnvelopeKind, MeshPath } from "../../src/protocol/mesh.ts"
-import { Cleanup, frame, RawParser, waitFor, withTimeout } from "../support/iipRaw.ts"
+import { holdConnection } from "../support/heldConnections.ts"
+import { Cleanup, frame, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { collectLog, settle, startClient, startRawMeshPeer, startServer } from "../support/meshTest.ts"
 
 const CAP = 2
-
-/** A raw plain-IIP connection from `localAddress` that proves itself (a request answered) and stays open. */
-const holdConnection = async (cleanup: Cleanup, port: number, localAddress: string) => {
-  const socket = net.connect({ host: "127.0.0.1", port, localAddress })
-  cleanup.add(() => socket.destroy())
-  const held = { socket, answered: 0, closed: false }
-  const parser = new RawParser()
-  socket.on("error", () => {})
-  socket.on("data", (chunk: Buffer) => (held.answered += parser.push(chunk).length))
-  socket.once("close", () => (held.closed = true))
-  await withTimeout(new Promise<void>((resolve) => socket.once("connect", () => resolve())), 5000, "the connection")
-  socket.write(frame(1, "/echo", 0, "x"))
-  await waitFor(() => held.answered > 0 || held.closed, 5000, "the first packet's answer")
-  if (held.closed) throw new Error(`the ${localAddress} connection was closed at accept`)
-  return held
-}
 
 describe("a mesh connection evicted at the connection cap", () => {
   let cleanup: Cleanup
@@ -67,7 +52,7 @@ describe("a mesh connection evicted at the connection cap", () => {
     expect((await peer.call("/echo", "first")).toString()).toBe("first")
     const [mesh] = [...server.meshSessions]
     // A second place of the peer's source, busy: the peer's connection is the idle one that goes.
-    const other = await holdConnection(cleanup, server.address.port, "127.0.0.1")
+    const other = await holdConnection(cleanup, server.address.port, "127.0.0.1", "plain")
     other.socket.write(frame(1, "/hold", 0, "other"))
     await waitFor(() => started.includes("other"), 5000, "the held request to reach the handler")
     expect(server.connectionCount).toBe(CAP)
@@ -76,7 +61,7 @@ describe("a mesh connection evicted at the connection cap", () => {
     const unread = settle(peer.call("/echo", "never read"))
     const socket = mesh!.connection.socket as net.Socket
     await waitFor(() => socket.readableLength > 0, 5000, "the request to reach the server's socket")
-    const newcomer = await holdConnection(cleanup, server.address.port, "127.0.0.3")
+    const newcomer = await holdConnection(cleanup, server.address.port, "127.0.0.3", "plain")
     expect(newcomer.closed).toBe(false)
     expect(server.connectionCount).toBe(CAP)
     const outcome = await withTimeout(unread, 5000, "the unread request to end")
@@ -98,10 +83,10 @@ describe("a mesh connection evicted at the connection cap", () => {
     const running = settle(peer.call("/hold", "running"))
     await waitFor(() => started.length === 1, 5000, "the held request to reach the handler")
     // The source's other place busy too, so the peer's (oldest) is the one cut.
-    const other = await holdConnection(cleanup, server.address.port, "127.0.0.1")
+    const other = await holdConnection(cleanup, server.address.port, "127.0.0.1", "plain")
     other.socket.write(frame(1, "/hold", 0, "other"))
     await waitFor(() => started.includes("other"), 5000, "the second held request to reach the handler")
-    await holdConnection(cleanup, server.address.port, "127.0.0.3")
+    await holdConnection(cleanup, server.address.port, "127.0.0.3", "plain")
     const outcome = await withTimeout(running, 5000, "the running request to end")
     expect(outcome.ok).toBe(false)
     const error = (outcome as { error: unknown }).error
