@@ -12,10 +12,32 @@ import * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import type { IncomingRequest } from "../../src/iip/server.ts"
 import { ConnectionClosed } from "../../src/mux/errors.ts"
-import { AcceptorControlChannel, encodeEnvelope, EnvelopeFlag, EnvelopeKind, MeshPath } from "../../src/protocol/mesh.ts"
+import { AcceptorControlChannel, encodeEnvelope, encodeHello, EnvelopeFlag, EnvelopeKind, goAwaySaysClosing, MeshPath } from "../../src/protocol/mesh.ts"
 import { holdConnection } from "../support/heldConnections.ts"
-import { Cleanup, frame, waitFor, withTimeout } from "../support/iipRaw.ts"
-import { collectLog, settle, startClient, startRawMeshPeer, startServer } from "../support/meshTest.ts"
+import { Cleanup, frame, RawParser, waitFor, withTimeout } from "../support/iipRaw.ts"
+import { collectLog, helloOf, settle, startClient, startRawMeshPeer, startServer } from "../support/meshTest.ts"
+
+/** A raw mesh dialer that keeps its side open after the server's FIN (so the server's socket stays), recording a go-away `closing`. */
+const lingeringMesh = async (cleanup: Cleanup, port: number, localAddress: string) => {
+  const socket = net.connect({ host: "127.0.0.1", port, localAddress, allowHalfOpen: true })
+  cleanup.add(() => socket.destroy())
+  const held = { socket, hello: false, toldClosing: false, ended: false }
+  const parser = new RawParser()
+  socket.on("error", () => {})
+  socket.on("data", (chunk: Buffer) => {
+    for (const packet of parser.push(chunk)) {
+      if (packet.path === MeshPath.hello) held.hello = true
+      // The envelope is 8 bytes and carries no metadata here.
+      if (packet.path === MeshPath.goAway && goAwaySaysClosing(packet.data.subarray(8))) held.toldClosing = true
+    }
+  })
+  socket.once("end", () => (held.ended = true))
+  socket.once("close", () => (held.ended = true))
+  socket.write(frame(1, MeshPath.hello, 0, encodeHello(helloOf(), false)))
+  await waitFor(() => held.hello || held.ended, 5000, "the hello's answer")
+  if (held.ended) throw new Error(`the ${localAddress} connection was closed at accept`)
+  return held
+}
 
 const CAP = 2
 
@@ -122,5 +144,25 @@ describe("a mesh connection evicted at the connection cap", () => {
     expect(await goAwayThenFin(Buffer.from(JSON.stringify([{ closing: true }])), EnvelopeFlag.oneway)).toBe(true)
     // Over 4 KiB: not parsed at all.
     expect(await goAwayThenFin(Buffer.from(JSON.stringify({ reason: "r".repeat(5000), closing: true })), EnvelopeFlag.oneway)).toBe(true)
+  }, 30_000)
+
+  it("evicted sockets still carrying their go-away are bounded: past maxConnections of them, an eviction closes untold", async () => {
+    const { server } = await serve()
+    const port = server.address.port
+    const hog = [await lingeringMesh(cleanup, port, "127.0.0.2"), await lingeringMesh(cleanup, port, "127.0.0.2")]
+    const told = []
+    // Each round: a newcomer from a new source takes one of the hog's two places, then leaves; the hog fills it again.
+    for (let round = 0; round < 3; round++) {
+      const newcomer = await holdConnection(cleanup, port, `127.0.0.${3 + round}`, "plain")
+      await waitFor(() => hog.some((h) => h.ended), 5000, "a hog connection to be evicted")
+      const evicted = hog.splice(hog.findIndex((h) => h.ended), 1)[0]!
+      told.push(evicted.toldClosing)
+      expect(server.connectionCount).toBe(CAP)
+      newcomer.socket.destroy()
+      await waitFor(() => server.connectionCount === CAP - 1, 5000, "the newcomer's place to be free")
+      hog.push(await lingeringMesh(cleanup, port, "127.0.0.2"))
+    }
+    // The first two (CAP) linger half-closed, the hog never closing: the third is closed at once, untold.
+    expect(told).toEqual([true, true, false])
   }, 30_000)
 })
