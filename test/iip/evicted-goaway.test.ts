@@ -7,7 +7,8 @@
 // connection loss (sent: true): it may have been processed. Two loopback sources: the peer's
 // 127.0.0.1 holds every place, a newcomer from 127.0.0.3 takes one. A hand-played acceptor
 // checks what the client trusts: only a one-way go-away whose body is a JSON object with
-// `closing: true`.
+// `closing: true`. The evicted sockets still carrying their go-away (half-closed, at most 5 s)
+// are bounded by maxConnections: past that an eviction closes untold.
 import * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import type { IncomingRequest } from "../../src/iip/server.ts"
