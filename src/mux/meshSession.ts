@@ -200,13 +200,16 @@ export class MeshSession extends MeshCaller implements MessageSink, ServingSessi
 
   /**
    * Closes the connection now (an eviction at the server's connection cap). With nothing running
-   * on it, the peer is told first (§11 go-away `closing`, one-way, in the same write as the FIN):
+   * on it (no request running or waiting, no answer held behind a stream's chunks), the peer is
+   * told first (§11 go-away `closing`, one-way, in the same write as the FIN):
    * it read none of the requests the peer still waits for, so they end not processed and go
    * elsewhere. With requests running, any of them may have been processed: a connection loss.
    */
   closeNow(reason: string): void {
     if (this.connection.closed) return
-    if (this.servingCount > 0) return this.connection.close(reason, false)
+    // An answer behind a stream's lane (writer.ts) is processed but not yet out: the go-away, a
+    // whole packet, would pass it and call it unread. Told only when no lane holds anything.
+    if (this.servingCount > 0 || this.connection.writer.queuedChunks > 0) return this.connection.close(reason, false)
     this.serving.draining = true
     this.sendControl(MeshPath.goAway, encodeGoAway(reason, true))
     this.connection.close(reason, true)
