@@ -204,12 +204,14 @@ export class MeshSession extends MeshCaller implements MessageSink, ServingSessi
    * told first (§11 go-away `closing`, one-way, in the same write as the FIN):
    * it read none of the requests the peer still waits for, so they end not processed and go
    * elsewhere. With requests running, any of them may have been processed: a connection loss.
+   * With an answer still behind a stream's chunks: untold, the FIN after what is queued.
    */
   closeNow(reason: string): void {
     if (this.connection.closed) return
+    if (this.servingCount > 0) return this.connection.close(reason, false)
     // An answer behind a stream's lane (writer.ts) is processed but not yet out: the go-away, a
-    // whole packet, would pass it and call it unread. Told only when no lane holds anything.
-    if (this.servingCount > 0 || this.connection.writer.queuedChunks > 0) return this.connection.close(reason, false)
+    // whole packet, would pass it and call it unread. Untold then, what is queued still goes out.
+    if (this.connection.writer.queuedChunks > 0) return this.connection.close(reason, true)
     this.serving.draining = true
     this.sendControl(MeshPath.goAway, encodeGoAway(reason, true))
     this.connection.close(reason, true)
