@@ -110,6 +110,11 @@ export class MeshSession extends MeshCaller implements MessageSink, ServingSessi
     return this.control.peerDraining
   }
 
+  /** The peer's go-away said `closing` (§11): it closes this connection now, it is not stopping. */
+  get peerClosing(): boolean {
+    return this.control.peerClosing
+  }
+
   /** This side said go-away: new requests from the peer are refused with `draining`. */
   get localDraining(): boolean {
     return this.serving.draining
