@@ -604,7 +604,9 @@ export class IipClient {
     if (link.mode === "mesh") {
       link.session.onPeerDraining(() => {
         pooled.draining = true
-        this.options.onPeerState?.("go-away")
+        // A `closing` go-away is one connection evicted at the server's cap, not the server
+        // stopping: the balancer must not take a refused redial as a restart (and reset its stats).
+        if (!link.session.peerClosing) this.options.onPeerState?.("go-away")
         this.grow()
       })
       if (this.options.keepAlive !== false) this.supervisor.fork(keepAlive(link.session, this.options.keepAlive ?? defaultKeepAlive, () => this.unresponsive()))

@@ -79,7 +79,8 @@ export interface ClientOptions extends PeerOptions {
    */
   readonly waitForReconnect?: boolean
   /**
-   * Told when the server says go-away (a graceful stop), or when a connection to it is closed for
+   * Told when the server says go-away (a graceful stop; not a go-away `closing`, one connection
+   * evicted at its cap, PROTOCOL.md §11), or when a connection to it is closed for
    * not answering a ping (a frozen peer): the balancer holds the endpoint out without failing it.
    */
   readonly onPeerState?: (state: "go-away" | "unresponsive") => void

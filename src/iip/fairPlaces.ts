@@ -16,7 +16,8 @@
 // budget's release count moved) or has one in flight goes to the back. The first looked at that is
 // idle and unchanged goes; else the first idle one looked at; else, every one looked at busy (a
 // hog keeping a request in flight on each), the first of those: a source over its share keeps no
-// place by keeping requests open, and its requests there end as a connection loss.
+// place by keeping requests open, and its requests there end as a connection loss. An idle mesh
+// one tells its peer first (server.ts closeTelling), so what the peer sent it that instant goes elsewhere.
 import type { Connection } from "../mux/connection.ts"
 import { SourcePlaces } from "./sourcePlaces.ts"
 
@@ -30,6 +31,8 @@ export interface Place {
   isIdle: () => boolean
   /** Its budget's release count when it was queued or last looked at. */
   releasesSeen: number
+  /** Closes it for a newcomer when it is idle (a mesh session tells its peer first: server.ts). */
+  closeIdle: (reason: string) => void
 }
 
 export interface Eviction {
@@ -45,7 +48,7 @@ export class FairPlaces {
   private readonly places = new SourcePlaces<Place>()
 
   add(connection: Connection, source: string, isIdle: () => boolean): Place {
-    const place: Place = { connection, source, isIdle, releasesSeen: connection.budget.releases }
+    const place: Place = { connection, source, isIdle, releasesSeen: connection.budget.releases, closeIdle: (reason) => connection.close(reason, false) }
     this.places.add(place, source)
     return place
   }

@@ -184,6 +184,8 @@ export class IipServer {
   /** Sockets closed at the cap while the TLS server had them: their failed handshake is not a peer's refusal. */
   private readonly evictedInTls = new WeakSet<net.Socket>()
   private readonly evictedLines = new LogThrottle(acceptLines, acceptLinesWindowMs)
+  /** Evicted mesh connections whose sockets still carry their go-away and FIN (closeTelling). */
+  private evictedClosing = 0
   private readonly refusedLines = new LogThrottle(acceptLines, acceptLinesWindowMs)
 
   /** Throws OptionInvalid (optionLimits.ts) for a numeric option out of range. */
@@ -554,8 +556,24 @@ export class IipServer {
     }`
     this.options.onAtLimit?.("evicted_fair_share")
     this.logAccept(this.evictedLines, "connection-evicted", connection.remoteAddress, reason, connection.peerIdentity)
-    connection.close(eviction.busy ? "evicted at the connection limit (fair share), requests in flight" : "evicted at the connection limit (fair share)", false)
+    if (eviction.busy) connection.close("evicted at the connection limit (fair share), requests in flight", false)
+    else eviction.place.closeIdle("evicted at the connection limit (fair share)")
     return true
+  }
+
+  /**
+   * An idle mesh connection evicted: its place is free at once (the session is gone), its peer told
+   * with a go-away `closing` that it read none of the requests still in the air, so they go
+   * elsewhere unfailed (MeshSession.closeNow). Its socket stays until the peer takes those bytes and
+   * closes (at most 5 s); past `maxConnections` such sockets at once, an eviction closes at once,
+   * untold, so evictions cannot pile up half-closed sockets.
+   */
+  private closeTelling(mesh: MeshSession, reason: string): void {
+    const { connection } = mesh
+    if (this.evictedClosing >= this.maxConnections) return connection.close(reason, false)
+    this.evictedClosing++
+    connection.socket.once("close", () => this.evictedClosing--)
+    mesh.closeNow(reason)
   }
 
   private refuseAtAccept(socket: ByteStream, reason: string): true {
@@ -635,6 +653,7 @@ export class IipServer {
         })
         const isIdle = () => mesh.servingCount === 0 && mesh.callingCount === 0
         place.isIdle = isIdle
+        place.closeIdle = (reason) => this.closeTelling(mesh, reason)
         this.timeouts.watch(connection, isIdle)
         if (this.options.keepAlive !== false) this.supervisor.fork(keepAlive(mesh, this.options.keepAlive ?? defaultKeepAlive))
         for (const listener of this.meshListeners) listener(mesh)

@@ -8,7 +8,7 @@
 // it closes the connection once the answers it queued while backed up pass a bound. The requests
 // this side sends on its own control channel are the session's calls and pushes (meshCalls.ts).
 import { Status } from "../protocol/constants.ts"
-import { decodeChannelId, decodeChannelPair, decodeCredit, emptyMeta, encodeErrorBody, EnvelopeKind, MeshErrorCode, MeshPath } from "../protocol/mesh.ts"
+import { decodeChannelId, decodeChannelPair, decodeCredit, emptyMeta, encodeErrorBody, EnvelopeKind, goAwaySaysClosing, MeshErrorCode, MeshPath } from "../protocol/mesh.ts"
 import type { Connection } from "./connection.ts"
 import { noBody } from "./meshAnswer.ts"
 import type { PeerChannelServer } from "./meshServing.ts"
@@ -54,6 +54,8 @@ export class ControlReceiver {
   }
   /** The peer said go-away: no new calls from this side. */
   peerDraining = false
+  /** The peer's go-away said `closing` (§11): what this side's calls still wait for when the connection ends, the peer never read. */
+  peerClosing = false
 
   constructor(
     connection: Connection,
@@ -120,6 +122,8 @@ export class ControlReceiver {
       }
       case MeshPath.goAway:
         this.peerDraining = true
+        // Sent one-way as the peer's last write before its FIN: it read none of the requests still unanswered.
+        if (oneway && !this.peerClosing) this.peerClosing = goAwaySaysClosing(body)
         for (const listener of this.drainListeners.splice(0)) listener()
         // The listeners stopped new requests on this connection; the answer tells the peer so.
         if (!oneway) this.answer(path, requestId, EnvelopeKind.response, noBody)

@@ -6,7 +6,7 @@
 // (meshControl.ts receives the peer's). Here: the session's own channels (opened, closed, refused),
 // and the packets the connection reads, each handed to the call it answers or to the serving side.
 import type { Codec } from "../protocol/compression.ts"
-import { AcceptorControlChannel, ChunkHeader, DialerControlChannel, encodeChannelId, MeshPath } from "../protocol/mesh.ts"
+import { AcceptorControlChannel, ChunkHeader, DialerControlChannel, encodeChannelId, encodeGoAway, MeshPath } from "../protocol/mesh.ts"
 import { isFirstPacket, isLastPacket } from "../protocol/status.ts"
 import type { Connection, MessageSink } from "./connection.ts"
 import { ConnectionClosed } from "./errors.ts"
@@ -110,6 +110,11 @@ export class MeshSession extends MeshCaller implements MessageSink, ServingSessi
     return this.control.peerDraining
   }
 
+  /** The peer's go-away said `closing` (§11): it closes this connection now, it is not stopping. */
+  get peerClosing(): boolean {
+    return this.control.peerClosing
+  }
+
   /** This side said go-away: new requests from the peer are refused with `draining`. */
   get localDraining(): boolean {
     return this.serving.draining
@@ -193,9 +198,28 @@ export class MeshSession extends MeshCaller implements MessageSink, ServingSessi
   goAway(reason: string): void {
     if (this.serving.draining || this.connection.closed) return
     this.serving.draining = true
-    this.call(this.ownControl, MeshPath.goAway, Buffer.from(JSON.stringify({ reason }), "utf8"), {}, (error) => {
+    this.call(this.ownControl, MeshPath.goAway, encodeGoAway(reason, false), {}, (error) => {
       if (error === undefined) this.goAwayAcknowledged = true
     })
+  }
+
+  /**
+   * Closes the connection now (an eviction at the server's connection cap). With nothing running
+   * on it (no request running or waiting, no answer held behind a stream's chunks), the peer is
+   * told first (§11 go-away `closing`, one-way, in the same write as the FIN):
+   * it read none of the requests the peer still waits for, so they end not processed and go
+   * elsewhere. With requests running, any of them may have been processed: a connection loss.
+   * With an answer still behind a stream's chunks: untold, the FIN after what is queued.
+   */
+  closeNow(reason: string): void {
+    if (this.connection.closed) return
+    if (this.servingCount > 0) return this.connection.close(reason, false)
+    // An answer behind a stream's lane (writer.ts) is processed but not yet out: the go-away, a
+    // whole packet, would pass it and call it unread. Untold then, what is queued still goes out.
+    if (this.connection.writer.queuedChunks > 0) return this.connection.close(reason, true)
+    this.serving.draining = true
+    this.sendControl(MeshPath.goAway, encodeGoAway(reason, true))
+    this.connection.close(reason, true)
   }
 
   /**
@@ -311,10 +335,12 @@ export class MeshSession extends MeshCaller implements MessageSink, ServingSessi
   onClose(error: ConnectionClosed): void {
     // Held calls were never sent: safe to send elsewhere.
     this.heldCalls.drain((held) => this.finishCall(held.call, new ConnectionClosed({ message: error.message, sent: false }), undefined))
+    // After the peer's go-away `closing`, a call with no answer begun was never read there.
+    const unread = this.control.peerClosing ? new ConnectionClosed({ message: `${error.message} (the peer closed it; it had not read the request)`, sent: false }) : error
     for (const channel of this.own.values()) {
       for (const call of channel.fifo.takeAll()) {
         call.incoming?.fail(error)
-        this.finishCall(call, error, undefined)
+        this.finishCall(call, call.incoming === undefined ? unread : error, undefined)
       }
     }
     this.serving.close(error)

@@ -522,6 +522,19 @@ export const encodeChannelPair = (channelId: number, value: number): Buffer => {
   return out
 }
 
+/**
+ * The body of `/sys/goaway` (§11 drain): `closing` says the sender closes the connection right
+ * after it, having answered every request it read (one-way; it reads nothing more).
+ */
+export const encodeGoAway = (reason: string, closing: boolean): Buffer =>
+  Buffer.from(JSON.stringify(closing ? { reason, closing: true } : { reason }), "utf8")
+
+/** Longest go-away body looked into: a reason is a line; a larger body is a plain go-away, not parsed. */
+const maxGoAwayBodyBytes = 4096
+
+/** Whether a go-away's body says `closing` (malformed or oversized: it does not). */
+export const goAwaySaysClosing = (data: Uint8Array): boolean => data.length <= maxGoAwayBodyBytes && parseJsonObject(data)?.closing === true
+
 /** The body of `/sys/close` (the channel the sender closes) and of `/sys/refuse` (the peer's channel it did not open), PROTOCOL.md §11. */
 export const encodeChannelId = (channelId: number): Buffer => {
   const out = Buffer.allocUnsafe(4)

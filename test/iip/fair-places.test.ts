@@ -14,10 +14,10 @@ import type { WorkloadCredentials } from "../../src/identity/credentials.ts"
 import { spiffeIdOfCertificate } from "../../src/identity/spiffe.ts"
 import { IipClient } from "../../src/iip/client.ts"
 import type { IncomingRequest } from "../../src/iip/server.ts"
-import { MESH_ALPN, type ServerTlsOptions } from "../../src/iip/tls.ts"
-import { encodeHello, MeshPath } from "../../src/protocol/mesh.ts"
-import { Cleanup, frame, RawParser, waitFor, withTimeout } from "../support/iipRaw.ts"
-import { collectLog, helloOf, type LogEvent, settle, startClient, startServer } from "../support/meshTest.ts"
+import type { ServerTlsOptions } from "../../src/iip/tls.ts"
+import { type Held, holdConnection } from "../support/heldConnections.ts"
+import { Cleanup, frame, waitFor, withTimeout } from "../support/iipRaw.ts"
+import { collectLog, type LogEvent, settle, startClient, startServer } from "../support/meshTest.ts"
 import { makeTestPki } from "../support/testPki.ts"
 
 const CAP = 8
@@ -25,40 +25,6 @@ const HOG = "127.0.0.2"
 const SERVER = "spiffe://iip-mesh.local/svc/server"
 const HOG_ID = "spiffe://iip-mesh.local/svc/hog"
 const HONEST_ID = "spiffe://iip-mesh.local/svc/honest"
-
-interface Held {
-  readonly socket: net.Socket
-  /** Packets answered on it so far (a hello's answer counts). */
-  answered: number
-  closed: boolean
-}
-
-/** One connection from `localAddress` that proves itself (a plain request answered, or a mesh hello) and then stays open, sending nothing more. */
-const holdConnection = async (cleanup: Cleanup, port: number, localAddress: string, mode: "plain" | "mesh", credentials?: WorkloadCredentials): Promise<Held> => {
-  const tcp = net.connect({ host: "127.0.0.1", port, localAddress })
-  cleanup.add(() => tcp.destroy())
-  const socket = credentials === undefined
-    ? tcp
-    : tls.connect({
-      socket: tcp,
-      key: credentials.privateKeyPem,
-      cert: credentials.certificateChainPem,
-      ca: credentials.trustBundlePem,
-      ALPNProtocols: [MESH_ALPN],
-      checkServerIdentity: () => undefined
-    })
-  cleanup.add(() => socket.destroy())
-  const held: Held = { socket, answered: 0, closed: false }
-  const parser = new RawParser()
-  socket.on("error", () => {})
-  socket.on("data", (chunk: Buffer) => (held.answered += parser.push(chunk).length))
-  socket.once("close", () => (held.closed = true))
-  await withTimeout(new Promise<void>((resolve) => socket.once(credentials === undefined ? "connect" : "secureConnect", () => resolve())), 5000, "the connection")
-  socket.write(mode === "mesh" ? frame(1, MeshPath.hello, 0, encodeHello(helloOf(), false)) : frame(1, "/echo", 0, "x"))
-  await waitFor(() => held.answered > 0 || held.closed, 5000, "the first packet's answer")
-  if (held.closed) throw new Error(`the ${localAddress} connection was closed at accept`)
-  return held
-}
 
 const holdMany = async (cleanup: Cleanup, port: number, count: number, localAddress: string, mode: "plain" | "mesh", credentials?: WorkloadCredentials) => {
   const held: Array<Held> = []

@@ -1,0 +1,36 @@
+// A go-away `closing` (PROTOCOL.md §11) is one connection closed at the server's connection cap,
+// not the server stopping: the client (src/iip/client.ts) moves off that connection but does not
+// tell its owner the peer went away (onPeerState "go-away"), which the sidecar's balancer takes as a
+// graceful stop (a refused redial soon after held out as a restart, its stats reset on return).
+// A plain go-away still tells it. A hand-played acceptor plays both.
+import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import { AcceptorControlChannel, emptyMeta, encodeEnvelope, EnvelopeFlag, EnvelopeKind, MeshPath } from "../../src/protocol/mesh.ts"
+import { Status } from "../../src/protocol/constants.ts"
+import { Cleanup, frame, withTimeout } from "../support/iipRaw.ts"
+import { settle, startClient, startRawMeshPeer } from "../support/meshTest.ts"
+
+describe("a go-away closing", () => {
+  let cleanup: Cleanup
+  beforeEach(() => {
+    cleanup = new Cleanup()
+  })
+  afterEach(() => cleanup.run())
+
+  const peerStatesAfter = async (body: object): Promise<Array<string>> => {
+    const peer = await startRawMeshPeer(cleanup)
+    const states: Array<string> = []
+    const client = startClient(cleanup, peer.port, { maxConnections: 1, onPeerState: (state) => states.push(state) })
+    const call = settle(client.call("/echo", "in the air"))
+    await peer.take((p) => p.path === "/echo", 5000, "the request")
+    const goAway = encodeEnvelope(EnvelopeKind.request, EnvelopeFlag.oneway, 1, emptyMeta, Buffer.from(JSON.stringify(body)), 8192)
+    peer.sockets[0]!.end(frame(Status.RequestWhole, MeshPath.goAway, AcceptorControlChannel, goAway))
+    // The call ends once the connection does: the go-away was read before it.
+    await withTimeout(call, 5000, "the request to end")
+    return states
+  }
+
+  it("is not reported as the peer going away; a plain go-away is", async () => {
+    expect(await peerStatesAfter({ reason: "evicted", closing: true })).toEqual([])
+    expect(await peerStatesAfter({ reason: "stopping" })).toEqual(["go-away"])
+  }, 30_000)
+})
