@@ -368,7 +368,7 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
     if (options.phases.includes("saturation")) {
       // The warm-up round: a sidecar's first saturation run is partly cold (the load generator's
       // different request shape deoptimizes code the open loop warmed, and without Maglev code
-      // tiers up again only after ~10,000 calls: see README), so every path runs one round as
+      // tiers up again only after ~10,000 calls: see bench/HISTORY.md), so every path runs one round as
       // long as a measured one first, in round 1's order (each path the same time before its
       // round 1); printed, and kept out of the medians.
       if (options.saturationWarmupMs > 0) for (const mode of orderOf(0)) await saturationRun(mode, 0)
