@@ -1,4 +1,5 @@
-// A go-away `closing` (PROTOCOL.md §11) is one connection closed at the server's connection cap,
+// A go-away `closing` (PROTOCOL.md §11) is one connection closed at the server's connection cap
+// (one-way: idle, closed now; expecting an answer: busy, drained first),
 // not the server stopping: the client (src/iip/client.ts) moves off that connection but does not
 // tell its owner the peer went away (onPeerState "go-away"), which the sidecar's balancer takes as a
 // graceful stop (a refused redial soon after held out as a restart, its stats reset on return).
@@ -16,13 +17,13 @@ describe("a go-away closing", () => {
   })
   afterEach(() => cleanup.run())
 
-  const peerStatesAfter = async (body: object): Promise<Array<string>> => {
+  const peerStatesAfter = async (body: object, flags: number = EnvelopeFlag.oneway): Promise<Array<string>> => {
     const peer = await startRawMeshPeer(cleanup)
     const states: Array<string> = []
     const client = startClient(cleanup, peer.port, { maxConnections: 1, onPeerState: (state) => states.push(state) })
     const call = settle(client.call("/echo", "in the air"))
     await peer.take((p) => p.path === "/echo", 5000, "the request")
-    const goAway = encodeEnvelope(EnvelopeKind.request, EnvelopeFlag.oneway, 1, emptyMeta, Buffer.from(JSON.stringify(body)), 8192)
+    const goAway = encodeEnvelope(EnvelopeKind.request, flags, 1, emptyMeta, Buffer.from(JSON.stringify(body)), 8192)
     peer.sockets[0]!.end(frame(Status.RequestWhole, MeshPath.goAway, AcceptorControlChannel, goAway))
     // The call ends once the connection does: the go-away was read before it.
     await withTimeout(call, 5000, "the request to end")
@@ -32,5 +33,8 @@ describe("a go-away closing", () => {
   it("is not reported as the peer going away; a plain go-away is", async () => {
     expect(await peerStatesAfter({ reason: "evicted", closing: true })).toEqual([])
     expect(await peerStatesAfter({ reason: "stopping" })).toEqual(["go-away"])
+    // Expecting an answer: one connection drained (evicted busy), not the server stopping either.
+    expect(await peerStatesAfter({ reason: "evicted", closing: true }, 0)).toEqual([])
+    expect(await peerStatesAfter({ reason: "stopping" }, 0)).toEqual(["go-away"])
   }, 30_000)
 })
