@@ -97,6 +97,22 @@ const holdingRoutes = (server: Server.IipServer) => {
   return { started, release: (body: string) => releases.get(body)!() }
 }
 
+/**
+ * A hand-played dialer from 127.0.0.2 whose request (`body` on /hold) runs, its source's other
+ * place busy too (a plain connection's /hold), so the dialer's (oldest) is the one a newcomer from
+ * 127.0.0.3 evicts; resolves once the dialer is told go-away or closed.
+ */
+const evictBusyDialer = async (cleanup: Cleanup, port: number, started: ReadonlyArray<string>, body: string) => {
+  const dialer = await busyMeshDialer(cleanup, port, "127.0.0.2", "/hold", body)
+  await waitFor(() => started.includes(body), 5000, "the held request to reach the handler")
+  const other = await holdConnection(cleanup, port, "127.0.0.2", "plain")
+  other.socket.write(frame(1, "/hold", 0, "other"))
+  await waitFor(() => started.includes("other"), 5000, "the second held request to reach the handler")
+  await holdConnection(cleanup, port, "127.0.0.3", "plain")
+  await waitFor(() => dialer.peer.goAways.length > 0 || dialer.peer.ended, 5000, "the go-away")
+  return { dialer, other }
+}
+
 describe("a busy mesh connection evicted at the connection cap (real clock)", () => {
   let cleanup: Cleanup
   beforeEach(() => {
@@ -136,14 +152,7 @@ describe("a busy mesh connection evicted at the connection cap (real clock)", ()
   it("a request the peer sends after the go-away is refused draining, not processed; the one running answers; then it closes", async () => {
     const server = await startServer(cleanup, { maxConnections: CAP })
     const { started, release } = holdingRoutes(server)
-    const port = server.address.port
-    const dialer = await busyMeshDialer(cleanup, port, "127.0.0.2", "/hold", "running")
-    await waitFor(() => started.includes("running"), 5000, "the held request to reach the handler")
-    const other = await holdConnection(cleanup, port, "127.0.0.2", "plain")
-    other.socket.write(frame(1, "/hold", 0, "other"))
-    await waitFor(() => started.includes("other"), 5000, "the second held request to reach the handler")
-    await holdConnection(cleanup, port, "127.0.0.3", "plain")
-    await waitFor(() => dialer.peer.goAways.length > 0 || dialer.peer.ended, 5000, "the go-away")
+    const { dialer } = await evictBusyDialer(cleanup, server.address.port, started, "running")
     expect(dialer.peer.ended).toBe(false)
     expect(dialer.peer.goAways).toHaveLength(1)
     const [goAway] = dialer.peer.goAways
@@ -172,14 +181,7 @@ describe("a busy evicted mesh connection on the TestClock", () => {
       const { events, log } = collectLog()
       const server = yield* Server.make({ maxConnections: CAP, keepAlive: false, drainTimeoutMs: 0, log })
       const { started } = holdingRoutes(server)
-      const port = server.address.port
-      const dialer = yield* Effect.promise(() => busyMeshDialer(cleanup, port, "127.0.0.2", "/hold", "never"))
-      yield* until(() => started.includes("never"), "the held request to reach the handler")
-      const other = yield* Effect.promise(() => holdConnection(cleanup, port, "127.0.0.2", "plain"))
-      other.socket.write(frame(1, "/hold", 0, "other"))
-      yield* until(() => started.includes("other"), "the second held request to reach the handler")
-      yield* Effect.promise(() => holdConnection(cleanup, port, "127.0.0.3", "plain"))
-      yield* until(() => dialer.peer.goAways.length > 0 || dialer.peer.ended, "the go-away")
+      const { dialer, other } = yield* Effect.promise(() => evictBusyDialer(cleanup, server.address.port, started, "never"))
       dialer.answerGoAway()
       yield* TestClock.adjust("4999 millis")
       expect(dialer.peer.ended).toBe(false)
@@ -240,14 +242,7 @@ describe("a busy evicted connection and the server's close", () => {
       const cleanup = yield* useCleanup
       const server = yield* Server.make({ maxConnections: CAP, keepAlive: false, drainTimeoutMs: 0, log: () => {} })
       const { started } = holdingRoutes(server)
-      const port = server.address.port
-      const dialer = yield* Effect.promise(() => busyMeshDialer(cleanup, port, "127.0.0.2", "/hold", "never"))
-      yield* until(() => started.includes("never"), "the held request to reach the handler")
-      const other = yield* Effect.promise(() => holdConnection(cleanup, port, "127.0.0.2", "plain"))
-      other.socket.write(frame(1, "/hold", 0, "other"))
-      yield* until(() => started.includes("other"), "the second held request to reach the handler")
-      yield* Effect.promise(() => holdConnection(cleanup, port, "127.0.0.3", "plain"))
-      yield* until(() => dialer.peer.goAways.length > 0 || dialer.peer.ended, "the go-away")
+      const { dialer } = yield* Effect.promise(() => evictBusyDialer(cleanup, server.address.port, started, "never"))
       expect(dialer.peer.ended).toBe(false)
       // Its sweeper is stopped with the server's fibers: the close itself must end it.
       yield* Effect.promise(() => server.close())
