@@ -56,9 +56,10 @@ describe("a go-away closing", () => {
       frame(Status.RequestWhole, MeshPath.goAway, AcceptorControlChannel, goAway),
       frame(Status.ResponseWhole, "/echo", request.channelId, encodeEnvelope(EnvelopeKind.error, 0, requestId, emptyMeta, refusal, 8192))
     ]))
-    // Its only connection draining, the refusal is handed back.
+    // Its only connection draining, the refusal is handed back, for the caller to go to another server.
     const outcome = await withTimeout(call, 5000, "the request to end")
     expect(outcome.ok).toBe(false)
+    expect((outcome as { error: unknown }).error).toMatchObject({ _tag: "RemoteError", code: MeshErrorCode.draining, processed: false })
     return states
   }
 
