@@ -9,7 +9,7 @@ import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import { monotonicMillisOf } from "../mux/clock.ts"
 import type { MeshSession } from "../mux/meshSession.ts"
-import type { Log } from "./log.ts"
+import { type Log, LogThrottle } from "./log.ts"
 import type { Supervisor } from "./supervisor.ts"
 
 /**
@@ -20,6 +20,8 @@ import type { Supervisor } from "./supervisor.ts"
 export const evictedDrainMs = 5000
 /** How often the drains are looked at: a drained connection closes at most this late. */
 const sweepMs = 10
+/** `evicted-drain-deadline` lines at most per minute, as the evictions' own (server.ts): a hog makes one per eviction. */
+const deadlineLines = 20
 
 interface Drain {
   readonly mesh: MeshSession
@@ -36,6 +38,7 @@ export class EvictedDrains {
   private clock: Clock.Clock | undefined
   private readonly supervisor: Supervisor
   private readonly log: Log
+  private readonly deadlineLines = new LogThrottle(deadlineLines, 60_000)
 
   constructor(supervisor: Supervisor, log: Log) {
     this.supervisor = supervisor
@@ -91,7 +94,8 @@ export class EvictedDrains {
       if (mesh.goAwayAcknowledged && drain.isIdle()) {
         mesh.connection.close("evicted at the connection limit: drained", true)
       } else if (now - drain.evictedAt >= evictedDrainMs) {
-        this.log("evicted-drain-deadline", { remote: mesh.connection.remoteAddress, running: mesh.servingCount, afterMs: now - drain.evictedAt })
+        const admitted = this.deadlineLines.admit()
+        if (admitted !== undefined) this.log("evicted-drain-deadline", { remote: mesh.connection.remoteAddress, running: mesh.servingCount, afterMs: now - drain.evictedAt, ...admitted })
         mesh.connection.close(`evicted at the connection limit: not drained within ${evictedDrainMs} ms`, false)
       }
     }
