@@ -7,7 +7,8 @@
 // refused `draining`, not processed, and what was running finishes with its answer reaching the
 // peer; the connection closes once drained, or 5 s after the eviction whatever still runs. Such
 // connections count with the evicted sockets still closing against maxConnections: past it an
-// eviction closes untold, as before. Two loopback sources: the hog (or the peer) on 127.0.0.1 or
+// eviction closes untold, as before. A server stopping waits for them as for its live ones, and
+// closing it closes them. Two loopback sources: the hog (or the peer) on 127.0.0.1 or
 // .2, newcomers from .3 and up. The deadline and the count run on the TestClock (Server.make
 // inside it.effect), sockets are real.
 import { describe, expect, it } from "@effect/vitest"
@@ -171,6 +172,24 @@ describe("a busy mesh connection evicted at the connection cap (real clock)", ()
     expect(dialer.peer.answers.get(1)).toEqual({ kind: EnvelopeKind.response, body: Buffer.from("done running") })
     await waitFor(() => dialer.peer.ended, 5000, "the drained connection to close")
     expect(server.connectionCount).toBe(CAP)
+  }, 30_000)
+
+  it("a server stopping (drain) waits for its draining evicted connections too, as for its live ones", async () => {
+    const server = await startServer(cleanup, { maxConnections: CAP })
+    const { started, release } = holdingRoutes(server)
+    const { dialer, other } = await evictBusyDialer(cleanup, server.address.port, started, "running")
+    dialer.answerGoAway()
+    let stopped = false
+    const stopping = Effect.runPromise(server.drain(10_000)).then(() => (stopped = true))
+    // Its live connections done (the newcomer idle, the other's request answered): the evicted one still runs.
+    release("other")
+    await waitFor(() => other.answered > 1, 5000, "the other request's answer")
+    await waitFor(() => server.connectionCount === 0, 5000, "the live connections to close")
+    expect(stopped).toBe(false)
+    expect(dialer.peer.ended).toBe(false)
+    release("running")
+    await withTimeout(stopping, 5000, "the drain to end")
+    expect(dialer.peer.answers.get(1)).toEqual({ kind: EnvelopeKind.response, body: Buffer.from("done running") })
   }, 30_000)
 })
 
