@@ -32,6 +32,7 @@ import {
   MeshPath
 } from "../../src/protocol/mesh.ts"
 import { until, useCleanup } from "../support/effectIo.ts"
+import type { MeshSession } from "../../src/mux/meshSession.ts"
 import { holdConnection } from "../support/heldConnections.ts"
 import { Cleanup, frame, RawParser, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { collectLog, helloOf, settle, startClient, startServer } from "../support/meshTest.ts"
@@ -209,6 +210,29 @@ describe("a busy evicted mesh connection on the TestClock", () => {
       expect(dialer.peer.answers.has(1)).toBe(false)
       expect(events.some((e) => e.event === "evicted-drain-deadline")).toBe(true)
       expect(other.closed).toBe(false)
+    }))
+
+  it.effect("with nothing running it waits for the go-away's answer: a request the peer sent before reading the go-away is refused draining, not cut", () =>
+    Effect.gen(function*() {
+      const cleanup = yield* useCleanup
+      const server = yield* Server.make({ maxConnections: CAP, keepAlive: false, drainTimeoutMs: 0, log: () => {} })
+      const meshes: Array<MeshSession> = []
+      server.onMeshConnection((mesh) => meshes.push(mesh))
+      const { started, release } = holdingRoutes(server)
+      const { dialer } = yield* Effect.promise(() => evictBusyDialer(cleanup, server.address.port, started, "running"))
+      release("running")
+      yield* until(() => dialer.peer.answers.has(1), "the running request's answer")
+      // Nothing runs, the go-away unanswered: the sweeps must leave it open, the peer may have sent more.
+      yield* TestClock.adjust("100 millis")
+      dialer.request(3, "/echo", "sent before the go-away was read")
+      yield* until(() => dialer.peer.answers.has(3) || dialer.peer.ended, "the refusal")
+      expect(dialer.peer.ended).toBe(false)
+      expect(decodeErrorBody(dialer.peer.answers.get(3)!.body)).toMatchObject({ code: MeshErrorCode.draining, processed: false })
+      // Answered, it closes drained at the next sweep, well before its deadline.
+      dialer.answerGoAway()
+      yield* until(() => meshes[0]!.goAwayAcknowledged, "the go-away's answer to be read")
+      yield* TestClock.adjust("10 millis")
+      yield* until(() => dialer.peer.ended, "the drained close")
     }))
 
   it.effect("draining evicted connections count against maxConnections with the closing ones: past it an eviction closes untold", () =>
