@@ -388,10 +388,12 @@ export class IipClient {
     // told next, can make a new one.
     if (this.waiting > 0) this.drainQueue()
     if (error instanceof RemoteError && error.code === MeshErrorCode.draining && !error.processed && !this.closed) {
-      // The server is stopping and never ran it: move it to another live connection if there
-      // is one; otherwise hand the refusal back, so the caller can go to another server now.
-      request.pooled!.draining = true
-      this.options.onPeerState?.("go-away")
+      // The server is stopping (or drains this connection alone: its go-away said `closing`, read
+      // before this refusal) and never ran it: move it to another live connection if there is
+      // one; otherwise hand the refusal back, so the caller can go to another server now.
+      const pooled = request.pooled!
+      pooled.draining = true
+      if (pooled.link.mode !== "mesh" || !pooled.link.session.peerClosing) this.options.onPeerState?.("go-away")
       if (this.pool.connections.some((p) => !p.draining)) return this.route(request)
     }
     request.streamed(error, reply)

@@ -16,8 +16,13 @@
 // budget's release count moved) or has one in flight goes to the back. The first looked at that is
 // idle and unchanged goes; else the first idle one looked at; else, every one looked at busy (a
 // hog keeping a request in flight on each), the first of those: a source over its share keeps no
-// place by keeping requests open, and its requests there end as a connection loss. An idle mesh
-// one tells its peer first (server.ts closeTelling), so what the peer sent it that instant goes elsewhere.
+// place by keeping requests open. An idle mesh one tells its peer first (server.ts closeTelling),
+// so what the peer sent it that instant goes elsewhere. A busy mesh one gives its place up at once
+// and drains (server.ts drainEvicted, evictedDrains.ts): told go-away, its peer sends nothing new
+// there, what it had running still answers, and it closes once drained or 5 s on; such connections
+// count with the evicted sockets still closing against the cap (past it, closed untold), so a hog
+// gains nothing by them. A plain one, which cannot be told, is closed: its requests end as a
+// connection loss.
 import type { Connection } from "../mux/connection.ts"
 import { SourcePlaces } from "./sourcePlaces.ts"
 
@@ -33,6 +38,8 @@ export interface Place {
   releasesSeen: number
   /** Closes it for a newcomer when it is idle (a mesh session tells its peer first: server.ts). */
   closeIdle: (reason: string) => void
+  /** Gives its place up for a newcomer with requests in flight (a mesh session drains: server.ts). */
+  closeBusy: (reason: string) => void
 }
 
 export interface Eviction {
@@ -48,7 +55,8 @@ export class FairPlaces {
   private readonly places = new SourcePlaces<Place>()
 
   add(connection: Connection, source: string, isIdle: () => boolean): Place {
-    const place: Place = { connection, source, isIdle, releasesSeen: connection.budget.releases, closeIdle: (reason) => connection.close(reason, false) }
+    const close = (reason: string) => connection.close(reason, false)
+    const place: Place = { connection, source, isIdle, releasesSeen: connection.budget.releases, closeIdle: close, closeBusy: close }
     this.places.add(place, source)
     return place
   }

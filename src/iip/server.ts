@@ -24,6 +24,7 @@ import { acceptWebSocket, type WebSocketServerOptions } from "../mux/webSocketSt
 import { compressionFor, offeredCodecs, pickCodec } from "../protocol/compression.ts"
 import { agree, decodeHello, encodeHello, grantedCredit, type Hello, localHello } from "../protocol/mesh.ts"
 import { type Handler, makeDispatch, type ServeHook, withHooks } from "./dispatch.ts"
+import { EvictedDrains } from "./evictedDrains.ts"
 import { FairPlaces, type Place } from "./fairPlaces.ts"
 import { defaultKeepAlive, keepAlive } from "./keepAlive.ts"
 import { type Log, LogThrottle, messageOf, stderrLog } from "./log.ts"
@@ -184,8 +185,10 @@ export class IipServer {
   /** Sockets closed at the cap while the TLS server had them: their failed handshake is not a peer's refusal. */
   private readonly evictedInTls = new WeakSet<net.Socket>()
   private readonly evictedLines = new LogThrottle(acceptLines, acceptLinesWindowMs)
-  /** Evicted mesh connections whose sockets still carry their go-away and FIN (closeTelling). */
+  /** Evicted mesh connections still draining (drainEvicted) or whose sockets still carry their go-away and FIN (closeTelling). */
   private evictedClosing = 0
+  /** Busy mesh connections evicted, draining outside the live ones (drainEvicted). */
+  private readonly evictedDrains: EvictedDrains
   private readonly refusedLines = new LogThrottle(acceptLines, acceptLinesWindowMs)
 
   /** Throws OptionInvalid (optionLimits.ts) for a numeric option out of range. */
@@ -220,6 +223,7 @@ export class IipServer {
       this.supervisor,
       this.log
     )
+    this.evictedDrains = new EvictedDrains(this.supervisor, this.log)
     this.statistics = options.statistics === undefined ? undefined : new ServerStatistics(options.statistics, this.router, this)
     this.dispatch = makeDispatch(this.router, this.log, this.hooks, this.statistics)
     this.hello = localHello({
@@ -328,6 +332,7 @@ export class IipServer {
     for (const detach of this.webSocketDetachers.splice(0)) detach()
     for (const session of this.plain) session.connection.close("server closed", false)
     for (const session of this.meshes) session.connection.close("server closed", false)
+    this.evictedDrains.closeAll()
     return new Promise((resolve) => (this.listener.listening ? this.listener.close(() => resolve()) : resolve()))
   }
 
@@ -351,12 +356,13 @@ export class IipServer {
           if (session.goAwayAcknowledged && session.servingCount === 0) session.connection.close("drained", true)
         }
         for (const session of server.plain) if (session.idle) session.connection.close("drained", true)
-        if (server.connectionCount === 0) return
+        // Busy evicted connections drain on (evictedDrains.ts) until their own deadline or this one.
+        if (server.connectionCount === 0 && server.evictedDrains.size === 0) return
         const left = deadlineMs - ((yield* monotonicMillis) - started)
         if (left <= 0) break
         yield* Effect.sleep(Math.min(10, left))
       }
-      server.log("drain-deadline", { open: server.connectionCount, afterMs: (yield* monotonicMillis) - started })
+      server.log("drain-deadline", { open: server.connectionCount + server.evictedDrains.size, afterMs: (yield* monotonicMillis) - started })
       yield* Effect.promise(() => server.close())
     })
   }
@@ -544,8 +550,8 @@ export class IipServer {
   /**
    * Closes one connection of the source holding the most places for a newcomer whose source, with
    * it, would still hold fewer (fairPlaces.ts: its connection idle longest; one with requests in
-   * flight, which end as a connection loss, only when none looked at is idle). False when the
-   * newcomer's source holds its share already: it is refused.
+   * flight only when none looked at is idle: a mesh one drains, drainEvicted; a plain one's end
+   * as a connection loss). False when the newcomer's source holds its share already: it is refused.
    */
   private evictUnfair(socket: ByteStream): boolean {
     const eviction = this.fair.evictFor(this.sourceOf(socket))
@@ -556,7 +562,7 @@ export class IipServer {
     }`
     this.options.onAtLimit?.("evicted_fair_share")
     this.logAccept(this.evictedLines, "connection-evicted", connection.remoteAddress, reason, connection.peerIdentity)
-    if (eviction.busy) connection.close("evicted at the connection limit (fair share), requests in flight", false)
+    if (eviction.busy) eviction.place.closeBusy("evicted at the connection limit (fair share), requests in flight")
     else eviction.place.closeIdle("evicted at the connection limit (fair share)")
     return true
   }
@@ -574,6 +580,24 @@ export class IipServer {
     this.evictedClosing++
     connection.socket.once("close", () => this.evictedClosing--)
     mesh.closeNow(reason)
+  }
+
+  /**
+   * A busy mesh connection evicted: drained, not cut (PROTOCOL.md §11 "Evicted busy"). Its place is
+   * free at once (it leaves the live sessions: connectionCount drops it; fairPlaces dropped it
+   * already), its peer is told go-away `closing` expecting an answer, so it sends nothing new on
+   * it and a request that crosses the go-away is refused not processed (sent elsewhere); what runs
+   * finishes and its answers reach the peer, until it closes drained or at evictedDrainMs
+   * (evictedDrains.ts). It counts with closeTelling's sockets: past `maxConnections` of them it
+   * closes at once, untold, so a hog keeping requests open everywhere gains nothing.
+   */
+  private drainEvicted(mesh: MeshSession, isIdle: () => boolean, reason: string): void {
+    const { connection } = mesh
+    if (this.evictedClosing >= this.maxConnections) return connection.close(reason, false)
+    this.evictedClosing++
+    connection.socket.once("close", () => this.evictedClosing--)
+    this.meshes.delete(mesh)
+    this.evictedDrains.add(mesh, isIdle, reason)
   }
 
   private refuseAtAccept(socket: ByteStream, reason: string): true {
@@ -654,6 +678,7 @@ export class IipServer {
         const isIdle = () => mesh.servingCount === 0 && mesh.callingCount === 0
         place.isIdle = isIdle
         place.closeIdle = (reason) => this.closeTelling(mesh, reason)
+        place.closeBusy = (reason) => this.drainEvicted(mesh, isIdle, reason)
         this.timeouts.watch(connection, isIdle)
         if (this.options.keepAlive !== false) this.supervisor.fork(keepAlive(mesh, this.options.keepAlive ?? defaultKeepAlive))
         for (const listener of this.meshListeners) listener(mesh)

@@ -54,8 +54,10 @@ export class ControlReceiver {
   }
   /** The peer said go-away: no new calls from this side. */
   peerDraining = false
-  /** The peer's go-away said `closing` (§11): what this side's calls still wait for when the connection ends, the peer never read. */
+  /** The peer's go-away said `closing` (§11): it closes this connection only (evicted at its cap), it is not stopping. */
   peerClosing = false
+  /** That go-away was one-way, the peer's last write (§11 "Closing now"): what this side's calls still wait for when the connection ends, the peer never read. */
+  peerReadNoMore = false
 
   constructor(
     connection: Connection,
@@ -122,8 +124,12 @@ export class ControlReceiver {
       }
       case MeshPath.goAway:
         this.peerDraining = true
-        // Sent one-way as the peer's last write before its FIN: it read none of the requests still unanswered.
-        if (oneway && !this.peerClosing) this.peerClosing = goAwaySaysClosing(body)
+        if (!this.peerReadNoMore && goAwaySaysClosing(body)) {
+          this.peerClosing = true
+          // Sent one-way as the peer's last write before its FIN: it read none of the requests still
+          // unanswered. Expecting an answer, it drains the connection: it may run what it read.
+          this.peerReadNoMore = oneway
+        }
         for (const listener of this.drainListeners.splice(0)) listener()
         // The listeners stopped new requests on this connection; the answer tells the peer so.
         if (!oneway) this.answer(path, requestId, EnvelopeKind.response, noBody)

@@ -110,7 +110,7 @@ export class MeshSession extends MeshCaller implements MessageSink, ServingSessi
     return this.control.peerDraining
   }
 
-  /** The peer's go-away said `closing` (§11): it closes this connection now, it is not stopping. */
+  /** The peer's go-away said `closing` (§11): it closes this connection (now, or once drained), it is not stopping. */
   get peerClosing(): boolean {
     return this.control.peerClosing
   }
@@ -193,12 +193,13 @@ export class MeshSession extends MeshCaller implements MessageSink, ServingSessi
   /**
    * Says go-away: the peer sends no new requests; new ones that cross it are refused with
    * `draining` (not processed, so the peer sends them elsewhere). The peer's answer sets
-   * `goAwayAcknowledged`.
+   * `goAwayAcknowledged`. `closing`: only this connection drains (evicted busy at the server's
+   * cap, §11), not the whole side stopping.
    */
-  goAway(reason: string): void {
+  goAway(reason: string, closing = false): void {
     if (this.serving.draining || this.connection.closed) return
     this.serving.draining = true
-    this.call(this.ownControl, MeshPath.goAway, encodeGoAway(reason, false), {}, (error) => {
+    this.call(this.ownControl, MeshPath.goAway, encodeGoAway(reason, closing), {}, (error) => {
       if (error === undefined) this.goAwayAcknowledged = true
     })
   }
@@ -335,8 +336,8 @@ export class MeshSession extends MeshCaller implements MessageSink, ServingSessi
   onClose(error: ConnectionClosed): void {
     // Held calls were never sent: safe to send elsewhere.
     this.heldCalls.drain((held) => this.finishCall(held.call, new ConnectionClosed({ message: error.message, sent: false }), undefined))
-    // After the peer's go-away `closing`, a call with no answer begun was never read there.
-    const unread = this.control.peerClosing ? new ConnectionClosed({ message: `${error.message} (the peer closed it; it had not read the request)`, sent: false }) : error
+    // After the peer's one-way go-away `closing`, a call with no answer begun was never read there.
+    const unread = this.control.peerReadNoMore ? new ConnectionClosed({ message: `${error.message} (the peer closed it; it had not read the request)`, sent: false }) : error
     for (const channel of this.own.values()) {
       for (const call of channel.fifo.takeAll()) {
         call.incoming?.fail(error)

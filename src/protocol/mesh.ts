@@ -523,8 +523,9 @@ export const encodeChannelPair = (channelId: number, value: number): Buffer => {
 }
 
 /**
- * The body of `/sys/goaway` (§11 drain): `closing` says the sender closes the connection right
- * after it, having answered every request it read (one-way; it reads nothing more).
+ * The body of `/sys/goaway` (§11 drain): `closing` says the sender closes this connection only,
+ * it is not stopping: right after it, having answered every request it read (one-way; it reads
+ * nothing more), or once it is drained (expecting an answer, as a drain).
  */
 export const encodeGoAway = (reason: string, closing: boolean): Buffer =>
   Buffer.from(JSON.stringify(closing ? { reason, closing: true } : { reason }), "utf8")
