@@ -11,6 +11,7 @@ import { ErrorCode, type H2FrameError, SettingId } from "./frames.ts"
 import type { FrameWriter } from "./frameWriter.ts"
 import type { H2ClientHandler, H2ServerHandler, H2Socket } from "./h2Handlers.ts"
 import { defaultLimits, Guards, type H2Limits } from "./h2Guards.ts"
+import { OwnPings } from "./h2Pings.ts"
 import { ReceiveFlow } from "./h2ReceiveFlow.ts"
 import { H2Sender, type SendHost } from "./h2Sender.ts"
 import { H2ConnectionEnded, H2RequestRefused, H2Stream, H2StreamEnded, RecentlyReset, StreamState } from "./h2Streams.ts"
@@ -49,11 +50,16 @@ export abstract class H2ConnectionCore implements FrameHandler {
   protected lastPeerId = 0
   private nextId = 1
   protected peerMaxConcurrent = Infinity
-  /** Kept for the leg (not yet checked on our own header blocks: FRAMES.md). */
+  /** Our header blocks are held to it (fits): a list past it is not sent. */
   protected peerMaxHeaderList = Infinity
   /** The peer's first SETTINGS arrived: before it, no request can have been processed (G7 in end()). */
   protected peerSpoke = false
-  /** The last stream id of a GOAWAY we sent (-1: none) / received. */
+  /** Our PINGs waiting for their ACK. */
+  protected readonly pings: OwnPings
+  /**
+   * The last stream id of a GOAWAY we sent (-1: none; server role, 2^31-1 between a graceful
+   * close's first GOAWAY and its second) / received.
+   */
   protected goAwaySent = -1
   protected goAwayReceived = -1
   protected goingAway = false
@@ -71,6 +77,8 @@ export abstract class H2ConnectionCore implements FrameHandler {
   private readonly timer: NodeJS.Timeout
   /** After our end: destroys a socket the peer does not let close. */
   private closeTimer: NodeJS.Timeout | undefined = undefined
+  /** Server role, a graceful close: the second GOAWAY's bound, for a peer that does not ACK the PING. */
+  private goAwayTimer: NodeJS.Timeout | undefined = undefined
 
   constructor(socket: H2Socket, role: "server" | "client", handler: H2ServerHandler | H2ClientHandler, limits: Partial<H2Limits> = {}) {
     this.socket = socket
@@ -80,6 +88,7 @@ export abstract class H2ConnectionCore implements FrameHandler {
     const l = this.limits
     this.now = this.lastReadAt = performance.now()
     this.guards = new Guards(l, this.now)
+    this.pings = new OwnPings(l.maxOwnPings)
     const host: SendHost = {
       sentEnd: (stream) => this.localEnd(stream),
       writable: (stream) => this.handler.onWritable(stream),
@@ -206,9 +215,33 @@ export abstract class H2ConnectionCore implements FrameHandler {
   }
 
   /**
-   * Graceful end: GOAWAY with the last stream processed; streams at or below it finish, then the
-   * socket closes. Streams left after `timeoutMs` (closeTimeoutMs unless the leg has a deadline of
-   * its own, a drain's) are cut. Asked again, only a sooner deadline is taken.
+   * A PING of ours; `onAck` once its ACK comes, which says the peer read every frame written before
+   * it. False (nothing sent, `onAck` never called) when the connection ended or maxOwnPings are
+   * outstanding; `onAck` is never called either if the connection ends first: the asker bounds its
+   * wait with a timer of its own. The round trip measured: `roundTripMs`.
+   */
+  ping(onAck: () => void): boolean {
+    if (this.endedWith !== undefined) return false
+    const payload = this.pings.next(performance.now(), onAck)
+    if (payload === undefined) return false
+    this.writer.ping(payload, false)
+    this.flushSoon()
+    return true
+  }
+
+  /** The last round trip one of our PINGs measured (ms), NaN until one was ACKed. */
+  get roundTripMs(): number {
+    return this.pings.roundTripMs
+  }
+
+  /**
+   * Graceful end: streams at or below the last stream id of our GOAWAY finish, then the socket
+   * closes. Server role, two GOAWAYs (RFC 9113 6.8): 2^31-1 first, with a PING, so a stream the
+   * peer opened as we closed is still taken; at the PING's ACK (the peer read the GOAWAY: it opens
+   * nothing more), or goAwayWaitMs at most, the one with the last stream id; one only once the
+   * peer's FIN came. Client role: one, naming no stream of the peer's (it opens none). Streams left after `timeoutMs` (closeTimeoutMs
+   * unless the leg has a deadline of its own, a drain's) are cut. Asked again, only a sooner
+   * deadline is taken.
    */
   close(timeoutMs: number = this.limits.closeTimeoutMs): void {
     if (this.endedWith !== undefined) return
@@ -217,10 +250,29 @@ export abstract class H2ConnectionCore implements FrameHandler {
       return
     }
     this.goingAway = true
-    this.goAwaySent = this.role === "server" ? this.lastPeerId : 0
-    this.writer.goAway(this.goAwaySent, ErrorCode.NO_ERROR)
     this.closeDue = performance.now() + timeoutMs
+    // A peer whose FIN came opens nothing more: one GOAWAY is enough.
+    if (this.role === "server" && !this.socket.readableEnded) {
+      this.goAwaySent = MAX_STREAM_ID
+      this.writer.goAway(MAX_STREAM_ID, ErrorCode.NO_ERROR)
+      this.ping(this.lastGoAway)
+      this.goAwayTimer = setTimeout(this.lastGoAway, Math.min(timeoutMs, this.limits.goAwayWaitMs))
+      this.goAwayTimer.unref()
+    } else {
+      this.goAwaySent = this.role === "server" ? this.lastPeerId : 0
+      this.writer.goAway(this.goAwaySent, ErrorCode.NO_ERROR)
+    }
     this.refuseQueued("closing")
+    this.flushSoon()
+    if (this.streams.size === 0 && this.goAwaySent !== MAX_STREAM_ID) this.finish("closed", ErrorCode.NO_ERROR, "closed")
+  }
+
+  /** Server role, a graceful close's second GOAWAY: the last stream taken; streams opened after it are never processed. */
+  private readonly lastGoAway = (): void => {
+    clearTimeout(this.goAwayTimer)
+    if (this.endedWith !== undefined || this.goAwaySent !== MAX_STREAM_ID) return
+    this.goAwaySent = this.lastPeerId
+    this.writer.goAway(this.lastPeerId, ErrorCode.NO_ERROR)
     this.flushSoon()
     if (this.streams.size === 0) this.finish("closed", ErrorCode.NO_ERROR, "closed")
   }
@@ -364,7 +416,7 @@ export abstract class H2ConnectionCore implements FrameHandler {
   /** A stream left: a queued request may take its place, and after a GOAWAY the last one ends the connection. */
   private afterStreamClosed(): void {
     this.openQueued()
-    if ((this.goingAway || this.goAwayReceived >= 0) && this.streams.size === 0) this.finish("closed", ErrorCode.NO_ERROR, "the last stream ended after GOAWAY")
+    if (((this.goingAway && this.goAwaySent !== MAX_STREAM_ID) || this.goAwayReceived >= 0) && this.streams.size === 0) this.finish("closed", ErrorCode.NO_ERROR, "the last stream ended after GOAWAY")
   }
 
   // ---- sending (h2Sender.ts does the frames) ----
@@ -439,8 +491,9 @@ export abstract class H2ConnectionCore implements FrameHandler {
   /** Connection error: GOAWAY(code) with the reason as debug data, then every stream ends. */
   protected fail(code: number, reason: string, message: string): void {
     if (this.endedWith !== undefined) return
-    // After our graceful GOAWAY, streams above its last id were never processed, whatever came since.
-    this.writer.goAway(this.goingAway ? this.goAwaySent : this.lastPeerId, code, Buffer.from(reason))
+    // After our graceful GOAWAY, streams above its last id were never processed, whatever came since
+    // (before its second one, 2^31-1: the last one taken).
+    this.writer.goAway(this.goingAway ? Math.min(this.goAwaySent, this.lastPeerId) : this.lastPeerId, code, Buffer.from(reason))
     this.end(new H2ConnectionEnded({ reason, code, message }))
   }
 
@@ -456,6 +509,8 @@ export abstract class H2ConnectionCore implements FrameHandler {
     // The rest of the read and later reads are not parsed (each handler would drop them anyway).
     this.reader.stop()
     clearInterval(this.timer)
+    clearTimeout(this.goAwayTimer)
+    this.pings.clear()
     if (!this.socket.destroyed) {
       this.writer.writeTo(this.socket)
       this.socket.end()
