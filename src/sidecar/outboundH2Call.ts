@@ -43,11 +43,14 @@ export const ANSWER_STALLED = "answer_stalled"
 export const SWEEPS = 4
 
 /**
- * How long the rest of a body cut off at its limit is read and dropped after its answer went out
- * whole (its last byte written, not queued for the caller's window: the reset would drop what is
- * queued), before RST_STREAM NO_ERROR tells a caller still sending to stop (RFC 9113 §8.1: after a
- * complete answer): a reset in the answer's own write made curl 7.88 drop the answer ("(92) Stream
- * error", h2-body-limit). Timers only on this error path.
+ * The rest of a body cut off at its limit is read and dropped after its answer went out whole (its
+ * last byte written, not queued for the caller's window: the reset would drop what is queued), and
+ * RST_STREAM NO_ERROR tells a caller still sending to stop (RFC 9113 §8.1: after a complete answer)
+ * once the caller ACKed a PING sent after the answer, as node's server did: the ACK says it read
+ * the whole answer (a reset in the answer's own write made curl 7.88 drop the answer, "(92) Stream
+ * error", h2-body-limit). The ACK replaces the 200 ms wait as the trigger (on loopback the caller
+ * stops sending within a round trip, not 200 ms later); this bounds it for a caller that never
+ * ACKs, or when src/h2's PINGs outstanding are at their bound. Timers only on this error path.
  */
 const CUT_RESET_MS = 200
 
@@ -203,7 +206,7 @@ export class StreamCall implements OutboundCall {
     this.releaseHeld()
     if (this.cutWhenOut && this.stream.out === undefined) {
       this.cutWhenOut = false
-      setTimeout(resetCut, CUT_RESET_MS, this).unref()
+      this.cutAfterRoundTrip()
     }
     const room = this.room
     this.room = undefined
@@ -506,7 +509,13 @@ export class StreamCall implements OutboundCall {
     this.early = undefined
     // Still queued for the caller's window (a caller that never grants it is the sweep's: answer_stalled).
     if (this.stream.out !== undefined) this.cutWhenOut = true
-    else setTimeout(resetCut, CUT_RESET_MS, this).unref()
+    else this.cutAfterRoundTrip()
+  }
+
+  /** The stop-sending reset at the ACK of a PING sent now, after the whole answer; CUT_RESET_MS at most. */
+  private cutAfterRoundTrip(): void {
+    this.session.connection.ping(() => this.resetCut())
+    setTimeout(resetCut, CUT_RESET_MS, this).unref()
   }
 
   /** The stream holds answer bytes: counted in the listener's held answers until it can write again or closes. */
