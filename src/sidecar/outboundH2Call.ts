@@ -483,10 +483,12 @@ export class StreamCall implements OutboundCall {
   /**
    * The caller's connection ended (its FIN): a request whose END_STREAM has not come never gets it,
    * and an answer waiting for window never gets it (no WINDOW_UPDATE comes): either ends as a
-   * caller gone (RST_STREAM CANCEL).
+   * caller gone (RST_STREAM CANCEL); but a body cut off after its whole answer went out gets the
+   * stop-sending reset (NO_ERROR), as it would at A's PING ACK (a caller may end its side at the PING).
    */
   callerEnded(): void {
-    if (!this.requestEnded || this.stream.outBytes > 0) this.resetHere(ErrorCode.CANCEL)
+    if (this.requestEnded && this.stream.outBytes === 0) return
+    this.resetHere(this.dropping && this.stream.out === undefined ? ErrorCode.NO_ERROR : ErrorCode.CANCEL)
   }
 
   /** The rest of a body cut off at its limit, after its answer: RST_STREAM NO_ERROR if the caller still sends. */
