@@ -15,6 +15,7 @@ import { OwnPings } from "./h2Pings.ts"
 import { ReceiveFlow } from "./h2ReceiveFlow.ts"
 import { H2Sender, type SendHost } from "./h2Sender.ts"
 import { H2ConnectionEnded, H2RequestRefused, H2Stream, H2StreamEnded, RecentlyReset, StreamState } from "./h2Streams.ts"
+import { headerListSize } from "./headerCheck.ts"
 import { HpackDecoder } from "./hpackDecoder.ts"
 
 /**
@@ -152,6 +153,7 @@ export abstract class H2ConnectionCore implements FrameHandler {
   /** Client role: a new request; queued (no id yet) while the peer's MAX_CONCURRENT_STREAMS is reached. */
   request(fields: ReadonlyArray<string>, endStream: boolean): H2Stream | H2RequestRefused {
     if (this.endedWith !== undefined || this.goingAway || this.goAwayReceived >= 0) return new H2RequestRefused({ reason: "closing" })
+    if (!this.fits(fields)) return new H2RequestRefused({ reason: "header-list-too-large" })
     const stream = new H2Stream(this.limits.streamWindow, performance.now())
     stream.headRequest = fields[0] === ":method" && fields[1] === "HEAD"
     if (this.streams.size >= this.peerMaxConcurrent || this.queued.length > 0) {
@@ -167,11 +169,16 @@ export abstract class H2ConnectionCore implements FrameHandler {
     return stream
   }
 
-  /** Server role: the response head. */
-  respond(stream: H2Stream, fields: ReadonlyArray<string>, endStream: boolean): void {
-    if (!this.canSend(stream)) return
+  /**
+   * Server role: the response head. False: its list is past the peer's SETTINGS_MAX_HEADER_LIST_SIZE
+   * (the peer would reset the stream or end the connection): nothing was sent, the leg answers otherwise.
+   */
+  respond(stream: H2Stream, fields: ReadonlyArray<string>, endStream: boolean): boolean {
+    if (!this.canSend(stream)) return true
+    if (!this.fits(fields)) return false
     stream.answered = true
     this.sender.head(stream, fields, endStream)
+    return true
   }
 
   /**
@@ -183,9 +190,12 @@ export abstract class H2ConnectionCore implements FrameHandler {
     return this.canSend(stream) && this.sender.data(stream, chunk, endStream)
   }
 
-  /** The last HEADERS (END_STREAM), after any DATA still waiting for the window. */
-  trailers(stream: H2Stream, fields: ReadonlyArray<string>): void {
-    if (this.canSend(stream)) this.sender.trailers(stream, fields)
+  /** The last HEADERS (END_STREAM), after any DATA still waiting for the window. False, nothing sent: past the peer's SETTINGS_MAX_HEADER_LIST_SIZE (respond). */
+  trailers(stream: H2Stream, fields: ReadonlyArray<string>): boolean {
+    if (!this.canSend(stream)) return true
+    if (!this.fits(fields)) return false
+    this.sender.trailers(stream, fields)
+    return true
   }
 
   /** RST_STREAM from our side (no `onReset`/`onEnd` for it: the leg knows). */
@@ -329,6 +339,12 @@ export abstract class H2ConnectionCore implements FrameHandler {
       const head = stream.head!
       stream.head = undefined
       // A queued stream's END_STREAM goes with its head only if nothing was written after it.
+      // The peer's first SETTINGS may have come since, with a limit this head is past: never sent.
+      if (!this.fits(head)) {
+        stream.state = StreamState.CLOSED
+        this.handler.onEnd(stream, new H2StreamEnded({ reason: "header-list-too-large", code: ErrorCode.REFUSED_STREAM, retryable: false }))
+        continue
+      }
       const endWithHead = stream.outEnd && stream.out === undefined
       if (endWithHead) stream.outEnd = false
       this.open(stream, head, endWithHead)
@@ -420,6 +436,11 @@ export abstract class H2ConnectionCore implements FrameHandler {
   }
 
   // ---- sending (h2Sender.ts does the frames) ----
+
+  /** Within the peer's SETTINGS_MAX_HEADER_LIST_SIZE (unlimited until it announces one, RFC 9113 6.5.2). */
+  private fits(fields: ReadonlyArray<string>): boolean {
+    return this.peerMaxHeaderList === Infinity || headerListSize(fields) <= this.peerMaxHeaderList
+  }
 
   private canSend(stream: H2Stream): boolean {
     return this.endedWith === undefined && (stream.state === StreamState.OPEN || stream.state === StreamState.HALF_CLOSED_REMOTE || stream.state === StreamState.QUEUED)
