@@ -153,7 +153,7 @@ export abstract class H2ConnectionCore implements FrameHandler {
   /** Client role: a new request; queued (no id yet) while the peer's MAX_CONCURRENT_STREAMS is reached. */
   request(fields: ReadonlyArray<string>, endStream: boolean): H2Stream | H2RequestRefused {
     if (this.endedWith !== undefined || this.goingAway || this.goAwayReceived >= 0) return new H2RequestRefused({ reason: "closing" })
-    if (!this.fits(fields)) return new H2RequestRefused({ reason: "header-list-too-large" })
+    if (!this.fits(fields)) return new H2RequestRefused({ reason: "past-peer-header-limit" })
     const stream = new H2Stream(this.limits.streamWindow, performance.now())
     stream.headRequest = fields[0] === ":method" && fields[1] === "HEAD"
     if (this.streams.size >= this.peerMaxConcurrent || this.queued.length > 0) {
@@ -342,7 +342,7 @@ export abstract class H2ConnectionCore implements FrameHandler {
       // The peer's first SETTINGS may have come since, with a limit this head is past: never sent.
       if (!this.fits(head)) {
         stream.state = StreamState.CLOSED
-        this.handler.onEnd(stream, new H2StreamEnded({ reason: "header-list-too-large", code: ErrorCode.REFUSED_STREAM, retryable: false }))
+        this.handler.onEnd(stream, new H2StreamEnded({ reason: "past-peer-header-limit", code: ErrorCode.REFUSED_STREAM, retryable: false }))
         continue
       }
       const endWithHead = stream.outEnd && stream.out === undefined

@@ -233,7 +233,7 @@ export abstract class AppH2ExchangeCore implements Expiring {
       // limit: the app never saw the request.
       this.streamOver = true
       this.releasePlace()
-      if (stream.reason === "header-list-too-large") return this.headTooLarge(head)
+      if (stream.reason === "past-peer-header-limit") return this.headTooLarge(head)
       return this.fail(502, { hop: "app", reason: AppErrorCode.unavailable }, AppErrorCode.unavailable, `app at ${leg.address}: its session refused a new stream (${stream.reason})`, false)
     }
     this.stream = stream
@@ -289,7 +289,7 @@ export abstract class AppH2ExchangeCore implements Expiring {
    */
   onStreamEnded(ended: H2StreamEnded): void {
     // Queued on the session, its head past the limit the app's SETTINGS brought meanwhile: never sent.
-    if (!this.done && ended.reason === "header-list-too-large") this.headTooLarge(rawHeadOf(this.request, this.grpc))
+    if (!this.done && ended.reason === "past-peer-header-limit") this.headTooLarge(rawHeadOf(this.request, this.grpc))
     else if (!this.done && ended.reason !== "complete") {
       const refused = this.status === 0 && (ended.retryable || this.session!.aboveGoaway(this.stream!.id))
       const code = refused ? AppErrorCode.unavailable : AppErrorCode.failed

@@ -17,9 +17,10 @@ import type { H2Connection } from "../h2/h2Connection.ts"
 import { type H2Stream, StreamState } from "../h2/h2Streams.ts"
 import type { HeldAnswerBudget } from "./http1Listener.ts"
 import { H2RequestBody } from "./h2RequestBody.ts"
-import { answerFields, requestHeaders } from "./outboundH2Fields.ts"
+import { ANSWER_HEADERS_TOO_LARGE, answerFields, requestHeaders, tooLargeFields } from "./outboundH2Fields.ts"
 import type { HeldBodyReceiver, OutboundCall } from "./outboundCall.ts"
 import { askedTimeoutMs } from "./outboundTarget.ts"
+import { isGrpc } from "./grpcStatus.ts"
 
 /** What a call needs of its connection's session (outboundH2.ts). */
 export interface CallSession {
@@ -94,6 +95,8 @@ export class StreamCall implements OutboundCall {
   readonly remoteAddress: string
   /** Why this side cut the answer off, if it did (OutboundResponse.cutReason). */
   cutReason: string | undefined = undefined
+  /** Its head or trailers were past the caller's limit: something smaller went in their place (headersTooLarge). */
+  private answerRefused = false
   private readonly session: CallSession
   private readonly stream: H2Stream
   private status = 200
@@ -252,8 +255,9 @@ export class StreamCall implements OutboundCall {
 
   // ---- the request (OutboundRequest) ----
 
+  /** Closed, or its answer given up for a head or trailers past the caller's limit: nothing more of it is wanted. */
   get destroyed(): boolean {
-    return this.isClosed
+    return this.isClosed || this.answerRefused
   }
 
   body(): AsyncIterable<Buffer> {
@@ -396,11 +400,31 @@ export class StreamCall implements OutboundCall {
 
   /** The head, once. */
   private sendHead(endStream: boolean): boolean {
-    if (this.headWritten) return !this.isClosed
+    if (this.headWritten) return !this.destroyed
     this.headWritten = true
     if (this.isClosed) return false
-    this.session.connection.respond(this.stream, answerFields(this.status, this.head), endStream)
-    return !endStream
+    if (this.session.connection.respond(this.stream, answerFields(this.status, this.head), endStream)) return !endStream
+    this.headersTooLarge(true)
+    return false
+  }
+
+  /**
+   * The answer's head (`head`) or trailers are past the caller's SETTINGS_MAX_HEADER_LIST_SIZE
+   * (src/h2 sent nothing): a smaller answer in their place (tooLargeFields), or, when none fits, the
+   * stream reset INTERNAL_ERROR. The mesh's answer is given up (its listener told, not finished):
+   * the request failed here, answer_headers_too_large. A body still coming is cut (afterAnswer).
+   */
+  private headersTooLarge(head: boolean): void {
+    this.cutReason = ANSWER_HEADERS_TOO_LARGE
+    this.answerRefused = true
+    const listener = this.closeListener
+    this.closeListener = undefined
+    const connection = this.session.connection
+    const fields = tooLargeFields(isGrpc(this.headers["content-type"] as string | undefined), head, connection.peerMaxHeaderListSize)
+    const sent = fields !== undefined && (head ? connection.respond(this.stream, fields, true) : connection.trailers(this.stream, fields))
+    if (!sent) this.resetHere(ErrorCode.INTERNAL_ERROR)
+    listener?.(false)
+    this.afterAnswer()
   }
 
   write(chunk: Uint8Array): boolean {
@@ -442,7 +466,7 @@ export class StreamCall implements OutboundCall {
       this.queued += chunk.length
       if (!connection.write(this.stream, chunk, trailers === undefined)) this.backedUp()
     } else if (trailers === undefined) connection.write(this.stream, EMPTY, true)
-    if (trailers !== undefined && !this.isClosed) connection.trailers(this.stream, answerFields(-1, trailers))
+    if (trailers !== undefined && !this.isClosed && !connection.trailers(this.stream, answerFields(-1, trailers))) this.headersTooLarge(false)
     this.afterAnswer()
   }
 
@@ -506,7 +530,7 @@ export class StreamCall implements OutboundCall {
   /** The answer is over: the rest of a body still coming (cut, given up, never read, or simply not over) is dropped, and the caller told to stop sending. */
   private afterAnswer(): void {
     if (this.session.callerGone && this.stream.outBytes > 0) return this.callerEnded()
-    if (this.isClosed || this.requestEnded) return
+    if (this.isClosed || this.requestEnded || this.dropping) return
     this.dropping = true
     this.early = undefined
     // Still queued for the caller's window (a caller that never grants it is the sweep's: answer_stalled).

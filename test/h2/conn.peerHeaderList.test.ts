@@ -1,6 +1,6 @@
 // The peer's SETTINGS_MAX_HEADER_LIST_SIZE held against the header blocks we send (RFC 9113 6.5.2:
 // name + value + 32 per field), both roles, against node:http2 announcing a small limit: a list
-// past it is not sent (request refused "header-list-too-large"; respond / trailers say false, the
+// past it is not sent (request refused "past-peer-header-limit"; respond / trailers say false, the
 // stream left as it was for the leg to answer otherwise); one within it goes.
 import * as http2 from "node:http2"
 import * as net from "node:net"
@@ -16,7 +16,7 @@ afterEach(() => cleanup.run())
 const LIMIT = 1000
 
 describe("client role: a request head past the server's limit is never sent", () => {
-  it("refused header-list-too-large; one at the limit goes and is answered", async () => {
+  it("refused past-peer-header-limit; one at the limit goes and is answered", async () => {
     const seen: Array<string> = []
     const server = http2.createServer({ settings: { maxHeaderListSize: LIMIT } }, (req, res) => {
       seen.push(String(req.headers["x-pad"]).length.toString())
@@ -41,7 +41,7 @@ describe("client role: a request head past the server's limit is never sent", ()
     const head = (pad: number): Array<string> => [":method", "GET", ":scheme", "http", ":authority", "app", ":path", "/", "x-pad", "p".repeat(pad)]
     const base = headerListSize(head(0))
     const over = connection.request(head(LIMIT - base + 1), true)
-    expect(over).toStrictEqual(new H2RequestRefused({ reason: "header-list-too-large" }))
+    expect(over).toStrictEqual(new H2RequestRefused({ reason: "past-peer-header-limit" }))
     const at = connection.request(head(LIMIT - base), true)
     expect(at).not.toBeInstanceOf(H2RequestRefused)
     await untilTurn(() => answers.length === 1, "the answer to the request at the limit")
