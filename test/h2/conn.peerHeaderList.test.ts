@@ -6,9 +6,11 @@ import * as http2 from "node:http2"
 import * as net from "node:net"
 import { afterEach, describe, expect, it } from "vitest"
 import { H2Connection, type H2ServerHandler } from "../../src/h2/h2Connection.ts"
-import { H2RequestRefused, type H2Stream } from "../../src/h2/h2Streams.ts"
+import { H2RequestRefused, type H2Stream, type H2StreamEnded } from "../../src/h2/h2Streams.ts"
 import { headerListSize } from "../../src/h2/headerCheck.ts"
-import { Cleanup, untilTurn, withTimeout } from "../support/iipRaw.ts"
+import { Flag, frame, settings, settingsAck, Type } from "../helpers/h2Wire.ts"
+import { STATUS_200 } from "../support/h2Raw.ts"
+import { Cleanup, startRawServer, untilTurn, withTimeout } from "../support/iipRaw.ts"
 
 const cleanup = new Cleanup()
 afterEach(() => cleanup.run())
@@ -47,6 +49,46 @@ describe("client role: a request head past the server's limit is never sent", ()
     await untilTurn(() => answers.length === 1, "the answer to the request at the limit")
     expect({ answers, seen }).toStrictEqual({ answers: ["200"], seen: [String(LIMIT - base)] })
     expect(connection.ended).toBeUndefined()
+  })
+})
+
+describe("client role: a queued request whose head the limit that came while it waited is past", () => {
+  it("never goes: it ends past-peer-header-limit, not retryable", async () => {
+    // A raw server allowing one stream; once it read stream 1's HEADERS, a SETTINGS with a limit of 100, then stream 1's answer.
+    let headers = 0
+    const { port } = await startRawServer(cleanup, (socket) => {
+      socket.write(Buffer.concat([settings([[3, 1]]), settingsAck()]))
+      let read = Buffer.alloc(0)
+      let at = 24
+      socket.on("data", (data: Buffer) => {
+        read = Buffer.concat([read, data])
+        for (let length = 0; at + 9 <= read.length && at + 9 + (length = read.readUIntBE(at, 3)) <= read.length; at += 9 + length) {
+          if (read[at + 3] !== Type.headers) continue
+          if (++headers === 1) socket.write(Buffer.concat([settings([[6, 100]]), frame(Type.headers, Flag.endHeaders | Flag.endStream, 1, STATUS_200)]))
+        }
+      })
+    })
+    const socket = net.connect(port, "127.0.0.1")
+    await new Promise<void>((resolve, reject) => socket.once("connect", resolve).once("error", reject))
+    const ends: Array<H2StreamEnded> = []
+    let answered = 0
+    const connection: H2Connection = new H2Connection(socket, "client", {
+      onResponse: () => void answered++,
+      onData: () => {},
+      onTrailers: () => {},
+      onReset: () => {},
+      onEnd: (_s, ended) => void ends.push(ended),
+      onWritable: () => {},
+      onClose: () => {}
+    })
+    cleanup.add(() => connection.destroy("test-over", 0))
+    await untilTurn(() => connection.peerMaxConcurrentStreams === 1, "the server's SETTINGS")
+    const head = [":method", "GET", ":scheme", "http", ":authority", "app", ":path", "/"]
+    connection.request(head, true)
+    const queued = connection.request([...head, "x-pad", "p".repeat(200)], true)
+    expect(queued).not.toBeInstanceOf(H2RequestRefused)
+    await untilTurn(() => ends.length === 1, "the queued request's end")
+    expect({ answered, headers, end: ends[0]!.reason, retryable: ends[0]!.retryable }).toStrictEqual({ answered: 1, headers: 1, end: "past-peer-header-limit", retryable: false })
   })
 })
 
