@@ -475,8 +475,10 @@ class OutboundExchange implements HeldBodyReceiver, BodyGather {
     this.finish(status, this.cutHere(), at)
   }
 
-  /** Why this side cut the answer off, as the request's failure, if it did. */
+  /** Why this side cut the answer off, as the request's failure, if it did; a gRPC status it sent in place of the app's is the call's (the span's). */
   private cutHere(): Failure | undefined {
+    const sent = this.res.grpcStatusSent
+    if (sent !== undefined) this.observation.grpcStatus(sent)
     const cutReason = this.res.cutReason
     return cutReason === undefined ? undefined : { hop: "outbound", reason: cutReason }
   }

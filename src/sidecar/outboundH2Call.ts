@@ -20,7 +20,7 @@ import { H2RequestBody } from "./h2RequestBody.ts"
 import { ANSWER_HEADERS_TOO_LARGE, answerFields, requestHeaders, tooLargeFields } from "./outboundH2Fields.ts"
 import type { HeldBodyReceiver, OutboundCall } from "./outboundCall.ts"
 import { askedTimeoutMs } from "./outboundTarget.ts"
-import { isGrpc } from "./grpcStatus.ts"
+import { GrpcCode, isGrpc } from "./grpcStatus.ts"
 
 /** What a call needs of its connection's session (outboundH2.ts). */
 export interface CallSession {
@@ -95,6 +95,8 @@ export class StreamCall implements OutboundCall {
   readonly remoteAddress: string
   /** Why this side cut the answer off, if it did (OutboundResponse.cutReason). */
   cutReason: string | undefined = undefined
+  /** RESOURCE_EXHAUSTED when it went in place of an answer's head or trailers past the caller's limit (headersTooLarge). */
+  grpcStatusSent: number | undefined = undefined
   /** Its head or trailers were past the caller's limit: something smaller went in their place (headersTooLarge). */
   private answerRefused = false
   private readonly session: CallSession
@@ -420,9 +422,11 @@ export class StreamCall implements OutboundCall {
     const listener = this.closeListener
     this.closeListener = undefined
     const connection = this.session.connection
-    const fields = tooLargeFields(isGrpc(this.headers["content-type"] as string | undefined), head, connection.peerMaxHeaderListSize)
+    const grpc = isGrpc(this.headers["content-type"] as string | undefined)
+    const fields = tooLargeFields(grpc, head, connection.peerMaxHeaderListSize)
     const sent = fields !== undefined && (head ? connection.respond(this.stream, fields, true) : connection.trailers(this.stream, fields))
     if (!sent) this.resetHere(ErrorCode.INTERNAL_ERROR)
+    else if (grpc) this.grpcStatusSent = GrpcCode.resourceExhausted
     listener?.(false)
     this.afterAnswer()
   }

@@ -4,6 +4,7 @@
 // "; " as RFC 9113 §8.2.3 asks), and an answer's head or trailers made into a list the HPACK
 // encoder takes: names lower case (RFC 9113 §8.2.2), values Latin-1 (the encoder writes one byte a
 // character); and what goes in place of an answer's head or trailers past the caller's limit.
+import { GrpcCode } from "./grpcStatus.ts"
 import { MESH_ERROR_HEADER } from "./headerFilter.ts"
 
 /** Why this side cut an answer whose head or trailers are past the caller's SETTINGS_MAX_HEADER_LIST_SIZE (OutboundResponse.cutReason). */
@@ -83,6 +84,6 @@ export const latin1 = (value: string): string => {
 export const tooLargeFields = (grpc: boolean, head: boolean, limit: number): Array<string> | undefined => {
   const error = `outbound; reason=${ANSWER_HEADERS_TOO_LARGE}`
   if (!grpc) return head ? [":status", "502", "content-length", "0", MESH_ERROR_HEADER, error] : undefined
-  const status = ["grpc-status", "8", "grpc-message", `the answer's ${head ? "head" : "trailers"} are past the caller's SETTINGS_MAX_HEADER_LIST_SIZE (${limit})`, MESH_ERROR_HEADER, error]
+  const status = ["grpc-status", String(GrpcCode.resourceExhausted), "grpc-message", `the answer's ${head ? "head" : "trailers"} are past the caller's SETTINGS_MAX_HEADER_LIST_SIZE (${limit})`, MESH_ERROR_HEADER, error]
   return head ? [":status", "200", "content-type", "application/grpc", ...status] : status
 }
