@@ -123,6 +123,22 @@ describe("a graceful close, server role: GOAWAY 2^31-1 and a PING, then at its A
     expect(stats.closed[0]!.reason).toBe("closed")
   })
 
+  it("a peer that never ACKs and opens streams between the two: at most MAX_CONCURRENT_STREAMS taken, the rest refused; it ends at the close deadline", async () => {
+    const { port, stats } = await startEchoServer(cleanup, { tickMs: 20 })
+    const raw = await connectRawH2(cleanup, port, true)
+    // Sooner than goAwayWaitMs (1 s): the deadline bounds the wait for the ACK too.
+    stats.connections[0]!.close(500)
+    await raw.until((f) => goAways(f).length === 1, "the first GOAWAY")
+    const hang = (id: number): Buffer => headerFrames(id, requestBlock("POST", "/demo.Echo/Hang", [["content-type", "application/grpc"]]), false)
+    raw.socket.write(Buffer.concat(Array.from({ length: 400 }, (_, i) => hang(2 * i + 1))))
+    await untilTurn(() => stats.closed.length === 1, "the connection's end")
+    const refused = raw.frames.filter((f) => f.type === Type.rst && f.payload.readUInt32BE(0) === ErrorCode.REFUSED_STREAM).length
+    expect({ taken: stats.requests, refused, reason: stats.closed[0]!.reason }).toStrictEqual({ taken: 256, refused: 144, reason: "close-timeout" })
+    // After the first, every GOAWAY names the last stream read: none was dropped unanswered.
+    await raw.until((f) => goAways(f).length >= 2, "the last GOAWAY")
+    expect(goAways(raw.frames).slice(1).every((g) => g.last === 799)).toBe(true)
+  })
+
   it("with no stream open, the connection ends at the ACK, not before", async () => {
     const { port, stats } = await startEchoServer(cleanup)
     const raw = await connectRawH2(cleanup, port, true)
