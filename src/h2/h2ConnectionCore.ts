@@ -338,13 +338,13 @@ export abstract class H2ConnectionCore implements FrameHandler {
       if (stream.state !== StreamState.QUEUED) continue
       const head = stream.head!
       stream.head = undefined
-      // A queued stream's END_STREAM goes with its head only if nothing was written after it.
-      // The peer's first SETTINGS may have come since, with a limit this head is past: never sent.
+      // The peer's SETTINGS may have come since, with a limit this head is past: never sent.
       if (!this.fits(head)) {
         stream.state = StreamState.CLOSED
         this.handler.onEnd(stream, new H2StreamEnded({ reason: "past-peer-header-limit", code: ErrorCode.REFUSED_STREAM, retryable: false }))
         continue
       }
+      // A queued stream's END_STREAM goes with its head only if nothing was written after it.
       const endWithHead = stream.outEnd && stream.out === undefined
       if (endWithHead) stream.outEnd = false
       this.open(stream, head, endWithHead)
