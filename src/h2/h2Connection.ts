@@ -161,7 +161,7 @@ export class H2Connection extends H2ConnectionCore {
     this.dataAtPing = dataWrites
     if (!paced && this.guards.ping.take(this.now) > 0) return this.calm("ping-flood")
     // An ACK of none of ours (a wrong payload, one we never sent) is dropped: the budget above paid for it.
-    if (ack) return void this.pings.acked(payload, this.now)
+    if (ack) return this.pings.acked(payload, this.now)
     this.handler.onPing?.()
     if (this.endedWith === undefined) this.writer.ping(payload, true)
   }

@@ -23,11 +23,6 @@ export class OwnPings {
     this.max = max
   }
 
-  /** PINGs waiting for their ACK now. */
-  get waiting(): number {
-    return this.outstanding.length
-  }
-
   /**
    * A new PING's payload (for the writer), `onAck` called when its ACK comes; undefined when `max`
    * are outstanding already (a peer that never ACKs costs at most `max` of these).
@@ -42,18 +37,16 @@ export class OwnPings {
     return payload
   }
 
-  /** An ACK came: its PING's `onAck`, if it was one of ours; false when it matched none (the caller already charged it to the ping budget). */
-  acked(payload: Buffer, now: number): boolean {
+  /** An ACK came: its PING's `onAck`, if it was one of ours; one that matches none is dropped (the caller already charged it to the ping budget). */
+  acked(payload: Buffer, now: number): void {
     const outstanding = this.outstanding
     for (let i = 0; i < outstanding.length; i++) {
       const ping = outstanding[i]!
       if (!ping.payload.equals(payload)) continue
       outstanding.splice(i, 1)
       this.roundTripMs = now - ping.sentAt
-      ping.onAck()
-      return true
+      return ping.onAck()
     }
-    return false
   }
 
   /** The connection ended: no ACK will come, and nobody is called (each asker bounds its wait with a timer). */
