@@ -60,7 +60,7 @@ export class H2Connection extends H2ConnectionCore {
         if (streamId % 2 === 0) return this.fail(ErrorCode.PROTOCOL_ERROR, "even-stream-id", `the client opened stream ${streamId}`)
         this.lastPeerId = streamId
         // Above our GOAWAY's last stream: never processed (the peer may retry it elsewhere).
-        if (this.goingAway) return
+        if (this.goingAway && streamId > this.goAwaySent) return
         // A list past the decode budget: ENHANCE_YOUR_CALM, as nghttp2 refuses one past its limit (an HPACK bomb); any other malformed one PROTOCOL_ERROR.
         if (!Array.isArray(fields)) return this.refuse(streamId, fields.reason === "header-list-too-large" ? ErrorCode.ENHANCE_YOUR_CALM : ErrorCode.PROTOCOL_ERROR)
         return this.newStream(streamId, fields, endStream)
@@ -160,7 +160,8 @@ export class H2Connection extends H2ConnectionCore {
     const paced = !ack && dataWrites !== this.dataAtPing
     this.dataAtPing = dataWrites
     if (!paced && this.guards.ping.take(this.now) > 0) return this.calm("ping-flood")
-    if (ack) return
+    // An ACK of none of ours (a wrong payload, one we never sent) is dropped: the budget above paid for it.
+    if (ack) return this.pings.acked(payload, this.now)
     this.handler.onPing?.()
     if (this.endedWith === undefined) this.writer.ping(payload, true)
   }

@@ -11,9 +11,11 @@ import { ErrorCode, type H2FrameError, SettingId } from "./frames.ts"
 import type { FrameWriter } from "./frameWriter.ts"
 import type { H2ClientHandler, H2ServerHandler, H2Socket } from "./h2Handlers.ts"
 import { defaultLimits, Guards, type H2Limits } from "./h2Guards.ts"
+import { OwnPings } from "./h2Pings.ts"
 import { ReceiveFlow } from "./h2ReceiveFlow.ts"
 import { H2Sender, type SendHost } from "./h2Sender.ts"
 import { H2ConnectionEnded, H2RequestRefused, H2Stream, H2StreamEnded, RecentlyReset, StreamState } from "./h2Streams.ts"
+import { headerListSize } from "./headerCheck.ts"
 import { HpackDecoder } from "./hpackDecoder.ts"
 
 /**
@@ -49,11 +51,16 @@ export abstract class H2ConnectionCore implements FrameHandler {
   protected lastPeerId = 0
   private nextId = 1
   protected peerMaxConcurrent = Infinity
-  /** Kept for the leg (not yet checked on our own header blocks: FRAMES.md). */
+  /** Our header blocks are held to it (fits): a list past it is not sent. */
   protected peerMaxHeaderList = Infinity
   /** The peer's first SETTINGS arrived: before it, no request can have been processed (G7 in end()). */
   protected peerSpoke = false
-  /** The last stream id of a GOAWAY we sent (-1: none) / received. */
+  /** Our PINGs waiting for their ACK. */
+  protected readonly pings: OwnPings
+  /**
+   * The last stream id of a GOAWAY we sent (-1: none; server role, 2^31-1 between a graceful
+   * close's first GOAWAY and its second) / received.
+   */
   protected goAwaySent = -1
   protected goAwayReceived = -1
   protected goingAway = false
@@ -71,6 +78,8 @@ export abstract class H2ConnectionCore implements FrameHandler {
   private readonly timer: NodeJS.Timeout
   /** After our end: destroys a socket the peer does not let close. */
   private closeTimer: NodeJS.Timeout | undefined = undefined
+  /** Server role, a graceful close: the second GOAWAY's bound, for a peer that does not ACK the PING. */
+  private goAwayTimer: NodeJS.Timeout | undefined = undefined
 
   constructor(socket: H2Socket, role: "server" | "client", handler: H2ServerHandler | H2ClientHandler, limits: Partial<H2Limits> = {}) {
     this.socket = socket
@@ -80,6 +89,7 @@ export abstract class H2ConnectionCore implements FrameHandler {
     const l = this.limits
     this.now = this.lastReadAt = performance.now()
     this.guards = new Guards(l, this.now)
+    this.pings = new OwnPings(l.maxOwnPings)
     const host: SendHost = {
       sentEnd: (stream) => this.localEnd(stream),
       writable: (stream) => this.handler.onWritable(stream),
@@ -143,6 +153,7 @@ export abstract class H2ConnectionCore implements FrameHandler {
   /** Client role: a new request; queued (no id yet) while the peer's MAX_CONCURRENT_STREAMS is reached. */
   request(fields: ReadonlyArray<string>, endStream: boolean): H2Stream | H2RequestRefused {
     if (this.endedWith !== undefined || this.goingAway || this.goAwayReceived >= 0) return new H2RequestRefused({ reason: "closing" })
+    if (!this.fits(fields)) return new H2RequestRefused({ reason: "past-peer-header-limit" })
     const stream = new H2Stream(this.limits.streamWindow, performance.now())
     stream.headRequest = fields[0] === ":method" && fields[1] === "HEAD"
     if (this.streams.size >= this.peerMaxConcurrent || this.queued.length > 0) {
@@ -158,11 +169,16 @@ export abstract class H2ConnectionCore implements FrameHandler {
     return stream
   }
 
-  /** Server role: the response head. */
-  respond(stream: H2Stream, fields: ReadonlyArray<string>, endStream: boolean): void {
-    if (!this.canSend(stream)) return
+  /**
+   * Server role: the response head. False: its list is past the peer's SETTINGS_MAX_HEADER_LIST_SIZE
+   * (the peer would reset the stream or end the connection): nothing was sent, the leg answers otherwise.
+   */
+  respond(stream: H2Stream, fields: ReadonlyArray<string>, endStream: boolean): boolean {
+    if (!this.canSend(stream)) return true
+    if (!this.fits(fields)) return false
     stream.answered = true
     this.sender.head(stream, fields, endStream)
+    return true
   }
 
   /**
@@ -174,9 +190,12 @@ export abstract class H2ConnectionCore implements FrameHandler {
     return this.canSend(stream) && this.sender.data(stream, chunk, endStream)
   }
 
-  /** The last HEADERS (END_STREAM), after any DATA still waiting for the window. */
-  trailers(stream: H2Stream, fields: ReadonlyArray<string>): void {
-    if (this.canSend(stream)) this.sender.trailers(stream, fields)
+  /** The last HEADERS (END_STREAM), after any DATA still waiting for the window. False, nothing sent: past the peer's SETTINGS_MAX_HEADER_LIST_SIZE (respond). */
+  trailers(stream: H2Stream, fields: ReadonlyArray<string>): boolean {
+    if (!this.canSend(stream)) return true
+    if (!this.fits(fields)) return false
+    this.sender.trailers(stream, fields)
+    return true
   }
 
   /** RST_STREAM from our side (no `onReset`/`onEnd` for it: the leg knows). */
@@ -206,9 +225,33 @@ export abstract class H2ConnectionCore implements FrameHandler {
   }
 
   /**
-   * Graceful end: GOAWAY with the last stream processed; streams at or below it finish, then the
-   * socket closes. Streams left after `timeoutMs` (closeTimeoutMs unless the leg has a deadline of
-   * its own, a drain's) are cut. Asked again, only a sooner deadline is taken.
+   * A PING of ours; `onAck` once its ACK comes, which says the peer read every frame written before
+   * it. False (nothing sent, `onAck` never called) when the connection ended or maxOwnPings are
+   * outstanding; `onAck` is never called either if the connection ends first: the asker bounds its
+   * wait with a timer of its own. The round trip measured: `roundTripMs`.
+   */
+  ping(onAck: () => void): boolean {
+    if (this.endedWith !== undefined) return false
+    const payload = this.pings.next(performance.now(), onAck)
+    if (payload === undefined) return false
+    this.writer.ping(payload, false)
+    this.flushSoon()
+    return true
+  }
+
+  /** The last round trip one of our PINGs measured (ms), NaN until one was ACKed. */
+  get roundTripMs(): number {
+    return this.pings.roundTripMs
+  }
+
+  /**
+   * Graceful end: streams at or below the last stream id of our GOAWAY finish, then the socket
+   * closes. Server role, two GOAWAYs (RFC 9113 6.8): 2^31-1 first, with a PING, so a stream the
+   * peer opened as we closed is still taken; at the PING's ACK (the peer read the GOAWAY: it opens
+   * nothing more), or goAwayWaitMs at most, the one with the last stream id; one only once the
+   * peer's FIN came. Client role: one, naming no stream of the peer's (it opens none). Streams left after `timeoutMs` (closeTimeoutMs
+   * unless the leg has a deadline of its own, a drain's) are cut. Asked again, only a sooner
+   * deadline is taken.
    */
   close(timeoutMs: number = this.limits.closeTimeoutMs): void {
     if (this.endedWith !== undefined) return
@@ -217,10 +260,29 @@ export abstract class H2ConnectionCore implements FrameHandler {
       return
     }
     this.goingAway = true
-    this.goAwaySent = this.role === "server" ? this.lastPeerId : 0
-    this.writer.goAway(this.goAwaySent, ErrorCode.NO_ERROR)
     this.closeDue = performance.now() + timeoutMs
+    // A peer whose FIN came opens nothing more: one GOAWAY is enough.
+    if (this.role === "server" && !this.socket.readableEnded) {
+      this.goAwaySent = MAX_STREAM_ID
+      this.writer.goAway(MAX_STREAM_ID, ErrorCode.NO_ERROR)
+      this.ping(this.lastGoAway)
+      this.goAwayTimer = setTimeout(this.lastGoAway, Math.min(timeoutMs, this.limits.goAwayWaitMs))
+      this.goAwayTimer.unref()
+    } else {
+      this.goAwaySent = this.role === "server" ? this.lastPeerId : 0
+      this.writer.goAway(this.goAwaySent, ErrorCode.NO_ERROR)
+    }
     this.refuseQueued("closing")
+    this.flushSoon()
+    if (this.streams.size === 0 && this.goAwaySent !== MAX_STREAM_ID) this.finish("closed", ErrorCode.NO_ERROR, "closed")
+  }
+
+  /** Server role, a graceful close's second GOAWAY: the last stream taken; streams opened after it are never processed. */
+  private readonly lastGoAway = (): void => {
+    clearTimeout(this.goAwayTimer)
+    if (this.endedWith !== undefined || this.goAwaySent !== MAX_STREAM_ID) return
+    this.goAwaySent = this.lastPeerId
+    this.writer.goAway(this.lastPeerId, ErrorCode.NO_ERROR)
     this.flushSoon()
     if (this.streams.size === 0) this.finish("closed", ErrorCode.NO_ERROR, "closed")
   }
@@ -276,6 +338,12 @@ export abstract class H2ConnectionCore implements FrameHandler {
       if (stream.state !== StreamState.QUEUED) continue
       const head = stream.head!
       stream.head = undefined
+      // The peer's SETTINGS may have come since, with a limit this head is past: never sent.
+      if (!this.fits(head)) {
+        stream.state = StreamState.CLOSED
+        this.handler.onEnd(stream, new H2StreamEnded({ reason: "past-peer-header-limit", code: ErrorCode.REFUSED_STREAM, retryable: false }))
+        continue
+      }
       // A queued stream's END_STREAM goes with its head only if nothing was written after it.
       const endWithHead = stream.outEnd && stream.out === undefined
       if (endWithHead) stream.outEnd = false
@@ -364,10 +432,15 @@ export abstract class H2ConnectionCore implements FrameHandler {
   /** A stream left: a queued request may take its place, and after a GOAWAY the last one ends the connection. */
   private afterStreamClosed(): void {
     this.openQueued()
-    if ((this.goingAway || this.goAwayReceived >= 0) && this.streams.size === 0) this.finish("closed", ErrorCode.NO_ERROR, "the last stream ended after GOAWAY")
+    if (((this.goingAway && this.goAwaySent !== MAX_STREAM_ID) || this.goAwayReceived >= 0) && this.streams.size === 0) this.finish("closed", ErrorCode.NO_ERROR, "the last stream ended after GOAWAY")
   }
 
   // ---- sending (h2Sender.ts does the frames) ----
+
+  /** Within the peer's SETTINGS_MAX_HEADER_LIST_SIZE (unlimited until it announces one, RFC 9113 6.5.2). */
+  private fits(fields: ReadonlyArray<string>): boolean {
+    return this.peerMaxHeaderList === Infinity || headerListSize(fields) <= this.peerMaxHeaderList
+  }
 
   private canSend(stream: H2Stream): boolean {
     return this.endedWith === undefined && (stream.state === StreamState.OPEN || stream.state === StreamState.HALF_CLOSED_REMOTE || stream.state === StreamState.QUEUED)
@@ -439,8 +512,9 @@ export abstract class H2ConnectionCore implements FrameHandler {
   /** Connection error: GOAWAY(code) with the reason as debug data, then every stream ends. */
   protected fail(code: number, reason: string, message: string): void {
     if (this.endedWith !== undefined) return
-    // After our graceful GOAWAY, streams above its last id were never processed, whatever came since.
-    this.writer.goAway(this.goingAway ? this.goAwaySent : this.lastPeerId, code, Buffer.from(reason))
+    // After our graceful GOAWAY, streams above its last id were never processed, whatever came since
+    // (before its second one, 2^31-1: the last one taken).
+    this.writer.goAway(this.goingAway ? Math.min(this.goAwaySent, this.lastPeerId) : this.lastPeerId, code, Buffer.from(reason))
     this.end(new H2ConnectionEnded({ reason, code, message }))
   }
 
@@ -456,6 +530,8 @@ export abstract class H2ConnectionCore implements FrameHandler {
     // The rest of the read and later reads are not parsed (each handler would drop them anyway).
     this.reader.stop()
     clearInterval(this.timer)
+    clearTimeout(this.goAwayTimer)
+    this.pings.clear()
     if (!this.socket.destroyed) {
       this.writer.writeTo(this.socket)
       this.socket.end()

@@ -57,6 +57,13 @@ export interface H2Limits {
   readonly maxQueuedRequests: number
   /** After a graceful close, streams left this long are ended and the socket destroyed. */
   readonly closeTimeoutMs: number
+  /**
+   * Server role, a graceful close: the longest wait between the first GOAWAY (2^31-1) and the one
+   * with the last stream id, for a peer that does not ACK the PING sent with the first.
+   */
+  readonly goAwayWaitMs: number
+  /** Our own PINGs outstanding at most (h2Pings.ts): a peer that never ACKs holds no more than these. */
+  readonly maxOwnPings: number
   /** How often the timeouts above are looked at (one timer per connection). */
   readonly tickMs: number
   readonly ping: RateLimit
@@ -96,6 +103,9 @@ export const defaultLimits: H2Limits = {
   writeStallMs: 30_000,
   maxQueuedRequests: 1024,
   closeTimeoutMs: 5_000,
+  // Far past a round trip in a cluster (loopback: under 1 ms), for a peer that never ACKs.
+  goAwayWaitMs: 1_000,
+  maxOwnPings: 8,
   tickMs: 1_000,
   // PINGs with none of our DATA since the last: a keepalive, or a flood (an answer costs us 17 bytes
   // in the batch). One after our DATA is not charged (h2Connection.ts onPing): gRPC clients that tune

@@ -74,7 +74,8 @@ export class H2Stream {
 export class H2StreamEnded extends Data.TaggedError("H2StreamEnded")<{
   /**
    * "goaway" (above the peer's GOAWAY's last id); a stream error's reason ("stream-window",
-   * "headers-without-end-stream" ...); a queued request's "closing"; the connection's end's reason;
+   * "headers-without-end-stream" ...); a queued request's "closing", or "past-peer-header-limit" (its
+   * head past the peer's SETTINGS_MAX_HEADER_LIST_SIZE that came while it waited: never sent); the connection's end's reason;
    * or "complete" (NO_ERROR): our last frame went out after the peer's end, the stream is over.
    */
   readonly reason: string
@@ -93,7 +94,7 @@ export class H2ConnectionEnded extends Data.TaggedError("H2ConnectionEnded")<{
 
 /** Client role: `request` could not make a stream. */
 export class H2RequestRefused extends Data.TaggedError("H2RequestRefused")<{
-  /** "closing" | "queue-full" | "ids-exhausted" */
+  /** "closing" | "queue-full" | "ids-exhausted" | "past-peer-header-limit" (past the peer's SETTINGS_MAX_HEADER_LIST_SIZE) */
   readonly reason: string
 }> {}
 

@@ -86,3 +86,13 @@ export const declaredLength = (fields: ReadonlyArray<string>): number => {
 
 /** Trailers (8.1): no pseudo-header at all. */
 export const checkTrailers = (fields: ReadonlyArray<string>): HeaderListRejected | undefined => checkRegular(fields, 0)
+
+/**
+ * A flat name, value list's size as SETTINGS_MAX_HEADER_LIST_SIZE counts it (RFC 9113 6.5.2): each
+ * field's name and value in octets, plus 32. Our fields are latin1 strings (hpackEncoder.ts): a char an octet.
+ */
+export const headerListSize = (fields: ReadonlyArray<string>): number => {
+  let size = 16 * fields.length
+  for (let i = 0; i < fields.length; i++) size += fields[i]!.length
+  return size
+}

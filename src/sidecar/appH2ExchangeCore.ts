@@ -11,6 +11,7 @@
 // HTTP/2's (src/h2, on the leg's session: appH2Session.ts), whose events come here as plain calls.
 import { ErrorCode } from "../h2/frames.ts"
 import { H2RequestRefused, type H2Stream, type H2StreamEnded, StreamState } from "../h2/h2Streams.ts"
+import { headerListSize } from "../h2/headerCheck.ts"
 import { failure } from "../iip/server.ts"
 import type { AbortListener } from "../mux/cancellation.ts"
 import type { Deadlines, Expiring } from "../mux/deadlines.ts"
@@ -225,11 +226,14 @@ export abstract class AppH2ExchangeCore implements Expiring {
     const withBody = body instanceof IncomingStream || body.length > 0
     const session = leg.sessionForStream(room)
     this.session = session
-    const stream = session.connection.request(rawHeadOf(request, this.grpc), !withBody)
+    const head = rawHeadOf(request, this.grpc)
+    const stream = session.connection.request(head, !withBody)
     if (stream instanceof H2RequestRefused) {
-      // The session ended or heard the app's GOAWAY within this turn: the app never saw the request.
+      // The session ended or heard the app's GOAWAY within this turn, or the head is past the app's
+      // limit: the app never saw the request.
       this.streamOver = true
       this.releasePlace()
+      if (stream.reason === "past-peer-header-limit") return this.headTooLarge(head)
       return this.fail(502, { hop: "app", reason: AppErrorCode.unavailable }, AppErrorCode.unavailable, `app at ${leg.address}: its session refused a new stream (${stream.reason})`, false)
     }
     this.stream = stream
@@ -284,7 +288,9 @@ export abstract class AppH2ExchangeCore implements Expiring {
    * ECONNREFUSED among them): another instance may take it.
    */
   onStreamEnded(ended: H2StreamEnded): void {
-    if (!this.done && ended.reason !== "complete") {
+    // Queued on the session, its head past the limit the app's SETTINGS brought meanwhile: never sent.
+    if (!this.done && ended.reason === "past-peer-header-limit") this.headTooLarge(rawHeadOf(this.request, this.grpc))
+    else if (!this.done && ended.reason !== "complete") {
       const refused = this.status === 0 && (ended.retryable || this.session!.aboveGoaway(this.stream!.id))
       const code = refused ? AppErrorCode.unavailable : AppErrorCode.failed
       const socketError = this.session!.socketError
@@ -292,6 +298,17 @@ export abstract class AppH2ExchangeCore implements Expiring {
       this.fail(502, { hop: "app", reason: code }, code, `app at ${this.leg.address}: ${what}`, !refused)
     }
     this.closed()
+  }
+
+  /**
+   * The head is past the app's SETTINGS_MAX_HEADER_LIST_SIZE (src/h2 never sends it: the app's
+   * server would reset it, and nghttp2 counts that against the session): 431 headers_too_large, not
+   * processed, and not retried elsewhere (outboundRetry.ts): every instance would refuse it.
+   */
+  private headTooLarge(head: ReadonlyArray<string>): void {
+    const limit = this.session!.connection.peerMaxHeaderListSize
+    const message = `the request's header fields (${headerListSize(head)} bytes as RFC 9113 §6.5.2 counts them) are past the ${limit} the app at ${this.leg.address} takes (its SETTINGS_MAX_HEADER_LIST_SIZE)`
+    this.fail(431, { hop: "inbound", reason: AppErrorCode.headersTooLarge }, AppErrorCode.headersTooLarge, message, false)
   }
 
   /** Its place among the app's streams goes back (once: its stream closed, or none could be opened). */

@@ -471,15 +471,23 @@ class OutboundExchange implements HeldBodyReceiver, BodyGather {
     this.observation.responseBytes(reply.data.length)
     // An answer held whole had its status read with its trailers (writeAnswer).
     if (reply.stream !== undefined) this.observation.grpcStatus(undefined, reply.stream.trailers)
-    this.finish(status, undefined, at)
+    // Cut here even so: an h2c caller's limit on its head or trailers (outboundH2Call.ts).
+    this.finish(status, this.cutHere(), at)
+  }
+
+  /** Why this side cut the answer off, as the request's failure, if it did; a gRPC status it sent in place of the app's is the call's (the span's). */
+  private cutHere(): Failure | undefined {
+    const sent = this.res.grpcStatusSent
+    if (sent !== undefined) this.observation.grpcStatus(sent)
+    const cutReason = this.res.cutReason
+    return cutReason === undefined ? undefined : { hop: "outbound", reason: cutReason }
   }
 
   private async pipeAnswer(status: number, stream: IncomingStream, length: number): Promise<void> {
     this.observation.responseBytes(await pipeToResponse(this.res, stream, length, this.options.onInvalidHeaders))
     this.observation.grpcStatus(undefined, stream.trailers)
     // Cut off by this side (its caller took none of it for the answer idle timeout): the request failed here.
-    const cutReason = this.res.cutReason
-    this.finish(status, cutReason === undefined ? undefined : { hop: "outbound", reason: cutReason })
+    this.finish(status, this.cutHere())
   }
 
   /**
@@ -488,9 +496,9 @@ class OutboundExchange implements HeldBodyReceiver, BodyGather {
    * request failed as the cut, as pipeAnswer counts it when a chunk was still there.
    */
   private answerFailed(status: number, error: unknown): void {
-    const cutReason = this.res.cutReason
-    if (cutReason === undefined) return this.fail(error)
-    this.finish(status, { hop: "outbound", reason: cutReason })
+    const cut = this.cutHere()
+    if (cut === undefined) return this.fail(error)
+    this.finish(status, cut)
   }
 
   /**

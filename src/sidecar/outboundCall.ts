@@ -89,6 +89,8 @@ export interface OutboundResponse {
   readonly destroyed: boolean
   /** Why this side cut the answer off, if it did (HTTP/2: `answer_stalled`, outboundH2Call.ts); undefined when the app went away. */
   readonly cutReason?: string | undefined
+  /** The gRPC status this side sent the caller in place of the app's, if it did (HTTP/2: RESOURCE_EXHAUSTED for an answer past the caller's header list limit). */
+  readonly grpcStatusSent?: number | undefined
   /** Once, when the exchange is over (one listener per call): `finished` when the whole answer was handed to the socket, false when it was cut off. */
   onClose(listener: (finished: boolean) => void): void
   /** The answer's head, sent with the first bytes of the body (or the end); framing: a content-length among `headers`, else chunked (or to the close). */

@@ -17,9 +17,10 @@ import type { H2Connection } from "../h2/h2Connection.ts"
 import { type H2Stream, StreamState } from "../h2/h2Streams.ts"
 import type { HeldAnswerBudget } from "./http1Listener.ts"
 import { H2RequestBody } from "./h2RequestBody.ts"
-import { answerFields, requestHeaders } from "./outboundH2Fields.ts"
+import { ANSWER_HEADERS_TOO_LARGE, answerFields, requestHeaders, tooLargeFields } from "./outboundH2Fields.ts"
 import type { HeldBodyReceiver, OutboundCall } from "./outboundCall.ts"
 import { askedTimeoutMs } from "./outboundTarget.ts"
+import { GrpcCode, isGrpc } from "./grpcStatus.ts"
 
 /** What a call needs of its connection's session (outboundH2.ts). */
 export interface CallSession {
@@ -43,11 +44,14 @@ export const ANSWER_STALLED = "answer_stalled"
 export const SWEEPS = 4
 
 /**
- * How long the rest of a body cut off at its limit is read and dropped after its answer went out
- * whole (its last byte written, not queued for the caller's window: the reset would drop what is
- * queued), before RST_STREAM NO_ERROR tells a caller still sending to stop (RFC 9113 §8.1: after a
- * complete answer): a reset in the answer's own write made curl 7.88 drop the answer ("(92) Stream
- * error", h2-body-limit). Timers only on this error path.
+ * The rest of a body cut off at its limit is read and dropped after its answer went out whole (its
+ * last byte written, not queued for the caller's window: the reset would drop what is queued), and
+ * RST_STREAM NO_ERROR tells a caller still sending to stop (RFC 9113 §8.1: after a complete answer)
+ * once the caller ACKed a PING sent after the answer, as node's server did: the ACK says it read
+ * the whole answer (a reset in the answer's own write made curl 7.88 drop the answer, "(92) Stream
+ * error", h2-body-limit). The ACK replaces the 200 ms wait as the trigger (on loopback the caller
+ * stops sending within a round trip, not 200 ms later); this bounds it for a caller that never
+ * ACKs, or when src/h2's PINGs outstanding are at their bound. Timers only on this error path.
  */
 const CUT_RESET_MS = 200
 
@@ -91,6 +95,10 @@ export class StreamCall implements OutboundCall {
   readonly remoteAddress: string
   /** Why this side cut the answer off, if it did (OutboundResponse.cutReason). */
   cutReason: string | undefined = undefined
+  /** RESOURCE_EXHAUSTED when it went in place of an answer's head or trailers past the caller's limit (headersTooLarge). */
+  grpcStatusSent: number | undefined = undefined
+  /** Its head or trailers were past the caller's limit: something smaller went in their place (headersTooLarge). */
+  private answerRefused = false
   private readonly session: CallSession
   private readonly stream: H2Stream
   private status = 200
@@ -203,7 +211,7 @@ export class StreamCall implements OutboundCall {
     this.releaseHeld()
     if (this.cutWhenOut && this.stream.out === undefined) {
       this.cutWhenOut = false
-      setTimeout(resetCut, CUT_RESET_MS, this).unref()
+      this.cutAfterRoundTrip()
     }
     const room = this.room
     this.room = undefined
@@ -249,8 +257,9 @@ export class StreamCall implements OutboundCall {
 
   // ---- the request (OutboundRequest) ----
 
+  /** Closed, or its answer given up for a head or trailers past the caller's limit: nothing more of it is wanted. */
   get destroyed(): boolean {
-    return this.isClosed
+    return this.isClosed || this.answerRefused
   }
 
   body(): AsyncIterable<Buffer> {
@@ -393,11 +402,33 @@ export class StreamCall implements OutboundCall {
 
   /** The head, once. */
   private sendHead(endStream: boolean): boolean {
-    if (this.headWritten) return !this.isClosed
+    if (this.headWritten) return !this.destroyed
     this.headWritten = true
     if (this.isClosed) return false
-    this.session.connection.respond(this.stream, answerFields(this.status, this.head), endStream)
-    return !endStream
+    if (this.session.connection.respond(this.stream, answerFields(this.status, this.head), endStream)) return !endStream
+    this.headersTooLarge(true)
+    return false
+  }
+
+  /**
+   * The answer's head (`head`) or trailers are past the caller's SETTINGS_MAX_HEADER_LIST_SIZE
+   * (src/h2 sent nothing): a smaller answer in their place (tooLargeFields), or, when none fits, the
+   * stream reset INTERNAL_ERROR. The mesh's answer is given up (its listener told, not finished):
+   * the request failed here, answer_headers_too_large. A body still coming is cut (afterAnswer).
+   */
+  private headersTooLarge(head: boolean): void {
+    this.cutReason = ANSWER_HEADERS_TOO_LARGE
+    this.answerRefused = true
+    const listener = this.closeListener
+    this.closeListener = undefined
+    const connection = this.session.connection
+    const grpc = isGrpc(this.headers["content-type"] as string | undefined)
+    const fields = tooLargeFields(grpc, head, connection.peerMaxHeaderListSize)
+    const sent = fields !== undefined && (head ? connection.respond(this.stream, fields, true) : connection.trailers(this.stream, fields))
+    if (!sent) this.resetHere(ErrorCode.INTERNAL_ERROR)
+    else if (grpc) this.grpcStatusSent = GrpcCode.resourceExhausted
+    listener?.(false)
+    this.afterAnswer()
   }
 
   write(chunk: Uint8Array): boolean {
@@ -439,7 +470,7 @@ export class StreamCall implements OutboundCall {
       this.queued += chunk.length
       if (!connection.write(this.stream, chunk, trailers === undefined)) this.backedUp()
     } else if (trailers === undefined) connection.write(this.stream, EMPTY, true)
-    if (trailers !== undefined && !this.isClosed) connection.trailers(this.stream, answerFields(-1, trailers))
+    if (trailers !== undefined && !this.isClosed && !connection.trailers(this.stream, answerFields(-1, trailers))) this.headersTooLarge(false)
     this.afterAnswer()
   }
 
@@ -480,10 +511,12 @@ export class StreamCall implements OutboundCall {
   /**
    * The caller's connection ended (its FIN): a request whose END_STREAM has not come never gets it,
    * and an answer waiting for window never gets it (no WINDOW_UPDATE comes): either ends as a
-   * caller gone (RST_STREAM CANCEL).
+   * caller gone (RST_STREAM CANCEL); but a body cut off after its whole answer went out gets the
+   * stop-sending reset (NO_ERROR), as it would at A's PING ACK (a caller may end its side at the PING).
    */
   callerEnded(): void {
-    if (!this.requestEnded || this.stream.outBytes > 0) this.resetHere(ErrorCode.CANCEL)
+    if (this.requestEnded && this.stream.outBytes === 0) return
+    this.resetHere(this.dropping && this.stream.out === undefined ? ErrorCode.NO_ERROR : ErrorCode.CANCEL)
   }
 
   /** The rest of a body cut off at its limit, after its answer: RST_STREAM NO_ERROR if the caller still sends. */
@@ -501,12 +534,18 @@ export class StreamCall implements OutboundCall {
   /** The answer is over: the rest of a body still coming (cut, given up, never read, or simply not over) is dropped, and the caller told to stop sending. */
   private afterAnswer(): void {
     if (this.session.callerGone && this.stream.outBytes > 0) return this.callerEnded()
-    if (this.isClosed || this.requestEnded) return
+    if (this.isClosed || this.requestEnded || this.dropping) return
     this.dropping = true
     this.early = undefined
     // Still queued for the caller's window (a caller that never grants it is the sweep's: answer_stalled).
     if (this.stream.out !== undefined) this.cutWhenOut = true
-    else setTimeout(resetCut, CUT_RESET_MS, this).unref()
+    else this.cutAfterRoundTrip()
+  }
+
+  /** The stop-sending reset at the ACK of a PING sent now, after the whole answer; CUT_RESET_MS at most. */
+  private cutAfterRoundTrip(): void {
+    this.session.connection.ping(() => this.resetCut())
+    setTimeout(resetCut, CUT_RESET_MS, this).unref()
   }
 
   /** The stream holds answer bytes: counted in the listener's held answers until it can write again or closes. */

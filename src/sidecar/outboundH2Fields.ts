@@ -3,7 +3,12 @@
 // reads (as node:http2 made it: pseudo-headers kept, repeated fields joined, cookies joined with
 // "; " as RFC 9113 §8.2.3 asks), and an answer's head or trailers made into a list the HPACK
 // encoder takes: names lower case (RFC 9113 §8.2.2), values Latin-1 (the encoder writes one byte a
-// character).
+// character); and what goes in place of an answer's head or trailers past the caller's limit.
+import { GrpcCode } from "./grpcStatus.ts"
+import { MESH_ERROR_HEADER } from "./headerFilter.ts"
+
+/** Why this side cut an answer whose head or trailers are past the caller's SETTINGS_MAX_HEADER_LIST_SIZE (OutboundResponse.cutReason). */
+export const ANSWER_HEADERS_TOO_LARGE = "answer_headers_too_large"
 
 export interface RequestHead {
   readonly headers: Record<string, string | Array<string> | undefined>
@@ -66,4 +71,19 @@ const lowerName = (name: string): string => {
 export const latin1 = (value: string): string => {
   for (let i = 0; i < value.length; i++) if (value.charCodeAt(i) > 0xff) return Buffer.from(value, "utf8").toString("latin1")
   return value
+}
+
+/**
+ * What goes in place of an answer's head (`head`) or trailers past the caller's
+ * SETTINGS_MAX_HEADER_LIST_SIZE: to a gRPC caller RESOURCE_EXHAUSTED (8), trailers-only in place of
+ * the head, else as the trailers: the status gRPC libraries give metadata past a limit (grpc-js reads
+ * nghttp2's ENHANCE_YOUR_CALM so), telling the caller its own limit is what to raise; INTERNAL would
+ * say a fault of the app's or the mesh's. To any other caller a 502 head in place of the head; no
+ * trailers in place of trailers (undefined: the stream is reset).
+ */
+export const tooLargeFields = (grpc: boolean, head: boolean, limit: number): Array<string> | undefined => {
+  const error = `outbound; reason=${ANSWER_HEADERS_TOO_LARGE}`
+  if (!grpc) return head ? [":status", "502", "content-length", "0", MESH_ERROR_HEADER, error] : undefined
+  const status = ["grpc-status", String(GrpcCode.resourceExhausted), "grpc-message", `the answer's ${head ? "head" : "trailers"} are past the caller's SETTINGS_MAX_HEADER_LIST_SIZE (${limit})`, MESH_ERROR_HEADER, error]
+  return head ? [":status", "200", "content-type", "application/grpc", ...status] : status
 }

@@ -24,12 +24,13 @@ export const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DE
 
 /**
  * A failure after which another endpoint may safely take the request: it never reached a handler
- * (no connection, refused while draining or overloaded, the app not listening).
+ * (no connection, refused while draining or overloaded, the app not listening). Not a head past the
+ * app's header list limit: unprocessed, but every instance would refuse it alike.
  */
 export const notProcessed = (error: unknown): boolean =>
   error instanceof ConnectFailed ||
   (error instanceof ConnectionClosed && !error.sent) ||
-  (error instanceof RemoteError && !error.processed)
+  (error instanceof RemoteError && !error.processed && error.code !== AppErrorCode.headersTooLarge)
 
 /**
  * No connection to it could be made (nothing listens there, no answer within the connect timeout,
@@ -48,7 +49,7 @@ export const dialRefusalOf = (error: unknown): DialRefusal | undefined =>
   error instanceof ConnectFailed && error.notPeer === true ? (error.ownListener === true ? "own-listener" : "not-peer") : undefined
 
 /** Far-side errors that another endpoint would give too, or that end the request: not worth a retry. */
-const FINAL_REMOTE_ERRORS = new Set<string>([MeshErrorCode.deadlineExceeded, MeshErrorCode.cancelled, MeshErrorCode.notFound, MeshErrorCode.badRequest, AppErrorCode.forbidden, AppErrorCode.rateLimited])
+const FINAL_REMOTE_ERRORS = new Set<string>([MeshErrorCode.deadlineExceeded, MeshErrorCode.cancelled, MeshErrorCode.notFound, MeshErrorCode.badRequest, AppErrorCode.forbidden, AppErrorCode.rateLimited, AppErrorCode.headersTooLarge])
 
 /** The far side's policy or rate limit refused the caller: a verdict, not a failure of the endpoint (no ejection). */
 export const refusedByPolicy = (error: unknown): boolean => error instanceof RemoteError && (error.code === AppErrorCode.forbidden || error.code === AppErrorCode.rateLimited)

@@ -18,7 +18,7 @@ import { nodeHttp } from "../toolkit/nodeHttp.ts"
 export type Hop = "outbound" | "inbound" | "app"
 
 export class ProxyError extends Data.TaggedError("ProxyError")<{
-  /** 400, 403, 408, 413, 414, 429, 502, 503 or 504; any 400-599 for a route's injected fault (routeActions.ts). */
+  /** 400, 403, 408, 413, 414, 429, 431, 502, 503 or 504; any 400-599 for a route's injected fault (routeActions.ts). */
   readonly status: number
   readonly reason: string
   readonly hop: Hop
@@ -57,7 +57,12 @@ export const AppErrorCode = {
    * A rate limit of the callee refused the call (src/sidecar/rateLimits.ts): final and processed,
    * as forbidden is; its message ends "retry after N s".
    */
-  rateLimited: "rate_limited"
+  rateLimited: "rate_limited",
+  /**
+   * The request's head is past the app's SETTINGS_MAX_HEADER_LIST_SIZE (RFC 9113 6.5.2): B never
+   * sends it (the app would reset it). Not processed, yet not retried: every instance would refuse it.
+   */
+  headersTooLarge: "headers_too_large"
 } as const
 
 
@@ -88,6 +93,8 @@ export const proxyErrorOf = (error: unknown, endpoint: string): ProxyError => {
         return new ProxyError({ status: 408, reason: error.code, hop: "inbound", message })
       case AppErrorCode.forbidden:
         return new ProxyError({ status: 403, reason: error.code, hop: "inbound", message })
+      case AppErrorCode.headersTooLarge:
+        return new ProxyError({ status: 431, reason: error.code, hop: "inbound", message })
       case AppErrorCode.rateLimited: {
         const after = /retry after (\d{1,5}) s$/.exec(message)
         return new ProxyError({ status: 429, reason: error.code, hop: "inbound", message, retryAfterSeconds: after === null ? 1 : Number(after[1]) })

@@ -254,8 +254,12 @@ describe("ends", () => {
     raw.socket.write(headerFrames(1, call("Unary"), false))
     await untilTurn(() => stats.requests === 1, "the first request")
     stats.connections[0]!.close()
-    await raw.until(hasGoAway, "the GOAWAY")
-    expect(goAway(raw.frames)).toMatchObject({ last: 1, code: ErrorCode.NO_ERROR })
+    // Two GOAWAYs (RFC 9113 6.8): 2^31-1 with a PING, then, at its ACK, the last stream taken.
+    await raw.until((f) => hasGoAway(f) && f.some((x) => x.type === Type.ping), "the first GOAWAY and its PING")
+    expect(goAway(raw.frames)).toMatchObject({ last: 2 ** 31 - 1, code: ErrorCode.NO_ERROR })
+    raw.socket.write(frame(Type.ping, Flag.ack, 0, raw.frames.find((f) => f.type === Type.ping)!.payload))
+    await raw.until((f) => f.filter((x) => x.type === Type.goaway).length === 2, "the second GOAWAY")
+    expect(raw.frames.filter((f) => f.type === Type.goaway)[1]!.payload.readUInt32BE(0)).toBe(1)
     // A stream above the GOAWAY's last id, its head and its DATA: dropped, not answered.
     raw.socket.write(Buffer.concat([headerFrames(3, call("Unary"), false), frame(Type.data, Flag.endStream, 3, grpcMessage(Buffer.from("late")))]))
     raw.socket.write(frame(Type.data, Flag.endStream, 1, grpcMessage(Buffer.from("last"))))

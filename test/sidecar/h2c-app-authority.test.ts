@@ -13,10 +13,10 @@ import * as http2 from "node:http2"
 import { afterAll, beforeAll, expect, it } from "vitest"
 import { RemoteError } from "../../src/mux/meshSession.ts"
 import { requestMeta } from "../../src/sidecar/httpEnvelope.ts"
-import { listenH2App } from "../support/h2AppListen.ts"
+import { meshToH2App } from "../support/h2AppListen.ts"
 import { Cleanup } from "../support/iipRaw.ts"
 import { rejection, startClient } from "../support/meshTest.ts"
-import { call, startMesh } from "../support/sidecarHarness.ts"
+import { call } from "../support/sidecarHarness.ts"
 
 const cleanup = new Cleanup()
 let port = 0
@@ -35,11 +35,7 @@ beforeAll(async () => {
     stream.respond({ ":status": 200 })
     stream.end("ok")
   })
-  const app = await listenH2App(cleanup, server)
-  sessionErrors = app.sessionErrors
-  const mesh = await startMesh(cleanup, () => {}, { a: { tracing: false }, b: { tracing: false, app: `127.0.0.1:${app.port}`, appProtocol: "h2c" } })
-  port = mesh.a.outboundPort
-  bPort = Number(mesh.b.inboundAddress.split(":")[1])
+  ;({ port, bPort, sessionErrors } = await meshToH2App(cleanup, server))
 })
 afterAll(() => cleanup.run())
 

@@ -34,3 +34,25 @@ it("an answer given before the request's end, waiting for the caller's window, i
   const got = ofStream.filter((f) => f.type === Type.data).reduce((n, f) => n + f.payload.length, 0)
   expect({ got, ended: endAt >= 0, reset: resetCode(raw.frames, 1), resetAfterEnd: ofStream.findIndex((f) => f.type === Type.rst) > endAt }).toStrictEqual({ got: ANSWER, ended: true, reset: 0, resetAfterEnd: true })
 })
+
+it("the stop-sending reset goes at the caller's ACK of A's PING sent after the whole answer (node's way), well before the 200 ms bound", async () => {
+  const { port } = await h2cListening(cleanup, (call) => {
+    // Answered before the body's end: the rest of the body is cut off.
+    call.writeHead(200, [])
+    call.end(Buffer.from("done"))
+  }, { idleTimeoutMs: 60_000, answerIdleMs: 60_000 })
+  const raw = await connectRawH2(cleanup, port, true)
+  raw.socket.write(Buffer.concat([frame(Type.headers, Flag.endHeaders, 1, requestBlock("POST", "/upload")), frame(Type.data, 0, 1, Buffer.alloc(10, 1))]))
+  await raw.until(streamOver(1), "stream 1's answer")
+  const answeredAt = performance.now()
+  await raw.until((frames) => frames.some((f) => f.type === Type.ping && (f.flags & Flag.ack) === 0), "A's PING")
+  const ofStream = (type: number) => raw.frames.findIndex((f) => f.type === type && (type !== Type.ping || (f.flags & Flag.ack) === 0) && (type === Type.ping || f.stream === 1))
+  // The PING follows the answer's END_STREAM; no reset before its ACK.
+  expect(ofStream(Type.ping)).toBeGreaterThan(raw.frames.findIndex((f) => f.stream === 1 && (f.flags & Flag.endStream) !== 0))
+  expect(resetCode(raw.frames, 1)).toBeUndefined()
+  raw.socket.write(frame(Type.ping, Flag.ack, 0, raw.frames[ofStream(Type.ping)]!.payload))
+  await raw.until((frames) => resetCode(frames, 1) !== undefined, "the stop-sending reset")
+  expect(resetCode(raw.frames, 1)).toBe(0)
+  // At the ACK, not at the 200 ms bound (loopback: a few ms).
+  expect(performance.now() - answeredAt).toBeLessThan(150)
+})
