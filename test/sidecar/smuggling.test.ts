@@ -175,6 +175,19 @@ describe("inbound side: request smuggling and header filtering", () => {
     expect(seen.map((r) => r.startLine)).toStrictEqual(["GET /after HTTP/1.1"])
   })
 
+  it.each([["connect", []], ["Connect", []], ["connect", [["http-upgrade", "websocket"]]]] as const)("mesh mode: CONNECT in any case (%s, upgrade %j) is refused as bad_request: the upgrade leg (node:http) sends its method upper-cased", async (method, extra) => {
+    // node:http's client upper-cases a method: a peer's `connect` asking an upgrade reached the app
+    // as `CONNECT / HTTP/1.1`, past the check for CONNECT, and its caller waited out its deadline.
+    const before = app.requests.length
+    const error = await rejection(mesh.call("/", "tunnel bytes", { meta: new Map([...meta(method, []), ...extra]), timeoutMs: 2000 }))
+    expect(error).toBeInstanceOf(RemoteError)
+    expect((error as RemoteError).code).toBe("bad_request")
+    expect((error as RemoteError).processed).toBe(false)
+    await mesh.call("/after", "", { meta: meta("GET", []), timeoutMs: 5000 })
+    const seen = await parsedSince(before, 1)
+    expect(seen.map((r) => r.startLine)).toStrictEqual(["GET /after HTTP/1.1"])
+  })
+
   it("plain IIP (`__http_hdr__`): framing and hop-by-hop headers in the query are dropped, the body framed by B", async () => {
     const before = app.requests.length
     const header = plainHeaderArg({
