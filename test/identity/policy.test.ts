@@ -78,6 +78,14 @@ describe("policy decisions", () => {
     expect(matchablePath("/a%2Fb?x=1")).toBe("/a/b")
     expect(matchablePath("/a/..b/c")).toBe("/a/..b/c")
     expect(matchablePath("/a/..b;c/d")).toBe("/a/..b;c/d")
+    // Parameters on any other segment are no dot segment: such a path still passes a prefix rule.
+    expect(shop.decide(storefront, "GET", "/products/1;jsessionid=x")).toBe("allow")
+    expect(shop.decide(storefront, "GET", "/products/...;x")).toBe("allow")
+    // A pattern that holds one could never match: it is refused, one with parameters elsewhere is not.
+    expect(problems({ services: { catalog: { rules: [{ from: [storefront], paths: ["/a/..;/*", "/a/.;x", "/a;v=1/*"] }] } } })).toStrictEqual([
+      `services.catalog.rules[0].paths[0]: a path pattern may not hold . or .. segments, got "/a/..;/*"`,
+      `services.catalog.rules[0].paths[1]: a path pattern may not hold . or .. segments, got "/a/.;x"`
+    ])
   })
 
   it("defaults: allow-all allows everyone, mesh-authenticated any identity of the trust domain, deny no one; omitted means deny", () => {
