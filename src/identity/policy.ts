@@ -16,8 +16,9 @@
 // only ever match verified identities (a plain-TCP caller has none and gets the default).
 //
 // Paths are matched percent-decoded, without the query; a path whose decoded form holds a dot
-// segment or a backslash (what an app may normalise into another path) matches only a rule
-// without paths (or with `*`): a prefix rule never lets `/public/..%2Fadmin` through.
+// segment (`..;x` too, a servlet container's `..`) or a backslash (what an app may normalise into
+// another path) matches only a rule without paths (or with `*`): a prefix rule never lets
+// `/public/..%2Fadmin` through.
 //
 // Compiled once per document; `decide` allocates nothing for a request without `%` in its path
 // and without a query, and only the path without the query otherwise.
@@ -246,15 +247,18 @@ const anyPath = (patterns: ReadonlyArray<string> | undefined): Matcher | undefin
   }
 }
 
-/** A `.` or `..` segment in a path (`/a/./b`, `/a/..`). */
+/** Whether `c` (a char code, NaN past the end) ends a segment's name: `/`, the end, or `;`, where a segment's parameters begin. */
+const endsSegmentName = (c: number): boolean => Number.isNaN(c) || c === 0x2f || c === 0x3b
+
+/**
+ * A `.` or `..` segment in a path (`/a/./b`, `/a/..`), its parameters included (`/a/..;x/b`): a
+ * servlet container drops a segment's `;` parameters before it resolves dot segments.
+ */
 function hasDotSegment(path: string): boolean {
   for (let at = path.indexOf("/."); at !== -1; at = path.indexOf("/.", at + 1)) {
     const next = path.charCodeAt(at + 2)
-    if (Number.isNaN(next) || next === 0x2f) return true
-    if (next === 0x2e) {
-      const after = path.charCodeAt(at + 3)
-      if (Number.isNaN(after) || after === 0x2f) return true
-    }
+    if (endsSegmentName(next)) return true
+    if (next === 0x2e && endsSegmentName(path.charCodeAt(at + 3))) return true
   }
   return false
 }

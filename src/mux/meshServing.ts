@@ -17,7 +17,7 @@ import { Cancelled, PeerChannel, RemoteError, Served } from "./meshChannels.ts"
 import { Deadlines } from "./deadlines.ts"
 import type { Slab } from "./readSlabs.ts"
 import { chunkOf, trailersOf, unpackBody } from "./meshChunks.ts"
-import { writeAnswerHead } from "./meshAnswer.ts"
+import { answerPath, writeAnswerHead } from "./meshAnswer.ts"
 import type { CreditReturn } from "./meshCredit.ts"
 import type { StreamSender } from "./meshStreamOut.ts"
 import { type StatedLimitValues, StatedLimits } from "./meshStatedLimits.ts"
@@ -440,7 +440,7 @@ export class PeerChannelServer {
     const body = writeAnswerHead(this.connection, this.compression, this.maxMetaBytes, channel.id, served, outcome)
     if (body === undefined) return false
     channel.sendingFor = served
-    void this.streamOut.send(channel.id, served.request.path, Status.ResponseContinue, Status.ResponseLast, body, (window) => (channel.sending = window)).then(() => {
+    void this.streamOut.send(channel.id, answerPath(served), Status.ResponseContinue, Status.ResponseLast, body, (window) => (channel.sending = window)).then(() => {
       channel.sendingFor = undefined
       this.finished(served)
       if (channel.running === undefined) this.runNext(channel)

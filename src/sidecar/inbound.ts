@@ -140,9 +140,16 @@ const isRequestTarget = (path: string): boolean => {
   return true
 }
 
+/** CONNECT in any case; only a method of its length is upper-cased to compare (OPTIONS is the one common one). */
+const isConnect = (method: string): boolean => method.length === 7 && method.toUpperCase() === "CONNECT"
+
 /** Why the head cannot go to the app as it is, or undefined. */
 const badHead = (head: AppRequestHead, authority: string | undefined): string | undefined => {
   if (!isToken(head.method)) return "the method is not an HTTP token"
+  // An app's 2xx makes its socket a tunnel (RFC 9110 §9.3.6) that the pool would hand the next
+  // request; the outbound side never sends one, so only a rogue peer does. In any case: the upgrade
+  // leg's node:http upper-cases a method (`connect` went out as CONNECT), and an app may too.
+  if (isConnect(head.method)) return "CONNECT is not carried: the mesh tunnels upgrades (WebSocket) only"
   if (!isRequestTarget(head.path)) return "the path is not an origin-form request target"
   if (authority !== undefined && !isFieldValue(authority)) return "the authority holds characters a Host header cannot"
   return undefined

@@ -67,7 +67,9 @@ describe("policy decisions", () => {
 
   it("matches paths decoded, and never lets a dot segment or a backslash through a prefix rule", () => {
     expect(shop.decide(storefront, "GET", "/product%73/1")).toBe("allow")
-    for (const sneaky of ["/products/../admin", "/products/%2E%2E/admin", "/products%2F..%2Fadmin", "/products/./x", "/products/..", "/products/x%5C..%5Cadmin", "/products/%zz"]) {
+    for (const sneaky of ["/products/../admin", "/products/%2E%2E/admin", "/products%2F..%2Fadmin", "/products/./x", "/products/..", "/products/x%5C..%5Cadmin", "/products/%zz",
+      // A servlet container strips a segment's parameters before it resolves dot segments: `..;` is `..` to it.
+      "/products/..;/admin", "/products/.;x/y", "/products/%2E%2E%3B/admin", "/products/..;jsessionid=1"]) {
       expect(shop.decide(storefront, "GET", sneaky), sneaky).toBe("no-rule-matched")
     }
     // A rule without paths still applies to such a path (it allows every path anyway).
@@ -75,6 +77,15 @@ describe("policy decisions", () => {
     expect(anyPath.decide(storefront, "GET", "/a/../b")).toBe("allow")
     expect(matchablePath("/a%2Fb?x=1")).toBe("/a/b")
     expect(matchablePath("/a/..b/c")).toBe("/a/..b/c")
+    expect(matchablePath("/a/..b;c/d")).toBe("/a/..b;c/d")
+    // Parameters on any other segment are no dot segment: such a path still passes a prefix rule.
+    expect(shop.decide(storefront, "GET", "/products/1;jsessionid=x")).toBe("allow")
+    expect(shop.decide(storefront, "GET", "/products/...;x")).toBe("allow")
+    // A pattern that holds one could never match: it is refused, one with parameters elsewhere is not.
+    expect(problems({ services: { catalog: { rules: [{ from: [storefront], paths: ["/a/..;/*", "/a/.;x", "/a;v=1/*"] }] } } })).toStrictEqual([
+      `services.catalog.rules[0].paths[0]: a path pattern may not hold . or .. segments, got "/a/..;/*"`,
+      `services.catalog.rules[0].paths[1]: a path pattern may not hold . or .. segments, got "/a/.;x"`
+    ])
   })
 
   it("defaults: allow-all allows everyone, mesh-authenticated any identity of the trust domain, deny no one; omitted means deny", () => {

@@ -1,10 +1,12 @@
-// A mesh request whose parsed path cannot travel back in its answer (PROTOCOL.md §6.2: the answer
-// carries the percent-decoded path): "%00" decodes to a NUL, which no packet may carry. The
-// answer must not take the connection down with it: the call fails with a RemoteError, and a call
-// in flight on the same connection, and the next one, are answered.
+// Mesh answers whose head cannot be sent as made. A request's parsed path (PROTOCOL.md §5: the
+// answer carries the percent-decoded path) holding "%00" decodes to a NUL, which no packet may
+// carry: the answer goes on the path as it came (the caller pairs by request id). A head that
+// cannot be sent at all (metadata over the agreed limit) fails its call with a RemoteError, never
+// the connection: a call in flight on it, and the next one, are answered.
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import type { IipClient } from "../../src/iip/client.ts"
 import { type IipServer, reply } from "../../src/iip/server.ts"
+import { MeshDefaults } from "../../src/protocol/mesh.ts"
 import { RemoteError } from "../../src/mux/meshSession.ts"
 import { Cleanup, deferred, waitFor } from "../support/iipRaw.ts"
 import { rejection, startClient, startServer } from "../support/meshTest.ts"
@@ -20,14 +22,15 @@ describe("a mesh answer whose path cannot be sent", () => {
     cleanup = new Cleanup()
     server = await startServer(cleanup, { log: () => {} })
     server.handlePrefix("/p/", (request) => `seen ${JSON.stringify(request.path)}`)
+    server.handle("/big-head", () => reply(Buffer.from("x"), new Map([["x-big", "y".repeat(MeshDefaults.maxMetaBytes)]])))
     server.handle("/slow", () => release.promise.then(() => "slow done"))
     // A streamed answer that goes on until its request is cancelled (as a relayed body or an
-    // RPC's stream does): `stopped` says its producer was told to stop.
-    server.handlePrefix("/s/", (request) => {
+    // RPC's stream does), its head too large to send: `stopped` says its producer was told to stop.
+    server.handle("/s/big-head", (request) => {
       request.context.cancel.addEventListener("abort", () => stopped++)
       return reply((async function*() {
         while (!request.context.cancel.aborted) yield Buffer.alloc(1024)
-      })())
+      })(), new Map([["x-big", "y".repeat(MeshDefaults.maxMetaBytes)]]))
     })
     client = startClient(cleanup, server.address.port, { maxConnections: 1 })
     expect((await client.call("/p/warm-up", "x", { timeoutMs: 5000 })).toString()).toBe('seen "/p/warm-up"')
@@ -35,9 +38,15 @@ describe("a mesh answer whose path cannot be sent", () => {
 
   afterEach(() => cleanup.run())
 
-  it("fails that call only: the connection and the calls on it go on", async () => {
+  it("a decoded path holding a NUL: the answer goes on the path as it came", async () => {
+    expect((await client.call("/p/%00", "x", { timeoutMs: 5000 })).toString()).toBe('seen "/p/\\u0000"')
+    expect((await client.call("/p/after", "x", { timeoutMs: 5000 })).toString()).toBe('seen "/p/after"')
+    expect(server.connectionCount).toBe(1)
+  })
+
+  it("a head that cannot be sent fails that call only: the connection and the calls on it go on", async () => {
     const slow = client.call("/slow", "x", { timeoutMs: 5000 })
-    const error = await rejection(client.call("/p/%00", "x", { timeoutMs: 5000 }))
+    const error = await rejection(client.call("/big-head", "x", { timeoutMs: 5000 }))
     expect(error).toBeInstanceOf(RemoteError)
     expect(error).toMatchObject({ code: "handler_failed" })
     release.resolve()
@@ -46,7 +55,7 @@ describe("a mesh answer whose path cannot be sent", () => {
     expect(server.connectionCount).toBe(1)
   })
   it("a streamed answer that cannot be sent is stopped: its producer is told, not left waiting for a reader", async () => {
-    const error = await rejection(client.call("/s/%00", "x", { timeoutMs: 5000 }))
+    const error = await rejection(client.call("/s/big-head", "x", { timeoutMs: 5000 }))
     expect(error).toMatchObject({ code: "handler_failed" })
     await waitFor(() => stopped === 1, 2000, "the unsendable answer's request to be cancelled")
     expect((await client.call("/p/after", "x", { timeoutMs: 5000 })).toString()).toBe('seen "/p/after"')

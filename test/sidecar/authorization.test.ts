@@ -105,19 +105,21 @@ describe("authorization policy at the inbound side", () => {
     expectForbidden(await call(asStorefront.outboundPort, { method: "POST", path: "/products", body: "{}" }), "POST")
     expectForbidden(await call(asStorefront.outboundPort, { path: "/admin" }), "GET /admin")
     expectForbidden(await call(asStorefront.outboundPort, { path: "/products/%2E%2E/admin" }), "a dot segment through the prefix")
+    expectForbidden(await call(asStorefront.outboundPort, { path: "/products/..;/admin" }), "a dot segment with parameters (a servlet container's `..`) through the prefix")
     const asReports = await startCaller([callee], reports)
     expectForbidden(await call(asReports.outboundPort, { path: "/products" }), "another identity")
     const anonymous = await startCaller([callee], undefined)
     expectForbidden(await call(anonymous.outboundPort, { path: "/products" }), "no identity")
     expect(callee.app.seen).toStrictEqual([])
 
-    expect(await metric(callee.b, /^iip_mesh_authz_denied_total\{service="catalog",reason="no-rule-matched"\}/)).toBe(4)
+    expect(await metric(callee.b, /^iip_mesh_authz_denied_total\{service="catalog",reason="no-rule-matched"\}/)).toBe(5)
     expect(await metric(callee.b, /^iip_mesh_authz_denied_total\{service="catalog",reason="unauthenticated"\}/)).toBe(1)
     const denied = callee.logged.filter((l) => l.event === "authz-denied")
     expect(denied.map((l) => [l.caller, l.method, l.path, l.reason])).toStrictEqual([
       [storefront, "POST", "/products", "no-rule-matched"],
       [storefront, "GET", "/admin", "no-rule-matched"],
       [storefront, "GET", "/products/%2E%2E/admin", "no-rule-matched"],
+      [storefront, "GET", "/products/..;/admin", "no-rule-matched"],
       [reports, "GET", "/products", "no-rule-matched"],
       ["none (no verified identity)", "GET", "/products", "unauthenticated"]
     ])
@@ -127,7 +129,7 @@ describe("authorization policy at the inbound side", () => {
       expect(line.policy).toBe("services.catalog")
     }
     // The caller's sidecar counts it as the callee's verdict.
-    expect(await metric(asStorefront, /^iip_mesh_request_errors_total\{direction="outbound",service="catalog",code="403",hop="inbound",reason="forbidden"\}/)).toBe(3)
+    expect(await metric(asStorefront, /^iip_mesh_request_errors_total\{direction="outbound",service="catalog",code="403",hop="inbound",reason="forbidden"\}/)).toBe(4)
   })
 
   it("a denial is final: no other endpoint is tried, and no endpoint is ejected for it", async () => {

@@ -161,6 +161,22 @@ describe("inbound side: request smuggling and header filtering", () => {
     expect(seen.map((r) => r.startLine)).toStrictEqual(["GET /after HTTP/1.1"])
   })
 
+  it.each([["CONNECT", []], ["connect", []], ["Connect", []], ["connect", [["http-upgrade", "websocket"]]]] as const)("mesh mode: %s (upgrade %j) is refused as bad_request, not processed; the app never reads one, nor a later request on its socket", async (method, extra) => {
+    // An app's 2xx to CONNECT makes its connection a tunnel (RFC 9110 §9.3.6): had B sent it and
+    // kept the socket (it did, the answer framed by content-length), the next caller's request went
+    // into the tunnel. The outbound side refuses CONNECT; a peer's is refused the same, in any case:
+    // node:http's client (the upgrade leg) upper-cases a method, so a `connect` asking an upgrade
+    // reached the app as `CONNECT / HTTP/1.1`, and its caller waited out its deadline.
+    const before = app.requests.length
+    const error = await rejection(mesh.call("/", "tunnel bytes", { meta: new Map([...meta(method, []), ...extra]), timeoutMs: 2000 }))
+    expect(error).toBeInstanceOf(RemoteError)
+    expect((error as RemoteError).code).toBe("bad_request")
+    expect((error as RemoteError).processed).toBe(false)
+    await mesh.call("/after", "", { meta: meta("GET", []), timeoutMs: 5000 })
+    const seen = await parsedSince(before, 1)
+    expect(seen.map((r) => r.startLine)).toStrictEqual(["GET /after HTTP/1.1"])
+  })
+
   it("plain IIP (`__http_hdr__`): framing and hop-by-hop headers in the query are dropped, the body framed by B", async () => {
     const before = app.requests.length
     const header = plainHeaderArg({
