@@ -1,0 +1,184 @@
+// B's budget for what its h2c leg's answers hold (src/sidecar/heldAnswers.ts). Each stream B opens to
+// the app has a 256 KiB window, given back as the mesh takes the answer, and its queue pauses past
+// 64 KiB: an answer nobody reads holds ~320 KiB at B, on each of --app-h2-max-streams streams
+// (1,024 by default: ~320 MiB) when one caller opens many streaming calls and reads none (alone,
+// peerShare's reclaim never runs: nobody else waits). Before, nothing bounded the sum. Now past the
+// budget the answers stalled longest are taken back (the app's stream reset, the caller told
+// `overloaded`, naming the budget), until under it; a reader that keeps reading is not cut; and the
+// count is exact: back to 0 once calls end every way (read to their end, taken back, cancelled,
+// past their deadline, failed by the app).
+// Real peer: a grpc-js app answering a server stream of 64 KiB messages; the leg driven as the
+// inbound side drives it (h2c-leg-churn.test.ts), its answers read, or not, as the mesh would.
+import * as grpc from "@grpc/grpc-js"
+import type * as net from "node:net"
+import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import type { AbortListener } from "../../src/mux/cancellation.ts"
+import { type Outcome, PendingOutcome } from "../../src/mux/request.ts"
+import { AppH2Leg } from "../../src/sidecar/appH2.ts"
+import type { AppH2Request } from "../../src/sidecar/appH2RequestHead.ts"
+import { HeldAnswers } from "../../src/sidecar/heldAnswers.ts"
+import { InboundObservation } from "../../src/sidecar/observe.ts"
+import { makeMetrics } from "../../src/telemetry/metrics.ts"
+import { TraceStore } from "../../src/telemetry/traceStore.ts"
+import { makeTracing } from "../../src/telemetry/tracing.ts"
+import { grpcMessage, rawMethod } from "../support/grpcRaw.ts"
+import { Cleanup, waitFor } from "../support/iipRaw.ts"
+import { LOOPBACK } from "../support/sidecarHarness.ts"
+
+const MiB = 1024 * 1024
+const BUDGET = 2 * MiB
+/** Calls nobody reads: ~320 KiB each at B once stalled, 5 MiB in all, past the budget. */
+const STALLED = 16
+/** Messages of 64 KiB an answer carries (4 MiB), then its trailers. */
+const MESSAGES = 64
+const MESSAGE = Buffer.alloc(64 * 1024, 0x61)
+
+class Cancel {
+  aborted = false
+  private listener: AbortListener | undefined = undefined
+  addEventListener(_type: "abort", listener: AbortListener): void {
+    this.listener = listener
+  }
+  removeEventListener(_type: "abort", listener: AbortListener): void {
+    if (this.listener === listener) this.listener = undefined
+  }
+  fire(): void {
+    this.aborted = true
+    this.listener?.handleEvent()
+  }
+}
+
+/** The streamed answer's queue as the mesh reads it; `queued`: what it holds now (its private count, on every version). */
+type Body = AsyncIterable<Buffer> & { readonly queued: number }
+
+/** A grpc-js app: Watch streams MESSAGES messages as fast as B's window lets it (or until cancelled); Small answers one; Break fails after 8. */
+const startApp = async (cleanup: Cleanup) => {
+  const streams = { blocked: new Set<grpc.ServerWritableStream<Buffer, Buffer>>(), over: 0 }
+  const server = new grpc.Server()
+  const watch = (fail: boolean) => (call: grpc.ServerWritableStream<Buffer, Buffer>) => {
+    let sent = 0
+    call.on("cancelled", () => {
+      streams.blocked.delete(call)
+      streams.over++
+    })
+    const pump = () => {
+      streams.blocked.delete(call)
+      while (!call.cancelled && sent < MESSAGES) {
+        if (fail && sent === 8) return call.emit("error", { code: grpc.status.INTERNAL, details: "broke" })
+        sent++
+        if (!call.write(MESSAGE)) {
+          // Blocked on B's window: what B holds of it now is all it will until B takes more.
+          streams.blocked.add(call)
+          return void call.once("drain", pump)
+        }
+      }
+      if (!call.cancelled) call.end()
+    }
+    pump()
+  }
+  server.addService(
+    { Watch: rawMethod("demo.Feed", "Watch", false, true), Break: rawMethod("demo.Feed", "Break", false, true), Small: rawMethod("demo.Feed", "Small", false, false) },
+    { Watch: watch(false), Break: watch(true), Small: (_call: unknown, done: grpc.sendUnaryData<Buffer>) => done(null, Buffer.from("small")) }
+  )
+  const port = await new Promise<number>((resolve, reject) => server.bindAsync(`${LOOPBACK}:0`, grpc.ServerCredentials.createInsecure(), (error, bound) => (error === null ? resolve(bound) : reject(error))))
+  cleanup.add(() => new Promise<void>((resolve) => server.tryShutdown(() => resolve())))
+  cleanup.add(() => server.forceShutdown())
+  return { port, streams }
+}
+
+/** The leg (64 places, the budget given), and `send`: one gRPC call of `method` through it, its outcome. */
+const legTo = (cleanup: Cleanup, port: number) => {
+  const held = new HeldAnswers(BUDGET)
+  const leg = new AppH2Leg(LOOPBACK, port, undefined, 60_000, 64, undefined, held)
+  cleanup.add(() => leg.close())
+  const tracing = makeTracing({ service: "feed", store: new TraceStore(), env: {} })
+  cleanup.add(() => tracing.shutdown())
+  const telemetry = { tracing, metrics: makeMetrics(), traces: new TraceStore() }
+  const send = (method: string, timeLeftMs = 30_000, cancel = new Cancel()): PendingOutcome => {
+    const path = `/demo.Feed/${method}`
+    const headers: Array<readonly [string, string]> = [["content-type", "application/grpc"], ["te", "trailers"]]
+    const request: AppH2Request = { method: "POST", path, authority: "feed", headers, body: grpcMessage(Buffer.alloc(0)), timeLeftMs, maxMetaBytes: 8192, plain: false, trailers: true }
+    const pending = new PendingOutcome()
+    leg.forward(request, new InboundObservation(telemetry, "feed", "POST", path, headers, "127.0.0.1:40000"), cancel, pending)
+    return pending
+  }
+  return { leg, held, send }
+}
+
+/** The streamed body of a reply (the test fails on anything else). */
+const bodyOf = (outcome: Outcome): Body => {
+  if (outcome instanceof Uint8Array || outcome._tag !== "Reply" || outcome.body instanceof Uint8Array) throw new Error(`not a streamed reply: ${JSON.stringify(outcome)}`)
+  return outcome.body as unknown as Body
+}
+
+/** Reads `body` to its end or its error: the bytes read and the error's code and message, if any. */
+const readAll = async (body: Body): Promise<{ read: number; code?: string; message?: string }> => {
+  let read = 0
+  try {
+    for await (const chunk of body) read += chunk.length
+    return { read }
+  } catch (error) {
+    const { code, message } = error as { code: string; message: string }
+    return { read, code, message }
+  }
+}
+
+describe("B's budget for what its h2c answers hold", () => {
+  let cleanup: Cleanup
+  beforeEach(() => {
+    cleanup = new Cleanup()
+  })
+  afterEach(() => cleanup.run())
+
+  it(`${STALLED} streaming calls nobody reads hold no more than the budget (${BUDGET} bytes); the stalled longest are taken back, a reader that keeps reading is not; every count back to 0`, { timeout: 60_000 }, async () => {
+    const { port, streams } = await startApp(cleanup)
+    const { leg, held, send } = legTo(cleanup, port)
+    // A reader that keeps reading, from before the stalls to after them.
+    const reader = bodyOf(await send("Watch"))
+    const reading = readAll(reader)
+    const stalled: Array<Body> = []
+    for (let i = 0; i < STALLED; i++) stalled.push(bodyOf(await send("Watch")))
+    // Each stalled answer's app stream waits on B's window (what B holds of it is all it will), or was taken back.
+    const heldNow = () => stalled.reduce((sum, body) => sum + body.queued, 0)
+    let most = 0
+    await waitFor(() => {
+      most = Math.max(most, heldNow())
+      return streams.blocked.size + streams.over >= STALLED
+    }, 20_000, "every stalled answer's app stream to wait on B's window or be taken back")
+    // Before: 16 answers of ~320 KiB, 5 MiB held (no budget). Now within the budget, and counted exactly.
+    expect(most).toBeLessThanOrEqual(BUDGET + 256 * 1024)
+    expect(heldNow()).toBeLessThanOrEqual(BUDGET)
+    expect(held.bytes).toBe(heldNow() + reader.queued)
+    expect(held.takenBack).toBeGreaterThanOrEqual(STALLED - Math.floor(BUDGET / (256 * 1024)))
+    // Another caller's call is still answered.
+    const small = await send("Small")
+    expect(small).toMatchObject({ _tag: "Reply" })
+    // The reader read its whole answer: never taken back.
+    expect(await reading).toEqual({ read: MESSAGES * (MESSAGE.length + 5) })
+    // The stalled callers taken back read why (nothing of what they never read comes first), the budget named.
+    const ends = await Promise.all(stalled.map(async (body) => (body.queued === 0 ? await readAll(body) : undefined)))
+    const takenBack = ends.filter((end) => end?.code === "overloaded")
+    expect(takenBack.length).toBe(held.takenBack)
+    expect(takenBack[0]!.read).toBe(0)
+    expect(takenBack[0]!.message).toMatch(/taken back at the inbound sidecar: the answers of its app held \d+ bytes their callers had not read, past --app-h2-max-held-bytes 2097152; this one held \d+, and it waited \d+ ms on its reader, which took none of it/)
+    // Those kept are read to their end now.
+    const kept = stalled.filter((_body, i) => ends[i] === undefined)
+    expect(kept.length).toBeGreaterThan(0)
+    for (const end of await Promise.all(kept.map(readAll))) expect(end).toEqual({ read: MESSAGES * (MESSAGE.length + 5) })
+    // Other ways to end, each while its answer holds bytes: cancelled, past its deadline, failed by the app.
+    const cancel = new Cancel()
+    const cancelled = bodyOf(await send("Watch", 30_000, cancel))
+    const late = bodyOf(await send("Watch", 1_500))
+    const broken = bodyOf(await send("Break"))
+    await waitFor(() => cancelled.queued > 0 && late.queued > 0 && broken.queued > 0, 5_000, "the three answers to hold bytes")
+    cancel.fire()
+    expect((await readAll(cancelled)).code).toBe("cancelled")
+    // Unread past its deadline: what it held is let go of then (nobody had begun reading it).
+    await waitFor(() => late.queued === 0, 5_000, "the late call's deadline")
+    expect((await readAll(late)).code).toBe("deadline_exceeded")
+    expect((await readAll(broken)).read).toBe(8 * (MESSAGE.length + 5))
+    // Every count back to 0: no byte, no answer left counted.
+    await waitFor(() => held.bytes === 0 && held.counted === 0, 5_000, "the budget's counts to be back to 0")
+    expect({ bytes: held.bytes, counted: held.counted, waiting: leg.waitingStreams }).toEqual({ bytes: 0, counted: 0, waiting: 0 })
+  })
+})
