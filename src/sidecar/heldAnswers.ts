@@ -16,8 +16,10 @@
 // it and its pause ends once half its queue is taken, while a stalled one's pause only grows. So:
 // first the answers paused on their reader with nothing taken since the pause, the oldest pause
 // first; then those paused that took something (slow readers), oldest pause first; last, and only
-// if that is not enough, answers not paused, the largest first (the budget is a hard bound). Nothing
-// is done per chunk but two additions and a comparison; the ranking is made only past the budget.
+// if that is not enough, answers not paused, the largest first. Answers still gathered whole count
+// but are never taken back: each holds at most 64 KiB and a read, for 21 ms at most (appH2.ts's
+// waits), on one of the places. Nothing is done per chunk but two additions and a comparison; the
+// ranking is made only past the budget.
 
 /** An answer the budget counts and may take back: an exchange of the h2c leg (appH2Exchange.ts). */
 export interface HeldAnswer {
