@@ -11,7 +11,6 @@
 // inbound side drives it (h2c-leg-churn.test.ts), its answers read, or not, as the mesh would.
 import * as grpc from "@grpc/grpc-js"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
-import type { AbortListener } from "../../src/mux/cancellation.ts"
 import { type Outcome, PendingOutcome } from "../../src/mux/request.ts"
 import { AppH2Leg } from "../../src/sidecar/appH2.ts"
 import type { AppH2Request } from "../../src/sidecar/appH2RequestHead.ts"
@@ -23,6 +22,7 @@ import { makeTracing } from "../../src/telemetry/tracing.ts"
 import { metric } from "../support/eventStreamApp.ts"
 import { grpcMessage, identity, rawMethod, unaryText } from "../support/grpcRaw.ts"
 import { Cleanup, waitFor } from "../support/iipRaw.ts"
+import { TestCancel as Cancel } from "../support/testCancel.ts"
 import { LOOPBACK, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
 
 const MiB = 1024 * 1024
@@ -34,21 +34,6 @@ const MESSAGES = 64
 const MESSAGE = Buffer.alloc(64 * 1024, 0x61)
 /** What one stalled answer holds at most at B: its queue's high-water mark and its stream's window. */
 const ONE_HELD = 320 * 1024
-
-class Cancel {
-  aborted = false
-  private listener: AbortListener | undefined = undefined
-  addEventListener(_type: "abort", listener: AbortListener): void {
-    this.listener = listener
-  }
-  removeEventListener(_type: "abort", listener: AbortListener): void {
-    if (this.listener === listener) this.listener = undefined
-  }
-  fire(): void {
-    this.aborted = true
-    this.listener?.handleEvent()
-  }
-}
 
 /** The streamed answer's queue as the mesh reads it; `queued`: what it holds now (its private count, on every version). */
 type Body = AsyncIterable<Buffer> & { readonly queued: number }

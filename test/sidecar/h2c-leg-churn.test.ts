@@ -9,7 +9,6 @@
 import * as http2 from "node:http2"
 import type * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
-import type { AbortListener } from "../../src/mux/cancellation.ts"
 import { type Outcome, PendingOutcome } from "../../src/mux/request.ts"
 import { AppH2Leg } from "../../src/sidecar/appH2.ts"
 import type { AppH2Request } from "../../src/sidecar/appH2RequestHead.ts"
@@ -18,23 +17,8 @@ import { makeMetrics } from "../../src/telemetry/metrics.ts"
 import { TraceStore } from "../../src/telemetry/traceStore.ts"
 import { makeTracing } from "../../src/telemetry/tracing.ts"
 import { Cleanup, waitFor } from "../support/iipRaw.ts"
+import { TestCancel as Cancel } from "../support/testCancel.ts"
 import { LOOPBACK } from "../support/sidecarHarness.ts"
-
-/** A cancel the test fires (the request's Cancellation as the inbound side hands it over). */
-class Cancel {
-  aborted = false
-  private listener: AbortListener | undefined = undefined
-  addEventListener(_type: "abort", listener: AbortListener): void {
-    this.listener = listener
-  }
-  removeEventListener(_type: "abort", listener: AbortListener): void {
-    if (this.listener === listener) this.listener = undefined
-  }
-  fire(): void {
-    this.aborted = true
-    this.listener?.handleEvent()
-  }
-}
 
 /** Counts every settle: PendingOutcome keeps the first, a second one would be a call ended twice. */
 class CountedOutcome extends PendingOutcome {
