@@ -217,6 +217,7 @@ describe("B's budget for what its h2c answers hold", () => {
     const ends = await Promise.all(calls.map(({ ended }) => ended))
     const cut = ends.filter((end) => end.code !== 0)
     expect(cut.length).toBe(await metric(b, /^iip_mesh_app_h2_held_taken_back_total /))
+    expect(cut.every((end) => end.code === grpc.status.UNAVAILABLE)).toBe(true)
     expect(cut[0]!.read).toBeLessThan(MESSAGES * MESSAGE.length)
     expect(cut[0]!.details).toMatch(/taken back at the inbound sidecar: the answers of its app held \d+ bytes their callers had not read, past --app-h2-max-held-bytes 2097152/)
     expect(ends.filter((end) => end.code === 0).every((end) => end.read === MESSAGES * MESSAGE.length)).toBe(true)
