@@ -185,6 +185,8 @@ export class AppH2Exchange extends AppH2ExchangeCore implements Held, HeldAnswer
         // Cut past the share (knownStreaming): nothing more goes to the caller.
         if (this.done) return
       }
+      // Bytes its reader does not wait for: from now it waits on its reader (until it takes them all, or resumes).
+      if (this.readerWaitAt === 0 && !this.answer.readerWaiting) this.waitOnReader(performance.now())
       this.answer.push(chunk)
       this.leg.held.check()
       return this.giveBack(chunk.length)
@@ -212,7 +214,11 @@ export class AppH2Exchange extends AppH2ExchangeCore implements Held, HeldAnswer
         this.answerPaused()
       },
       resumeIfPaused: () => {
-        if (!this.windowHeld) return
+        if (!this.windowHeld) {
+          // Its reader took all that was queued: it waits on it no more.
+          if (this.readerWaitAt !== 0 && answer.queuedBytes === 0) this.readerWaitAt = 0
+          return
+        }
         this.windowHeld = false
         this.paused = false
         this.readerWaitAt = 0
@@ -237,6 +243,8 @@ export class AppH2Exchange extends AppH2ExchangeCore implements Held, HeldAnswer
     answer.countIn(this.leg.held)
     this.leg.held.join(this)
     for (const part of this.parts) answer.push(part)
+    // No reader yet: what came so far waits on it.
+    if (answer.queuedBytes > 0) this.waitOnReader(performance.now())
     this.observation.responseBytes(this.bytes)
     this.parts = []
     if (!this.grpc && !this.request.plain) this.leg.deadlines.remove(this)

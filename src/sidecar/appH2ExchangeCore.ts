@@ -154,7 +154,8 @@ export abstract class AppH2ExchangeCore implements Expiring {
   /** The answer's parts gathered whole, counted in the leg's held bytes until they go on (heldAnswers.ts). */
   protected partsCounted = 0
   /**
-   * The streamed answer waits on its reader only (its stream paused for the mesh, or its app done
+   * The streamed answer waits on its reader only (bytes queued its reader did not wait for, not
+   * all taken since; its stream paused for the mesh; or its app done
    * with bytes queued) since readerWaitAt (performance.now(); 0: it does not), when the mesh had
    * taken passedAtWait of it (heldAnswers.ts's measure of a stalled reader).
    */

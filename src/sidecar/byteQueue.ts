@@ -63,6 +63,11 @@ export class PausingByteQueue implements AsyncIterable<Buffer>, WithTrailers, Wi
     return this.queued
   }
 
+  /** Its reader waits for a chunk now: one pushed is taken at once. */
+  get readerWaiting(): boolean {
+    return this.wake !== undefined
+  }
+
   /** The bytes queued count in `pool` from now on, until leavePool (or a drop). */
   countIn(pool: UnreadPool): void {
     if (this.pool !== undefined) return

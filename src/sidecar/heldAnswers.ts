@@ -13,10 +13,14 @@
 // Which first: the answer stalled longest on its reader. Holding the most does not tell a dead
 // reader from a live one (both fill the window when the app is faster), how long an answer has
 // waited on its reader does: a reader that keeps reading takes a chunk as often as the mesh grants
-// it and its pause ends once half its queue is taken, while a stalled one's pause only grows. So:
-// first the answers paused on their reader with nothing taken since the pause, the oldest pause
-// first; then those paused that took something (slow readers), oldest pause first; last, and only
-// if that is not enough, answers not paused, the largest first. Answers still gathered whole count
+// it and its pause ends once half its queue is taken, while a stalled one's pause only grows. An
+// answer waits on its reader from the first byte queued that its reader did not wait for (or its
+// pause) until its reader took all that was queued (or its pause ended): an answer that holds less
+// than the queue's high-water mark and is never read (a watch's snapshot, then nothing) waits too,
+// its stream never paused. So: first the answers waiting on their reader with nothing taken since
+// the wait began, the oldest wait first; then those waiting that took something (slow readers),
+// oldest wait first; last, and only if that is not enough, the others (their reader waits for
+// their bytes), the largest first. Answers still gathered whole count
 // but are never taken back: each holds at most 64 KiB and a read, for 21 ms at most (appH2.ts's
 // waits), on one of the places. Nothing is done per chunk but two additions and a comparison; the
 // ranking is made only past the budget.

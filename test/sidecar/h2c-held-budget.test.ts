@@ -38,7 +38,9 @@ const ONE_HELD = 320 * 1024
 /** The streamed answer's queue as the mesh reads it; `queued`: what it holds now (its private count, on every version). */
 type Body = AsyncIterable<Buffer> & { readonly queued: number }
 
-const FEED = { Watch: rawMethod("demo.Feed", "Watch", false, true), Break: rawMethod("demo.Feed", "Break", false, true), Small: rawMethod("demo.Feed", "Small", false, false) }
+const FEED = { Watch: rawMethod("demo.Feed", "Watch", false, true), Break: rawMethod("demo.Feed", "Break", false, true), Small: rawMethod("demo.Feed", "Small", false, false), Snapshot: rawMethod("demo.Feed", "Snapshot", false, true) }
+/** Snapshot's one message (48 KiB): under the queue's 64 KiB high-water mark, so its stream never pauses. */
+const SNAPSHOT = Buffer.alloc(48 * 1024, 0x62)
 const FeedClient = grpc.makeGenericClientConstructor(FEED, "Feed")
 
 /** A grpc-js app: Watch streams MESSAGES messages as fast as B's window lets it (or until cancelled); Small answers one; Break fails after 8. */
@@ -68,7 +70,13 @@ const startApp = async (cleanup: Cleanup) => {
   }
   server.addService(
     FEED,
-    { Watch: watch(false), Break: watch(true), Small: (_call: unknown, done: grpc.sendUnaryData<Buffer>) => done(null, Buffer.from("small")) }
+    {
+      Watch: watch(false),
+      Break: watch(true),
+      Small: (_call: unknown, done: grpc.sendUnaryData<Buffer>) => done(null, Buffer.from("small")),
+      // A watch's first answer, then nothing until cancelled (a snapshot, then events that do not come).
+      Snapshot: (call: grpc.ServerWritableStream<Buffer, Buffer>) => void call.write(SNAPSHOT)
+    }
   )
   const port = await new Promise<number>((resolve, reject) => server.bindAsync(`${LOOPBACK}:0`, grpc.ServerCredentials.createInsecure(), (error, bound) => (error === null ? resolve(bound) : reject(error))))
   cleanup.add(() => new Promise<void>((resolve) => server.tryShutdown(() => resolve())))
@@ -171,6 +179,20 @@ describe("B's budget for what its h2c answers hold", () => {
     // Every count back to 0: no byte, no answer left counted.
     await waitFor(() => held.bytes === 0 && held.counted === 0, 5_000, "the budget's counts to be back to 0")
     expect({ bytes: held.bytes, counted: held.counted, waiting: leg.waitingStreams }).toEqual({ bytes: 0, counted: 0, waiting: 0 })
+  })
+
+  it("answers nobody reads that hold less than a queue's high-water mark are taken back before a reader that keeps reading", { timeout: 60_000 }, async () => {
+    const { port } = await startApp(cleanup)
+    const { held, send } = legTo(cleanup, port)
+    // Snapshots nobody reads, just under the budget together: each one's stream never pauses.
+    const idle: Array<Body> = []
+    for (let i = 0; i < 40; i++) idle.push(bodyOf(await send("Snapshot")))
+    await waitFor(() => idle.every((body) => body.queued === SNAPSHOT.length + 5), 10_000, "the snapshots to be held at B")
+    expect(held.bytes).toBeLessThan(BUDGET)
+    // A reader that keeps reading a large answer: the app outruns it now and then (its stream pauses).
+    const reader = await readAll(bodyOf(await send("Watch")))
+    expect({ reader, takenBack: held.takenBack > 0 }).toEqual({ reader: { read: MESSAGES * (MESSAGE.length + 5) }, takenBack: true })
+    for (const body of idle) await body[Symbol.asyncIterator]().return?.()
   })
 
   it("through the mesh: grpc-js callers that pause their server streams are told why once they read on, B holds no more than its budget, another pod's call is answered", { timeout: 60_000 }, async () => {
