@@ -141,6 +141,9 @@ describe("B's h2c leg under churn", () => {
     // A session drained for its resets closes once its last stream is over (its socket's close ends the drain).
     await waitFor(() => countsOf(leg).streamsOnSessions === 0 && countsOf(leg).open === 0 && countsOf(leg).drains === 0, 5000, "every stream over")
     expect(countsOf(leg)).toStrictEqual({ open: 0, current: 0, long: 0, holding: 0, waiting: 0, drains: 0, streamsOnSessions: 0 })
+    // Nor a byte or an answer left counted in the held answers' budget (heldAnswers.ts): every way
+    // of ending let go of what it held (the streamed answers were never read, then cancelled).
+    expect({ bytes: leg.held.bytes, counted: leg.held.counted }).toEqual({ bytes: 0, counted: 0 })
     // A call made after the churn is answered at once: no place leaked.
     const after = new CountedOutcome()
     send("/ok", 5000, new Cancel(), after)
