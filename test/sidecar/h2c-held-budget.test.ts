@@ -21,7 +21,10 @@ import { TraceStore } from "../../src/telemetry/traceStore.ts"
 import { makeTracing } from "../../src/telemetry/tracing.ts"
 import { metric } from "../support/eventStreamApp.ts"
 import { grpcMessage, identity, rawMethod, unaryText } from "../support/grpcRaw.ts"
-import { Cleanup, waitFor } from "../support/iipRaw.ts"
+import { Cleanup, frame, waitFor } from "../support/iipRaw.ts"
+import { meshDialer } from "../support/budgetAttack.ts"
+import { encodeEnvelope, EnvelopeKind } from "../../src/protocol/mesh.ts"
+import { HttpMeta } from "../../src/sidecar/httpEnvelope.ts"
 import { TestCancel as Cancel } from "../support/testCancel.ts"
 import { LOOPBACK, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
 
@@ -245,5 +248,28 @@ describe("B's budget for what its h2c answers hold", () => {
     expect(ends.filter((end) => end.code === 0).every((end) => end.read === MESSAGES * MESSAGE.length)).toBe(true)
     await waitFor(() => streams.blocked.size === 0, 5_000, "no app stream left waiting")
     expect(await metric(b, /^iip_mesh_app_h2_held_bytes /)).toBe(0)
+  })
+
+  it("a caller's mesh connection lost while B holds its unread answers: B's count back to 0, every app stream cancelled", { timeout: 60_000 }, async () => {
+    const { port, streams } = await startApp(cleanup)
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "feed", app: `${LOOPBACK}:${port}`, appProtocol: "h2c", requestTimeoutMs: 30_000 }))
+    // A hand-played mesh dialer that grants one byte of each stream and never more: B holds the rest.
+    const dialer = await meshDialer(Number(b.inboundAddress.split(":").pop()), cleanup, { streamWindow: 1 })
+    const meta = new Map<string, string>()
+      .set(HttpMeta.method, "POST")
+      .set(HttpMeta.authority, "feed")
+      .set(HttpMeta.headers, JSON.stringify([["content-type", "application/grpc"], ["te", "trailers"]]))
+    for (let channel = 1; channel <= 8; channel++) dialer.write(frame(1, FEED.Watch.path, channel, encodeEnvelope(EnvelopeKind.request, 0, channel, meta, grpcMessage(Buffer.alloc(0)), 8192)))
+    // Until B holds two messages of each at least (past its queue's high-water mark: paused).
+    const heldAtB = () => metric(b, /^iip_mesh_app_h2_held_bytes /)
+    const polledUntil = performance.now() + 10_000
+    while ((await heldAtB()) < 8 * 2 * MESSAGE.length) {
+      if (performance.now() > polledUntil) throw new Error(`B holds ${await heldAtB()} bytes after 10 s`)
+      await new Promise<void>((resolve) => setTimeout(resolve, 5))
+    }
+    expect(streams.over).toBe(0)
+    dialer.socket.destroy()
+    await waitFor(() => streams.over === 8, 10_000, "the app's 8 streams to be cancelled")
+    expect(await heldAtB()).toBe(0)
   })
 })
