@@ -120,11 +120,14 @@ export class PausingByteQueue implements AsyncIterable<Buffer>, WithTrailers, Wi
 
   /**
    * Fails now, ahead of what is queued, which is dropped: the reader gets `error` at once, also one
-   * the mesh's sender holds waiting for the caller's window (its window is closed with it). For an
-   * answer taken back from a reader that stopped: what it would never read is given up now.
+   * the mesh's sender holds waiting for the caller's window (its window is closed with it), also
+   * after its source's end while bytes are queued. For an answer taken back from a reader that
+   * stopped: what it would never read is given up now.
    */
   abort(error: Error): void {
-    if (this.ended) return
+    // Ended by its source but not all read (an answer the app ended, its reader stalled): aborted
+    // too. Failed already, or over (its reader took the end, or stopped): nothing to do.
+    if (this.failure !== undefined || this.told) return
     this.ended = true
     this.failure = error
     this.empty()

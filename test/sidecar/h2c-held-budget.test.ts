@@ -41,7 +41,9 @@ const ONE_HELD = 320 * 1024
 /** The streamed answer's queue as the mesh reads it; `queued`: what it holds now (its private count, on every version). */
 type Body = AsyncIterable<Buffer> & { readonly queued: number }
 
-const FEED = { Watch: rawMethod("demo.Feed", "Watch", false, true), Break: rawMethod("demo.Feed", "Break", false, true), Small: rawMethod("demo.Feed", "Small", false, false), Snapshot: rawMethod("demo.Feed", "Snapshot", false, true) }
+const FEED = { Watch: rawMethod("demo.Feed", "Watch", false, true), Break: rawMethod("demo.Feed", "Break", false, true), Small: rawMethod("demo.Feed", "Small", false, false), Snapshot: rawMethod("demo.Feed", "Snapshot", false, true), Medium: rawMethod("demo.Feed", "Medium", false, false), Short: rawMethod("demo.Feed", "Short", false, true) }
+/** What Short answers: 3 messages of MESSAGE, then its end (within the 256 KiB window B gives each stream). */
+const SHORT_BYTES = 3 * (64 * 1024 + 5)
 /** Snapshot's one message (48 KiB): under the queue's 64 KiB high-water mark, so its stream never pauses. */
 const SNAPSHOT = Buffer.alloc(48 * 1024, 0x62)
 const FeedClient = grpc.makeGenericClientConstructor(FEED, "Feed")
@@ -77,6 +79,11 @@ const startApp = async (cleanup: Cleanup) => {
       Watch: watch(false),
       Break: watch(true),
       Small: (_call: unknown, done: grpc.sendUnaryData<Buffer>) => done(null, Buffer.from("small")),
+      Medium: (_call: unknown, done: grpc.sendUnaryData<Buffer>) => done(null, Buffer.alloc(60 * 1024, 0x63)),
+      Short: (call: grpc.ServerWritableStream<Buffer, Buffer>) => {
+        for (let i = 0; i < 3; i++) call.write(MESSAGE)
+        call.end()
+      },
       // A watch's first answer, then nothing until cancelled (a snapshot, then events that do not come).
       Snapshot: (call: grpc.ServerWritableStream<Buffer, Buffer>) => void call.write(SNAPSHOT)
     }
@@ -271,5 +278,20 @@ describe("B's budget for what its h2c answers hold", () => {
     dialer.socket.destroy()
     await waitFor(() => streams.over === 8, 10_000, "the app's 8 streams to be cancelled")
     expect(await heldAtB()).toBe(0)
+  })
+
+  it("answers the app ended that nobody reads are taken back too: B holds no more than the budget, each counted once", { timeout: 60_000 }, async () => {
+    const { port } = await startApp(cleanup)
+    const { held, send } = legTo(cleanup, port)
+    // 16 answers of 3 messages (192 KiB, within the stream's window): the app ends each, nobody reads them.
+    const unread: Array<Body> = []
+    for (let i = 0; i < STALLED; i++) unread.push(bodyOf(await send("Short")))
+    await waitFor(() => held.takenBack > 0 && held.counted === unread.filter((body) => body.queued > 0).length && unread.every((body) => body.queued === 0 || body.queued === SHORT_BYTES), 10_000, "the answers to be held at B, or taken back")
+    expect(held.bytes).toBeLessThanOrEqual(BUDGET)
+    const ends = await Promise.all(unread.map(readAll))
+    const takenBack = ends.filter((end) => end.code === "overloaded")
+    expect({ takenBack: takenBack.length, whole: ends.length - takenBack.length }).toEqual({ takenBack: held.takenBack, whole: ends.filter((end) => end.code === undefined && end.read === SHORT_BYTES).length })
+    expect(takenBack.every((end) => end.read === 0)).toBe(true)
+    await waitFor(() => held.bytes === 0 && held.counted === 0, 5_000, "the budget's counts to be back to 0")
   })
 })
