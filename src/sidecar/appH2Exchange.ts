@@ -196,7 +196,7 @@ export class AppH2Exchange extends AppH2ExchangeCore implements Held, HeldAnswer
     this.bytes += chunk.length
     this.partsCounted += chunk.length
     this.leg.held.bytes += chunk.length
-    this.leg.held.check()
+    this.leg.held.whole += chunk.length
     this.giveBack(chunk.length)
     if (this.grpc && this.firstMessageEnd !== Infinity) this.noteMessages()
     if (this.bytes > WHOLE_ANSWER_LIMIT) this.streamAnswer()
@@ -243,8 +243,9 @@ export class AppH2Exchange extends AppH2ExchangeCore implements Held, HeldAnswer
     answer.countIn(this.leg.held)
     this.leg.held.join(this)
     for (const part of this.parts) answer.push(part)
-    // No reader yet: what came so far waits on it.
+    // No reader yet: what came so far waits on it (and counts in the budget from now).
     if (answer.queuedBytes > 0) this.waitOnReader(performance.now())
+    this.leg.held.check()
     this.observation.responseBytes(this.bytes)
     this.parts = []
     if (!this.grpc && !this.request.plain) this.leg.deadlines.remove(this)

@@ -454,6 +454,7 @@ export abstract class AppH2ExchangeCore implements Expiring {
   /** The parts gathered whole count no more in the leg's held bytes (they went on, or the answer streams: its queue counts them). */
   protected releaseParts(): void {
     this.leg.held.bytes -= this.partsCounted
+    this.leg.held.whole -= this.partsCounted
     this.partsCounted = 0
   }
 

@@ -20,10 +20,10 @@
 // its stream never paused. So: first the answers waiting on their reader with nothing taken since
 // the wait began, the oldest wait first; then those waiting that took something (slow readers),
 // oldest wait first; last, and only if that is not enough, the others (their reader waits for
-// their bytes), the largest first. Answers still gathered whole count
-// but are never taken back: each holds at most 64 KiB and a read, for 21 ms at most (appH2.ts's
-// waits), on one of the places. Nothing is done per chunk but two additions and a comparison; the
-// ranking is made only past the budget.
+// their bytes), the largest first. Answers still gathered whole count in the gauge but neither
+// are taken back nor set a look off (the budget bounds the streamed answers' queues): each holds
+// at most 64 KiB and a read, for 21 ms at most (appH2.ts's waits), on one of the places. Nothing
+// is done per chunk but a few additions and a comparison; the ranking is made only past the budget.
 
 /** An answer the budget counts and may take back: an exchange of the h2c leg (appH2Exchange.ts). */
 export interface HeldAnswer {
@@ -49,6 +49,12 @@ interface Ranked {
 export class HeldAnswers {
   /** Bytes held now (byteQueue.ts's pool adds and takes its queues' bytes here). */
   bytes = 0
+  /**
+   * Of `bytes`, those of answers still gathered whole (appH2Exchange.ts): they go on within 21 ms
+   * and are never taken back, so they set no look off; else a burst of large unary answers would
+   * take back streamed answers whose readers keep up.
+   */
+  whole = 0
   readonly max: number
   /** Answers taken back past the budget (a counter reads it). */
   takenBack = 0
@@ -79,14 +85,14 @@ export class HeldAnswers {
 
   /** Bytes came in: past the budget, a look is due once the read that brought them is over (one look for the whole read). */
   check(): void {
-    if (this.bytes <= this.max || this.due) return
+    if (this.bytes - this.whole <= this.max || this.due) return
     this.due = true
     queueMicrotask(this.look)
   }
 
   private readonly look = (): void => {
     this.due = false
-    const before = this.bytes
+    const before = this.bytes - this.whole
     if (before <= this.max) return
     const ranked: Array<Ranked> = []
     for (const answer of this.answers) {
@@ -98,11 +104,11 @@ export class HeldAnswers {
     const now = performance.now()
     let count = 0
     for (const { answer, rank } of ranked) {
-      if (this.bytes <= this.max) break
+      if (this.bytes - this.whole <= this.max) break
       count++
       this.takenBack++
       const why = rank === 2 ? "its reader keeps up, but no answer waiting on its reader was left to take back" : `it waited ${Math.round(now - answer.readerWaitAt)} ms on its reader${rank === 0 ? ", which took none of it" : ""}, the longest of those held`
-      answer.takeBackHeld(`its answer was taken back at the inbound sidecar: the answers of its app held ${this.bytes} bytes their callers had not read, past --app-h2-max-held-bytes ${this.max}; this one held ${answer.heldNow}, and ${why}; retry later`)
+      answer.takeBackHeld(`its answer was taken back at the inbound sidecar: the answers of its app held ${this.bytes - this.whole} bytes their callers had not read, past --app-h2-max-held-bytes ${this.max}; this one held ${answer.heldNow}, and ${why}; retry later`)
     }
     if (count > 0) this.onTakenBack(count, before)
   }

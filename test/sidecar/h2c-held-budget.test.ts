@@ -294,4 +294,23 @@ describe("B's budget for what its h2c answers hold", () => {
     expect(takenBack.every((end) => end.read === 0)).toBe(true)
     await waitFor(() => held.bytes === 0 && held.counted === 0, 5_000, "the budget's counts to be back to 0")
   })
+
+  it("unary answers gathered whole, past the budget together, take back no answer: the reader that keeps reading reads all", { timeout: 60_000 }, async () => {
+    const { port } = await startApp(cleanup)
+    const { held, send } = legTo(cleanup, port)
+    const reading = readAll(bodyOf(await send("Watch")))
+    // Waves of 60 unary answers of 60 KiB at once (3.6 MiB gathered whole at most), each read at once.
+    let most = 0
+    for (let wave = 0; wave < 20; wave++) {
+      const calls = Array.from({ length: 60 }, async () => {
+        const outcome = await send("Medium")
+        most = Math.max(most, held.bytes)
+        if (outcome instanceof Uint8Array || outcome._tag !== "Reply" || outcome.body instanceof Uint8Array) return
+        await readAll(outcome.body as unknown as Body)
+      })
+      await Promise.all(calls)
+    }
+    expect(most).toBeGreaterThan(BUDGET)
+    expect({ reader: await reading, takenBack: held.takenBack }).toEqual({ reader: { read: MESSAGES * (MESSAGE.length + 5) }, takenBack: 0 })
+  })
 })
