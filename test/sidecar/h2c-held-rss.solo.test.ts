@@ -9,7 +9,7 @@
 // (+82 to +91 MiB, as before): what is taken back is garbage until a GC, and the chunks kept are
 // views that keep whole socket reads alive; measured, said here, not asserted.
 // Solo: it measures a process's memory and fills a few hundred MiB of socket buffers.
-import { existsSync, readFileSync } from "node:fs"
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs"
 import * as http2 from "node:http2"
 import type * as net from "node:net"
 import { fileURLToPath } from "node:url"
@@ -23,6 +23,13 @@ import { killIfRunning, portOf, spawnSidecarProcess } from "../support/sidecarPr
 
 const MiB = 1024 * 1024
 const BUILT = fileURLToPath(new URL("../../dist/cli/main.js", import.meta.url))
+const SRC = fileURLToPath(new URL("../../src/", import.meta.url))
+
+/** dist/ built after src/'s last change (the build removes dist/ first, so its main.js is always new): else the test would measure a sidecar the branch's code is not in. */
+const builtIsFresh = (): boolean => {
+  const built = statSync(BUILT).mtimeMs
+  return readdirSync(SRC, { recursive: true }).every((file) => statSync(`${SRC}${String(file)}`).mtimeMs <= built)
+}
 const CALLS = 400
 const message = grpcMessage(Buffer.alloc(64 * 1024, 0x61))
 const WATCH_PATH = "/demo.Feed/Watch"
@@ -74,6 +81,7 @@ describe("B's memory while one caller stalls many large h2c answers", () => {
     const spent = () => [...app.streams.values()].filter((delivered) => delivered() >= 2 * message.length).length
     // The built CLI (npm run build first: dist/ as it is), its malloc_trim gives freed memory back to the system at the idle GC (a sidecar run from src/ has none).
     if (!existsSync(BUILT)) throw new Error(`${BUILT} is missing: npm run build first`)
+    if (!builtIsFresh()) throw new Error(`${BUILT} is older than src/: npm run build first`)
     const b = spawnSidecarProcess(["--service", "feed", "--app", `127.0.0.1:${port}`, "--app-protocol", "h2c", "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0"], [], BUILT)
     cleanup.add(async () => {
       killIfRunning(b.proc)
