@@ -96,6 +96,7 @@ export const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "federationMaxBytes":
     case "traceStoreBytes":
     case "readSlabPoolBytes":
+    case "appH2MaxHeldBytes":
       return parseBytes(last)
     case "maxQueuedRequestsPerConnection":
     case "maxQueuedRequests":

@@ -272,7 +272,9 @@ export const SidecarConfigSchema = Schema.Struct({
   /** Streams one HTTP/2 connection from the app may have open at once (its SETTINGS_MAX_CONCURRENT_STREAMS). */
   h2MaxStreams: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 100_000 }))),
   /** Streams open at once to an h2c app (sidecar/appH2.ts), fewer if it allows fewer; as many again may wait for one. */
-  appH2MaxStreams: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 100_000 })))
+  appH2MaxStreams: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 100_000 }))),
+  /** Bytes the h2c app's answers hold at the sidecar, all streams together (sidecar/heldAnswers.ts); past it the longest stalled are taken back. */
+  appH2MaxHeldBytes: Bytes
 })
 
 export type SidecarConfig = typeof SidecarConfigSchema.Type

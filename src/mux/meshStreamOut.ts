@@ -13,7 +13,7 @@ import type { ConnectionClosed } from "./errors.ts"
 import type { CreditWindow } from "./meshCredit.ts"
 import { RemoteError } from "./meshChannels.ts"
 import { failure } from "./request.ts"
-import { IncomingStream, LeasedChunk, SendWindow, type WithTrailers } from "./streams.ts"
+import { IncomingStream, LeasedChunk, SendWindow, type WindowedBody, type WithTrailers } from "./streams.ts"
 
 /** A stream's last packet when it carries nothing: an empty data chunk. */
 export const lastChunk = Buffer.of(ChunkHeader.data)
@@ -64,6 +64,8 @@ export class StreamSender {
   ): Promise<void> {
     const window = new SendWindow(this.streamWindow)
     register(window)
+    // A body that may be ended ahead of its bytes (an answer taken back at the inbound sidecar) closes the window itself.
+    if (!(body instanceof Uint8Array) && "sendingOn" in body) (body as WindowedBody).sendingOn(window)
     const closeWindow = (error: ConnectionClosed) => window.close(error)
     this.closeListeners.push(closeWindow)
     const packer = this.compression?.streamPacker()

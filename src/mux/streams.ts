@@ -40,6 +40,14 @@ export interface WithTrailers {
   readonly trailers: Meta | undefined
 }
 
+/**
+ * A body that wants its stream's window while it is sent (meshStreamOut.ts): closing it ends the
+ * stream with the closing error at once, where the sender may be waiting for the peer's grant.
+ */
+export interface WindowedBody {
+  sendingOn(window: SendWindow): void
+}
+
 /** One chunk of a stream read with `leased()`: `bytes` stay valid until `release()` (once; later calls do nothing). */
 export class LeasedChunk {
   readonly bytes: Buffer

@@ -44,6 +44,7 @@ import type { AppH2ExchangeCore, CancelSource, H2Leg } from "./appH2ExchangeCore
 import type { AppH2Request } from "./appH2RequestHead.ts"
 import { AppH2Session, type SessionOwner } from "./appH2Session.ts"
 import type { OnInvalidHeader } from "./headerFilter.ts"
+import { HeldAnswers } from "./heldAnswers.ts"
 import type { InboundObservation } from "./observe.ts"
 import { PeerShare, STALLED_READER, type ShareLeg } from "./peerShare.ts"
 import type { PoolPeer } from "./poolPeers.ts"
@@ -136,7 +137,11 @@ export class AppH2Leg implements H2Leg, ShareLeg<AppH2Exchange>, SessionOwner {
   /** Every session until its socket closes (the current one, and those still ending): the leg's close destroys them. */
   private readonly sessions = new Set<AppH2Session>()
 
-  constructor(host: string, port: number, onInvalid: OnInvalidHeader | undefined, answerIdleMs: number, maxStreams: number, onReclaimed: (peer: string, count: number, held: number) => void = () => {}) {
+  /** The sidecar's budget for the bytes its answers hold, past which the longest stalled are taken back (heldAnswers.ts). */
+  readonly held: HeldAnswers
+
+  constructor(host: string, port: number, onInvalid: OnInvalidHeader | undefined, answerIdleMs: number, maxStreams: number, onReclaimed: (peer: string, count: number, held: number) => void = () => {}, held = new HeldAnswers(Number.POSITIVE_INFINITY)) {
+    this.held = held
     this.host = host
     this.port = port
     this.address = `${host}:${port}`

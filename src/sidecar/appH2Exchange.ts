@@ -17,6 +17,7 @@
 import { ErrorCode } from "../h2/frames.ts"
 import { reply } from "../iip/server.ts"
 import { TurnEnd } from "../mux/turnEnd.ts"
+import { RemoteError } from "../mux/meshChannels.ts"
 import { MeshErrorCode } from "../protocol/mesh.ts"
 import type { MetaEntries } from "../protocol/metaEntries.ts"
 import type { Held } from "./answerHolds.ts"
@@ -26,6 +27,7 @@ import { PausingByteQueue } from "./byteQueue.ts"
 import { isEventStreamType } from "./eventStream.ts"
 import { grpcStatusIn } from "./grpcStatus.ts"
 import { endToEndHeaders, RawListCache } from "./headerFilter.ts"
+import type { HeldAnswer } from "./heldAnswers.ts"
 import { answerMetaPast, responseMeta, trailersMeta, withTrailers } from "./httpEnvelope.ts"
 import { AppErrorCode } from "./proxyError.ts"
 
@@ -40,7 +42,7 @@ const ANSWER_HIGH_WATER = 64 * 1024
  * One stream to the app, from the request to the answer's end (its request side and its life:
  * AppH2ExchangeCore); this class gathers the app's answer and hands it to the caller.
  */
-export class AppH2Exchange extends AppH2ExchangeCore implements Held {
+export class AppH2Exchange extends AppH2ExchangeCore implements Held, HeldAnswer {
   /** The app's trailers, which end its answer (the session's onTrailers). */
   onTrailers(fields: ReadonlyArray<string>): void {
     if (!this.done) {
@@ -183,12 +185,18 @@ export class AppH2Exchange extends AppH2ExchangeCore implements Held {
         // Cut past the share (knownStreaming): nothing more goes to the caller.
         if (this.done) return
       }
+      // Bytes its reader does not wait for: from now it waits on its reader (until it takes them all, or resumes).
+      if (this.readerWaitAt === 0 && !this.answer.readerWaiting) this.waitOnReader(performance.now())
       this.answer.push(chunk)
+      this.leg.held.check()
       return this.giveBack(chunk.length)
     }
     // Held whole: at most WHOLE_ANSWER_LIMIT, then it streams.
     this.parts.push(chunk)
     this.bytes += chunk.length
+    this.partsCounted += chunk.length
+    this.leg.held.bytes += chunk.length
+    this.leg.held.whole += chunk.length
     this.giveBack(chunk.length)
     if (this.grpc && this.firstMessageEnd !== Infinity) this.noteMessages()
     if (this.bytes > WHOLE_ANSWER_LIMIT) this.streamAnswer()
@@ -206,15 +214,21 @@ export class AppH2Exchange extends AppH2ExchangeCore implements Held {
         this.answerPaused()
       },
       resumeIfPaused: () => {
-        if (!this.windowHeld) return
+        if (!this.windowHeld) {
+          // Its reader took all that was queued: it waits on it no more.
+          if (this.readerWaitAt !== 0 && answer.queuedBytes === 0) this.readerWaitAt = 0
+          return
+        }
         this.windowHeld = false
         this.paused = false
+        this.readerWaitAt = 0
         const held = this.heldBytes
         this.heldBytes = 0
         if (held > 0) this.giveBack(held)
         clearTimeout(this.stall)
         this.stall = undefined
-      }
+      },
+      over: () => this.leg.held.leave(this)
     }, (refusal) =>
       // Refused at this hop (a plain caller's answer past the answer budget): B's own overload, as the HTTP/1.1 leg counts it.
       refusal === undefined
@@ -222,9 +236,16 @@ export class AppH2Exchange extends AppH2ExchangeCore implements Held {
         : this.fail(503, { hop: "inbound", reason: refusal.code }, refusal.code, refusal.message))
     this.answer = answer
     this.releaseHold()
-    // Its parts go to the stream: a first message not read by now is not looked for.
+    // Its parts go to the stream: a first message not read by now is not looked for. Counted in the
+    // leg's held bytes as the queue's from here (pushed after countIn), until the mesh takes them.
     if (this.firstMessageEnd < 0) this.firstMessageEnd = Infinity
+    this.releaseParts()
+    answer.countIn(this.leg.held)
+    this.leg.held.join(this)
     for (const part of this.parts) answer.push(part)
+    // No reader yet: what came so far waits on it (and counts in the budget from now).
+    if (answer.queuedBytes > 0) this.waitOnReader(performance.now())
+    this.leg.held.check()
     this.observation.responseBytes(this.bytes)
     this.parts = []
     if (!this.grpc && !this.request.plain) this.leg.deadlines.remove(this)
@@ -245,6 +266,7 @@ export class AppH2Exchange extends AppH2ExchangeCore implements Held {
       this.paused = true
       this.pausedAt = performance.now()
     }
+    if (this.readerWaitAt === 0) this.waitOnReader(this.pausedAt)
     if (this.grpc || this.stall !== undefined || this.done) return
     const idleMs = this.leg.answerIdleMs
     this.stall = setTimeout(() => {
@@ -290,7 +312,35 @@ export class AppH2Exchange extends AppH2ExchangeCore implements Held {
     this.finish()
     this.observation.grpcStatus(grpcStatusIn(trailers))
     this.observation.end(leg.address, status, undefined)
+    // What is queued now waits on its reader only.
+    if (this.readerWaitAt === 0 && this.answer!.queuedBytes > 0) this.waitOnReader(performance.now())
     this.answer!.end(closing)
+  }
+
+  /** From `at` on, the answer waits on its reader only (heldAnswers.ts). */
+  private waitOnReader(at: number): void {
+    this.readerWaitAt = at
+    this.passedAtWait = this.passed
+  }
+
+  /** Bytes its queue holds (heldAnswers.ts). */
+  get heldNow(): number {
+    return this.answer === undefined ? 0 : this.answer.queuedBytes
+  }
+
+  /** Bytes of its answer the mesh took so far. */
+  get passed(): number {
+    return this.answer === undefined ? 0 : this.bytes - this.answer.queuedBytes
+  }
+
+  /**
+   * The leg's held answers are past their budget and this one is taken back (heldAnswers.ts): its
+   * stream to the app reset (CANCEL) if it still runs, its queue dropped, its caller told now. The
+   * caller's doing, not the app's; the answer had begun (processed: never retried).
+   */
+  takeBackHeld(message: string): void {
+    if (!this.done) return this.takenBack(message)
+    this.answer?.abort(new RemoteError({ code: MeshErrorCode.overloaded, message, processed: true }))
   }
 
   /** The answer goes back as one message: `meta` holds its head and its trailers (`held`). */

@@ -26,6 +26,7 @@ import type { PausingByteQueue } from "./byteQueue.ts"
 import { acceptsEventStream, isAcceptName } from "./eventStream.ts"
 import { isGrpcPairs } from "./grpcStatus.ts"
 import type { OnInvalidHeader } from "./headerFilter.ts"
+import type { HeldAnswers } from "./heldAnswers.ts"
 import type { Failure, InboundObservation } from "./observe.ts"
 import { SEAT_NONE, type Seat } from "./peerShare.ts"
 import type { PoolPeer } from "./poolPeers.ts"
@@ -46,6 +47,8 @@ export interface H2Leg {
   readonly oneMessageHolds: AnswerHolds
   /** A streamed answer whose stream stays paused this long is given up. */
   readonly answerIdleMs: number
+  /** The sidecar's budget for what the answers hold (heldAnswers.ts). */
+  readonly held: HeldAnswers
   /** The session a stream that took its place opens on (the pooled one, made again once the last one closed, failed or went away), counted there until streamClosed. */
   sessionForStream(room: boolean): AppH2Session
   /** A gRPC method (path) one of whose answers carried a second message. */
@@ -149,6 +152,16 @@ export abstract class AppH2ExchangeCore implements Expiring {
   /** What the share's last look noted of the answer's bytes (taken), and which look (peerShare.ts). */
   takenNoted = 0
   lookNoted = 0
+  /** The answer's parts gathered whole, counted in the leg's held bytes until they go on (heldAnswers.ts). */
+  protected partsCounted = 0
+  /**
+   * The streamed answer waits on its reader only (bytes queued its reader did not wait for, not
+   * all taken since; its stream paused for the mesh; or its app done
+   * with bytes queued) since readerWaitAt (performance.now(); 0: it does not), when the mesh had
+   * taken passedAtWait of it (heldAnswers.ts's measure of a stalled reader).
+   */
+  readerWaitAt = 0
+  passedAtWait = 0
 
   constructor(leg: H2Leg, request: AppH2Request, observation: InboundObservation, pending: PendingOutcome, peer: PoolPeer | undefined) {
     exchangeShape.keep(this, request.body instanceof Buffer ? request.body.length : 0)
@@ -352,7 +365,7 @@ export abstract class AppH2ExchangeCore implements Expiring {
    * had begun (processed: never retried). The app's stream is reset (CANCEL).
    */
   takenBack(message: string): void {
-    this.fail(this.status, { hop: "inbound", reason: MeshErrorCode.overloaded }, MeshErrorCode.overloaded, message)
+    this.fail(this.status, { hop: "inbound", reason: MeshErrorCode.overloaded }, MeshErrorCode.overloaded, message, true, true)
   }
 
   /** The leg's deadlines: the call's time is up. */
@@ -404,7 +417,7 @@ export abstract class AppH2ExchangeCore implements Expiring {
    * The exchange ends in a failure: the app's stream is reset, and the caller gets the typed error,
    * as the outcome or, once the answer streams, as the stream's end. Nothing after the first end.
    */
-  protected fail(status: number, reason: Failure, code: string, message: string, processed = true): void {
+  protected fail(status: number, reason: Failure, code: string, message: string, processed = true, now = false): void {
     if (this.done) return
     this.finish()
     this.observation.end(this.leg.address, status, reason)
@@ -419,7 +432,12 @@ export abstract class AppH2ExchangeCore implements Expiring {
     }
     const body = this.request.body
     if (body instanceof IncomingStream) body.discard()
-    if (this.answer !== undefined) this.answer.fail(new RemoteError({ code, message, processed: true }))
+    // `now`: an answer taken back from a reader that stopped, its error ahead of what it would never read.
+    if (this.answer !== undefined) {
+      const error = new RemoteError({ code, message, processed: true })
+      if (now) this.answer.abort(error)
+      else this.answer.fail(error)
+    }
     else this.settle(failure(code, message, processed))
     if (sent) this.closed()
   }
@@ -446,6 +464,15 @@ export abstract class AppH2ExchangeCore implements Expiring {
     this.leg.deadlines.remove(this)
     this.releaseHold()
     if (this.stall !== undefined) clearTimeout(this.stall)
+    // Its parts went on as one message (answerWhole), or nowhere.
+    this.releaseParts()
+  }
+
+  /** The parts gathered whole count no more in the leg's held bytes (they went on, or the answer streams: its queue counts them). */
+  protected releaseParts(): void {
+    this.leg.held.bytes -= this.partsCounted
+    this.leg.held.whole -= this.partsCounted
+    this.partsCounted = 0
   }
 
   /** The first outcome counts (PendingOutcome ignores later ones). */

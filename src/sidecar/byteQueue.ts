@@ -3,10 +3,13 @@
 // high-water mark the source is paused, and resumed once half of that is read. The app leg's
 // answers (appExchange.ts, appH2Exchange.ts) and both byte pipes of an upgrade (upgradePipe.ts) use it.
 // It may end with trailers, which the mesh session sends after the last byte (PROTOCOL.md §13).
-// What it holds may count in a pool of its owner's (countIn: the outbound tunnels' unread bytes).
+// What it holds may count in a pool of its owner's (countIn: the outbound tunnels' unread bytes, the
+// h2c leg's held answers), from its push until the mesh takes it or the queue is dropped; a reader
+// that stops before the end drops what is left (nobody reads it). The mesh's sender tells it the
+// stream's window (sendingOn), so that `abort` ends the stream at once, ahead of what is queued.
 import type { Meta } from "../protocol/mesh.ts"
 import type { RemoteError } from "../mux/meshChannels.ts"
-import type { UnreadPool, WithTrailers } from "../mux/streams.ts"
+import type { SendWindow, UnreadPool, WindowedBody, WithTrailers } from "../mux/streams.ts"
 
 /** What the queue may do to its source. */
 export interface PausableSource {
@@ -18,9 +21,11 @@ export interface PausableSource {
    * HTTP/1.1 caller owed its 100 Continue: http1Call.ts). Once per wait, not per chunk.
    */
   readonly wanted?: () => void
+  /** The queue holds nothing and never will again (its reader took the end, stopped, or it was dropped). Once. */
+  readonly over?: () => void
 }
 
-export class PausingByteQueue implements AsyncIterable<Buffer>, WithTrailers {
+export class PausingByteQueue implements AsyncIterable<Buffer>, WithTrailers, WindowedBody {
   private readonly highWater: number
   private readonly source: PausableSource
   private readonly onAbandoned: (refusal: RemoteError | undefined) => void
@@ -34,6 +39,12 @@ export class PausingByteQueue implements AsyncIterable<Buffer>, WithTrailers {
   private refusal: RemoteError | undefined = undefined
   /** Where the bytes queued count too, until leavePool. */
   private pool: UnreadPool | undefined = undefined
+  /** The mesh stream's window while the mesh's sender reads the queue (sendingOn). */
+  private window: SendWindow | undefined = undefined
+  /** `source.over` was told. */
+  private told = false
+  /** A reader began (the iterator was asked for). */
+  private reading = false
 
   /** `onAbandoned`: the reader stopped before the end (it broke off or failed), with its refusal if it gave one. */
   constructor(highWater: number, source: PausableSource, onAbandoned: (refusal: RemoteError | undefined) => void) {
@@ -45,6 +56,16 @@ export class PausingByteQueue implements AsyncIterable<Buffer>, WithTrailers {
   /** Ended, failed or dropped: pushes are ignored from now on. */
   get isEnded(): boolean {
     return this.ended
+  }
+
+  /** Bytes queued now (pushed and not yet taken by the reader). */
+  get queuedBytes(): number {
+    return this.queued
+  }
+
+  /** Its reader waits for a chunk now: one pushed is taken at once. */
+  get readerWaiting(): boolean {
+    return this.wake !== undefined
   }
 
   /** The bytes queued count in `pool` from now on, until leavePool (or a drop). */
@@ -81,21 +102,56 @@ export class PausingByteQueue implements AsyncIterable<Buffer>, WithTrailers {
     return this.trailing
   }
 
-  /** The source broke: the reader gets what is queued, then `error`. */
+  /** The source broke: the reader gets what is queued, then `error` (no reader yet: what is queued is let go of, `error` kept for one that comes). */
   fail(error: Error): void {
     if (this.ended) return
     this.ended = true
     this.failure = error
+    if (!this.reading) this.empty()
     this.notify()
   }
 
   /** Ends here, without failing: what is queued is dropped (the reader sees the end). */
   drop(): void {
-    this.leavePool()
     this.ended = true
+    this.empty()
+    this.notify()
+  }
+
+  /**
+   * Fails now, ahead of what is queued, which is dropped: the reader gets `error` at once, also one
+   * the mesh's sender holds waiting for the caller's window (its window is closed with it), also
+   * after its source's end while bytes are queued. For an answer taken back from a reader that
+   * stopped: what it would never read is given up now.
+   */
+  abort(error: Error): void {
+    // Ended by its source but not all read (an answer the app ended, its reader stalled): aborted
+    // too. Failed already, or over (its reader took the end, or stopped): nothing to do.
+    if (this.failure !== undefined || this.told) return
+    this.ended = true
+    this.failure = error
+    this.empty()
+    this.window?.close(error)
+    this.notify()
+  }
+
+  /** The mesh's sender reads the queue into `window` (meshStreamOut.ts). */
+  sendingOn(window: SendWindow): void {
+    this.window = window
+  }
+
+  /** What is queued is let go of (out of the pool), and the source told the queue is over. */
+  private empty(): void {
+    this.leavePool()
     this.chunks.length = 0
     this.queued = 0
-    this.notify()
+    this.overNow()
+  }
+
+  private overNow(): void {
+    if (this.told) return
+    this.told = true
+    this.source.over?.()
   }
 
   /** The reader stops here for a reason of its own (plainAnswer.ts: the answer is past the budget), which `onAbandoned` gets. */
@@ -104,6 +160,7 @@ export class PausingByteQueue implements AsyncIterable<Buffer>, WithTrailers {
   }
 
   async *[Symbol.asyncIterator](): AsyncIterator<Buffer> {
+    this.reading = true
     let complete = false
     try {
       for (;;) {
@@ -118,13 +175,19 @@ export class PausingByteQueue implements AsyncIterable<Buffer>, WithTrailers {
         if (this.failure !== undefined) throw this.failure
         if (this.ended) {
           complete = true
+          this.overNow()
           return
         }
         this.source.wanted?.()
         await new Promise<void>((resolve) => (this.wake = resolve))
       }
     } finally {
-      if (!complete) this.onAbandoned(this.refusal)
+      this.window = undefined
+      if (!complete) {
+        this.onAbandoned(this.refusal)
+        // Nobody reads on: what is left is let go of now, not when the queue is collected.
+        this.empty()
+      }
     }
   }
 

@@ -49,6 +49,7 @@ import { PoolPeers } from "./poolPeers.ts"
 import { LogThrottle } from "../iip/log.ts"
 import { TunnelSeats } from "./tunnelSeats.ts"
 import { TunnelStalls, tunnelLines } from "./tunnelStalls.ts"
+import { HeldAnswers } from "./heldAnswers.ts"
 
 const HEADER_PARAM = "__http_hdr__"
 /** Lines at most, per window, saying sockets were taken back from a peer past its share of the app pool. */
@@ -80,6 +81,8 @@ export interface InboundOptions {
   readonly maxTunnelsPerPeer: number
   /** Streams open to an h2c app at once (appH2.ts); as many again may wait for one. */
   readonly appH2MaxStreams: number
+  /** Bytes the h2c leg's answers hold at most, all streams together (heldAnswers.ts). */
+  readonly appH2MaxHeldBytes: number
   /** Where the leg says what an operator should know (a tunnel ended overloaded). */
   readonly log: Log
   /**
@@ -219,8 +222,14 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
   let h2Loaded: AppH2Leg | undefined
   const h2Leg: Promise<AppH2Leg> | undefined = options.appProtocol === "h2c" || options.appProtocol === "auto"
     ? import("./appH2.ts").then(({ AppH2Leg }) => {
+        // Said when answers are taken back past the budget, throttled as the share's lines (a hostile caller stalls them as fast as it likes).
+        const heldLines = new LogThrottle(RECLAIM_LINES, RECLAIM_LINES_WINDOW_MS)
+        const held = new HeldAnswers(options.appH2MaxHeldBytes, (count, bytes) => {
+          const admitted = heldLines.admit()
+          if (admitted !== undefined) options.log("app-h2-held-taken-back", { app: `${options.appHost}:${options.appPort}`, takenBack: count, held: bytes, max: options.appH2MaxHeldBytes, ...admitted })
+        })
         const loaded: AppH2Leg = new AppH2Leg(options.appHost, options.appPort, onInvalid, options.answerIdleTimeoutMs, options.appH2MaxStreams, (peer, count, held) =>
-          reclaimedLine("h2c", loaded.peers.share, loaded.placesNow(), peer, count, held))
+          reclaimedLine("h2c", loaded.peers.share, loaded.placesNow(), peer, count, held), held)
         return (h2Loaded = loaded)
       })
     : undefined
@@ -324,5 +333,5 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
   return { handle, close: async () => {
     await (await h2Leg)?.close()
     await pool.destroy()
-  }, answerBytes: () => leg.answers.held, tunnels: upgradeLeg.tunnels, appStreams: () => ({ waiting: h2Loaded?.waitingStreams ?? 0, refused: h2Loaded?.refused ?? 0, longStreamsRefused: h2Loaded?.longStreamsRefused ?? 0, sessionsRotated: h2Loaded?.sessionsRotated ?? 0, resetRefused: h2Loaded?.resetRefused ?? 0, eventStreamsRefused: pool.eventStreamsRefused, poolWaiting: pool.waitingCount, poolSharePassed: pool.sharePassed + (h2Loaded?.peers.sharePassed ?? 0), poolShareReclaimed: pool.shareReclaimed + (h2Loaded?.peers.shareReclaimed ?? 0) }) }
+  }, answerBytes: () => leg.answers.held, tunnels: upgradeLeg.tunnels, appStreams: () => ({ waiting: h2Loaded?.waitingStreams ?? 0, refused: h2Loaded?.refused ?? 0, longStreamsRefused: h2Loaded?.longStreamsRefused ?? 0, sessionsRotated: h2Loaded?.sessionsRotated ?? 0, resetRefused: h2Loaded?.resetRefused ?? 0, eventStreamsRefused: pool.eventStreamsRefused, poolWaiting: pool.waitingCount, poolSharePassed: pool.sharePassed + (h2Loaded?.peers.sharePassed ?? 0), poolShareReclaimed: pool.shareReclaimed + (h2Loaded?.peers.shareReclaimed ?? 0), h2HeldBytes: h2Loaded?.held.bytes ?? 0, h2HeldTakenBack: h2Loaded?.held.takenBack ?? 0 }) }
 }

@@ -370,6 +370,7 @@ export const make = (
       maxTunnels: config.maxTunnels,
       maxTunnelsPerPeer: config.maxTunnelsPerPeer,
       appH2MaxStreams: config.appH2MaxStreams,
+      appH2MaxHeldBytes: config.appH2MaxHeldBytes,
       log,
       appProtocol: config.appProtocol,
       onInvalidHeaders: (count) => telemetry.metrics.invalidHeaders("inbound", count),

@@ -1,0 +1,115 @@
+// The inbound sidecar's budget for what its h2c leg's answers hold (appH2.ts, appH2Exchange.ts):
+// the bytes an app sent B that the mesh has not taken yet, over all the leg's sessions. Each stream
+// B opens to the app has a 256 KiB window given back as the mesh takes its answer, so an answer
+// whose caller stops reading holds that window past its queue's 64 KiB high-water mark; with up to
+// --app-h2-max-streams such streams (and answers the app ended, which leave their place but not
+// their bytes) one calling pod that reads none of many large answers held hundreds of MiB at B.
+// So the bytes are counted from the moment B reads them from the app (an answer gathered whole:
+// its parts; a streamed one: its queue, byteQueue.ts's pool) to the moment the mesh takes them or
+// the answer ends any way; past --app-h2-max-held-bytes, at the end of the read that passed it,
+// answers are taken back until the count is under it again: each one's stream to the app reset
+// (CANCEL), its queue dropped, and its caller told at once why (`overloaded`, processed: never
+// retried), ahead of the bytes it did not read.
+// Which first: the answer stalled longest on its reader. Holding the most does not tell a dead
+// reader from a live one (both fill the window when the app is faster), how long an answer has
+// waited on its reader does: a reader that keeps reading takes a chunk as often as the mesh grants
+// it and its pause ends once half its queue is taken, while a stalled one's pause only grows. An
+// answer waits on its reader from the first byte queued that its reader did not wait for (or its
+// pause) until its reader took all that was queued (or its pause ended): an answer that holds less
+// than the queue's high-water mark and is never read (a watch's snapshot, then nothing) waits too,
+// its stream never paused. So: first the answers waiting on their reader with nothing taken since
+// the wait began, the oldest wait first; then those waiting that took something (slow readers),
+// oldest wait first; last, and only if that is not enough, the others (their reader waits for
+// their bytes), the largest first. Answers still gathered whole count in the gauge but neither
+// are taken back nor set a look off (the budget bounds the streamed answers' queues): each holds
+// at most 64 KiB and a read, for 21 ms at most (appH2.ts's waits), on one of the places. Nothing
+// is done per chunk but a few additions and a comparison; the ranking is made only past the budget.
+
+/** An answer the budget counts and may take back: an exchange of the h2c leg (appH2Exchange.ts). */
+export interface HeldAnswer {
+  /** Bytes it holds now (its queue's). */
+  readonly heldNow: number
+  /** It waits on its reader only since readerWaitAt (performance.now(); 0: it does not); what the mesh took of it by then, and so far. */
+  readonly readerWaitAt: number
+  readonly passedAtWait: number
+  readonly passed: number
+  /** Ends it now, its bytes let go of; `message` tells its caller why. */
+  takeBackHeld(message: string): void
+}
+
+/** What a look past the budget ranks an answer by. */
+interface Ranked {
+  readonly answer: HeldAnswer
+  /** 0: waiting on its reader, nothing taken since; 1: waiting, some taken; 2: not waiting on its reader. */
+  readonly rank: number
+  /** Within a rank, lower first: when its wait began (ranks 0, 1), minus what it holds (rank 2). */
+  readonly order: number
+}
+
+export class HeldAnswers {
+  /** Bytes held now (byteQueue.ts's pool adds and takes its queues' bytes here). */
+  bytes = 0
+  /**
+   * Of `bytes`, those of answers still gathered whole (appH2Exchange.ts): they go on within 21 ms
+   * and are never taken back, so they set no look off; else a burst of large unary answers would
+   * take back streamed answers whose readers keep up.
+   */
+  whole = 0
+  readonly max: number
+  /** Answers taken back past the budget (a counter reads it). */
+  takenBack = 0
+  /** The streamed answers counted now, from their first byte queued until their queue is over. */
+  private readonly answers = new Set<HeldAnswer>()
+  /** A look is due at the end of this turn's microtasks. */
+  private due = false
+  private readonly onTakenBack: (count: number, held: number) => void
+
+  /** `onTakenBack`: a look took back `count` answers, the budget holding `held` bytes before it. */
+  constructor(max: number, onTakenBack: (count: number, held: number) => void = () => {}) {
+    this.max = max
+    this.onTakenBack = onTakenBack
+  }
+
+  /** Streamed answers counted now (a test's measure: none once every call is over). */
+  get counted(): number {
+    return this.answers.size
+  }
+
+  join(answer: HeldAnswer): void {
+    this.answers.add(answer)
+  }
+
+  leave(answer: HeldAnswer): void {
+    this.answers.delete(answer)
+  }
+
+  /** Bytes came in: past the budget, a look is due once the read that brought them is over (one look for the whole read). */
+  check(): void {
+    if (this.bytes - this.whole <= this.max || this.due) return
+    this.due = true
+    queueMicrotask(this.look)
+  }
+
+  private readonly look = (): void => {
+    this.due = false
+    const before = this.bytes - this.whole
+    if (before <= this.max) return
+    const ranked: Array<Ranked> = []
+    for (const answer of this.answers) {
+      if (answer.heldNow === 0) continue
+      if (answer.readerWaitAt === 0) ranked.push({ answer, rank: 2, order: -answer.heldNow })
+      else ranked.push({ answer, rank: answer.passed === answer.passedAtWait ? 0 : 1, order: answer.readerWaitAt })
+    }
+    ranked.sort((a, b) => a.rank - b.rank || a.order - b.order)
+    const now = performance.now()
+    let count = 0
+    for (const { answer, rank } of ranked) {
+      if (this.bytes - this.whole <= this.max) break
+      count++
+      this.takenBack++
+      const why = rank === 2 ? "its reader keeps up, but no answer waiting on its reader was left to take back" : `it waited ${Math.round(now - answer.readerWaitAt)} ms on its reader${rank === 0 ? ", which took none of it" : ""}, the longest of those held`
+      answer.takeBackHeld(`its answer was taken back at the inbound sidecar: the answers of its app held ${this.bytes - this.whole} bytes their callers had not read, past --app-h2-max-held-bytes ${this.max}; this one held ${answer.heldNow}, and ${why}; retry later`)
+    }
+    if (count > 0) this.onTakenBack(count, before)
+  }
+}
