@@ -97,7 +97,8 @@ export class SourceBudgets {
   private readonly limits: BudgetLimits
 
   constructor(shared: BudgetLimits) {
-    this.limits = { maxRequests: shared.maxRequests / 2, maxBytes: shared.maxBytes / 2, maxChannels: Infinity }
+    // Rounded up: a server allowed one request still takes it from any source.
+    this.limits = { maxRequests: Math.ceil(shared.maxRequests / 2), maxBytes: Math.ceil(shared.maxBytes / 2), maxChannels: Infinity }
   }
 
   /** Sources holding a connection now. */
