@@ -45,9 +45,9 @@ export const settings = [
   { key: "maxEjectedPercent", env: "IIP_MESH_MAX_EJECTED_PERCENT", flag: "--max-ejected-percent", help: "most of a service's endpoints ejected at once, percent (default 50)" },
   { key: "healthCheckIntervalMs", env: "IIP_MESH_HEALTH_CHECK_INTERVAL", flag: "--health-check-interval", help: "active health checks this often (default off)" },
   { key: "maxQueuedRequestsPerConnection", env: "IIP_MESH_MAX_QUEUED_REQUESTS_PER_CONNECTION", flag: "--max-queued-requests-per-connection", help: "inbound requests read and not answered per connection before its reading pauses (default 1024)" },
-  { key: "maxQueuedBytesPerConnection", env: "IIP_MESH_MAX_QUEUED_BYTES_PER_CONNECTION", flag: "--max-queued-bytes-per-connection", help: "inbound bytes held per connection before its reading pauses (default 64MiB)" },
+  { key: "maxQueuedBytesPerConnection", env: "IIP_MESH_MAX_QUEUED_BYTES_PER_CONNECTION", flag: "--max-queued-bytes-per-connection", help: "inbound bytes held per connection before its reading pauses; also the largest whole message a plain IIP peer may send (default 32MiB)" },
   { key: "maxQueuedRequests", env: "IIP_MESH_MAX_QUEUED_REQUESTS", flag: "--max-queued-requests", help: "inbound requests held in all; past it new ones are refused overloaded (default 16384)" },
-  { key: "maxQueuedBytes", env: "IIP_MESH_MAX_QUEUED_BYTES", flag: "--max-queued-bytes", help: "inbound bytes held in all; past it new requests are refused overloaded; also the pools of bytes upgraded connections hold unread, inbound by their apps and outbound by their callers: new upgrades are refused while the side's pool holds bytes and has no room for one more stream window; and apart the inbound side's app answers gathered whole, past which a mesh caller's streams and a plain caller's is refused (default 512MiB)" },
+  { key: "maxQueuedBytes", env: "IIP_MESH_MAX_QUEUED_BYTES", flag: "--max-queued-bytes", help: "inbound bytes held in all; past it new requests are refused overloaded, and past half of it one peer address's (IPv6: its prefix) are; also the pools of bytes upgraded connections hold unread, inbound by their apps and outbound by their callers: new upgrades are refused while the side's pool holds bytes and has no room for one more stream window; and apart the inbound side's app answers gathered whole, past which a mesh caller's streams and a plain caller's is refused (default 128MiB)" },
   { key: "maxQueuedWriteBytes", env: "IIP_MESH_MAX_QUEUED_WRITE_BYTES", flag: "--max-queued-write-bytes", help: "bytes the inbound listener's connections hold queued to send (answers their peers have not read), all together; past it an inbound connection holding more than its share (the bound / connections) reads no new requests until under half its share or all under half the bound; past twice it none does (default 512MiB)" },
   { key: "maxChannelsPerConnection", env: "IIP_MESH_MAX_CHANNELS_PER_CONNECTION", flag: "--max-channels-per-connection", help: "channels a peer may open on one inbound connection (default 1024)" },
   { key: "maxChannels", env: "IIP_MESH_MAX_CHANNELS", flag: "--max-channels", help: "inbound channels open in all (default 65536)" },
@@ -151,9 +151,14 @@ export const configDefaults = (): Omit<SidecarConfig, "service"> => ({
   maxEjectedPercent: 50,
   healthCheckIntervalMs: null,
   maxQueuedRequestsPerConnection: 1024,
-  maxQueuedBytesPerConnection: 64 * 1024 * 1024,
+  // A quarter of the IIP library's (64 / 512 MiB): RSS runs 1.35-2x the bytes counted, and the
+  // sidecar's peak target is 100 MB. One peer (12 connections x 100 whole 1 MB bodies to an app
+  // that does not read) took B's peak RSS to 728 MB with 512 MiB and no per-source share, 468 MB
+  // with the share, 301 MB with these (from src/, 106 MB idle). Bodies over maxWholeBodyBytes
+  // stream under credit, unaffected; a plain IIP peer's whole message is capped at 32 MiB.
+  maxQueuedBytesPerConnection: 32 * 1024 * 1024,
   maxQueuedRequests: 16_384,
-  maxQueuedBytes: 512 * 1024 * 1024,
+  maxQueuedBytes: 128 * 1024 * 1024,
   maxQueuedWriteBytes: 512 * 1024 * 1024,
   maxChannelsPerConnection: 1024,
   maxChannels: 65_536,

@@ -15,7 +15,7 @@ import type * as http from "node:http"
 import type { X509Certificate } from "node:crypto"
 import * as net from "node:net"
 import * as tls from "node:tls"
-import { Budget, type BudgetLimits, defaultBudgets, WriteBudget } from "../mux/budget.ts"
+import { Budget, type BudgetLimits, defaultBudgets, SourceBudgets, WriteBudget } from "../mux/budget.ts"
 import { monotonicMillis } from "../mux/clock.ts"
 import { type ByteStream, type ConnectionLimits, Connection, defaultConnectionLimits } from "../mux/connection.ts"
 import { MeshSession } from "../mux/meshSession.ts"
@@ -161,6 +161,8 @@ export class IipServer {
   readonly statistics: ServerStatistics | undefined
   /** What all connections together may make this server hold (budget.ts). */
   readonly budget: Budget
+  /** Each source's part of `budget`: half of it at most (budget.ts SourceBudgets). */
+  readonly sources: SourceBudgets
   /** What all connections together queue to send (budget.ts WriteBudget). */
   readonly writeBudget: WriteBudget
   private readonly connectionBudget: BudgetLimits
@@ -211,6 +213,7 @@ export class IipServer {
       maxBytes: options.maxQueuedBytes ?? defaultBudgets.maxQueuedBytes,
       maxChannels: options.maxChannels ?? defaultBudgets.maxChannels
     })
+    this.sources = new SourceBudgets(this.budget.limits)
     this.writeBudget = new WriteBudget(options.maxQueuedWriteBytes ?? defaultBudgets.maxQueuedWriteBytes)
     this.supervisor = options.supervisor ?? new Supervisor()
     this.timeouts = new ConnectionTimeouts(
@@ -618,7 +621,8 @@ export class IipServer {
 
   private accept(socket: ByteStream, peerIdentity: string | undefined, handshakeHeld = false): void {
     if (this.full(socket, false, handshakeHeld)) return
-    const connection = new Connection(socket, "server", this.limits, this.log, { own: this.connectionBudget, shared: this.budget, writes: this.writeBudget })
+    const source = this.sourceOf(socket)
+    const connection = new Connection(socket, "server", this.limits, this.log, { own: this.connectionBudget, shared: this.budget, writes: this.writeBudget, source: this.sources.join(source) })
     // Before the session exists: it copies the identity into every request's context.
     connection.peerIdentity = peerIdentity
     const session = new ServerSession(
@@ -633,7 +637,6 @@ export class IipServer {
       this.options.mesh === false ? undefined : (data) => this.upgrade(session, connection, place, data)
     )
     this.plain.add(session)
-    const source = this.sourceOf(socket)
     const unproven = peerIdentity === undefined ? this.unproven : this.unprovenIdentified
     unproven.add(connection, source)
     const isIdle = () => session.idle

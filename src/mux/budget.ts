@@ -3,7 +3,10 @@
 // connections of a server share one. A connection over its own budget stops reading from its
 // socket until its handlers catch up (TCP pushes back on that peer alone); when the shared budget
 // is spent, new work from any connection is refused at once (typed `overloaded`), so one greedy
-// peer can neither exhaust memory nor make everybody else's requests hang. What a server's
+// peer can neither exhaust memory nor make everybody else's requests hang. All connections of one
+// source (the peer's address, SourceBudgets) hold at most half of the shared requests and bytes:
+// past that, that source's new work is refused `overloaded` while other sources' is still taken,
+// so one peer opening many connections cannot take every place (as maxTunnelsPerPeer for tunnels). What a server's
 // connections queue to send, answers their peers do not read, has a budget of all of them too
 // (WriteBudget): past it the connections holding more than their share stop reading. Plain counters: the sessions charge and release on every request, the writers on
 // every packet, so nothing here allocates.
@@ -60,12 +63,76 @@ export class Budget {
 }
 
 /**
- * A connection's accounting: its own budget and the shared one. Charging past its own budget
- * pauses the connection's reading; releasing back under half resumes it.
+ * A source's part of a server's shared budget: the requests and bytes of all connections from one
+ * peer address (IPv6: its prefix). Made when its first connection is accepted, dropped when its
+ * last closes (SourceBudgets); its channels are not counted (maxChannelsPerConnection bounds them).
+ */
+export class SourceBudget {
+  readonly budget: Budget
+  /** Connections holding it: it leaves its SourceBudgets at 0. */
+  connections = 0
+  readonly key: string
+  private readonly owner: Map<string, SourceBudget>
+
+  constructor(key: string, limits: BudgetLimits, owner: Map<string, SourceBudget>) {
+    this.key = key
+    this.budget = new Budget(limits)
+    this.owner = owner
+  }
+
+  /** One of its connections is gone (InboundBudget.releaseAll, once each). */
+  leave(): void {
+    if (--this.connections === 0) this.owner.delete(this.key)
+  }
+}
+
+/**
+ * The server's sources and their parts of its shared budget: each source may hold half of the
+ * shared requests and bytes. Half, as maxTunnelsPerPeer: one peer, however many connections it
+ * opens, leaves the other half to every other peer; a single peer alone still has half the budget,
+ * more than one connection's own (64 of 512 MiB by default, 32 of 128 MiB in a sidecar).
+ */
+export class SourceBudgets {
+  private readonly bySource = new Map<string, SourceBudget>()
+  private readonly limits: BudgetLimits
+
+  constructor(shared: BudgetLimits) {
+    // Rounded up: a server allowed one request still takes it from any source.
+    this.limits = { maxRequests: Math.ceil(shared.maxRequests / 2), maxBytes: Math.ceil(shared.maxBytes / 2), maxChannels: Infinity }
+  }
+
+  /** Sources holding a connection now. */
+  get size(): number {
+    return this.bySource.size
+  }
+
+  /** The budget of `source`, or undefined when it holds no connection. */
+  of(source: string): Budget | undefined {
+    return this.bySource.get(source)?.budget
+  }
+
+  /** A connection from `source` is accepted: its source's part, made for its first one. */
+  join(source: string): SourceBudget {
+    let part = this.bySource.get(source)
+    if (part === undefined) {
+      part = new SourceBudget(source, this.limits, this.bySource)
+      this.bySource.set(source, part)
+    }
+    part.connections++
+    return part
+  }
+}
+
+/**
+ * A connection's accounting: its own budget, its source's (SourceBudget) and the shared one.
+ * Charging past its own budget pauses the connection's reading; releasing back under half resumes it.
  */
 export class InboundBudget {
   readonly own: Budget
   readonly shared: Budget
+  /** What all connections of its peer's source hold (a budget of its own for a client's connection: unlimited). */
+  readonly source: Budget
+  private readonly sourcePart: SourceBudget | undefined
   private paused = false
   /** Releases so far: a paused connection whose count stands still holds work that is stuck. */
   releases = 0
@@ -81,16 +148,18 @@ export class InboundBudget {
   private readonly pause: () => void
   private readonly resume: () => void
 
-  constructor(own: BudgetLimits, shared: Budget, pause: () => void, resume: () => void) {
+  constructor(own: BudgetLimits, shared: Budget, pause: () => void, resume: () => void, source?: SourceBudget) {
     this.own = new Budget(own)
     this.shared = shared
+    this.sourcePart = source
+    this.source = source === undefined ? new Budget(unlimitedBudget) : source.budget
     this.pause = pause
     this.resume = resume
   }
 
-  /** The server as a whole holds all it may: refuse new work instead of queueing it. */
+  /** The server as a whole, or this connection's source, holds all it may: refuse new work instead of queueing it. */
   get sharedFull(): boolean {
-    return this.shared.full
+    return this.shared.full || this.source.full
   }
 
   /** Bytes this connection holds from its peer, apart from what only more reading gives back (`hold`). */
@@ -109,6 +178,8 @@ export class InboundBudget {
     this.own.bytes += bytes
     this.shared.requests += requests
     this.shared.bytes += bytes
+    this.source.requests += requests
+    this.source.bytes += bytes
     if (!this.paused && this.overOwn) {
       this.paused = true
       this.pause()
@@ -122,6 +193,8 @@ export class InboundBudget {
     this.own.bytes -= bytes
     this.shared.requests -= requests
     this.shared.bytes -= bytes
+    this.source.requests -= requests
+    this.source.bytes -= bytes
     this.resumeIfRelieved()
   }
 
@@ -151,6 +224,7 @@ export class InboundBudget {
     this.held += bytes
     this.own.bytes += bytes
     this.shared.bytes += bytes
+    this.source.bytes += bytes
   }
 
   /** Gives back what `hold` counted. */
@@ -207,6 +281,8 @@ export class InboundBudget {
     this.pushBytes += bytes
     this.shared.requests++
     this.shared.bytes += bytes
+    this.source.requests++
+    this.source.bytes += bytes
     return true
   }
 
@@ -217,6 +293,8 @@ export class InboundBudget {
     this.pushBytes -= bytes
     this.shared.requests--
     this.shared.bytes -= bytes
+    this.source.requests--
+    this.source.bytes -= bytes
   }
 
   /**
@@ -233,10 +311,13 @@ export class InboundBudget {
     if (this.closed) return false
     if (this.own.gathered !== mine && this.own.bytes - this.held + bytes > this.own.limits.maxBytes) return false
     if (this.shared.gathered !== mine && this.shared.bytes + bytes > this.shared.limits.maxBytes) return false
+    if (this.source.gathered !== mine && this.source.bytes + bytes > this.source.limits.maxBytes) return false
     this.own.gathered += bytes
     this.shared.gathered += bytes
+    this.source.gathered += bytes
     this.own.bytes += bytes
     this.shared.bytes += bytes
+    this.source.bytes += bytes
     return true
   }
 
@@ -245,6 +326,7 @@ export class InboundBudget {
     if (this.closed) return
     this.own.gathered -= bytes
     this.shared.gathered -= bytes
+    this.source.gathered -= bytes
     this.release(0, bytes)
   }
 
@@ -264,10 +346,14 @@ export class InboundBudget {
     this.shared.channels--
   }
 
-  /** The connection is gone: everything it held goes back to the shared budget. */
+  /** The connection is gone: everything it held goes back to the shared budget and its source's, which it leaves. */
   releaseAll(): void {
     if (this.closed) return
     this.closed = true
+    this.source.requests -= this.own.requests + this.pushes
+    this.source.bytes -= this.own.bytes + this.pushBytes
+    this.source.gathered -= this.own.gathered
+    this.sourcePart?.leave()
     this.shared.requests -= this.own.requests
     this.shared.bytes -= this.own.bytes
     this.shared.channels -= this.own.channels

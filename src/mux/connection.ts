@@ -15,7 +15,7 @@ import { PacketDecoder } from "../protocol/decoder.ts"
 import { ProtocolError } from "../protocol/errors.ts"
 import { EnvelopeBytes, MeshDefaults } from "../protocol/mesh.ts"
 import { isFirstPacket, isLastPacket, type Role, statusAllowed } from "../protocol/status.ts"
-import { Budget, type BudgetLimits, InboundBudget, unlimitedBudget, type WriteBudget } from "./budget.ts"
+import { Budget, type BudgetLimits, InboundBudget, type SourceBudget, unlimitedBudget, type WriteBudget } from "./budget.ts"
 import { monotonicMs } from "./clock.ts"
 import { ConnectionClosed } from "./errors.ts"
 import { readIntoSlabs, type Slab } from "./readSlabs.ts"
@@ -97,6 +97,8 @@ export interface ConnectionBudget {
   readonly shared: Budget
   /** A server's: the bytes its connections' writers hold, all together; past it those holding more than their share stop reading. */
   readonly writes?: WriteBudget
+  /** A server's: the part of `shared` its peer's source holds with its other connections. */
+  readonly source?: SourceBudget
 }
 
 /** In mesh mode the dialer opens channels below 2^31 and the acceptor at or above it. */
@@ -179,7 +181,7 @@ export class Connection {
     this.role = role
     this.limits = limits
     this.log = log
-    this.budget = new InboundBudget(budget.own, budget.shared, () => this.pauseReading(), () => this.resumeReading())
+    this.budget = new InboundBudget(budget.own, budget.shared, () => this.pauseReading(), () => this.resumeReading(), budget.source)
     this.remoteAddress = `${socket.remoteAddress ?? "?"}:${socket.remotePort ?? 0}`
     this.writer = new PacketWriter(socket, { highWaterBytes: limits.writeHighWaterBytes, maxQueuedBytes: limits.maxWriteQueueBytes }, budget.writes, this)
     this.writeBudget = budget.writes

@@ -6,7 +6,9 @@
 // - 20 connections x 1024 channels streaming request bodies to a handler that never reads: each
 //   connection paused at its own budget, the RSS growth bounded by 20 x that budget;
 // - the same with the server's shared budget smaller than the attack: new work is refused with a
-//   typed `overloaded` (not processed) at once instead of hanging, and served again once it ends;
+//   typed `overloaded` (not processed) at once instead of hanging, and served again once it ends
+//   (the attackers from two other sources: one source alone holds at most half the shared budget,
+//   test/iip/source-budget.test.ts);
 // - a mesh client that never reads its answers: the server stops reading it (its writer is bounded);
 // - plain IIP, 16 unfinished multi-packet messages on one connection: closed at the budget.
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
@@ -16,6 +18,9 @@ import { decodeEnvelope, decodeErrorBody, EnvelopeKind, MeshDefaults } from "../
 import { type Memory, meshChunk, meshDialer, meshRequest, memoryOf, mb, MiB, startServerChild } from "../support/budgetAttack.ts"
 import { Cleanup, frame, RawClient, waitFor } from "../support/iipRaw.ts"
 import { rejection } from "../support/meshTest.ts"
+
+/** Two sources (loopback addresses) besides the legitimate client's: together they can spend the shared budget, one alone only half. */
+const ATTACKERS = ["127.0.0.2", "127.0.0.3"] as const
 
 const legitClient = (cleanup: Cleanup, port: number): IipClient => {
   const client = new IipClient({ host: "127.0.0.1", port, maxConnections: 1, log: () => {} })
@@ -117,7 +122,7 @@ describe("inbound budgets hold a server's memory against a greedy peer", () => {
     const chunk = Buffer.alloc(32 * 1024, 0x63)
     const attackers: Array<RawClient> = []
     for (let c = 0; c < 4; c++) {
-      const attacker = await meshDialer(port, cleanup)
+      const attacker = await meshDialer(port, cleanup, {}, ATTACKERS[c % 2])
       attackers.push(attacker)
       for (let channel = 1; channel <= 512; channel++) {
         attacker.socket.write(meshRequest(0, "/hang", channel, 1, Buffer.alloc(0)))
@@ -193,7 +198,7 @@ describe("inbound budgets hold a server's memory against a greedy peer", () => {
     const attackers: Array<RawClient> = []
     // Connected as they send: a connection that sends nothing is closed at the first-packet timeout.
     const attack = async () => {
-      const attacker = await RawClient.connect(port, cleanup)
+      const attacker = await RawClient.connect(port, cleanup, ATTACKERS[attackers.length % 2])
       attacker.socket.write(half)
       attackers.push(attacker)
     }

@@ -523,13 +523,13 @@ describe("iip-mesh sidecar with a bad configuration", () => {
 })
 
 describe("loadSidecarConfig: the inbound budgets and timeouts", () => {
-  it("default to 1024 requests and 64 MiB per connection, 16384 and 512 MiB in all, 1024/65536 channels, 1024 tunnels (512 per peer), 8192 app connections, 1 MiB whole bodies, 10 s / 30 s / 5 min", () => {
+  it("default to 1024 requests and 32 MiB per connection, 16384 and 128 MiB in all (a quarter of the IIP library's: the sidecar's RSS target is 100 MB), 512 MiB of writes, 1024/65536 channels, 1024 tunnels (512 per peer), 8192 app connections, 1 MiB whole bodies, 10 s / 30 s / 5 min", () => {
     const config = ok(load(["--service", "a"]))
     expect(config).toMatchObject({
       maxQueuedRequestsPerConnection: 1024,
-      maxQueuedBytesPerConnection: 64 * 1024 * 1024,
+      maxQueuedBytesPerConnection: 32 * 1024 * 1024,
       maxQueuedRequests: 16_384,
-      maxQueuedBytes: 512 * 1024 * 1024,
+      maxQueuedBytes: 128 * 1024 * 1024,
       maxQueuedWriteBytes: 512 * 1024 * 1024,
       maxChannelsPerConnection: 1024,
       maxChannels: 65_536,

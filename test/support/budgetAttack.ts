@@ -93,8 +93,8 @@ export const meshRequest = (status: 0 | 1, path: string, channelId: number, id: 
 export const meshChunk = (status: 2 | 3, path: string, channelId: number, bytes: Uint8Array): Buffer => frame(status, path, channelId, Buffer.concat([Buffer.of(0), bytes]))
 
 /** A raw dialer in mesh mode: it said hello (with `hello`'s fields) and got the answer. */
-export const meshDialer = async (port: number, cleanup: Cleanup, hello: Partial<Hello> = {}): Promise<RawClient> => {
-  const raw = await RawClient.connect(port, cleanup)
+export const meshDialer = async (port: number, cleanup: Cleanup, hello: Partial<Hello> = {}, localAddress?: string): Promise<RawClient> => {
+  const raw = await RawClient.connect(port, cleanup, localAddress)
   raw.write(frame(1, MeshPath.hello, 0, encodeHello(helloOf({ node: "attacker", ...hello }), false)))
   const answer = await raw.next(5000)
   if (answer.path !== MeshPath.hello || !answer.data.toString("utf8").includes('"iipmesh"')) throw new Error(`no mesh hello answer: ${answer.data.toString("utf8")}`)

@@ -192,9 +192,10 @@ export class RawClient {
     )
   }
 
-  static connect(port: number, cleanup: Cleanup): Promise<RawClient> {
+  /** `localAddress`: another loopback address (127.0.0.2, ...) to play another source. */
+  static connect(port: number, cleanup: Cleanup, localAddress?: string): Promise<RawClient> {
     return new Promise((resolve, reject) => {
-      const socket = net.connect({ host: "127.0.0.1", port })
+      const socket = net.connect({ host: "127.0.0.1", port, ...(localAddress === undefined ? {} : { localAddress }) })
       cleanup.add(() => socket.destroy())
       socket.once("error", reject)
       socket.once("connect", () => {
