@@ -29,6 +29,11 @@ const MAX_STREAM_ID = 2 ** 31 - 1
 const RECENTLY_RESET = 1024
 
 /** Connections with bytes to write at the end of this turn: one setImmediate for all of them. */
+/** What a handler leaves for the end of the read it came in (H2ConnectionCore.atReadEnd). */
+export interface ReadEndWork {
+  atReadEnd(): void
+}
+
 const turnFlushes = new TurnEnd<H2ConnectionCore>((connection) => connection.flush())
 
 type Handler = H2ServerHandler & H2ClientHandler
@@ -66,6 +71,9 @@ export abstract class H2ConnectionCore implements FrameHandler {
   protected goingAway = false
   protected endedWith: H2ConnectionEnded | undefined = undefined
   private inRead = false
+  /** Work handlers left for the end of the read being handled (atReadEnd), the first readEndCount slots. */
+  private readonly readEnds: Array<ReadEndWork | undefined> = []
+  private readEndCount = 0
   private flushDue = false
   /** Handler calls of the current read, for counting the frames the reader dropped. */
   protected delivered = 0
@@ -467,11 +475,36 @@ export abstract class H2ConnectionCore implements FrameHandler {
       this.reader.feed(chunk)
     } finally {
       this.inRead = false
+      if (this.readEndCount > 0) this.runReadEnds()
     }
     // Frames the reader dropped on its own (PRIORITY, unknown types) still cost a read.
     const dropped = this.reader.frames - before - this.delivered
     if (dropped > 0 && this.endedWith === undefined && this.guards.ignoredFrames.take(this.now, dropped) > 0) this.calm("ignored-frames")
     this.flush()
+  }
+
+  /**
+   * Runs `work.atReadEnd()` once the read being handled is parsed whole, still in its callback (every
+   * frame of it seen, a RST_STREAM behind a request's END_STREAM too); false outside a read. What
+   * it sends leaves in the poll phase: from the check phase (a turn-end task) a write on a TLS
+   * socket costs a turn of the loop more (node completes it through an immediate of its own).
+   */
+  atReadEnd(work: ReadEndWork): boolean {
+    if (!this.inRead) return false
+    this.readEnds[this.readEndCount++] = work
+    return true
+  }
+
+  private runReadEnds(): void {
+    const works = this.readEnds
+    // Work added while these run (outside the read: atReadEnd says false) goes elsewhere.
+    const count = this.readEndCount
+    this.readEndCount = 0
+    for (let i = 0; i < count; i++) {
+      const work = works[i]!
+      works[i] = undefined
+      work.atReadEnd()
+    }
   }
 
   private readonly onDrain = (): void => {

@@ -205,7 +205,7 @@ class OutboundExchange implements HeldBodyReceiver, BodyGather {
     this.awaitBody(length).catch((error: unknown) => this.fail(error))
   }
 
-  /** Total: the held body (heldBody, sendsAtTurnEnd), whole or streaming on; then sent. */
+  /** Total: the held body (heldBody, sendsAtReadEnd), whole or streaming on; then sent. */
   bodyHeld(body: Uint8Array | AsyncIterable<Buffer>): void {
     try {
       this.send(body, this.bodyLength)
@@ -214,7 +214,7 @@ class OutboundExchange implements HeldBodyReceiver, BodyGather {
     }
   }
 
-  /** Total: the caller reset the request while it was held (heldBody, sendsAtTurnEnd): it ends cancelled, nothing sent. */
+  /** Total: the caller reset the request while it was held (heldBody, sendsAtReadEnd): it ends cancelled, nothing sent. */
   bodyReset(): void {
     this.fail(new Cancelled({ message: "the caller reset its stream before the request went on" }))
   }
@@ -246,8 +246,8 @@ class OutboundExchange implements HeldBodyReceiver, BodyGather {
   private send(body: Uint8Array | AsyncIterable<Buffer>, length: number): void {
     const { req, options, method, observation } = this
     // HTTP/2: a request whose END_STREAM came may be reset by a RST_STREAM later in the same read,
-    // which node has not parsed yet: it goes at the turn's end, or not at all (outboundH2Call.ts).
-    if (req.sendsAtTurnEnd?.(this, body) === true) return
+    // which is parsed after it: it goes at that read's end, or not at all (outboundH2Call.ts).
+    if (req.sendsAtReadEnd?.(this, body) === true) return
     const target = this.target!
     const headers = this.headers!
     // The matched route's actions (routeActions.ts): its header modifiers (applied), faults, timeout and retries.

@@ -55,11 +55,12 @@ export interface OutboundRequest {
   readonly heldBody?: (limit: number, receiver: HeldBodyReceiver) => void
   /**
    * HTTP/2 only: a request whose END_STREAM came (bodyless, or its body whole) is about to go on
-   * with `body`: true when it is kept to the end of the event loop's turn instead, and then handed
+   * with `body`: true when it is kept to the end of the read it came in instead (of the event loop's
+   * turn, outside a read), and then handed
    * back to `receiver` (bodyHeld), or not if the caller reset it within the read it came in (bodyReset).
    * False (a body still streaming, or handed back already): it goes now.
    */
-  readonly sendsAtTurnEnd?: (receiver: HeldBodyReceiver, body: Uint8Array | AsyncIterable<Buffer>) => boolean
+  readonly sendsAtReadEnd?: (receiver: HeldBodyReceiver, body: Uint8Array | AsyncIterable<Buffer>) => boolean
   /**
    * HTTP/2 only: the head limit the request's field section is past (its names, values and 32
    * octets a field, pseudo-headers too: RFC 9113 §6.5.2's count), else 0. HTTP/1.1's llhttp
@@ -68,7 +69,7 @@ export interface OutboundRequest {
   readonly headPastLimit?: number
 }
 
-/** Told once of a held body (OutboundRequest.heldBody, sendsAtTurnEnd): the body, or that the caller reset the request while it was held. */
+/** Told once of a held body (OutboundRequest.heldBody, sendsAtReadEnd): the body, or that the caller reset the request while it was held. */
 export interface HeldBodyReceiver {
   bodyHeld(body: Uint8Array | AsyncIterable<Buffer>): void
   /** The caller reset the request while it was held (before its body's end, or within the read its END_STREAM came in): nothing of it went anywhere. */

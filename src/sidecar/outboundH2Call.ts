@@ -64,15 +64,16 @@ const EMPTY = Buffer.alloc(0)
  */
 const ANSWER_HIGH_WATER = 64 * 1024
 
-/** The calls whose bodies are held in this turn of the event loop: a body not over at its end (turnEnd.ts) streams. */
-const heldThisTurn = new TurnEnd<StreamCall>((call) => call.streamOn())
-
 /**
- * The calls whose END_STREAM came in this turn, kept to its end (sendsAtTurnEnd): a RST_STREAM later
- * in the same read (rapid reset, CVE-2023-44487) is parsed within the read, after the request was
- * handed over; at the turn's end it has been seen.
+ * A held body is decided, and a request whose END_STREAM came is sent on (sendsAtReadEnd), at the end
+ * of the read that brought it (H2ConnectionCore.atReadEnd; atReadEnd below): a body not over then
+ * streams, and a RST_STREAM later in the same read (rapid reset, CVE-2023-44487), parsed after the
+ * request was handed over, has been seen. Outside a read (a hold begun later), at the turn's end
+ * instead (turnEnd.ts). The read's end, not the turn's: a request sent from the check phase left a
+ * turn of the loop more at sidecar A (node completes a TLS write through an immediate of its own,
+ * which queued from the check phase runs a turn later), and each TurnEnd an immediate per call.
  */
-const unresetThisTurn = new TurnEnd<StreamCall>((call) => call.sendUnlessReset())
+const thisTurn = new TurnEnd<StreamCall>((call) => call.atReadEnd())
 
 /** Keeps the hidden class of StreamCall alive while idle (shapeAnchor.ts). */
 const callShape = new ShapeAnchor<StreamCall>()
@@ -127,7 +128,7 @@ export class StreamCall implements OutboundCall {
   private dropping = false
   /** Past its answer, which still waits for the caller's window: the stop-sending reset's grace starts once it is out (writable). */
   private cutWhenOut = false
-  /** The request kept to the turn's end (sendsAtTurnEnd): who sends it, with what body; and whether it was kept (once per call). */
+  /** The request kept to the turn's end (sendsAtReadEnd): who sends it, with what body; and whether it was kept (once per call). */
   private sendTo: HeldBodyReceiver | undefined = undefined
   private sendBody: Uint8Array | AsyncIterable<Buffer> | undefined = undefined
   private keptToTurnEnd = false
@@ -341,7 +342,17 @@ export class StreamCall implements OutboundCall {
     if (early !== undefined) for (const chunk of early) if (this.holder !== undefined) this.take(chunk)
     if (this.holder === undefined) return
     if (this.requestEnded) return this.heldEnd()
-    heldThisTurn.add(this)
+    this.atEndOfRead()
+  }
+
+  private atEndOfRead(): void {
+    if (!this.session.connection.atReadEnd(this)) thisTurn.add(this)
+  }
+
+  /** The read (or turn) the hold began or the request ended in is over: a body still held streams; a request kept goes on. */
+  atReadEnd(): void {
+    this.streamOn()
+    if (this.sendTo !== undefined) this.sendUnlessReset()
   }
 
   /** The held body ended within its turn: it goes whole. */
@@ -353,8 +364,8 @@ export class StreamCall implements OutboundCall {
     holder.bodyHeld(parts === undefined ? EMPTY : parts.length === 1 ? parts[0]! : Buffer.concat(parts, this.heldBytes))
   }
 
-  /** The turn ended (or the limit passed) before the body did: what came so far goes first and the body streams. */
-  streamOn(): void {
+  /** The read ended (or the limit passed) before the body did: what came so far goes first and the body streams. */
+  private streamOn(): void {
     const holder = this.holder
     if (holder === undefined) return
     this.holder = undefined
@@ -369,17 +380,17 @@ export class StreamCall implements OutboundCall {
     holder.bodyHeld(queue)
   }
 
-  sendsAtTurnEnd(receiver: HeldBodyReceiver, body: Uint8Array | AsyncIterable<Buffer>): boolean {
+  sendsAtReadEnd(receiver: HeldBodyReceiver, body: Uint8Array | AsyncIterable<Buffer>): boolean {
     if (this.keptToTurnEnd || !this.requestEnded) return false
     this.keptToTurnEnd = true
     this.sendTo = receiver
     this.sendBody = body
-    unresetThisTurn.add(this)
+    this.atEndOfRead()
     return true
   }
 
-  /** The turn's end: the request goes on, unless its caller reset it meanwhile (nothing of it went anywhere). */
-  sendUnlessReset(): void {
+  /** The read's (or turn's) end: the request goes on, unless its caller reset it meanwhile (nothing of it went anywhere). */
+  private sendUnlessReset(): void {
     const receiver = this.sendTo!
     const body = this.sendBody!
     this.sendTo = undefined
