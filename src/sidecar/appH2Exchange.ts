@@ -145,8 +145,14 @@ export class AppH2Exchange extends AppH2ExchangeCore implements Held, HeldAnswer
         if (this.done) return
       }
     }
-    // One that is over soon goes back whole: its wait begins at the turn's end, unless the answer is over by then.
-    headsThisTurn.add(this)
+    // One that is over soon goes back whole: its wait begins at the end of the read (or turn) its
+    // head came in, unless the answer is over by then.
+    if (!this.session!.connection.atReadEnd(this)) headsThisTurn.add(this)
+  }
+
+  /** The read its head came in is over (H2ConnectionCore.atReadEnd). */
+  atReadEnd(): void {
+    this.holdIfOpen()
   }
 
   private remoteEndedIf(endStream: boolean): void {
@@ -376,11 +382,12 @@ export class AppH2Exchange extends AppH2ExchangeCore implements Held, HeldAnswer
 }
 
 /**
- * The exchanges whose answer head came in this turn of the event loop, whose waits begin at the
- * turn's end (turnEnd.ts): an answer read whole with its head (head, message and trailers in one
- * read, the usual unary answer) arms no timer, where a wait begun at its head armed the holds'
- * timer and cleared it again within the turn (a Timeout, a timer-list insert and unenroll per call
- * while calls come one at a time).
+ * The exchanges whose answer head came outside a read of the app's connection, whose waits begin at
+ * the turn's end (turnEnd.ts); a head read from the connection begins its wait at that read's end
+ * (onHead): no Immediate per call. Either way an answer read whole with its head (head, message and
+ * trailers in one read, the usual unary answer) arms no timer, where a wait begun at its head armed
+ * the holds' timer and cleared it again (a Timeout, a timer-list insert and unenroll per call while
+ * calls come one at a time).
  */
 const headsThisTurn = new TurnEnd<AppH2Exchange>((exchange) => exchange.holdIfOpen())
 
