@@ -133,7 +133,7 @@ describe("PacketWriter, small packets outside a read", () => {
 })
 
 describe("PacketWriter, packets sent from work left for the turn's end (TurnEnd)", () => {
-  // An h2c request goes on from the turn's end (outboundH2Call.ts sendsAtTurnEnd), in the check
+  // An h2c request whose hold began outside a read goes on from the turn's end (outboundH2Call.ts), in the check
   // phase, after the read it came in: an immediate the writer queues there runs only in the next
   // turn, after that turn's I/O. What that work sends is written as it returns, in one write.
   it("are written in the turn they were sent in, in one write after the work, whatever the writer's mode", async () => {
