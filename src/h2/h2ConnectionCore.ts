@@ -28,12 +28,12 @@ const COMPLETE = new H2StreamEnded({ reason: "complete", code: ErrorCode.NO_ERRO
 const MAX_STREAM_ID = 2 ** 31 - 1
 const RECENTLY_RESET = 1024
 
-/** Connections with bytes to write at the end of this turn: one setImmediate for all of them. */
 /** What a handler leaves for the end of the read it came in (H2ConnectionCore.atReadEnd). */
 export interface ReadEndWork {
   atReadEnd(): void
 }
 
+/** Connections with bytes to write at the end of this turn: one setImmediate for all of them. */
 const turnFlushes = new TurnEnd<H2ConnectionCore>((connection) => connection.flush())
 
 type Handler = H2ServerHandler & H2ClientHandler

@@ -73,7 +73,7 @@ const ANSWER_HIGH_WATER = 64 * 1024
  * turn of the loop more at sidecar A (node completes a TLS write through an immediate of its own,
  * which queued from the check phase runs a turn later), and each TurnEnd an immediate per call.
  */
-const thisTurn = new TurnEnd<StreamCall>((call) => call.atReadEnd())
+const heldOutsideRead = new TurnEnd<StreamCall>((call) => call.atReadEnd())
 
 /** Keeps the hidden class of StreamCall alive while idle (shapeAnchor.ts). */
 const callShape = new ShapeAnchor<StreamCall>()
@@ -128,10 +128,10 @@ export class StreamCall implements OutboundCall {
   private dropping = false
   /** Past its answer, which still waits for the caller's window: the stop-sending reset's grace starts once it is out (writable). */
   private cutWhenOut = false
-  /** The request kept to the turn's end (sendsAtReadEnd): who sends it, with what body; and whether it was kept (once per call). */
+  /** The request kept to the read's end (sendsAtReadEnd): who sends it, with what body; and whether it was kept (once per call). */
   private sendTo: HeldBodyReceiver | undefined = undefined
   private sendBody: Uint8Array | AsyncIterable<Buffer> | undefined = undefined
-  private keptToTurnEnd = false
+  private keptToReadEnd = false
   /** Answer bytes handed to the stream, what the held answers count of it now, and a wait for room (drained). */
   private queued = 0
   private heldCounted = 0
@@ -346,7 +346,7 @@ export class StreamCall implements OutboundCall {
   }
 
   private atEndOfRead(): void {
-    if (!this.session.connection.atReadEnd(this)) thisTurn.add(this)
+    if (!this.session.connection.atReadEnd(this)) heldOutsideRead.add(this)
   }
 
   /** The read (or turn) the hold began or the request ended in is over: a body still held streams; a request kept goes on. */
@@ -381,8 +381,8 @@ export class StreamCall implements OutboundCall {
   }
 
   sendsAtReadEnd(receiver: HeldBodyReceiver, body: Uint8Array | AsyncIterable<Buffer>): boolean {
-    if (this.keptToTurnEnd || !this.requestEnded) return false
-    this.keptToTurnEnd = true
+    if (this.keptToReadEnd || !this.requestEnded) return false
+    this.keptToReadEnd = true
     this.sendTo = receiver
     this.sendBody = body
     this.atEndOfRead()
