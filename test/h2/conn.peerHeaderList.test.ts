@@ -8,6 +8,7 @@ import { afterEach, describe, expect, it } from "vitest"
 import { H2Connection, type H2ServerHandler } from "../../src/h2/h2Connection.ts"
 import { H2RequestRefused, type H2Stream, type H2StreamEnded } from "../../src/h2/h2Streams.ts"
 import { headerListSize } from "../../src/h2/headerCheck.ts"
+import { listenH2 } from "../helpers/h2ConnLegs.ts"
 import { Flag, frame, settings, settingsAck, Type } from "../helpers/h2Wire.ts"
 import { STATUS_200 } from "../support/h2Raw.ts"
 import { Cleanup, startRawServer, untilTurn, withTimeout } from "../support/iipRaw.ts"
@@ -95,9 +96,10 @@ describe("client role: a queued request whose head the limit that came while it 
 describe("server role: an answer's head or trailers past the client's limit are not sent", () => {
   it("respond and trailers say false and send nothing; the leg's smaller answer reaches node's client", async () => {
     const said: Array<boolean> = []
-    const server = net.createServer((socket) => {
+    const port = await listenH2(cleanup, (connectionOf) => {
       const handler: H2ServerHandler = {
         onRequest: (stream: H2Stream) => {
+          const connection = connectionOf()
           said.push(connection.respond(stream, [":status", "200", "x-big", "b".repeat(LIMIT)], false))
           said.push(connection.respond(stream, [":status", "200", "x-small", "s"], false))
           connection.write(stream, Buffer.from("body"), false)
@@ -111,12 +113,9 @@ describe("server role: an answer's head or trailers past the client's limit are 
         onWritable: () => {},
         onClose: () => {}
       }
-      const connection = new H2Connection(socket, "server", handler)
-      cleanup.add(() => connection.destroy("test-over", 0))
+      return handler
     })
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
-    cleanup.add(() => new Promise<void>((resolve) => server.close(() => resolve())))
-    const session = http2.connect(`http://127.0.0.1:${(server.address() as net.AddressInfo).port}`, { settings: { maxHeaderListSize: LIMIT } })
+    const session = http2.connect(`http://127.0.0.1:${port}`, { settings: { maxHeaderListSize: LIMIT } })
     cleanup.add(() => session.destroy())
     session.on("error", () => {})
     const request = session.request({ ":path": "/", ":method": "GET" })

@@ -4,10 +4,10 @@
 // RST_STREAM behind the request's END_STREAM seen: rapid reset), and still in the read's callback:
 // from the check phase, where a setImmediate ran it before, a write on a TLS socket cost sidecar A
 // a turn of the loop more per call (node completes the write through an immediate of its own).
-import * as net from "node:net"
 import { performance } from "node:perf_hooks"
 import { afterEach, describe, expect, it } from "vitest"
-import { H2Connection, type H2ServerHandler } from "../../src/h2/h2Connection.ts"
+import type { H2ServerHandler } from "../../src/h2/h2Connection.ts"
+import { listenH2 } from "../helpers/h2ConnLegs.ts"
 import { connectRawH2, headerFrames, requestBlock } from "../helpers/h2RawClient.ts"
 import { ErrorCode, Flag, frame, Type } from "../helpers/h2Wire.ts"
 import { Cleanup, untilTurn } from "../support/iipRaw.ts"
@@ -24,10 +24,11 @@ interface Seen {
   outside: Array<boolean>
 }
 
-const startServer = async (seen: Seen): Promise<number> => {
-  const server = net.createServer((socket) => {
+const startServer = (seen: Seen): Promise<number> =>
+  listenH2(cleanup, (connectionOf) => {
     const handler: H2ServerHandler = {
       onRequest(stream) {
+        const connection = connectionOf()
         seen.events.push(`request:${stream.id}`)
         const turn = loopTurn()
         let immediateRan = false
@@ -42,7 +43,7 @@ const startServer = async (seen: Seen): Promise<number> => {
         seen.events.push(`queued:${queued}`)
       },
       onData: (stream, chunk, end) => {
-        connection.consumed(stream, chunk.length)
+        connectionOf().consumed(stream, chunk.length)
         if (end) seen.events.push(`end:${stream.id}`)
       },
       onTrailers: () => {},
@@ -51,13 +52,8 @@ const startServer = async (seen: Seen): Promise<number> => {
       onWritable: () => {},
       onClose: () => {}
     }
-    const connection = new H2Connection(socket, "server", handler)
-    cleanup.add(() => connection.destroy("test-over", 0))
+    return handler
   })
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
-  cleanup.add(() => new Promise<void>((resolve) => server.close(() => resolve())))
-  return (server.address() as net.AddressInfo).port
-}
 
 describe("H2Connection.atReadEnd", () => {
   it("runs once the whole read is parsed (a RST_STREAM behind END_STREAM seen), in the read's own turn, before the turn's immediates; false outside a read", async () => {

@@ -247,3 +247,18 @@ export const startRelay = async (cleanup: Cleanup, target: number): Promise<{ po
   }))
   return { port: (server.address() as net.AddressInfo).port, ends }
 }
+
+/**
+ * Our H2Connection in the server role on 127.0.0.1 port 0, each accepted socket's handler made by
+ * `handlerOf` (given the connection, for the handler to answer on); its port. `cleanup` destroys
+ * the connections and closes the server.
+ */
+export const listenH2 = async (cleanup: Cleanup, handlerOf: (connection: () => H2Connection) => H2ServerHandler): Promise<number> => {
+  const server = net.createServer((socket) => {
+    const connection: H2Connection = new H2Connection(socket, "server", handlerOf(() => connection))
+    cleanup.add(() => connection.destroy("test-over", 0))
+  })
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+  cleanup.add(() => new Promise<void>((resolve) => server.close(() => resolve())))
+  return (server.address() as net.AddressInfo).port
+}
