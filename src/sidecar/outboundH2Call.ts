@@ -65,15 +65,22 @@ const EMPTY = Buffer.alloc(0)
 const ANSWER_HIGH_WATER = 64 * 1024
 
 /**
- * A held body is decided, and a request whose END_STREAM came is sent on (sendsAtReadEnd), at the end
- * of the read that brought it (H2ConnectionCore.atReadEnd; atReadEnd below): a body not over then
- * streams, and a RST_STREAM later in the same read (rapid reset, CVE-2023-44487), parsed after the
- * request was handed over, has been seen. Outside a read (a hold begun later), at the turn's end
- * instead (turnEnd.ts). The read's end, not the turn's: a request sent from the check phase left a
- * turn of the loop more at sidecar A (node completes a TLS write through an immediate of its own,
- * which queued from the check phase runs a turn later), and each TurnEnd an immediate per call.
+ * A held body whose request ended is decided, and a request whose END_STREAM came is sent on
+ * (sendsAtReadEnd), at the end of the read that brought it (H2ConnectionCore.atReadEnd; atReadEnd
+ * below): a RST_STREAM later in the same read (rapid reset, CVE-2023-44487), parsed after the request
+ * was handed over, has been seen. Ended outside a read (a held body ended later), at the turn's end instead
+ * (turnEnd.ts). The read's end, not the turn's: a request sent from the check phase left a turn of
+ * the loop more at sidecar A (node completes a TLS write through an immediate of its own, which
+ * queued from the check phase runs a turn later), and each TurnEnd an immediate per call.
  */
-const heldOutsideRead = new TurnEnd<StreamCall>((call) => call.atReadEnd())
+const keptOutsideRead = new TurnEnd<StreamCall>((call) => call.atReadEnd())
+
+/**
+ * Held bodies not over at the end of their read stream on at the turn's end, not the read's: a read
+ * that filled node's 64 KiB buffer is followed by another in the same turn, which may end the body
+ * (whole, it can be tried again elsewhere and mirrored; streamed, it cannot).
+ */
+const heldThisTurn = new TurnEnd<StreamCall>((call) => call.streamOn())
 
 /** Keeps the hidden class of StreamCall alive while idle (shapeAnchor.ts). */
 const callShape = new ShapeAnchor<StreamCall>()
@@ -342,17 +349,13 @@ export class StreamCall implements OutboundCall {
     if (early !== undefined) for (const chunk of early) if (this.holder !== undefined) this.take(chunk)
     if (this.holder === undefined) return
     if (this.requestEnded) return this.heldEnd()
-    this.atEndOfRead()
+    if (!this.session.connection.atReadEnd(this)) heldThisTurn.add(this)
   }
 
-  private atEndOfRead(): void {
-    if (!this.session.connection.atReadEnd(this)) heldOutsideRead.add(this)
-  }
-
-  /** The read (or turn) the hold began or the request ended in is over: a body still held streams; a request kept goes on. */
+  /** The read the hold began or the request ended in is over (or the turn, for a request ended outside a read): a request kept goes on; a body still held waits for the turn's end. */
   atReadEnd(): void {
-    this.streamOn()
     if (this.sendTo !== undefined) this.sendUnlessReset()
+    else if (this.holder !== undefined) heldThisTurn.add(this)
   }
 
   /** The held body ended within its turn: it goes whole. */
@@ -364,8 +367,8 @@ export class StreamCall implements OutboundCall {
     holder.bodyHeld(parts === undefined ? EMPTY : parts.length === 1 ? parts[0]! : Buffer.concat(parts, this.heldBytes))
   }
 
-  /** The read ended (or the limit passed) before the body did: what came so far goes first and the body streams. */
-  private streamOn(): void {
+  /** The turn ended (or the limit passed) before the body did: what came so far goes first and the body streams. */
+  streamOn(): void {
     const holder = this.holder
     if (holder === undefined) return
     this.holder = undefined
@@ -385,7 +388,7 @@ export class StreamCall implements OutboundCall {
     this.keptToReadEnd = true
     this.sendTo = receiver
     this.sendBody = body
-    this.atEndOfRead()
+    if (!this.session.connection.atReadEnd(this)) keptOutsideRead.add(this)
     return true
   }
 
