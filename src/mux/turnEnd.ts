@@ -1,7 +1,8 @@
 // Work left for the end of the event loop's turn, for many items at once: the HTTP/2 legs
 // (outboundH2Call.ts, appH2Exchange.ts) decide at the end of the read an answer's head or a call's body came in
 // whether it was read whole (H2ConnectionCore.atReadEnd), and at the end of the turn when it came
-// outside a read of that connection; the h2 connections flush here. One setImmediate per turn does for every item of the turn,
+// outside a read of that connection, or when a call's body was not whole at its read's end (the
+// next read of the turn may end it); the h2 connections flush here. One setImmediate per turn does for every item of the turn,
 // instead of a promise, a closure or an Immediate per call. That work runs in the check phase,
 // where an immediate queued runs only in the next turn, after its I/O: a writer (writer.ts) asked
 // to write from it writes at the end of the tick instead (runningTurnEnds).

@@ -309,7 +309,7 @@ export class PacketWriter {
         process.nextTick(this.flushAtTickEnd)
       }
     } else if (!this.scheduled) {
-      // Sent from work left for the turn's end (turnEnd.ts: an h2c request whose hold began outside a read), in the
+      // Sent from work left for the turn's end (turnEnd.ts: an h2c request whose held body streams on there, or ended outside a read), in the
       // check phase: an immediate queued now runs a turn later, after that turn's I/O. The end of
       // the tick comes as that work returns, with all it sent: one write, in this turn.
       const atTurnEnd = runningTurnEnds()

@@ -1,5 +1,5 @@
 // The h2c leg's wait for a whole answer (appH2.ts): an answer not over this long after its wait
-// began (the end of the turn its head came in) streams instead. Every wait has the same length, so the waits end in the order they began: a
+// began (the end of the read its head came in, appH2Exchange.ts) streams instead. Every wait has the same length, so the waits end in the order they began: a
 // queue and one timer armed for the oldest, not a setTimeout and clearTimeout per call (a Timeout
 // object, a timer-list insert and unenroll: a visible share of a unary call's CPU at the sidecar).
 // A wait whose answer ended first is released: it stays in the queue (its holder is not called

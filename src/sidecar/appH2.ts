@@ -49,7 +49,7 @@ import type { InboundObservation } from "./observe.ts"
 import { PeerShare, STALLED_READER, type ShareLeg } from "./peerShare.ts"
 import type { PoolPeer } from "./poolPeers.ts"
 
-/** An answer held to go back whole streams instead once it is not over this long after the turn its head came in (what a streaming answer's first message may wait). */
+/** An answer held to go back whole streams instead once it is not over this long after the end of the read its head came in (of the turn, a head that came outside a read) (what a streaming answer's first message may wait). */
 const WHOLE_ANSWER_WAIT_MS = 1
 /**
  * A gRPC answer that holds exactly one whole message when that wait ends, of a method none of whose

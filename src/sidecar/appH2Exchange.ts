@@ -1,7 +1,7 @@
 // One stream to an HTTP/2 app, its answer's side (the request's side and the stream's life:
 // appH2ExchangeCore.ts): the app's answer comes back as the mesh takes it (the stream pauses past a
 // high-water mark).
-// An answer that is over within 1 ms of the end of the turn its head came in (a unary call:
+// An answer that is over within 1 ms of the end of the read its head came in (a unary call:
 // grpc-js sends its trailers a turn or two of the event loop after the message) goes back as one
 // message, its trailers in its metadata; so does a gRPC answer holding one whole message then, of
 // a method not seen to stream, that is over within 20 ms more (its trailers late); any other
