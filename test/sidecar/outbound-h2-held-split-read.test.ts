@@ -10,7 +10,7 @@ import * as http2 from "node:http2"
 import * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { Flag, frame, Type } from "../helpers/h2Wire.ts"
-import { connectRawH2, headerFrames, literal, requestBlock } from "../helpers/h2RawClient.ts"
+import { connectRawH2, headerFrames, literal, requestBlock, streamOver } from "../helpers/h2RawClient.ts"
 import { listenH2App } from "../support/h2AppListen.ts"
 import { Cleanup } from "../support/iipRaw.ts"
 import { LOOPBACK, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
@@ -57,7 +57,7 @@ describe("A held body whose END_STREAM comes in the next read of the same turn",
       ])
       expect(write.length).toBeGreaterThan(65_536)
       raw.socket.write(write)
-      await raw.until((frames) => frames.some((f) => f.stream === 1 && (f.flags & Flag.endStream) !== 0 || (f.stream === 1 && f.type === Type.rst)), "the answer")
+      await raw.until(streamOver(1), "the answer")
       answers.push(Buffer.concat(raw.frames.filter((f) => f.stream === 1 && f.type === Type.data).map((f) => f.payload)).toString())
       raw.socket.destroy()
     }
