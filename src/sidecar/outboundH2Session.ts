@@ -43,17 +43,6 @@ export interface SessionOptions {
 /** A head this large decodes (and is answered 431 past the head limit); larger, its stream is refused. */
 const DECODE_HEADER_LIST = 65_536
 
-/**
- * The connection's receive window and the request bytes its streams may hold unread before that
- * window comes back only as the mesh reads them (src/h2/h2ReceiveFlow.ts): a caller's session holds
- * at most their sum, 2 MiB (Go's server: 1 MiB a connection). src/h2's defaults (8 MiB, 4 MiB) let
- * one whose far side reads nothing park 12 MiB on A (100 sessions: A from 67 to 852 MB of RSS); an
- * HTTP/1.1 caller is paused past 64 KiB. A stream's own window stays 1 MiB: one 1 MiB message
- * still needs no round trip, and a body held whole (a unary call's) is given back at once.
- */
-const CONNECTION_WINDOW = 1 << 20
-const HELD_REQUEST_BYTES = 1 << 20
-
 export class H2cSession implements H2ServerHandler, CallSession {
   readonly connection: H2Connection
   readonly socket: net.Socket
@@ -87,8 +76,6 @@ export class H2cSession implements H2ServerHandler, CallSession {
       maxConcurrentStreams: options.maxStreams,
       maxHeaderListSize: options.headLimit,
       decodeHeaderListSize: Math.max(options.headLimit, DECODE_HEADER_LIST),
-      connectionWindow: CONNECTION_WINDOW,
-      heldBytes: HELD_REQUEST_BYTES,
       idleTimeoutMs: options.idleTimeoutMs
     })
     // HTTP/2 half-closes streams, never the connection (RFC 9113 §5.1): at the caller's FIN, streams
