@@ -98,9 +98,9 @@ export class ReceiveWindow {
     this.released += bytes
   }
 
-  /** The increment to announce now, or 0 while less than half the window waits to be given back. */
-  takeUpdate(): number {
-    if (this.released < this.size / 2 || this.released === 0) return 0
+  /** The increment to announce now, or 0 while less than `least` (half the window) waits to be given back. */
+  takeUpdate(least: number = this.size / 2): number {
+    if (this.released === 0 || this.released < least) return 0
     const increment = this.released
     this.released = 0
     this.available += increment

@@ -230,7 +230,10 @@ export class H2Connection extends H2ConnectionCore {
     if (rejected !== undefined) return this.streamFailed(stream, ErrorCode.PROTOCOL_ERROR, rejected.reason)
     // 1xx: informational, the final head follows (and cannot be END_STREAM itself).
     if (fields[1]!.charCodeAt(0) === 0x31) {
-      if (endStream) this.streamFailed(stream, ErrorCode.PROTOCOL_ERROR, "informational-end-stream")
+      if (endStream) return this.streamFailed(stream, ErrorCode.PROTOCOL_ERROR, "informational-end-stream")
+      // RFC 9110 15.2 sets no bound; a peer sending them without end would cost a decode each for as
+      // long as the stream's deadline lasts (one 103 after another kept a core busy for 10 s).
+      if (++stream.interimHeads > MAX_INTERIM_HEADS) this.streamFailed(stream, ErrorCode.ENHANCE_YOUR_CALM, "too-many-interim-heads")
       return
     }
     // A head that ends the stream has no DATA to count; nor has a HEAD's, a 204's or a 304's answer,
@@ -251,6 +254,9 @@ export class H2Connection extends H2ConnectionCore {
     this.refuse(streamId, ErrorCode.STREAM_CLOSED)
   }
 }
+
+/** Interim (1xx) heads a stream takes before its final one: Go's client takes 5, as the HTTP/1.1 app pool (appPool.ts) does. */
+const MAX_INTERIM_HEADS = 5
 
 /** A 204 or 304 answer has no content, whatever its content-length says (RFC 9110 6.4.1). */
 const noContentStatus = (status: string): boolean => status === "204" || status === "304"

@@ -34,7 +34,10 @@ export class ReceiveFlow {
 
   /** The connection's WINDOW_UPDATE due now (0: none), at most one a turn. */
   takeUpdate(): number {
-    return this.connection.takeUpdate()
+    // Half the window, or less if the peer has less left to send: with bytes held back (`heldBack`)
+    // it can, and waiting for half could then wait on bytes no one will consume. Nothing held back,
+    // the peer has what is not released, and the two agree.
+    return this.connection.takeUpdate(Math.min(this.connection.size / 2, this.connection.available))
   }
 
   /** Counts a DATA frame's `flowLength` on the connection only: its stream is gone or refused. */
@@ -88,7 +91,10 @@ export class ReceiveFlow {
   private unhold(bytes: number): void {
     this.held -= bytes
     if (this.heldBack === 0) return
-    const back = Math.min(this.heldBack, Math.max(0, this.heldBytes - this.held))
+    // At least what was consumed comes back, however much other streams still hold: else streams
+    // that stopped reading, holding `heldBytes` between them, stalled every other stream's upload.
+    // What stays held and what the peer may send still sum to at most `heldBytes` plus the window.
+    const back = Math.min(this.heldBack, Math.max(bytes, this.heldBytes - this.held))
     this.heldBack -= back
     this.connection.release(back)
   }

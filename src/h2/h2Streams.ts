@@ -39,6 +39,8 @@ export class H2Stream {
   headRequest = false
   /** Server role: a response head was sent; client role: the response head arrived. */
   answered = false
+  /** Client role: interim (1xx) heads passed over before the final one (bounded: MAX_INTERIM_HEADS). */
+  interimHeads = 0
   /** performance.now() at the stream's start (the premature reset rule reads it). */
   readonly startedAt: number
   /**

@@ -116,6 +116,34 @@ describe("B's own HTTP/2 leg against a hostile h2c app", () => {
     expect(await get()).toBe("200 ok")
   })
 
+  it("interim (1xx) heads without end (103 after 103, 100,000 of them): the call fails app_failed at the sixth, not at its deadline; B resets the stream and ends the session when the flood goes on; the next call is answered", async () => {
+    // :status 103, a literal with the static table's :status name (index 8).
+    const earlyHints = frame(Type.headers, Flag.endHeaders, 1, Buffer.from([0x08, 0x03, 0x31, 0x30, 0x33]))
+    const app = await startApp(
+      cleanup,
+      firstHostile((socket, stream) => {
+        const one = Buffer.from(earlyHints)
+        one.writeUInt32BE(stream, 5)
+        socket.write(Buffer.concat(Array.from({ length: 100_000 }, () => one)))
+      })
+    )
+    const get = await pair(app.port)
+    const started = performance.now()
+    expect(await get({ "iip-timeout": "4000" })).toBe("502 app; reason=app_failed")
+    expect(performance.now() - started).toBeLessThan(3000)
+    await waitFor(() => app.ended[0] === true, 5000, "B's end of the flooding session")
+    expect(await get()).toBe("200 ok")
+  })
+
+  it("five interim heads (100 Continue, then 103s) before the final head are passed over: the call is answered", async () => {
+    const interim = (stream: number, status: string) => frame(Type.headers, Flag.endHeaders, stream, Buffer.from([0x08, 0x03, ...Buffer.from(status)]))
+    const app = await startApp(cleanup, (socket, stream) =>
+      socket.write(Buffer.concat([interim(stream, "100"), ...Array.from({ length: 4 }, () => interim(stream, "103")), frame(Type.headers, Flag.endHeaders, stream, STATUS_200), frame(Type.data, Flag.endStream, stream, Buffer.from("ok"))]))
+    )
+    const get = await pair(app.port)
+    expect(await get()).toBe("200 ok")
+  })
+
   it("an app that never sends its SETTINGS: two calls end at their deadline (504), one stream sent on the session (B's limit until the app's SETTINGS)", async () => {
     const app = await startApp(cleanup, sound, () => true)
     const get = await pair(app.port)
