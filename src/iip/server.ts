@@ -311,6 +311,11 @@ export class IipServer {
     return this.plain.size + this.meshes.size
   }
 
+  /** Busy mesh connections evicted at the cap, still draining outside connectionCount (evictedDrains.ts), and their peers' channels. */
+  get evictedDraining(): { readonly connections: number; readonly channels: number } {
+    return { connections: this.evictedDrains.size, channels: this.evictedDrains.peerChannels }
+  }
+
   listen(): Promise<void> {
     return new Promise((resolve, reject) => {
       const onError = (error: NodeJS.ErrnoException) =>
