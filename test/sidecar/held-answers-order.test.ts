@@ -7,14 +7,7 @@
 import { describe, expect, it } from "vitest"
 import { type HeldAnswer, HeldAnswers } from "../../src/sidecar/heldAnswers.ts"
 import { MinHeap } from "../../src/sidecar/minHeap.ts"
-
-/** A deterministic generator (mulberry32): the same cases on every run. */
-const random = (seed: number) => () => {
-  seed = (seed + 0x6d2b79f5) | 0
-  let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
-  t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-}
+import { prng } from "../helpers/prng.ts"
 
 interface Fake extends HeldAnswer {
   readonly name: number
@@ -53,7 +46,7 @@ const look = () => new Promise<void>((resolve) => queueMicrotask(resolve))
 
 describe("held answers: the take-back order and its cost", () => {
   it("takes back exactly the answers the full ranking puts first, ties in joining order, until under the budget", async () => {
-    const next = random(7)
+    const { next } = prng(7)
     for (let round = 0; round < 50; round++) {
       const count = 1 + Math.floor(next() * 300)
       // Few distinct values, so ranks and orders tie often.
@@ -85,7 +78,7 @@ describe("held answers: the take-back order and its cost", () => {
     const taken: Array<number> = []
     const held = new HeldAnswers(n * 1024 - 3 * 1024)
     let reads = 0
-    const next = random(11)
+    const { next } = prng(11)
     for (let i = 0; i < n; i++) {
       // Every one waiting on a reader that took none: the look compares wait times alone.
       const waitAt = 1 + next() * 1e6
@@ -103,7 +96,7 @@ describe("held answers: the take-back order and its cost", () => {
   })
 
   it("MinHeap gives the order a stable sort gives, and pops k of n within 2n + k·2·log2(n) comparisons", () => {
-    const next = random(3)
+    const { next } = prng(3)
     for (const n of [0, 1, 2, 3, 7, 64, 1000]) {
       const items = Array.from({ length: n }, (_, seq) => ({ key: Math.floor(next() * 10), seq }))
       const before = (a: { key: number; seq: number }, b: { key: number; seq: number }) => (a.key - b.key || a.seq - b.seq) < 0
