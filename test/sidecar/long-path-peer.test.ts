@@ -57,6 +57,32 @@ describe("a path longer than 2,048 bytes from a peer", () => {
     expect(raw.isClosed).toBe(false)
   })
 
+  it("mesh: a path counted in UTF-8 bytes, not characters: 2,047 and 2,048 bytes of 3-byte characters served, 2,050 refused", async () => {
+    const { seen, port } = await start()
+    const raw = await RawClient.connect(port, cleanup)
+    raw.write(frame(1, MeshPath.hello, 0, encodeHello(helloOf({ node: "multibyte" }), false)))
+    expect(decodeHello((await raw.next()).data)).toBeDefined()
+    // 683 and 684 UTF-16 units (past the units a path may have before its bytes are counted), 2,047 and 2,048 bytes: served.
+    const served = ["/" + "€".repeat(682), "/" + "€".repeat(682) + "a"]
+    // 684 units, 2,050 bytes: refused, though as few units as the second.
+    const refusedPath = "/" + "€".repeat(683)
+    for (const [path, id] of [[served[0]!, 1], [served[1]!, 2], [refusedPath, 3]] as const) {
+      // Sent percent-encoded (an origin-form target is ASCII): the answer carries the parsed path, its bytes are what count.
+      raw.write(frame(1, encodeURI(path), 1, encodeEnvelope(EnvelopeKind.request, 0, id, emptyMeta, Buffer.from("x"), 8192)))
+      const answer = await raw.next(5000)
+      const envelope = decodeEnvelope(answer.data, 8192)
+      expect(envelope.requestId).toBe(id)
+      if (id === 3) {
+        expect([answer.path, envelope.kind]).toEqual(["/", EnvelopeKind.error])
+        expect(decodeErrorBody(answer.data.subarray(envelope.bodyOffset))).toMatchObject({ code: "bad_request", processed: false })
+      } else {
+        expect([answer.path, envelope.kind]).toEqual([path, EnvelopeKind.response])
+      }
+    }
+    expect(seen.map((url) => Buffer.byteLength(decodeURIComponent(url)))).toEqual([2047, 2048])
+    expect(raw.isClosed).toBe(false)
+  })
+
   it("plain IIP: as the reference, the connection closes (no answer can carry the path), with one bounded line naming the peer and the reason", async () => {
     const { logged, port } = await start()
     const lines = () => logged.events.filter((e) => e.event === "answer-unsendable")
