@@ -18,7 +18,7 @@
 //                               /federation/series?service=S (or caller=&callee=): a series over the whole mesh
 // With a token configured (adminToken / adminTokenFile) every other control request must carry
 // `Authorization: Bearer <token>`, compared in constant time; without one, 401. Without a token
-// (loopback only), a request must name a loopback host: a DNS-rebinding page cannot drive it.
+// (loopback only), a request must name a loopback host (hostCheck.ts): a DNS-rebinding page cannot drive it.
 // Every request goes through a total handler (respond.ts): a bad request is a 4xx, a bug of ours a
 // logged 500, never an exception out of the server (issue 13: one bad escape used to end the process).
 // Each listener gives a request 5 s to arrive whole and holds at most 256 connections, 32 per client
@@ -43,6 +43,7 @@ import { type HostPort, type Sidecar, splitAddress } from "../sidecar/sidecar.ts
 import type { SpanJson, TraceStore, TraceSummary } from "../telemetry/traceStore.ts"
 import type { Federation } from "./federation.ts"
 import { edgeTraces, goldenOf, goldenSeries, tapStream } from "./observability.ts"
+import { hostRefusal } from "./hostCheck.ts"
 import { capConnections, limitPipelining, serverOptions } from "./listenerLimits.ts"
 import { decodeSegment, json, refuseConnect, totalHandler } from "./respond.ts"
 import { configView, dashboardData, meshView } from "./views.ts"
@@ -118,18 +119,8 @@ const bearerCheck = (token: string): ((req: http.IncomingMessage) => boolean) =>
   }
 }
 
-/**
- * Whether a Host header names a loopback address: what a client on this machine sends to a
- * loopback listener. A page of another name that reaches it is a DNS rebinding (a browser on this
- * machine made to call the control listener as that page's own origin): refused.
- */
-const loopbackHost = (host: string | undefined): boolean => {
-  if (host === undefined) return false
-  const name = host.startsWith("[") ? host.slice(1, host.indexOf("]")) : host.replace(/:\d{1,5}$/, "")
-  return name === "localhost" || name === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(name)
-}
-
 const BAD_HOST = JSON.stringify({ error: "bad_host", message: "without a token the admin control listener answers only requests for a loopback host (127.0.0.1, localhost, [::1])" })
+const MALFORMED_HOST = JSON.stringify({ error: "bad_host", message: "Host must be exactly one authority: a host name or IPv4 address, or an [IPv6] address, optionally followed by :port" })
 
 /**
  * What a federating admin asks a peer for (federation.ts): this sidecar's own golden view or series.
@@ -215,9 +206,11 @@ export const make = (listeners: AdminListeners, current: () => Sidecar | undefin
       res.end(UNAUTHORIZED)
       return
     }
-    if (authorized === undefined && !loopbackHost(req.headers.host)) {
-      res.writeHead(403, { "content-type": "application/json", "content-length": BAD_HOST.length })
-      res.end(BAD_HOST)
+    const refusal = authorized === undefined ? hostRefusal(req.headersDistinct.host) : undefined
+    if (refusal !== undefined) {
+      const body = refusal === "malformed" ? MALFORMED_HOST : BAD_HOST
+      res.writeHead(refusal === "malformed" ? 400 : 403, { "content-type": "application/json", "content-length": body.length })
+      res.end(body)
       return
     }
     const weightPath = WEIGHT_PATH.exec(path)

@@ -50,6 +50,13 @@ export class EvictedDrains {
     return this.drains.size
   }
 
+  /** The channels their peers hold open on the connections still draining (a gauge counts them with the live connections'). */
+  get peerChannels(): number {
+    let channels = 0
+    for (const { mesh } of this.drains) channels += mesh.peerChannelCount
+    return channels
+  }
+
   /** Tells `mesh`'s peer go-away `closing` and closes the connection once drained, or at `evictedDrainMs`. */
   add(mesh: MeshSession, isIdle: () => boolean, reason: string): void {
     const drain: Drain = { mesh, isIdle, evictedAt: this.clock === undefined ? -1 : monotonicMillisOf(this.clock) }

@@ -192,6 +192,10 @@ export class IipServer {
   /** Busy mesh connections evicted, draining outside the live ones (drainEvicted). */
   private readonly evictedDrains: EvictedDrains
   private readonly refusedLines = new LogThrottle(acceptLines, acceptLinesWindowMs)
+  /** A plain peer's connection closed because its answer cannot be built (ServerSession): a peer can repeat it on connection after connection. */
+  private readonly unanswerableLines = new LogThrottle(acceptLines, acceptLinesWindowMs)
+  private readonly logUnanswerable = (remote: string, reason: string, identity: string | undefined) =>
+    this.logAccept(this.unanswerableLines, "answer-unsendable", remote, reason, identity)
 
   /** Throws OptionInvalid (optionLimits.ts) for a numeric option out of range. */
   constructor(options: ServerOptions) {
@@ -305,6 +309,11 @@ export class IipServer {
 
   get connectionCount(): number {
     return this.plain.size + this.meshes.size
+  }
+
+  /** Busy mesh connections evicted at the cap, still draining outside connectionCount (evictedDrains.ts), and their peers' channels. */
+  get evictedDraining(): { readonly connections: number; readonly channels: number } {
+    return { connections: this.evictedDrains.size, channels: this.evictedDrains.peerChannels }
   }
 
   listen(): Promise<void> {
@@ -634,7 +643,8 @@ export class IipServer {
         this.dropUnproven(connection)
         this.fair.delete(place)
       },
-      this.options.mesh === false ? undefined : (data) => this.upgrade(session, connection, place, data)
+      this.options.mesh === false ? undefined : (data) => this.upgrade(session, connection, place, data),
+      this.logUnanswerable
     )
     this.plain.add(session)
     const unproven = peerIdentity === undefined ? this.unproven : this.unprovenIdentified

@@ -17,7 +17,7 @@ import { Cancelled, PeerChannel, RemoteError, Served } from "./meshChannels.ts"
 import { Deadlines } from "./deadlines.ts"
 import type { Slab } from "./readSlabs.ts"
 import { chunkOf, trailersOf, unpackBody } from "./meshChunks.ts"
-import { answerPath, writeAnswerHead } from "./meshAnswer.ts"
+import { answerPath, longPath, longPathRefusal, writeAnswerHead } from "./meshAnswer.ts"
 import type { CreditReturn } from "./meshCredit.ts"
 import type { StreamSender } from "./meshStreamOut.ts"
 import { type StatedLimitValues, StatedLimits } from "./meshStatedLimits.ts"
@@ -246,6 +246,10 @@ export class PeerChannelServer {
       served.abort()
     } else if (this.draining) {
       served.refusal = failure(MeshErrorCode.draining, "server is draining; retry elsewhere", false)
+      served.abort()
+    } else if (longPath(served)) {
+      // No answer could carry its path: refused unread, not run and then left unanswerable.
+      served.refusal = longPathRefusal(served)
       served.abort()
     }
     if (channel.running === undefined && channel.sending === undefined) {

@@ -26,6 +26,9 @@ export const defaultServerSessionLimits: ServerSessionLimits = { maxChannels: 10
  */
 export type HelloHandler = (data: Buffer) => { readonly answer: Uint8Array; readonly upgrade: () => void } | undefined
 
+/** Told when an answer cannot be built (its path over 2,048 bytes) and the connection closes for it, as the reference does: to log it (the server bounds the lines). */
+export type UnanswerableHandler = (remote: string, reason: string, identity: string | undefined) => void
+
 const noData = Buffer.alloc(0)
 /** A plain peer has no typed errors: the reference's handler-fail body says it (PROTOCOL.md §8). */
 const overloadedBody = handlerFailedBody("server overloaded, retry later")
@@ -164,6 +167,7 @@ export class ServerSession implements MessageSink {
   private readonly limits: ServerSessionLimits
   private readonly onClosed: (session: ServerSession, error: ConnectionClosed) => void
   private readonly onHello: HelloHandler | undefined
+  private readonly onUnanswerable: UnanswerableHandler | undefined
   /** plainBody within this connection's budget, made once (not a closure per answer). */
   private readonly plainBody = (outcome: Outcome) => plainBody(outcome, this.connection.budget)
 
@@ -172,13 +176,15 @@ export class ServerSession implements MessageSink {
     dispatch: Dispatch,
     limits: ServerSessionLimits,
     onClosed: (session: ServerSession, error: ConnectionClosed) => void,
-    onHello?: HelloHandler
+    onHello?: HelloHandler,
+    onUnanswerable?: UnanswerableHandler
   ) {
     this.connection = connection
     this.dispatch = dispatch
     this.limits = limits
     this.onClosed = onClosed
     this.onHello = onHello
+    this.onUnanswerable = onUnanswerable
     this.context = {
       remoteAddress: connection.remoteAddress,
       peerIdentity: connection.peerIdentity,
@@ -263,9 +269,11 @@ export class ServerSession implements MessageSink {
     try {
       this.connection.writer.send(Status.ResponseWhole, request.path, request.channelId, data.length > 0 ? data : noResponseBody)
     } catch (error) {
-      // The reference closes the connection when an answer cannot be built (path too long or empty).
-      const reason = error instanceof PacketEncodeError ? error.message : String(error)
-      this.connection.close(`cannot answer ${JSON.stringify(request.path.slice(0, 80))} on channel ${request.channelId}: ${reason}`, false)
+      // The reference closes the connection when an answer cannot be built (path too long or empty);
+      // so does this side, but says so: a peer's connection never ends without a word.
+      const reason = `cannot answer ${JSON.stringify(request.path.slice(0, 80))} on channel ${request.channelId}: ${error instanceof PacketEncodeError ? error.message : String(error)}`
+      this.onUnanswerable?.(this.connection.remoteAddress, reason, this.connection.peerIdentity)
+      this.connection.close(reason, false)
       return
     }
     if (this.connection.writer.congested && !this.pausedForWriter) {

@@ -62,8 +62,14 @@ export const isGrpcPairs = (pairs: ReadonlyArray<readonly [string, string]>): bo
   return false
 }
 
-/** The gRPC status for a mesh failure: the caller may retry UNAVAILABLE; a deadline is DEADLINE_EXCEEDED. */
+/**
+ * The gRPC status for a mesh failure: the caller may retry UNAVAILABLE; a deadline is
+ * DEADLINE_EXCEEDED. An answer the callee's app ran, then taken back at its sidecar for a budget
+ * (overloaded, processed: its held answers' bytes, its peer's share of the app's streams) is
+ * RESOURCE_EXHAUSTED, which grpc-js and retry policies do not retry; refused unrun, UNAVAILABLE.
+ */
 export const grpcCodeOf = (error: ProxyError): number => {
+  if (error.processed === true && error.reason === "overloaded") return GrpcCode.resourceExhausted
   switch (error.status) {
     case 504:
     case 408:

@@ -23,7 +23,10 @@
 // their bytes), the largest first. Answers still gathered whole count in the gauge but neither
 // are taken back nor set a look off (the budget bounds the streamed answers' queues): each holds
 // at most 64 KiB and a read, for 21 ms at most (appH2.ts's waits), on one of the places. Nothing
-// is done per chunk but a few additions and a comparison; the ranking is made only past the budget.
+// is done per chunk but a few additions and a comparison; the ranking is made only past the budget,
+// and only as far as it takes (minHeap.ts).
+
+import { MinHeap } from "./minHeap.ts"
 
 /** An answer the budget counts and may take back: an exchange of the h2c leg (appH2Exchange.ts). */
 export interface HeldAnswer {
@@ -44,7 +47,11 @@ interface Ranked {
   readonly rank: number
   /** Within a rank, lower first: when its wait began (ranks 0, 1), minus what it holds (rank 2). */
   readonly order: number
+  /** Its place in the look's walk of the answers: equal ranks and orders come out in it. */
+  readonly seq: number
 }
+
+const takenFirst = (a: Ranked, b: Ranked): boolean => (a.rank - b.rank || a.order - b.order || a.seq - b.seq) < 0
 
 export class HeldAnswers {
   /** Bytes held now (byteQueue.ts's pool adds and takes its queues' bytes here). */
@@ -97,14 +104,18 @@ export class HeldAnswers {
     const ranked: Array<Ranked> = []
     for (const answer of this.answers) {
       if (answer.heldNow === 0) continue
-      if (answer.readerWaitAt === 0) ranked.push({ answer, rank: 2, order: -answer.heldNow })
-      else ranked.push({ answer, rank: answer.passed === answer.passedAtWait ? 0 : 1, order: answer.readerWaitAt })
+      const seq = ranked.length
+      if (answer.readerWaitAt === 0) ranked.push({ answer, rank: 2, order: -answer.heldNow, seq })
+      else ranked.push({ answer, rank: answer.passed === answer.passedAtWait ? 0 : 1, order: answer.readerWaitAt, seq })
     }
-    ranked.sort((a, b) => a.rank - b.rank || a.order - b.order)
+    // Only the first few are taken back, usually: a heap gives them in order without sorting all.
+    const first = new MinHeap(ranked, takenFirst)
     const now = performance.now()
     let count = 0
-    for (const { answer, rank } of ranked) {
-      if (this.bytes - this.whole <= this.max) break
+    while (this.bytes - this.whole > this.max) {
+      const next = first.pop()
+      if (next === undefined) break
+      const { answer, rank } = next
       count++
       this.takenBack++
       const why = rank === 2 ? "its reader keeps up, but no answer waiting on its reader was left to take back" : `it waited ${Math.round(now - answer.readerWaitAt)} ms on its reader${rank === 0 ? ", which took none of it" : ""}, the longest of those held`

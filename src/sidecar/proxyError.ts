@@ -25,6 +25,8 @@ export class ProxyError extends Data.TaggedError("ProxyError")<{
   readonly message: string
   /** A 429's retry-after, whole seconds (default 1). */
   readonly retryAfterSeconds?: number
+  /** The far side said its app ran the request (a typed error's `processed`): told apart where a caller's retry depends on it (grpcStatus.ts). */
+  readonly processed?: boolean
 }> {}
 
 /**
@@ -85,7 +87,7 @@ export const proxyErrorOf = (error: unknown, endpoint: string): ProxyError => {
         return new ProxyError({ status: 504, reason: "deadline", hop: "inbound", message })
       case MeshErrorCode.overloaded:
       case MeshErrorCode.draining:
-        return new ProxyError({ status: 503, reason: error.code, hop: "inbound", message })
+        return new ProxyError({ status: 503, reason: error.code, hop: "inbound", message, processed: error.processed })
       case AppErrorCode.unavailable:
       case AppErrorCode.failed:
         return new ProxyError({ status: 502, reason: error.code, hop: "app", message })

@@ -404,7 +404,9 @@ export const make = (
       let channels = 0
       for (const session of inbound.sessions) channels += session.channelCount
       for (const session of inbound.meshSessions) channels += session.peerChannelCount
-      return { outbound: registry.connectionCounts(), inbound: { connections: inbound.connectionCount, channels } }
+      // Evicted busy connections are open until drained (PROTOCOL.md §11): counted, and told apart.
+      const evicted = inbound.evictedDraining
+      return { outbound: registry.connectionCounts(), inbound: { connections: inbound.connectionCount + evicted.connections, channels: channels + evicted.channels, evictedDraining: evicted.connections } }
     })
     if (appLeg !== undefined) inbound.handlePrefix("/", appLeg.handle)
     if (options.onInboundMeshConnection !== undefined) inbound.onMeshConnection(options.onInboundMeshConnection)

@@ -30,6 +30,8 @@
 //                                                                     the cap per service (src/discovery/discovery.ts), by source kind
 //   iip_mesh_invalid_headers_total{direction}                         counter: header pairs dropped as unwritable
 //   iip_mesh_open_connections{direction}, iip_mesh_open_channels{direction}   gauges, read at scrape
+//   iip_mesh_inbound_evicted_draining_connections                    gauge, read at scrape: of the inbound open connections,
+//                                                                     those evicted busy at the cap, still draining (PROTOCOL.md §11)
 //   iip_mesh_inbound_answer_bytes                                     gauge, read at scrape: bytes of the app's answers
 //                                                                     the inbound side holds gathered whole (at most maxQueuedBytes)
 //   iip_mesh_tunnel_unread_bytes{direction}                          gauge, read at scrape: bytes upgraded connections hold that
@@ -151,6 +153,8 @@ export interface ServiceMetrics {
 export interface ConnectionCounts {
   readonly connections: number
   readonly channels: number
+  /** Of `connections`, those evicted at the inbound listener's cap while busy, still draining (inbound only). */
+  readonly evictedDraining?: number
 }
 
 export interface TrafficSummary {
@@ -528,7 +532,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
     for (const root of readTrust().roots) counts[root.notAfter < now ? "expired" : root.notBefore > now ? "not_yet_valid" : "valid"]++
     for (const [state, value] of Object.entries(counts)) yield { labels: { state }, value }
   }
-  const connectionGauge = (field: keyof ConnectionCounts) => () => {
+  const connectionGauge = (field: "connections" | "channels") => () => {
     const counts = readConnections()
     return directions.map((direction) => ({ labels: { direction }, value: counts[direction][field] }))
   }
@@ -596,7 +600,8 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
     readTrust === undefined ? [] : [{ labels: {}, value: readTrust().usableUntil / 1000 }])
   fromTallies(registry, "counter", "iip_mesh_trust_bundle_refreshes_total", "Fetches of the trust bundle from the issuer between renewals, by result: updated (a new bundle taken), unchanged, failed (no bundle had), refused (the bundle had was refused).", ["result"], () =>
     readBundleRefreshes === undefined ? [] : Object.entries(readBundleRefreshes()).map(([result, value]) => ({ labels: { result }, value })))
-  fromTallies(registry, "gauge", "iip_mesh_open_connections", "IIP connections open now (outbound: dialed, inbound: accepted).", ["direction"], connectionGauge("connections"))
+  fromTallies(registry, "gauge", "iip_mesh_open_connections", "IIP connections open now (outbound: dialed, inbound: accepted, those evicted at the connection limit and still draining included).", ["direction"], connectionGauge("connections"))
+  fromTallies(registry, "gauge", "iip_mesh_inbound_evicted_draining_connections", "Inbound mesh connections evicted at the connection limit while requests ran on them, still draining (at most 5 s each; counted in iip_mesh_open_connections too, outside the limit's places).", [], () => [{ labels: {}, value: readConnections().inbound.evictedDraining ?? 0 }])
   fromTallies(registry, "gauge", "iip_mesh_inbound_answer_bytes", "Bytes of the app's answers the inbound side holds gathered whole to send back as one message (at most maxQueuedBytes).", [], () => [{ labels: {}, value: readAnswerBytes() }])
   fromTallies(registry, "gauge", "iip_mesh_tunnel_unread_bytes", "Bytes upgraded connections (WebSockets) hold that their readers have not taken: inbound, the callers' bytes in the tunnels' pool; outbound, the far apps' bytes the callers have not read and the callers' bytes the mesh has not taken (each at most maxQueuedBytes).", ["direction"], () => {
     const bytes = readTunnelBytes()

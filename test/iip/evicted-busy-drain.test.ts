@@ -166,6 +166,9 @@ describe("a busy mesh connection evicted at the connection cap (real clock)", ()
     const refusal = dialer.peer.answers.get(3)!
     expect(refusal.kind).toBe(EnvelopeKind.error)
     expect(decodeErrorBody(refusal.body)).toMatchObject({ code: MeshErrorCode.draining, processed: false })
+    // Counted while it drains (outside connectionCount), with the channel its request runs on.
+    expect(server.evictedDraining.connections).toBe(1)
+    expect(server.evictedDraining.channels).toBeGreaterThanOrEqual(1)
     // Drained only once the go-away is answered and nothing runs.
     dialer.answerGoAway()
     release("running")
@@ -173,6 +176,8 @@ describe("a busy mesh connection evicted at the connection cap (real clock)", ()
     expect(dialer.peer.answers.get(1)).toEqual({ kind: EnvelopeKind.response, body: Buffer.from("done running") })
     await waitFor(() => dialer.peer.ended, 5000, "the drained connection to close")
     expect(server.connectionCount).toBe(CAP)
+    await waitFor(() => server.evictedDraining.connections === 0, 5000, "the drained connection to leave the count")
+    expect(server.evictedDraining).toEqual({ connections: 0, channels: 0 })
   }, 30_000)
 
   it("a server stopping (drain) waits for its draining evicted connections too, as for its live ones", async () => {
@@ -190,7 +195,22 @@ describe("a busy mesh connection evicted at the connection cap (real clock)", ()
     expect(dialer.peer.ended).toBe(false)
     release("running")
     await withTimeout(stopping, 5000, "the drain to end")
+    // The server's drain ends once it has closed the connection; the peer reads the answer, then the FIN.
+    await waitFor(() => dialer.peer.ended, 5000, "the peer to read the connection's end")
     expect(dialer.peer.answers.get(1)).toEqual({ kind: EnvelopeKind.response, body: Buffer.from("done running") })
+  }, 30_000)
+
+  it("a peer that closes its evicted connection while it drains leaves the count (no place, no channel still counted)", async () => {
+    const server = await startServer(cleanup, { maxConnections: CAP })
+    const { started, release } = holdingRoutes(server)
+    const { dialer } = await evictBusyDialer(cleanup, server.address.port, started, "running")
+    expect(server.evictedDraining.connections).toBe(1)
+    dialer.peer.socket.destroy()
+    await waitFor(() => server.evictedDraining.connections === 0, 5000, "the closed connection to leave the count")
+    expect(server.evictedDraining).toEqual({ connections: 0, channels: 0 })
+    // The live places are untouched: the newcomer and the source's other connection.
+    expect(server.connectionCount).toBe(CAP)
+    release("running")
   }, 30_000)
 })
 
@@ -205,8 +225,11 @@ describe("a busy evicted mesh connection on the TestClock", () => {
       dialer.answerGoAway()
       yield* TestClock.adjust("4999 millis")
       expect(dialer.peer.ended).toBe(false)
+      expect(server.evictedDraining.connections).toBe(1)
       yield* TestClock.adjust("1 millis")
       yield* until(() => dialer.peer.ended, "the deadline's close")
+      yield* until(() => server.evictedDraining.connections === 0, "the closed connection to leave the count")
+      expect(server.evictedDraining).toEqual({ connections: 0, channels: 0 })
       expect(dialer.peer.answers.has(1)).toBe(false)
       expect(events.some((e) => e.event === "evicted-drain-deadline")).toBe(true)
       expect(other.closed).toBe(false)

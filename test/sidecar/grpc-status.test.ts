@@ -48,6 +48,9 @@ describe("gRPC requests and statuses", () => {
     expect(of(502, "app_failed")).toBe(GrpcCode.internal)
     expect(of(400, "bad_target")).toBe(GrpcCode.internal)
     expect(of(502, "cancelled")).toBe(GrpcCode.cancelled)
+    // Overloaded: refused unrun, UNAVAILABLE (retry elsewhere); run by the app, then taken back for a budget, RESOURCE_EXHAUSTED (no retry).
+    const overloaded = (processed: boolean | undefined) => grpcCodeOf(new ProxyError({ status: 503, reason: "overloaded", hop: "inbound", message: "m", ...(processed === undefined ? {} : { processed }) }))
+    expect([overloaded(undefined), overloaded(false), overloaded(true)]).toEqual([GrpcCode.unavailable, GrpcCode.unavailable, GrpcCode.resourceExhausted])
   })
 
   it("names the RPC of a path /package.Service/Method; only the system for any other path", () => {

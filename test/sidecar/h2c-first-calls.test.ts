@@ -5,8 +5,9 @@
 // calls beside them were DEADLINE_EXCEEDED at their 3 s deadline; so were they after four first
 // calls of one such method at once. Now a call that shows it streams (its answer's second message,
 // or its request's) while long-lived calls hold the share already is cut there: B resets the
-// app's stream and the caller gets UNAVAILABLE `inbound; reason=overloaded` (processed: the app
-// saw it; A retries it nowhere), counted in
+// app's stream and the caller gets RESOURCE_EXHAUSTED `inbound; reason=overloaded` (processed: the
+// app saw it; A retries it nowhere, nor do grpc-js retry policies; a call refused before the app
+// sees it stays UNAVAILABLE), counted in
 // iip_mesh_app_long_streams_refused_total. A unary call is never cut: it has one message each way.
 // Left open, by design: a call that answers at most one message and then holds its stream (a watch
 // with nothing to say yet) cannot be told from a slow unary call until it ends, and only its
@@ -89,9 +90,12 @@ const echo = (text: string): Promise<string> =>
       resolve(error === null ? answer!.toString() : `${error.code} ${error.details}`)))
 
 const refusedCount = async () => value(parsePrometheusText((await b.sidecar.telemetry.metrics.text()).body), "iip_mesh_app_long_streams_refused_total")
-const CUT = `${grpc.status.UNAVAILABLE} inbound; reason=overloaded`
+/** Cut once the app saw it (processed). */
+const CUT = `${grpc.status.RESOURCE_EXHAUSTED} inbound; reason=overloaded`
+/** Refused before the app sees it (not processed): retried elsewhere by whoever may. */
+const REFUSED = `${grpc.status.UNAVAILABLE} inbound; reason=overloaded`
 
-it("first calls of four distinct streaming methods: two stream, the next two are cut UNAVAILABLE overloaded as their second message shows them; unary calls are answered", async () => {
+it("first calls of four distinct streaming methods: two stream, the next two are cut RESOURCE_EXHAUSTED overloaded as their second message shows them; unary calls are answered", async () => {
   const outcomes: Array<string> = []
   for (const m of WATCHES) outcomes.push(await watch(m.path))
   expect(outcomes).toStrictEqual(["streaming", "streaming", CUT, CUT])
@@ -109,12 +113,12 @@ it("four first calls of one streaming method at once: two stream, two are cut; u
   expect(outcomes.toSorted()).toStrictEqual([CUT, CUT, "streaming", "streaming"])
   expect(await withTimeout(Promise.all(["u0", "u1", "u2", "u3"].map(echo)), 10_000, "the unary calls")).toStrictEqual(["u0", "u1", "u2", "u3"])
   // Learned: refused before the app sees it.
-  expect(await watch(WATCHES[0]!.path)).toBe(CUT)
+  expect(await watch(WATCHES[0]!.path)).toBe(REFUSED)
   expect(served).toHaveLength(4)
   expect(await refusedCount()).toBe(3)
 })
 
-it("a client stream past the share is cut at its request's second message, before B writes it: UNAVAILABLE overloaded", async () => {
+it("a client stream past the share is cut at its request's second message, before B writes it: RESOURCE_EXHAUSTED overloaded (the app has its first)", async () => {
   expect([await watch(WATCHES[0]!.path), await watch(WATCHES[1]!.path)]).toStrictEqual(["streaming", "streaming"])
   const call = client.makeClientStreamRequest(COLLECT.path, identity, identity, new grpc.Metadata(), { deadline: Date.now() + LONG }, () => {})
   cleanup.add(() => call.cancel())

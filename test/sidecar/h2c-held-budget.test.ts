@@ -220,10 +220,10 @@ describe("B's budget for what its h2c answers hold", () => {
       const call = staller.makeServerStreamRequest(FEED.Watch.path, identity, identity, Buffer.alloc(0), new grpc.Metadata(), { deadline: Date.now() + 50_000 })
       call.pause()
       let read = 0
-      const ended = new Promise<{ read: number; code: number; details: string }>((resolve) => {
+      const ended = new Promise<{ read: number; code: number; details: string; meshError: Array<grpc.MetadataValue> }>((resolve) => {
         call.on("data", (message: Buffer) => (read += message.length))
-        call.on("error", (error: grpc.ServiceError) => resolve({ read, code: error.code, details: error.details }))
-        call.on("status", (status: grpc.StatusObject) => status.code === grpc.status.OK && resolve({ read, code: 0, details: "" }))
+        call.on("error", (error: grpc.ServiceError) => resolve({ read, code: error.code, details: error.details, meshError: error.metadata.get("x-iip-mesh-error") }))
+        call.on("status", (status: grpc.StatusObject) => status.code === grpc.status.OK && resolve({ read, code: 0, details: "", meshError: [] }))
       })
       return { call, ended }
     })
@@ -244,12 +244,15 @@ describe("B's budget for what its h2c answers hold", () => {
     expect(most).toBeLessThanOrEqual(BUDGET)
     // Another pod's call is answered meanwhile.
     expect(await unaryText(honest, FEED.Small.path, "hi", new grpc.Metadata())).toBe("small")
-    // The stalled callers read on: those taken back get what A had taken of theirs, then why (UNAVAILABLE, the budget named); the rest their whole answer.
+    // The stalled callers read on: those taken back get what A had taken of theirs, then why: RESOURCE_EXHAUSTED (the
+    // app ran the call, a budget ran out: grpc-js and retry policies do not retry it; UNAVAILABLE invited a retry of
+    // a processed call), the budget named; the rest their whole answer.
     for (const { call } of calls) call.resume()
     const ends = await Promise.all(calls.map(({ ended }) => ended))
     const cut = ends.filter((end) => end.code !== 0)
     expect(cut.length).toBe(await metric(b, /^iip_mesh_app_h2_held_taken_back_total /))
-    expect(cut.every((end) => end.code === grpc.status.UNAVAILABLE)).toBe(true)
+    expect(cut.map((end) => end.code)).toEqual(cut.map(() => grpc.status.RESOURCE_EXHAUSTED))
+    expect(cut.map((end) => end.meshError)).toEqual(cut.map(() => ["inbound; reason=overloaded"]))
     expect(cut[0]!.read).toBeLessThan(MESSAGES * MESSAGE.length)
     expect(cut[0]!.details).toMatch(/taken back at the inbound sidecar: the answers of its app held \d+ bytes their callers had not read, past --app-h2-max-held-bytes 2097152/)
     expect(ends.filter((end) => end.code === 0).every((end) => end.read === MESSAGES * MESSAGE.length)).toBe(true)

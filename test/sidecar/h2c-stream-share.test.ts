@@ -8,7 +8,7 @@
 // session lost, the deadline; and as a call still waiting for a place leaves the line (its cancel).
 // Event streams to an h2c app take the same share. A method's first
 // call is not known to stream until its second message (either way): taken as an ordinary call,
-// counted then, or cut then past the share (h2c-first-calls.test.ts).
+// counted then, or cut then past the share, RESOURCE_EXHAUSTED: the app saw it (h2c-first-calls.test.ts).
 // Real peers: a grpc-js client -> sidecar A -> sidecar B -> a grpc-js app (or a node:http2 one).
 // Synchronised on events (a message received, a status, the app's handler cancelled, B's stream
 // to the app closed), never on time.
@@ -412,7 +412,8 @@ describe("a node:http2 app, a share of one place", () => {
   it("a method's first call is not known to stream: taken as an ordinary call, cut as its second message shows it streaming past the share (the app saw it); the next is refused at its start", async () => {
     expect(await get("/events", "text/event-stream")).toBe("200 -")
     // Before, taken past the share and kept: with the event stream, both places held.
-    expect(await withTimeout(streamsOrEnds(watch()), 10_000, "the method's first watch")).toBe("14 inbound; reason=overloaded")
+    // The app saw it: RESOURCE_EXHAUSTED, never retried; the next, refused unseen, UNAVAILABLE.
+    expect(await withTimeout(streamsOrEnds(watch()), 10_000, "the method's first watch")).toBe("8 inbound; reason=overloaded")
     expect(held).toHaveLength(2)
     expect(await withTimeout(streamsOrEnds(watch()), 10_000, "the second watch")).toBe("14 inbound; reason=overloaded")
     // Learned from the first: refused before the app saw it.
