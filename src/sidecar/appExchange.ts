@@ -293,10 +293,12 @@ export class AppExchange implements AppPoolHandler, HeldAnswer {
       else (this.parts ??= [this.firstPart]).push(chunk)
     } else if (this.mode === "stream") {
       this.observation.responseBytes(chunk.length)
-      this.bytes += chunk.length
       const answer = this.answer!
       // Bytes its reader does not wait for: from now it waits on its reader (until it takes them all, or resumes).
+      // Before the chunk counts in `bytes`: `passed` (bytes less queued) must see neither of it, or
+      // what it took by then would read a chunk more than it took, and a reader stalled since rank as one that took some.
       if (this.readerWaitAt === 0 && !answer.readerWaiting) this.waitOnReader(performance.now())
+      this.bytes += chunk.length
       answer.push(chunk)
       this.leg.held.check()
     }

@@ -133,6 +133,17 @@ describe("B's budget for what its HTTP/1.1 app leg's answers hold", () => {
     expect(await takenBack(b)).toBe(3)
   })
 
+  it("a stalled reader's answer is taken back as one that took none of it since it began to wait (ranked first, ahead of slow readers)", { timeout: 30_000 }, async () => {
+    const { app } = await startBigApp(cleanup)
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address, appPoolMaxHeldBytes: MiB, requestTimeoutMs: 60_000 }))
+    const dialer = await meshDialer(Number(b.inboundAddress.split(":").pop()), cleanup, { streamWindow: 1 })
+    // Its mesh sender takes a first chunk and waits on the one-byte window: from the next chunk on, nothing more is taken.
+    stalledGet(dialer, 1, 32 * 1024)
+    await waitFor(() => takenBackOn(dialer).length === 1, 10_000, "the stalled answer taken back")
+    const told = dialer.packets.find((packet) => packet.channelId === 1 && packet.data.toString("latin1").includes("past --app-pool-max-held-bytes"))!
+    expect(told.data.toString("latin1")).toMatch(/it waited \d+ ms on its reader, which took none of it, the longest of those held/)
+  })
+
   it("answers the app ended that nobody reads count too: B holds no more than the budget, the rest taken back; 0 once their caller is gone", { timeout: 60_000 }, async () => {
     const { app, finished } = await startBigApp(cleanup)
     const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address, appPoolMaxHeldBytes: 4 * MiB, requestTimeoutMs: 60_000 }))
