@@ -6,6 +6,8 @@
 #   kubectl   test/deploy renders the manifests with `kubectl kustomize` (kustomize v5)
 #   curl      test/sidecar/grpc.test.ts sends `curl --http2-prior-knowledge` to the outbound port
 #   gcc       test/cli/mallocTrim.test.ts compiles the optional memory trim (native/malloc_trim.c)
+#   iproute2  test/sidecar/pool-held-kernel.solo.test.ts reads B's pool sockets' receive queues with `ss -tm`
+#             (not in a fresh Debian image: debian:bookworm has no ss)
 #   nginx     test/sidecar/framing-fuzz.test.ts runs its cases through nginx too, to compare (the package
 #             that holds /usr/sbin/nginx; bookworm's nginx-light is a metapackage: it plus an unused module)
 # Not root, or no apt: it says what is missing; the tests that need a tool then skip with the reason
@@ -41,6 +43,7 @@ command -v nft >/dev/null || missing+=(nftables)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v curl >/dev/null || missing+=(curl)
 command -v "${CC:-cc}" >/dev/null || missing+=(gcc)
+command -v ss >/dev/null || missing+=(iproute2)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 if [ ${#missing[@]} -gt 0 ]; then
   if can_install; then

@@ -97,6 +97,7 @@ export const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "traceStoreBytes":
     case "readSlabPoolBytes":
     case "appH2MaxHeldBytes":
+    case "appPoolMaxHeldBytes":
       return parseBytes(last)
     case "maxQueuedRequestsPerConnection":
     case "maxQueuedRequests":

@@ -274,7 +274,9 @@ export const SidecarConfigSchema = Schema.Struct({
   /** Streams open at once to an h2c app (sidecar/appH2.ts), fewer if it allows fewer; as many again may wait for one. */
   appH2MaxStreams: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 100_000 }))),
   /** Bytes the h2c app's answers hold at the sidecar, all streams together (sidecar/heldAnswers.ts); past it the longest stalled are taken back. */
-  appH2MaxHeldBytes: Bytes
+  appH2MaxHeldBytes: Bytes,
+  /** Bytes the HTTP/1.1 app's streamed answers hold at the sidecar, paused sockets' kernel buffers counted (sidecar/appExchange.ts); past it the longest stalled are taken back. */
+  appPoolMaxHeldBytes: Bytes
 })
 
 export type SidecarConfig = typeof SidecarConfigSchema.Type

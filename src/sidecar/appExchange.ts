@@ -13,6 +13,17 @@
 // the socket paused), one per pool socket, so the gathered ones are what the budget must bound.
 // An answer's head and trailers go back within the metadata a message to the caller carries (the
 // bound agreed with it, RequestContext.maxMetaBytes): past it the answer fails as the app's.
+// A streamed answer counts in the leg's held budget (heldAnswers.ts, --app-pool-max-held-bytes)
+// from its first byte queued until the mesh took it all or it ended any way: its queue's bytes, and
+// once its socket has stayed paused RECLAIM_STALL_MS (a reader that took nothing for a second),
+// PAUSED_SOCKET_BYTES for what the paused socket's kernel receive buffer holds. That buffer, not
+// the queue, was most of what a stalled answer held (measured: 256 stalled downloads pinned 128 MiB
+// of kernel memory at B on fresh sockets, 180 MiB on sockets that had carried fast downloads), and
+// answers the app ended but nobody reads keep their queue past their socket's release, which the
+// pool's size did not bound (3,000 unread answers of 100 KiB held +245 MiB of RSS). Past the budget
+// the answers stalled longest are taken back: the socket destroyed (never reused: the app's answer
+// is cut), the caller told `overloaded` (processed), naming the budget. A socket paused under a
+// second (a reader that keeps reading, slower than the app) counts its queue only.
 import { failure, reply } from "../iip/server.ts"
 import type { CancelSignal } from "../mux/cancellation.ts"
 import type { Outcome, PendingOutcome } from "../mux/request.ts"
@@ -27,6 +38,8 @@ import { answerMetaPast, responseMeta, trailersMeta } from "./httpEnvelope.ts"
 import type { Failure, InboundObservation } from "./observe.ts"
 import { AppErrorCode, appDeadlineMessage } from "./proxyError.ts"
 import { PausingByteQueue } from "./byteQueue.ts"
+import type { HeldAnswer, HeldAnswers } from "./heldAnswers.ts"
+import { RECLAIM_STALL_MS } from "./peerShare.ts"
 import { ShapeAnchor } from "../mux/shapeAnchor.ts"
 import type { PoolPeer } from "./poolPeers.ts"
 
@@ -34,6 +47,14 @@ import type { PoolPeer } from "./poolPeers.ts"
 const WHOLE_BODY_LIMIT = 64 * 1024
 /** An answer streaming back pauses the app's socket while this much of it waits unread. */
 const ANSWER_HIGH_WATER = 64 * 1024
+/**
+ * What a pool socket paused on a stalled reader is counted to hold in its kernel receive buffer:
+ * measured with `ss -tm` at B (Linux 6, tcp_rmem 4096 131072 33554432), a socket paused early in a
+ * fast download held 500 KiB on average, 783 KiB at most (its buffer autotuned to 782 KiB by the
+ * download's first burst); one that had carried fast downloads before, 720 KiB on average, 1.9 MiB
+ * at most. The buffer cannot be read from node: this is the average, rounded up.
+ */
+export const PAUSED_SOCKET_BYTES = 1024 * 1024
 /**
  * A plain IIP caller takes its answer as one packet (PROTOCOL.md §3): the most of one gathered,
  * whatever the app sends. Past it the answer could not be sent anyway (serverSession.ts).
@@ -58,6 +79,8 @@ export const overBudgetMessage = (bytes: number, address: string, { held, max }:
 export interface AppLeg {
   readonly pool: AppPool
   readonly answers: AnswerBudget
+  /** The budget for what the streamed answers hold, their paused sockets' kernel buffers included (heldAnswers.ts). */
+  readonly held: HeldAnswers
   /** host:port, for messages, metrics and spans. */
   readonly address: string
   readonly bodyIdleTimeoutMs: number
@@ -93,7 +116,7 @@ const exchangeShape = new ShapeAnchor<AppExchange>()
  * One exchange, as the pool's handler. `settle` gets the outcome exactly once; the
  * observation ends exactly once, when the answer has come in whole or the exchange broke off.
  */
-export class AppExchange implements AppPoolHandler {
+export class AppExchange implements AppPoolHandler, HeldAnswer {
   readonly leg: AppLeg
   private readonly request: AppRequest
   private readonly observation: InboundObservation
@@ -114,8 +137,17 @@ export class AppExchange implements AppPoolHandler {
   private charged = 0
   private answer: PausingByteQueue | undefined = undefined
   private timer: NodeJS.Timeout | undefined = undefined
-  /** Armed while the streamed answer's socket is paused: the mesh taking nothing of it for the body idle timeout gives it up. */
+  /**
+   * Armed while the streamed answer's socket is paused: first for RECLAIM_STALL_MS (then its kernel
+   * buffer counts, `kernelCounted`), then for the rest of the answer idle timeout, which gives it up.
+   */
   private stall: NodeJS.Timeout | undefined = undefined
+  private stallFrom = 0
+  /** What the held budget counts of its paused socket's kernel buffer now: 0 or PAUSED_SOCKET_BYTES. */
+  private kernelCounted = 0
+  /** It waits on its reader since readerWaitAt (performance.now(); 0: it does not), when the mesh had taken passedAtWait of it (heldAnswers.ts). */
+  readerWaitAt = 0
+  passedAtWait = 0
   /** The answer's metadata, while a whole answer is being collected. */
   private meta: Meta | undefined = undefined
   /**
@@ -225,8 +257,11 @@ export class AppExchange implements AppPoolHandler {
     const meta = responseMeta(status, answerHeaders)
     if (this.failIfHeadTooLarge(meta)) return
     this.mode = "stream"
-    this.answer = answerStream(controller, this)
-    this.settle(reply(this.answer, meta))
+    const answer = answerStream(controller, this)
+    this.answer = answer
+    answer.countIn(this.leg.held)
+    this.leg.held.join(this)
+    this.settle(reply(answer, meta))
   }
 
   /**
@@ -258,7 +293,14 @@ export class AppExchange implements AppPoolHandler {
       else (this.parts ??= [this.firstPart]).push(chunk)
     } else if (this.mode === "stream") {
       this.observation.responseBytes(chunk.length)
-      this.answer!.push(chunk)
+      const answer = this.answer!
+      // Bytes its reader does not wait for: from now it waits on its reader (until it takes them all, or resumes).
+      // Before the chunk counts in `bytes`: `passed` (bytes less queued) must see neither of it, or
+      // what it took by then would read a chunk more than it took, and a reader stalled since rank as one that took some.
+      if (this.readerWaitAt === 0 && !answer.readerWaiting) this.waitOnReader(performance.now())
+      this.bytes += chunk.length
+      answer.push(chunk)
+      this.leg.held.check()
     }
   }
 
@@ -272,6 +314,8 @@ export class AppExchange implements AppPoolHandler {
       const past = closing === undefined ? 0 : answerMetaPast(closing, this.request.maxMetaBytes)
       if (past === 0) {
         this.observation.end(this.leg.address, this.status, undefined)
+        // What is queued now waits on its reader only.
+        if (this.readerWaitAt === 0 && this.answer!.queuedBytes > 0) this.waitOnReader(performance.now())
         return this.answer!.end(closing)
       }
       const message = `app at ${this.leg.address}: its trailers (${past} bytes) exceed the ${this.request.maxMetaBytes} bytes of metadata the mesh carries`
@@ -365,20 +409,84 @@ export class AppExchange implements AppPoolHandler {
    */
   answerPaused(): void {
     if (this.stall !== undefined || this.done) return
-    const idleMs = this.leg.answerIdleTimeoutMs
-    this.stall = setTimeout(() => {
-      this.stall = undefined
-      if (this.done) return
-      this.finish()
-      this.observation.end(this.leg.address, this.status, { hop: "inbound", reason: AppErrorCode.answerStalled })
-      this.abort(new StreamFailed({ message: `the answer waited ${idleMs} ms for the mesh to take half a window of it` }))
-    }, idleMs)
+    const now = performance.now()
+    if (this.readerWaitAt === 0) this.waitOnReader(now)
+    // One timer a pause, as before the budget: it fires a second time only for an answer paused a second.
+    this.stallFrom = now
+    this.stall = setTimeout(() => this.onStall(), Math.min(RECLAIM_STALL_MS, this.leg.answerIdleTimeoutMs))
   }
 
-  /** The answer's socket reads again. */
-  answerResumed(): void {
-    clearTimeout(this.stall)
+  /** The answer stayed paused a second (its kernel buffer counts from now), or the answer idle timeout (it is given up). */
+  private onStall(): void {
     this.stall = undefined
+    if (this.done) return
+    const idleMs = this.leg.answerIdleTimeoutMs
+    const left = this.stallFrom + idleMs - performance.now()
+    if (left > 0) {
+      // Paused a second: its socket's kernel buffer is full by now, and held as long as the pause lasts.
+      if (this.kernelCounted === 0) {
+        this.kernelCounted = PAUSED_SOCKET_BYTES
+        this.leg.held.bytes += PAUSED_SOCKET_BYTES
+        this.leg.held.check()
+      }
+      this.stall = setTimeout(() => this.onStall(), left)
+      return
+    }
+    this.finish()
+    this.observation.end(this.leg.address, this.status, { hop: "inbound", reason: AppErrorCode.answerStalled })
+    this.abort(new StreamFailed({ message: `the answer waited ${idleMs} ms for the mesh to take half a window of it` }))
+  }
+
+  /** The answer's socket reads again: it waits on its reader no more. */
+  answerResumed(): void {
+    this.readerWaitAt = 0
+    this.socketReleased()
+  }
+
+  /** The answer's socket is no longer paused for it (it reads again, or went back to the pool or closed): its timer and its kernel buffer's count go. */
+  private socketReleased(): void {
+    if (this.stall !== undefined) clearTimeout(this.stall)
+    this.stall = undefined
+    if (this.kernelCounted > 0) {
+      this.leg.held.bytes -= this.kernelCounted
+      this.kernelCounted = 0
+    }
+  }
+
+  /** Its reader took all that was queued (its socket not paused): it waits on it no more. */
+  answerTaken(): void {
+    if (this.readerWaitAt !== 0 && this.answer!.queuedBytes === 0) this.readerWaitAt = 0
+  }
+
+  /** From `at` on, the answer waits on its reader only (heldAnswers.ts). */
+  private waitOnReader(at: number): void {
+    this.readerWaitAt = at
+    this.passedAtWait = this.passed
+  }
+
+  /** Bytes it holds at B: its queue's, and its paused socket's kernel buffer as counted (heldAnswers.ts). */
+  get heldNow(): number {
+    return (this.answer === undefined ? 0 : this.answer.queuedBytes) + this.kernelCounted
+  }
+
+  /** Bytes of its answer the mesh took so far. */
+  get passed(): number {
+    return this.answer === undefined ? 0 : this.bytes - this.answer.queuedBytes
+  }
+
+  /**
+   * The leg's held answers are past their budget and this one is taken back (heldAnswers.ts): what
+   * it queued dropped and its caller told now, ahead of it; if the app still sends it, its socket is
+   * destroyed (never reused: the answer is cut). The caller's doing, not the app's; the answer had
+   * begun (processed: never retried).
+   */
+  takeBackHeld(message: string): void {
+    const refusal = new RemoteError({ code: MeshErrorCode.overloaded, message, processed: true })
+    this.answer!.abort(refusal)
+    if (this.done) return
+    this.finish()
+    this.observation.end(this.leg.address, this.status, { hop: "inbound", reason: MeshErrorCode.overloaded })
+    this.abort(refusal)
   }
 
   /** The streamed answer's reader stopped before its end: the exchange is not wanted any more. */
@@ -412,7 +520,7 @@ export class AppExchange implements AppPoolHandler {
       this.charged = 0
     }
     if (this.timer !== undefined) clearTimeout(this.timer)
-    if (this.stall !== undefined) this.answerResumed()
+    this.socketReleased()
   }
 
   /** Stops the exchange where it is: the app's request, the peer's body, the answer's reader. */
@@ -472,8 +580,9 @@ const answerStream = (controller: AppController, exchange: AppExchange): Pausing
       exchange.answerPaused()
     },
     resumeIfPaused: () => {
-      if (!controller.paused) return
+      if (!controller.paused) return exchange.answerTaken()
       controller.resume()
       exchange.answerResumed()
-    }
+    },
+    over: () => exchange.leg.held.leave(exchange)
   }, () => exchange.readerGone())

@@ -1,4 +1,6 @@
-// The inbound sidecar's budget for what its h2c leg's answers hold (appH2.ts, appH2Exchange.ts):
+// The inbound sidecar's budget for what its h2c leg's answers hold (appH2.ts, appH2Exchange.ts),
+// and, an instance of its own, its HTTP/1.1 leg's (appExchange.ts: a paused pool socket counts its
+// kernel receive buffer too, --app-pool-max-held-bytes):
 // the bytes an app sent B that the mesh has not taken yet, over all the leg's sessions. Each stream
 // B opens to the app has a 256 KiB window given back as the mesh takes its answer, so an answer
 // whose caller stops reading holds that window past its queue's 64 KiB high-water mark; with up to
@@ -28,7 +30,7 @@
 
 import { MinHeap } from "./minHeap.ts"
 
-/** An answer the budget counts and may take back: an exchange of the h2c leg (appH2Exchange.ts). */
+/** An answer the budget counts and may take back: an exchange of the h2c leg (appH2Exchange.ts) or of the HTTP/1.1 leg (appExchange.ts). */
 export interface HeldAnswer {
   /** Bytes it holds now (its queue's). */
   readonly heldNow: number
@@ -70,11 +72,14 @@ export class HeldAnswers {
   /** A look is due at the end of this turn's microtasks. */
   private due = false
   private readonly onTakenBack: (count: number, held: number) => void
+  /** The setting that sets `max`, as a caller taken back is told. */
+  private readonly setting: string
 
   /** `onTakenBack`: a look took back `count` answers, the budget holding `held` bytes before it. */
-  constructor(max: number, onTakenBack: (count: number, held: number) => void = () => {}) {
+  constructor(max: number, onTakenBack: (count: number, held: number) => void = () => {}, setting = "--app-h2-max-held-bytes") {
     this.max = max
     this.onTakenBack = onTakenBack
+    this.setting = setting
   }
 
   /** Streamed answers counted now (a test's measure: none once every call is over). */
@@ -119,7 +124,7 @@ export class HeldAnswers {
       count++
       this.takenBack++
       const why = rank === 2 ? "its reader keeps up, but no answer waiting on its reader was left to take back" : `it waited ${Math.round(now - answer.readerWaitAt)} ms on its reader${rank === 0 ? ", which took none of it" : ""}, the longest of those held`
-      answer.takeBackHeld(`its answer was taken back at the inbound sidecar: the answers of its app held ${this.bytes - this.whole} bytes their callers had not read, past --app-h2-max-held-bytes ${this.max}; this one held ${answer.heldNow}, and ${why}; retry later`)
+      answer.takeBackHeld(`its answer was taken back at the inbound sidecar: the answers of its app held ${this.bytes - this.whole} bytes their callers had not read, past ${this.setting} ${this.max}; this one held ${answer.heldNow}, and ${why}; retry later`)
     }
     if (count > 0) this.onTakenBack(count, before)
   }

@@ -83,6 +83,8 @@ export interface InboundOptions {
   readonly appH2MaxStreams: number
   /** Bytes the h2c leg's answers hold at most, all streams together (heldAnswers.ts). */
   readonly appH2MaxHeldBytes: number
+  /** Bytes the HTTP/1.1 leg's streamed answers hold at most, their paused sockets' kernel buffers counted (appExchange.ts). */
+  readonly appPoolMaxHeldBytes: number
   /** Where the leg says what an operator should know (a tunnel ended overloaded). */
   readonly log: Log
   /**
@@ -208,9 +210,18 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
   // The HTTP/1.1 pool's sockets and the h2c leg's streams are shared apart: a peer's counts in one say nothing of the other.
   const peers = new PoolPeers()
   const h2Peers = new PoolPeers()
+  // Said when answers are taken back past a held budget, throttled as the share's lines (a hostile caller stalls them as fast as it likes).
+  const heldLine = (event: string, max: number) => {
+    const lines = new LogThrottle(RECLAIM_LINES, RECLAIM_LINES_WINDOW_MS)
+    return (count: number, bytes: number): void => {
+      const admitted = lines.admit()
+      if (admitted !== undefined) options.log(event, { app: `${options.appHost}:${options.appPort}`, takenBack: count, held: bytes, max, ...admitted })
+    }
+  }
   const leg: AppLeg = {
     pool,
     answers: { held: 0, max: options.maxAnswerBytes },
+    held: new HeldAnswers(options.appPoolMaxHeldBytes, heldLine("app-pool-held-taken-back", options.appPoolMaxHeldBytes), "--app-pool-max-held-bytes"),
     address: `${options.appHost}:${options.appPort}`,
     bodyIdleTimeoutMs: options.bodyIdleTimeoutMs,
     answerIdleTimeoutMs: options.answerIdleTimeoutMs,
@@ -222,12 +233,7 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
   let h2Loaded: AppH2Leg | undefined
   const h2Leg: Promise<AppH2Leg> | undefined = options.appProtocol === "h2c" || options.appProtocol === "auto"
     ? import("./appH2.ts").then(({ AppH2Leg }) => {
-        // Said when answers are taken back past the budget, throttled as the share's lines (a hostile caller stalls them as fast as it likes).
-        const heldLines = new LogThrottle(RECLAIM_LINES, RECLAIM_LINES_WINDOW_MS)
-        const held = new HeldAnswers(options.appH2MaxHeldBytes, (count, bytes) => {
-          const admitted = heldLines.admit()
-          if (admitted !== undefined) options.log("app-h2-held-taken-back", { app: `${options.appHost}:${options.appPort}`, takenBack: count, held: bytes, max: options.appH2MaxHeldBytes, ...admitted })
-        })
+        const held = new HeldAnswers(options.appH2MaxHeldBytes, heldLine("app-h2-held-taken-back", options.appH2MaxHeldBytes))
         const loaded: AppH2Leg = new AppH2Leg(options.appHost, options.appPort, onInvalid, options.answerIdleTimeoutMs, options.appH2MaxStreams, (peer, count, held) =>
           reclaimedLine("h2c", loaded.peers.share, loaded.placesNow(), peer, count, held), held)
         return (h2Loaded = loaded)
@@ -333,5 +339,5 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
   return { handle, close: async () => {
     await (await h2Leg)?.close()
     await pool.destroy()
-  }, answerBytes: () => leg.answers.held, tunnels: upgradeLeg.tunnels, appStreams: () => ({ waiting: h2Loaded?.waitingStreams ?? 0, refused: h2Loaded?.refused ?? 0, longStreamsRefused: h2Loaded?.longStreamsRefused ?? 0, sessionsRotated: h2Loaded?.sessionsRotated ?? 0, resetRefused: h2Loaded?.resetRefused ?? 0, eventStreamsRefused: pool.eventStreamsRefused, poolWaiting: pool.waitingCount, poolSharePassed: pool.sharePassed + (h2Loaded?.peers.sharePassed ?? 0), poolShareReclaimed: pool.shareReclaimed + (h2Loaded?.peers.shareReclaimed ?? 0), h2HeldBytes: h2Loaded?.held.bytes ?? 0, h2HeldTakenBack: h2Loaded?.held.takenBack ?? 0 }) }
+  }, answerBytes: () => leg.answers.held, tunnels: upgradeLeg.tunnels, appStreams: () => ({ waiting: h2Loaded?.waitingStreams ?? 0, refused: h2Loaded?.refused ?? 0, longStreamsRefused: h2Loaded?.longStreamsRefused ?? 0, sessionsRotated: h2Loaded?.sessionsRotated ?? 0, resetRefused: h2Loaded?.resetRefused ?? 0, eventStreamsRefused: pool.eventStreamsRefused, poolWaiting: pool.waitingCount, poolSharePassed: pool.sharePassed + (h2Loaded?.peers.sharePassed ?? 0), poolShareReclaimed: pool.shareReclaimed + (h2Loaded?.peers.shareReclaimed ?? 0), h2HeldBytes: h2Loaded?.held.bytes ?? 0, h2HeldTakenBack: h2Loaded?.held.takenBack ?? 0, poolHeldBytes: leg.held.bytes, poolHeldTakenBack: leg.held.takenBack }) }
 }

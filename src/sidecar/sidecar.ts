@@ -371,6 +371,7 @@ export const make = (
       maxTunnelsPerPeer: config.maxTunnelsPerPeer,
       appH2MaxStreams: config.appH2MaxStreams,
       appH2MaxHeldBytes: config.appH2MaxHeldBytes,
+      appPoolMaxHeldBytes: config.appPoolMaxHeldBytes,
       log,
       appProtocol: config.appProtocol,
       onInvalidHeaders: (count) => telemetry.metrics.invalidHeaders("inbound", count),

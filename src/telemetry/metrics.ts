@@ -118,6 +118,9 @@ export interface AppStreamCounts {
   /** Bytes the h2c leg's answers hold now, and answers taken back past their budget (heldAnswers.ts). */
   readonly h2HeldBytes: number
   readonly h2HeldTakenBack: number
+  /** Bytes the HTTP/1.1 leg's streamed answers hold now (their paused sockets' kernel buffers as counted), and answers taken back past their budget (appExchange.ts). */
+  readonly poolHeldBytes: number
+  readonly poolHeldTakenBack: number
 }
 /** Bytes of whole answers the outbound listener holds unsent for callers that do not read them, and the requests refused past their budget (sidecar/http1Connection.ts). */
 export interface HeldAnswers {
@@ -519,7 +522,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   let readBundleRefreshes: (() => Readonly<Record<BundleRefreshResult, number>>) | undefined
   let readAnswerBytes = () => 0
   let readTunnelBytes: () => Record<Direction, number> = () => ({ outbound: 0, inbound: 0 })
-  let readAppStreams: () => AppStreamCounts = () => ({ waiting: 0, refused: 0, longStreamsRefused: 0, sessionsRotated: 0, resetRefused: 0, eventStreamsRefused: 0, poolWaiting: 0, poolSharePassed: 0, poolShareReclaimed: 0, h2HeldBytes: 0, h2HeldTakenBack: 0 })
+  let readAppStreams: () => AppStreamCounts = () => ({ waiting: 0, refused: 0, longStreamsRefused: 0, sessionsRotated: 0, resetRefused: 0, eventStreamsRefused: 0, poolWaiting: 0, poolSharePassed: 0, poolShareReclaimed: 0, h2HeldBytes: 0, h2HeldTakenBack: 0, poolHeldBytes: 0, poolHeldTakenBack: 0 })
   let readHeldAnswers: () => HeldAnswers = () => ({ bytes: 0, refused: 0 })
   let readOutboundEventStreamRefusals: () => number = () => 0
   let readTunnelRefusals: () => Record<Direction, Readonly<Record<TunnelLimit, number>>> = () => ({ outbound: NO_TUNNEL_REFUSALS, inbound: NO_TUNNEL_REFUSALS })
@@ -624,6 +627,8 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   fromTallies(registry, "counter", "iip_mesh_app_event_streams_refused_total", "Event streams refused 503 overloaded: half the app pool's sockets (--app-pool-size) held by event streams already. GETs accepting text/event-stream are refused before the app sees them (not processed); other requests whose answer head says text/event-stream are closed there (processed).", [], () => [{ labels: {}, value: readAppStreams().eventStreamsRefused }])
   fromTallies(registry, "gauge", "iip_mesh_app_h2_held_bytes", "Bytes the h2c app's answers hold at this sidecar: read from the app, not yet taken by the mesh (all streams; the streamed answers' queues at most --app-h2-max-held-bytes, past which answers are taken back; answers still gathered whole, 64 KiB each at most, count here too).", [], () => [{ labels: {}, value: readAppStreams().h2HeldBytes }])
   fromTallies(registry, "counter", "iip_mesh_app_h2_held_taken_back_total", "Answers of the h2c app ended overloaded (processed; the app's stream reset CANCEL if it still ran) because the answers held past --app-h2-max-held-bytes: those waiting longest on a reader that took nothing first. Each look is said in an app-h2-held-taken-back log line.", [], () => [{ labels: {}, value: readAppStreams().h2HeldTakenBack }])
+  fromTallies(registry, "gauge", "iip_mesh_app_pool_held_bytes", "Bytes the HTTP/1.1 app's streamed answers hold at this sidecar: read from the app, not yet taken by the mesh, and 1 MiB for each pool socket paused a second on its reader (its kernel receive buffer; at most --app-pool-max-held-bytes, past which answers are taken back).", [], () => [{ labels: {}, value: readAppStreams().poolHeldBytes }])
+  fromTallies(registry, "counter", "iip_mesh_app_pool_held_taken_back_total", "Streamed answers of the HTTP/1.1 app ended overloaded (processed; their pool socket destroyed if the app still sent) because the answers held past --app-pool-max-held-bytes: those waiting longest on a reader that took nothing first. Each look is said in an app-pool-held-taken-back log line.", [], () => [{ labels: {}, value: readAppStreams().poolHeldTakenBack }])
   fromTallies(registry, "gauge", "iip_mesh_app_pool_waiting", "Requests waiting for one of the app pool's sockets (--app-pool-size), all of them held.", [], () => [{ labels: {}, value: readAppStreams().poolWaiting }])
   fromTallies(registry, "counter", "iip_mesh_app_pool_share_passed_total", "Freed app pool sockets (and places among the streams to an h2c app) given to a peer sidecar holding less than its share (half of them) ahead of older requests of a peer holding its share: a peer held to its share while others wait.", [], () => [{ labels: {}, value: readAppStreams().poolSharePassed }])
   fromTallies(registry, "counter", "iip_mesh_app_pool_share_reclaimed_total", "Requests ended overloaded (processed; their answer had begun) to take their app pool socket, or their stream to an h2c app (reset CANCEL), back for another peer's waiting request: their peer sidecar held more than its share (half of them) and took nothing of their answer for a second. Each look is said in an app-pool-share-reclaimed log line naming the peer and the protocol.", [], () => [{ labels: {}, value: readAppStreams().poolShareReclaimed }])
