@@ -185,14 +185,16 @@ export class AppH2Exchange extends AppH2ExchangeCore implements Held, HeldAnswer
   private answerChunk(chunk: Buffer): void {
     if (this.answer !== undefined) {
       this.observation.responseBytes(chunk.length)
+      // Bytes its reader does not wait for: from now it waits on its reader (until it takes them all, or resumes).
+      // Before the chunk counts in `bytes`: `passed` (bytes less queued) must see neither of it, or
+      // what it took by then would read a chunk more than it took, and a reader stalled since rank as one that took some.
+      if (this.readerWaitAt === 0 && !this.answer.readerWaiting) this.waitOnReader(performance.now())
       this.bytes += chunk.length
       if (this.grpc && this.firstMessageEnd !== Infinity) {
         this.noteMessages()
         // Cut past the share (knownStreaming): nothing more goes to the caller.
         if (this.done) return
       }
-      // Bytes its reader does not wait for: from now it waits on its reader (until it takes them all, or resumes).
-      if (this.readerWaitAt === 0 && !this.answer.readerWaiting) this.waitOnReader(performance.now())
       this.answer.push(chunk)
       this.leg.held.check()
       return this.giveBack(chunk.length)

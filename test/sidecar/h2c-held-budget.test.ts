@@ -41,7 +41,7 @@ const ONE_HELD = 320 * 1024
 /** The streamed answer's queue as the mesh reads it; `queued`: what it holds now (its private count, on every version). */
 type Body = AsyncIterable<Buffer> & { readonly queued: number }
 
-const FEED = { Watch: rawMethod("demo.Feed", "Watch", false, true), Break: rawMethod("demo.Feed", "Break", false, true), Small: rawMethod("demo.Feed", "Small", false, false), Snapshot: rawMethod("demo.Feed", "Snapshot", false, true), Medium: rawMethod("demo.Feed", "Medium", false, false), Short: rawMethod("demo.Feed", "Short", false, true) }
+const FEED = { Watch: rawMethod("demo.Feed", "Watch", false, true), Break: rawMethod("demo.Feed", "Break", false, true), Small: rawMethod("demo.Feed", "Small", false, false), Snapshot: rawMethod("demo.Feed", "Snapshot", false, true), Medium: rawMethod("demo.Feed", "Medium", false, false), Short: rawMethod("demo.Feed", "Short", false, true), Late: rawMethod("demo.Feed", "Late", false, true) }
 /** What Short answers: 3 messages of MESSAGE, then its end (within the 256 KiB window B gives each stream). */
 const SHORT_BYTES = 3 * (64 * 1024 + 5)
 /** Snapshot's one message (48 KiB): under the queue's 64 KiB high-water mark, so its stream never pauses. */
@@ -50,7 +50,7 @@ const FeedClient = grpc.makeGenericClientConstructor(FEED, "Feed")
 
 /** A grpc-js app: Watch streams MESSAGES messages as fast as B's window lets it (or until cancelled); Small answers one; Break fails after 8. */
 const startApp = async (cleanup: Cleanup) => {
-  const streams = { blocked: new Set<grpc.ServerWritableStream<Buffer, Buffer>>(), over: 0 }
+  const streams = { blocked: new Set<grpc.ServerWritableStream<Buffer, Buffer>>(), over: 0, late: [] as Array<() => void> }
   const server = new grpc.Server()
   const watch = (fail: boolean) => (call: grpc.ServerWritableStream<Buffer, Buffer>) => {
     let sent = 0
@@ -83,6 +83,11 @@ const startApp = async (cleanup: Cleanup) => {
       Short: (call: grpc.ServerWritableStream<Buffer, Buffer>) => {
         for (let i = 0; i < 3; i++) call.write(MESSAGE)
         call.end()
+      },
+      // Its head alone, then Watch's messages once the test says so (`streams.late`): B streams the answer before any of its bytes came.
+      Late: (call: grpc.ServerWritableStream<Buffer, Buffer>) => {
+        call.sendMetadata(new grpc.Metadata())
+        streams.late.push(() => watch(false)(call))
       },
       // A watch's first answer, then nothing until cancelled (a snapshot, then events that do not come).
       Snapshot: (call: grpc.ServerWritableStream<Buffer, Buffer>) => void call.write(SNAPSHOT)
@@ -189,6 +194,30 @@ describe("B's budget for what its h2c answers hold", () => {
     // Every count back to 0: no byte, no answer left counted.
     await waitFor(() => held.bytes === 0 && held.counted === 0, 5_000, "the budget's counts to be back to 0")
     expect({ bytes: held.bytes, counted: held.counted, waiting: leg.waitingStreams }).toEqual({ bytes: 0, counted: 0, waiting: 0 })
+  })
+
+  it("an answer that streamed before its first byte, whose reader took none of it, is taken back as one that took none, ahead of a reader that took one chunk", { timeout: 30_000 }, async () => {
+    const { port, streams } = await startApp(cleanup)
+    // Room for one stalled answer (its stream's window, 256 KiB, held), not two.
+    const { held, send } = legTo(cleanup, port, 384 * 1024)
+    // Its head alone came: B streams it (the wait for a whole answer is over), nothing queued, nobody waiting on it yet.
+    const stalled = bodyOf(await send("Late"))
+    streams.late.shift()!()
+    await waitFor(() => streams.blocked.size === 1, 10_000, "the stalled answer's app stream to wait on B's window")
+    // The other's reader waits for a chunk as its bytes start, takes that one and no more.
+    const slow = bodyOf(await send("Late"))
+    const chunks = slow[Symbol.asyncIterator]()
+    const first = chunks.next()
+    streams.late.shift()!()
+    const taken = (await first).value!.length
+    await waitFor(() => held.takenBack === 1, 10_000, "one answer taken back")
+    const end = await readAll(stalled)
+    expect(end.code).toBe("overloaded")
+    expect(end.message).toMatch(/it waited \d+ ms on its reader, which took none of it, the longest of those held/)
+    // The one that took a chunk is kept, and reads on to its end.
+    let rest = 0
+    for (let next = await chunks.next(); next.done !== true; next = await chunks.next()) rest += next.value.length
+    expect(taken + rest).toBe(MESSAGES * (MESSAGE.length + 5))
   })
 
   it("answers nobody reads that hold less than a queue's high-water mark are taken back before a reader that keeps reading", { timeout: 60_000 }, async () => {
