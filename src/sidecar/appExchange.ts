@@ -138,6 +138,12 @@ export class AppExchange implements AppPoolHandler, HeldAnswer {
   private answer: PausingByteQueue | undefined = undefined
   private timer: NodeJS.Timeout | undefined = undefined
   /**
+   * The caller's deadline the mesh session enforces (ms from `startedAt`; 0: none): only until the
+   * answer settles as a stream, so from then on this exchange's timer bounds the rest of it.
+   */
+  private sessionDeadlineMs = 0
+  private startedAt = 0
+  /**
    * Armed while the streamed answer's socket is paused: first for RECLAIM_STALL_MS (then its kernel
    * buffer counts, `kernelCounted`), then for the rest of the answer idle timeout, which gives it up.
    */
@@ -165,9 +171,16 @@ export class AppExchange implements AppPoolHandler, HeldAnswer {
     this.pending = pending
   }
 
-  /** Sends the request; `deadlineMs` > 0 arms our own deadline (requests without one, and pushes); `peer`: whose share of the pool it counts in. */
-  start(deadlineMs: number, peer: PoolPeer): void {
-    if (deadlineMs > 0) this.timer = setTimeout(() => this.giveUp(MeshErrorCode.deadlineExceeded, 504, appDeadlineMessage(deadlineMs, this.status !== 0, this.mode === "stream")), deadlineMs)
+  /**
+   * Sends the request; `deadlineMs` > 0 arms our own deadline (requests without one, and pushes);
+   * `sessionDeadlineMs` > 0: the caller's, the session's until the answer streams; `peer`: whose share of the pool it counts in.
+   */
+  start(deadlineMs: number, sessionDeadlineMs: number, peer: PoolPeer): void {
+    if (deadlineMs > 0) this.armDeadline(deadlineMs, deadlineMs)
+    if (sessionDeadlineMs > 0) {
+      this.sessionDeadlineMs = sessionDeadlineMs
+      this.startedAt = performance.now()
+    }
     const request = this.request
     const body = request.body
     // A whole body: the request is the pool's as it is (no copy of it per request).
@@ -179,6 +192,11 @@ export class AppExchange implements AppPoolHandler, HeldAnswer {
       checked: true,
       body: requestBody(body, request.declaredLength, this.leg.bodyIdleTimeoutMs, this)
     }, this, peer)
+  }
+
+  /** The exchange gives up `inMs` from now, past a deadline of `deadlineMs`. */
+  private armDeadline(deadlineMs: number, inMs: number): void {
+    this.timer = setTimeout(() => this.giveUp(MeshErrorCode.deadlineExceeded, 504, appDeadlineMessage(deadlineMs, this.status !== 0, this.mode === "stream")), inMs)
   }
 
   /**
@@ -257,6 +275,9 @@ export class AppExchange implements AppPoolHandler, HeldAnswer {
     const meta = responseMeta(status, answerHeaders)
     if (this.failIfHeadTooLarge(meta)) return
     this.mode = "stream"
+    // Settled as a stream, the answer is out of the session's deadline: the rest of the caller's is ours
+    // (else an app that stops mid-answer holds the caller to its idle timeout; README: a long download's deadline bounds it).
+    if (this.sessionDeadlineMs > 0) this.armDeadline(this.sessionDeadlineMs, Math.max(1, this.sessionDeadlineMs - (performance.now() - this.startedAt)))
     const answer = answerStream(controller, this)
     this.answer = answer
     answer.countIn(this.leg.held)

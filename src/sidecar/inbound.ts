@@ -333,8 +333,8 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
     if (cancel.aborted) return exchange.handleEvent()
     // The exchange listens itself (its handleEvent): no closure per request; it stops when it ends.
     exchange.listen(cancel)
-    // The mesh session enforces a deadline it was given, except for a push; the rest get ours.
-    exchange.start(deadline === 0 ? options.defaultTimeoutMs : oneway ? timeLeft : 0, peers.of(request.context.remoteAddress, peer))
+    // The mesh session enforces a deadline it was given, except for a push, until the answer streams; the rest get ours.
+    exchange.start(deadline === 0 ? options.defaultTimeoutMs : oneway ? timeLeft : 0, deadline === 0 || oneway ? 0 : timeLeft, peers.of(request.context.remoteAddress, peer))
   }
   return { handle, close: async () => {
     await (await h2Leg)?.close()

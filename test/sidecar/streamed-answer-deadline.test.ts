@@ -1,0 +1,70 @@
+// A caller's deadline bounds the whole request to an HTTP/1.1 app, its streamed answer included
+// (README: a long download to an HTTP/1.1 app is bounded by its deadline). The mesh session at B
+// enforces the caller's deadline only until the answer settles as a stream; before, nothing did
+// after that: an app that sent its head and some of its body, then stopped, held the caller until
+// an idle timeout (A's 60 s), while a request without a deadline ended at B's default one.
+import * as http from "node:http"
+import type * as net from "node:net"
+import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import { metric } from "../support/eventStreamApp.ts"
+import { Cleanup, waitFor } from "../support/iipRaw.ts"
+import { LOOPBACK, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
+
+describe("a caller's deadline once its answer streams from an HTTP/1.1 app", () => {
+  let cleanup: Cleanup
+  beforeEach(() => {
+    cleanup = new Cleanup()
+  })
+  afterEach(() => cleanup.run())
+
+  it("an answer that streams then stops ends at the caller's deadline (iip-timeout 300): cut, counted as a deadline at B and A, the app's request aborted", { timeout: 20_000 }, async () => {
+    const app = { closed: 0, sockets: new Set<net.Socket>() }
+    // Its head and 128 KiB (past what B gathers whole: it streams), then nothing, never its end.
+    const server = http.createServer((_req, res) => {
+      res.writeHead(200, { "content-type": "application/octet-stream" })
+      res.write(Buffer.alloc(128 * 1024, 0x61))
+    })
+    server.on("connection", (socket) => {
+      app.sockets.add(socket)
+      socket.once("close", () => app.closed++)
+    })
+    await new Promise<void>((resolve) => server.listen(0, LOOPBACK, resolve))
+    cleanup.add(() => new Promise<void>((resolve) => {
+      for (const socket of app.sockets) socket.destroy()
+      server.close(() => resolve())
+    }))
+    const port = (server.address() as net.AddressInfo).port
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: `${LOOPBACK}:${port}`, tracing: false }))
+    const a = await startSidecar(cleanup, sidecarConfig({ service: "store", tracing: false, endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
+    const started = performance.now()
+    // Before: no end within 10 s (A's answer idle timeout, 60 s, would have cut it).
+    const ended = await new Promise<{ status: number; read: number; how: string; ms: number }>((resolve, reject) => {
+      const req = http.request({ host: LOOPBACK, port: a.outboundPort, path: "/download", headers: { host: "catalog", "iip-timeout": "300" }, agent: false })
+      const timer = setTimeout(() => {
+        req.destroy()
+        reject(new Error("the caller's request did not end within 10 s"))
+      }, 10_000)
+      req.on("response", (res) => {
+        let read = 0
+        res.on("data", (chunk: Buffer) => (read += chunk.length))
+        const end = (how: string) => {
+          clearTimeout(timer)
+          resolve({ status: res.statusCode ?? 0, read, how, ms: performance.now() - started })
+        }
+        res.on("end", () => end("whole"))
+        res.on("error", () => end("cut"))
+      })
+      // The cut reaches the request too (ECONNRESET): the response's end says it.
+      req.on("error", () => undefined)
+      req.end()
+    })
+    // Its head and some of its body came, then the answer was cut (an HTTP/1.1 caller cannot be told more once its head went).
+    expect({ status: ended.status, how: ended.how, some: ended.read > 0 }).toEqual({ status: 200, how: "cut", some: true })
+    // At its deadline (300 ms), with room for a loaded machine.
+    expect(ended.ms).toBeLessThan(5_000)
+    await waitFor(() => app.closed === 1, 5_000, "B to close the app's socket (its request aborted)")
+    expect(await metric(b, /^iip_mesh_request_errors_total\{.*direction="inbound".*reason="deadline_exceeded"/)).toBe(1)
+    // And at A as the far side's deadline.
+    expect(await metric(a, /^iip_mesh_request_errors_total\{direction="outbound",service="catalog",code="504",hop="inbound",reason="deadline"\}/)).toBe(1)
+  })
+})
