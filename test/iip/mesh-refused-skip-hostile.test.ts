@@ -98,4 +98,27 @@ describe("a request skipped unread, under a hostile peer", () => {
     await waitFor(() => server.budget.requests === 0 && server.budget.bytes === 0 && server.sources.size === 0, 5000, "the budget to empty")
     expect(started).toHaveLength(3)
   })
+
+  it("eight connections starting 1 MB requests at once: those let in at their headers take the source's half and at most one packet more, the rest refused unread", async () => {
+    const body = Buffer.alloc(BODY, 0x62)
+    const head = encodeEnvelope(EnvelopeKind.request, 0, 1, emptyMeta, Buffer.alloc(0), 8192)
+    const peers: Array<RawClient> = []
+    for (let i = 0; i < 8; i++) peers.push(await meshDialer(server.address.port, cleanup))
+    // Every header and the first 64 KiB of its body (past the envelope and the room for metadata a
+    // refused one is read to before it is answered). A packet let in is counted from the read that
+    // holds its header on (the bytes allocated for it), so every header judged after it sees it: the
+    // budget goes past its limit by the one packet let in last, not by one per connection.
+    for (const peer of peers) peer.write(frame(1, "/hang", 1, head, head.length + BODY), body.subarray(0, 64 * 1024))
+    // Each let in holds its packet's bytes from the read of its header on; each refused is answered.
+    const judged = () => peers.filter((p) => p.packets.length > 0).length + server.budget.bytes / (head.length + BODY)
+    await waitFor(() => judged() === 8, 10_000, "every header to be judged")
+    for (const peer of peers) peer.write(body.subarray(64 * 1024))
+    const refused = peers.filter((p) => p.packets.length > 0)
+    expect(refused.map((p) => codeOf(p.packets[0]!))).toEqual(refused.map(() => "overloaded"))
+    await waitFor(() => started.length === 8 - refused.length, 10_000, "the requests let in to run")
+    // The source's 2 MiB (2,097,152 bytes): two packets, and the third let in under it.
+    expect(started).toHaveLength(3)
+    expect(server.budget.bytes).toBeLessThanOrEqual(2 * MiB + head.length + BODY)
+  })
 })
+
