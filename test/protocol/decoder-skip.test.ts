@@ -5,6 +5,7 @@
 // it arrive exactly as sent; the decoder is idle only on packet boundaries and holds no more than
 // the prefix of a skipped packet.
 import { describe, expect, it } from "vitest"
+import { Limits } from "../../src/protocol/constants.ts"
 import { PacketDecoder } from "../../src/protocol/decoder.ts"
 import { encodePacket } from "../../src/protocol/packet.ts"
 import { prng, randomSplit } from "../helpers/prng.ts"
@@ -47,6 +48,7 @@ describe("PacketDecoder: skipped packets under any split", () => {
       }
       const seen: Array<Event> = []
       let pushed = 0
+      let chunkStart = 0
       let early = true
       let maxPending = 0
       const decoder: PacketDecoder = new PacketDecoder({
@@ -56,14 +58,16 @@ describe("PacketDecoder: skipped packets under any split", () => {
         },
         onPacket: (status, _path, channelId, data) => seen.push({ kind: "packet", status, channelId, data: Buffer.from(data) }),
         onOversize: (status, _path, channelId, prefix, length) => {
-          // Handed on before the chunk holding the rest of its packet is done with: its refusal goes out at once.
-          early &&= pushed <= prefixEnds[seen.length]! + 4096
+          // Handed on while the chunk holding the prefix's last byte is pushed, not once the rest is skipped: its refusal goes out at once.
+          const prefixEnd = prefixEnds[seen.length]!
+          early &&= chunkStart < prefixEnd && prefixEnd <= pushed
           seen.push({ kind: "oversize", status, channelId, prefix: Buffer.from(prefix), length })
         },
         splits: () => false
       })
       decoder.limitPackets(OVERSIZE, PREFIX)
       for (const chunk of randomSplit(rng, stream, rng.pick([1, 2, 9, 13, 64, 4096]))) {
+        chunkStart = pushed
         pushed += chunk.length
         expect(decoder.push(chunk), `seed ${seed}`).toBeUndefined()
         maxPending = Math.max(maxPending, decoder.pendingBytes)
@@ -99,5 +103,33 @@ describe("PacketDecoder: skipped packets under any split", () => {
     const next = encodePacket(1, "/p", 4, Buffer.alloc(50, 2))
     for (let i = 0; i < next.length; i++) expect(decoder.push(next.subarray(i, i + 1))).toBeUndefined()
     expect(seen).toEqual([`oversize 3 ${PREFIX}/100000`, "packet 4 50"])
+  })
+
+  it("a skipped packet of the largest length (16 MiB) is read holding only its prefix; one of length 0 is still length-zero", () => {
+    const seen: Array<string> = []
+    let most = 0
+    const decoder: PacketDecoder = new PacketDecoder({
+      checkHeader: () => {
+        decoder.skipPacket()
+        return undefined
+      },
+      onPacket: (_status, _path, channelId) => seen.push(`packet ${channelId}`),
+      onOversize: (_status, _path, channelId, prefix, length) => seen.push(`oversize ${channelId} ${prefix.length}/${length}`)
+    })
+    decoder.limitPackets(Infinity, PREFIX)
+    const header = encodePacket(1, "/p", 3, Buffer.alloc(1)).subarray(0, HEADER)
+    header.writeUInt32BE(Limits.maxPacketData, HEADER - 4)
+    expect(decoder.push(header)).toBeUndefined()
+    const mib = Buffer.alloc(1024 * 1024, 7)
+    for (let i = 0; i < 16; i++) {
+      expect(decoder.push(mib)).toBeUndefined()
+      most = Math.max(most, decoder.pendingBytes)
+    }
+    expect(seen).toEqual([`oversize 3 ${PREFIX}/${Limits.maxPacketData}`])
+    expect(most).toBeLessThanOrEqual(PREFIX)
+    expect(decoder.idle).toBe(true)
+    const empty = encodePacket(1, "/p", 3, Buffer.alloc(1)).subarray(0, HEADER)
+    empty.writeUInt32BE(0, HEADER - 4)
+    expect(decoder.push(empty)).toMatchObject({ rule: "length-zero" })
   })
 })
