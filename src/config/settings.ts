@@ -155,7 +155,9 @@ export const configDefaults = (): Omit<SidecarConfig, "service"> => ({
   // A quarter of the IIP library's (64 / 512 MiB): RSS runs 1.35-2x the bytes counted, and the
   // sidecar's peak target is 100 MB. One peer (12 connections x 100 whole 1 MB bodies to an app
   // that does not read) took B's peak RSS to 728 MB with 512 MiB and no per-source share, 468 MB
-  // with the share, 301 MB with these (from src/, 106 MB idle). Bodies over maxWholeBodyBytes
+  // with the share, 301 MB with these (from src/, 106 MB idle); built, 241-253 MB (62 idle), and
+  // 143-145 MB once refused bodies were skipped unread (the source's 64 MiB held and ~17 MiB more:
+  // test/sidecar/flood-rss.solo.test.ts holds the rise to what is counted). Bodies over maxWholeBodyBytes
   // stream under credit, unaffected; a plain IIP peer's whole message is capped at 32 MiB.
   maxQueuedBytesPerConnection: 32 * 1024 * 1024,
   maxQueuedRequests: 16_384,

@@ -162,6 +162,18 @@ export class InboundBudget {
     return this.shared.full || this.source.full
   }
 
+  /**
+   * sharedFull, this connection's `hold` set aside: judged at a packet's header, what the
+   * connection holds so are the packets read before it in the same read (handed on and charged
+   * already, counted twice until the read ends) or parts of its own, so a packet would be refused
+   * for itself (as `overOwn` sets them aside).
+   */
+  get sharedFullBesidesHeld(): boolean {
+    const held = this.held
+    return this.shared.requests > this.shared.limits.maxRequests || this.shared.bytes - held > this.shared.limits.maxBytes ||
+      this.source.requests > this.source.limits.maxRequests || this.source.bytes - held > this.source.limits.maxBytes
+  }
+
   /** Bytes this connection holds from its peer, apart from what only more reading gives back (`hold`). */
   get bytesTaken(): number {
     return this.own.bytes - this.held

@@ -18,7 +18,7 @@ import { isFirstPacket, isLastPacket, type Role, statusAllowed } from "../protoc
 import { Budget, type BudgetLimits, InboundBudget, type SourceBudget, unlimitedBudget, type WriteBudget } from "./budget.ts"
 import { monotonicMs } from "./clock.ts"
 import { ConnectionClosed } from "./errors.ts"
-import { readIntoSlabs, type Slab } from "./readSlabs.ts"
+import { readIntoSlabs, type Slab, slabBytes } from "./readSlabs.ts"
 import { PacketWriter } from "./writer.ts"
 
 export interface ConnectionLimits {
@@ -71,8 +71,12 @@ export interface MessageSink {
    * here in the pieces it arrives in (views, not copies), the first piece with its chunk header byte.
    */
   onPacketPart?(channelId: number, status: number, path: string, part: Buffer, first: boolean, last: boolean): void
-  /** Mesh mode: a packet above the whole-body limit; only its first bytes were kept (the envelope). */
-  onOversize?(channelId: number, status: number, path: string, prefix: Buffer, length: number): void
+  /**
+   * Mesh mode: a packet above the whole-body limit, or a request skipped because it is refused
+   * (`overloaded`: the server or its source holds all it may, or its channel was refused); only
+   * its first bytes were kept (the envelope).
+   */
+  onOversize?(channelId: number, status: number, path: string, prefix: Buffer, length: number, overloaded: boolean): void
   /** The connection closed; called exactly once. */
   onClose(error: ConnectionClosed): void
 }
@@ -164,7 +168,9 @@ export class Connection {
    * Set once two iip-mesh peers agreed on mesh mode (PROTOCOL.md §10). `refuses`: both named
    * `refuse`, so a peer's channel over the channel budget is refused alone (§11), not the connection.
    */
-  private mesh: { readonly peerOpensHigh: boolean; readonly maxPeerChannels: number; peerChannels: number; readonly refuses: boolean } | undefined
+  private mesh: { readonly peerOpensHigh: boolean; readonly peerControl: number; readonly maxPeerChannels: number; peerChannels: number; readonly refuses: boolean } | undefined
+  /** Mesh mode: the packet being read is a request to be refused `overloaded`, skipped past its envelope (checkHeader). */
+  private skipsRefused = false
   readonly socket: ByteStream
   readonly role: Role
   private readonly limits: ConnectionLimits
@@ -255,7 +261,15 @@ export class Connection {
     }
     if (result === "close") this.close("peer sent status 8 (close connection)", false)
     else if (result !== undefined) this.protocolViolation(result)
-    else if (this.decoder.pendingBytes !== this.heldForPacket) this.holdPacket(this.decoder.pendingBytes)
+    else {
+      const pending = this.decoder.pendingBytes
+      if (pending !== this.heldForPacket) this.holdPacket(pending)
+      // A packet runs on past this read, one larger than a read (assembled: copied out of its
+      // reads) or one skipped: each of Node's reads would be a buffer of its own, garbage at once,
+      // which V8 collects only after some 64 MiB of it, beside what the budget counts (a flood of
+      // 1 MB bodies). From the next turn its reads go into reused slabs (readSlabs.ts).
+      if (this.readMode === "data" && slab === undefined && (pending >= slabBytes || this.decoder.skipsPacket)) this.readIntoSlabsSoon()
+    }
   }
 
   /**
@@ -295,6 +309,17 @@ export class Connection {
    */
   readInPlace(): void {
     this.viewKept = false
+  }
+
+  /**
+   * Mesh mode, while a request's first packet is handed on: it is refused `overloaded` (the server
+   * or its source held all it may, or its channel was refused), as judged when its header was
+   * read. Judged once, there: a packet let in then is not refused once whole for what it holds
+   * itself, nor for what the packets read beside it hold (else a peer's packets read in parallel,
+   * each let in and counted while read, were read whole one after another to be refused).
+   */
+  get refusesRequest(): boolean {
+    return this.skipsRefused
   }
 
   /** Packets read so far: the server's timeouts watch it for progress. */
@@ -350,7 +375,7 @@ export class Connection {
    * `onPacket` unassembled.
    */
   enableMesh(isDialer: boolean, ownControl: number, peerControl: number, maxPeerChannels: number, maxMetaBytes: number, refusesChannels: boolean): void {
-    this.mesh = { peerOpensHigh: isDialer, maxPeerChannels, peerChannels: 0, refuses: refusesChannels }
+    this.mesh = { peerOpensHigh: isDialer, peerControl, maxPeerChannels, peerChannels: 0, refuses: refusesChannels }
     // A first packet holds the envelope, the metadata and at most maxWholeBodyBytes of body; a
     // continuation one chunk. Anything longer is read only as far as its envelope.
     const envelope = EnvelopeBytes + maxMetaBytes
@@ -432,7 +457,7 @@ export class Connection {
     const channel = this.channels.get(channelId)!
     channel.last = status
     if (this.mesh !== undefined) {
-      this.sink?.onOversize?.(channelId, status, path, prefix, length)
+      this.sink?.onOversize?.(channelId, status, path, prefix, length, this.skipsRefused)
       return
     }
     // Plain mode: skipped while the server was full. Its message is refused, in its turn.
@@ -484,6 +509,13 @@ export class Connection {
         message: `packet on channel ${channelId}: invalid protocol, prev status: ${channel.last}, current ${status}`
       })
     }
+    // Mesh mode: a request the session refuses unread (`overloaded`: meshServing.ts) is skipped as
+    // its bytes arrive, only its envelope kept. Read whole, a peer's flood of whole bodies past the
+    // budget was allocated a packet at a time to be dropped: garbage up to V8's external-memory
+    // step (~64 MiB) on top of what the budget counts, in RSS until a collection.
+    const mesh = this.mesh
+    this.skipsRefused = mesh !== undefined && isFirstPacket(status) && channel.role === "server" && channelId !== mesh.peerControl && (channel.refusedChannel || this.budget.sharedFullBesidesHeld)
+    if (this.skipsRefused) this.decoder.skipPacket()
     return undefined
   }
 

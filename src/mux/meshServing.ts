@@ -55,6 +55,10 @@ export interface ServingOptions {
 
 const noData = Buffer.alloc(0)
 
+/** What a request refused `overloaded` is told, read whole (onRequest) or skipped unread (onOversize). */
+const serverOverloadedMessage = "server overloaded; retry elsewhere"
+const channelRefusedMessage = "channel refused: the server holds all the channels it may; retry elsewhere"
+
 const noDispatch: Dispatch = (request) => failure(MeshErrorCode.notFound, `no handler for ${request.path}`, false)
 
 export class PeerChannelServer {
@@ -184,10 +188,11 @@ export class PeerChannelServer {
     if (isControl && !isLastPacket(status)) return this.session.violation("bad-control", "a control message in more than one packet")
     // The server as a whole holds all it may, or the channel was opened past its channel budget:
     // new work is refused at once (overloaded, not processed, so the caller may go elsewhere) and
-    // its body is not kept.
+    // its body is not kept. Judged as its header was read (Connection.refusesRequest): a larger
+    // one was skipped then, unread (onOversize).
     const verdict = isControl || oneway || this.stated === undefined ? "take" : this.stated.verdict(data.length - bodyOffset)
     if (verdict === "closed") return
-    const overloaded = !isControl && (channel.refused || this.connection.budget.sharedFull || verdict === "refuse")
+    const overloaded = !isControl && (channel.refused || this.connection.refusesRequest || verdict === "refuse")
     const stream = isLastPacket(status) || overloaded ? undefined : new IncomingStream(this.receiveWindow, (bytes) => this.session.grant(channelId, bytes), this.connection.budget, this.session.creditReturn)
     channel.receiving = stream
     if (stream !== undefined) this.connection.readIntoSlabsSoon()
@@ -234,11 +239,7 @@ export class PeerChannelServer {
       return
     }
     if (overloaded) {
-      const message = channel.refused
-        ? "channel refused: the server holds all the channels it may; retry elsewhere"
-        : verdict === "refuse"
-        ? this.stated!.refusalMessage
-        : "server overloaded; retry elsewhere"
+      const message = channel.refused ? channelRefusedMessage : verdict === "refuse" ? this.stated!.refusalMessage : serverOverloadedMessage
       served.refusal = failure(MeshErrorCode.overloaded, message, false)
       served.abort()
     } else if (unreadable !== undefined) {
@@ -453,24 +454,34 @@ export class PeerChannelServer {
   }
 
   /**
-   * A request above the whole-body limit, of which only the envelope was read (the session's
-   * onOversize): refused (`bad_request`, not processed: its body should have streamed, §13) in its turn.
+   * A request of which only the envelope was read (the session's onOversize), refused in its turn:
+   * above the whole-body limit (`bad_request`, not processed: its body should have streamed, §13),
+   * or `overloaded`, skipped by the connection for the reasons onRequest refuses one so (the
+   * server or its source holds all it may, or the channel was refused).
    */
-  onOversize(channelId: number, rawPath: string, prefix: Buffer, length: number): void {
+  onOversize(channelId: number, rawPath: string, prefix: Buffer, length: number, overloaded: boolean): void {
     const envelope = this.readEnvelope(prefix)
     if (envelope === undefined) return
     const channel = this.channelFor(channelId)
     channel.receiving = undefined // its continuations, if any, are dropped as they come
-    const message = `a message of ${length} bytes in one packet exceeds this server's whole-body limit; stream it`
     const oneway = (envelope.flags & EnvelopeFlag.oneway) !== 0
+    // As onRequest: a dialer's stated limits close a peer that calls past them reading no answer
+    // (the verdict's take or refuse does not matter here, the request is refused either way).
+    if (overloaded && !oneway && this.stated?.verdict(length) === "closed") return
+    const code = overloaded ? MeshErrorCode.overloaded : MeshErrorCode.badRequest
+    const message = !overloaded
+      ? `a message of ${length} bytes in one packet exceeds this server's whole-body limit; stream it`
+      : channel.refused
+      ? channelRefusedMessage
+      : serverOverloadedMessage
     const served = new Served(this.connection.remoteAddress, this.connection.peerIdentity, this.maxMetaBytes, this.streamOut.trailersAgreed, channelId, rawPath, noData, envelope.requestId, envelope.meta, prefix, 0, 0, undefined, oneway, 0, 0)
     served.abort()
     if (oneway) {
-      this.log("push-failed", { path: served.request.path, code: MeshErrorCode.badRequest, message })
+      this.log("push-failed", { path: served.request.path, code, message: overloaded ? "server overloaded" : message })
       return
     }
     this.connection.budget.charge(1, 0)
-    served.refusal = failure(MeshErrorCode.badRequest, message, false)
+    served.refusal = failure(code, message, false)
     channel.mailbox.push(served)
     if (channel.running === undefined && channel.sending === undefined) this.runNext(channel)
   }

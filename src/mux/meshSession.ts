@@ -321,16 +321,17 @@ export class MeshSession extends MeshCaller implements MessageSink, ServingSessi
   }
 
   /**
-   * A packet above the whole-body limit, of which only the envelope was read. A request is refused
-   * (`bad_request`, not processed: its body should have streamed, §13) in its turn; anything else
-   * breaks the rules of §13 and closes the connection.
+   * A packet above the whole-body limit, or a request refused `overloaded` (the connection's
+   * checkHeader), of which only the envelope was read. A request is refused in its turn (too large:
+   * `bad_request`, not processed: its body should have streamed, §13); anything else breaks the
+   * rules of §13 and closes the connection.
    */
-  onOversize(channelId: number, status: number, rawPath: string, prefix: Buffer, length: number): void {
+  onOversize(channelId: number, status: number, rawPath: string, prefix: Buffer, length: number, overloaded: boolean): void {
     this.packetsReceived++
     if (this.own.has(channelId) || channelId === this.peerControl || !isFirstPacket(status)) {
       return this.violation("packet-too-large", `packet (status ${status}) of ${length} bytes on channel ${channelId}: a body this large must stream in chunks`)
     }
-    this.serving.onOversize(channelId, rawPath, prefix, length)
+    this.serving.onOversize(channelId, rawPath, prefix, length, overloaded)
   }
 
   onClose(error: ConnectionClosed): void {

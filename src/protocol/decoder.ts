@@ -13,8 +13,9 @@ export interface DecoderSink {
   readonly checkHeader: (status: number, channelId: number) => ProtocolError | undefined
   readonly onPacket: (status: number, path: string, channelId: number, data: Buffer) => void
   /**
-   * A packet longer than `oversizeBytes` (see `limitPackets`) was read: only its first `prefix`
-   * bytes were kept, the rest skipped without being stored. `length` is what it declared.
+   * A packet longer than `oversizeBytes` (see `limitPackets`), or one skipped (skipPacket): called
+   * once its first `prefix` bytes are read; the rest is skipped as it arrives, never stored.
+   * `length` is what it declared.
    */
   readonly onOversize?: (status: number, path: string, channelId: number, prefix: Buffer, length: number) => void
   /**
@@ -81,13 +82,14 @@ export class PacketDecoder {
   private stopped = false
   /** Packets handed out so far (a counter the connection's timeouts watch for progress). */
   packets = 0
+  /** Set through skipPacket by the sink's checkHeader: the packet being read is kept only up to `oversizePrefix` bytes. */
+  private skipping = false
   /** Longer packets are kept only up to `oversizePrefix` bytes and handed to onOversize. */
   private oversizeBytes = Infinity
   private oversizePrefix = 0
   /** Of the current oversize packet: its declared length, and the bytes still to skip. */
   private oversizeLength = 0
   private skipLeft = 0
-  private prefix: Buffer | undefined = undefined
   /** Of a packet handed out in parts: the bytes still to come, and whether the next part is its first. */
   private partLeft = 0
   private partFirst = false
@@ -106,7 +108,6 @@ export class PacketDecoder {
   stop(): void {
     this.stopped = true
     this.data = undefined
-    this.prefix = undefined
     this.pathParts = []
   }
 
@@ -118,6 +119,21 @@ export class PacketDecoder {
   limitPackets(bytes: number, prefix: number): void {
     this.oversizeBytes = bytes
     this.oversizePrefix = Math.min(prefix, bytes)
+  }
+
+  /**
+   * Called by the sink's checkHeader: this packet, whatever its length, is read only as far as
+   * limitPackets' prefix and handed to onOversize, the rest skipped as it arrives (its receiver
+   * refuses it without its body, so the body is never stored). One no longer than the prefix is
+   * handed out whole as usual.
+   */
+  skipPacket(): void {
+    this.skipping = true
+  }
+
+  /** True while a packet is read only as far as its prefix, the rest skipped (oversize, or skipPacket). */
+  get skipsPacket(): boolean {
+    return this.oversizeLength > 0 || this.stage === STAGE_SKIP
   }
 
   /** Bytes allocated for the packet being read (0 between packets, or while one is skipped). */
@@ -180,6 +196,7 @@ export class PacketDecoder {
           }
           this.status = status
           this.stage = STAGE_PATH
+          this.skipping = false
           // Fast path: the whole header is in this chunk (the last path again, found without a search).
           const known = this.lastPathEnd(chunk, offset, end)
           const nul = known !== -1 ? known : nulFrom(chunk, offset)
@@ -195,7 +212,7 @@ export class PacketDecoder {
             const lengthError = this.checkLength(length)
             if (lengthError !== undefined) return this.finish(lengthError)
             offset = nul + 9
-            if (length > this.oversizeBytes) this.startOversize(length)
+            if (length > this.oversizeBytes || (this.skipping && length > this.oversizePrefix)) this.startOversize(length)
             else if (end - offset >= length) {
               const data = chunk.subarray(offset, offset + length)
               offset += length
@@ -243,7 +260,7 @@ export class PacketDecoder {
           const length = this.fixed.readUInt32BE(4)
           const lengthError = this.checkLength(length)
           if (lengthError !== undefined) return this.finish(lengthError)
-          if (length > this.oversizeBytes) this.startOversize(length)
+          if (length > this.oversizeBytes || (this.skipping && length > this.oversizePrefix)) this.startOversize(length)
           else if (end - offset >= length) {
             // The body is wholly in this chunk: hand out a view, no copy.
             const data = chunk.subarray(offset, offset + length)
@@ -263,9 +280,8 @@ export class PacketDecoder {
           if (this.dataFill === data.length) {
             this.data = undefined
             if (this.oversizeLength > 0) {
-              this.prefix = data
-              this.stage = STAGE_SKIP
-              if (this.skipLeft === 0) this.endOversize()
+              this.stage = this.skipLeft === 0 ? STAGE_STATUS : STAGE_SKIP
+              this.endOversize(data)
               break
             }
             this.stage = STAGE_STATUS
@@ -293,7 +309,7 @@ export class PacketDecoder {
           const take = Math.min(this.skipLeft, end - offset)
           this.skipLeft -= take
           offset += take
-          if (this.skipLeft === 0) this.endOversize()
+          if (this.skipLeft === 0) this.stage = STAGE_STATUS
           break
         }
       }
@@ -323,12 +339,10 @@ export class PacketDecoder {
     this.stage = STAGE_DATA
   }
 
-  private endOversize(): void {
-    const prefix = this.prefix!
+  /** Hands on an oversize packet's prefix as soon as it is read: its receiver refuses it while its rest is skipped. */
+  private endOversize(prefix: Buffer): void {
     const length = this.oversizeLength
-    this.prefix = undefined
     this.oversizeLength = 0
-    this.stage = STAGE_STATUS
     this.packets++
     this.sink.onOversize?.(this.status, this.path, this.channelId, prefix, length)
   }
