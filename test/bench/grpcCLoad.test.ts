@@ -299,8 +299,12 @@ describe.skipIf(compiled.skip)(compiled.title, () => {
       expect(sample).toMatchObject({ sent: 5, errors: 5, firstError: typeof error === "string" ? error : expect.stringMatching(error) })
       expect(sample.calls.ms.length).toBe(0)
       expect(seen.streams.length).toBeGreaterThanOrEqual(1)
-      // A GOAWAY or a failed connection: later calls go on a new one.
-      if (/GOAWAY|frame|cut|header block/.test(what)) expect(seen.connections).toBeGreaterThanOrEqual(2)
+      // A GOAWAY or a failed connection: later calls go on a new one. Unless every call was sent before the
+      // bad answer was read (a loaded machine: CI once saw one connection): then all five are its streams.
+      if (/GOAWAY|frame|cut|header block/.test(what)) {
+        if (seen.connections === 1) expect(new Set(seen.streams).size).toBe(5)
+        else expect(seen.connections).toBeGreaterThanOrEqual(2)
+      }
       await stillServes()
     })
   }
