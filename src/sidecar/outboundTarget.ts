@@ -8,6 +8,7 @@ import { TIMEOUT_HEADER } from "./headerFilter.ts"
 import { grpcTimeoutMs } from "./grpcStatus.ts"
 import { ProxyError } from "./proxyError.ts"
 import { acceptsEventStream } from "./eventStream.ts"
+import { parseAuthority } from "../protocol/authority.ts"
 
 export interface Target {
   readonly service: string
@@ -57,7 +58,7 @@ const serviceOf = (authority: string): string => {
 /** The longest service name: a DNS name's (a Kubernetes service's full name fits). */
 const MAX_SERVICE_NAME = 253
 
-/** The last authority and its service: an app names the same few services request after request (a split and two regular expressions spared each time). */
+/** The last authority and its service: an app names the same few services request after request (a parse, a split and two regular expressions spared each time). */
 let lastAuthority = ""
 let lastService = ""
 
@@ -111,6 +112,10 @@ export const targetOf = (req: OutboundRequest): Target => {
     uri = written[1] === undefined || written[1].startsWith("?") ? `/${written[1] ?? ""}` : written[1]
   }
   if (authority !== lastAuthority) {
+    // A port outside 1-65535 (`catalog:99999`) or a stray character was routed on its host alone.
+    if (parseAuthority(authority) === undefined) {
+      throw new ProxyError({ status: 400, reason: "bad_target", hop: "outbound", message: `${JSON.stringify(authority.slice(0, 100))} is no authority: a host, then an optional port of 1 to 65535 (RFC 9112 §3.2)` })
+    }
     lastService = serviceOf(authority)
     lastAuthority = authority
   }

@@ -1,9 +1,10 @@
-// A request target with a fragment (`#`), from every side a request enters the mesh. A fragment
-// is no part of a target (RFC 9112 §3.2, RFC 9113 §8.3.1); apps and proxies disagree on
-// `/admin#x` (nginx matches its locations on `/admin` and forwards `/admin#x`; another server takes
-// `#x` as data, another refuses it), which is how an authorization check is made to read another
-// path than the app serves. Before, an h2 caller's `:path /admin#x` and an HTTP/1.1 caller's
-// `GET /admin#x` reached B's app as `GET /admin#x`. Now: A answers them 400 bad_target over
+// A request target with a fragment (`#`), and an authority whose port is not 1-65535, from every
+// side a request enters the mesh. A fragment is no part of a target (RFC 9112 §3.2, RFC 9113
+// §8.3.1); apps and proxies disagree on `/admin#x` (nginx matches its locations on `/admin` and
+// forwards `/admin#x`; another server takes `#x` as data, another refuses it), which is how an
+// authorization check is made to read another path than the app serves. Before, an h2 caller's
+// `:path /admin#x` and an HTTP/1.1 caller's `GET /admin#x` reached B's app as `GET /admin#x`, and
+// `catalog:99999` was routed to catalog, its port ignored. Now: A answers both 400 bad_target over
 // HTTP/1.1 and HTTP/2, B refuses a peer's `#` bad_request (not processed), and the app, a raw socket
 // recording every request line, sees none of them; `%23` is ordinary data and passes as sent.
 import * as http2 from "node:http2"
@@ -23,7 +24,7 @@ interface H2Answer {
 
 const meshMeta = new Map([[":method", "GET"], [":authority", "catalog"], ["http-headers", "[]"]])
 
-describe("a fragment in a request target", () => {
+describe("a fragment in a request target, a port outside 1-65535 in an authority", () => {
   const cleanup = new Cleanup()
   let app: RawApp
   let a: RunningSidecar
@@ -94,5 +95,16 @@ describe("a fragment in a request target", () => {
     const served = await peer.call("/admin%23x", "", { meta: meshMeta, timeoutMs: 5000 })
     expect(JSON.parse(served.toString()).startLine).toBe("GET /admin%23x HTTP/1.1")
     expect(app.requests.slice(before).map((r) => r.startLine)).toStrictEqual(["GET /admin%23x HTTP/1.1"])
+  })
+
+  it("an authority whose port is not 1-65535 is answered 400 bad_target over HTTP/1.1 and HTTP/2; a valid port is served", async () => {
+    const before = app.requests.length
+    for (const host of ["catalog:99999", "catalog:65536", "catalog:0", "catalog:", "catalog:80x", "catalog:123456", "user@catalog"]) {
+      expect(await http1("/ports", host), host).toStrictEqual(refusedAtA)
+      expect(await overH2("/ports", host), host).toMatchObject({ status: 400, error: "outbound; reason=bad_target" })
+    }
+    expect(await http1("/port", "catalog:65535")).toStrictEqual(["HTTP/1.1 200 OK", undefined])
+    expect(await overH2("/port", "catalog:8080")).toMatchObject({ status: 200 })
+    expect(app.requests.slice(before).map((r) => r.startLine)).toStrictEqual(["GET /port HTTP/1.1", "GET /port HTTP/1.1"])
   })
 })
