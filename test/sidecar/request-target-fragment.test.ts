@@ -5,8 +5,9 @@
 // authorization check is made to read another path than the app serves. Before, an h2 caller's
 // `:path /admin#x` and an HTTP/1.1 caller's `GET /admin#x` reached B's app as `GET /admin#x`, and
 // `catalog:99999` was routed to catalog, its port ignored. Now: A answers both 400 bad_target over
-// HTTP/1.1 and HTTP/2, B refuses a peer's `#` bad_request (not processed), and the app, a raw socket
-// recording every request line, sees none of them; `%23` is ordinary data and passes as sent.
+// HTTP/1.1 and HTTP/2, B refuses a peer's `#` bad_request, not processed (a plain IIP caller's
+// in-band), and the app, a raw socket recording every request line, sees none of them; `%23` is
+// ordinary data and passes as sent.
 import * as http2 from "node:http2"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import type { IipClient } from "../../src/iip/client.ts"
@@ -29,6 +30,7 @@ describe("a fragment in a request target, a port outside 1-65535 in an authority
   let app: RawApp
   let a: RunningSidecar
   let peer: IipClient
+  let plainPeer: IipClient
   let h2: http2.ClientHttp2Session
 
   beforeAll(async () => {
@@ -36,6 +38,7 @@ describe("a fragment in a request target, a port outside 1-65535 in an authority
     const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address, tracing: false }))
     a = await startSidecar(cleanup, sidecarConfig({ service: "store", tracing: false, endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
     peer = startClient(cleanup, b.sidecar.inbound.port)
+    plainPeer = startClient(cleanup, b.sidecar.inbound.port, { mesh: false })
     h2 = http2.connect(`http://${LOOPBACK}:${a.outboundPort}`)
     cleanup.add(() => h2.destroy())
   })
@@ -85,12 +88,15 @@ describe("a fragment in a request target, a port outside 1-65535 in an authority
     expect(app.requests.slice(before).map((r) => r.startLine)).toStrictEqual(["GET /admin%23x HTTP/1.1"])
   })
 
-  it("a peer at B: a path holding `#` is refused bad_request, not processed; `%23` passes", async () => {
+  it("a peer at B (mesh mode or plain IIP): a path holding `#` is refused bad_request, not processed; `%23` passes", async () => {
     const before = app.requests.length
     for (const path of ["/admin#x", "/admin#", "/#/../admin"]) {
       const error = await rejection(peer.call(path, "", { meta: meshMeta, timeoutMs: 5000 }))
       expect(error, path).toBeInstanceOf(RemoteError)
       expect(error, path).toMatchObject({ code: "bad_request", processed: false })
+      // A plain IIP caller gets the refusal in-band, as the reference adapter's convention has it.
+      const plainAnswer = await plainPeer.call(path, "{}", { timeoutMs: 5000 })
+      expect(JSON.parse(plainAnswer.toString()), `plain ${path}`).toMatchObject({ code: -1, message: expect.stringContaining("no fragment") })
     }
     const served = await peer.call("/admin%23x", "", { meta: meshMeta, timeoutMs: 5000 })
     expect(JSON.parse(served.toString()).startLine).toBe("GET /admin%23x HTTP/1.1")
