@@ -134,13 +134,17 @@ const plainRequest = (request: IncomingRequest, onInvalid: OnInvalidHeader | und
   }
 }
 
-/** A path node can write in a request line as it is: origin form (or `*`), visible ASCII only. */
+/**
+ * A path node can write in a request line as it is: origin form (or `*`), visible ASCII only, and
+ * no `#`: a fragment is no part of a target (RFC 9112 §3.2), and an app that cuts it reads another
+ * path than the one the policy was asked about. A sidecar never sends one; a hostile peer may.
+ */
 const isRequestTarget = (path: string): boolean => {
   if (path === "*") return true
   if (path.charCodeAt(0) !== 0x2f) return false
   for (let i = 1; i < path.length; i++) {
     const c = path.charCodeAt(i)
-    if (c <= 0x20 || c >= 0x7f) return false
+    if (c <= 0x20 || c >= 0x7f || c === 0x23) return false
   }
   return true
 }
@@ -155,7 +159,7 @@ const badHead = (head: AppRequestHead, authority: string | undefined): string | 
   // request; the outbound side never sends one, so only a rogue peer does. In any case: the upgrade
   // leg's node:http upper-cases a method (`connect` went out as CONNECT), and an app may too.
   if (isConnect(head.method)) return "CONNECT is not carried: the mesh tunnels upgrades (WebSocket) only"
-  if (!isRequestTarget(head.path)) return "the path is not an origin-form request target"
+  if (!isRequestTarget(head.path)) return "the path is not an origin-form request target (visible ASCII, no fragment)"
   if (authority !== undefined && !isFieldValue(authority)) return "the authority holds characters a Host header cannot"
   return undefined
 }

@@ -8,6 +8,7 @@ import { TIMEOUT_HEADER } from "./headerFilter.ts"
 import { grpcTimeoutMs } from "./grpcStatus.ts"
 import { ProxyError } from "./proxyError.ts"
 import { acceptsEventStream } from "./eventStream.ts"
+import { parseAuthority } from "../protocol/authority.ts"
 
 export interface Target {
   readonly service: string
@@ -57,7 +58,7 @@ const serviceOf = (authority: string): string => {
 /** The longest service name: a DNS name's (a Kubernetes service's full name fits). */
 const MAX_SERVICE_NAME = 253
 
-/** The last authority and its service: an app names the same few services request after request (a split and two regular expressions spared each time). */
+/** The last authority and its service: an app names the same few services request after request (a parse, a split and two regular expressions spared each time). */
 let lastAuthority = ""
 let lastService = ""
 
@@ -74,10 +75,10 @@ const sameOrigin = (host: string, authority: string): boolean => {
 
 /**
  * An absolute-form target (RFC 9112 §3.2.2) as written: `http://`, the authority, then the path and
- * query up to any fragment. The URL parser also reads `\`, `http:x` and `http:/x` as it does `//`
+ * query (a target with a fragment is refused before). The URL parser also reads `\`, `http:x` and `http:/x` as it does `//`
  * and `/`, which RFC 3986 does not: such a target is refused rather than read two ways.
  */
-const ABSOLUTE_FORM = /^http:\/\/[^/?#\\]*([/?][^#]*)?(?:#|$)/i
+const ABSOLUTE_FORM = /^http:\/\/[^/?\\]*([/?].*)?$/i
 
 /** Which service a request is for: the absolute URI's host, else the Host header; `.mesh` and the port dropped. */
 export const targetOf = (req: OutboundRequest): Target => {
@@ -89,6 +90,13 @@ export const targetOf = (req: OutboundRequest): Target => {
     if (typeof pseudo === "string" && !sameOrigin(authority, pseudo)) {
       throw new ProxyError({ status: 400, reason: "bad_target", hop: "outbound", message: "the Host header and :authority name different origins (RFC 9113 §8.3.1)" })
     }
+  }
+  // A fragment is no part of a request target (RFC 9112 §3.2, RFC 9113 §8.3.1): apps and proxies
+  // disagree on `/admin#x` (one strips from `#`, as nginx matches locations, one refuses, one takes it
+  // as data), which is how an authorization check is made to read another path than the app serves.
+  // Refused rather than cut, over HTTP/1.1 and HTTP/2 alike (`%23` is data and passes).
+  if (url.indexOf("#") !== -1) {
+    throw new ProxyError({ status: 400, reason: "bad_target", hop: "outbound", message: "a request target holds no fragment (#): RFC 9112 §3.2" })
   }
   let uri = url
   if (!url.startsWith("/")) {
@@ -104,6 +112,10 @@ export const targetOf = (req: OutboundRequest): Target => {
     uri = written[1] === undefined || written[1].startsWith("?") ? `/${written[1] ?? ""}` : written[1]
   }
   if (authority !== lastAuthority) {
+    // A port outside 1-65535 (`catalog:99999`) or a stray character was routed on its host alone.
+    if (parseAuthority(authority) === undefined) {
+      throw new ProxyError({ status: 400, reason: "bad_target", hop: "outbound", message: `${JSON.stringify(authority.slice(0, 100))} is no authority: a host, then an optional port of 1 to 65535 (RFC 9112 §3.2)` })
+    }
     lastService = serviceOf(authority)
     lastAuthority = authority
   }

@@ -40,6 +40,7 @@ describe("admin control listener: Host parsed strictly", () => {
       ["[::1%25lo]", ["[::1%25lo]"], 400],
       ["127.0.0.1.evil", ["127.0.0.1.evil"], 403],
       ["127.0.0.1:99999", ["127.0.0.1:99999"], 400],
+      ["localhost:0", ["localhost:0"], 400],
       ["localhost:1:2", ["localhost:1:2"], 400],
       ["localhost evil", ["localhost evil"], 400],
       ["localhost@evil", ["localhost@evil"], 400],
