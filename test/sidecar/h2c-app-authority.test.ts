@@ -5,10 +5,10 @@
 // GOAWAY INTERNAL_ERROR): every stream on it fails, other callers' too. A Host that HTTP/1.1 takes
 // ("catalog:80@x": userinfo, which :authority may not carry, §8.3.1; a space) routes at A by its host
 // and went to the app as :authority: measured before, 1,100 such requests ended B's session to the
-// app. B refuses such a request before the app (bad_request, not processed: A answers it 502, as
-// any refusal of B's), and the app's session lives on.
-// Real parts: an HTTP/1.1 caller -> A -> B -> a node:http2 app.
-import * as http from "node:http"
+// app. A now refuses such a Host itself (400 bad_target: no authority, protocol/authority.ts); a
+// peer may still send one to B, which refuses it before the app (bad_request, not processed), and
+// the app's session lives on.
+// Real parts: an HTTP/1.1 caller -> A -> B -> a node:http2 app; a raw mesh peer -> B -> the app.
 import * as http2 from "node:http2"
 import { afterAll, beforeAll, expect, it } from "vitest"
 import { RemoteError } from "../../src/mux/meshSession.ts"
@@ -39,23 +39,35 @@ beforeAll(async () => {
 })
 afterAll(() => cleanup.run())
 
-it.each(["catalog:80@x", "catalog: 80", "catalog:80\"", "catalog:\u00e98"])("a Host HTTP/1.1 takes but :authority may not carry (%j): refused bad_request at B, the app reads nothing", async (host) => {
+const HOSTS = ["catalog:80@x", "catalog: 80", "catalog:80\"", "catalog:\u00e98"]
+
+it.each(HOSTS)("a Host HTTP/1.1 takes but :authority may not carry (%j): refused bad_target at A, the app reads nothing", async (host) => {
   const before = authorities.length
   const answer = await call(port, { headers: { host } })
   const { error, hop } = JSON.parse(answer.body.toString()) as { error: string; hop: string }
-  expect({ status: answer.status, error, hop, read: authorities.length - before }).toStrictEqual({ status: 502, error: "bad_request", hop: "inbound", read: 0 })
+  expect({ status: answer.status, error, hop, read: authorities.length - before }).toStrictEqual({ status: 400, error: "bad_target", hop: "outbound", read: 0 })
 })
 
-it("1,100 requests whose Host is no :authority do not end B's session to the app: a request after them is answered", { timeout: 30_000 }, async () => {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: 8 })
-  cleanup.add(() => agent.destroy())
-  const statuses = new Map<number, number>()
+it.each(HOSTS)("a peer's request whose authority is %j: refused bad_request at B, not processed, the app reads nothing", async (host) => {
+  const client = startClient(cleanup, bPort)
+  const before = authorities.length
+  const error = await rejection(client.stream("/", (async function* () {})(), { meta: requestMeta("GET", host, []), timeoutMs: 5000 }))
+  expect(error).toBeInstanceOf(RemoteError)
+  expect({ code: (error as RemoteError).code, processed: (error as RemoteError).processed, read: authorities.length - before }).toStrictEqual({ code: "bad_request", processed: false, read: 0 })
+})
+
+it("1,100 peer requests whose authority is no :authority do not end B's session to the app: a request after them is answered", { timeout: 30_000 }, async () => {
+  const client = startClient(cleanup, bPort)
+  const codes = new Map<string, number>()
   for (let sent = 0; sent < 1100; sent += 100) {
-    const answers = await Promise.all(Array.from({ length: 100 }, () => call(port, { headers: { host: "catalog:80@x" }, agent })))
-    for (const { status } of answers) statuses.set(status, (statuses.get(status) ?? 0) + 1)
+    const errors = await Promise.all(Array.from({ length: 100 }, () => rejection(client.stream("/", (async function* () {})(), { meta: requestMeta("GET", "catalog:80@x", []), timeoutMs: 5000 }))))
+    for (const error of errors) {
+      const code = error instanceof RemoteError ? error.code : String(error)
+      codes.set(code, (codes.get(code) ?? 0) + 1)
+    }
   }
-  const after = await call(port, { agent })
-  expect({ statuses: [...statuses], after: after.status, body: after.body.toString(), sessionErrors }).toStrictEqual({ statuses: [[502, 1100]], after: 200, body: "ok", sessionErrors: [] })
+  const after = await call(port)
+  expect({ codes: [...codes], after: after.status, body: after.body.toString(), sessionErrors }).toStrictEqual({ codes: [["bad_request", 1100]], after: 200, body: "ok", sessionErrors: [] })
 })
 
 // An empty :authority is malformed too (nghttp2 resets it). A refuses a request naming no service; a peer may send one to B.
