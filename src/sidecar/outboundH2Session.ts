@@ -142,7 +142,7 @@ export class H2cSession implements H2ServerHandler, CallSession {
     this.streamSincePing = true
     this.streamed = true
     // No room for one more body's window: refused before anything of it went on (RFC 9113 8.7: a
-    // client may send it again; grpc-js does so itself). Bodies admitted keep their windows.
+    // client may send it again; grpc-js does so once by itself). Bodies admitted keep their windows.
     if (!endStream && !this.bodyCredit.admit()) {
       this.connection.reset(stream, ErrorCode.REFUSED_STREAM)
       return this.options.onBodyRefused()
