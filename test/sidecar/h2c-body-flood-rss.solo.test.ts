@@ -9,18 +9,16 @@
 // A is the built CLI in a process of its own (its memory measured alone, from /proc); B and the
 // callers (node:http2) are here. Solo: it measures a process's memory and pushes ~1 GB on loopback.
 import { spawn } from "node:child_process"
-import { existsSync, readdirSync, readFileSync, statSync } from "node:fs"
+import { readFileSync } from "node:fs"
 import * as http from "node:http"
 import * as http2 from "node:http2"
-import { fileURLToPath } from "node:url"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import { BUILT, memoryOf, requireFreshBuild } from "../support/builtSidecar.ts"
 import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { LOOPBACK, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
 import { killIfRunning, portOf, spawnSidecarProcess } from "../support/sidecarProcess.ts"
 
 const MiB = 1024 * 1024
-const BUILT = fileURLToPath(new URL("../../dist/cli/main.js", import.meta.url))
-const SRC = fileURLToPath(new URL("../../src/", import.meta.url))
 const CONNECTIONS = 100
 const UPLOADS = 16
 const BODY = 2 * MiB
@@ -29,18 +27,7 @@ const HEALTH_EVERY_MS = 100
 /** Measured beside other work (load ~7 on 2 cores): 1.3 to 1.5 s at most, all at the burst's start (A's first look at 1,600 streams); before, 1 of 60 within 1 s. */
 const HEALTH_WITHIN_MS = 3000
 
-/** dist/ built after src/'s last change: else the test would measure a sidecar the branch's code is not in. */
-const builtIsFresh = (): boolean => {
-  const built = statSync(BUILT).mtimeMs
-  return readdirSync(SRC, { recursive: true }).every((file) => statSync(`${SRC}${String(file)}`).mtimeMs <= built)
-}
 
-/** The process's resident memory now and at its peak (/proc: VmRSS, VmHWM), in bytes. */
-const memoryOf = (pid: number): { rss: number; peak: number } => {
-  const status = readFileSync(`/proc/${pid}/status`, "utf8")
-  const kib = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, "m").exec(status)![1]) * 1024
-  return { rss: kib("VmRSS"), peak: kib("VmHWM") }
-}
 
 const get = (url: string, timeoutMs: number): Promise<{ status: number; body: string }> =>
   new Promise((resolve, reject) => {
@@ -117,8 +104,7 @@ describe("A's memory under a flood of h2c uploads nobody reads", () => {
     const app = await startApp(cleanup, (_req, res) => void parked.push(res))
     cleanup.add(() => parked.splice(0).forEach((res) => res.destroy()))
     const b = await startSidecar(cleanup, sidecarConfig({ service: "store", app: app.address, requestTimeoutMs: 120_000 }))
-    if (!existsSync(BUILT)) throw new Error(`${BUILT} is missing: npm run build first`)
-    if (!builtIsFresh()) throw new Error(`${BUILT} is older than src/: npm run build first`)
+    requireFreshBuild()
     const a = spawnSidecarProcess(["--service", "shop", "--endpoint", `store=${b.inboundAddress}`, "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--request-timeout", "120000"], [], BUILT)
     cleanup.add(async () => {
       killIfRunning(a.proc)
