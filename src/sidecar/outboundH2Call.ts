@@ -259,7 +259,7 @@ export class StreamCall implements OutboundCall {
    * its whole window gets a larger one while the listener's credit has room (a stalled body keeps
    * the window it had). Taken whole, its window's credit goes back.
    */
-  private readonly giveBack = (bytes: number): void => {
+  private giveBack(bytes: number): void {
     const stream = this.stream
     const connection = this.session.connection
     connection.consumed(stream, bytes)
@@ -311,7 +311,7 @@ export class StreamCall implements OutboundCall {
 
   body(): AsyncIterable<Buffer> {
     if (this.queue !== undefined) return this.queue
-    const queue = new H2RequestBody(this.giveBack)
+    const queue = new H2RequestBody((bytes) => this.giveBack(bytes))
     this.queue = queue
     const early = this.early
     this.early = undefined
@@ -412,7 +412,7 @@ export class StreamCall implements OutboundCall {
     const parts = this.heldParts
     this.heldParts = undefined
     // What was held was given back to the window already.
-    const queue = new H2RequestBody(this.giveBack)
+    const queue = new H2RequestBody((bytes) => this.giveBack(bytes))
     this.queue = queue
     if (parts !== undefined) for (const part of parts) queue.pushTaken(part)
     holder.bodyHeld(queue)
