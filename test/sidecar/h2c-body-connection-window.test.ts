@@ -1,0 +1,66 @@
+// One caller connection to A's outbound h2c listener carrying uploads the far app never reads
+// beside one it reads: the stalled bodies' stream windows grow (src/sidecar/h2BodyCredit.ts) while
+// the mesh takes them, then each holds up to its window at A. The connection's own window
+// (src/h2/h2ReceiveFlow.ts: 8 MiB, given back as DATA arrives only while under 4 MiB is held) must
+// not close on them: the read upload on the same connection has to arrive whole.
+// node:http2 caller, node:http apps, two sidecars.
+import * as http from "node:http"
+import * as http2 from "node:http2"
+import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import { metric } from "../support/eventStreamApp.ts"
+import { Cleanup, waitFor } from "../support/iipRaw.ts"
+import { LOOPBACK, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
+
+const MiB = 1024 * 1024
+const STALLED = 16
+
+describe("A's h2c connection window beside stalled request bodies", () => {
+  let cleanup: Cleanup
+  beforeEach(() => {
+    cleanup = new Cleanup()
+  })
+  afterEach(() => cleanup.run())
+
+  it(`${STALLED} uploads the app never reads, their windows grown, and one it reads on the same connection: that one arrives whole`, { timeout: 60_000 }, async () => {
+    const parked: Array<http.ServerResponse> = []
+    const app = await startApp(cleanup, (req, res) => {
+      if (req.url !== "/upload") return void parked.push(res)
+      let bytes = 0
+      req.on("data", (chunk: Buffer) => (bytes += chunk.length))
+      req.on("end", () => res.end(String(bytes)))
+    })
+    cleanup.add(() => parked.splice(0).forEach((res) => res.destroy()))
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "store", app: app.address }))
+    const a = await startSidecar(cleanup, sidecarConfig({ service: "shop", endpoints: { store: [{ address: b.inboundAddress, weight: 1 }] }, requestTimeoutMs: 30_000 }))
+    const session = http2.connect(`http://${LOOPBACK}:${a.outboundPort}`, { maxSessionMemory: 1024 })
+    session.on("error", () => {})
+    cleanup.add(() => session.destroy())
+    const stalledBody = Buffer.alloc(32 * MiB, 0x61)
+    for (let i = 0; i < STALLED; i++) {
+      const stream = session.request({ ":method": "POST", ":path": `/stall/${i}`, ":authority": "store" })
+      stream.on("error", () => {})
+      stream.end(stalledBody)
+    }
+    const granted = () => metric(a, /^iip_mesh_outbound_h2_body_window_bytes /)
+    // Every stalled body reached the app; their windows grew (the mesh took ~1 MiB of most of them) past 12 MiB.
+    await waitFor(() => parked.length === STALLED, 20_000, "the stalled uploads at the app")
+    let seen = 0
+    const watch = setInterval(() => void granted().then((bytes) => (seen = bytes)), 10)
+    cleanup.add(() => clearInterval(watch))
+    await waitFor(() => seen >= 12 * MiB, 30_000, "the stalled bodies' windows grown past 12 MiB")
+    const honest = session.request({ ":method": "POST", ":path": "/upload", ":authority": "store" })
+    let body = ""
+    honest.setEncoding("utf8")
+    honest.on("data", (chunk: string) => (body += chunk))
+    let status = 0
+    honest.on("response", (headers) => (status = Number(headers[":status"])))
+    const closed = new Promise<void>((resolve) => honest.on("close", () => resolve()))
+    honest.on("error", () => {})
+    honest.end(Buffer.alloc(2 * MiB, 0x62))
+    // Before: the stalled bodies held 12 MiB at A (4 MiB held, then the 8 MiB connection window), the
+    // connection let nothing more in, and this upload was answered 408 at its body deadline.
+    await closed
+    expect(status).toBe(200)
+    expect(body).toBe(String(2 * MiB))
+  })
+})
