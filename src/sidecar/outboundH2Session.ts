@@ -6,6 +6,7 @@
 import type * as net from "node:net"
 import { ErrorCode } from "../h2/frames.ts"
 import { H2Connection, type H2ServerHandler } from "../h2/h2Connection.ts"
+import { defaultLimits } from "../h2/h2Guards.ts"
 import type { H2ConnectionEnded, H2Stream, H2StreamEnded } from "../h2/h2Streams.ts"
 import { BODY_WINDOW, type BodyCredit } from "./h2BodyCredit.ts"
 import type { OutboundCall } from "./outboundCall.ts"
@@ -83,6 +84,11 @@ export class H2cSession implements H2ServerHandler, CallSession {
       maxConcurrentStreams: options.maxStreams,
       // Every body starts small and grows as the mesh takes it (outboundH2Call.ts): one that stalls holds this.
       streamWindow: BODY_WINDOW,
+      // What this connection's bodies hold is within their windows, which the listener's credit bounds
+      // over all connections: the connection window need not close on held bytes too (src/h2's 4 MiB
+      // default closed it once stalled bodies held 12 MiB, and a body the app read on the same
+      // connection then waited for its window until its body deadline).
+      ...(Number.isFinite(options.bodyCredit.max) ? { heldBytes: Math.max(options.bodyCredit.max, defaultLimits.heldBytes) } : {}),
       maxHeaderListSize: options.headLimit,
       decodeHeaderListSize: Math.max(options.headLimit, DECODE_HEADER_LIST),
       idleTimeoutMs: options.idleTimeoutMs
