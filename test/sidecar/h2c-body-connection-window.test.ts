@@ -63,4 +63,32 @@ describe("A's h2c connection window beside stalled request bodies", () => {
     expect(status).toBe(200)
     expect(body).toBe(String(2 * MiB))
   })
+
+  it("stalled bodies' windows come back when their caller resets them, and when its connection goes: the gauge back to 0", { timeout: 60_000 }, async () => {
+    const parked: Array<http.ServerResponse> = []
+    const app = await startApp(cleanup, (_req, res) => void parked.push(res))
+    cleanup.add(() => parked.splice(0).forEach((res) => res.destroy()))
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "store", app: app.address }))
+    const a = await startSidecar(cleanup, sidecarConfig({ service: "shop", endpoints: { store: [{ address: b.inboundAddress, weight: 1 }] }, requestTimeoutMs: 30_000 }))
+    const session = http2.connect(`http://${LOOPBACK}:${a.outboundPort}`, { maxSessionMemory: 1024 })
+    session.on("error", () => {})
+    cleanup.add(() => session.destroy())
+    const streams = Array.from({ length: 8 }, (_, i) => {
+      const stream = session.request({ ":method": "POST", ":path": `/stall/${i}`, ":authority": "store" })
+      stream.on("error", () => {})
+      stream.end(Buffer.alloc(32 * MiB, 0x61))
+      return stream
+    })
+    let seen = 0
+    const watch = setInterval(() => void metric(a, /^iip_mesh_outbound_h2_body_window_bytes /).then((bytes) => (seen = bytes)), 10)
+    cleanup.add(() => clearInterval(watch))
+    await waitFor(() => parked.length === 8 && seen >= 8 * 64 * 1024, 20_000, "the stalled uploads at the app, their windows granted")
+    const before = seen
+    // Four reset by their caller mid-body (RST_STREAM CANCEL): their windows come back at once.
+    for (const stream of streams.slice(0, 4)) stream.close(http2.constants.NGHTTP2_CANCEL)
+    await waitFor(() => seen > 0 && seen < before, 10_000, "the reset bodies' windows back")
+    // The connection gone mid-body: the rest come back.
+    session.destroy()
+    await waitFor(() => seen === 0, 10_000, "A's body windows back to 0")
+  })
 })
