@@ -1,9 +1,9 @@
-// One caller connection to A's outbound h2c listener carrying uploads the far app never reads
-// beside one it reads: the stalled bodies' stream windows grow (src/sidecar/h2BodyCredit.ts) while
-// the mesh takes them, then each holds up to its window at A. The connection's own window
-// (src/h2/h2ReceiveFlow.ts: 8 MiB, given back as DATA arrives only while under 4 MiB is held) must
-// not close on them: the read upload on the same connection has to arrive whole.
-// node:http2 caller, node:http apps, two sidecars.
+// One caller connection to A's outbound h2c listener carrying uploads the far app never reads:
+// their stream windows grow (src/sidecar/h2BodyCredit.ts) while the mesh takes them, then each
+// holds up to its window at A. The connection's own window (src/h2/h2ReceiveFlow.ts) must not
+// close on them: an upload the app reads on the same connection has to arrive whole. And their
+// windows' credit comes back however they end (reset by the caller, the connection gone).
+// node:http2 caller, node:http app, two sidecars.
 import * as http from "node:http"
 import * as http2 from "node:http2"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
@@ -14,14 +14,15 @@ import { LOOPBACK, sidecarConfig, startApp, startSidecar } from "../support/side
 const MiB = 1024 * 1024
 const STALLED = 16
 
-describe("A's h2c connection window beside stalled request bodies", () => {
+describe("A's h2c body windows on one caller connection", () => {
   let cleanup: Cleanup
   beforeEach(() => {
     cleanup = new Cleanup()
   })
   afterEach(() => cleanup.run())
 
-  it(`${STALLED} uploads the app never reads, their windows grown, and one it reads on the same connection: that one arrives whole`, { timeout: 60_000 }, async () => {
+  /** App (/upload read and answered its length, anything else parked unread), B, A; `count` uploads of 32 MiB to park on one connection; A's window gauge read every 10 ms. */
+  const stall = async (count: number) => {
     const parked: Array<http.ServerResponse> = []
     const app = await startApp(cleanup, (req, res) => {
       if (req.url !== "/upload") return void parked.push(res)
@@ -32,30 +33,36 @@ describe("A's h2c connection window beside stalled request bodies", () => {
     cleanup.add(() => parked.splice(0).forEach((res) => res.destroy()))
     const b = await startSidecar(cleanup, sidecarConfig({ service: "store", app: app.address }))
     const a = await startSidecar(cleanup, sidecarConfig({ service: "shop", endpoints: { store: [{ address: b.inboundAddress, weight: 1 }] }, requestTimeoutMs: 30_000 }))
+    // The caller holds its unsent bodies (node counts them in maxSessionMemory, MB).
     const session = http2.connect(`http://${LOOPBACK}:${a.outboundPort}`, { maxSessionMemory: 1024 })
     session.on("error", () => {})
     cleanup.add(() => session.destroy())
-    const stalledBody = Buffer.alloc(32 * MiB, 0x61)
-    for (let i = 0; i < STALLED; i++) {
+    const body = Buffer.alloc(32 * MiB, 0x61)
+    const streams = Array.from({ length: count }, (_, i) => {
       const stream = session.request({ ":method": "POST", ":path": `/stall/${i}`, ":authority": "store" })
       stream.on("error", () => {})
-      stream.end(stalledBody)
-    }
-    const granted = () => metric(a, /^iip_mesh_outbound_h2_body_window_bytes /)
-    // Every stalled body reached the app; their windows grew (the mesh took ~1 MiB of most of them) past 12 MiB.
-    await waitFor(() => parked.length === STALLED, 20_000, "the stalled uploads at the app")
-    let seen = 0
-    const watch = setInterval(() => void granted().then((bytes) => (seen = bytes)), 10)
+      stream.end(body)
+      return stream
+    })
+    const seen = { granted: 0 }
+    const watch = setInterval(() => void metric(a, /^iip_mesh_outbound_h2_body_window_bytes /).then((bytes) => (seen.granted = bytes)), 10)
     cleanup.add(() => clearInterval(watch))
-    await waitFor(() => seen >= 12 * MiB, 30_000, "the stalled bodies' windows grown past 12 MiB")
+    await waitFor(() => parked.length === count, 20_000, "the stalled uploads at the app")
+    return { session, streams, seen }
+  }
+
+  it(`${STALLED} uploads the app never reads, their windows grown, and one it reads on the same connection: that one arrives whole`, { timeout: 60_000 }, async () => {
+    const { session, seen } = await stall(STALLED)
+    // Their windows grew (the mesh took ~1 MiB of most of them) past 12 MiB.
+    await waitFor(() => seen.granted >= 12 * MiB, 30_000, "the stalled bodies' windows grown past 12 MiB")
     const honest = session.request({ ":method": "POST", ":path": "/upload", ":authority": "store" })
+    let status = 0
     let body = ""
+    honest.on("response", (headers) => (status = Number(headers[":status"])))
     honest.setEncoding("utf8")
     honest.on("data", (chunk: string) => (body += chunk))
-    let status = 0
-    honest.on("response", (headers) => (status = Number(headers[":status"])))
-    const closed = new Promise<void>((resolve) => honest.on("close", () => resolve()))
     honest.on("error", () => {})
+    const closed = new Promise<void>((resolve) => honest.on("close", () => resolve()))
     honest.end(Buffer.alloc(2 * MiB, 0x62))
     // Before: the stalled bodies held 12 MiB at A (4 MiB held, then the 8 MiB connection window), the
     // connection let nothing more in, and this upload was answered 408 at its body deadline.
@@ -65,30 +72,14 @@ describe("A's h2c connection window beside stalled request bodies", () => {
   })
 
   it("stalled bodies' windows come back when their caller resets them, and when its connection goes: the gauge back to 0", { timeout: 60_000 }, async () => {
-    const parked: Array<http.ServerResponse> = []
-    const app = await startApp(cleanup, (_req, res) => void parked.push(res))
-    cleanup.add(() => parked.splice(0).forEach((res) => res.destroy()))
-    const b = await startSidecar(cleanup, sidecarConfig({ service: "store", app: app.address }))
-    const a = await startSidecar(cleanup, sidecarConfig({ service: "shop", endpoints: { store: [{ address: b.inboundAddress, weight: 1 }] }, requestTimeoutMs: 30_000 }))
-    const session = http2.connect(`http://${LOOPBACK}:${a.outboundPort}`, { maxSessionMemory: 1024 })
-    session.on("error", () => {})
-    cleanup.add(() => session.destroy())
-    const streams = Array.from({ length: 8 }, (_, i) => {
-      const stream = session.request({ ":method": "POST", ":path": `/stall/${i}`, ":authority": "store" })
-      stream.on("error", () => {})
-      stream.end(Buffer.alloc(32 * MiB, 0x61))
-      return stream
-    })
-    let seen = 0
-    const watch = setInterval(() => void metric(a, /^iip_mesh_outbound_h2_body_window_bytes /).then((bytes) => (seen = bytes)), 10)
-    cleanup.add(() => clearInterval(watch))
-    await waitFor(() => parked.length === 8 && seen >= 8 * 64 * 1024, 20_000, "the stalled uploads at the app, their windows granted")
-    const before = seen
+    const { session, streams, seen } = await stall(8)
+    await waitFor(() => seen.granted >= 8 * 64 * 1024, 20_000, "the stalled bodies' windows granted")
+    const before = seen.granted
     // Four reset by their caller mid-body (RST_STREAM CANCEL): their windows come back at once.
     for (const stream of streams.slice(0, 4)) stream.close(http2.constants.NGHTTP2_CANCEL)
-    await waitFor(() => seen > 0 && seen < before, 10_000, "the reset bodies' windows back")
+    await waitFor(() => seen.granted > 0 && seen.granted < before, 10_000, "the reset bodies' windows back")
     // The connection gone mid-body: the rest come back.
     session.destroy()
-    await waitFor(() => seen === 0, 10_000, "A's body windows back to 0")
+    await waitFor(() => seen.granted === 0, 10_000, "A's body windows back to 0")
   })
 })
