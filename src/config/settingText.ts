@@ -98,6 +98,7 @@ export const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "readSlabPoolBytes":
     case "appH2MaxHeldBytes":
     case "appPoolMaxHeldBytes":
+    case "outboundH2MaxHeldBodyBytes":
       return parseBytes(last)
     case "maxQueuedRequestsPerConnection":
     case "maxQueuedRequests":

@@ -276,7 +276,9 @@ export const SidecarConfigSchema = Schema.Struct({
   /** Bytes the h2c app's answers hold at the sidecar, all streams together (sidecar/heldAnswers.ts); past it the longest stalled are taken back. */
   appH2MaxHeldBytes: Bytes,
   /** Bytes the HTTP/1.1 app's streamed answers hold at the sidecar, paused sockets' kernel buffers counted (sidecar/appExchange.ts); past it the longest stalled are taken back. */
-  appPoolMaxHeldBytes: Bytes
+  appPoolMaxHeldBytes: Bytes,
+  /** Stream window bytes the outbound h2c listener grants request bodies, all connections together (sidecar/h2BodyCredit.ts); past it requests with a body are refused REFUSED_STREAM. */
+  outboundH2MaxHeldBodyBytes: Bytes
 })
 
 export type SidecarConfig = typeof SidecarConfigSchema.Type

@@ -109,7 +109,7 @@ export abstract class H2ConnectionCore implements FrameHandler {
     this.writer = this.sender.writer
     this.reader = new FrameReader(this, { role, maxHeaderBlockBytes: l.maxHeaderBlockBytes })
     this.decoder = new HpackDecoder({ maxHeaderListSize: Math.max(l.maxHeaderListSize, l.decodeHeaderListSize) })
-    this.recv = new ReceiveFlow(l.streamWindow, l.heldBytes)
+    this.recv = new ReceiveFlow(l.heldBytes)
     // Ours first (RFC 9113 3.4): the client preface, then SETTINGS, then the larger connection window.
     if (role === "client") this.writer.preface()
     this.writer.settings([
@@ -230,6 +230,18 @@ export abstract class H2ConnectionCore implements FrameHandler {
     if (increment > 0) this.writer.windowUpdate(stream.id, increment)
     // The connection's window may have come back too (written with the next flush).
     this.flushSoon()
+  }
+
+  /**
+   * The leg grants the peer `bytes` more of the stream's window than the connection's initial one
+   * (a WINDOW_UPDATE now): a stream may start small and grow while its leg reads it. False when the
+   * peer sends nothing more on it (nothing granted).
+   */
+  widen(stream: H2Stream, bytes: number): boolean {
+    if (this.endedWith !== undefined || !(stream.state === StreamState.OPEN || stream.state === StreamState.HALF_CLOSED_LOCAL)) return false
+    this.writer.windowUpdate(stream.id, this.recv.widen(stream, bytes))
+    this.flushSoon()
+    return true
   }
 
   /**

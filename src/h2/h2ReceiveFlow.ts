@@ -16,14 +16,12 @@ export const STREAM_OVERFLOW = 2
 
 export class ReceiveFlow {
   private readonly connection = new ReceiveWindow()
-  private readonly streamWindow: number
   private readonly heldBytes: number
   /** Bytes handed to legs and not consumed yet, and connection window held back while that is over `heldBytes`. */
   private held = 0
   private heldBack = 0
 
-  constructor(streamWindow: number, heldBytes: number) {
-    this.streamWindow = streamWindow
+  constructor(heldBytes: number) {
     this.heldBytes = heldBytes
   }
 
@@ -75,11 +73,18 @@ export class ReceiveFlow {
     this.unhold(n)
     if (!peerSending) return 0
     stream.recvReleased += n
-    if (stream.recvReleased < this.streamWindow / 2) return 0
+    if (stream.recvReleased < stream.recvWindow / 2) return 0
     const increment = stream.recvReleased
     stream.recvAvailable += increment
     stream.recvReleased = 0
     return increment
+  }
+
+  /** The leg grants the stream `bytes` more window than it announced (a body that moves gets a larger one): the increment to send. */
+  widen(stream: H2Stream, bytes: number): number {
+    stream.recvWindow += bytes
+    stream.recvAvailable += bytes
+    return bytes
   }
 
   /** The stream is over: what its leg held and did not consume comes back to the connection. */

@@ -22,6 +22,8 @@ export class H2Stream {
   state: number = StreamState.OPEN
   /** What we may still send (flowWindow.ts's SendWindows keeps it). */
   sendWindow = 0
+  /** The window this side announced for the stream: the initial one, and what `H2Connection.widen` added. */
+  recvWindow: number
   /** What the peer may still send on this stream. */
   recvAvailable: number
   /** Consumed by the leg, not yet given back in a WINDOW_UPDATE. */
@@ -62,6 +64,7 @@ export class H2Stream {
   user: unknown = undefined
 
   constructor(recvWindow: number, now: number) {
+    this.recvWindow = recvWindow
     this.recvAvailable = recvWindow
     this.startedAt = now
   }

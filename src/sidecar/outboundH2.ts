@@ -17,6 +17,7 @@
 import type * as net from "node:net"
 import { boundPeerFin, destroyAfterGrace } from "../mux/peerFin.ts"
 import { nodeHttp } from "../toolkit/nodeHttp.ts"
+import { BodyCredit } from "./h2BodyCredit.ts"
 import type { OutboundCall } from "./outboundCall.ts"
 import type { HeldAnswerBudget } from "./http1Listener.ts"
 import { SWEEPS } from "./outboundH2Call.ts"
@@ -47,6 +48,9 @@ export interface H2Options {
   readonly onEnded: (reason: SessionEndReason, session: H2cSession) => void
   /** The outbound listener's held answers (http1Listener.ts): streams count their unsent answer bytes in them; past them new streams are refused. None: counted apart, unbounded. */
   readonly heldAnswers?: HeldAnswerBudget
+  /** The request bodies' windows over all sessions (h2BodyCredit.ts); past it requests with a body are refused, `onBodyRefused` told. None: unbounded. */
+  readonly bodyCredit?: BodyCredit
+  readonly onBodyRefused?: () => void
 }
 
 /**
@@ -74,6 +78,8 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
     answerIdleMs: options.answerIdleMs,
     headLimit: HEAD_LIMIT,
     held,
+    bodyCredit: options.bodyCredit ?? new BodyCredit(Number.POSITIVE_INFINITY),
+    onBodyRefused: options.onBodyRefused ?? (() => {}),
     onEnded: options.onEnded,
     onClose: (session: H2cSession) => {
       sessions.delete(session)

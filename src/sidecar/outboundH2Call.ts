@@ -16,6 +16,7 @@ import { ErrorCode } from "../h2/frames.ts"
 import type { H2Connection } from "../h2/h2Connection.ts"
 import { type H2Stream, StreamState } from "../h2/h2Streams.ts"
 import type { HeldAnswerBudget } from "./http1Listener.ts"
+import { BODY_WINDOW, type BodyCredit } from "./h2BodyCredit.ts"
 import { H2RequestBody } from "./h2RequestBody.ts"
 import { ANSWER_HEADERS_TOO_LARGE, answerFields, requestHeaders, tooLargeFields } from "./outboundH2Fields.ts"
 import type { HeldBodyReceiver, OutboundCall } from "./outboundCall.ts"
@@ -27,6 +28,8 @@ export interface CallSession {
   readonly connection: H2Connection
   readonly remoteAddress: string
   readonly held: HeldAnswerBudget
+  /** The request bodies' windows over all of the listener's sessions (h2BodyCredit.ts): this call's was admitted. */
+  readonly bodyCredit: BodyCredit
   /** A write found the connection's write budget spent: its socket's bytes count in the held answers. */
   socketBacked(): void
   /** Its open calls (the sweep's), which a call leaves at its close. */
@@ -145,6 +148,9 @@ export class StreamCall implements OutboundCall {
   private room: (() => void) | undefined = undefined
   private sentAtSweep = -1
   private stillSweeps = 0
+  /** The body's window granted from the listener's credit (0: none, or given back), and what the mesh took of it since it last grew. */
+  private window = 0
+  private moved = 0
 
   constructor(session: CallSession, stream: H2Stream, fields: Array<string>, endStream: boolean, headLimit: number) {
     callShape.newest = this
@@ -161,6 +167,8 @@ export class StreamCall implements OutboundCall {
     this.rawHeaders = fields
     this.hasBody = !endStream
     this.requestEnded = endStream
+    // The session admitted its body's first window.
+    if (!endStream) this.window = BODY_WINDOW
     this.headPastLimit = head.size > headLimit ? headLimit : 0
     // The caller's own deadline: its reset after it is not premature, however soon (src/h2's guards).
     const asked = askedTimeoutMs(this)
@@ -182,16 +190,16 @@ export class StreamCall implements OutboundCall {
     if (this.holder !== undefined) this.heldEnd()
     else if (this.gatherDone !== undefined) this.gatherEnd()
     else this.queue?.end()
+    if (this.stream.unconsumed === 0) this.releaseWindow()
     // Our own end went out before it: the stream is over.
     if (this.stream.state === StreamState.CLOSED) this.closed(this.writableEnded)
   }
 
   private take(chunk: Buffer): void {
-    const connection = this.session.connection
     // A cut body's rest is dropped, not given back: the caller's window closes on it until the reset.
     if (this.dropping) return
     if (this.holder !== undefined) {
-      connection.consumed(this.stream, chunk.length)
+      this.giveBack(chunk.length)
       ;(this.heldParts ??= []).push(chunk)
       this.heldBytes += chunk.length
       if (this.heldBytes > this.holdLimit) this.streamOn()
@@ -246,6 +254,36 @@ export class StreamCall implements OutboundCall {
     this.queue?.fail(error)
   }
 
+  /**
+   * The mesh took `bytes` of the body: they come back to the caller's windows, and a body that moved
+   * its whole window gets a larger one while the listener's credit has room (a stalled body keeps
+   * the window it had). Taken whole, its window's credit goes back.
+   */
+  private giveBack(bytes: number): void {
+    const stream = this.stream
+    const connection = this.session.connection
+    connection.consumed(stream, bytes)
+    if (this.window === 0) return
+    if (this.requestEnded) {
+      if (stream.unconsumed === 0) this.releaseWindow()
+      return
+    }
+    this.moved += bytes
+    if (this.moved < this.window) return
+    this.moved = 0
+    const credit = this.session.bodyCredit
+    const extra = credit.room(this.window)
+    if (extra === 0 || !connection.widen(stream, extra)) return
+    credit.take(extra)
+    this.window += extra
+  }
+
+  private releaseWindow(): void {
+    if (this.window === 0) return
+    this.session.bodyCredit.release(this.window)
+    this.window = 0
+  }
+
   /** The stream is over (once): its place, its held answer bytes, and the exchange's listener. */
   private closed(finished: boolean): void {
     if (this.isClosed) return
@@ -254,6 +292,7 @@ export class StreamCall implements OutboundCall {
     session.open.delete(this)
     session.lastClosedAt = performance.now()
     this.releaseHeld()
+    this.releaseWindow()
     this.stream.user = undefined
     const room = this.room
     this.room = undefined
@@ -272,9 +311,7 @@ export class StreamCall implements OutboundCall {
 
   body(): AsyncIterable<Buffer> {
     if (this.queue !== undefined) return this.queue
-    const stream = this.stream
-    const connection = this.session.connection
-    const queue = new H2RequestBody((bytes) => connection.consumed(stream, bytes))
+    const queue = new H2RequestBody((bytes) => this.giveBack(bytes))
     this.queue = queue
     const early = this.early
     this.early = undefined
@@ -311,7 +348,7 @@ export class StreamCall implements OutboundCall {
   private gatherChunk(chunk: Buffer, owed: boolean): void {
     this.gatherBytes += chunk.length
     if (this.gatherBytes > this.gatherLimit) return this.stopGathering()
-    if (owed) this.session.connection.consumed(this.stream, chunk.length)
+    if (owed) this.giveBack(chunk.length)
     this.gathered!.push(chunk)
   }
 
@@ -374,10 +411,8 @@ export class StreamCall implements OutboundCall {
     this.holder = undefined
     const parts = this.heldParts
     this.heldParts = undefined
-    const stream = this.stream
-    const connection = this.session.connection
     // What was held was given back to the window already.
-    const queue = new H2RequestBody((bytes) => connection.consumed(stream, bytes))
+    const queue = new H2RequestBody((bytes) => this.giveBack(bytes))
     this.queue = queue
     if (parts !== undefined) for (const part of parts) queue.pushTaken(part)
     holder.bodyHeld(queue)

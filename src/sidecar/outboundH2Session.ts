@@ -6,7 +6,9 @@
 import type * as net from "node:net"
 import { ErrorCode } from "../h2/frames.ts"
 import { H2Connection, type H2ServerHandler } from "../h2/h2Connection.ts"
+import { defaultLimits } from "../h2/h2Guards.ts"
 import type { H2ConnectionEnded, H2Stream, H2StreamEnded } from "../h2/h2Streams.ts"
+import { BODY_WINDOW, type BodyCredit } from "./h2BodyCredit.ts"
 import type { OutboundCall } from "./outboundCall.ts"
 import type { HeldAnswerBudget } from "./http1Listener.ts"
 import { type CallSession, StreamCall } from "./outboundH2Call.ts"
@@ -36,6 +38,10 @@ export interface SessionOptions {
   /** The head limit (announced as SETTINGS_MAX_HEADER_LIST_SIZE); a head past it up to the decode budget is answered 431. */
   readonly headLimit: number
   readonly held: HeldAnswerBudget
+  /** The stream windows granted to request bodies over all of the listener's sessions (h2BodyCredit.ts). */
+  readonly bodyCredit: BodyCredit
+  /** A request with a body was refused (REFUSED_STREAM): the budget had no room for its window. */
+  readonly onBodyRefused: () => void
   readonly onEnded: (reason: SessionEndReason, session: H2cSession) => void
   readonly onClose: (session: H2cSession) => void
 }
@@ -48,6 +54,7 @@ export class H2cSession implements H2ServerHandler, CallSession {
   readonly socket: net.Socket
   readonly remoteAddress: string
   readonly held: HeldAnswerBudget
+  readonly bodyCredit: BodyCredit
   readonly open = new Set<StreamCall>()
   lastClosedAt = -Infinity
   callerGone = false
@@ -72,8 +79,16 @@ export class H2cSession implements H2ServerHandler, CallSession {
     this.handler = handler
     this.options = options
     this.held = options.held
+    this.bodyCredit = options.bodyCredit
     this.connection = new H2Connection(socket, "server", this, {
       maxConcurrentStreams: options.maxStreams,
+      // Every body starts small and grows as the mesh takes it (outboundH2Call.ts): one that stalls holds this.
+      streamWindow: BODY_WINDOW,
+      // What this connection's bodies hold is within their windows, which the listener's credit bounds
+      // over all connections: the connection window need not close on held bytes too (src/h2's 4 MiB
+      // default closed it once stalled bodies held 12 MiB, and a body the app read on the same
+      // connection then waited for its window until its body deadline).
+      ...(Number.isFinite(options.bodyCredit.max) ? { heldBytes: Math.max(options.bodyCredit.max, defaultLimits.heldBytes) } : {}),
       maxHeaderListSize: options.headLimit,
       decodeHeaderListSize: Math.max(options.headLimit, DECODE_HEADER_LIST),
       idleTimeoutMs: options.idleTimeoutMs
@@ -132,6 +147,12 @@ export class H2cSession implements H2ServerHandler, CallSession {
   onRequest(stream: H2Stream, fields: Array<string>, endStream: boolean): void {
     this.streamSincePing = true
     this.streamed = true
+    // No room for one more body's window: refused before anything of it went on (RFC 9113 8.7: a
+    // client may send it again; grpc-js does so once by itself). Bodies admitted keep their windows.
+    if (!endStream && !this.bodyCredit.admit()) {
+      this.connection.reset(stream, ErrorCode.REFUSED_STREAM)
+      return this.options.onBodyRefused()
+    }
     const call = new StreamCall(this, stream, fields, endStream, this.options.headLimit)
     const held = this.held
     // As an HTTP/1.1 request: while callers hold more answers unsent than the budget, none more is taken.

@@ -41,6 +41,7 @@ import { makeOutboundHandler } from "./outbound.ts"
 import { bodyDeadlines } from "./outboundBody.ts"
 import type { AccessRecord } from "./outboundAccess.ts"
 import { Http1Listener } from "./http1Listener.ts"
+import { BodyCredit } from "./h2BodyCredit.ts"
 import type { H2Listener } from "./outboundH2.ts"
 import { makeUpgradeHandler } from "./outboundUpgrade.ts"
 import { makeInboundLimiter } from "./rateLimits.ts"
@@ -465,6 +466,9 @@ export const make = (
     // h2c prior knowledge (gRPC) on the same port: each stream one request (outboundH2.ts, on src/h2):
     // it loads with the first HTTP/2 connection.
     let h2c: H2Listener | undefined
+    // The stream windows its callers' request bodies may fill here, over all h2c connections (h2BodyCredit.ts); one line per refusal, throttled.
+    const bodyCredit = new BodyCredit(config.outboundH2MaxHeldBodyBytes)
+    const bodyRefusedLines = new LogThrottle(EXPORT_FAILED_LINES, EXPORT_FAILED_WINDOW_MS)
     let h2cLoading: Promise<H2Listener> | undefined
     const acceptH2c = (socket: net.Socket): void => {
       h2cLoading ??= import("./outboundH2.ts").then(({ ANSWER_STALLED, makeH2c }) =>
@@ -483,7 +487,12 @@ export const make = (
             log("h2-session-ended", { reason, remote: session.socket?.remoteAddress ?? "" })
           },
           // The HTTP/1.1 listener's budget of answers held for callers that do not read them: h2c streams count in it too.
-          heldAnswers: outboundListener
+          heldAnswers: outboundListener,
+          bodyCredit,
+          onBodyRefused: () => {
+            const admitted = bodyRefusedLines.admit()
+            if (admitted !== undefined) log("outbound-h2-body-refused", { granted: bodyCredit.granted, max: bodyCredit.max, message: "a request with a body was refused (REFUSED_STREAM): the h2c request bodies' windows fill --outbound-h2-max-held-body-bytes", ...admitted })
+          }
         }))
       )
       h2cLoading.then((listener) => listener.accept(socket), () => socket.destroy())
@@ -510,7 +519,7 @@ export const make = (
       onStray: () => telemetry.metrics.http1StrayBytes("outbound"),
       maxHeldAnswerBytes: config.maxQueuedBytes
     })
-    telemetry.metrics.watchHeldAnswers(() => ({ bytes: outboundListener.heldAnswerBytes, refused: outboundListener.refusedForHeldAnswers }))
+    telemetry.metrics.watchHeldAnswers(() => ({ bytes: outboundListener.heldAnswerBytes, refused: outboundListener.refusedForHeldAnswers, bodyWindowBytes: bodyCredit.granted, bodiesRefused: bodyCredit.refused }))
     const outbound = yield* Effect.acquireRelease(listen(outboundListener.server, splitAddress(config.outbound)), () =>
       Effect.gen(function*() {
         // Stop taking new requests, let the running ones finish within the drain timeout, their

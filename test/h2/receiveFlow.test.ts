@@ -13,7 +13,7 @@ const FRAME = 16_384
 
 /** A connection's receive side at src/h2's defaults (h2Guards.ts): 1 MiB stream windows, an 8 MiB connection window, 4 MiB held before it waits on consumption; `peer`: what the peer may still send on the connection. */
 const connection = () => {
-  const flow = new ReceiveFlow(MiB, 4 * MiB)
+  const flow = new ReceiveFlow(4 * MiB)
   return { flow, peer: 65_535 + flow.raise(8 * MiB) }
 }
 const stream = () => new H2Stream(MiB, 0)
