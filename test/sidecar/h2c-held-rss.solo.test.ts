@@ -9,37 +9,21 @@
 // (+82 to +91 MiB, as before): what is taken back is garbage until a GC, and the chunks kept are
 // views that keep whole socket reads alive; measured, said here, not asserted.
 // Solo: it measures a process's memory and fills a few hundred MiB of socket buffers.
-import { existsSync, readdirSync, readFileSync, statSync } from "node:fs"
 import * as http2 from "node:http2"
 import type * as net from "node:net"
-import { fileURLToPath } from "node:url"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { encodeEnvelope, EnvelopeKind } from "../../src/protocol/mesh.ts"
 import { HttpMeta } from "../../src/sidecar/httpEnvelope.ts"
 import { meshDialer } from "../support/budgetAttack.ts"
+import { memoryOf, spawnBuiltSidecar } from "../support/builtSidecar.ts"
 import { grpcMessage } from "../support/grpcRaw.ts"
-import { Cleanup, frame, waitFor, withTimeout } from "../support/iipRaw.ts"
-import { killIfRunning, portOf, spawnSidecarProcess } from "../support/sidecarProcess.ts"
+import { Cleanup, frame, waitFor } from "../support/iipRaw.ts"
+import { portOf } from "../support/sidecarProcess.ts"
 
 const MiB = 1024 * 1024
-const BUILT = fileURLToPath(new URL("../../dist/cli/main.js", import.meta.url))
-const SRC = fileURLToPath(new URL("../../src/", import.meta.url))
-
-/** dist/ built after src/'s last change (the build removes dist/ first, so its main.js is always new): else the test would measure a sidecar the branch's code is not in. */
-const builtIsFresh = (): boolean => {
-  const built = statSync(BUILT).mtimeMs
-  return readdirSync(SRC, { recursive: true }).every((file) => statSync(`${SRC}${String(file)}`).mtimeMs <= built)
-}
 const CALLS = 400
 const message = grpcMessage(Buffer.alloc(64 * 1024, 0x61))
 const WATCH_PATH = "/demo.Feed/Watch"
-
-/** The process's resident memory now and at its peak (/proc: VmRSS, VmHWM), in bytes. */
-const memoryOf = (pid: number): { rss: number; peak: number } => {
-  const status = readFileSync(`/proc/${pid}/status`, "utf8")
-  const kib = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, "m").exec(status)![1]) * 1024
-  return { rss: kib("VmRSS"), peak: kib("VmHWM") }
-}
 
 describe("B's memory while one caller stalls many large h2c answers", () => {
   let cleanup: Cleanup
@@ -79,14 +63,8 @@ describe("B's memory while one caller stalls many large h2c answers", () => {
     const port = (server.address() as net.AddressInfo).port
     /** Streams B took two messages of (past its queue's 64 KiB: paused): B holds 128 KiB of each at least. */
     const spent = () => [...app.streams.values()].filter((delivered) => delivered() >= 2 * message.length).length
-    // The built CLI (npm run build first: dist/ as it is), its malloc_trim gives freed memory back to the system at the idle GC (a sidecar run from src/ has none).
-    if (!existsSync(BUILT)) throw new Error(`${BUILT} is missing: npm run build first`)
-    if (!builtIsFresh()) throw new Error(`${BUILT} is older than src/: npm run build first`)
-    const b = spawnSidecarProcess(["--service", "feed", "--app", `127.0.0.1:${port}`, "--app-protocol", "h2c", "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0"], [], BUILT)
-    cleanup.add(async () => {
-      killIfRunning(b.proc)
-      await withTimeout(b.exited, 10_000, "B to exit")
-    })
+    // The built CLI (npm run build first: dist/ as it is), its malloc_trim gives freed memory back to the system at the idle GC.
+    const b = spawnBuiltSidecar(cleanup, ["--service", "feed", "--app", `127.0.0.1:${port}`, "--app-protocol", "h2c", "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
     const ready = await b.ready
     const pid = b.proc.pid!
     // A first call through (the method learned to stream, the session to the app open), then B's memory at rest.
