@@ -7,9 +7,9 @@
 // app legs' held answers), from its push until its reader lets it go or the queue is dropped; a reader
 // that stops before the end drops what is left (nobody reads it). A chunk taken counts until the
 // reader asks for the next one: the mesh's sender holds it until the caller's window lets all of it
-// go (a chunk up to 64 KiB per stream whose caller grants nothing), and counted only to its queue,
-// 3,000 unread answers of 100 KiB held ~64 KiB each at B past the budget that should bound them. The mesh's sender tells it the
-// stream's window (sendingOn), so that `abort` ends the stream at once, ahead of what is queued.
+// go (up to 64 KiB per stream whose caller grants nothing); counted only while queued, 3,000 unread
+// answers of 100 KiB held ~64 KiB each at B past the budget meant to bound them. The mesh's sender
+// tells it the stream's window (sendingOn), so that `abort` ends the stream at once, ahead of what is queued.
 import type { Meta } from "../protocol/mesh.ts"
 import type { RemoteError } from "../mux/meshChannels.ts"
 import type { SendWindow, UnreadPool, WindowedBody, WithTrailers } from "../mux/streams.ts"
@@ -80,7 +80,7 @@ export class PausingByteQueue implements AsyncIterable<Buffer>, WithTrailers, Wi
     return this.wake !== undefined
   }
 
-  /** The bytes queued count in `pool` from now on, until leavePool (or a drop). */
+  /** The bytes it holds (queued, and the chunk its reader holds) count in `pool` from now on, until leavePool (or a drop). */
   countIn(pool: UnreadPool): void {
     if (this.pool !== undefined) return
     this.pool = pool
