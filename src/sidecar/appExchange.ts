@@ -14,13 +14,15 @@
 // An answer's head and trailers go back within the metadata a message to the caller carries (the
 // bound agreed with it, RequestContext.maxMetaBytes): past it the answer fails as the app's.
 // A streamed answer counts in the leg's held budget (heldAnswers.ts, --app-pool-max-held-bytes)
-// from its first byte queued until the mesh took it all or it ended any way: its queue's bytes, and
+// from its first byte queued until the mesh sent it all on or it ended any way: its queue's bytes and
+// the chunk the mesh's sender took and holds for the caller's window (byteQueue.ts), and
 // once its socket has stayed paused RECLAIM_STALL_MS (a reader that took nothing for a second),
 // PAUSED_SOCKET_BYTES for what the paused socket's kernel receive buffer holds. That buffer, not
 // the queue, was most of what a stalled answer held (measured: 256 stalled downloads pinned 128 MiB
 // of kernel memory at B on fresh sockets, 180 MiB on sockets that had carried fast downloads), and
 // answers the app ended but nobody reads keep their queue past their socket's release, which the
-// pool's size did not bound (3,000 unread answers of 100 KiB held +245 MiB of RSS). Past the budget
+// pool's size did not bound (3,000 unread answers of 100 KiB held +245 MiB of RSS; +200 MiB with
+// the budget while the sender's chunk, ~64 KiB an answer, was counted nowhere). Past the budget
 // the answers stalled longest are taken back: the socket destroyed (never reused: the app's answer
 // is cut), the caller told `overloaded` (processed), naming the budget. A socket paused under a
 // second (a reader that keeps reading, slower than the app) counts its queue only.
@@ -336,7 +338,7 @@ export class AppExchange implements AppPoolHandler, HeldAnswer {
       if (past === 0) {
         this.observation.end(this.leg.address, this.status, undefined)
         // What is queued now waits on its reader only.
-        if (this.readerWaitAt === 0 && this.answer!.queuedBytes > 0) this.waitOnReader(performance.now())
+        if (this.readerWaitAt === 0 && this.answer!.heldBytes > 0) this.waitOnReader(performance.now())
         return this.answer!.end(closing)
       }
       const message = `app at ${this.leg.address}: its trailers (${past} bytes) exceed the ${this.request.maxMetaBytes} bytes of metadata the mesh carries`
@@ -474,9 +476,9 @@ export class AppExchange implements AppPoolHandler, HeldAnswer {
     }
   }
 
-  /** Its reader took all that was queued (its socket not paused): it waits on it no more. */
+  /** Its reader let go of all that was queued (handed it to the mesh's writer): it waits on it no more. */
   answerTaken(): void {
-    if (this.readerWaitAt !== 0 && this.answer!.queuedBytes === 0) this.readerWaitAt = 0
+    this.readerWaitAt = 0
   }
 
   /** From `at` on, the answer waits on its reader only (heldAnswers.ts). */
@@ -485,14 +487,14 @@ export class AppExchange implements AppPoolHandler, HeldAnswer {
     this.passedAtWait = this.passed
   }
 
-  /** Bytes it holds at B: its queue's, and its paused socket's kernel buffer as counted (heldAnswers.ts). */
+  /** Bytes it holds at B: its queue's and the chunk the mesh's sender holds, and its paused socket's kernel buffer as counted (heldAnswers.ts). */
   get heldNow(): number {
-    return (this.answer === undefined ? 0 : this.answer.queuedBytes) + this.kernelCounted
+    return (this.answer === undefined ? 0 : this.answer.heldBytes) + this.kernelCounted
   }
 
-  /** Bytes of its answer the mesh took so far. */
+  /** Bytes of its answer the mesh sent on so far. */
   get passed(): number {
-    return this.answer === undefined ? 0 : this.bytes - this.answer.queuedBytes
+    return this.answer === undefined ? 0 : this.bytes - this.answer.heldBytes
   }
 
   /**
@@ -601,9 +603,10 @@ const answerStream = (controller: AppController, exchange: AppExchange): Pausing
       exchange.answerPaused()
     },
     resumeIfPaused: () => {
-      if (!controller.paused) return exchange.answerTaken()
+      if (!controller.paused) return
       controller.resume()
       exchange.answerResumed()
     },
+    allTaken: () => exchange.answerTaken(),
     over: () => exchange.leg.held.leave(exchange)
   }, () => exchange.readerGone())

@@ -222,11 +222,7 @@ export class AppH2Exchange extends AppH2ExchangeCore implements Held, HeldAnswer
         this.answerPaused()
       },
       resumeIfPaused: () => {
-        if (!this.windowHeld) {
-          // Its reader took all that was queued: it waits on it no more.
-          if (this.readerWaitAt !== 0 && answer.queuedBytes === 0) this.readerWaitAt = 0
-          return
-        }
+        if (!this.windowHeld) return
         this.windowHeld = false
         this.paused = false
         this.readerWaitAt = 0
@@ -235,6 +231,10 @@ export class AppH2Exchange extends AppH2ExchangeCore implements Held, HeldAnswer
         if (held > 0) this.giveBack(held)
         clearTimeout(this.stall)
         this.stall = undefined
+      },
+      // Its reader let go of all that was queued (handed it to the mesh's writer): it waits on it no more.
+      allTaken: () => {
+        this.readerWaitAt = 0
       },
       over: () => this.leg.held.leave(this)
     }, (refusal) =>
@@ -321,7 +321,7 @@ export class AppH2Exchange extends AppH2ExchangeCore implements Held, HeldAnswer
     this.observation.grpcStatus(grpcStatusIn(trailers))
     this.observation.end(leg.address, status, undefined)
     // What is queued now waits on its reader only.
-    if (this.readerWaitAt === 0 && this.answer!.queuedBytes > 0) this.waitOnReader(performance.now())
+    if (this.readerWaitAt === 0 && this.answer!.heldBytes > 0) this.waitOnReader(performance.now())
     this.answer!.end(closing)
   }
 
@@ -331,14 +331,14 @@ export class AppH2Exchange extends AppH2ExchangeCore implements Held, HeldAnswer
     this.passedAtWait = this.passed
   }
 
-  /** Bytes its queue holds (heldAnswers.ts). */
+  /** Bytes its queue and the mesh's sender hold (heldAnswers.ts). */
   get heldNow(): number {
-    return this.answer === undefined ? 0 : this.answer.queuedBytes
+    return this.answer === undefined ? 0 : this.answer.heldBytes
   }
 
-  /** Bytes of its answer the mesh took so far. */
+  /** Bytes of its answer the mesh sent on so far. */
   get passed(): number {
-    return this.answer === undefined ? 0 : this.bytes - this.answer.queuedBytes
+    return this.answer === undefined ? 0 : this.bytes - this.answer.heldBytes
   }
 
   /**

@@ -4,9 +4,12 @@
 // answers (appExchange.ts, appH2Exchange.ts) and both byte pipes of an upgrade (upgradePipe.ts) use it.
 // It may end with trailers, which the mesh session sends after the last byte (PROTOCOL.md §13).
 // What it holds may count in a pool of its owner's (countIn: the outbound tunnels' unread bytes, the
-// h2c leg's held answers), from its push until the mesh takes it or the queue is dropped; a reader
-// that stops before the end drops what is left (nobody reads it). The mesh's sender tells it the
-// stream's window (sendingOn), so that `abort` ends the stream at once, ahead of what is queued.
+// app legs' held answers), from its push until its reader lets it go or the queue is dropped; a reader
+// that stops before the end drops what is left (nobody reads it). A chunk taken counts until the
+// reader asks for the next one: the mesh's sender holds it until the caller's window lets all of it
+// go (up to 64 KiB per stream whose caller grants nothing); counted only while queued, 3,000 unread
+// answers of 100 KiB held ~64 KiB each at B past the budget meant to bound them. The mesh's sender
+// tells it the stream's window (sendingOn), so that `abort` ends the stream at once, ahead of what is queued.
 import type { Meta } from "../protocol/mesh.ts"
 import type { RemoteError } from "../mux/meshChannels.ts"
 import type { SendWindow, UnreadPool, WindowedBody, WithTrailers } from "../mux/streams.ts"
@@ -21,6 +24,8 @@ export interface PausableSource {
    * HTTP/1.1 caller owed its 100 Continue: http1Call.ts). Once per wait, not per chunk.
    */
   readonly wanted?: () => void
+  /** Its reader let go of all it was given and nothing is queued: it waits for the source now. After a chunk, not per wait. */
+  readonly allTaken?: () => void
   /** The queue holds nothing and never will again (its reader took the end, stopped, or it was dropped). Once. */
   readonly over?: () => void
 }
@@ -31,6 +36,8 @@ export class PausingByteQueue implements AsyncIterable<Buffer>, WithTrailers, Wi
   private readonly onAbandoned: (refusal: RemoteError | undefined) => void
   private readonly chunks: Array<Buffer> = []
   private queued = 0
+  /** Bytes of the chunk last given to the reader, held by it until it asks for the next one (counted in the pool, not in `queued`). */
+  private lent = 0
   private ended = false
   private failure: Error | undefined = undefined
   private wake: (() => void) | undefined = undefined
@@ -63,21 +70,26 @@ export class PausingByteQueue implements AsyncIterable<Buffer>, WithTrailers, Wi
     return this.queued
   }
 
+  /** Bytes held now: queued, and the chunk its reader took and has not let go of. */
+  get heldBytes(): number {
+    return this.queued + this.lent
+  }
+
   /** Its reader waits for a chunk now: one pushed is taken at once. */
   get readerWaiting(): boolean {
     return this.wake !== undefined
   }
 
-  /** The bytes queued count in `pool` from now on, until leavePool (or a drop). */
+  /** The bytes it holds (queued, and the chunk its reader holds) count in `pool` from now on, until leavePool (or a drop). */
   countIn(pool: UnreadPool): void {
     if (this.pool !== undefined) return
     this.pool = pool
-    pool.bytes += this.queued
+    pool.bytes += this.queued + this.lent
   }
 
   leavePool(): void {
     if (this.pool === undefined) return
-    this.pool.bytes -= this.queued
+    this.pool.bytes -= this.queued + this.lent
     this.pool = undefined
   }
 
@@ -145,6 +157,7 @@ export class PausingByteQueue implements AsyncIterable<Buffer>, WithTrailers, Wi
     this.leavePool()
     this.chunks.length = 0
     this.queued = 0
+    this.lent = 0
     this.overNow()
   }
 
@@ -166,10 +179,15 @@ export class PausingByteQueue implements AsyncIterable<Buffer>, WithTrailers, Wi
       for (;;) {
         const chunk = this.chunks.shift()
         if (chunk !== undefined) {
+          // Out of the queue (its back-pressure), not out of the pool: the reader holds it.
           this.queued -= chunk.length
-          if (this.pool !== undefined) this.pool.bytes -= chunk.length
+          this.lent = chunk.length
           if (this.queued <= this.highWater / 2) this.source.resumeIfPaused()
           yield chunk
+          // Asked for more: the reader let it go (the mesh's sender handed all of it to its writer).
+          if (this.pool !== undefined) this.pool.bytes -= this.lent
+          this.lent = 0
+          if (this.queued === 0) this.source.allTaken?.()
           continue
         }
         if (this.failure !== undefined) throw this.failure

@@ -7,11 +7,12 @@
 // --app-h2-max-streams such streams (and answers the app ended, which leave their place but not
 // their bytes) one calling pod that reads none of many large answers held hundreds of MiB at B.
 // So the bytes are counted from the moment B reads them from the app (an answer gathered whole:
-// its parts; a streamed one: its queue, byteQueue.ts's pool) to the moment the mesh takes them or
-// the answer ends any way; past --app-h2-max-held-bytes, at the end of the read that passed it,
-// answers are taken back until the count is under it again: each one's stream to the app reset
-// (CANCEL), its queue dropped, and its caller told at once why (`overloaded`, processed: never
-// retried), ahead of the bytes it did not read.
+// its parts; a streamed one: its queue, byteQueue.ts's pool, and the chunk the mesh's sender took
+// of it until it sent all of that on) to the moment the mesh sends them on or the answer ends any
+// way; past --app-h2-max-held-bytes, at the end of the read that passed it, answers are taken back
+// until the count is under it again: each one's stream to the app reset (CANCEL), its queue
+// dropped, and its caller told at once why (`overloaded`, processed: never retried), ahead of the
+// bytes it did not read.
 // Which first: the answer stalled longest on its reader. Holding the most does not tell a dead
 // reader from a live one (both fill the window when the app is faster), how long an answer has
 // waited on its reader does: a reader that keeps reading takes a chunk as often as the mesh grants
@@ -32,7 +33,7 @@ import { MinHeap } from "./minHeap.ts"
 
 /** An answer the budget counts and may take back: an exchange of the h2c leg (appH2Exchange.ts) or of the HTTP/1.1 leg (appExchange.ts). */
 export interface HeldAnswer {
-  /** Bytes it holds now (its queue's). */
+  /** Bytes it holds now (its queue's, and the chunk the mesh's sender holds). */
   readonly heldNow: number
   /** It waits on its reader only since readerWaitAt (performance.now(); 0: it does not); what the mesh took of it by then, and so far. */
   readonly readerWaitAt: number

@@ -13,10 +13,10 @@ import { readFileSync } from "node:fs"
 import * as http from "node:http"
 import * as http2 from "node:http2"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
-import { BUILT, memoryOf, requireFreshBuild } from "../support/builtSidecar.ts"
+import { memoryOf, spawnBuiltSidecar } from "../support/builtSidecar.ts"
 import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { LOOPBACK, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
-import { killIfRunning, portOf, spawnSidecarProcess } from "../support/sidecarProcess.ts"
+import { killIfRunning, portOf } from "../support/sidecarProcess.ts"
 
 const MiB = 1024 * 1024
 const CONNECTIONS = 100
@@ -104,12 +104,7 @@ describe("A's memory under a flood of h2c uploads nobody reads", () => {
     const app = await startApp(cleanup, (_req, res) => void parked.push(res))
     cleanup.add(() => parked.splice(0).forEach((res) => res.destroy()))
     const b = await startSidecar(cleanup, sidecarConfig({ service: "store", app: app.address, requestTimeoutMs: 120_000 }))
-    requireFreshBuild()
-    const a = spawnSidecarProcess(["--service", "shop", "--endpoint", `store=${b.inboundAddress}`, "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--request-timeout", "120000"], [], BUILT)
-    cleanup.add(async () => {
-      killIfRunning(a.proc)
-      await withTimeout(a.exited, 10_000, "A to exit")
-    })
+    const a = spawnBuiltSidecar(cleanup, ["--service", "shop", "--endpoint", `store=${b.inboundAddress}`, "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--request-timeout", "120000"])
     const ready = await a.ready
     const pid = a.proc.pid!
     const admin = `http://${ready.admin}`

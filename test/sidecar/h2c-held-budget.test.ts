@@ -39,7 +39,8 @@ const MESSAGE = Buffer.alloc(64 * 1024, 0x61)
 const ONE_HELD = 320 * 1024
 
 /** The streamed answer's queue as the mesh reads it; `queued`: what it holds now (its private count, on every version). */
-type Body = AsyncIterable<Buffer> & { readonly queued: number }
+/** A streamed answer (byteQueue.ts): `queued` its queue, `heldBytes` that and the chunk its reader holds (what the budget counts). */
+type Body = AsyncIterable<Buffer> & { readonly queued: number; readonly heldBytes: number }
 
 const FEED = { Watch: rawMethod("demo.Feed", "Watch", false, true), Break: rawMethod("demo.Feed", "Break", false, true), Small: rawMethod("demo.Feed", "Small", false, false), Snapshot: rawMethod("demo.Feed", "Snapshot", false, true), Medium: rawMethod("demo.Feed", "Medium", false, false), Short: rawMethod("demo.Feed", "Short", false, true), Late: rawMethod("demo.Feed", "Late", false, true) }
 /** What Short answers: 3 messages of MESSAGE, then its end (within the 256 KiB window B gives each stream). */
@@ -163,7 +164,7 @@ describe("B's budget for what its h2c answers hold", () => {
     // Before: 16 answers of ~320 KiB, 5 MiB held (no budget). Now within the budget, and counted exactly.
     expect(most).toBeLessThanOrEqual(BUDGET)
     expect(heldNow()).toBeLessThanOrEqual(BUDGET)
-    expect(held.bytes).toBe(heldNow() + reader.queued)
+    expect(held.bytes).toBe(heldNow() + reader.heldBytes)
     // Another caller's call is still answered.
     const small = await send("Small")
     expect(small).toMatchObject({ _tag: "Reply" })

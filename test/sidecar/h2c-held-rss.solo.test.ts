@@ -15,16 +15,15 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { encodeEnvelope, EnvelopeKind } from "../../src/protocol/mesh.ts"
 import { HttpMeta } from "../../src/sidecar/httpEnvelope.ts"
 import { meshDialer } from "../support/budgetAttack.ts"
-import { BUILT, memoryOf, requireFreshBuild } from "../support/builtSidecar.ts"
+import { memoryOf, spawnBuiltSidecar } from "../support/builtSidecar.ts"
 import { grpcMessage } from "../support/grpcRaw.ts"
-import { Cleanup, frame, waitFor, withTimeout } from "../support/iipRaw.ts"
-import { killIfRunning, portOf, spawnSidecarProcess } from "../support/sidecarProcess.ts"
+import { Cleanup, frame, waitFor } from "../support/iipRaw.ts"
+import { portOf } from "../support/sidecarProcess.ts"
 
 const MiB = 1024 * 1024
 const CALLS = 400
 const message = grpcMessage(Buffer.alloc(64 * 1024, 0x61))
 const WATCH_PATH = "/demo.Feed/Watch"
-
 
 describe("B's memory while one caller stalls many large h2c answers", () => {
   let cleanup: Cleanup
@@ -64,13 +63,8 @@ describe("B's memory while one caller stalls many large h2c answers", () => {
     const port = (server.address() as net.AddressInfo).port
     /** Streams B took two messages of (past its queue's 64 KiB: paused): B holds 128 KiB of each at least. */
     const spent = () => [...app.streams.values()].filter((delivered) => delivered() >= 2 * message.length).length
-    // The built CLI (npm run build first: dist/ as it is), its malloc_trim gives freed memory back to the system at the idle GC (a sidecar run from src/ has none).
-    requireFreshBuild()
-    const b = spawnSidecarProcess(["--service", "feed", "--app", `127.0.0.1:${port}`, "--app-protocol", "h2c", "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0"], [], BUILT)
-    cleanup.add(async () => {
-      killIfRunning(b.proc)
-      await withTimeout(b.exited, 10_000, "B to exit")
-    })
+    // The built CLI (npm run build first: dist/ as it is), its malloc_trim gives freed memory back to the system at the idle GC.
+    const b = spawnBuiltSidecar(cleanup, ["--service", "feed", "--app", `127.0.0.1:${port}`, "--app-protocol", "h2c", "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
     const ready = await b.ready
     const pid = b.proc.pid!
     // A first call through (the method learned to stream, the session to the app open), then B's memory at rest.

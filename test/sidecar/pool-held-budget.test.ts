@@ -144,12 +144,28 @@ describe("B's budget for what its HTTP/1.1 app leg's answers hold", () => {
     expect(told.data.toString("latin1")).toMatch(/it waited \d+ ms on its reader, which took none of it, the longest of those held/)
   })
 
+  it("the chunk the mesh's sender holds for a shut window counts too: each unread answer counts all B holds of it", { timeout: 30_000 }, async () => {
+    const { app, finished } = await startBigApp(cleanup)
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address, requestTimeoutMs: 60_000 }))
+    const dialer = await meshDialer(Number(b.inboundAddress.split(":").pop()), cleanup, { streamWindow: 1 })
+    // 10 answers of 100 KiB the app ends, each sent up to its window's one byte: B holds the rest of each, the
+    // chunk its sender took out of the queue (a socket read, up to 64 KiB) and what is queued behind it.
+    for (let channel = 1; channel <= 10; channel++) stalledGet(dialer, channel, 100)
+    await waitFor(() => finished() === 10, 10_000, "the 10 answers sent by the app")
+    // All 100 KiB of each (the byte the window let go counts with its chunk until the sender asks for the next one).
+    // Before: ~36 KiB each (the queue only), the sender's chunk in hand counted nowhere.
+    expect(await until(() => held(b), (now) => now === 10 * 100 * 1024, 5_000, "B's held bytes to count each answer whole")).toBe(10 * 100 * 1024)
+    expect(await takenBack(b)).toBe(0)
+    dialer.destroy()
+    expect(await until(() => held(b), (now) => now === 0, 10_000, "B's held bytes back to 0")).toBe(0)
+  })
+
   it("answers the app ended that nobody reads count too: B holds no more than the budget, the rest taken back; 0 once their caller is gone", { timeout: 60_000 }, async () => {
     const { app, finished } = await startBigApp(cleanup)
     const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address, appPoolMaxHeldBytes: 4 * MiB, requestTimeoutMs: 60_000 }))
     const dialer = await meshDialer(Number(b.inboundAddress.split(":").pop()), cleanup, { streamWindow: 1 })
-    // 200 answers of 100 KiB (streamed: past the 64 KiB whole-answer limit), each ended by the app, none read: B queues
-    // ~36 KiB of each (the mesh's sender took its first 64 KiB, waiting for the window), ~7 MiB in all.
+    // 200 answers of 100 KiB (streamed: past the 64 KiB whole-answer limit), each ended by the app, none read: B holds
+    // all of each (its queue, and the chunk its mesh sender holds waiting for the window), ~20 MiB in all.
     let most = 0
     for (let channel = 1; channel <= 200; channel++) stalledGet(dialer, channel, 100)
     const settled = performance.now() + 20_000
