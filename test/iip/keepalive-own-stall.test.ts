@@ -45,6 +45,13 @@ const isStopped = (pid: number): boolean => {
   return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) === "T"
 }
 
+/** SIGSTOPs `pid` (continued at cleanup); resolves once the kernel shows it stopped: the signal is sent, not yet taken, when kill returns. */
+const stop = async (cleanup: Cleanup, pid: number): Promise<void> => {
+  cleanup.add(() => process.kill(pid, "SIGCONT"))
+  process.kill(pid, "SIGSTOP")
+  await waitFor(() => isStopped(pid), 5000, "the child to be stopped")
+}
+
 /** Blocks this process's event loop for `ms`: the stall under test, not a wait for anything. */
 const busyWait = (ms: number): void => {
   const until = performance.now() + ms
@@ -132,13 +139,7 @@ describe("keep-alive when this process stalls", () => {
     const child = await startChild(cleanup)
     const { session } = await connected(cleanup, child.port)
     const closed = closeOf(session)
-    let stopped = false
-    cleanup.add(() => {
-      if (stopped) process.kill(child.pid, "SIGCONT")
-    })
-    process.kill(child.pid, "SIGSTOP")
-    stopped = true
-    await waitFor(() => isStopped(child.pid), 5000, "the child to be stopped")
+    await stop(cleanup, child.pid)
     const stoppedAt = performance.now()
     const { message, at } = await withTimeout(closed, 10_000, "the connection to close")
     expect(message).toContain(`no answer to a ping within ${keepAlive.timeoutMs} ms`)
@@ -151,13 +152,7 @@ describe("keep-alive when this process stalls", () => {
     const { session } = await connected(cleanup, child.port)
     const pings = watchPings(session)
     const closed = closeOf(session)
-    let stopped = false
-    cleanup.add(() => {
-      if (stopped) process.kill(child.pid, "SIGCONT")
-    })
-    process.kill(child.pid, "SIGSTOP")
-    stopped = true
-    await waitFor(() => isStopped(child.pid), 5000, "the child to be stopped")
+    await stop(cleanup, child.pid)
     pings.stallAfterNextPing()
     const { message, at } = await withTimeout(closed, 10_000, "the connection to close")
     expect(pings.state.stalls).toBe(1)
