@@ -5,7 +5,8 @@
 // event loop) still has its kernel accept and buffer our bytes, so nothing else tells the requests
 // waiting on it to move on. A slow handler does not trip it: its sidecar answers pings meanwhile.
 // While this side has paused its own reading (a budget, a congested writer) silence is ours, not the
-// peer's: it counts only from when reading resumes.
+// peer's: it counts only from when reading resumes. Nor is a stall of this process (a long GC, a
+// starved CPU, a throttled cgroup) the peer's: see `heardDespiteStall`.
 // Runs as a fiber under the owner's Supervisor, on Effect's Clock: its monotonic time, so a wall
 // clock stepped back does not hold the pings off for the step's length.
 import * as Effect from "effect/Effect"
@@ -29,6 +30,17 @@ export const defaultKeepAlive: KeepAliveOptions = { intervalMs: 15_000, timeoutM
 const ping = (session: MeshSession) =>
   Effect.callback<number>((resume) => session.ping((error, rtt) => resume(error === undefined ? Effect.succeed(rtt) : Effect.never)))
 
+/**
+ * Whether a ping whose wait ran out `late` ms after its time was answered after all (any packet since
+ * it was sent, `seen` then, says the peer lives). A late timer means this process stalled: on waking,
+ * libuv runs expired timers before it polls for I/O, so the answer may sit unread in the kernel's
+ * buffer, and the peer had less than the timeout of our time to send it. It gets the stolen time
+ * back (at most one more timeout; a timer set now fires after a poll phase has read the socket),
+ * then is judged: a peer that never answers is still closed on, a stall later at most.
+ */
+const heardDespiteStall = (session: MeshSession, seen: number, late: number, timeoutMs: number): Effect.Effect<boolean> =>
+  late <= 0 ? Effect.succeed(false) : Effect.map(Effect.sleep(Math.min(late, timeoutMs)), () => session.packetsReceived !== seen)
+
 /** Pings `session` when silent; `onUnanswered` is told when it closes the connection for it. */
 export const keepAlive = (session: MeshSession, options: KeepAliveOptions, onUnanswered: () => void = () => {}): Effect.Effect<void> =>
   Effect.gen(function*() {
@@ -51,7 +63,8 @@ export const keepAlive = (session: MeshSession, options: KeepAliveOptions, onUna
       if (at - heardAt < (busy ? busyIntervalMs : options.intervalMs)) continue
       const timeoutMs = busy ? (options.busyTimeoutMs ?? options.timeoutMs) : options.timeoutMs
       const answered = yield* Effect.timeoutOption(ping(session), timeoutMs)
-      if (Option.isNone(answered) && !session.connection.readingPaused) {
+      const late = (yield* monotonicMillis) - at - timeoutMs
+      if (Option.isNone(answered) && !session.connection.readingPaused && !(yield* heardDespiteStall(session, seen, late, timeoutMs))) {
         session.connection.close(`peer stopped answering: no answer to a ping within ${timeoutMs} ms`, false)
         onUnanswered()
         return
