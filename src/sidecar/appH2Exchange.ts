@@ -27,7 +27,7 @@ import { PausingByteQueue } from "./byteQueue.ts"
 import { isEventStreamType } from "./eventStream.ts"
 import { grpcStatusIn } from "./grpcStatus.ts"
 import { endToEndHeaders, RawListCache } from "./headerFilter.ts"
-import type { HeldAnswer } from "./heldAnswers.ts"
+import { type HeldAnswer, ReaderWait } from "./heldAnswers.ts"
 import { answerMetaPast, responseMeta, trailersMeta, withTrailers } from "./httpEnvelope.ts"
 import { AppErrorCode } from "./proxyError.ts"
 
@@ -185,17 +185,13 @@ export class AppH2Exchange extends AppH2ExchangeCore implements Held, HeldAnswer
   private answerChunk(chunk: Buffer): void {
     if (this.answer !== undefined) {
       this.observation.responseBytes(chunk.length)
-      // Bytes its reader does not wait for: from now it waits on its reader (until it takes them all, or resumes).
-      // Before the chunk counts in `bytes`: `passed` (bytes less queued) must see neither of it, or
-      // what it took by then would read a chunk more than it took, and a reader stalled since rank as one that took some.
-      if (this.readerWaitAt === 0 && !this.answer.readerWaiting) this.waitOnReader(performance.now())
       this.bytes += chunk.length
       if (this.grpc && this.firstMessageEnd !== Infinity) {
         this.noteMessages()
         // Cut past the share (knownStreaming): nothing more goes to the caller.
         if (this.done) return
       }
-      this.answer.push(chunk)
+      this.readerWait!.push(chunk)
       this.leg.held.check()
       return this.giveBack(chunk.length)
     }
@@ -222,14 +218,10 @@ export class AppH2Exchange extends AppH2ExchangeCore implements Held, HeldAnswer
         this.answerPaused()
       },
       resumeIfPaused: () => {
-        if (!this.windowHeld) {
-          // Its reader took all that was queued: it waits on it no more.
-          if (this.readerWaitAt !== 0 && answer.queuedBytes === 0) this.readerWaitAt = 0
-          return
-        }
+        if (!this.windowHeld) return readerWait.taken()
         this.windowHeld = false
         this.paused = false
-        this.readerWaitAt = 0
+        readerWait.resumed()
         const held = this.heldBytes
         this.heldBytes = 0
         if (held > 0) this.giveBack(held)
@@ -242,7 +234,9 @@ export class AppH2Exchange extends AppH2ExchangeCore implements Held, HeldAnswer
       refusal === undefined
         ? this.fail(this.status, { hop: "app", reason: "answer_broke_off" }, MeshErrorCode.cancelled, "nobody reads the answer")
         : this.fail(503, { hop: "inbound", reason: refusal.code }, refusal.code, refusal.message))
+    const readerWait = new ReaderWait(answer)
     this.answer = answer
+    this.readerWait = readerWait
     this.releaseHold()
     // Its parts go to the stream: a first message not read by now is not looked for. Counted in the
     // leg's held bytes as the queue's from here (pushed after countIn), until the mesh takes them.
@@ -250,9 +244,8 @@ export class AppH2Exchange extends AppH2ExchangeCore implements Held, HeldAnswer
     this.releaseParts()
     answer.countIn(this.leg.held)
     this.leg.held.join(this)
-    for (const part of this.parts) answer.push(part)
     // No reader yet: what came so far waits on it (and counts in the budget from now).
-    if (answer.queuedBytes > 0) this.waitOnReader(performance.now())
+    for (const part of this.parts) readerWait.push(part)
     this.leg.held.check()
     this.observation.responseBytes(this.bytes)
     this.parts = []
@@ -274,7 +267,7 @@ export class AppH2Exchange extends AppH2ExchangeCore implements Held, HeldAnswer
       this.paused = true
       this.pausedAt = performance.now()
     }
-    if (this.readerWaitAt === 0) this.waitOnReader(this.pausedAt)
+    this.readerWait!.begin(this.pausedAt)
     if (this.grpc || this.stall !== undefined || this.done) return
     const idleMs = this.leg.answerIdleMs
     this.stall = setTimeout(() => {
@@ -320,25 +313,13 @@ export class AppH2Exchange extends AppH2ExchangeCore implements Held, HeldAnswer
     this.finish()
     this.observation.grpcStatus(grpcStatusIn(trailers))
     this.observation.end(leg.address, status, undefined)
-    // What is queued now waits on its reader only.
-    if (this.readerWaitAt === 0 && this.answer!.queuedBytes > 0) this.waitOnReader(performance.now())
+    this.readerWait!.ended()
     this.answer!.end(closing)
-  }
-
-  /** From `at` on, the answer waits on its reader only (heldAnswers.ts). */
-  private waitOnReader(at: number): void {
-    this.readerWaitAt = at
-    this.passedAtWait = this.passed
   }
 
   /** Bytes its queue holds (heldAnswers.ts). */
   get heldNow(): number {
     return this.answer === undefined ? 0 : this.answer.queuedBytes
-  }
-
-  /** Bytes of its answer the mesh took so far. */
-  get passed(): number {
-    return this.answer === undefined ? 0 : this.bytes - this.answer.queuedBytes
   }
 
   /**

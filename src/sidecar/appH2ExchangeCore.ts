@@ -26,7 +26,7 @@ import type { PausingByteQueue } from "./byteQueue.ts"
 import { acceptsEventStream, isAcceptName } from "./eventStream.ts"
 import { isGrpcPairs } from "./grpcStatus.ts"
 import type { OnInvalidHeader } from "./headerFilter.ts"
-import type { HeldAnswers } from "./heldAnswers.ts"
+import type { HeldAnswers, ReaderWait } from "./heldAnswers.ts"
 import type { Failure, InboundObservation } from "./observe.ts"
 import { SEAT_NONE, type Seat } from "./peerShare.ts"
 import type { PoolPeer } from "./poolPeers.ts"
@@ -154,14 +154,8 @@ export abstract class AppH2ExchangeCore implements Expiring {
   lookNoted = 0
   /** The answer's parts gathered whole, counted in the leg's held bytes until they go on (heldAnswers.ts). */
   protected partsCounted = 0
-  /**
-   * The streamed answer waits on its reader only (bytes queued its reader did not wait for, not
-   * all taken since; its stream paused for the mesh; or its app done
-   * with bytes queued) since readerWaitAt (performance.now(); 0: it does not), when the mesh had
-   * taken passedAtWait of it (heldAnswers.ts's measure of a stalled reader).
-   */
-  readerWaitAt = 0
-  passedAtWait = 0
+  /** The streamed answer's wait on its reader (heldAnswers.ts); its bytes go to its queue through it. */
+  readerWait: ReaderWait | undefined = undefined
 
   constructor(leg: H2Leg, request: AppH2Request, observation: InboundObservation, pending: PendingOutcome, peer: PoolPeer | undefined) {
     exchangeShape.keep(this, request.body instanceof Buffer ? request.body.length : 0)
