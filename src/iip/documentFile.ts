@@ -177,6 +177,8 @@ export const watchDocumentFile = async <T, E extends { readonly message: string 
     for (let tries = 0; tries < settleTries; tries++) {
       const signature = await signatureOf(path)
       if (signature === seen || closed) return
+      // Once a check: the operator sees the change was noticed, and when it will apply at the soonest.
+      if (tries === 0) log(`${event}-changed`, { path: loggable(path), settleMs: String(settleMs) })
       // Unchanged for the settle time, then across the read: a writer that paused for less than
       // that (its first part may be a valid document with fewer entries) has written again by now.
       await settle()
