@@ -249,16 +249,16 @@ export class AppH2Exchange extends AppH2ExchangeCore implements Held, HeldAnswer
     this.leg.held.check()
     this.observation.responseBytes(this.bytes)
     this.parts = []
-    if (!this.grpc && !this.request.plain) this.leg.deadlines.remove(this)
+    // Its deadline stays: the rest of the caller's bounds the answer as it streams (as the HTTP/1.1
+    // leg's does), else an app that trickles or stops mid-answer held one of its streams for good.
     this.settle(reply(answer, meta))
   }
 
   /**
    * The streamed answer's stream paused (a window of it waits for the mesh). A caller that never
-   * reads would keep the app's stream (one of the app's concurrent streams; no deadline once a
-   * non-gRPC answer streams) for as long as it liked: one that stays paused for the body idle
-   * timeout is given up, as the HTTP/1.1 leg does (appExchange.ts). A gRPC call's deadline
-   * bounds the whole call already: its stream may wait on a slow reader until then. When it paused
+   * reads would keep the app's stream (one of the app's concurrent streams) until its deadline:
+   * one that stays paused for the body idle timeout is given up before, as the HTTP/1.1 leg does
+   * (appExchange.ts). A gRPC call's stream may wait on a slow reader until its deadline. When it paused
    * is kept for the peers' share (peerShare.ts): paused a second, or read too slowly, past its
    * peer's share while another peer's call waits, its place is taken back, a gRPC call's too.
    */

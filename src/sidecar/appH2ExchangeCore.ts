@@ -6,8 +6,8 @@
 // shows the call streams), the place given back once the stream is over, and the one way a call
 // fails: the caller's cancellation, the deadline, a share taken back, the app's stream ending
 // early (the app's stream reset with CANCEL if it still runs). The time left before the caller's
-// deadline bounds the whole gRPC call, and a plain caller's whole answer (any other request's
-// answer head only): past it, or when the caller cancels, the app's stream is reset. The stream is the sidecar's own
+// deadline (B's default one without) bounds the whole call, a streamed answer included: past it,
+// or when the caller cancels, the app's stream is reset. The stream is the sidecar's own
 // HTTP/2's (src/h2, on the leg's session: appH2Session.ts), whose events come here as plain calls.
 import { ErrorCode } from "../h2/frames.ts"
 import { H2RequestRefused, type H2Stream, type H2StreamEnded, StreamState } from "../h2/h2Streams.ts"
@@ -200,7 +200,7 @@ export abstract class AppH2ExchangeCore implements Expiring {
       return this.fail(503, { hop: "inbound", reason: MeshErrorCode.overloaded }, MeshErrorCode.overloaded, `as many requests wait for a stream to the app at ${leg.address} as it may have open (--app-h2-max-streams ${leg.maxStreams}, or fewer its SETTINGS_MAX_CONCURRENT_STREAMS allows); retry elsewhere`, false)
     }
     if (longLived) this.countLongLived()
-    // A gRPC call's deadline covers the whole call (its wait for a place too); any other request's only its answer's head.
+    // The deadline covers the whole call: its wait for a place, its answer's head, its answer as it streams.
     leg.deadlines.add(this, request.timeLeftMs)
     // The exchange listens itself (handleEvent), until it ends (finish).
     this.cancelSource = cancel
