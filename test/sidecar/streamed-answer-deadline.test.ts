@@ -8,9 +8,12 @@ import * as http from "node:http"
 import * as http2 from "node:http2"
 import type * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import { RemoteError } from "../../src/mux/meshSession.ts"
+import { requestMeta } from "../../src/sidecar/httpEnvelope.ts"
 import { metric } from "../support/eventStreamApp.ts"
 import { listenH2App } from "../support/h2AppListen.ts"
-import { Cleanup, waitFor } from "../support/iipRaw.ts"
+import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
+import { settle, startClient } from "../support/meshTest.ts"
 import { call, LOOPBACK, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
 
 /** A plain HTTP/1.1 call to A's outbound port with `iip-timeout: 300`: how its answer ended, what of it came, and when. */
@@ -102,5 +105,34 @@ describe("a caller's deadline once its answer streams from an h2c app", () => {
     expect(sessionErrors).toStrictEqual([])
     expect(await metric(b, /^iip_mesh_request_errors_total\{.*direction="inbound".*reason="deadline_exceeded"/)).toBe(1)
     expect(await metric(a, /^iip_mesh_request_errors_total\{direction="outbound",service="catalog",code="504",hop="inbound",reason="deadline"\}/)).toBe(1)
+  })
+
+  // As the HTTP/1.1 leg's (app-pool.test.ts: same default, same error): a peer that sends no
+  // deadline gets B's default (--inbound-default-timeout); A always sends one (its own timeout).
+  it("a request without a deadline whose answer streams and never ends gets deadline_exceeded at B's default deadline, saying the answer streamed", { timeout: 20_000 }, async () => {
+    const resets: Array<number> = []
+    const server = http2.createServer()
+    server.on("stream", (stream) => {
+      stream.on("close", () => resets.push(stream.rstCode))
+      stream.respond({ ":status": 200, "content-type": "text/event-stream" })
+      stream.write(Buffer.alloc(128 * 1024, 0x61))
+    })
+    const { port } = await listenH2App(cleanup, server)
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: `${LOOPBACK}:${port}`, appProtocol: "h2c", tracing: false, inboundDefaultTimeoutMs: 500 }))
+    const client = startClient(cleanup, b.sidecar.inbound.port)
+    // No deadline on the wire (timeoutMs 0): B's default bounds it, the answer's streaming included.
+    const reply = await withTimeout(client.stream("/events", new Uint8Array(0), { meta: requestMeta("GET", "catalog", []), timeoutMs: 0 }), 5000, "the streamed answer's start")
+    const read = async (): Promise<number> => {
+      let bytes = 0
+      for await (const chunk of reply.stream!) bytes += chunk.length
+      return bytes
+    }
+    const outcome = await withTimeout(settle(read()), 5000, "the streamed answer's end")
+    expect(outcome.ok).toBe(false)
+    const error = (outcome as { error: unknown }).error
+    expect(error).toBeInstanceOf(RemoteError)
+    expect({ code: (error as RemoteError).code, message: (error as RemoteError).message }).toStrictEqual({ code: "deadline_exceeded", message: "the call's deadline of 500 ms passed while the app's answer streamed" })
+    await waitFor(() => resets.length === 1, 5_000, "B to reset the app's stream")
+    expect(resets).toStrictEqual([http2.constants.NGHTTP2_CANCEL])
   })
 })
