@@ -2,13 +2,10 @@
 // fairPlaces.ts), drained instead of cut (PROTOCOL.md §11 "Evicted busy"): their places are free
 // already; here each is told go-away `closing` and waits for the peer's answer (every request it
 // sent before is then read) and for what runs on it to finish, and closes then, or at the deadline
-// whatever still runs. One sweep fiber per server while any drains, on Effect's Clock and its
-// monotonic time as the connection timeouts (timeouts.ts): tests drive the deadline with TestClock,
-// and the request path pays nothing.
-import * as Clock from "effect/Clock"
-import * as Effect from "effect/Effect"
-import { monotonicMillisOf } from "../mux/clock.ts"
+// whatever still runs. One sweep fiber per server while any drains (lazySweeper.ts, as the
+// connection timeouts'): tests drive the deadline with TestClock, and the request path pays nothing.
 import type { MeshSession } from "../mux/meshSession.ts"
+import { LazySweeper } from "./lazySweeper.ts"
 import { type Log, LogThrottle } from "./log.ts"
 import type { Supervisor } from "./supervisor.ts"
 
@@ -33,15 +30,12 @@ interface Drain {
 
 export class EvictedDrains {
   private readonly drains = new Set<Drain>()
-  private running = false
-  /** The sweeper's clock, so an eviction's time is read on it (unset until the sweeper runs). */
-  private clock: Clock.Clock | undefined
-  private readonly supervisor: Supervisor
+  private readonly sweeper: LazySweeper
   private readonly log: Log
   private readonly deadlineLines = new LogThrottle(deadlineLines, 60_000)
 
   constructor(supervisor: Supervisor, log: Log) {
-    this.supervisor = supervisor
+    this.sweeper = new LazySweeper(supervisor, sweepMs, (now) => this.sweep(now))
     this.log = log
   }
 
@@ -59,14 +53,11 @@ export class EvictedDrains {
 
   /** Tells `mesh`'s peer go-away `closing` and closes the connection once drained, or at `evictedDrainMs`. */
   add(mesh: MeshSession, isIdle: () => boolean, reason: string): void {
-    const drain: Drain = { mesh, isIdle, evictedAt: this.clock === undefined ? -1 : monotonicMillisOf(this.clock) }
+    const drain: Drain = { mesh, isIdle, evictedAt: this.sweeper.now }
     this.drains.add(drain)
     mesh.onClosed(() => this.drains.delete(drain))
     mesh.goAway(reason, true)
-    if (!this.running) {
-      this.running = true
-      this.supervisor.fork(this.sweeper())
-    }
+    this.sweeper.wake()
   }
 
   /** The server closes: every connection still draining closes at once. */
@@ -75,24 +66,8 @@ export class EvictedDrains {
     this.drains.clear()
   }
 
-  private sweeper(): Effect.Effect<void> {
-    const drains = this
-    return Effect.gen(function*() {
-      const clock = yield* Clock.Clock
-      drains.clock = clock
-      for (;;) {
-        drains.sweep(monotonicMillisOf(clock))
-        // None left: no tick while none drains (the next eviction forks a sweeper again).
-        if (drains.drains.size === 0) {
-          drains.running = false
-          return
-        }
-        yield* Effect.sleep(sweepMs)
-      }
-    }).pipe(Effect.ensuring(Effect.sync(() => (drains.running = false))))
-  }
-
-  private sweep(now: number): void {
+  /** Closes what drained or met its deadline; says whether any still drains. */
+  private sweep(now: number): boolean {
     for (const drain of this.drains) {
       const { mesh } = drain
       if (drain.evictedAt < 0) drain.evictedAt = now
@@ -106,5 +81,6 @@ export class EvictedDrains {
         mesh.connection.close(`evicted at the connection limit: not drained within ${evictedDrainMs} ms`, false)
       }
     }
+    return this.drains.size > 0
   }
 }

@@ -5,14 +5,12 @@
 // connection whose peer takes nothing this side writes is closed at the write timeout (its queued
 // bytes hold the server's write budget, budget.ts), and a connection with nothing in flight and no
 // traffic for long is closed, so idle or stalled sockets cannot hold the connection slots. One
-// sweep fiber per server (on Effect's Clock, so tests drive it with TestClock; on its monotonic
-// time, so a wall clock step neither switches the timeouts off nor fires them at once) compares
-// each connection's packet, release and write counters with what it saw last time: nothing per
-// packet, nothing per request.
-import * as Clock from "effect/Clock"
-import * as Effect from "effect/Effect"
-import { monotonicMillisOf } from "../mux/clock.ts"
+// sweep fiber per server (lazySweeper.ts: on Effect's Clock, so tests drive it with TestClock; on
+// its monotonic time, so a wall clock step neither switches the timeouts off nor fires them at
+// once) compares each connection's packet, release and write counters with what it saw last time:
+// nothing per packet, nothing per request.
 import type { Connection } from "../mux/connection.ts"
+import { LazySweeper } from "./lazySweeper.ts"
 import type { Log } from "./log.ts"
 import type { Supervisor } from "./supervisor.ts"
 
@@ -57,17 +55,17 @@ interface Watch {
 
 export class ConnectionTimeouts {
   private readonly watched = new Map<Connection, Watch>()
-  private running = false
   private stopped = false
-  /** The sweeper's clock, so a connection's time starts at its accept (unset until the sweeper runs). */
-  private clock: Clock.Clock | undefined
   private readonly options: TimeoutOptions
-  private readonly supervisor: Supervisor
+  private readonly sweeper: LazySweeper
   private readonly log: Log
 
   constructor(options: TimeoutOptions, supervisor: Supervisor, log: Log) {
     this.options = options
-    this.supervisor = supervisor
+    // Every quarter of the shortest timeout, so each fires at most a quarter late.
+    const { firstPacketMs, packetMs, idleMs, writeMs } = options
+    const tickMs = Math.max(5, Math.floor(Math.min(...[firstPacketMs, packetMs, idleMs, writeMs].filter((ms) => ms > 0)) / 4))
+    this.sweeper = new LazySweeper(supervisor, tickMs, (now) => this.sweep(now))
     this.log = log
   }
 
@@ -80,12 +78,9 @@ export class ConnectionTimeouts {
     }
     const { firstPacketMs, packetMs, idleMs, writeMs } = this.options
     if (this.stopped || (firstPacketMs <= 0 && packetMs <= 0 && idleMs <= 0 && writeMs <= 0)) return
-    const now = this.clock === undefined ? -1 : monotonicMillisOf(this.clock)
+    const now = this.sweeper.now
     this.watched.set(connection, { openedAt: now, isIdle, packets: 0, releases: 0, progressAt: now, partialAt: -1, writesTaken: 0, socketUnsent: -1, writeProgressAt: now })
-    if (!this.running) {
-      this.running = true
-      this.supervisor.fork(this.sweeper())
-    }
+    this.sweeper.wake()
   }
 
   stop(): void {
@@ -93,27 +88,9 @@ export class ConnectionTimeouts {
     this.watched.clear()
   }
 
-  /** Sweeps every quarter of the shortest timeout, so each fires at most a quarter late. */
-  private sweeper(): Effect.Effect<void> {
-    const timeouts = this
-    const { firstPacketMs, packetMs, idleMs, writeMs } = this.options
-    const tick = Math.max(5, Math.floor(Math.min(...[firstPacketMs, packetMs, idleMs, writeMs].filter((ms) => ms > 0)) / 4))
-    return Effect.gen(function*() {
-      const clock = yield* Clock.Clock
-      timeouts.clock = clock
-      while (!timeouts.stopped) {
-        timeouts.sweep(monotonicMillisOf(clock))
-        // None left to watch: no tick while idle (the next watch forks a sweeper again).
-        if (timeouts.watched.size === 0) {
-          timeouts.running = false
-          return
-        }
-        yield* Effect.sleep(tick)
-      }
-    }).pipe(Effect.ensuring(Effect.sync(() => (timeouts.running = false))))
-  }
-
-  private sweep(now: number): void {
+  /** Closes the connections whose timeouts passed; says whether any is still watched. */
+  private sweep(now: number): boolean {
+    if (this.stopped) return false
     const { firstPacketMs, packetMs, idleMs, writeMs } = this.options
     for (const [connection, watch] of this.watched) {
       if (connection.closed) {
@@ -175,6 +152,7 @@ export class ConnectionTimeouts {
         this.expire(connection, "idle-timeout", `idle for ${idleMs} ms`, true)
       }
     }
+    return this.watched.size > 0
   }
 
   private expire(connection: Connection, event: string, reason: string, graceful: boolean): void {

@@ -40,7 +40,7 @@ import { answerMetaPast, responseMeta, trailersMeta } from "./httpEnvelope.ts"
 import type { Failure, InboundObservation } from "./observe.ts"
 import { AppErrorCode, appDeadlineMessage } from "./proxyError.ts"
 import { PausingByteQueue } from "./byteQueue.ts"
-import type { HeldAnswer, HeldAnswers } from "./heldAnswers.ts"
+import { type HeldAnswer, type HeldAnswers, ReaderWait } from "./heldAnswers.ts"
 import { RECLAIM_STALL_MS } from "./peerShare.ts"
 import { ShapeAnchor } from "../mux/shapeAnchor.ts"
 import type { PoolPeer } from "./poolPeers.ts"
@@ -153,9 +153,8 @@ export class AppExchange implements AppPoolHandler, HeldAnswer {
   private stallFrom = 0
   /** What the held budget counts of its paused socket's kernel buffer now: 0 or PAUSED_SOCKET_BYTES. */
   private kernelCounted = 0
-  /** It waits on its reader since readerWaitAt (performance.now(); 0: it does not), when the mesh had taken passedAtWait of it (heldAnswers.ts). */
-  readerWaitAt = 0
-  passedAtWait = 0
+  /** The streamed answer's wait on its reader (heldAnswers.ts); its bytes go to its queue through it. */
+  readerWait: ReaderWait | undefined = undefined
   /** The answer's metadata, while a whole answer is being collected. */
   private meta: Meta | undefined = undefined
   /**
@@ -282,6 +281,7 @@ export class AppExchange implements AppPoolHandler, HeldAnswer {
     if (this.sessionDeadlineMs > 0) this.armDeadline(this.sessionDeadlineMs, Math.max(1, this.sessionDeadlineMs - (performance.now() - this.startedAt)))
     const answer = answerStream(controller, this)
     this.answer = answer
+    this.readerWait = new ReaderWait(answer)
     answer.countIn(this.leg.held)
     this.leg.held.join(this)
     this.settle(reply(answer, meta))
@@ -316,13 +316,8 @@ export class AppExchange implements AppPoolHandler, HeldAnswer {
       else (this.parts ??= [this.firstPart]).push(chunk)
     } else if (this.mode === "stream") {
       this.observation.responseBytes(chunk.length)
-      const answer = this.answer!
-      // Bytes its reader does not wait for: from now it waits on its reader (until it takes them all, or resumes).
-      // Before the chunk counts in `bytes`: `passed` (bytes less queued) must see neither of it, or
-      // what it took by then would read a chunk more than it took, and a reader stalled since rank as one that took some.
-      if (this.readerWaitAt === 0 && !answer.readerWaiting) this.waitOnReader(performance.now())
       this.bytes += chunk.length
-      answer.push(chunk)
+      this.readerWait!.push(chunk)
       this.leg.held.check()
     }
   }
@@ -337,8 +332,7 @@ export class AppExchange implements AppPoolHandler, HeldAnswer {
       const past = closing === undefined ? 0 : answerMetaPast(closing, this.request.maxMetaBytes)
       if (past === 0) {
         this.observation.end(this.leg.address, this.status, undefined)
-        // What is queued now waits on its reader only.
-        if (this.readerWaitAt === 0 && this.answer!.heldBytes > 0) this.waitOnReader(performance.now())
+        this.readerWait!.ended()
         return this.answer!.end(closing)
       }
       const message = `app at ${this.leg.address}: its trailers (${past} bytes) exceed the ${this.request.maxMetaBytes} bytes of metadata the mesh carries`
@@ -433,7 +427,7 @@ export class AppExchange implements AppPoolHandler, HeldAnswer {
   answerPaused(): void {
     if (this.stall !== undefined || this.done) return
     const now = performance.now()
-    if (this.readerWaitAt === 0) this.waitOnReader(now)
+    this.readerWait!.begin(now)
     // One timer a pause, as before the budget: it fires a second time only for an answer paused a second.
     this.stallFrom = now
     this.stall = setTimeout(() => this.onStall(), Math.min(RECLAIM_STALL_MS, this.leg.answerIdleTimeoutMs))
@@ -462,7 +456,7 @@ export class AppExchange implements AppPoolHandler, HeldAnswer {
 
   /** The answer's socket reads again: it waits on its reader no more. */
   answerResumed(): void {
-    this.readerWaitAt = 0
+    this.readerWait!.resumed()
     this.socketReleased()
   }
 
@@ -476,25 +470,10 @@ export class AppExchange implements AppPoolHandler, HeldAnswer {
     }
   }
 
-  /** Its reader let go of all that was queued (handed it to the mesh's writer): it waits on it no more. */
-  answerTaken(): void {
-    this.readerWaitAt = 0
-  }
-
-  /** From `at` on, the answer waits on its reader only (heldAnswers.ts). */
-  private waitOnReader(at: number): void {
-    this.readerWaitAt = at
-    this.passedAtWait = this.passed
-  }
 
   /** Bytes it holds at B: its queue's and the chunk the mesh's sender holds, and its paused socket's kernel buffer as counted (heldAnswers.ts). */
   get heldNow(): number {
     return (this.answer === undefined ? 0 : this.answer.heldBytes) + this.kernelCounted
-  }
-
-  /** Bytes of its answer the mesh sent on so far. */
-  get passed(): number {
-    return this.answer === undefined ? 0 : this.bytes - this.answer.heldBytes
   }
 
   /**
@@ -607,6 +586,6 @@ const answerStream = (controller: AppController, exchange: AppExchange): Pausing
       controller.resume()
       exchange.answerResumed()
     },
-    allTaken: () => exchange.answerTaken(),
+    allTaken: () => exchange.readerWait!.taken(),
     over: () => exchange.leg.held.leave(exchange)
   }, () => exchange.readerGone())

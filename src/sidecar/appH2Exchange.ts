@@ -27,7 +27,7 @@ import { PausingByteQueue } from "./byteQueue.ts"
 import { isEventStreamType } from "./eventStream.ts"
 import { grpcStatusIn } from "./grpcStatus.ts"
 import { endToEndHeaders, RawListCache } from "./headerFilter.ts"
-import type { HeldAnswer } from "./heldAnswers.ts"
+import { type HeldAnswer, ReaderWait } from "./heldAnswers.ts"
 import { answerMetaPast, responseMeta, trailersMeta, withTrailers } from "./httpEnvelope.ts"
 import { AppErrorCode } from "./proxyError.ts"
 
@@ -185,17 +185,13 @@ export class AppH2Exchange extends AppH2ExchangeCore implements Held, HeldAnswer
   private answerChunk(chunk: Buffer): void {
     if (this.answer !== undefined) {
       this.observation.responseBytes(chunk.length)
-      // Bytes its reader does not wait for: from now it waits on its reader (until it takes them all, or resumes).
-      // Before the chunk counts in `bytes`: `passed` (bytes less queued) must see neither of it, or
-      // what it took by then would read a chunk more than it took, and a reader stalled since rank as one that took some.
-      if (this.readerWaitAt === 0 && !this.answer.readerWaiting) this.waitOnReader(performance.now())
       this.bytes += chunk.length
       if (this.grpc && this.firstMessageEnd !== Infinity) {
         this.noteMessages()
         // Cut past the share (knownStreaming): nothing more goes to the caller.
         if (this.done) return
       }
-      this.answer.push(chunk)
+      this.readerWait!.push(chunk)
       this.leg.held.check()
       return this.giveBack(chunk.length)
     }
@@ -225,7 +221,7 @@ export class AppH2Exchange extends AppH2ExchangeCore implements Held, HeldAnswer
         if (!this.windowHeld) return
         this.windowHeld = false
         this.paused = false
-        this.readerWaitAt = 0
+        readerWait.resumed()
         const held = this.heldBytes
         this.heldBytes = 0
         if (held > 0) this.giveBack(held)
@@ -233,16 +229,16 @@ export class AppH2Exchange extends AppH2ExchangeCore implements Held, HeldAnswer
         this.stall = undefined
       },
       // Its reader let go of all that was queued (handed it to the mesh's writer): it waits on it no more.
-      allTaken: () => {
-        this.readerWaitAt = 0
-      },
+      allTaken: () => readerWait.taken(),
       over: () => this.leg.held.leave(this)
     }, (refusal) =>
       // Refused at this hop (a plain caller's answer past the answer budget): B's own overload, as the HTTP/1.1 leg counts it.
       refusal === undefined
         ? this.fail(this.status, { hop: "app", reason: "answer_broke_off" }, MeshErrorCode.cancelled, "nobody reads the answer")
         : this.fail(503, { hop: "inbound", reason: refusal.code }, refusal.code, refusal.message))
+    const readerWait = new ReaderWait(answer)
     this.answer = answer
+    this.readerWait = readerWait
     this.releaseHold()
     // Its parts go to the stream: a first message not read by now is not looked for. Counted in the
     // leg's held bytes as the queue's from here (pushed after countIn), until the mesh takes them.
@@ -250,22 +246,21 @@ export class AppH2Exchange extends AppH2ExchangeCore implements Held, HeldAnswer
     this.releaseParts()
     answer.countIn(this.leg.held)
     this.leg.held.join(this)
-    for (const part of this.parts) answer.push(part)
     // No reader yet: what came so far waits on it (and counts in the budget from now).
-    if (answer.queuedBytes > 0) this.waitOnReader(performance.now())
+    for (const part of this.parts) readerWait.push(part)
     this.leg.held.check()
     this.observation.responseBytes(this.bytes)
     this.parts = []
-    if (!this.grpc && !this.request.plain) this.leg.deadlines.remove(this)
+    // Its deadline stays: the rest of the caller's bounds the answer as it streams (as the HTTP/1.1
+    // leg's does), else an app that trickles or stops mid-answer held one of its streams for good.
     this.settle(reply(answer, meta))
   }
 
   /**
    * The streamed answer's stream paused (a window of it waits for the mesh). A caller that never
-   * reads would keep the app's stream (one of the app's concurrent streams; no deadline once a
-   * non-gRPC answer streams) for as long as it liked: one that stays paused for the body idle
-   * timeout is given up, as the HTTP/1.1 leg does (appExchange.ts). A gRPC call's deadline
-   * bounds the whole call already: its stream may wait on a slow reader until then. When it paused
+   * reads would keep the app's stream (one of the app's concurrent streams) until its deadline:
+   * one that stays paused for the body idle timeout is given up before, as the HTTP/1.1 leg does
+   * (appExchange.ts). A gRPC call's stream may wait on a slow reader until its deadline. When it paused
    * is kept for the peers' share (peerShare.ts): paused a second, or read too slowly, past its
    * peer's share while another peer's call waits, its place is taken back, a gRPC call's too.
    */
@@ -274,7 +269,7 @@ export class AppH2Exchange extends AppH2ExchangeCore implements Held, HeldAnswer
       this.paused = true
       this.pausedAt = performance.now()
     }
-    if (this.readerWaitAt === 0) this.waitOnReader(this.pausedAt)
+    this.readerWait!.begin(this.pausedAt)
     if (this.grpc || this.stall !== undefined || this.done) return
     const idleMs = this.leg.answerIdleMs
     this.stall = setTimeout(() => {
@@ -320,25 +315,13 @@ export class AppH2Exchange extends AppH2ExchangeCore implements Held, HeldAnswer
     this.finish()
     this.observation.grpcStatus(grpcStatusIn(trailers))
     this.observation.end(leg.address, status, undefined)
-    // What is queued now waits on its reader only.
-    if (this.readerWaitAt === 0 && this.answer!.heldBytes > 0) this.waitOnReader(performance.now())
+    this.readerWait!.ended()
     this.answer!.end(closing)
   }
 
-  /** From `at` on, the answer waits on its reader only (heldAnswers.ts). */
-  private waitOnReader(at: number): void {
-    this.readerWaitAt = at
-    this.passedAtWait = this.passed
-  }
-
-  /** Bytes its queue and the mesh's sender hold (heldAnswers.ts). */
+  /** Bytes its queue holds (heldAnswers.ts). */
   get heldNow(): number {
     return this.answer === undefined ? 0 : this.answer.heldBytes
-  }
-
-  /** Bytes of its answer the mesh sent on so far. */
-  get passed(): number {
-    return this.answer === undefined ? 0 : this.bytes - this.answer.heldBytes
   }
 
   /**

@@ -6,8 +6,8 @@
 // shows the call streams), the place given back once the stream is over, and the one way a call
 // fails: the caller's cancellation, the deadline, a share taken back, the app's stream ending
 // early (the app's stream reset with CANCEL if it still runs). The time left before the caller's
-// deadline bounds the whole gRPC call, and a plain caller's whole answer (any other request's
-// answer head only): past it, or when the caller cancels, the app's stream is reset. The stream is the sidecar's own
+// deadline (B's default one without) bounds the whole call, a streamed answer included: past it,
+// or when the caller cancels, the app's stream is reset. The stream is the sidecar's own
 // HTTP/2's (src/h2, on the leg's session: appH2Session.ts), whose events come here as plain calls.
 import { ErrorCode } from "../h2/frames.ts"
 import { H2RequestRefused, type H2Stream, type H2StreamEnded, StreamState } from "../h2/h2Streams.ts"
@@ -26,7 +26,7 @@ import type { PausingByteQueue } from "./byteQueue.ts"
 import { acceptsEventStream, isAcceptName } from "./eventStream.ts"
 import { isGrpcPairs } from "./grpcStatus.ts"
 import type { OnInvalidHeader } from "./headerFilter.ts"
-import type { HeldAnswers } from "./heldAnswers.ts"
+import type { HeldAnswers, ReaderWait } from "./heldAnswers.ts"
 import type { Failure, InboundObservation } from "./observe.ts"
 import { SEAT_NONE, type Seat } from "./peerShare.ts"
 import type { PoolPeer } from "./poolPeers.ts"
@@ -154,14 +154,8 @@ export abstract class AppH2ExchangeCore implements Expiring {
   lookNoted = 0
   /** The answer's parts gathered whole, counted in the leg's held bytes until they go on (heldAnswers.ts). */
   protected partsCounted = 0
-  /**
-   * The streamed answer waits on its reader only (bytes queued its reader did not wait for, not
-   * all taken since; its stream paused for the mesh; or its app done
-   * with bytes queued) since readerWaitAt (performance.now(); 0: it does not), when the mesh had
-   * taken passedAtWait of it (heldAnswers.ts's measure of a stalled reader).
-   */
-  readerWaitAt = 0
-  passedAtWait = 0
+  /** The streamed answer's wait on its reader (heldAnswers.ts); its bytes go to its queue through it. */
+  readerWait: ReaderWait | undefined = undefined
 
   constructor(leg: H2Leg, request: AppH2Request, observation: InboundObservation, pending: PendingOutcome, peer: PoolPeer | undefined) {
     exchangeShape.keep(this, request.body instanceof Buffer ? request.body.length : 0)
@@ -206,7 +200,7 @@ export abstract class AppH2ExchangeCore implements Expiring {
       return this.fail(503, { hop: "inbound", reason: MeshErrorCode.overloaded }, MeshErrorCode.overloaded, `as many requests wait for a stream to the app at ${leg.address} as it may have open (--app-h2-max-streams ${leg.maxStreams}, or fewer its SETTINGS_MAX_CONCURRENT_STREAMS allows); retry elsewhere`, false)
     }
     if (longLived) this.countLongLived()
-    // A gRPC call's deadline covers the whole call (its wait for a place too); any other request's only its answer's head.
+    // The deadline covers the whole call: its wait for a place, its answer's head, its answer as it streams.
     leg.deadlines.add(this, request.timeLeftMs)
     // The exchange listens itself (handleEvent), until it ends (finish).
     this.cancelSource = cancel

@@ -35,12 +35,80 @@ import { MinHeap } from "./minHeap.ts"
 export interface HeldAnswer {
   /** Bytes it holds now (its queue's, and the chunk the mesh's sender holds). */
   readonly heldNow: number
-  /** It waits on its reader only since readerWaitAt (performance.now(); 0: it does not); what the mesh took of it by then, and so far. */
-  readonly readerWaitAt: number
-  readonly passedAtWait: number
-  readonly passed: number
+  /** Its wait on its reader, once it streams (a ReaderWait). */
+  readonly readerWait: Waiting | undefined
   /** Ends it now, its bytes let go of; `message` tells its caller why. */
   takeBackHeld(message: string): void
+}
+
+/** What a look reads of an answer's wait on its reader. */
+export interface Waiting {
+  /** It waits on its reader only since `at` (performance.now(); 0: it does not). */
+  readonly at: number
+  /** What the mesh had taken of it when the wait began, and so far. */
+  readonly passedAtWait: number
+  readonly passed: number
+}
+
+/** The queue a streamed answer's bytes wait in for its reader (byteQueue.ts's PausingByteQueue). */
+interface ReaderQueue {
+  /** Bytes queued, and the chunk its reader took and has not let go of (byteQueue.ts). */
+  readonly heldBytes: number
+  /** Its reader waits for the next chunk. */
+  readonly readerWaiting: boolean
+  push(chunk: Buffer): void
+}
+
+/**
+ * A streamed answer's wait on its reader, kept here for every leg so each begins it as the look
+ * ranks it: bytes go to the queue only through `push`, which begins the wait before the bytes
+ * count, since `passed` (bytes pushed less those still held: queued, or lent to the mesh's
+ * sender) read after would count a chunk the mesh never took, and a reader stalled since would
+ * rank as one that took some, behind an honest reader that took a chunk.
+ */
+export class ReaderWait implements Waiting {
+  at = 0
+  passedAtWait = 0
+  /** Bytes pushed to the queue so far. */
+  private pushed = 0
+  private readonly queue: ReaderQueue
+
+  constructor(queue: ReaderQueue) {
+    this.queue = queue
+  }
+
+  get passed(): number {
+    return this.pushed - this.queue.heldBytes
+  }
+
+  /** `chunk` goes to the reader: bytes it does not wait for, so from now the answer waits on it (until it takes them all, or resumes). */
+  push(chunk: Buffer): void {
+    if (this.at === 0 && !this.queue.readerWaiting) this.begin(performance.now())
+    this.pushed += chunk.length
+    this.queue.push(chunk)
+  }
+
+  /** The answer waits on its reader from `at` on (its stream paused), unless it waits already. */
+  begin(at: number): void {
+    if (this.at !== 0) return
+    this.at = at
+    this.passedAtWait = this.passed
+  }
+
+  /** The app ended the answer: what is queued now waits on its reader only. */
+  ended(): void {
+    if (this.queue.heldBytes > 0) this.begin(performance.now())
+  }
+
+  /** Its reader let go of all that was queued (handed it to the mesh's writer): it waits on it no more. */
+  taken(): void {
+    if (this.queue.heldBytes === 0) this.at = 0
+  }
+
+  /** Its paused stream reads again: it waits on its reader no more. */
+  resumed(): void {
+    this.at = 0
+  }
 }
 
 /** What a look past the budget ranks an answer by. */
@@ -111,8 +179,9 @@ export class HeldAnswers {
     for (const answer of this.answers) {
       if (answer.heldNow === 0) continue
       const seq = ranked.length
-      if (answer.readerWaitAt === 0) ranked.push({ answer, rank: 2, order: -answer.heldNow, seq })
-      else ranked.push({ answer, rank: answer.passed === answer.passedAtWait ? 0 : 1, order: answer.readerWaitAt, seq })
+      const wait = answer.readerWait
+      if (wait === undefined || wait.at === 0) ranked.push({ answer, rank: 2, order: -answer.heldNow, seq })
+      else ranked.push({ answer, rank: wait.passed === wait.passedAtWait ? 0 : 1, order: wait.at, seq })
     }
     // Only the first few are taken back, usually: a heap gives them in order without sorting all.
     const first = new MinHeap(ranked, takenFirst)
@@ -121,10 +190,10 @@ export class HeldAnswers {
     while (this.bytes - this.whole > this.max) {
       const next = first.pop()
       if (next === undefined) break
-      const { answer, rank } = next
+      const { answer, rank, order } = next
       count++
       this.takenBack++
-      const why = rank === 2 ? "its reader keeps up, but no answer waiting on its reader was left to take back" : `it waited ${Math.round(now - answer.readerWaitAt)} ms on its reader${rank === 0 ? ", which took none of it" : ""}, the longest of those held`
+      const why = rank === 2 ? "its reader keeps up, but no answer waiting on its reader was left to take back" : `it waited ${Math.round(now - order)} ms on its reader${rank === 0 ? ", which took none of it" : ""}, the longest of those held`
       answer.takeBackHeld(`its answer was taken back at the inbound sidecar: the answers of its app held ${this.bytes - this.whole} bytes their callers had not read, past ${this.setting} ${this.max}; this one held ${answer.heldNow}, and ${why}; retry later`)
     }
     if (count > 0) this.onTakenBack(count, before)

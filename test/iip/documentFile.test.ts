@@ -43,7 +43,7 @@ describe("watchDocumentFile", () => {
       duringRead = () => writeFileSync(path, "part and the rest")
       await watch.success.check()
       expect(watch.success.current()).toBe("part and the rest")
-      expect(events).toStrictEqual(["doc-loaded first", "doc-loaded part and the rest"])
+      expect(events).toStrictEqual(["doc-loaded first", "doc-changed ", "doc-loaded part and the rest"])
     } finally {
       watch.success.close()
     }

@@ -92,7 +92,7 @@ describe("a file written in two parts is never applied half", () => {
     expect(policy.current().decide(storefront, "POST", "/")).toBe("no-rule-matched")
     expect(policy.current().decide(reports, "GET", "/")).toBe("no-rule-matched")
     expect(loads).toStrictEqual(["ok"])
-    expect(logged.filter((l) => l.event !== "authz-policy-loaded" || l.skipped !== undefined).map((l) => [l.event, l.skipped])).toStrictEqual([["authz-policy-loaded", "1"]])
+    expect(logged.filter((l) => l.event !== "authz-policy-loaded" || l.skipped !== undefined).map((l) => [l.event, l.skipped])).toStrictEqual([["authz-policy-changed", undefined], ["authz-policy-loaded", "1"]])
   })
 
   it("the routes: the part with the first route only is not applied, the whole is", async () => {
@@ -119,7 +119,7 @@ describe("a file written in two parts is never applied half", () => {
     await vi.advanceTimersByTimeAsync(settleMsDefault)
     await checking
     expect(routes.current().source).toBe("2 routes for 2 services")
-    expect(logged.map((l) => l.applies)).toStrictEqual(["3 routes for 3 services", "2 routes for 2 services"])
+    expect(logged.map((l) => [l.event, l.applies])).toStrictEqual([["routes-loaded", "3 routes for 3 services"], ["routes-changed", undefined], ["routes-loaded", "2 routes for 2 services"]])
   })
 
   it("the issuer's join tokens: the part binding a token to `storefront` (the line cut inside `storefront-admin`) is not applied, the whole is", async () => {
@@ -158,6 +158,7 @@ describe("a file written in two parts is never applied half", () => {
     expect(tokens.reloads()).toStrictEqual({ ok: 1, invalid: 0 })
     expect(logged.map((l) => [l.event, l.skipped, l.applies])).toStrictEqual([
       ["identity-join-tokens-loaded", undefined, "1 join token, 0 ended"],
+      ["identity-join-tokens-changed", undefined, undefined],
       ["identity-join-tokens-loaded", "1", "1 join token, 0 ended"]
     ])
   })

@@ -52,13 +52,17 @@ interface Callee {
   identity: string | undefined
 }
 
-/** The far app behind B ("catalog"), B with `config` (a policy file, or none). */
-const startCallee = async (config: Partial<SidecarConfig>): Promise<Callee> => {
+/** The far app behind B ("catalog"), B with `config` (a policy file, or none); `onLine` sees each line of B's log as B writes it. */
+const startCallee = async (config: Partial<SidecarConfig>, onLine: (event: string) => void = () => {}): Promise<Callee> => {
   const app = await startApp(cleanup, echoRequest)
   const logged: Array<Record<string, unknown>> = []
   const { record, until } = progress(logged)
   const callee = { app, logged, until, identity: undefined as string | undefined } as Callee & { b: RunningSidecar }
-  const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address, ...config }), (event, fields) => record({ event, ...fields }), {
+  const log = (event: string, fields?: Readonly<Record<string, unknown>>) => {
+    record({ event, ...fields })
+    onLine(event)
+  }
+  const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address, ...config }), log, {
     onInboundMeshConnection: (session: MeshSession) => {
       session.connection.peerIdentity = callee.identity
     }
@@ -165,18 +169,25 @@ describe("authorization policy at the inbound side", () => {
     expect(await metric(callee.b, /^iip_mesh_authz_policy_reloads_total\{result="invalid"\}/)).toBe(1)
   })
 
-  it("a YAML policy saved in place in two parts, a pause between, is never applied half (its rule without paths and methods allows all); the whole is", async () => {
+  it("a YAML policy saved in place in two parts, the rest written as B notices the first: the version B saw is skipped, never applied half (its rule without paths and methods allows all); the whole is", async () => {
     const path = join(dir, "policy.yaml")
     const rule = `services:\n  catalog:\n    rules:\n      - from: ["${storefront}"]\n`
     writeFileSync(path, `${rule}        paths: ["/products"]\n        methods: [GET]\n`)
-    const callee = await startCallee({ authzPolicy: path })
+    // An editor or `cat > file` writing in place: the first part, a pause, the rest. The pause ends
+    // as B notices the first part (its `changed` line, written before it waits out the settle
+    // time), so on any machine's pace B has seen the part when the rest comes.
+    const whole = `${rule}        paths: ["/products"]\n        methods: [GET, POST]\n`
+    let rest = false
+    const callee = await startCallee({ authzPolicy: path }, (event) => {
+      if (event !== "authz-policy-changed" || rest) return
+      rest = true
+      writeFileSync(path, whole)
+    })
     const a = await startCaller([callee], storefront)
-    // An editor or `cat > file` writing in place: the first part, a pause shorter than the settle
-    // time (250 ms), the rest. The pause is the writer's, not a wait for the sidecar.
     writeFileSync(path, rule)
-    await new Promise((resolve) => setTimeout(resolve, 150))
-    writeFileSync(path, `${rule}        paths: ["/products"]\n        methods: [GET, POST]\n`)
     await callee.until(() => callee.logged.filter((l) => l.event === "authz-policy-loaded").length >= 2, "B to load a new policy")
+    // The version B saw was skipped, not taken: what it applied is the whole.
+    expect(callee.logged.filter((l) => l.event === "authz-policy-loaded").at(-1)).toMatchObject({ skipped: "1" })
     expectForbidden(await call(a.outboundPort, { method: "DELETE", path: "/products" }), "DELETE, which only the first part allowed")
     expectForbidden(await call(a.outboundPort, { path: "/orders" }), "another path, which only the first part allowed")
     expect((await call(a.outboundPort, { method: "POST", path: "/products", body: "{}" })).status).toBe(200)

@@ -19,9 +19,7 @@ const fake = (held: HeldAnswers, taken: Array<number>, name: number, heldNow: nu
   const answer: Fake = {
     name,
     heldNow,
-    readerWaitAt,
-    passedAtWait,
-    passed,
+    readerWait: { at: readerWaitAt, passedAtWait, passed },
     takeBackHeld: () => {
       held.bytes -= answer.heldNow
       answer.heldNow = 0
@@ -38,7 +36,8 @@ const fake = (held: HeldAnswers, taken: Array<number>, name: number, heldNow: nu
 const sortedOrder = (answers: ReadonlyArray<Fake>): Array<number> =>
   answers
     .filter((a) => a.heldNow > 0)
-    .map((a) => ({ a, rank: a.readerWaitAt === 0 ? 2 : a.passed === a.passedAtWait ? 0 : 1, order: a.readerWaitAt === 0 ? -a.heldNow : a.readerWaitAt }))
+    .map((a) => ({ a, wait: a.readerWait! }))
+    .map(({ a, wait }) => ({ a, rank: wait.at === 0 ? 2 : wait.passed === wait.passedAtWait ? 0 : 1, order: wait.at === 0 ? -a.heldNow : wait.at }))
     .sort((x, y) => x.rank - y.rank || x.order - y.order)
     .map((x) => x.a.name)
 

@@ -12,6 +12,14 @@ afterEach(() => cleanup.run())
 
 const ANSWER = 5000
 
+/** The caller's PING `n` and A's ACK of it: what A wrote before it read the PING is here by then. */
+const roundTrip = async (raw: Awaited<ReturnType<typeof connectRawH2>>, n: number): Promise<void> => {
+  const payload = Buffer.alloc(8, 0)
+  payload.writeUInt32BE(0x5e1f0000 + n, 0)
+  raw.socket.write(frame(Type.ping, 0, 0, payload))
+  await raw.until((frames) => frames.some((f) => f.type === Type.ping && (f.flags & Flag.ack) !== 0 && f.payload.equals(payload)), `the ACK of the caller's PING ${n}`)
+}
+
 it("an answer given before the request's end, waiting for the caller's window, is not cut by the stop-sending reset", async () => {
   let answered = false
   const { port } = await h2cListening(cleanup, (call) => {
@@ -23,8 +31,14 @@ it("an answer given before the request's end, waiting for the caller's window, i
   const raw = await connectRawH2(cleanup, port, true, settings([[4, 1000]]))
   raw.socket.write(Buffer.concat([frame(Type.headers, Flag.endHeaders, 1, requestBlock("POST", "/upload")), frame(Type.data, 0, 1, Buffer.alloc(10, 1))]))
   await waitFor(() => answered, 5000, "the answer given")
-  // The caller reads slowly: its window comes well after the stop-sending reset's grace.
-  await new Promise((resolve) => setTimeout(resolve, 600))
+  // The caller reads slowly: its window comes after what would send the reset (the ACK of a PING A
+  // sends with it, ahead of the 200 ms bound). A round trip of the caller's own PING: any PING A sent
+  // at the answer is here before its ACK (TCP keeps order); the caller ACKs it, and a second round
+  // trip has any reset that ACK set off here too, all before the window opens.
+  await roundTrip(raw, 1)
+  for (const ping of raw.frames.filter((f) => f.type === Type.ping && (f.flags & Flag.ack) === 0)) raw.socket.write(frame(Type.ping, Flag.ack, 0, ping.payload))
+  await roundTrip(raw, 2)
+  expect(resetCode(raw.frames, 1)).toBeUndefined()
   raw.socket.write(windowUpdate(1, 1_000_000))
   await raw.until(streamOver(1), "stream 1's end")
   // Then the reset, after the answer's END_STREAM: the caller stops sending.
