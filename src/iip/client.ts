@@ -94,6 +94,13 @@ export class IipClient {
   private lastConnectError: ConnectFailed | undefined
   /** A dial failed since the last connection came up: its next failures are repeats (connectFailedLines). */
   private connectFailing = false
+  /**
+   * Mesh connections in a row that the peer drained or closed before they answered a call: each
+   * dial succeeded, so without this the back-off started over every time, and a peer that goes away
+   * at once after its hello was redialled in a loop, idle or not (a channel is kept open ahead).
+   * The next dial waits as after as many failed ones; an answer on any connection clears it.
+   */
+  private churned = 0
   /** Requests sent and not yet answered. */
   private readonly pending: PendingCount = { value: 0 }
   private closed = false
@@ -384,6 +391,11 @@ export class IipClient {
   private readonly onMeshAnswer = (error: MeshCallError | undefined, reply: MeshReply | undefined, context: unknown): void => {
     const request = context as Pending
     this.tunnelAnswered(request)
+    // The peer answered (a reply, or its typed error): the connection served, whatever comes next.
+    if (reply !== undefined || error instanceof RemoteError) {
+      request.pooled!.answered = true
+      this.churned = 0
+    }
     // Its channel may be free now (a whole answer): a waiting request takes it before this caller,
     // told next, can make a new one.
     if (this.waiting > 0) this.drainQueue()
@@ -563,7 +575,9 @@ export class IipClient {
   private redial(): Effect.Effect<void> {
     const client = this
     return Effect.gen(function*() {
-      for (let failures = 0; ; failures++) {
+      // Connections that ended unused since the last answer wait as failed dials do (churned).
+      if (client.churned > 0) yield* Effect.sleep(backoffDelay(client.churned - 1, client.reconnect, Math.random()))
+      for (let failures = client.churned; ; failures++) {
         client.attempting = true
         const error = yield* Effect.callback<ConnectFailed | undefined>((resume) =>
           dialOnce(client.dial, (e, link) => {
@@ -597,7 +611,7 @@ export class IipClient {
   }
 
   private adopt(link: Link): void {
-    const pooled: Pooled = { link, channels: [], opening: 0, waitingWritable: false, draining: false, plainCap: Infinity }
+    const pooled: Pooled = { link, channels: [], opening: 0, waitingWritable: false, draining: false, plainCap: Infinity, answered: false, ended: false }
     this.pool.connections.push(pooled)
     this.lastConnectError = undefined
     this.connectFailing = false
@@ -606,6 +620,7 @@ export class IipClient {
     if (link.mode === "mesh") {
       link.session.onPeerDraining(() => {
         pooled.draining = true
+        this.ended(pooled)
         // A `closing` go-away is one connection evicted at the server's cap, not the server
         // stopping: the balancer must not take a refused redial as a restart (and reset its stats).
         if (!link.session.peerClosing) this.options.onPeerState?.("go-away")
@@ -627,7 +642,15 @@ export class IipClient {
     this.options.onPeerState?.("unresponsive")
   }
 
+  /** A mesh connection is drained or closed by its peer (once, whichever comes first): one that answered nothing counts in `churned`. */
+  private ended(pooled: Pooled): void {
+    if (pooled.ended || pooled.link.mode !== "mesh") return
+    pooled.ended = true
+    if (!pooled.answered) this.churned++
+  }
+
   private drop(pooled: Pooled): void {
+    this.ended(pooled)
     const index = this.pool.connections.indexOf(pooled)
     if (index !== -1) this.pool.connections.splice(index, 1)
     if (this.waiting > 0) this.grow()

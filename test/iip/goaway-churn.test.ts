@@ -1,0 +1,52 @@
+// A mesh server that ends every connection right after its hello (src/iip/client.ts, its redial
+// back-off): a hand-played acceptor on 127.0.0.1:0 answers the hello, then says go-away (`closing`,
+// as when evicted at its cap, or a plain stop) in the same write as its FIN, on every connection.
+// Each dial succeeds, so the back-off used to start over each time, and the client keeps a channel
+// open ahead even when idle: after one call it redialled in a tight loop for good (about 85
+// connections a second from sidecar A after one request, a fifth of a core, round three of the red
+// team). A connection that ends before it answered anything now counts for the back-off as a
+// failed dial does, until a call is answered.
+import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import { AcceptorControlChannel, encodeEnvelope, encodeGoAway, encodeHello, EnvelopeFlag, EnvelopeKind, MeshPath } from "../../src/protocol/mesh.ts"
+import { Cleanup, frame, RawParser, startRawServer, waitFor } from "../support/iipRaw.ts"
+import { helloOf, settle, startClient } from "../support/meshTest.ts"
+
+const typedErrors = ["ConnectionClosed", "RequestTimeout", "ConnectFailed", "RemoteError"]
+
+/** An acceptor that answers each connection's hello, then goes away (`closing` or not) with its FIN; the times of its accepts. */
+const goAwayAtOnce = async (cleanup: Cleanup, closing: boolean) => {
+  const accepts: Array<number> = []
+  const { port } = await startRawServer(cleanup, (socket) => {
+    accepts.push(performance.now())
+    const parser = new RawParser()
+    socket.on("data", (chunk: Buffer) => {
+      for (const packet of parser.push(chunk)) {
+        if (packet.path !== MeshPath.hello || packet.channelId !== 0) continue
+        const goAway = encodeEnvelope(EnvelopeKind.request, EnvelopeFlag.oneway, 1, new Map(), encodeGoAway("stopping", closing), 8192)
+        socket.end(Buffer.concat([frame(5, MeshPath.hello, 0, encodeHello(helloOf(), true)), frame(1, MeshPath.goAway, AcceptorControlChannel, goAway)]))
+      }
+    })
+  })
+  return { port, accepts }
+}
+
+describe("a mesh server that goes away on every connection at once", () => {
+  let cleanup: Cleanup
+  beforeEach(() => {
+    cleanup = new Cleanup()
+  })
+  afterEach(() => cleanup.run())
+
+  it.each([true, false])("closing: %s: an idle client redials with back-off, not in a loop (6 connections take at least half the back-off's sum)", async (closing) => {
+    const server = await goAwayAtOnce(cleanup, closing)
+    const client = startClient(cleanup, server.port, { reconnect: { baseMs: 100, maxMs: 1000 } })
+    // One call starts the first connection; it ends in a typed error, never an answer.
+    const outcome = await settle(client.call("/x", "hi", { timeoutMs: 2000 }))
+    expect(outcome.ok ? "answered" : (outcome.error as { _tag: string })._tag).toBeOneOf(typedErrors)
+    // Then the client is idle. Back-off 100 ms doubling to 1 s, jittered to 50-100 %: the 2nd to
+    // 6th dials wait at least 50 + 100 + 200 + 400 + 500 ms. In a loop they took ~70 ms.
+    await waitFor(() => server.accepts.length >= 6, 15_000, "six connections")
+    const spread = server.accepts[5]! - server.accepts[0]!
+    expect(spread).toBeGreaterThanOrEqual(1000)
+  })
+})
