@@ -1,11 +1,13 @@
-// A mesh server that ends every connection right after its hello (src/iip/client.ts, its redial
-// back-off): a hand-played acceptor on 127.0.0.1:0 answers the hello, then says go-away (`closing`,
-// as when evicted at its cap, or a plain stop) in the same write as its FIN, on every connection.
-// Each dial succeeds, so the back-off used to start over each time, and the client keeps a channel
-// open ahead even when idle: after one call it redialled in a tight loop for good (about 85
-// connections a second from sidecar A after one request, a fifth of a core, round three of the red
-// team). A connection that ends before it answered anything now counts for the back-off as a
-// failed dial does, until a call is answered.
+// Go-away games of a mesh server against the client (src/iip/client.ts), round three of the red
+// team; a hand-played acceptor on 127.0.0.1:0 answers each connection's hello, then says go-away:
+// - with its FIN, in the same write (`closing`, as when evicted at its cap, or a plain stop). Each
+//   dial succeeded, so the back-off started over each time, and the client keeps a channel open
+//   ahead even when idle: after one call it redialled in a tight loop for good (about 85 connections
+//   a second from sidecar A after one request, a fifth of a core). A connection that ends before it
+//   answered anything now counts for the back-off as a failed dial does, until a call is answered;
+// - and never closes, nor answers. A drained connection is never used again, yet the client kept
+//   each one open for as long as the peer did: one more socket per call, for good (40 calls, 41
+//   sockets). It now closes one once nothing on it is waited for.
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { AcceptorControlChannel, encodeEnvelope, encodeGoAway, encodeHello, EnvelopeFlag, EnvelopeKind, MeshPath } from "../../src/protocol/mesh.ts"
 import { Cleanup, frame, RawParser, startRawServer, waitFor } from "../support/iipRaw.ts"
@@ -14,20 +16,22 @@ import { helloOf, settle, startClient } from "../support/meshTest.ts"
 const typedErrors = ["ConnectionClosed", "RequestTimeout", "ConnectFailed", "RemoteError"]
 
 /** An acceptor that answers each connection's hello, then goes away (`closing` or not) with its FIN; the times of its accepts. */
-const goAwayAtOnce = async (cleanup: Cleanup, closing: boolean) => {
+const goAwayAtOnce = async (cleanup: Cleanup, closing: boolean, fin = true) => {
   const accepts: Array<number> = []
-  const { port } = await startRawServer(cleanup, (socket) => {
+  const { port, sockets } = await startRawServer(cleanup, (socket) => {
     accepts.push(performance.now())
     const parser = new RawParser()
     socket.on("data", (chunk: Buffer) => {
       for (const packet of parser.push(chunk)) {
         if (packet.path !== MeshPath.hello || packet.channelId !== 0) continue
         const goAway = encodeEnvelope(EnvelopeKind.request, EnvelopeFlag.oneway, 1, new Map(), encodeGoAway("stopping", closing), 8192)
-        socket.end(Buffer.concat([frame(5, MeshPath.hello, 0, encodeHello(helloOf(), true)), frame(1, MeshPath.goAway, AcceptorControlChannel, goAway)]))
+        const answer = Buffer.concat([frame(5, MeshPath.hello, 0, encodeHello(helloOf(), true)), frame(1, MeshPath.goAway, AcceptorControlChannel, goAway)])
+        if (fin) socket.end(answer)
+        else socket.write(answer)
       }
     })
   })
-  return { port, accepts }
+  return { port, accepts, sockets }
 }
 
 describe("a mesh server that goes away on every connection at once", () => {
@@ -48,5 +52,17 @@ describe("a mesh server that goes away on every connection at once", () => {
     await waitFor(() => server.accepts.length >= 6, 15_000, "six connections")
     const spread = server.accepts[5]! - server.accepts[0]!
     expect(spread).toBeGreaterThanOrEqual(1000)
+  })
+
+  it("without its FIN, answering nothing: the client closes each drained connection once no call on it is waited for (none left open)", async () => {
+    const server = await goAwayAtOnce(cleanup, false, false)
+    const client = startClient(cleanup, server.port, { reconnect: { baseMs: 1, maxMs: 1 } })
+    for (let i = 0; i < 10; i++) {
+      const outcome = await settle(client.call("/x", "hi", { timeoutMs: 200 }))
+      expect(outcome.ok ? "answered" : (outcome.error as { _tag: string })._tag).toBeOneOf(typedErrors)
+    }
+    expect(server.accepts.length).toBeGreaterThanOrEqual(2)
+    // The server reads each socket (its end shows): what the client keeps open stays open.
+    await waitFor(() => server.sockets.size === 0, 5000, `the client to close its drained connections (${server.sockets.size} open)`)
   })
 })
