@@ -9,30 +9,10 @@
 //   each one open for as long as the peer did: one more socket per call, for good (40 calls, 41
 //   sockets). It now closes one once nothing on it is waited for.
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
-import { AcceptorControlChannel, encodeEnvelope, encodeGoAway, encodeHello, EnvelopeFlag, EnvelopeKind, MeshPath } from "../../src/protocol/mesh.ts"
-import { Cleanup, frame, RawParser, startRawServer, waitFor } from "../support/iipRaw.ts"
-import { helloOf, settle, startClient } from "../support/meshTest.ts"
+import { Cleanup, waitFor } from "../support/iipRaw.ts"
+import { goAwayAtOnce, settle, startClient } from "../support/meshTest.ts"
 
 const typedErrors = ["ConnectionClosed", "RequestTimeout", "ConnectFailed", "RemoteError"]
-
-/** An acceptor that answers each connection's hello, then goes away (`closing` or not) with its FIN; the times of its accepts. */
-const goAwayAtOnce = async (cleanup: Cleanup, closing: boolean, fin = true) => {
-  const accepts: Array<number> = []
-  const { port, sockets } = await startRawServer(cleanup, (socket) => {
-    accepts.push(performance.now())
-    const parser = new RawParser()
-    socket.on("data", (chunk: Buffer) => {
-      for (const packet of parser.push(chunk)) {
-        if (packet.path !== MeshPath.hello || packet.channelId !== 0) continue
-        const goAway = encodeEnvelope(EnvelopeKind.request, EnvelopeFlag.oneway, 1, new Map(), encodeGoAway("stopping", closing), 8192)
-        const answer = Buffer.concat([frame(5, MeshPath.hello, 0, encodeHello(helloOf(), true)), frame(1, MeshPath.goAway, AcceptorControlChannel, goAway)])
-        if (fin) socket.end(answer)
-        else socket.write(answer)
-      }
-    })
-  })
-  return { port, accepts, sockets }
-}
 
 describe("a mesh server that goes away on every connection at once", () => {
   let cleanup: Cleanup

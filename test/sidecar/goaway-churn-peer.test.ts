@@ -5,9 +5,8 @@
 // a connection that ends before it answered anything counts as a failed dial (src/iip/client.ts;
 // the library's own test: test/iip/goaway-churn.test.ts). The calling app gets a 502 or, retried within its deadline, a 504.
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
-import { AcceptorControlChannel, encodeEnvelope, encodeGoAway, encodeHello, EnvelopeFlag, EnvelopeKind, MeshPath } from "../../src/protocol/mesh.ts"
-import { Cleanup, frame, RawParser, startRawServer, waitFor } from "../support/iipRaw.ts"
-import { helloOf } from "../support/meshTest.ts"
+import { Cleanup, waitFor } from "../support/iipRaw.ts"
+import { goAwayAtOnce } from "../support/meshTest.ts"
 import { call, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
 
 describe("a peer that goes away on every connection right after its hello", () => {
@@ -18,18 +17,7 @@ describe("a peer that goes away on every connection right after its hello", () =
   afterEach(() => cleanup.run())
 
   it("is redialled with back-off while A is idle, not in a loop; each request ends in a 502 or 504", async () => {
-    const accepts: Array<number> = []
-    const { port } = await startRawServer(cleanup, (socket) => {
-      accepts.push(performance.now())
-      const parser = new RawParser()
-      socket.on("data", (chunk: Buffer) => {
-        for (const packet of parser.push(chunk)) {
-          if (packet.path !== MeshPath.hello || packet.channelId !== 0) continue
-          const goAway = encodeEnvelope(EnvelopeKind.request, EnvelopeFlag.oneway, 1, new Map(), encodeGoAway("evicted", true), 8192)
-          socket.end(Buffer.concat([frame(5, MeshPath.hello, 0, encodeHello(helloOf(), true)), frame(1, MeshPath.goAway, AcceptorControlChannel, goAway)]))
-        }
-      })
-    })
+    const { port, accepts } = await goAwayAtOnce(cleanup, true)
     const a = await startSidecar(cleanup, sidecarConfig({ service: "shop", endpoints: { rogue: [{ address: `127.0.0.1:${port}`, weight: 1 }] }, tracing: false, requestTimeoutMs: 3000 }))
     const answer = await call(a.outboundPort, { headers: { host: "rogue" } })
     // Retried on new connections while the deadline lasts: a 502 (connection lost) or the 504.
