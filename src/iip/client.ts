@@ -657,7 +657,7 @@ export class IipClient {
   }
 
   private adopt(link: Link): void {
-    const pooled: Pooled = { link, channels: [], opening: 0, waitingWritable: false, draining: false, plainCap: Infinity, answered: false, ended: false }
+    const pooled: Pooled = { link, channels: [], opening: 0, waitingWritable: false, draining: false, plainCap: Infinity, answered: false, ended: false, since: monotonicMs() }
     this.pool.connections.push(pooled)
     this.lastConnectError = undefined
     this.connectFailing = false
@@ -690,11 +690,17 @@ export class IipClient {
     this.options.onPeerState?.("unresponsive")
   }
 
-  /** A mesh connection is drained or closed by its peer (once, whichever comes first): one that answered nothing counts in `churned`. */
+  /**
+   * A mesh connection is drained or closed by its peer (once, whichever comes first): one that
+   * answered nothing counts in `churned`, unless it lived the back-off's cap. Such a peer is
+   * redialled no more often than a capped back-off would, and an honest one restarted (drained)
+   * while this client carried no call to it is one: counted, each restart held the next dial longer.
+   */
   private ended(pooled: Pooled): void {
     if (pooled.ended || pooled.link.mode !== "mesh") return
     pooled.ended = true
-    if (!pooled.answered) this.churned++
+    if (pooled.answered || monotonicMs() - pooled.since >= this.reconnect.maxMs) this.churned = 0
+    else this.churned++
   }
 
   private drop(pooled: Pooled): void {

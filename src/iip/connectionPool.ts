@@ -26,6 +26,8 @@ export interface Pooled {
   answered: boolean
   /** Drained or closed, counted for that back-off once. */
   ended: boolean
+  /** When it was adopted (monotonicMs): one that lived the back-off's cap does not count for it. */
+  readonly since: number
 }
 
 const isDone = (call: { readonly done: boolean }): boolean => call.done
