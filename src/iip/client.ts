@@ -455,6 +455,9 @@ export class IipClient {
       else open = true
     }
     this.drainedOpen = open
+    // A call of the peer's ending tells this client nothing (no answer, no channel freed): while one
+    // is served on a drained connection, look again later, or a peer that never closes it kept it.
+    if (open) this.closeDrainedSoon()
   }
 
   /** A tunnel's answer came (or it failed): its channel counts as a stream's only while the answer streams. */
