@@ -38,6 +38,15 @@ import { type Log, LogThrottle, stderrLog } from "./log.ts"
 import { Router } from "./router.ts"
 import { Supervisor } from "./supervisor.ts"
 
+/** How long a drained connection with nothing awaited on it is left to its peer to close. */
+const DRAINED_CLOSE_AFTER_MS = 1000
+
+/** A mesh channel of a drained connection with nothing on it still wanted: every call over for its caller, nothing held, no stream either way. */
+const nothingAwaited = (channel: ClientChannel | OwnChannel): boolean => {
+  const own = channel as OwnChannel
+  return own.held === 0 && !own.streaming && !own.tunnelOpening && own.fifo.every((call) => call.done)
+}
+
 const toBytes = (data: Uint8Array | string | undefined): Uint8Array =>
   data === undefined ? new Uint8Array(0) : typeof data === "string" ? Buffer.from(data, "utf8") : data
 
@@ -94,6 +103,17 @@ export class IipClient {
   private lastConnectError: ConnectFailed | undefined
   /** A dial failed since the last connection came up: its next failures are repeats (connectFailedLines). */
   private connectFailing = false
+  /**
+   * Mesh connections in a row that the peer drained or closed before they answered a call: each
+   * dial succeeded, so without this the back-off started over every time, and a peer that goes away
+   * at once after its hello was redialled in a loop, idle or not (a channel is kept open ahead).
+   * The next dial waits as after as many failed ones; an answer on any connection clears it.
+   */
+  private churned = 0
+  /** A connection the peer drains may still be open (closeDrained looks when a call or a stream ends). */
+  private drainedOpen = false
+  /** Set while closeDrained is due. */
+  private drainedTimer: NodeJS.Timeout | undefined = undefined
   /** Requests sent and not yet answered. */
   private readonly pending: PendingCount = { value: 0 }
   private closed = false
@@ -154,6 +174,7 @@ export class IipClient {
       onChannelFree: () => {
         this.drainQueue()
         this.trimSoon()
+        if (this.drainedOpen) this.closeDrainedSoon()
       },
       // A plain channel's oldest request was answered, its caller not yet told: a waiting request goes first.
       onPlainChannelFree: () => {
@@ -336,6 +357,7 @@ export class IipClient {
     if (this.closed) return
     this.closed = true
     clearTimeout(this.trimTimer)
+    clearTimeout(this.drainedTimer)
     this.supervisor.interruptAll()
     this.failQueued(new ConnectionClosed({ message: "client is closed", sent: false }))
     for (const pooled of this.pool.connections.splice(0)) pooled.link.session.connection.close("client closed", false)
@@ -384,6 +406,11 @@ export class IipClient {
   private readonly onMeshAnswer = (error: MeshCallError | undefined, reply: MeshReply | undefined, context: unknown): void => {
     const request = context as Pending
     this.tunnelAnswered(request)
+    // The peer answered (a reply, or its typed error): the connection served, whatever comes next.
+    if (reply !== undefined || error instanceof RemoteError) {
+      request.pooled!.answered = true
+      this.churned = 0
+    }
     // Its channel may be free now (a whole answer): a waiting request takes it before this caller,
     // told next, can make a new one.
     if (this.waiting > 0) this.drainQueue()
@@ -393,10 +420,44 @@ export class IipClient {
       // one; otherwise hand the refusal back, so the caller can go to another server now.
       const pooled = request.pooled!
       pooled.draining = true
+      this.drainedOpen = true
       if (pooled.link.mode !== "mesh" || !pooled.link.session.peerClosing) this.options.onPeerState?.("go-away")
       if (this.pool.connections.some((p) => !p.draining)) return this.route(request)
     }
     request.streamed(error, reply)
+    if (this.drainedOpen) this.closeDrainedSoon()
+  }
+
+  /** closeDrained, once the peer had DRAINED_CLOSE_AFTER_MS to close them itself (as a draining server does within a tick of their last answer). */
+  private closeDrainedSoon(): void {
+    if (this.drainedTimer !== undefined || this.closed) return
+    this.drainedTimer = setTimeout(() => {
+      this.drainedTimer = undefined
+      this.closeDrained()
+    }, DRAINED_CLOSE_AFTER_MS)
+    this.drainedTimer.unref()
+  }
+
+  /**
+   * Closes the connections the peer drains once nothing on them is waited for: no call whose caller
+   * waits (one given up stays in its channel's order until its answer, which may never come), no
+   * stream, no call of the peer's being served. Such a connection is never used again, and a peer
+   * that never closes it (as a draining server does once done) kept it open for good: one more per
+   * call made while it went away. Called a while after (closeDrainedSoon), so a peer that does
+   * close it is the one that does.
+   */
+  private closeDrained(): void {
+    let open = false
+    for (const pooled of [...this.pool.connections]) {
+      if (!pooled.draining || pooled.link.mode !== "mesh") continue
+      const session = pooled.link.session
+      if (session.servingCount === 0 && pooled.channels.every(nothingAwaited)) session.connection.close("drained by the peer, nothing on it awaited", true)
+      else open = true
+    }
+    this.drainedOpen = open
+    // A call of the peer's ending tells this client nothing (no answer, no channel freed): while one
+    // is served on a drained connection, look again later, or a peer that never closes it kept it.
+    if (open) this.closeDrainedSoon()
   }
 
   /** A tunnel's answer came (or it failed): its channel counts as a stream's only while the answer streams. */
@@ -563,7 +624,9 @@ export class IipClient {
   private redial(): Effect.Effect<void> {
     const client = this
     return Effect.gen(function*() {
-      for (let failures = 0; ; failures++) {
+      // Connections that ended unused since the last answer wait as failed dials do (churned).
+      if (client.churned > 0) yield* Effect.sleep(backoffDelay(client.churned - 1, client.reconnect, Math.random()))
+      for (let failures = client.churned; ; failures++) {
         client.attempting = true
         const error = yield* Effect.callback<ConnectFailed | undefined>((resume) =>
           dialOnce(client.dial, (e, link) => {
@@ -597,7 +660,7 @@ export class IipClient {
   }
 
   private adopt(link: Link): void {
-    const pooled: Pooled = { link, channels: [], opening: 0, waitingWritable: false, draining: false, plainCap: Infinity }
+    const pooled: Pooled = { link, channels: [], opening: 0, waitingWritable: false, draining: false, plainCap: Infinity, answered: false, ended: false, since: monotonicMs() }
     this.pool.connections.push(pooled)
     this.lastConnectError = undefined
     this.connectFailing = false
@@ -606,6 +669,9 @@ export class IipClient {
     if (link.mode === "mesh") {
       link.session.onPeerDraining(() => {
         pooled.draining = true
+        this.ended(pooled)
+        this.drainedOpen = true
+        this.closeDrainedSoon()
         // A `closing` go-away is one connection evicted at the server's cap, not the server
         // stopping: the balancer must not take a refused redial as a restart (and reset its stats).
         if (!link.session.peerClosing) this.options.onPeerState?.("go-away")
@@ -627,7 +693,21 @@ export class IipClient {
     this.options.onPeerState?.("unresponsive")
   }
 
+  /**
+   * A mesh connection is drained or closed by its peer (once, whichever comes first): one that
+   * answered nothing counts in `churned`, unless it lived the back-off's cap. Such a peer is
+   * redialled no more often than a capped back-off would, and an honest one restarted (drained)
+   * while this client carried no call to it is one: counted, each restart held the next dial longer.
+   */
+  private ended(pooled: Pooled): void {
+    if (pooled.ended || pooled.link.mode !== "mesh") return
+    pooled.ended = true
+    if (pooled.answered || monotonicMs() - pooled.since >= this.reconnect.maxMs) this.churned = 0
+    else this.churned++
+  }
+
   private drop(pooled: Pooled): void {
+    this.ended(pooled)
     const index = this.pool.connections.indexOf(pooled)
     if (index !== -1) this.pool.connections.splice(index, 1)
     if (this.waiting > 0) this.grow()

@@ -22,6 +22,12 @@ export interface Pooled {
    * here (a budget it shares across connections may free when another closes; this one waits).
    */
   plainCap: number
+  /** A mesh call was answered on it (IipClient's redial back-off: a connection that ends unused counts as a failed dial). */
+  answered: boolean
+  /** Drained or closed, counted for that back-off once. */
+  ended: boolean
+  /** When it was adopted (monotonicMs): one that lived the back-off's cap does not count for it. */
+  readonly since: number
 }
 
 const isDone = (call: { readonly done: boolean }): boolean => call.done

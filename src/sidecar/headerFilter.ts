@@ -77,6 +77,24 @@ export const isFieldValue = (text: string): boolean => {
   return true
 }
 
+const isOws = (c: number): boolean => c === 0x20 || c === 0x09
+
+/**
+ * A field value without leading and trailing spaces and tabs (RFC 9110 §5.5: they are no part of
+ * it). An HTTP/1 parser strips them; a mesh peer's pairs come as it sent them, and HTTP/2 forbids
+ * them (RFC 9113 §8.2.1): node:http2 drops such a field, so `grpc-status: " 0"` lost the status.
+ * Trimmed, not refused: the value means what an HTTP/1 hop would have read. Not String#trim, which
+ * also strips NBSP (0xa0), a Latin-1 byte of the value. The same string when there is none.
+ */
+export const withoutOws = (value: string): string => {
+  let end = value.length
+  if (end === 0 || (!isOws(value.charCodeAt(0)) && !isOws(value.charCodeAt(end - 1)))) return value
+  let start = 0
+  while (start < end && isOws(value.charCodeAt(start))) start++
+  while (end > start && isOws(value.charCodeAt(end - 1))) end--
+  return value.slice(start, end)
+}
+
 /** Whether a (lower-case, valid) name never crosses a hop. */
 const isHopHeader = (name: string): boolean => dropped.has(name) || name.startsWith("proxy-")
 
@@ -111,18 +129,19 @@ class Kept {
   }
 
   /** `pair`: the [name, value] array they came in, kept as it is when the name is lower case already. */
-  add(name: unknown, value: unknown, pair?: Array<unknown>): void {
-    const lower = typeof name === "string" && typeof value === "string" && isFieldValue(value) ? lowerToken(name) : undefined
+  add(name: unknown, rawValue: unknown, pair?: Array<unknown>): void {
+    const lower = typeof name === "string" && typeof rawValue === "string" && isFieldValue(rawValue) ? lowerToken(name) : undefined
     if (lower === undefined) {
       this.invalid++
       return
     }
+    const value = withoutOws(rawValue as string)
     if (!isHopHeader(lower)) {
-      this.out.push(pair !== undefined && lower === name ? (pair as unknown as HeaderPair) : [lower, value as string])
+      this.out.push(pair !== undefined && lower === name && value === rawValue ? (pair as unknown as HeaderPair) : [lower, value])
       return
     }
     if (lower !== "connection") return
-    for (const token of (value as string).split(",")) {
+    for (const token of value.split(",")) {
       const option = token.trim().toLowerCase()
       if (option !== "" && !isHopHeader(option)) (this.named ??= []).push(option)
     }

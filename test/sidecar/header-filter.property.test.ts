@@ -2,7 +2,8 @@
 // seed replays. Random header lists mix framing and hop-by-hop names in any case, duplicate and
 // conflicting content-lengths, Connection lists naming other headers, names and values with CR,
 // LF, NUL, other controls, DEL, Latin-1 and wider characters, and pairs that are not pairs.
-// Unit level: the filter never throws, keeps exactly the valid end-to-end pairs in order (checked
+// Unit level: the filter never throws, keeps exactly the valid end-to-end pairs in order, their
+// values without leading or trailing spaces and tabs (checked
 // against an oracle written here and against node's own header validators). Through a real
 // inbound side: whatever a peer puts in the envelope (mesh mode, whole or streamed body) or in
 // `__http_hdr__` (plain IIP), the raw-socket app parses exactly one request, with the body sent,
@@ -68,7 +69,8 @@ const oracle = (pairs: ReadonlyArray<unknown>): Array<[string, string]> => {
   const named = new Set(
     valid.filter(([n]) => n.toLowerCase() === "connection").flatMap(([, v]) => v.split(",").map((t) => t.trim().toLowerCase()))
   )
-  return valid.map(([n, v]): [string, string] => [n.toLowerCase(), v]).filter(([n]) => !isForbidden(n) && !named.has(n))
+  // Leading and trailing spaces and tabs are no part of a value (RFC 9110 §5.5; HTTP/2 forbids them).
+  return valid.map(([n, v]): [string, string] => [n.toLowerCase(), v.replace(/^[ \t]+|[ \t]+$/g, "")]).filter(([n]) => !isForbidden(n) && !named.has(n))
 }
 
 describe("end-to-end header filter, property", () => {

@@ -1,12 +1,13 @@
 // Helpers for the mesh-mode tests (test/iip/mesh*.test.ts): servers and clients on 127.0.0.1
 // port 0 registered with a Cleanup, a log sink that keeps events for assertions, promise
 // settling without unhandled rejections, percentiles, and hand-played mesh acceptors that answer
-// the hello and then do only what the test tells them to (one of them never reads again).
+// the hello and then do only what the test tells them to (one of them never reads again, one goes
+// away at once on every connection).
 import type * as net from "node:net"
 import { IipClient } from "../../src/iip/client.ts"
 import type { ClientOptions } from "../../src/iip/clientOptions.ts"
 import { IipServer, type ServerOptions } from "../../src/iip/server.ts"
-import { encodeHello, type Hello, MeshDefaults, MeshFeatures, MeshPath, MeshVersion } from "../../src/protocol/mesh.ts"
+import { AcceptorControlChannel, encodeEnvelope, encodeGoAway, encodeHello, EnvelopeFlag, EnvelopeKind, type Hello, MeshDefaults, MeshFeatures, MeshPath, MeshVersion } from "../../src/protocol/mesh.ts"
 import { type Cleanup, frame, type RawPacket, RawParser, startRawServer, withTimeout } from "./iipRaw.ts"
 
 export interface LogEvent {
@@ -122,4 +123,26 @@ export const startDeafAcceptor = async (cleanup: Cleanup, onMesh: (socket: net.S
     })
   })
   return port
+}
+
+/**
+ * A hand-played mesh acceptor that answers each connection's hello, then goes away (`closing` or
+ * not) in the same write, with its FIN unless `fin` is false; the times of its accepts, its sockets.
+ */
+export const goAwayAtOnce = async (cleanup: Cleanup, closing: boolean, fin = true) => {
+  const accepts: Array<number> = []
+  const { port, sockets } = await startRawServer(cleanup, (socket) => {
+    accepts.push(performance.now())
+    const parser = new RawParser()
+    socket.on("data", (chunk: Buffer) => {
+      for (const packet of parser.push(chunk)) {
+        if (packet.path !== MeshPath.hello || packet.channelId !== 0) continue
+        const goAway = encodeEnvelope(EnvelopeKind.request, EnvelopeFlag.oneway, 1, new Map(), encodeGoAway("stopping", closing), 8192)
+        const answer = Buffer.concat([frame(5, MeshPath.hello, 0, encodeHello(helloOf(), true)), frame(1, MeshPath.goAway, AcceptorControlChannel, goAway)])
+        if (fin) socket.end(answer)
+        else socket.write(answer)
+      }
+    })
+  })
+  return { port, accepts, sockets }
 }
