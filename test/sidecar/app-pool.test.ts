@@ -11,7 +11,7 @@ import type { SidecarConfig } from "../../src/config/sidecarConfig.ts"
 import type { IipClient } from "../../src/iip/client.ts"
 import { RemoteError } from "../../src/mux/meshSession.ts"
 import { Cleanup, deferred, waitFor, withTimeout } from "../support/iipRaw.ts"
-import { settle, startClient } from "../support/meshTest.ts"
+import { settle, startClient, streamEndError } from "../support/meshTest.ts"
 import { type App, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
 
 const meta = (method: string) =>
@@ -113,14 +113,7 @@ describe("the inbound side's app pool cannot be starved", () => {
     // No deadline on the wire (timeoutMs 0): B's default bounds it. The reply comes as the answer
     // starts streaming, so B had the head (the stream) before its deadline passed.
     const reply = await withTimeout(client.stream("/drip", new Uint8Array(0), { meta: meta("GET"), timeoutMs: 0 }), 5000, "the streamed answer's start")
-    const read = async (): Promise<number> => {
-      let bytes = 0
-      for await (const chunk of reply.stream!) bytes += chunk.length
-      return bytes
-    }
-    const outcome = await withTimeout(settle(read()), 5000, "the streamed answer's end")
-    expect(outcome.ok).toBe(false)
-    const error = (outcome as { error: unknown }).error
+    const error = await streamEndError(reply.stream!, 5000)
     expect(error).toBeInstanceOf(RemoteError)
     expect((error as RemoteError).code).toBe("deadline_exceeded")
     expect((error as RemoteError).message).toBe("the call's deadline of 500 ms passed while the app's answer streamed")

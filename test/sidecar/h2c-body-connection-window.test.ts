@@ -4,12 +4,12 @@
 // close on them: an upload the app reads on the same connection has to arrive whole. And their
 // windows' credit comes back however they end (reset by the caller, the connection gone).
 // node:http2 caller, node:http app, two sidecars.
-import * as http from "node:http"
 import * as http2 from "node:http2"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { metric } from "../support/eventStreamApp.ts"
+import { startBodyApp } from "../support/bodyApp.ts"
 import { Cleanup, waitFor } from "../support/iipRaw.ts"
-import { LOOPBACK, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
+import { LOOPBACK, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
 
 const MiB = 1024 * 1024
 const STALLED = 16
@@ -23,14 +23,7 @@ describe("A's h2c body windows on one caller connection", () => {
 
   /** App (/upload read and answered its length, anything else parked unread), B, A; `count` uploads of 32 MiB to park on one connection; A's window gauge read every 10 ms. */
   const stall = async (count: number) => {
-    const parked: Array<http.ServerResponse> = []
-    const app = await startApp(cleanup, (req, res) => {
-      if (req.url !== "/upload") return void parked.push(res)
-      let bytes = 0
-      req.on("data", (chunk: Buffer) => (bytes += chunk.length))
-      req.on("end", () => res.end(String(bytes)))
-    })
-    cleanup.add(() => parked.splice(0).forEach((res) => res.destroy()))
+    const { app, parked } = await startBodyApp(cleanup)
     const b = await startSidecar(cleanup, sidecarConfig({ service: "store", app: app.address }))
     const a = await startSidecar(cleanup, sidecarConfig({ service: "shop", endpoints: { store: [{ address: b.inboundAddress, weight: 1 }] }, requestTimeoutMs: 30_000 }))
     // The caller holds its unsent bodies (node counts them in maxSessionMemory, MB).

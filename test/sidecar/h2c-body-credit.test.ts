@@ -7,32 +7,20 @@
 // never reset to make room. Real peers: node:http2 and @grpc/grpc-js callers, node:http and
 // grpc-js apps, three sidecars.
 import * as grpc from "@grpc/grpc-js"
-import * as http from "node:http"
 import * as http2 from "node:http2"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { metric } from "../support/eventStreamApp.ts"
 import { identity, rawMethod } from "../support/grpcRaw.ts"
+import { startBodyApp } from "../support/bodyApp.ts"
 import { Cleanup, waitFor } from "../support/iipRaw.ts"
 import type { SidecarConfig } from "../../src/config/sidecarConfig.ts"
-import { LOOPBACK, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
+import { LOOPBACK, type RunningSidecar, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
 
 const MiB = 1024 * 1024
 const BUDGET = 4 * MiB
 const CONNECTIONS = 20
 const UPLOADS = 8
 const REFUSED_STREAM = 0x7
-
-/** The app: /upload reads its body and answers its length; anything else is never read, answered only at `release`. */
-const startBodyApp = async (cleanup: Cleanup) => {
-  const parked: Array<http.ServerResponse> = []
-  const app = await startApp(cleanup, (req, res) => {
-    if (req.url !== "/upload") return void parked.push(res)
-    let bytes = 0
-    req.on("data", (chunk: Buffer) => (bytes += chunk.length))
-    req.on("end", () => res.end(String(bytes)))
-  })
-  return { app, parked, release: (count = Infinity) => parked.splice(0, count).forEach((res) => res.end("late")) }
-}
 
 interface Told {
   status: number

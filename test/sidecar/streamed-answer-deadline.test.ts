@@ -13,7 +13,7 @@ import { requestMeta } from "../../src/sidecar/httpEnvelope.ts"
 import { metric } from "../support/eventStreamApp.ts"
 import { listenH2App } from "../support/h2AppListen.ts"
 import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
-import { settle, startClient } from "../support/meshTest.ts"
+import { startClient, streamEndError } from "../support/meshTest.ts"
 import { call, LOOPBACK, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
 
 /** A plain HTTP/1.1 call to A's outbound port with `iip-timeout: 300`: how its answer ended, what of it came, and when. */
@@ -123,14 +123,7 @@ describe("a caller's deadline once its answer streams from an h2c app", () => {
     const client = startClient(cleanup, b.sidecar.inbound.port)
     // No deadline on the wire (timeoutMs 0): B's default bounds it, the answer's streaming included.
     const reply = await withTimeout(client.stream("/events", new Uint8Array(0), { meta: requestMeta("GET", "catalog", []), timeoutMs: 0 }), 5000, "the streamed answer's start")
-    const read = async (): Promise<number> => {
-      let bytes = 0
-      for await (const chunk of reply.stream!) bytes += chunk.length
-      return bytes
-    }
-    const outcome = await withTimeout(settle(read()), 5000, "the streamed answer's end")
-    expect(outcome.ok).toBe(false)
-    const error = (outcome as { error: unknown }).error
+    const error = await streamEndError(reply.stream!, 5000)
     expect(error).toBeInstanceOf(RemoteError)
     expect({ code: (error as RemoteError).code, message: (error as RemoteError).message }).toStrictEqual({ code: "deadline_exceeded", message: "the call's deadline of 500 ms passed while the app's answer streamed" })
     await waitFor(() => resets.length === 1, 5_000, "B to reset the app's stream")

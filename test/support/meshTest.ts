@@ -52,6 +52,16 @@ export const rejection = async (promise: Promise<unknown>, what = "the call"): P
   return result.error
 }
 
+/** The error a streamed answer's reading ends in, read to its end within `withinMs`; throws if it ends well. */
+export const streamEndError = async (stream: AsyncIterable<Uint8Array>, withinMs: number): Promise<unknown> => {
+  const read = async (): Promise<number> => {
+    let bytes = 0
+    for await (const chunk of stream) bytes += chunk.length
+    return bytes
+  }
+  return rejection(withTimeout(read(), withinMs, "the streamed answer's end"), "the streamed answer")
+}
+
 /** The q-quantile (0..1) of `values` (nearest rank). */
 export const percentile = (values: ReadonlyArray<number>, q: number): number => {
   const sorted = [...values].sort((a, b) => a - b)
