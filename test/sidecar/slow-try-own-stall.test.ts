@@ -8,19 +8,12 @@
 // counts against it.
 import { afterEach, describe, expect, it } from "vitest"
 import type { IipClient } from "../../src/iip/client.ts"
+import { busyWait } from "../support/busyWait.ts"
 import { Cleanup, waitFor } from "../support/iipRaw.ts"
 import { spawnInstance } from "../support/meshInstance.ts"
 import { call, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
 
 const stallMs = 1500
-
-/** Blocks this process's event loop for `ms`: the stall under test, not a wait for anything. */
-const busyWait = (ms: number): void => {
-  const until = performance.now() + ms
-  while (performance.now() < until) {
-    // spinning
-  }
-}
 
 /**
  * Spies on a client's tries: once `armed`, a try handed to it that has no answer by the check
