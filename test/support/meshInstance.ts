@@ -9,8 +9,8 @@ import { type Cleanup, withTimeout } from "./iipRaw.ts"
 const childScript = path.join(path.dirname(fileURLToPath(import.meta.url)), "meshInstanceChild.ts")
 
 /** Instance `name` in a child process; resolves with its inbound address and pid once it is up. */
-export const spawnInstance = async (cleanup: Cleanup, name: string) => {
-  const child: ChildProcess = spawn(process.execPath, [childScript, name], { stdio: ["pipe", "pipe", "inherit"] })
+export const spawnInstance = async (cleanup: Cleanup, name: string, delayMs = 0) => {
+  const child: ChildProcess = spawn(process.execPath, [childScript, name, String(delayMs)], { stdio: ["pipe", "pipe", "inherit"] })
   const exited = new Promise<void>((done) => child.once("exit", () => done()))
   cleanup.add(async () => {
     if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
