@@ -35,6 +35,10 @@ export class Deadlines<T extends Expiring> {
   /** When the armed timer fires (0: none armed). */
   private armedAt = 0
   private readonly expire: (item: T) => void
+  /** When the armed timer should fire (arm): past it, the timer is late. */
+  private firesAt = 0
+  /** What is due waits out a late timer's lateness (fire). */
+  private graced = false
   private readonly onTimer = () => this.fire()
 
   /** `expire` runs once for each item whose deadline passes before it is removed. */
@@ -94,14 +98,29 @@ export class Deadlines<T extends Expiring> {
     this.armedAt = at
     // Clamped: past MAX_TIMER_MS Node fires after 1 ms, and fire() would re-arm every ms while the
     // deadline is pending. A timer cut short finds nothing due and re-arms for what is left.
-    this.timer = setTimeout(this.onTimer, Math.min(MAX_TIMER_MS, Math.max(1, at - monotonicMs())))
+    const now = monotonicMs()
+    const delay = Math.min(MAX_TIMER_MS, Math.max(1, at - now))
+    this.firesAt = now + delay
+    this.timer = setTimeout(this.onTimer, delay)
   }
 
   private fire(): void {
     this.timer = undefined
-    this.armedAt = 0
     const now = monotonicMs()
+    const late = now - this.firesAt
+    this.armedAt = 0
     const heap = this.heap
+    // Late with something due: this process stalled (a long GC, a starved CPU), and on waking libuv
+    // runs expired timers before it polls for I/O, so an answer that came meanwhile sits unread in
+    // the kernel's buffer; expired now, it failed a call its peer answered in time (and counted
+    // against it: an ejection, deadline-own-stall.test.ts). What is due gets the stolen time back
+    // once, as the keep-alive's ping does (src/iip/keepAlive.ts): the timer set now fires after a
+    // poll phase has read the socket.
+    if (late > 0 && !this.graced && this.count > 0 && heap[0]!.deadlineAt <= now) {
+      this.graced = true
+      return this.arm(now + late)
+    }
+    this.graced = false
     while (this.count > 0 && heap[0]!.deadlineAt <= now) {
       const item = heap[0]!
       this.remove(item)

@@ -3,7 +3,9 @@
 // longer) is given up for another endpoint, when a retry is possible then (another endpoint to
 // try, the retry budget). A peer whose app froze behind a live sidecar answers pings, so only
 // this moves its requests on. A retry that is not possible leaves the try running to the
-// deadline: giving up would fail a request that may yet be answered.
+// deadline: giving up would fail a request that may yet be answered. Nor is a stall of this
+// process (a long GC, a starved CPU) the endpoint's: a watch that fires late waits its lateness
+// more (at most `afterMs`) before it judges, as the keep-alive does (src/iip/keepAlive.ts).
 import type { Cancellation } from "../mux/cancellation.ts"
 
 /** How many times its endpoint's latency estimate a try may take before it is given up. */
@@ -23,11 +25,20 @@ export class TryWatch {
   private timer: NodeJS.Timeout | undefined
 
   constructor(cancellation: Cancellation, afterMs: number, retryPossible: () => boolean) {
-    this.timer = setTimeout(() => {
+    const judge = () => {
       this.timer = undefined
       if (cancellation.aborted || !retryPossible()) return
       this.givenUp = true
       cancellation.abort()
+    }
+    const due = performance.now() + afterMs
+    this.timer = setTimeout(() => {
+      // Late: this process stalled, and on waking libuv runs expired timers before it polls for
+      // I/O, so the answer may sit unread in the kernel's buffer. The try gets the stolen time back
+      // once; a timer set now fires after a poll phase has read the socket (and settled the try).
+      const late = performance.now() - due
+      if (late > 0) this.timer = setTimeout(judge, Math.min(late, afterMs))
+      else judge()
     }, afterMs)
   }
 

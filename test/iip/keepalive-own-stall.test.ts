@@ -16,6 +16,7 @@ import { fileURLToPath } from "node:url"
 import { afterEach, describe, expect, it } from "vitest"
 import type { IipClient } from "../../src/iip/client.ts"
 import type { MeshSession } from "../../src/mux/meshSession.ts"
+import { busyWait } from "../support/busyWait.ts"
 import { Cleanup, deferred, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { startClient } from "../support/meshTest.ts"
 
@@ -50,14 +51,6 @@ const stop = async (cleanup: Cleanup, pid: number): Promise<void> => {
   cleanup.add(() => process.kill(pid, "SIGCONT"))
   process.kill(pid, "SIGSTOP")
   await waitFor(() => isStopped(pid), 5000, "the child to be stopped")
-}
-
-/** Blocks this process's event loop for `ms`: the stall under test, not a wait for anything. */
-const busyWait = (ms: number): void => {
-  const until = performance.now() + ms
-  while (performance.now() < until) {
-    // spinning
-  }
 }
 
 /**

@@ -7,34 +7,13 @@
 // When A handed each request to B1 is read off B1's client in A (a spy that only records): a GET
 // the test started just before SIGCONT may reach A's pick after B1 is back (on a loaded machine,
 // hundreds of ms later), so its start time alone cannot say it was sent to B1 while frozen.
-import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import { Agent } from "node:http"
 import type * as http from "node:http"
-import * as path from "node:path"
-import * as readline from "node:readline"
-import { fileURLToPath } from "node:url"
 import { afterEach, describe, expect, it } from "vitest"
-import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
+import { Cleanup, waitFor } from "../support/iipRaw.ts"
+import { spawnInstance } from "../support/meshInstance.ts"
 import { progress, sidecarConfig, startApp, startSidecar, timedCall } from "../support/sidecarHarness.ts"
-
-const childScript = path.join(path.dirname(fileURLToPath(import.meta.url)), "../support/meshInstanceChild.ts")
-
-/** B1 in a child process; resolves with its inbound address and pid once it is up. */
-const spawnInstance = async (cleanup: Cleanup, name: string) => {
-  const child: ChildProcess = spawn(process.execPath, [childScript, name], { stdio: ["pipe", "pipe", "inherit"] })
-  const exited = new Promise<void>((done) => child.once("exit", () => done()))
-  cleanup.add(async () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
-    await withTimeout(exited, 5000, `instance ${name} to exit`)
-  })
-  const up = new Promise<Record<string, unknown>>((done) => {
-    readline.createInterface({ input: child.stdout! }).once("line", (line) => done(JSON.parse(line) as Record<string, unknown>))
-  })
-  const first = await withTimeout(Promise.race([up, exited.then((): Record<string, unknown> => ({ error: "exited" }))]), 15_000, `instance ${name} to start`)
-  if (typeof first.inbound !== "string") throw new Error(`instance ${name} did not start: ${JSON.stringify(first)}`)
-  return { inbound: first.inbound, pid: child.pid! }
-}
 
 /** The process is stopped by a signal (state T in /proc/PID/stat: the field after the parenthesised name). */
 const isStopped = (pid: number): boolean => {
