@@ -5,41 +5,21 @@
 // The answers arrive meanwhile and wait in the kernel's buffer; on waking, libuv runs the expired
 // timers before it polls for I/O. A healthy peer must not be judged by our stall: every request
 // gets its answer. A peer that never answers (/hang) is still judged, at most a timeout after we wake.
-import { type ChildProcess, spawn } from "node:child_process"
-import * as path from "node:path"
-import * as readline from "node:readline"
-import { fileURLToPath } from "node:url"
 import { afterEach, describe, expect, it } from "vitest"
 import { IipClient } from "../../src/iip/client.ts"
 import { RequestTimeout } from "../../src/mux/errors.ts"
 import { busyWait } from "../support/busyWait.ts"
-import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
+import { Cleanup, waitFor } from "../support/iipRaw.ts"
 import { settle } from "../support/meshTest.ts"
+import { startServerChild } from "../support/serverChild.ts"
 
-const childScript = path.join(path.dirname(fileURLToPath(import.meta.url)), "../support/iipServerChild.ts")
 const stallMs = 1500
 const timeoutMs = 1000
 const requests = 8
 
-/** The child server; resolves with its port once it listens. */
-const startChild = async (cleanup: Cleanup): Promise<number> => {
-  const child: ChildProcess = spawn(process.execPath, [childScript], { stdio: ["ignore", "pipe", "inherit"] })
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()))
-  cleanup.add(async () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
-    await withTimeout(exited, 5000, `child ${child.pid} to exit`)
-  })
-  const first = new Promise<Record<string, unknown>>((resolve) => {
-    readline.createInterface({ input: child.stdout! }).once("line", (line) => resolve(JSON.parse(line) as Record<string, unknown>))
-  })
-  const listening = await withTimeout(Promise.race([first, exited.then((): Record<string, unknown> => ({ error: "exited" }))]), 15_000, "the child server to listen")
-  if (typeof listening.port !== "number") throw new Error(`the child server did not listen: ${JSON.stringify(listening)}`)
-  return listening.port
-}
-
 /** A plain client with `requests` channels open on one connection to the child. */
 const connected = async (cleanup: Cleanup): Promise<IipClient> => {
-  const port = await startChild(cleanup)
+  const { port } = await startServerChild(cleanup, "iipServerChild.ts")
   const client = new IipClient({ host: "127.0.0.1", mesh: false, port, maxConnections: 1, maxChannelsPerConnection: requests, idleChannelsAhead: requests, log: () => {} })
   cleanup.add(() => client.close())
   expect((await client.call("/echo", "warm-up", { timeoutMs: 10_000 })).toString()).toBe("warm-up")
