@@ -7,7 +7,6 @@
 // expired timers before it polls for I/O, so the ping's 500 ms is up before the answer is read. A
 // healthy peer must not be judged by our stall: the connection lives and a call on it succeeds.
 // A peer that really stops (SIGSTOP) is still judged, with or without our stall, in bounded time.
-import * as fs from "node:fs"
 import type * as net from "node:net"
 import { afterEach, describe, expect, it } from "vitest"
 import type { IipClient } from "../../src/iip/client.ts"
@@ -15,23 +14,10 @@ import type { MeshSession } from "../../src/mux/meshSession.ts"
 import { busyWait } from "../support/busyWait.ts"
 import { Cleanup, deferred, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { startClient } from "../support/meshTest.ts"
-import { startServerChild } from "../support/serverChild.ts"
+import { startServerChild, stop } from "../support/serverChild.ts"
 
 const keepAlive = { intervalMs: 300, timeoutMs: 500 }
 const stallMs = 1500
-
-/** The process is stopped by a signal (state T in /proc/PID/stat: the field after the parenthesised name). */
-const isStopped = (pid: number): boolean => {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, "latin1")
-  return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) === "T"
-}
-
-/** SIGSTOPs `pid` (continued at cleanup); resolves once the kernel shows it stopped: the signal is sent, not yet taken, when kill returns. */
-const stop = async (cleanup: Cleanup, pid: number): Promise<void> => {
-  cleanup.add(() => process.kill(pid, "SIGCONT"))
-  process.kill(pid, "SIGSTOP")
-  await waitFor(() => isStopped(pid), 5000, "the child to be stopped")
-}
 
 /**
  * Watches `session`'s pings: counts the answered ones; once `stallAfterNextPing()` is called, a
