@@ -7,6 +7,7 @@ import { EmptyBody, Limits, Status, SystemChannel, SystemPath } from "../protoco
 import { ProtocolError } from "../protocol/errors.ts"
 import { clampDeadlineMs } from "../protocol/mesh.ts"
 import { parseSystemAnswer } from "../protocol/systemMessages.ts"
+import { monotonicMs } from "./clock.ts"
 import type { Connection, MessageSink } from "./connection.ts"
 import { ChannelOpenFailed, ConnectionClosed, RequestTimeout } from "./errors.ts"
 import { Fifo } from "./fifo.ts"
@@ -17,6 +18,8 @@ interface Waiter {
   callback: ResponseCallback
   timer: NodeJS.Timeout | undefined
   timeoutMs: number
+  /** When the timer should fire (monotonicMs); Infinity once a late one was given its lateness back. */
+  firesAt: number
   /** The caller got its result (answer, timeout or error). */
   done: boolean
   channel: ClientChannel
@@ -47,6 +50,16 @@ export class ClientChannel {
 const onTimeout = (waiter: Waiter): void => {
   waiter.timer = undefined
   if (waiter.done) return
+  // Late: this process stalled (a long GC, a starved CPU), and on waking libuv runs expired timers
+  // before it polls for I/O, so an answer that came meanwhile sits unread in the kernel's buffer
+  // (client-own-stall.test.ts). The request gets the stolen time back once (at most its timeout, as
+  // the keep-alive's ping, src/iip/keepAlive.ts): the timer set now fires after a poll phase.
+  const late = monotonicMs() - waiter.firesAt
+  if (late > 0) {
+    waiter.firesAt = Infinity
+    waiter.timer = setTimeout(onTimeout, Math.min(late, waiter.timeoutMs), waiter)
+    return
+  }
   waiter.done = true
   waiter.channel.waiting--
   waiter.callback(
@@ -99,8 +112,11 @@ export class ClientSession implements MessageSink {
     // At most MaxDeadlineMs, as the mesh side clamps it: a time left past what a Node timer holds
     // (a caller's `now` in Date.now() terms) fired after 1 ms.
     const timeoutMs = clampDeadlineMs(timeLeftMs)
-    const waiter: Waiter = { callback, timer: undefined, timeoutMs, done: false, channel }
-    if (timeoutMs > 0) waiter.timer = setTimeout(onTimeout, timeoutMs, waiter)
+    const waiter: Waiter = { callback, timer: undefined, timeoutMs, firesAt: 0, done: false, channel }
+    if (timeoutMs > 0) {
+      waiter.firesAt = monotonicMs() + timeoutMs
+      waiter.timer = setTimeout(onTimeout, timeoutMs, waiter)
+    }
     channel.fifo.push(waiter)
     channel.waiting++
   }

@@ -7,51 +7,17 @@
 // expired timers before it polls for I/O, so the ping's 500 ms is up before the answer is read. A
 // healthy peer must not be judged by our stall: the connection lives and a call on it succeeds.
 // A peer that really stops (SIGSTOP) is still judged, with or without our stall, in bounded time.
-import { type ChildProcess, spawn } from "node:child_process"
-import * as fs from "node:fs"
 import type * as net from "node:net"
-import * as path from "node:path"
-import * as readline from "node:readline"
-import { fileURLToPath } from "node:url"
 import { afterEach, describe, expect, it } from "vitest"
 import type { IipClient } from "../../src/iip/client.ts"
 import type { MeshSession } from "../../src/mux/meshSession.ts"
 import { busyWait } from "../support/busyWait.ts"
 import { Cleanup, deferred, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { startClient } from "../support/meshTest.ts"
+import { startServerChild, stop } from "../support/serverChild.ts"
 
-const childScript = path.join(path.dirname(fileURLToPath(import.meta.url)), "../support/meshServerChild.ts")
 const keepAlive = { intervalMs: 300, timeoutMs: 500 }
 const stallMs = 1500
-
-/** The child server; resolves with its port and pid once it listens. */
-const startChild = async (cleanup: Cleanup) => {
-  const child: ChildProcess = spawn(process.execPath, [childScript], { stdio: ["ignore", "pipe", "inherit"] })
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()))
-  cleanup.add(async () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
-    await withTimeout(exited, 5000, `child ${child.pid} to exit`)
-  })
-  const first = new Promise<Record<string, unknown>>((resolve) => {
-    readline.createInterface({ input: child.stdout! }).once("line", (line) => resolve(JSON.parse(line) as Record<string, unknown>))
-  })
-  const listening = await withTimeout(Promise.race([first, exited.then((): Record<string, unknown> => ({ error: "exited" }))]), 15_000, "the child server to listen")
-  if (typeof listening.port !== "number") throw new Error(`the child server did not listen: ${JSON.stringify(listening)}`)
-  return { port: listening.port, pid: child.pid! }
-}
-
-/** The process is stopped by a signal (state T in /proc/PID/stat: the field after the parenthesised name). */
-const isStopped = (pid: number): boolean => {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, "latin1")
-  return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) === "T"
-}
-
-/** SIGSTOPs `pid` (continued at cleanup); resolves once the kernel shows it stopped: the signal is sent, not yet taken, when kill returns. */
-const stop = async (cleanup: Cleanup, pid: number): Promise<void> => {
-  cleanup.add(() => process.kill(pid, "SIGCONT"))
-  process.kill(pid, "SIGSTOP")
-  await waitFor(() => isStopped(pid), 5000, "the child to be stopped")
-}
 
 /**
  * Watches `session`'s pings: counts the answered ones; once `stallAfterNextPing()` is called, a
@@ -110,7 +76,7 @@ describe("keep-alive when this process stalls", () => {
   })
 
   it(`a peer that answered during our ${stallMs} ms stall keeps its connection, and a call on it succeeds`, async () => {
-    const child = await startChild(cleanup)
+    const child = await startServerChild(cleanup, "meshServerChild.ts")
     const { client, session } = await connected(cleanup, child.port)
     const pings = watchPings(session)
     // One ping answered before the stall: the peer answers them.
@@ -129,7 +95,7 @@ describe("keep-alive when this process stalls", () => {
   }, 40_000)
 
   it("a peer that stops (SIGSTOP) is still judged: the connection closes within the silence, the ping's timeout and a margin", async () => {
-    const child = await startChild(cleanup)
+    const child = await startServerChild(cleanup, "meshServerChild.ts")
     const { session } = await connected(cleanup, child.port)
     const closed = closeOf(session)
     await stop(cleanup, child.pid)
@@ -141,7 +107,7 @@ describe("keep-alive when this process stalls", () => {
   }, 40_000)
 
   it(`a peer that stops (SIGSTOP) is still judged when we stall ${stallMs} ms too: at most one more timeout after we wake`, async () => {
-    const child = await startChild(cleanup)
+    const child = await startServerChild(cleanup, "meshServerChild.ts")
     const { session } = await connected(cleanup, child.port)
     const pings = watchPings(session)
     const closed = closeOf(session)
