@@ -59,5 +59,6 @@ describe("request deadlines when this process stalls", () => {
     expect(answers.map((x) => x.status)).toStrictEqual(Array.from({ length: requests }, () => 200))
     await waitFor(() => registry.view()[0]!.endpoints.every((e) => e.pending === 0), 5000, "no try in flight")
     expect(registry.view()[0]!.endpoints.map((e) => [e.failures, e.health])).toStrictEqual([[0, "healthy"], [0, "healthy"]])
-  }, 40_000)
+    // Two instance starts (30 s each at most: meshInstance.ts) and the test's own bounds.
+  }, 90_000)
 })

@@ -74,5 +74,6 @@ describe("slow tries when this process stalls", () => {
     expect(`${answer!.status} ${answer!.body.toString()}`).toBe(`200 ${state.stalledOn}`)
     await waitFor(() => registry.view()[0]!.endpoints.every((e) => e.pending === 0), 5000, "no try in flight")
     expect(registry.view()[0]!.endpoints.map((e) => e.failures)).toStrictEqual([0, 0])
-  }, 40_000)
+    // Two instance starts (30 s each at most: meshInstance.ts) and the test's own bounds.
+  }, 90_000)
 })

@@ -19,7 +19,9 @@ export const spawnInstance = async (cleanup: Cleanup, name: string, delayMs = 0)
   const up = new Promise<Record<string, unknown>>((done) => {
     readline.createInterface({ input: child.stdout! }).once("line", (line) => done(JSON.parse(line) as Record<string, unknown>))
   })
-  const first = await withTimeout(Promise.race([up, exited.then((): Record<string, unknown> => ({ error: "exited" }))]), 15_000, `instance ${name} to start`)
+  // A bound for a start that never comes, not a speed: the child compiles and starts a sidecar (about
+  // 1.5 s of CPU), 5.5-6.5 s from spawn at load 17 here, and over 15 s once in CI (frozen-peer).
+  const first = await withTimeout(Promise.race([up, exited.then((): Record<string, unknown> => ({ error: "exited" }))]), 30_000, `instance ${name} to start`)
   if (typeof first.inbound !== "string") throw new Error(`instance ${name} did not start: ${JSON.stringify(first)}`)
   return { inbound: first.inbound, pid: child.pid! }
 }
