@@ -20,7 +20,7 @@ beforeEach(() => {
 afterEach(() => rmSync(dir, { recursive: true, force: true }))
 
 /** A credentials directory as the benches write it; `leafFrom` moves the leaf's validity (an expired one). */
-const writeCredentials = async (path: string, options: { readonly leafFrom?: Date; readonly otherRoot?: boolean } = {}): Promise<void> => {
+const writeCredentials = async (path: string, options: { readonly leafFrom?: Date; readonly otherRoot?: boolean; readonly severalRoots?: boolean } = {}): Promise<void> => {
   // Root and intermediate valid from before the expired leaf's time until days from now.
   const root = await createRootCa({ commonName: "hostile root", lifetimeMs: 10 * day, notBefore: new Date(Date.now() - 4 * day) })
   const intermediate = await createIntermediateCa(root, { commonName: "hostile intermediate", lifetimeMs: 6 * day, notBefore: new Date(Date.now() - 3 * day) })
@@ -34,7 +34,8 @@ const writeCredentials = async (path: string, options: { readonly leafFrom?: Dat
   mkdirSync(path, { recursive: true })
   writeFileSync(join(path, "key.pem"), pair.privateKeyPem)
   writeFileSync(join(path, "chain.pem"), leaf + intermediate.certificatePem)
-  writeFileSync(join(path, "bundle.pem"), options.otherRoot === true ? (await createRootCa({ commonName: "other root", lifetimeMs: day })).certificatePem : root.certificatePem)
+  const other = options.otherRoot === true || options.severalRoots === true ? (await createRootCa({ commonName: "other root", lifetimeMs: day })).certificatePem : ""
+  writeFileSync(join(path, "bundle.pem"), options.otherRoot === true ? other : other + root.certificatePem)
 }
 
 const failureOf = (path: string) => Effect.runPromise(Effect.flip(readCredentialsDir(path)))
@@ -44,6 +45,23 @@ describe("readCredentialsDir against hostile files", () => {
     await writeCredentials(dir, { leafFrom: new Date(Date.now() - 60_000) })
     const source = await Effect.runPromise(readCredentialsDir(dir))
     expect(source.current().spiffeId).toBe(serviceSpiffeId("iip-mesh.local", "web"))
+  })
+
+  it("reads a chain with an intermediate leading to the second of several roots in bundle.pem", async () => {
+    await writeCredentials(dir, { leafFrom: new Date(Date.now() - 60_000), severalRoots: true })
+    const source = await Effect.runPromise(readCredentialsDir(dir))
+    expect(source.current().spiffeId).toBe(serviceSpiffeId("iip-mesh.local", "web"))
+  })
+
+  it("takes a leaf not yet valid by a clock skew (written by a host whose clock is ahead): read once and never again, a refusal at start would be for good", async () => {
+    await writeCredentials(dir, { leafFrom: new Date(Date.now() + 30_000) })
+    const source = await Effect.runPromise(readCredentialsDir(dir))
+    expect(source.current().spiffeId).toBe(serviceSpiffeId("iip-mesh.local", "web"))
+  })
+
+  it("refuses a leaf not valid for longer than a clock skew explains", async () => {
+    await writeCredentials(dir, { leafFrom: new Date(Date.now() + 2 * 3_600_000) })
+    expect((await failureOf(dir)).message).toMatch(/certificate 0 of the chain is not valid at/)
   })
 
   it("refuses a bundle.pem of 100 MB unread, naming it and its size", async () => {
