@@ -9,6 +9,7 @@
 // a wall clock stepped back or forward moves no deadline.
 
 import { monotonicMs } from "./clock.ts"
+import { lateGraceMs } from "./lateTimer.ts"
 
 /** The longest a Node timer waits: past it setTimeout fires after 1 ms (a TimeoutOverflowWarning). */
 export const MAX_TIMER_MS = 2 ** 31 - 1
@@ -37,6 +38,8 @@ export class Deadlines<T extends Expiring> {
   private readonly expire: (item: T) => void
   /** When the armed timer should fire (arm): past it, the timer is late. */
   private firesAt = 0
+  /** How long the armed timer waits (arm): a late one waits its lateness more, at most this. */
+  private armedFor = 0
   /** What is due waits out a late timer's lateness (fire). */
   private graced = false
   private readonly onTimer = () => this.fire()
@@ -101,24 +104,23 @@ export class Deadlines<T extends Expiring> {
     const now = monotonicMs()
     const delay = Math.min(MAX_TIMER_MS, Math.max(1, at - now))
     this.firesAt = now + delay
+    this.armedFor = delay
     this.timer = setTimeout(this.onTimer, delay)
   }
 
   private fire(): void {
     this.timer = undefined
     const now = monotonicMs()
-    const late = now - this.firesAt
+    const grace = this.graced ? 0 : lateGraceMs(now - this.firesAt, this.armedFor)
     this.armedAt = 0
     const heap = this.heap
-    // Late with something due: this process stalled (a long GC, a starved CPU), and on waking libuv
-    // runs expired timers before it polls for I/O, so an answer that came meanwhile sits unread in
-    // the kernel's buffer; expired now, it failed a call its peer answered in time (and counted
-    // against it: an ejection, deadline-own-stall.test.ts). What is due gets the stolen time back
-    // once, as the keep-alive's ping does (src/iip/keepAlive.ts): the timer set now fires after a
-    // poll phase has read the socket.
-    if (late > 0 && !this.graced && this.count > 0 && heap[0]!.deadlineAt <= now) {
+    // Late with something due: this process stalled, and an answer that came meanwhile may sit
+    // unread in the kernel's buffer; expired now, it failed a call its peer answered in time (and
+    // counted against it: an ejection, deadline-own-stall.test.ts). What is due waits the
+    // lateness more once (lateTimer.ts).
+    if (grace > 0 && this.count > 0 && heap[0]!.deadlineAt <= now) {
       this.graced = true
-      return this.arm(now + late)
+      return this.arm(now + grace)
     }
     this.graced = false
     while (this.count > 0 && heap[0]!.deadlineAt <= now) {
