@@ -284,20 +284,21 @@ export class IipClient {
     // During an attempt it is not (on a lossy network one can take seconds and then succeed).
     if (this.dialing && !this.attempting && this.lastConnectError !== undefined) return Promise.reject(this.lastConnectError)
     return new Promise((resolve, reject) => {
-      let timer: NodeJS.Timeout | undefined
       const waiter = (error: ClientError | undefined, mode: "mesh" | "plain" | undefined) => {
-        clearTimeout(timer)
+        timer.cancel()
         if (error === undefined) resolve(mode!)
         else reject(error)
       }
       this.modeWaiters.push(waiter)
       const waitMs = Math.max(1, Math.min(timeoutMs, this.connectTimeoutMs))
-      timer = setTimeout(() => {
+      // A late timer is this process's stall: a connection made meanwhile is not yet seen
+      // (connect-own-stall.test.ts), so it waits its lateness more before the caller hears of a failure.
+      const timer = new LateTimer(waitMs, () => {
         const index = this.modeWaiters.indexOf(waiter)
         if (index !== -1) this.modeWaiters.splice(index, 1)
         const message = `no connection to ${this.address} within ${waitMs} ms`
         reject(new ConnectFailed(waitMs < this.connectTimeoutMs ? { message, address: this.address, waitedOut: true } : { message, address: this.address }))
-      }, waitMs)
+      })
       this.grow()
     })
   }
