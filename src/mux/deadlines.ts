@@ -38,8 +38,6 @@ export class Deadlines<T extends Expiring> {
   private readonly expire: (item: T) => void
   /** When the armed timer should fire (arm): past it, the timer is late. */
   private firesAt = 0
-  /** How long the armed timer waits (arm): a late one waits its lateness more, at most this. */
-  private armedFor = 0
   /** What is due waits out a late timer's lateness (fire). */
   private graced = false
   private readonly onTimer = () => this.fire()
@@ -104,14 +102,17 @@ export class Deadlines<T extends Expiring> {
     const now = monotonicMs()
     const delay = Math.min(MAX_TIMER_MS, Math.max(1, at - now))
     this.firesAt = now + delay
-    this.armedFor = delay
     this.timer = setTimeout(this.onTimer, delay)
   }
 
   private fire(): void {
     this.timer = undefined
     const now = monotonicMs()
-    const grace = this.graced ? 0 : lateGraceMs(now - this.firesAt, this.armedFor)
+    // Not capped at the delay the timer was armed for: re-armed lazily (a removed item leaves it
+    // armed, it re-arms for the new earliest), that is whatever was left of the earliest item's
+    // wait, down to 1 ms, not its timeout, which the heap does not keep (deadlines-own-stall.test.ts).
+    // What is due waits at most one more stall.
+    const grace = this.graced ? 0 : lateGraceMs(now - this.firesAt, Infinity)
     this.armedAt = 0
     const heap = this.heap
     // Late with something due: this process stalled, and an answer that came meanwhile may sit

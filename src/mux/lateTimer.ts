@@ -5,8 +5,9 @@
 // that fired late gets the stolen time back once (at most its own timeout) before it judges: a timer
 // set from its callback fires after a poll phase has read the socket. A peer that never answers is
 // still judged, at most one more timeout later. Used by deadlines.ts and clientSession.ts (with their
-// own timers: per-request code allocates nothing more), LateTimer's users (the outbound's slow-try
-// watch, the IIP client's probe) and the keep-alive (on Effect's Clock).
+// own timers: per-request code allocates nothing more; the deadline heap keeps no item's timeout and
+// caps at nothing: at most one more stall), LateTimer's users (the outbound's slow-try watch, the IIP
+// client's probe) and the keep-alive (on Effect's Clock).
 
 /** Lateness any timer fires with (timer granularity, whole-ms clocks, a loaded machine's scheduling): not a stall. */
 export const LATE_SLACK_MS = 2
