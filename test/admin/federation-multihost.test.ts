@@ -7,8 +7,8 @@
 // requests merged; then host3 is unplugged and shown stale within 5 s, still listed.
 import { resolve } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { CHILD_START_MS, holdsStarts } from "../support/childStart.ts"
 import type { FederationView } from "../../src/admin/federation.ts"
+import { CHILD_START_MS, holdsStarts } from "../support/childStart.ts"
 import { readUntil } from "../support/iipRaw.ts"
 import { NetnsHosts, probeRootNetns } from "../support/netnsHosts.ts"
 import { assertCapability, gate, type JsonLineProcess, type Line } from "../support/netnsProcess.ts"

@@ -8,8 +8,8 @@
 // No mDNS packet leaves that namespace.
 import { resolve } from "node:path"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
-import { CHILD_START_MS, holdsStarts } from "../support/childStart.ts"
 import { MaxMdnsInstances } from "../../src/discovery/mdnsSource.ts"
+import { CHILD_START_MS, holdsStarts } from "../support/childStart.ts"
 import { LoopbackNamespace, mdnsChildScript, type NamespaceChild, probeLoopbackNamespace } from "../support/netnsLo.ts"
 import { assertCapability, gate, isAdd, isRemove } from "../support/netnsProcess.ts"
 

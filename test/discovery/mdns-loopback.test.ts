@@ -4,8 +4,8 @@
 // when silenceMs of that clock has passed), and another mesh is ignored.
 // No mDNS packet leaves that namespace.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
-import { CHILD_START_MS, holdsStarts } from "../support/childStart.ts"
 import type { MdnsSourceOptions } from "../../src/discovery/mdnsSource.ts"
+import { CHILD_START_MS, holdsStarts } from "../support/childStart.ts"
 import { LoopbackNamespace, mdnsChildScript, type NamespaceChild, probeLoopbackNamespace } from "../support/netnsLo.ts"
 import { assertCapability, gate, isAdd, isRemove, reportedUpdate } from "../support/netnsProcess.ts"
 
