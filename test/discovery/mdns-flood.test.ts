@@ -9,6 +9,7 @@
 import { resolve } from "node:path"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import { MaxMdnsInstances } from "../../src/discovery/mdnsSource.ts"
+import { CHILD_START_MS, holdsStarts } from "../support/childStart.ts"
 import { LoopbackNamespace, mdnsChildScript, type NamespaceChild, probeLoopbackNamespace } from "../support/netnsLo.ts"
 import { assertCapability, gate, isAdd, isRemove } from "../support/netnsProcess.ts"
 
@@ -16,13 +17,14 @@ const capability = probeLoopbackNamespace()
 const suite = gate("mDNS flood (loopback namespace)", capability)
 const flooderScript = resolve(import.meta.dirname, "../support/mdnsFlooder.ts")
 
-describe.skipIf(suite.skip)(suite.title, () => {
+// Each test starts up to 3 children one after another: its timeout holds those starts.
+describe.skipIf(suite.skip)(suite.title, { timeout: holdsStarts(3, 20_000) }, () => {
   let ns: LoopbackNamespace | undefined
   let started: Array<NamespaceChild> = []
   beforeAll(async () => {
     assertCapability(capability, "unshare -rn (a user + network namespace)")
     ns = await LoopbackNamespace.start()
-  })
+  }, holdsStarts(1, 5000))
   afterEach(() => {
     for (const child of started) child.kill("SIGKILL")
     started = []
@@ -34,7 +36,7 @@ describe.skipIf(suite.skip)(suite.title, () => {
   const spawn = async (id: string, script: string, config: unknown): Promise<NamespaceChild> => {
     const child = ns!.spawn(id, script, [JSON.stringify(config)])
     started.push(child)
-    const line = await child.log.waitFor((d) => d.type === "ready" || d.type === "fatal" || d.type === "exit", 10_000, `${id} to start`)
+    const line = await child.log.waitFor((d) => d.type === "ready" || d.type === "fatal" || d.type === "exit", CHILD_START_MS, `${id} to start`)
     if (line.data.type !== "ready") throw new Error(`${id} did not start: ${JSON.stringify(child.log.lines.map((l) => l.data))}`)
     return child
   }

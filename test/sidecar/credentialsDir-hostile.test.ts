@@ -10,6 +10,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { createIntermediateCa, createRootCa, generateKeyPair, issueLeaf } from "../../src/identity/certificates.ts"
 import { serviceSpiffeId } from "../../src/identity/spiffe.ts"
 import { readCredentialsDir } from "../../src/sidecar/meshTls.ts"
+import { CHILD_START_MS, holdsStarts } from "../support/childStart.ts"
 
 const day = 86_400_000
 let dir: string
@@ -93,7 +94,7 @@ console.log(failure.message)`
     child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()))
     child.stderr.on("data", (chunk: Buffer) => (output += chunk.toString()))
     const code = await new Promise<number | null>((resolve) => {
-      const timer = setTimeout(() => child.kill("SIGKILL"), 10_000)
+      const timer = setTimeout(() => child.kill("SIGKILL"), CHILD_START_MS)
       child.once("exit", (exitCode) => {
         clearTimeout(timer)
         resolve(exitCode)
@@ -101,7 +102,7 @@ console.log(failure.message)`
     })
     expect(output).toMatch(/chain\.pem: not a regular file/)
     expect(code).toBe(0)
-  }, 20_000)
+  }, holdsStarts(1, 10_000))
 
   it("refuses an expired leaf, saying so", async () => {
     await writeCredentials(dir, { leafFrom: new Date(Date.now() - 2 * day) })

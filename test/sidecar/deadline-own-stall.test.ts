@@ -8,6 +8,7 @@
 import { afterEach, describe, expect, it } from "vitest"
 import type { IipClient } from "../../src/iip/client.ts"
 import { busyWait } from "../support/busyWait.ts"
+import { holdsStarts } from "../support/childStart.ts"
 import { Cleanup, waitFor } from "../support/iipRaw.ts"
 import { spawnInstance } from "../support/meshInstance.ts"
 import { call, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
@@ -60,5 +61,5 @@ describe("request deadlines when this process stalls", () => {
     await waitFor(() => registry.view()[0]!.endpoints.every((e) => e.pending === 0), 5000, "no try in flight")
     expect(registry.view()[0]!.endpoints.map((e) => [e.failures, e.health])).toStrictEqual([[0, "healthy"], [0, "healthy"]])
     // Two instance starts (30 s each at most: meshInstance.ts) and the test's own bounds.
-  }, 90_000)
+  }, holdsStarts(2, 30_000))
 })

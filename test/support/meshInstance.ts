@@ -4,6 +4,7 @@ import { type ChildProcess, spawn } from "node:child_process"
 import * as path from "node:path"
 import * as readline from "node:readline"
 import { fileURLToPath } from "node:url"
+import { CHILD_START_MS } from "./childStart.ts"
 import { type Cleanup, withTimeout } from "./iipRaw.ts"
 
 const childScript = path.join(path.dirname(fileURLToPath(import.meta.url)), "meshInstanceChild.ts")
@@ -19,9 +20,7 @@ export const spawnInstance = async (cleanup: Cleanup, name: string, delayMs = 0)
   const up = new Promise<Record<string, unknown>>((done) => {
     readline.createInterface({ input: child.stdout! }).once("line", (line) => done(JSON.parse(line) as Record<string, unknown>))
   })
-  // A bound for a start that never comes, not a speed: the child compiles and starts a sidecar (about
-  // 1.5 s of CPU), 5.5-6.5 s from spawn at load 17 here, and over 15 s once in CI (frozen-peer).
-  const first = await withTimeout(Promise.race([up, exited.then((): Record<string, unknown> => ({ error: "exited" }))]), 30_000, `instance ${name} to start`)
+  const first = await withTimeout(Promise.race([up, exited.then((): Record<string, unknown> => ({ error: "exited" }))]), CHILD_START_MS, `instance ${name} to start`)
   if (typeof first.inbound !== "string") throw new Error(`instance ${name} did not start: ${JSON.stringify(first)}`)
   return { inbound: first.inbound, pid: child.pid! }
 }
