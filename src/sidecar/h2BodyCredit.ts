@@ -12,12 +12,14 @@
 // body keeps its window to its end, so none waits on another's (the reverted per-connection budget
 // deadlocked: streams the far app did not read yet held what the one it read needed).
 //
-// One connection holds at most a quarter of it (CONNECTION_SHARE): every gRPC call is a request
-// with a body, so an idle bidirectional call holds its first window as long as it is open, and one
-// client library opening budget / 64 KiB of them left every other caller refused. A quarter is,
-// at the defaults (64 MiB, --h2-max-streams 256), the first windows of a whole connection, so a
-// connection within its streams is refused for its share only once its bodies grew; four
-// connections are needed to fill the budget. Not a share that shrinks as connections come: what a
+// One connection's first windows hold at most a quarter of it (CONNECTION_SHARE), their growth at
+// most half of that on top: every gRPC call is a request with a body, so an idle bidirectional call
+// holds its first window as long as it is open, and one client library opening budget / 64 KiB of
+// them left every other caller refused. A quarter is, at the defaults (64 MiB, --h2-max-streams
+// 256), the first windows of a whole connection, so a connection within its streams is never
+// refused for its share, its uploads grown or not (counted in one, growth took half the share: one
+// channel's 240 unary calls beside 8 uploads under way ended 104 UNAVAILABLE); four connections
+// are needed to fill the budget. Not a share that shrinks as connections come: what a
 // connection holds cannot be taken back (below). Not a grant given back while its stream is idle:
 // HTTP/2 has no way to take back a stream's window (WINDOW_UPDATE only adds; a lower
 // SETTINGS_INITIAL_WINDOW_SIZE takes from every stream of the connection at once, moving bodies
@@ -44,7 +46,7 @@ export class BodyCredit {
   /** Requests with a body refused for want of room (the counter). */
   refused = 0
   readonly max: number
-  /** What one connection's bodies may hold: a quarter of the budget, at least one first window. */
+  /** What one connection's bodies' first windows may hold: a quarter of the budget, at least one first window (their growth, half of it, comes on top). */
   readonly share: number
 
   constructor(max: number) {
@@ -54,7 +56,8 @@ export class BodyCredit {
 
   /** A new request with a body on the connection of `own`: its first window, or false (counted) when the budget or the connection's share has no room for it. */
   admit(own: BodyShare): boolean {
-    if (this.granted + BODY_WINDOW > this.max || own.granted + BODY_WINDOW > this.share) {
+    // The connection's first windows only (granted less grown): its bodies that grew never refuse its new ones.
+    if (this.granted + BODY_WINDOW > this.max || own.granted - own.grown + BODY_WINDOW > this.share) {
       this.refused++
       return false
     }
@@ -65,15 +68,16 @@ export class BodyCredit {
 
   /**
    * A body of the connection of `own` whose mesh reader took its whole `window`: how much more it
-   * may have (its window doubled, at most MAX_BODY_WINDOW), 0 when it does not fit in the budget or
-   * the connection's share, or growth would pass half of either: the other half stays for first
-   * windows, so bodies that grew never refuse new ones (the connection's own neither). `take` it
+   * may have (its window doubled, at most MAX_BODY_WINDOW), 0 when it does not fit in the budget, or
+   * growth would pass half of it or half the connection's share: the other half of the budget stays
+   * for first windows, so bodies that grew never refuse new ones; the connection's growth is counted
+   * apart from its first windows (at most a share and a half in all), so neither its own. `take` it
    * once granted.
    */
   room(own: BodyShare, window: number): number {
     const extra = Math.min(window, MAX_BODY_WINDOW - window)
     if (extra <= 0 || this.grown + extra > this.max / 2 || own.grown + extra > this.share / 2) return 0
-    return this.granted + extra <= this.max && own.granted + extra <= this.share ? extra : 0
+    return this.granted + extra <= this.max ? extra : 0
   }
 
   take(own: BodyShare, extra: number): void {

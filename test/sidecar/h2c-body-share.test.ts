@@ -19,7 +19,7 @@ describe("BodyCredit: one connection's share", () => {
     expect(credit.granted).toBe(credit.share + BODY_WINDOW)
   })
 
-  it("a connection's bodies grow within half its share, so its own new bodies still have the other half; all comes back", () => {
+  it("a connection's bodies grow within half its share, counted apart from its first windows: its own new bodies still have the whole share; all comes back", () => {
     const credit = new BodyCredit(4 * MiB)
     const own = new BodyShare()
     const windows: Array<number> = []
@@ -34,11 +34,12 @@ describe("BodyCredit: one connection's share", () => {
     }
     expect(own.grown).toBeLessThanOrEqual(credit.share / 2)
     expect(Math.max(...windows)).toBeLessThanOrEqual(MAX_BODY_WINDOW)
-    // The other half: first windows of the same connection (the grown bodies' own among them).
+    expect(own.grown).toBeGreaterThan(0)
+    // The whole share: first windows of the same connection (the grown bodies' own among them).
     let firsts = 0
     while (credit.admit(own)) firsts++
-    expect(own.granted).toBeLessThanOrEqual(credit.share)
-    expect((windows.length + firsts) * BODY_WINDOW).toBeGreaterThanOrEqual(credit.share / 2)
+    expect((windows.length + firsts) * BODY_WINDOW).toBe(credit.share)
+    expect(own.granted).toBe(credit.share + own.grown)
     for (const window of windows) credit.release(own, window)
     for (let i = 0; i < firsts; i++) credit.release(own, BODY_WINDOW)
     expect({ granted: credit.granted, own: own.granted, grown: own.grown }).toStrictEqual({ granted: 0, own: 0, grown: 0 })
