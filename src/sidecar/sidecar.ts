@@ -491,7 +491,7 @@ export const make = (
           bodyCredit,
           onBodyRefused: (own) => {
             const admitted = bodyRefusedLines.admit()
-            if (admitted !== undefined) log("outbound-h2-body-refused", { granted: bodyCredit.granted, max: bodyCredit.max, connectionGranted: own.granted, connectionShare: bodyCredit.share, message: "a request with a body was refused (REFUSED_STREAM): the h2c request bodies' windows fill --outbound-h2-max-held-body-bytes, or its connection's bodies a quarter of it", ...admitted })
+            if (admitted !== undefined) log("outbound-h2-body-refused", { granted: bodyCredit.granted, max: bodyCredit.max, connectionFirstWindows: own.granted - own.grown, connectionGrown: own.grown, connectionShare: bodyCredit.share, message: "a request with a body was refused (REFUSED_STREAM): the h2c request bodies' windows fill --outbound-h2-max-held-body-bytes, or its connection's first windows a quarter of it", ...admitted })
           }
         }))
       )
