@@ -18,7 +18,7 @@
 // them left every other caller refused. A quarter is, at the defaults (64 MiB, --h2-max-streams
 // 256), the first windows of a whole connection, so a connection within its streams is never
 // refused for its share, its uploads grown or not (counted in one, growth took half the share: one
-// channel's 240 unary calls beside 8 uploads under way ended 104 UNAVAILABLE); four connections
+// channel's 248 unary calls beside 8 uploads under way: 96-104 ended UNAVAILABLE, h2c-body-one-channel.test.ts); four connections
 // are needed to fill the budget. Not a share that shrinks as connections come: what a
 // connection holds cannot be taken back (below). Not a grant given back while its stream is idle:
 // HTTP/2 has no way to take back a stream's window (WINDOW_UPDATE only adds; a lower
