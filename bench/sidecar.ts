@@ -14,6 +14,12 @@
 //             meshed - untraced)
 //   nginx     client -> nginx -> nginx -> app (one process each, upstream keepalive, no access log)
 //   haproxy   client -> haproxy -> haproxy -> app (nbthread 1, http-reuse always, no log)
+//   relay-bytes, relay-http (only when --only names them: the default run leaves them out)
+//             client -> Node relay -> Node relay -> app (sidecar/nodeRelays.ts: two processes run as
+//             the sidecars are, same node flags and stall probe), relaying bytes, or as a plain
+//             node:http reverse proxy with a keep-alive agent: the sidecar's layers ablated, so what
+//             each layer adds at the fixed rate reads off in one run (the report's ablation table):
+//             npm run -s bench -- sidecar --phases open --only direct,nginx,relay-bytes,relay-http,untraced,meshed
 // (issue 14's targets: the sidecars against the nginx pair; printed with "met"/"MISSED").
 // A missing nginx or haproxy is reported (`apt-get install nginx-light haproxy`) and its row left out.
 //
@@ -74,7 +80,7 @@
 // Flags: --rounds N, --duration S, --warmup S, --slice S, --rate R, --generator c|node (the open loop's),
 //        --inflight N (saturation connections),
 //        --saturation-warmup S (the saturation warm-up round per path; default --duration, 0 none),
-//        --only direct,meshed,mtls-off,untraced,nginx,haproxy (a subset; "added" and the ratios need direct, the
+//        --only direct,meshed,mtls-off,untraced,nginx,haproxy,relay-bytes,relay-http (a subset; "added" and the ratios need direct, the
 //        targets nginx), --phases open,saturation,memory (a subset, for investigating),
 //        --sidecar-node-flags "..." (extra node flags for the sidecars, e.g.
 //        "--max-semi-space-size=2", to try a setting without editing src),
@@ -106,10 +112,11 @@ import { APP_FILE } from "./sidecar/app.ts"
 import { mb, ms, pad, sleep, us } from "./sidecar/format.ts"
 import { closedLoop, makeTarget, type Target } from "./sidecar/nodeLoad.ts"
 import { type OpenGenerator, startGenerator } from "./sidecar/generator.ts"
-import { isMeshed, type Mode, parseArgs, PROXIED, type Proxied } from "./sidecar/options.ts"
+import { isMeshed, isRelay, type Mode, parseArgs, PROXIED, type Proxied } from "./sidecar/options.ts"
 import type { ProxyPair } from "./sidecar/pair.ts"
 import { NO_USAGE, reapedChildrenCpu, rssAnonMb, rssMb, type Usage, usageDelta, usageOf } from "./sidecar/procStats.ts"
 import { startProxyPair } from "./sidecar/proxies.ts"
+import { startRelayPair } from "./sidecar/nodeRelays.ts"
 import { formatRssParts, rssParts } from "./sidecar/rssParts.ts"
 import { report } from "./sidecar/report.ts"
 import { HOST, makePayload, PAYLOAD_BYTES, SERVICE_HOST } from "./sidecar/request.ts"
@@ -177,7 +184,11 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
     for (const mode of PROXIED) {
       if (!options.modes.includes(mode)) continue
       startedAt.set(mode, performance.now())
-      const pair = isMeshed(mode) ? await startSidecarPair(mode, app.port, options, spawned, credentials) : await startProxyPair(mode, app.port, dir, spawned)
+      const pair = isMeshed(mode)
+        ? await startSidecarPair(mode, app.port, options, spawned, credentials)
+        : isRelay(mode)
+        ? await startRelayPair(mode, app.port, options, spawned)
+        : await startProxyPair(mode, app.port, dir, spawned)
       if (typeof pair === "string") {
         log(`  ${pair}`)
         results.skipped.set(mode, pair)

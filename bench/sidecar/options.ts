@@ -11,16 +11,23 @@ export class BadFlag extends Data.TaggedError("BadFlag")<{ readonly message: str
  * direct: client -> app. The others go through two proxies, client -> A -> B -> app: meshed, two
  * sidecars with their defaults (tracing on, mTLS on: they have credentials); mtls-off, the same
  * with --mtls off (plain IIP between them; mTLS's cost is meshed - mtls-off); untraced, two
- * sidecars with --tracing false (mTLS on); nginx, nginx -> nginx; haproxy, haproxy -> haproxy.
+ * sidecars with --tracing false (mTLS on); nginx, nginx -> nginx; haproxy, haproxy -> haproxy;
+ * relay-bytes and relay-http, two bare Node relays (nodeRelays.ts), a byte relay and a plain HTTP
+ * reverse proxy, the sidecar's layers ablated (only with --only: the default run leaves them out).
  */
-export type Mode = "direct" | "meshed" | "mtls-off" | "untraced" | "nginx" | "haproxy"
-export const MODES: ReadonlyArray<Mode> = ["direct", "meshed", "mtls-off", "untraced", "nginx", "haproxy"]
+export type Mode = "direct" | "meshed" | "mtls-off" | "untraced" | "nginx" | "haproxy" | "relay-bytes" | "relay-http"
+export const MODES: ReadonlyArray<Mode> = ["direct", "meshed", "mtls-off", "untraced", "nginx", "haproxy", "relay-bytes", "relay-http"]
+/** The paths a run without --only takes. */
+const DEFAULT_MODES: ReadonlyArray<Mode> = ["direct", "meshed", "mtls-off", "untraced", "nginx", "haproxy"]
 /** The modes that go through a pair of proxies. */
 export type Proxied = Exclude<Mode, "direct">
-export const PROXIED: ReadonlyArray<Proxied> = ["meshed", "mtls-off", "untraced", "nginx", "haproxy"]
+export const PROXIED: ReadonlyArray<Proxied> = ["meshed", "mtls-off", "untraced", "nginx", "haproxy", "relay-bytes", "relay-http"]
 /** The pairs of iip-mesh sidecars. */
 export type Meshed = "meshed" | "mtls-off" | "untraced"
 export const isMeshed = (mode: Mode): mode is Meshed => mode === "meshed" || mode === "mtls-off" || mode === "untraced"
+/** The bare Node relay pairs. */
+export type Relay = "relay-bytes" | "relay-http"
+export const isRelay = (mode: Mode): mode is Relay => mode === "relay-bytes" || mode === "relay-http"
 
 export type Phase = "open" | "saturation" | "memory"
 export const PHASES: ReadonlyArray<Phase> = ["open", "saturation", "memory"]
@@ -68,9 +75,9 @@ export interface Options {
 
 export const parseArgs = (args: ReadonlyArray<string>): Options => {
   const { quick, value, number } = benchArgs(args)
-  const subset = <A extends string>(flag: string, all: ReadonlyArray<A>): ReadonlyArray<A> => {
+  const subset = <A extends string>(flag: string, all: ReadonlyArray<A>, byDefault: ReadonlyArray<A> = all): ReadonlyArray<A> => {
     const v = value(flag)
-    if (v === undefined) return all
+    if (v === undefined) return byDefault
     const asked = v.split(",")
     const unknown = asked.filter((a) => !(all as ReadonlyArray<string>).includes(a))
     if (unknown.length > 0) throw new BadFlag({ message: `${flag}: unknown ${unknown.join(", ")} (choose from ${all.join(", ")})` })
@@ -89,7 +96,7 @@ export const parseArgs = (args: ReadonlyArray<string>): Options => {
     rate: Math.min(20_000, number("--rate", 1000)),
     generator: generatorOf(value("--generator") ?? "c"),
     inflight: Math.min(1024, Math.round(number("--inflight", 64))),
-    modes: subset("--only", MODES),
+    modes: subset("--only", MODES, DEFAULT_MODES),
     phases: subset("--phases", PHASES),
     cpuProfDir: value("--cpu-prof-dir"),
     sidecarNodeFlags: (value("--sidecar-node-flags") ?? SHIPPED_NODE_FLAGS).split(" ").filter((flag) => flag !== ""),

@@ -2,6 +2,7 @@
 // CPU and system calls per request, proxies' RSS), the sidecars against the nginx and haproxy pairs,
 // issue 14's targets marked met / MISSED, mTLS's cost (meshed - mtls-off) against issue 15's, and
 // the summary object printed as the last JSON line.
+import { ablation } from "./ablation.ts"
 import { addStalls, describeStalls, NO_STALLS, type StallCount } from "./hopStalls.ts"
 import { mb, median, ms, pad, percent, round, signed, times, us } from "./format.ts"
 import { type Meshed, type Mode, MODES, PROXIED, type Proxied } from "./options.ts"
@@ -174,6 +175,8 @@ export const report = (results: Results): { readonly text: string; readonly summ
   lines.push(`issue 14 targets (sidecars with their defaults; RSS: the worse of A and B)`)
   for (const t of targets) lines.push(`  ${pad(t.label, 58, true)} ${pad(t.shown, 10)}  ${pad(t.limit, 20, true)} ${verdict(t)}`)
   if (ran("nginx") && !(added("p99", "nginx") > 0)) lines.push(`  (nginx's added p99 was not above 0: too little to compare against; a longer --duration measures it)`)
+  const layers = ablation(results)
+  lines.push(...layers.lines)
   const text = `${lines.join("\n")}\n`
 
   const cpuSummary = (key: string) => Object.fromEntries(PROCS.map((p) => [p, Math.round(usageFor(key, p, "cpu"))]))
@@ -260,6 +263,7 @@ export const report = (results: Results): { readonly text: string; readonly summ
     mtls_targets: Object.fromEntries(mtlsTargets.map((t) => [t.key, { value: round(t.value, 3), limit: t.limit, met: Number.isFinite(t.value) && t.judged ? t.met : null }])),
     targets: Object.fromEntries(targets.map((t) => [t.key, { value: round(t.value, 3), limit: t.limit, met: Number.isFinite(t.value) && t.judged ? t.met : null }])),
     open_max_ms: Object.fromEntries(modes.map((mode) => [mode, results.open.get(mode)!.map((sample) => round(sample.max, 2))])),
+    ablation: layers.summary,
     sidecar_stalls_over_10ms: Object.fromEntries(
       [...results.openStalls].map(([mode, rounds]) => [mode, { a: stallSummary(hopStalls(rounds, "a")), b: stallSummary(hopStalls(rounds, "b")) }])
     ),
