@@ -1,7 +1,7 @@
 // The sidecar bench's ablation table (report.ts prints it when a bare Node relay pair ran): the
 // open loop's added latency path by path, one layer of the sidecar's at a time (bytes relayed by
-// two Node processes, then HTTP parsed and pooled, then the sidecars without tracing, then with
-// it), each with what it adds over the layer below, its two hops' CPU per request at the fixed
+// two Node processes, then HTTP parsed and pooled, then the sidecars with neither mTLS nor
+// tracing, then with one, then both), each with what it adds over the layer below, its two hops' CPU per request at the fixed
 // rate, and its added p99 against the nginx pair's, all from the same run.
 import { median, ms, pad, round, signed, times, us } from "./format.ts"
 import type { Mode } from "./options.ts"
@@ -9,13 +9,14 @@ import type { Results } from "./results.ts"
 
 type Percentile = "p50" | "p90" | "p99"
 
-/** Each layer, the one below it, and what the step adds. */
-const LAYERS: ReadonlyArray<{ readonly mode: Mode; readonly below: Mode; readonly step: string }> = [
-  { mode: "relay-bytes", below: "direct", step: "two Node processes relaying bytes" },
-  { mode: "relay-http", below: "relay-bytes", step: "+ HTTP/1.1: node:http server, keep-alive agent" },
-  { mode: "mtls-off", below: "relay-http", step: "+ the sidecars (IIP, plain TCP), tracing on" },
-  { mode: "untraced", below: "relay-http", step: "+ the sidecars (IIP over mTLS), tracing off" },
-  { mode: "meshed", below: "untraced", step: "+ tracing (the sidecars' defaults)" }
+/** Each layer, the layers below it (the first that ran is the base of its step), and what the step adds. */
+const LAYERS: ReadonlyArray<{ readonly mode: Mode; readonly below: ReadonlyArray<Mode>; readonly step: string }> = [
+  { mode: "relay-bytes", below: ["direct"], step: "two Node processes relaying bytes" },
+  { mode: "relay-http", below: ["relay-bytes"], step: "+ HTTP/1.1: node:http server, keep-alive agent" },
+  { mode: "mesh-plain", below: ["relay-http", "relay-bytes"], step: "+ the sidecars: IIP on plain TCP, tracing off" },
+  { mode: "untraced", below: ["mesh-plain", "relay-http", "relay-bytes"], step: "+ mTLS" },
+  { mode: "mtls-off", below: ["mesh-plain", "relay-http", "relay-bytes"], step: "+ tracing, no mTLS" },
+  { mode: "meshed", below: ["untraced", "mtls-off"], step: "the sidecars' defaults (mTLS and tracing)" }
 ]
 
 export interface Ablation {
@@ -31,7 +32,7 @@ export const ablation = (results: Results): Ablation => {
   /** Both hops' CPU per request in the open loop, microseconds. */
   const hopsCpu = (mode: Mode) => median((results.perRequest.get(`open ${mode}`) ?? []).map((u) => u.a.cpu + u.b.cpu))
   const vsNginx = (mode: Mode) => (added("p99", "nginx") > 0 ? added("p99", mode) / added("p99", "nginx") : NaN)
-  const rows = LAYERS.filter((layer) => ran(layer.mode))
+  const rows = LAYERS.filter((layer) => ran(layer.mode)).map(({ mode, below, step }) => ({ mode, step, below: below.find(ran) }))
   const lines = [
     ``,
     `ablation at ${results.options.rate} req/s (open loop, same run): each layer over the one below it; CPU = both hops' us a request`,
@@ -41,10 +42,10 @@ export const ablation = (results: Results): Ablation => {
     lines.push(`${pad(mode, 12, true)} ${pad(signed(added("p50", mode)), 9)} ${pad(signed(added("p90", mode)), 9)} ${pad(signed(added("p99", mode)), 9)} ${pad("", 9)} ${pad(us(hopsCpu(mode)), 7)} ${pad("1x", 12)}  (the C pair the targets name)`)
   }
   for (const { mode, below, step } of rows) {
-    const stepShown = ran(below) ? signed(added("p99", mode, below)) : "-"
+    const stepShown = below === undefined ? "-" : signed(added("p99", mode, below))
     lines.push(
       `${pad(mode, 12, true)} ${pad(signed(added("p50", mode)), 9)} ${pad(signed(added("p90", mode)), 9)} ${pad(signed(added("p99", mode)), 9)} ${pad(stepShown, 9)} ` +
-        `${pad(us(hopsCpu(mode)), 7)} ${pad(times(vsNginx(mode)), 12)}  ${step}${below === "direct" ? "" : ` (over ${below})`}`
+        `${pad(us(hopsCpu(mode)), 7)} ${pad(times(vsNginx(mode)), 12)}  ${step}${below === undefined || below === "direct" ? "" : ` (over ${below})`}`
     )
   }
   lines.push(`(a Node relay meets the 2 ms target here if relay-bytes' added p99 is <= 2 ms: ${ran("relay-bytes") ? `${ms(added("p99", "relay-bytes"))} ms` : "not run"})`)
@@ -53,8 +54,8 @@ export const ablation = (results: Results): Ablation => {
       added_p50_ms: round(added("p50", mode), 4),
       added_p90_ms: round(added("p90", mode), 4),
       added_p99_ms: round(added("p99", mode), 4),
-      step_p99_ms: round(added("p99", mode, below), 4),
-      below,
+      step_p99_ms: below === undefined ? NaN : round(added("p99", mode, below), 4),
+      below: below ?? null,
       cpu_us_per_request: round(hopsCpu(mode), 1),
       added_p99_vs_nginx: round(vsNginx(mode), 3)
     }])

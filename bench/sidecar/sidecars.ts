@@ -2,7 +2,7 @@
 // A (service "client", --endpoint echo=B's inbound), each `node <flags> <sidecar main> sidecar ...`
 // with its ready line giving its addresses; `untraced` starts both with --tracing false. Both get
 // credentials (--tls-credentials-dir, written by credentials.ts), so mTLS is on, its default with
-// credentials; `mtls-off` starts both with --mtls off and none.
+// credentials; `mtls-off` starts both with --mtls off and none; `mesh-plain` with both.
 import type { Meshed, Options } from "./options.ts"
 import { type NodeHop, type SidecarProcessOptions, splitHostPort, startNodeHop } from "./nodeHop.ts"
 import type { ProxyPair } from "./pair.ts"
@@ -30,6 +30,7 @@ const handshakesOf = async (admin: string): Promise<number> => {
 
 /**
  * B in front of the app, A calling B; `untraced` adds --tracing false to both, `mtls-off` --mtls
+ * off, `mesh-plain` both
  * off (and their names get the mode as a suffix). `credentials`: each service's credentials dir.
  */
 export const startSidecarPair = async (
@@ -40,8 +41,8 @@ export const startSidecarPair = async (
   credentials: Readonly<Record<"echo" | "client", string>>
 ): Promise<ProxyPair> => {
   const common = ["--outbound", `${HOST}:0`, "--inbound", `${HOST}:0`, "--admin", `${HOST}:0`, "--admin-control", `${HOST}:0`, "--drain-timeout", "2s"]
-  const tracing = mode === "untraced" ? ["--tracing", "false"] : []
-  const tls = (service: "echo" | "client") => (mode === "mtls-off" ? ["--mtls", "off"] : ["--tls-credentials-dir", credentials[service]])
+  const tracing = mode === "untraced" || mode === "mesh-plain" ? ["--tracing", "false"] : []
+  const tls = (service: "echo" | "client") => (mode === "mtls-off" || mode === "mesh-plain" ? ["--mtls", "off"] : ["--tls-credentials-dir", credentials[service]])
   const suffix = mode === "meshed" ? "" : `-${mode}`
   const b = await startSidecar(`b${suffix}`, ["--service", "echo", "--app", `${HOST}:${appPort}`, ...tracing, ...tls("echo"), ...common], options, spawned)
   const a = await startSidecar(`a${suffix}`, ["--service", "client", "--endpoint", `echo=${b.inbound}`, ...tracing, ...tls("client"), ...common], options, spawned)
