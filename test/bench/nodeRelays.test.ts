@@ -41,15 +41,6 @@ const closedPort = (): Promise<number> =>
     })
   })
 
-const isGone = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0)
-    return false
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "ESRCH"
-  }
-}
-
 describe("bench relay pairs", () => {
   const spawned: Array<() => Promise<void>> = []
   let app: Child | undefined
@@ -86,8 +77,8 @@ describe("bench relay pairs", () => {
 
       await pair.a.stop()
       await pair.b.stop()
-      expect(isGone(pair.a.pid)).toBe(true)
-      expect(isGone(pair.b.pid)).toBe(true)
+      expect(() => process.kill(pair.a.pid, 0)).toThrow(/ESRCH/)
+      expect(() => process.kill(pair.b.pid, 0)).toThrow(/ESRCH/)
     })
   }
 
