@@ -9,14 +9,17 @@ import type { Results } from "./results.ts"
 
 type Percentile = "p50" | "p90" | "p99"
 
-/** Each layer, the layers below it (the first that ran is the base of its step), and what the step adds. */
-const LAYERS: ReadonlyArray<{ readonly mode: Mode; readonly below: ReadonlyArray<Mode>; readonly step: string }> = [
-  { mode: "relay-bytes", below: ["direct"], step: "two Node processes relaying bytes" },
-  { mode: "relay-http", below: ["relay-bytes"], step: "+ HTTP/1.1: node:http server, keep-alive agent" },
-  { mode: "mesh-plain", below: ["relay-http", "relay-bytes"], step: "+ the sidecars: IIP on plain TCP, tracing off" },
-  { mode: "untraced", below: ["mesh-plain", "relay-http", "relay-bytes"], step: "+ mTLS" },
-  { mode: "mtls-off", below: ["mesh-plain", "relay-http", "relay-bytes"], step: "+ tracing, no mTLS" },
-  { mode: "meshed", below: ["untraced", "mtls-off"], step: "the sidecars' defaults (mTLS and tracing)" }
+/**
+ * Each layer and the layers below it, each with what the step from it adds: the first below that
+ * ran is the base of the layer's step.
+ */
+const LAYERS: ReadonlyArray<{ readonly mode: Mode; readonly below: ReadonlyArray<readonly [Mode, string]> }> = [
+  { mode: "relay-bytes", below: [["direct", "two Node processes relaying bytes"]] },
+  { mode: "relay-http", below: [["relay-bytes", "+ HTTP/1.1: node:http server, keep-alive agent"]] },
+  { mode: "mesh-plain", below: [["relay-http", "+ the sidecars: IIP on plain TCP, tracing off"], ["relay-bytes", "+ the sidecars: HTTP, IIP on plain TCP, tracing off"]] },
+  { mode: "untraced", below: [["mesh-plain", "+ mTLS"], ["relay-http", "+ the sidecars: IIP over mTLS, tracing off"]] },
+  { mode: "mtls-off", below: [["mesh-plain", "+ tracing"], ["relay-http", "+ the sidecars: IIP on plain TCP, tracing on"]] },
+  { mode: "meshed", below: [["untraced", "+ tracing"], ["mtls-off", "+ mTLS"], ["relay-http", "+ the sidecars with their defaults (mTLS, tracing)"]] }
 ]
 
 export interface Ablation {
@@ -32,7 +35,10 @@ export const ablation = (results: Results): Ablation => {
   /** Both hops' CPU per request in the open loop, microseconds. */
   const hopsCpu = (mode: Mode) => median((results.perRequest.get(`open ${mode}`) ?? []).map((u) => u.a.cpu + u.b.cpu))
   const vsNginx = (mode: Mode) => (added("p99", "nginx") > 0 ? added("p99", mode) / added("p99", "nginx") : NaN)
-  const rows = LAYERS.filter((layer) => ran(layer.mode)).map(({ mode, below, step }) => ({ mode, step, below: below.find(ran) }))
+  const rows = LAYERS.filter((layer) => ran(layer.mode)).map(({ mode, below }) => {
+    const base = below.find(([under]) => ran(under))
+    return { mode, below: base?.[0], step: base?.[1] ?? "(no layer below it ran)" }
+  })
   const lines = [
     ``,
     `ablation at ${results.options.rate} req/s (open loop, same run): each layer over the one below it; CPU = both hops' us a request`,
