@@ -61,7 +61,7 @@
 //      --memory-linger S, once more S s later, printed only); idle and from 10 s on, each proxy's
 //      RSS by region is printed too (sidecar/rssParts.ts: the binary's code pages, other files,
 //      malloc's main arena, V8's machine code, other anonymous memory).
-// Each iip-mesh sidecar also runs a stall probe (sidecar/stallProbe.mjs, loaded with --import): every
+// Each iip-mesh sidecar (and Node relay) also runs a stall probe (sidecar/stallProbe.mjs, loaded with --import): every
 // stall of its event loop over 10 ms, with the main thread's CPU over it and the GC pauses in it;
 // per round and path the bench prints its slowest request and each sidecar's stalls within the
 // path's own slices (hopStalls.ts), and the report sums them: a p99 set by a stall shows which hop
