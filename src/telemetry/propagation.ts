@@ -215,12 +215,39 @@ export const passedTraceState = (raw: string | undefined): string | undefined =>
 let baggage: TextMapPropagator | undefined
 const baggagePropagator = (): TextMapPropagator => (baggage ??= new (otelCore().W3CBaggagePropagator)())
 
-/** Baggage as the next hop gets it (the W3C propagator's parse and limits), or undefined when nothing is left. */
+/** W3C baggage limits: characters of the header read, members taken. */
+export const MAX_BAGGAGE_CHARS = 8192
+export const MAX_BAGGAGE_MEMBERS = 180
+
+/**
+ * The part of a baggage header W3C's limits let a reader take: its first MAX_BAGGAGE_CHARS
+ * characters (a member cut there left out) and of them the first MAX_BAGGAGE_MEMBERS members,
+ * valid or not. The same string when it is within them. An app's head (16 KiB) or a peer's pairs
+ * may hold far more, and @opentelemetry/core's parser reads on through every member it skips, a
+ * thrown URIError for each malformed escape.
+ */
+export const withinBaggageLimits = (header: string): string => {
+  let text = header
+  if (text.length > MAX_BAGGAGE_CHARS) {
+    const comma = text.lastIndexOf(",", MAX_BAGGAGE_CHARS)
+    text = comma === -1 ? "" : text.slice(0, comma)
+  }
+  let at = -1
+  for (let members = 0; members < MAX_BAGGAGE_MEMBERS; members++) {
+    at = text.indexOf(",", at + 1)
+    if (at === -1) return text
+  }
+  return text.slice(0, at)
+}
+
+/** Baggage as the next hop gets it (within W3C's limits, the W3C propagator's parse), or undefined when nothing is left. */
 export const passedBaggage = (raw: string | undefined): string | undefined => {
-  if (raw === undefined || raw === "") return undefined
+  if (raw === undefined) return undefined
+  const read = withinBaggageLimits(raw)
+  if (read === "") return undefined
   const out: MutableHeaderRecord = {}
   const w3cBaggage = baggagePropagator()
-  w3cBaggage.inject(w3cBaggage.extract(ROOT_CONTEXT, { baggage: raw }, recordGetter), out, recordSetter)
+  w3cBaggage.inject(w3cBaggage.extract(ROOT_CONTEXT, { baggage: read }, recordGetter), out, recordSetter)
   const value = out.baggage
   return typeof value === "string" && value !== "" ? value : undefined
 }
