@@ -28,6 +28,7 @@ import { EvictedDrains } from "./evictedDrains.ts"
 import { FairPlaces, type Place } from "./fairPlaces.ts"
 import { defaultKeepAlive, keepAlive } from "./keepAlive.ts"
 import { type Log, LogThrottle, messageOf, stderrLog, throttledEvents } from "./log.ts"
+import { loggable } from "./redact.ts"
 import { checkOptions, count, durationMs, type Limits } from "./optionLimits.ts"
 import { checkPeerOptions, type PeerOptions } from "./peerOptions.ts"
 import { Router } from "./router.ts"
@@ -211,7 +212,10 @@ export class IipServer {
     this.options = options
     this.maxConnections = options.maxConnections ?? defaultMaxConnections
     this.log = options.log ?? stderrLog
-    this.peerLog = throttledEvents(this.log, peerRepeatedEvents, acceptLines, acceptLinesWindowMs)
+    // A push-failed line's path is the peer's: mux (meshServing.ts), below redact.ts, writes it whole; cut here, once admitted.
+    const log = this.log
+    const pathsCut: Log = (event, fields) => log(event, event === "push-failed" && typeof fields.path === "string" ? { ...fields, path: loggable(fields.path) } : fields)
+    this.peerLog = throttledEvents(pathsCut, peerRepeatedEvents, acceptLines, acceptLinesWindowMs)
     const perConnectionBytes = options.maxQueuedBytesPerConnection ?? defaultBudgets.maxQueuedBytesPerConnection
     const limits = { ...defaultConnectionLimits, ...options.connectionLimits }
     // A message that cannot fit in its connection's budget could never be assembled.

@@ -130,6 +130,24 @@ describe("lines a peer can repeat at will are bounded", () => {
     expect(failed.length).toBeLessThanOrEqual(bound)
   }, 60_000)
 
+  it("push-failed: the line shows a cut path, not the whole of a long one the peer chose", async () => {
+    const server = await serve()
+    let pushes = 0
+    server.handlePrefix("/refuse/", () => {
+      pushes++
+      throw new Error("refused")
+    })
+    const client = new IipClient({ host: "127.0.0.1", port: server.address.port, log: () => {} })
+    cleanup.add(() => client.close())
+    expect((await client.call("/echo", "mesh", { timeoutMs: 2000 })).toString()).toBe("mesh")
+    client.push(`/refuse/${"x".repeat(2000)}`, "x")
+    await waitFor(() => pushes === 1, 10_000, "the push handled")
+    expect((await client.call("/echo", "after", { timeoutMs: 2000 })).toString()).toBe("after")
+    const failed = of("push-failed")
+    expect(failed.length).toBe(1)
+    expect(String(failed[0]!.fields.path).length).toBeLessThan(300)
+  })
+
   it("the plain net peer that connects and sends nothing is still closed by the first-packet timeout (held)", async () => {
     const server = await serve({ firstPacketTimeoutMs: 300 })
     const socket = net.connect({ host: "127.0.0.1", port: server.address.port })
