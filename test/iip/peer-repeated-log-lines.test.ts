@@ -148,6 +148,19 @@ describe("lines a peer can repeat at will are bounded", () => {
     expect(String(failed[0]!.fields.path).length).toBeLessThan(300)
   })
 
+  it("no-first-packet: 60 connections that send nothing give 20 lines in the minute", async () => {
+    const server = await serve({ firstPacketTimeoutMs: 200 })
+    const silent = () => new Promise<void>((resolve) => {
+      const socket = net.connect({ host: "127.0.0.1", port: server.address.port })
+      cleanup.add(() => socket.destroy())
+      socket.on("error", () => {})
+      socket.once("close", () => resolve())
+    })
+    await Promise.all(Array.from({ length: 60 }, silent))
+    const timedOut = of("no-first-packet")
+    expect(timedOut.length).toBe(bound)
+  }, 30_000)
+
   it("the plain net peer that connects and sends nothing is still closed by the first-packet timeout (held)", async () => {
     const server = await serve({ firstPacketTimeoutMs: 300 })
     const socket = net.connect({ host: "127.0.0.1", port: server.address.port })
