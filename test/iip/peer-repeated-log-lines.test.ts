@@ -111,26 +111,7 @@ describe("lines a peer can repeat at will are bounded", () => {
     for (const line of crashed) expect(String(line.fields.path).length).toBeLessThan(300)
   }, 60_000)
 
-  it(`push-failed: ${attempts} pushes of a mesh peer whose handler fails give at most ${bound} lines`, async () => {
-    const server = await serve()
-    let pushes = 0
-    server.handle("/refuse", () => {
-      pushes++
-      throw new Error("refused")
-    })
-    const client = new IipClient({ host: "127.0.0.1", port: server.address.port, log: () => {} })
-    cleanup.add(() => client.close())
-    expect((await client.call("/echo", "mesh", { timeoutMs: 2000 })).toString()).toBe("mesh")
-    for (let i = 0; i < attempts; i++) client.push("/refuse", "x")
-    await waitFor(() => pushes === attempts, 10_000, "every push handled")
-    // The lines go out as the handlers' outcomes settle: one more round trip lets them.
-    expect((await client.call("/echo", "after", { timeoutMs: 2000 })).toString()).toBe("after")
-    const failed = of("push-failed")
-    expect(failed.length).toBeGreaterThan(0)
-    expect(failed.length).toBeLessThanOrEqual(bound)
-  }, 60_000)
-
-  it("push-failed: the line shows a cut path, not the whole of a long one the peer chose", async () => {
+  it(`push-failed: ${attempts} pushes of a mesh peer whose handler fails give at most ${bound} lines, each path cut`, async () => {
     const server = await serve()
     let pushes = 0
     server.handlePrefix("/refuse/", () => {
@@ -140,13 +121,16 @@ describe("lines a peer can repeat at will are bounded", () => {
     const client = new IipClient({ host: "127.0.0.1", port: server.address.port, log: () => {} })
     cleanup.add(() => client.close())
     expect((await client.call("/echo", "mesh", { timeoutMs: 2000 })).toString()).toBe("mesh")
-    client.push(`/refuse/${"x".repeat(2000)}`, "x")
-    await waitFor(() => pushes === 1, 10_000, "the push handled")
+    // A long path the peer chose: each line shows it cut (main wrote all 2,008 characters).
+    for (let i = 0; i < attempts; i++) client.push(`/refuse/${"x".repeat(2000)}`, "x")
+    await waitFor(() => pushes === attempts, 10_000, "every push handled")
+    // The lines go out as the handlers' outcomes settle: one more round trip lets them.
     expect((await client.call("/echo", "after", { timeoutMs: 2000 })).toString()).toBe("after")
     const failed = of("push-failed")
-    expect(failed.length).toBe(1)
-    expect(String(failed[0]!.fields.path).length).toBeLessThan(300)
-  })
+    expect(failed.length).toBeGreaterThan(0)
+    expect(failed.length).toBeLessThanOrEqual(bound)
+    for (const line of failed) expect(String(line.fields.path).length).toBeLessThan(300)
+  }, 60_000)
 
   it("no-first-packet: 60 connections that send nothing give 20 lines in the minute", async () => {
     const server = await serve({ firstPacketTimeoutMs: 200 })
