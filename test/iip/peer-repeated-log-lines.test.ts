@@ -97,18 +97,22 @@ describe("lines a peer can repeat at will are bounded", () => {
     expect(of("tls-refused").length).toBeLessThanOrEqual(bound)
   }, 60_000)
 
-  it(`handler-crashed: ${attempts} requests to a handler that dies give at most ${bound} lines, each path cut`, async () => {
+  it(`handler-crashed: ${attempts} requests to a handler that dies give at most ${bound} lines, each path and cause cut`, async () => {
     const server = await serve()
-    server.handlePrefix("/crash/", (request) => Effect.die(new Error(`cannot parse ${request.data.length} bytes`)))
+    // The cause quotes the peer's data, as a parser's error may: the line keeps about 4,000 characters of it.
+    server.handlePrefix("/crash/", (request) => Effect.die(new Error(`cannot parse ${request.data.toString()}`)))
     const client = new IipClient({ host: "127.0.0.1", port: server.address.port, log: () => {} })
     cleanup.add(() => client.close())
     const path = `/crash/${"x".repeat(2000)}`
-    const failures = await Promise.all(Array.from({ length: attempts }, () => client.call(path, "data", { timeoutMs: 10_000 }).then(() => "answered", (error: unknown) => String(error))))
+    const failures = await Promise.all(Array.from({ length: attempts }, () => client.call(path, "d".repeat(10_000), { timeoutMs: 10_000 }).then(() => "answered", (error: unknown) => String(error))))
     expect(failures.every((text) => text !== "answered")).toBe(true)
     const crashed = of("handler-crashed")
     expect(crashed.length).toBeGreaterThan(0)
     expect(crashed.length).toBeLessThanOrEqual(bound)
-    for (const line of crashed) expect(String(line.fields.path).length).toBeLessThan(300)
+    for (const line of crashed) {
+      expect(String(line.fields.path).length).toBeLessThan(300)
+      expect(String(line.fields.cause).length).toBeLessThan(4100)
+    }
   }, 60_000)
 
   it(`push-failed: ${attempts} pushes of a mesh peer whose handler fails give at most ${bound} lines, each path cut`, async () => {
