@@ -22,6 +22,7 @@ import * as Exit from "effect/Exit"
 import { type Dispatch, type Failure, failure, type IncomingRequest, isPromiseLike, type Outcome, PendingOutcome, type Reply } from "../mux/request.ts"
 import { MeshErrorCode } from "../protocol/mesh.ts"
 import { type Log, messageOf } from "./log.ts"
+import { clamp, loggable } from "./redact.ts"
 import type { Router } from "./router.ts"
 import type { ServerStatistics } from "./statistics.ts"
 
@@ -103,6 +104,9 @@ const failed = (error: unknown): Failure => failure(MeshErrorCode.handlerFailed,
 const noResponse = failure(MeshErrorCode.noResponse, "handle no response", true)
 const hookThrew = (error: unknown): Outcome => (error instanceof Refused ? failure(error.code, error.message, false) : failed(error))
 
+/** The longest cause a `handler-crashed` line shows: a stack of a few dozen frames. */
+const MAX_CAUSE_CHARS = 4000
+
 /** Runs one handler and turns whatever it gives (value, promise, Effect, throw) into an Outcome. */
 const resolver = (log: Log) => {
   const runEffect = (request: IncomingRequest, effect: Effect.Effect<HandlerValue, unknown>): Promise<Outcome> =>
@@ -113,7 +117,8 @@ const resolver = (log: Log) => {
         const found = Cause.findErrorOption(cause)
         return failed(found._tag === "Some" ? found.value : "failed")
       }
-      if (Cause.hasDies(cause)) log("handler-crashed", { path: request.path, remote: request.remoteAddress, cause: Cause.pretty(cause) })
+      // The path is the peer's (up to a packet's), the cause may quote its data: both cut.
+      if (Cause.hasDies(cause)) log("handler-crashed", { path: loggable(request.path), remote: request.remoteAddress, cause: clamp(Cause.pretty(cause), MAX_CAUSE_CHARS) })
       return noResponse
     })
   return (request: IncomingRequest, handler: Handler): Outcome | PromiseLike<Outcome> => {

@@ -97,3 +97,18 @@ export class LogThrottle {
     return suppressed > 0 ? { suppressedBefore: suppressed } : {}
   }
 }
+
+/**
+ * `log` with each of `events` bounded by a LogThrottle of its own (`maxLines` a `windowMs`), other
+ * events passed on as they are: for the lines a peer can have written once per connection or per
+ * request, as often as it likes (a stranger opening connections in a loop with a bad byte on each).
+ */
+export const throttledEvents = (log: Log, events: ReadonlyArray<string>, maxLines: number, windowMs: number): Log => {
+  const throttles = new Map(events.map((event) => [event, new LogThrottle(maxLines, windowMs)]))
+  return (event, fields) => {
+    const throttle = throttles.get(event)
+    if (throttle === undefined) return log(event, fields)
+    const admitted = throttle.admit()
+    if (admitted !== undefined) log(event, { ...fields, ...admitted })
+  }
+}

@@ -12,7 +12,8 @@ const DEFAULT_MAX_CHARS = 200
  */
 const INVISIBLE = /[\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g
 
-const clamp = (text: string, maxChars: number): string => {
+/** `text` cut to about `maxChars` (UTF-16 code units), saying how much more there was; nothing escaped. */
+export const clamp = (text: string, maxChars: number): string => {
   if (text.length <= maxChars) return text
   // Never cut a surrogate pair in two.
   const end = /[\ud800-\udbff]/.test(text[maxChars - 1] ?? "") ? maxChars - 1 : maxChars

@@ -27,7 +27,8 @@ import { type Handler, makeDispatch, type ServeHook, withHooks } from "./dispatc
 import { EvictedDrains } from "./evictedDrains.ts"
 import { FairPlaces, type Place } from "./fairPlaces.ts"
 import { defaultKeepAlive, keepAlive } from "./keepAlive.ts"
-import { type Log, LogThrottle, messageOf, stderrLog } from "./log.ts"
+import { type Log, LogThrottle, messageOf, stderrLog, throttledEvents } from "./log.ts"
+import { loggable } from "./redact.ts"
 import { checkOptions, count, durationMs, type Limits } from "./optionLimits.ts"
 import { checkPeerOptions, type PeerOptions } from "./peerOptions.ts"
 import { Router } from "./router.ts"
@@ -112,6 +113,12 @@ const acceptLines = 20
 const acceptLinesWindowMs = 60_000
 /** TLS handshakes that may run past `maxConnections` at once, of sources owed a place there (full). */
 const pastLimit = 16
+/**
+ * Events a peer can have logged once per connection or per request, as often as it likes: a bad
+ * byte on each of connections opened in a loop, a failed handshake, a first packet never sent, a
+ * request its handler dies on, a push that fails. Each at most `acceptLines` a window, as the accept lines.
+ */
+const peerRepeatedEvents = ["protocol-violation", "tls-refused", "handler-crashed", "push-failed", "no-first-packet", "packet-timeout", "stalled"]
 
 /** What each numeric option takes (optionLimits.ts): 0 is "no limit" for the timeouts that say so. */
 const serverLimits: Limits<ServerOptions> = {
@@ -148,6 +155,8 @@ export class IipServer {
   private readonly listener: net.Server
   /** Where its events go (options.log); what serves on it logs there too (files: a failed expiry). */
   readonly log: Log
+  /** `log` with the lines a peer can repeat at will bounded (peerRepeatedEvents): what connections, timeouts and handlers log through. */
+  private readonly peerLog: Log
   private readonly options: ServerOptions
   private readonly maxConnections: number
   private readonly limits: ConnectionLimits
@@ -203,6 +212,10 @@ export class IipServer {
     this.options = options
     this.maxConnections = options.maxConnections ?? defaultMaxConnections
     this.log = options.log ?? stderrLog
+    // A push-failed line's path is the peer's: mux (meshServing.ts), below redact.ts, writes it whole; cut here, once admitted.
+    const log = this.log
+    const pathsCut: Log = (event, fields) => log(event, event === "push-failed" && typeof fields.path === "string" ? { ...fields, path: loggable(fields.path) } : fields)
+    this.peerLog = throttledEvents(pathsCut, peerRepeatedEvents, acceptLines, acceptLinesWindowMs)
     const perConnectionBytes = options.maxQueuedBytesPerConnection ?? defaultBudgets.maxQueuedBytesPerConnection
     const limits = { ...defaultConnectionLimits, ...options.connectionLimits }
     // A message that cannot fit in its connection's budget could never be assembled.
@@ -228,11 +241,11 @@ export class IipServer {
         writeMs: options.writeTimeoutMs ?? defaultTimeouts.writeMs
       },
       this.supervisor,
-      this.log
+      this.peerLog
     )
     this.evictedDrains = new EvictedDrains(this.supervisor, this.log)
     this.statistics = options.statistics === undefined ? undefined : new ServerStatistics(options.statistics, this.router, this)
-    this.dispatch = makeDispatch(this.router, this.log, this.hooks, this.statistics)
+    this.dispatch = makeDispatch(this.router, this.peerLog, this.hooks, this.statistics)
     this.hello = localHello({
       node: options.node,
       maxMetaBytes: options.maxMetaBytes,
@@ -255,13 +268,13 @@ export class IipServer {
 
   /** Registers `handler` for requests whose parsed path is exactly `path`, inside its own `hooks` (dispatch.ts). */
   handle(path: string, handler: Handler, hooks: ReadonlyArray<ServeHook> = []): this {
-    this.router.add(path, withHooks(handler, hooks, this.log))
+    this.router.add(path, withHooks(handler, hooks, this.peerLog))
     return this
   }
 
   /** Registers `handler` for every path under `prefix` that has no exact route. */
   handlePrefix(prefix: string, handler: Handler, hooks: ReadonlyArray<ServeHook> = []): this {
-    this.router.addPrefix(prefix, withHooks(handler, hooks, this.log))
+    this.router.addPrefix(prefix, withHooks(handler, hooks, this.peerLog))
     return this
   }
 
@@ -414,7 +427,7 @@ export class IipServer {
   private refused(refusal: TlsRefusal, socket: ByteStream, peer: X509Certificate | undefined): void {
     const remote = `${socket.remoteAddress ?? "?"}:${socket.remotePort ?? 0}`
     if (this.options.tls?.onRefused !== undefined) this.options.tls.onRefused(refusal, remote, peer)
-    else this.log("tls-refused", { remote, reason: refusal.reason, message: refusal.message })
+    else this.peerLog("tls-refused", { remote, reason: refusal.reason, message: refusal.message })
   }
 
   /** A TLS server's new socket: TLS or (permissive) plain IIP, as its first byte says, within the handshake timeout. */
@@ -631,7 +644,7 @@ export class IipServer {
   private accept(socket: ByteStream, peerIdentity: string | undefined, handshakeHeld = false): void {
     if (this.full(socket, false, handshakeHeld)) return
     const source = this.sourceOf(socket)
-    const connection = new Connection(socket, "server", this.limits, this.log, { own: this.connectionBudget, shared: this.budget, writes: this.writeBudget, source: this.sources.join(source) })
+    const connection = new Connection(socket, "server", this.limits, this.peerLog, { own: this.connectionBudget, shared: this.budget, writes: this.writeBudget, source: this.sources.join(source) })
     // Before the session exists: it copies the identity into every request's context.
     connection.peerIdentity = peerIdentity
     const session = new ServerSession(
@@ -681,7 +694,7 @@ export class IipServer {
           dispatch: this.dispatch,
           maxMessageBytes: this.limits.maxMessageBytes,
           compression: compressionFor(codec, this.options.compression),
-          log: this.log
+          log: this.peerLog
         })
         this.meshes.add(mesh)
         mesh.onClosed(() => {

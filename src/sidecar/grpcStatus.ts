@@ -26,16 +26,20 @@ export const grpcTimeoutMs = (value: string | undefined): number | undefined => 
 /** The time left, as the far app reads it in `grpc-timeout` (ms, 8 digits at most). */
 export const grpcTimeoutValue = (ms: number): string => `${Math.min(99_999_999, Math.max(1, Math.round(ms)))}m`
 
+/** The longest url.path a span keeps, and path its RPC attributes come from: IIP's path limit (an app's longer one is answered 414 after its span began). */
+export const MAX_PATH_ATTRIBUTE = 2048
+
 /**
  * The OpenTelemetry RPC attributes of a gRPC call's path `/package.Service/Method`: `rpc.system`,
- * `rpc.service`, `rpc.method`; only the system when the path has no such form.
+ * `rpc.service`, `rpc.method`; only the system when the path has no such form, or is longer than
+ * MAX_PATH_ATTRIBUTE (an app's head may hold 16 KiB of it, a peer's 64 KiB; the span keeps its attributes bounded).
  */
 export const rpcAttributes = (attributes: Record<string, unknown>, path: string): void => {
   attributes["rpc.system"] = "grpc"
   const q = path.indexOf("?")
   const bare = q === -1 ? path : path.slice(0, q)
   const slash = bare.indexOf("/", 1)
-  if (bare.charCodeAt(0) !== 0x2f || slash <= 1 || slash === bare.length - 1 || bare.indexOf("/", slash + 1) !== -1) return
+  if (bare.length > MAX_PATH_ATTRIBUTE || bare.charCodeAt(0) !== 0x2f || slash <= 1 || slash === bare.length - 1 || bare.indexOf("/", slash + 1) !== -1) return
   attributes["rpc.service"] = bare.slice(1, slash)
   attributes["rpc.method"] = bare.slice(slash + 1)
 }

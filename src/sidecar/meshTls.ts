@@ -14,7 +14,7 @@ import * as tls from "node:tls"
 import { type CredentialSource, makeCredentialHolder, type WorkloadCredentials } from "../identity/credentials.ts"
 import { parseSpiffeId, spiffeIdOfCertificate } from "../identity/spiffe.ts"
 import { chainProblem, chainUsableUntil, maxPemChars, rootValidities } from "../identity/trustBundle.ts"
-import type { Log } from "../iip/log.ts"
+import { type Log, LogThrottle } from "../iip/log.ts"
 import { loggable } from "../iip/redact.ts"
 import { MAX_SECRET_FILE_BYTES, readSmallFile, readSmallText } from "../iip/smallFile.ts"
 import type { IipServer } from "../iip/server.ts"
@@ -76,6 +76,9 @@ const trustDomainOf = (credentials: WorkloadCredentials): string => parseSpiffeI
 const describe = (certificate: X509Certificate | undefined): string =>
   certificate === undefined ? "none" : spiffeIdOfCertificate(certificate)?.text ?? `subject ${loggable(certificate.subject.replaceAll("\n", ", "))}`
 
+/** Inbound lines of each kind a minute (below). */
+const inboundLines = 20
+
 export class MeshTls {
   readonly mode: MtlsMode
   private readonly options: MeshTlsOptions
@@ -87,6 +90,13 @@ export class MeshTls {
   /** Contexts of the reference-TLS endpoints, per CA file ("" for none): read once. */
   private readonly referenceContexts = new Map<string, tls.SecureContext>()
   private readonly servers = new Set<IipServer>()
+  /**
+   * Inbound lines, one per connection a stranger opens (a handshake without a certificate of ours,
+   * plain IIP in permissive mode) as often as it likes: each bounded as the server's accept lines
+   * (every one still counted in the metrics).
+   */
+  private readonly inboundRefusedLines = new LogThrottle(inboundLines, 60_000)
+  private readonly plainLines = new LogThrottle(inboundLines, 60_000)
   private readonly unsubscribe: () => void
 
   /** Fails when mTLS is asked for and there are no credentials to speak it with. */
@@ -149,12 +159,14 @@ export class MeshTls {
       onHandshake: () => metrics.tlsHandshake("inbound", "ok"),
       onPlain: (remote) => {
         metrics.plainConnection("accepted")
-        log("mtls-plain-peer-accepted", { remote, mode: this.mode, local: this.identity })
+        const admitted = this.plainLines.admit()
+        if (admitted !== undefined) log("mtls-plain-peer-accepted", { remote, mode: this.mode, local: this.identity, ...admitted })
       },
       onRefused: (refusal, remote, peer) => {
         if (refusal.reason === "plain_refused") metrics.plainConnection("refused")
         metrics.tlsHandshake("inbound", refusal.reason)
-        log("mtls-refused", { direction: "inbound", reason: refusal.reason, message: refusal.message, remote, local: this.identity, peer: describe(peer) })
+        const admitted = this.inboundRefusedLines.admit()
+        if (admitted !== undefined) log("mtls-refused", { direction: "inbound", reason: refusal.reason, message: refusal.message, remote, local: this.identity, peer: describe(peer), ...admitted })
       }
     }
   }

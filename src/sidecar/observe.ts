@@ -20,7 +20,7 @@ import type { SpanRecord, SpanRecorder } from "../telemetry/spanRecord.ts"
 import type { TraceStore } from "../telemetry/traceStore.ts"
 import type { Tracing } from "../telemetry/tracing.ts"
 import type { Meta } from "../protocol/mesh.ts"
-import { grpcStatusIn, isGrpc, rpcAttributes } from "./grpcStatus.ts"
+import { grpcStatusIn, isGrpc, MAX_PATH_ATTRIBUTE, rpcAttributes } from "./grpcStatus.ts"
 import { trailersOf } from "./httpEnvelope.ts"
 import { ShapeAnchor } from "../mux/shapeAnchor.ts"
 
@@ -51,9 +51,6 @@ export interface Failure {
   readonly hop: string
   readonly reason: string
 }
-
-/** The longest url.path a span keeps: IIP's path limit (an app's longer one is answered 414 after its span began). */
-const MAX_PATH_ATTRIBUTE = 2048
 
 /** The path of a URI as a span keeps it: what comes before its query, cut to MAX_PATH_ATTRIBUTE. */
 const pathOf = (uri: string): string => {

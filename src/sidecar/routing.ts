@@ -10,15 +10,13 @@
 // holds. The baggage header is read within W3C's bounds (8192 characters, 180 members).
 import type { IncomingHttpHeaders } from "node:http"
 import { isSubsetLabel } from "../balancer/subsets.ts"
+import { MAX_BAGGAGE_CHARS, withinBaggageLimits } from "../telemetry/propagation.ts"
 import type { RouteActions } from "./routeActions.ts"
 import type { RouteCounters } from "./routeCounters.ts"
 import type { CompiledRoutes, RouteRequest } from "./routes.ts"
 
 /** The baggage member that carries a sticky subset down the call chain. */
 export const STICKY_MEMBER = "iip-mesh-subset"
-/** W3C baggage limits: characters of the header read, members taken. */
-export const MAX_BAGGAGE_CHARS = 8192
-export const MAX_BAGGAGE_MEMBERS = 180
 
 /**
  * The members of a baggage header (`key=value;property, ...`), percent-decoded values. Only its
@@ -28,8 +26,7 @@ export const MAX_BAGGAGE_MEMBERS = 180
 export const baggageMembers = (header: string | undefined): ReadonlyMap<string, string> => {
   const members = new Map<string, string>()
   if (header === undefined) return members
-  const text = header.length <= MAX_BAGGAGE_CHARS ? header : header.slice(0, header.lastIndexOf(",", MAX_BAGGAGE_CHARS) + 1)
-  for (const part of text.split(",", MAX_BAGGAGE_MEMBERS)) {
+  for (const part of withinBaggageLimits(header).split(",")) {
     const pair = part.split(";", 1)[0]!
     const eq = pair.indexOf("=")
     if (eq <= 0) continue

@@ -215,12 +215,63 @@ export const passedTraceState = (raw: string | undefined): string | undefined =>
 let baggage: TextMapPropagator | undefined
 const baggagePropagator = (): TextMapPropagator => (baggage ??= new (otelCore().W3CBaggagePropagator)())
 
-/** Baggage as the next hop gets it (the W3C propagator's parse and limits), or undefined when nothing is left. */
+/** W3C baggage limits: characters of the header read, members taken. */
+export const MAX_BAGGAGE_CHARS = 8192
+export const MAX_BAGGAGE_MEMBERS = 180
+
+/**
+ * The part of a baggage header W3C's limits let a reader take: its first MAX_BAGGAGE_CHARS
+ * characters (a member cut there left out) and of them the first MAX_BAGGAGE_MEMBERS members,
+ * valid or not. The same string when it is within them. An app's head (16 KiB) or a peer's pairs
+ * may hold far more, and @opentelemetry/core's parser reads on through every member it skips, a
+ * thrown URIError for each malformed escape.
+ */
+export const withinBaggageLimits = (header: string): string => {
+  let text = header
+  if (text.length > MAX_BAGGAGE_CHARS) {
+    const comma = text.lastIndexOf(",", MAX_BAGGAGE_CHARS)
+    text = comma === -1 ? "" : text.slice(0, comma)
+  }
+  let at = -1
+  for (let members = 0; members < MAX_BAGGAGE_MEMBERS; members++) {
+    at = text.indexOf(",", at + 1)
+    if (at === -1) return text
+  }
+  return text.slice(0, at)
+}
+
+/**
+ * Text decodeURIComponent decodes without throwing: its escapes spell well-formed UTF-8 (RFC 3629:
+ * no overlong forms, no surrogates, nothing past U+10FFFF). One way to read any text (each
+ * alternative starts with its own byte): linear.
+ */
+const DECODABLE = /^(?:[^%]|%[0-7][0-9a-f]|%c[2-9a-f]%[89ab][0-9a-f]|%d[0-9a-f]%[89ab][0-9a-f]|%e0%[ab][0-9a-f]%[89ab][0-9a-f]|%e[1-9abcef](?:%[89ab][0-9a-f]){2}|%ed%[89][0-9a-f]%[89ab][0-9a-f]|%f0%[9ab][0-9a-f](?:%[89ab][0-9a-f]){2}|%f[1-3](?:%[89ab][0-9a-f]){3}|%f4%8[0-9a-f](?:%[89ab][0-9a-f]){2})*$/i
+
+/** Whether decodeURIComponent takes `text` (exported for its differential test). */
+export const isDecodable = (text: string): boolean => !text.includes("%") || DECODABLE.test(text)
+
+/**
+ * The members whose key and value (the text before any `;`) decode: the W3C propagator skips the
+ * others too, but by catching the URIError each throws, tens of microseconds apiece.
+ */
+const decodableMembers = (read: string): string => {
+  if (!read.includes("%")) return read
+  const members = read.split(",")
+  const kept = members.filter((member) => {
+    const semicolon = member.indexOf(";")
+    return isDecodable(semicolon === -1 ? member : member.slice(0, semicolon))
+  })
+  return kept.length === members.length ? read : kept.join(",")
+}
+
+/** Baggage as the next hop gets it (within W3C's limits, the W3C propagator's parse), or undefined when nothing is left. */
 export const passedBaggage = (raw: string | undefined): string | undefined => {
-  if (raw === undefined || raw === "") return undefined
+  if (raw === undefined) return undefined
+  const read = decodableMembers(withinBaggageLimits(raw))
+  if (read === "") return undefined
   const out: MutableHeaderRecord = {}
   const w3cBaggage = baggagePropagator()
-  w3cBaggage.inject(w3cBaggage.extract(ROOT_CONTEXT, { baggage: raw }, recordGetter), out, recordSetter)
+  w3cBaggage.inject(w3cBaggage.extract(ROOT_CONTEXT, { baggage: read }, recordGetter), out, recordSetter)
   const value = out.baggage
   return typeof value === "string" && value !== "" ? value : undefined
 }

@@ -7,7 +7,7 @@
 // (400) before they become a label, one of a reg-name's odd characters keeps /metrics parseable; trace headers oversize, repeated, malformed, non-ASCII
 // or with control characters are answered, never reach the far app raw (one traceparent, a bounded
 // tracestate and baggage, no control character); the spans a store keeps hold bounded attributes
-// (url.path cut to 2048); /traces?limit is clamped.
+// (url.path cut to 2048, a gRPC path past it no rpc.service or rpc.method); /traces?limit is clamped.
 import * as http from "node:http"
 import * as net from "node:net"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
@@ -117,6 +117,14 @@ describe("telemetry under hostile callers and a hostile far app", () => {
     expect((await call(a.outboundPort, { path: `/${"q".repeat(12_000)}`, headers: { host: "catalog", traceparent: `00-${longId}-00f067aa0ba902b7-01` } })).status).toBe(414)
     const long = await (await fetch(`${adminA}/traces/${longId}`)).json() as { readonly spans: ReadonlyArray<{ readonly attributes: Record<string, unknown> }> }
     expect(long.spans.map((span) => String(span.attributes["url.path"]).length)).toStrictEqual([2048])
+    // So is a gRPC call's: its rpc.service and rpc.method come from the same path (main kept 12,000 characters of it).
+    const grpcId = "6bf92f3577b34da6a3ce929d0e0e4736"
+    const grpcPath = `/pkg.Svc/${"m".repeat(12_000)}`
+    // Refused as the 414 is (a gRPC failure is a 200 with grpc-status).
+    expect([200, 414]).toContain((await call(a.outboundPort, { path: grpcPath, headers: { host: "catalog", traceparent: `00-${grpcId}-00f067aa0ba902b7-01`, "content-type": "application/grpc" } })).status)
+    const grpc = await (await fetch(`${adminA}/traces/${grpcId}`)).json() as { readonly spans: ReadonlyArray<{ readonly attributes: Record<string, unknown> }> }
+    expect(grpc.spans.length).toBe(1)
+    for (const value of Object.values(grpc.spans[0]!.attributes)) expect(String(value).length).toBeLessThanOrEqual(2048)
     for (const limit of ["1e400", "-5", "abc", "999999999", "1".repeat(5000)]) {
       const response = await fetch(`${adminA}/traces?limit=${limit}`)
       expect(response.status).toBe(200)

@@ -3,7 +3,7 @@
 // chunks, every control path with random or extreme payloads: windows and credits of 0 and
 // 2^32-1, cancels and closes of ids never opened or reused, new_channel, random statuses and
 // channel ids), some with a byte flipped or cut short, split at random places. Each connection
-// must end within a bound: closed by B with the rule it broke logged, or still answering a ping sent after the noise. Meanwhile
+// must end within a bound: closed by B for a rule it broke (logged, up to 20 lines a minute), or still answering a ping sent after the noise. Meanwhile
 // A's calls through B are answered, nothing is thrown out unhandled, and B holds no more memory
 // afterwards than before. A failing seed replays: the seeds are the loop's indexes.
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
@@ -201,9 +201,12 @@ describe("a seeded fuzz of mesh packets against a sidecar's inbound listener", (
     // The noise reaches both ends: some connections broken by it, some still well (the well-formed runs).
     expect(outcomes.closed).toBeGreaterThan(0)
     expect(outcomes["answered ping"]).toBeGreaterThan(0)
-    // Each connection B closed, it closed with a reason in its log: the rule broken.
+    // Each connection B closed, it closed for a rule broken, written to its log up to the 20
+    // protocol-violation lines a minute a server writes (src/iip/server.ts peerRepeatedEvents):
+    // the first 20 closed have their line, the rest are counted, not written.
     const logged = new Set(violations.map((e) => Number(String(e.fields["remote"]).split(":").at(-1))))
-    expect(closedPorts.filter((p) => !logged.has(p))).toStrictEqual([])
+    expect(violations.length).toBe(Math.min(outcomes.closed, 20))
+    expect([...logged].filter((p) => !closedPorts.includes(p))).toStrictEqual([])
     expect(after - before).toBeLessThan(4 * 1048576)
     expect((await call(a.outboundPort, { path: "/after" })).status).toBe(200)
   }, 60_000)

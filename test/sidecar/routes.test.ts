@@ -12,7 +12,8 @@ import { afterAll, describe, expect, it } from "vitest"
 import { compileRoutes, MAX_REGEX_LENGTH, noRoutes, parseRoutesDocument } from "../../src/sidecar/routes.ts"
 import { searchSource } from "../../src/sidecar/regexSafety.ts"
 import { readRoutesFile } from "../../src/sidecar/routesFile.ts"
-import { addStickyMember, baggageMembers, chooseSubset, MAX_BAGGAGE_CHARS, MAX_BAGGAGE_MEMBERS, STICKY_MEMBER } from "../../src/sidecar/routing.ts"
+import { addStickyMember, baggageMembers, chooseSubset, STICKY_MEMBER } from "../../src/sidecar/routing.ts"
+import { MAX_BAGGAGE_CHARS, MAX_BAGGAGE_MEMBERS } from "../../src/telemetry/propagation.ts"
 
 const root = mkdtempSync(join(tmpdir(), "iip-mesh-routes-"))
 afterAll(() => rmSync(root, { recursive: true, force: true }))
