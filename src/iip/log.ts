@@ -98,17 +98,38 @@ export class LogThrottle {
   }
 }
 
+/** Of each event's lines a window, these are kept for a kind not seen yet in it (a new rule, a new path). */
+const FirstOfKindLines = 5
+/** Kinds remembered per event and window: past it the memory starts over (it only decides who may take the reserved lines). */
+const MaxKindsRemembered = 256
+
+/** What tells one fault from another in a peer's repeated line: the rule broken, else the path. */
+const kindOfLine = (fields: Readonly<Record<string, unknown>>): string | undefined =>
+  typeof fields.rule === "string" ? fields.rule : typeof fields.path === "string" ? fields.path.slice(0, 200) : undefined
+
 /**
  * `log` with each of `events` bounded by a LogThrottle of its own (`maxLines` a `windowMs`), other
  * events passed on as they are: for the lines a peer can have written once per connection or per
  * request, as often as it likes (a stranger opening connections in a loop with a bad byte on each).
+ * The last FirstOfKindLines of each window go only to a kind the window has not logged yet: one
+ * peer repeating its fault must not hide the first line of another fault (a second handler's crash).
  */
-export const throttledEvents = (log: Log, events: ReadonlyArray<string>, maxLines: number, windowMs: number): Log => {
-  const throttles = new Map(events.map((event) => [event, new LogThrottle(maxLines, windowMs)]))
+export const throttledEvents = (log: Log, events: ReadonlyArray<string>, maxLines: number, windowMs: number, now: () => number = monotonicMs): Log => {
+  const throttles = new Map(events.map((event) => [event, { throttle: new LogThrottle(maxLines, windowMs, now, FirstOfKindLines), kinds: new Set<string>(), since: now() }]))
   return (event, fields) => {
-    const throttle = throttles.get(event)
-    if (throttle === undefined) return log(event, fields)
-    const admitted = throttle.admit()
-    if (admitted !== undefined) log(event, { ...fields, ...admitted })
+    const entry = throttles.get(event)
+    if (entry === undefined) return log(event, fields)
+    const at = now()
+    if (at - entry.since >= windowMs || at < entry.since || entry.kinds.size >= MaxKindsRemembered) {
+      entry.kinds.clear()
+      entry.since = at
+    }
+    const kind = kindOfLine(fields)
+    // A line that names no kind (a timeout's) is never one peer's fault hiding another's: the whole window is its.
+    const first = kind === undefined || !entry.kinds.has(kind)
+    const admitted = entry.throttle.admit(first)
+    if (admitted === undefined) return
+    if (kind !== undefined) entry.kinds.add(kind)
+    log(event, { ...fields, ...admitted })
   }
 }

@@ -2,7 +2,7 @@
 // window, the rest counted and their number carried by the next line that goes out. Its own clock
 // is monotonic: a wall clock step neither opens a window early nor holds one shut.
 import { describe, expect, it, vi } from "vitest"
-import { LogThrottle } from "../../src/iip/log.ts"
+import { LogThrottle, throttledEvents } from "../../src/iip/log.ts"
 
 describe("LogThrottle", () => {
   it("admits maxLines per window, counts the rest, and reports them on the first line of a later window", () => {
@@ -63,5 +63,34 @@ describe("LogThrottle", () => {
     expect([throttle.admit(true), throttle.admit()]).toStrictEqual([undefined, undefined])
     now += 60_000
     expect(throttle.admit()).toStrictEqual({ suppressedBefore: 2 })
+  })
+})
+
+describe("throttledEvents", () => {
+  it("keeps the last lines of a window for faults not logged yet: one peer repeating a rule does not hide another rule's first line", () => {
+    let now = 1_000_000
+    const lines: Array<{ event: string; fields: Record<string, unknown> }> = []
+    const log = throttledEvents((event, fields) => lines.push({ event, fields }), ["protocol-violation", "handler-crashed"], 20, 60_000, () => now)
+    for (let i = 0; i < 1000; i++) log("protocol-violation", { rule: "bad-status" })
+    // 15 lines of the repeated rule: the last 5 of the window wait for other faults.
+    expect(lines.filter((line) => line.fields.rule === "bad-status")).toHaveLength(15)
+    for (const rule of ["unknown-channel", "bad-length", "unknown-channel"]) log("protocol-violation", { rule })
+    log("handler-crashed", { path: "/a" })
+    expect(lines.slice(15).map((line) => line.fields.rule ?? line.fields.path)).toStrictEqual(["unknown-channel", "bad-length", "/a"])
+    // The reserve is bounded too: a peer varying the rule gets the 3 lines left, no more.
+    for (let i = 0; i < 100; i++) log("protocol-violation", { rule: `r${i}` })
+    expect(lines.filter((line) => line.event === "protocol-violation")).toHaveLength(20)
+    // A new window: its first line counts the lines suppressed since the last that went out (r2).
+    now += 60_000
+    log("protocol-violation", { rule: "bad-status" })
+    expect(lines.filter((line) => line.fields.rule === "r2")).toHaveLength(1)
+    expect(lines.at(-1)!.fields).toStrictEqual({ rule: "bad-status", suppressedBefore: 97 })
+  })
+
+  it("lines that name no kind (a silent connection's timeout) use the whole window", () => {
+    const lines: Array<string> = []
+    const log = throttledEvents((event) => lines.push(event), ["no-first-packet"], 20, 60_000, () => 0)
+    for (let i = 0; i < 60; i++) log("no-first-packet", { remote: `10.0.0.1:${i}` })
+    expect(lines).toHaveLength(20)
   })
 })

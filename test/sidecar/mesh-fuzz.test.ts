@@ -202,10 +202,12 @@ describe("a seeded fuzz of mesh packets against a sidecar's inbound listener", (
     expect(outcomes.closed).toBeGreaterThan(0)
     expect(outcomes["answered ping"]).toBeGreaterThan(0)
     // Each connection B closed, it closed for a rule broken, written to its log up to the 20
-    // protocol-violation lines a minute a server writes (src/iip/server.ts peerRepeatedEvents):
-    // the first 20 closed have their line, the rest are counted, not written.
+    // protocol-violation lines a minute a server writes (src/iip/server.ts peerRepeatedEvents), the
+    // last 5 of them kept for rules not logged yet (src/iip/log.ts throttledEvents): the first 15
+    // closed have their line, then those of a new rule, the rest are counted, not written.
     const logged = new Set(violations.map((e) => Number(String(e.fields["remote"]).split(":").at(-1))))
-    expect(violations.length).toBe(Math.min(outcomes.closed, 20))
+    expect(violations.length).toBeGreaterThanOrEqual(Math.min(outcomes.closed, 15))
+    expect(violations.length).toBeLessThanOrEqual(Math.min(outcomes.closed, 20))
     expect([...logged].filter((p) => !closedPorts.includes(p))).toStrictEqual([])
     expect(after - before).toBeLessThan(4 * 1048576)
     expect((await call(a.outboundPort, { path: "/after" })).status).toBe(200)
