@@ -121,6 +121,11 @@ export class Discovery {
     return [...(this.view.get(service)?.values() ?? [])]
   }
 
+  /** Whether `service` has the endpoint of `key` ("host:port", endpointKey) now: the metrics free a series once not (telemetry/endpointSeries.ts). */
+  holds(service: string, key: string): boolean {
+    return this.view.get(service)?.has(key) === true
+  }
+
   snapshot(): DiscoverySnapshot {
     const services: Record<string, ReadonlyArray<MergedEndpoint & { readonly address: string }>> = {}
     for (const service of [...this.view.keys()].sort()) {
