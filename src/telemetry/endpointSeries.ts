@@ -203,10 +203,9 @@ export class EndpointSeriesBudget {
     const now = this.now()
     if (this.used >= this.max) this.sweepIfDue(now)
     if (this.used >= this.max) {
-      const most = this.holding[this.most]
-      const largest = most === undefined ? undefined : first(most)
-      if (largest === undefined || largest.held <= owner.held + 1) return this.drop(owner, now)
-      this.takeBack(largest, now)
+      // Checked on the count first: a service at its part, dropping, allocates nothing here.
+      if (this.most <= owner.held + 1) return this.drop(owner, now)
+      this.takeBack(first(this.holding[this.most]!)!, now)
     }
     const series = owner.add(endpoint, now)
     this.moved(owner, 1)
