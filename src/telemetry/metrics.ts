@@ -93,11 +93,12 @@ import { GOLDEN_BUCKETS, type GoldenMetrics, type GoldenOptions, type GoldenSeri
 import { processFaults } from "./processFaults.ts"
 import { durationBuckets, EndpointSeriesBudget, type Labels, type ServiceEndpoints, type Tally, tally } from "./endpointSeries.ts"
 import { neverThrowing, stderrLog, type Log } from "../iip/log.ts"
-export { EndpointSeriesGraceMs, MaxEndpointSeries } from "./endpointSeries.ts"
 import { monotonicMs } from "../mux/clock.ts"
 import type { BundleRefreshResult } from "../identity/identityClient.ts"
 import type { DroppedSpans } from "./tracing.ts"
 import { Tap, type TapLimits } from "./tap.ts"
+
+export { EndpointSeriesGraceMs, MaxEndpointSeries } from "./endpointSeries.ts"
 
 export type Direction = "outbound" | "inbound"
 
