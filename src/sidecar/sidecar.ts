@@ -133,7 +133,7 @@ const startDiscovery = (config: SidecarConfig, log: Log, trustDomain: string | u
   Effect.gen(function*() {
     const discovery = new Discovery({ log })
     metrics.watchDiscoveryLeftOut(() => discovery.leftOut())
-    metrics.watchLiveEndpoints((service, endpoint) => discovery.holds(service, endpoint))
+    metrics.watchLiveEndpoints((endpoint) => discovery.lists(endpoint))
     discovery.register(configSource(config.endpoints))
     if (config.endpointsFile !== null) discovery.register(fileSource({ path: config.endpointsFile, log }))
     for (const [service, name] of Object.entries(config.dnsSrv)) {

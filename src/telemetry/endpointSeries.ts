@@ -122,14 +122,12 @@ export class ServiceEndpoints {
   lastLine = Number.NEGATIVE_INFINITY
   unsaid = 0
   readonly labels: Labels
-  readonly service: string
   /** Outbound endpoints come from discovery and may leave it; inbound's is the app's address. */
   readonly discovered: boolean
   private readonly budget: EndpointSeriesBudget
 
-  constructor(labels: Labels, service: string, discovered: boolean, budget: EndpointSeriesBudget) {
+  constructor(labels: Labels, discovered: boolean, budget: EndpointSeriesBudget) {
     this.labels = labels
-    this.service = service
     this.discovered = discovered
     this.budget = budget
   }
@@ -177,7 +175,7 @@ export class EndpointSeriesBudget {
   private readonly holding: Array<Set<ServiceEndpoints> | undefined> = []
   private most = 0
   private lastSweep = Number.NEGATIVE_INFINITY
-  private isLive: (service: string, endpoint: string) => boolean = () => true
+  private isLive: (endpoint: string) => boolean = () => true
 
   constructor(options: BudgetOptions) {
     this.max = options.max ?? MaxEndpointSeries
@@ -186,14 +184,14 @@ export class EndpointSeriesBudget {
   }
 
   /** A service's series, against this budget. */
-  service(labels: Labels, service: string, discovered: boolean): ServiceEndpoints {
-    const endpoints = new ServiceEndpoints(labels, service, discovered, this)
+  service(labels: Labels, discovered: boolean): ServiceEndpoints {
+    const endpoints = new ServiceEndpoints(labels, discovered, this)
     this.services.push(endpoints)
     return endpoints
   }
 
   /** Where the sweep asks whether an endpoint is still in discovery; until set, all are. */
-  watchLive(isLive: (service: string, endpoint: string) => boolean): void {
+  watchLive(isLive: (endpoint: string) => boolean): void {
     this.isLive = isLive
   }
 
@@ -223,7 +221,7 @@ export class EndpointSeriesBudget {
         if (series.duration.count !== series.sweptCount) {
           series.sweptCount = series.duration.count
           series.idleSince = now
-        } else if (now - series.idleSince >= EndpointSeriesGraceMs && !this.isLive(owner.service, endpoint)) {
+        } else if (now - series.idleSince >= EndpointSeriesGraceMs && !this.isLive(endpoint)) {
           owner.fold(endpoint, series, now)
           this.moved(owner, -1)
         }

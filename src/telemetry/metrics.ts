@@ -206,8 +206,8 @@ export interface MeshMetrics {
   dialRefused(service: string, endpoint: string): void
   /** Where the endpoints discovery leaves out now at its cap per service are read at each scrape, by the kind of source (mdns, dns, kubernetes, static, local). */
   watchDiscoveryLeftOut(read: () => ReadonlyMap<string, number>): void
-  /** Where the endpoint-series budget asks whether an outbound endpoint ("host:port") is still in discovery (its series may be freed once not). */
-  watchLiveEndpoints(isLive: (service: string, endpoint: string) => boolean): void
+  /** Where the endpoint-series budget asks whether an outbound endpoint ("host:port") is still in discovery under any service (a routed request counts under its target's name): its series may be freed once not. */
+  watchLiveEndpoints(isLive: (endpoint: string) => boolean): void
   /** `count` header pairs were dropped for an invalid name or value (sidecar/headerFilter.ts). */
   invalidHeaders(direction: Direction, count: number): void
   /** An HTTP/1.1 connection was closed for bytes no exchange could own (sidecar/appPool.ts inbound, http1Connection.ts outbound). */
@@ -601,7 +601,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
         // Past the cap, every new name shares one series.
         const name = known.size < maxServices ? service : "_other"
         const labels = { direction, service: name }
-        series = known.get(name) ?? new ServiceSeries(labels, next, endpointBudget.service(labels, name, direction === "outbound"))
+        series = known.get(name) ?? new ServiceSeries(labels, next, endpointBudget.service(labels, direction === "outbound"))
         known.set(name, series)
       }
       return series

@@ -61,7 +61,7 @@ describe("endpoint-series budget", () => {
     const discovery = new Discovery({ log: () => {} })
     let emit: (update: EndpointUpdate) => void = () => {}
     discovery.register({ start: (e) => ((emit = e), () => {}) })
-    metrics.watchLiveEndpoints((service, endpoint) => discovery.holds(service, endpoint))
+    metrics.watchLiveEndpoints((endpoint) => discovery.lists(endpoint))
     const pods = (from: number, count: number) => Array.from({ length: count }, (_, i) => ({ service: "web", host: `10.1.${(from + i) >> 8}.${(from + i) & 255}`, port: 80, weight: 1, features: [], source: "kubernetes" }))
     const key = (e: { host: string; port: number }) => `${e.host}:${e.port}`
 
@@ -111,7 +111,7 @@ describe("endpoint-series budget", () => {
     const discovery = new Discovery({ log: () => {} })
     let emit: (update: EndpointUpdate) => void = () => {}
     discovery.register({ start: (e) => ((emit = e), () => {}) })
-    metrics.watchLiveEndpoints((service, endpoint) => discovery.holds(service, endpoint))
+    metrics.watchLiveEndpoints((endpoint) => discovery.lists(endpoint))
     emit({ _tag: "Reset", service: "web", endpoints: [{ service: "web", host: "10.2.0.1", port: 80, weight: 1, features: [], source: "kubernetes" }] })
     request(metrics, "web", "10.2.0.1:80")
     metrics.service("inbound", "self").requestFinished("127.0.0.1:3000", "GET", 200, 0.01)
@@ -122,6 +122,29 @@ describe("endpoint-series budget", () => {
     const m = await scrape(metrics)
     expect(value(m, "iip_mesh_requests_total", { service: "web", endpoint: "10.2.0.1:80" })).toBe(1)
     expect(value(m, "iip_mesh_requests_total", { direction: "inbound", service: "self", endpoint: "127.0.0.1:3000" })).toBe(1)
+    discovery.close()
+  })
+
+  it("keeps the series of an endpoint another service lists (a route's backend: counted under the target's name), frees it once none does", async () => {
+    let now = 1_000
+    const metrics = makeMetrics({ now: () => now, log: () => {} })
+    const discovery = new Discovery({ log: () => {} })
+    let emit: (update: EndpointUpdate) => void = () => {}
+    discovery.register({ start: (e) => ((emit = e), () => {}) })
+    metrics.watchLiveEndpoints((endpoint) => discovery.lists(endpoint))
+    const canary = { service: "web-v2", host: "10.3.0.1", port: 80, weight: 1, features: [], source: "kubernetes" }
+    emit({ _tag: "Reset", service: "web-v2", endpoints: [canary] })
+    request(metrics, "web", "10.3.0.1:80") // routed from web to its web-v2 backend
+    const idle = async () => {
+      for (let i = 0; i < 3; i++) {
+        now += EndpointSeriesGraceMs
+        await scrape(metrics)
+      }
+      return scrape(metrics)
+    }
+    expect(value(await idle(), "iip_mesh_requests_total", { service: "web", endpoint: "10.3.0.1:80" })).toBe(1)
+    emit({ _tag: "Reset", service: "web-v2", endpoints: [] })
+    expect(samples(await idle(), "iip_mesh_requests_total", { service: "web", endpoint: "10.3.0.1:80" })).toStrictEqual([])
     discovery.close()
   })
 
