@@ -8,11 +8,15 @@
 //     endpoint="_other" (one per service, services are capped: outside the budget, as is "-", no
 //     endpoint picked), and in the service's dropped count, said in a metric-series-full line;
 //   - fair: a service holding fewer series than the one holding the most, by two or more, takes one
-//     back from it when the budget is full (max-min: one churning service cannot keep every other's
-//     endpoints in _other; every service gets its first series while there are fewer than the budget);
+//     back from it (its oldest, removed) when the budget is full (max-min: one churning service
+//     cannot keep every other's endpoints in _other; every service gets its first series while there
+//     are fewer than the budget);
 //   - freed: a series whose endpoint has left discovery and saw no request for EndpointSeriesGraceMs
-//     is removed, its counts added to the service's _other (totals never go back; a series removed
-//     is a reset Prometheus knows, a count going down is not), its slot given back.
+//     is removed, its slot given back.
+// A series is removed, never folded into _other: Prometheus reads a counter that disappears as
+// ended (rate() and increase() over it stay right, and one that comes back is a reset), where a
+// removed series' lifetime count added to _other would be read as that many requests in one scrape
+// interval: a spike in every rate, error ratio and latency quantile over the service.
 // Cost: a request to an endpoint with a series pays one Map lookup, as before; only a request to
 // one without pays the budget's check (and, when full, a clock read). Whether a series saw requests
 // is read off its count at each sweep, so the request path keeps no time. Sweeps run at most every
@@ -83,7 +87,7 @@ export class EndpointSeries {
     this.idleSince = now
   }
 
-  count(method: string, code: number, amount = 1): void {
+  count(method: string, code: number): void {
     let byCode = this.byMethod.get(method)
     if (byCode === undefined) {
       byCode = new Map()
@@ -94,16 +98,7 @@ export class EndpointSeries {
       t = tally({ ...this.base, method, code: String(code) })
       byCode.set(code, t)
     }
-    t.value += amount
-  }
-
-  /** Adds `gone`'s counts to these: what a removed series had counted stays counted. */
-  absorb(gone: EndpointSeries): void {
-    for (const [method, byCode] of gone.byMethod) for (const [code, t] of byCode) this.count(method, code, t.value)
-    const d = this.duration
-    for (let i = 0; i < d.counts.length; i++) d.counts[i]! += gone.duration.counts[i]!
-    d.sum += gone.duration.sum
-    d.count += gone.duration.count
+    t.value++
   }
 
   *tallies(): Iterable<Tally> {
@@ -137,7 +132,7 @@ export class ServiceEndpoints {
     return this.series.get(endpoint) ?? this.budget.admit(this, endpoint)
   }
 
-  /** A new series, counted in the budget unless it is _other or "-". */
+  /** A new series (the budget counts it: EndpointSeriesBudget.admit). */
   add(endpoint: string, now: number): EndpointSeries {
     const series = new EndpointSeries({ ...this.labels, endpoint }, now)
     this.series.set(endpoint, series)
@@ -147,12 +142,6 @@ export class ServiceEndpoints {
   /** The service's _other, made at its first use. */
   other(now: number): EndpointSeries {
     return this.series.get("_other") ?? this.add("_other", now)
-  }
-
-  /** Removes `endpoint`'s series, its counts kept in _other. */
-  fold(endpoint: string, series: EndpointSeries, now: number): void {
-    this.other(now).absorb(series)
-    this.series.delete(endpoint)
   }
 }
 
@@ -203,14 +192,14 @@ export class EndpointSeriesBudget {
     if (this.used >= this.max) {
       // Checked on the count first: a service at its part, dropping, allocates nothing here.
       if (this.most <= owner.held + 1) return this.drop(owner, now)
-      this.takeBack(first(this.holding[this.most]!)!, now)
+      this.takeBack(first(this.holding[this.most]!)!)
     }
     const series = owner.add(endpoint, now)
     this.moved(owner, 1)
     return series
   }
 
-  /** Removes, counts kept in their service's _other, the series whose endpoint left discovery and saw no request for the grace period; at most every SweepIntervalMs. */
+  /** Removes the series whose endpoint left discovery and saw no request for the grace period; at most every SweepIntervalMs. */
   sweepIfDue(now = this.now()): void {
     if (now - this.lastSweep < SweepIntervalMs && now >= this.lastSweep) return
     this.lastSweep = now
@@ -222,7 +211,7 @@ export class EndpointSeriesBudget {
           series.sweptCount = series.duration.count
           series.idleSince = now
         } else if (now - series.idleSince >= EndpointSeriesGraceMs && !this.isLive(endpoint)) {
-          owner.fold(endpoint, series, now)
+          owner.series.delete(endpoint)
           this.moved(owner, -1)
         }
       }
@@ -230,10 +219,10 @@ export class EndpointSeriesBudget {
   }
 
   /** Frees `largest`'s oldest series for a service holding fewer. */
-  private takeBack(largest: ServiceEndpoints, now: number): void {
-    for (const [endpoint, series] of largest.series) {
+  private takeBack(largest: ServiceEndpoints): void {
+    for (const endpoint of largest.series.keys()) {
       if (unbudgeted(endpoint)) continue
-      largest.fold(endpoint, series, now)
+      largest.series.delete(endpoint)
       this.moved(largest, -1)
       return
     }
