@@ -71,6 +71,12 @@ export class Discovery {
   private readonly subscriptions = new Set<Subscription>()
   /** The merged endpoints per service, updated in place: an update costs what it changes. */
   private view = new Map<string, Map<string, MergedEndpoint>>()
+  /**
+   * Per endpoint key ("host:port"), how many services of `view` list it: lists() in O(1). A request
+   * routed to another service (a canary backend) is counted under its target's name, not the one
+   * that lists its endpoint, so the metrics ask about the address whatever the service.
+   */
+  private readonly listings = new Map<string, number>()
   private readonly log: Log
   /** The kinds of source that have had endpoints left out (a handful: static, kubernetes, dns, mdns, ...), whose gauge then reads 0 rather than vanish. */
   private readonly leftOutKinds = new Set<string>()
@@ -121,6 +127,11 @@ export class Discovery {
     return [...(this.view.get(service)?.values() ?? [])]
   }
 
+  /** Whether some service has the endpoint of `key` ("host:port", endpointKey) now: the metrics free a series once none has (telemetry/endpointSeries.ts). */
+  lists(key: string): boolean {
+    return this.listings.has(key)
+  }
+
   snapshot(): DiscoverySnapshot {
     const services: Record<string, ReadonlyArray<MergedEndpoint & { readonly address: string }>> = {}
     for (const service of [...this.view.keys()].sort()) {
@@ -159,6 +170,7 @@ export class Discovery {
     this.registrations.clear()
     this.subscriptions.clear()
     this.view = new Map()
+    this.listings.clear()
     for (const registration of registrations) registration.stop()
   }
 
@@ -225,6 +237,7 @@ export class Discovery {
       if (current?.size === 0) this.view.delete(service)
     } else if (current === undefined) this.view.set(service, new Map([[key, update.endpoint]]))
     else current.set(key, update.endpoint)
+    this.listed(update)
     this.tell(service, [update])
   }
 
@@ -245,7 +258,20 @@ export class Discovery {
     if (now !== undefined && previous !== undefined) keepUnchanged(service, previous, now)
     if (now === undefined) this.view.delete(service)
     else this.view.set(service, now)
+    for (const update of updates) this.listed(update)
     this.tell(service, updates)
+  }
+
+  /** `listings` follows a change of `view`: an Add lists its key once more, a Remove once less (a Change neither). */
+  private listed(update: EndpointUpdate<MergedEndpoint>): void {
+    if (update._tag === "Add") {
+      const key = endpointKey(update.endpoint)
+      this.listings.set(key, (this.listings.get(key) ?? 0) + 1)
+    } else if (update._tag === "Remove") {
+      const left = (this.listings.get(update.key) ?? 0) - 1
+      if (left > 0) this.listings.set(update.key, left)
+      else this.listings.delete(update.key)
+    }
   }
 
   private tell(service: string, updates: ReadonlyArray<EndpointUpdate<MergedEndpoint>>): void {

@@ -133,6 +133,7 @@ const startDiscovery = (config: SidecarConfig, log: Log, trustDomain: string | u
   Effect.gen(function*() {
     const discovery = new Discovery({ log })
     metrics.watchDiscoveryLeftOut(() => discovery.leftOut())
+    metrics.watchLiveEndpoints((endpoint) => discovery.lists(endpoint))
     discovery.register(configSource(config.endpoints))
     if (config.endpointsFile !== null) discovery.register(fileSource({ path: config.endpointsFile, log }))
     for (const [service, name] of Object.entries(config.dnsSrv)) {
@@ -201,6 +202,7 @@ const makeTelemetry = (config: SidecarConfig, options: SidecarOptions, log: Log)
       Effect.promise(() => tracing.shutdown()).pipe(Effect.timeoutOption(config.drainTimeoutMs), Effect.asVoid)
     )
     const metrics = makeMetrics({
+      log,
       golden: { self: config.service, maxRoutes: config.goldenRoutes },
       tap: { maxListeners: config.tapListeners, ratePerSecond: config.tapRate, maxQueued: config.tapQueue }
     })

@@ -13,7 +13,10 @@
 //
 // Names and labels (Prometheus conventions: base units, _total for counters, _seconds, _bytes):
 //   iip_mesh_requests_total{direction,service,endpoint,method,code}   counter
-//   iip_mesh_request_duration_seconds{direction,service,endpoint}     histogram (both: 1,000 endpoints in all, then the service's _other)
+//   iip_mesh_request_duration_seconds{direction,service,endpoint}     histogram (both: 1,000 endpoints in all, shared fairly and
+//                                                                     freed as endpoints leave discovery, then the service's _other: endpointSeries.ts)
+//   iip_mesh_metric_series_dropped_total{direction,service}           counter: requests counted in their service's endpoint="_other"
+//                                                                     for want of a series of their own (throttled line metric-series-full)
 //   iip_mesh_request_errors_total{direction,service,code,hop,reason}  counter
 //   iip_mesh_requests_in_flight{direction,service}                    gauge
 //   iip_mesh_retries_total{direction,service}                         counter
@@ -88,9 +91,14 @@
 import { collectDefaultMetrics, Counter, Gauge, type Metric, Registry } from "prom-client"
 import { GOLDEN_BUCKETS, type GoldenMetrics, type GoldenOptions, type GoldenSeries, makeGolden } from "./golden.ts"
 import { processFaults } from "./processFaults.ts"
+import { durationBuckets, EndpointSeriesBudget, type Labels, type ServiceEndpoints, type Tally, tally } from "./endpointSeries.ts"
+import { neverThrowing, stderrLog, type Log } from "../iip/log.ts"
+import { monotonicMs } from "../mux/clock.ts"
 import type { BundleRefreshResult } from "../identity/identityClient.ts"
 import type { DroppedSpans } from "./tracing.ts"
 import { Tap, type TapLimits } from "./tap.ts"
+
+export { EndpointSeriesGraceMs, MaxEndpointSeries } from "./endpointSeries.ts"
 
 export type Direction = "outbound" | "inbound"
 
@@ -141,6 +149,10 @@ export interface MetricsOptions {
   readonly golden?: GoldenOptions
   /** The live tap's limits (tap.ts). */
   readonly tap?: Partial<TapLimits>
+  /** Where the endpoint-series budget says it is full (metric-series-full); stderr by default. */
+  readonly log?: Log
+  /** The endpoint-series budget's clock (monotonic ms); tests move it by hand. */
+  readonly now?: () => number
 }
 
 export interface ServiceMetrics {
@@ -194,6 +206,8 @@ export interface MeshMetrics {
   dialRefused(service: string, endpoint: string): void
   /** Where the endpoints discovery leaves out now at its cap per service are read at each scrape, by the kind of source (mdns, dns, kubernetes, static, local). */
   watchDiscoveryLeftOut(read: () => ReadonlyMap<string, number>): void
+  /** Where the endpoint-series budget asks whether an outbound endpoint ("host:port") is still in discovery under any service (a routed request counts under its target's name): its series may be freed once not. */
+  watchLiveEndpoints(isLive: (endpoint: string) => boolean): void
   /** `count` header pairs were dropped for an invalid name or value (sidecar/headerFilter.ts). */
   invalidHeaders(direction: Direction, count: number): void
   /** An HTTP/1.1 connection was closed for bytes no exchange could own (sidecar/appPool.ts inbound, http1Connection.ts outbound). */
@@ -249,19 +263,7 @@ interface NextRequest {
   wake: (() => void) | undefined
 }
 
-const durationBuckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
-
 const methods = new Set(["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"])
-
-type Labels = Record<string, string>
-
-/** A number kept on the request path and handed to prom-client when scraped. */
-interface Tally {
-  readonly labels: Labels
-  value: number
-}
-
-const tally = (labels: Labels): Tally => ({ labels, value: 0 })
 
 /**
  * Series per tally map (countIn): discovery bounds the endpoints listed at once, not the names a
@@ -323,29 +325,6 @@ const fromTallies = (
   }
 }
 
-/** One label set's duration histogram: counts per bucket (not cumulative), sum, count. */
-class DurationTally {
-  readonly labels: Labels
-  readonly counts = new Float64Array(durationBuckets.length)
-  sum = 0
-  count = 0
-
-  constructor(labels: Labels) {
-    this.labels = labels
-  }
-
-  observe(seconds: number): void {
-    this.sum += seconds
-    this.count++
-    for (let i = 0; i < durationBuckets.length; i++) {
-      if (seconds <= durationBuckets[i]!) {
-        this.counts[i]!++
-        return
-      }
-    }
-  }
-}
-
 /** What a histogram is read from at scrape time: counts per bucket (not cumulative, the last one past every bound), sum, count. */
 interface BucketCounts {
   readonly labels: Labels
@@ -377,57 +356,13 @@ const durationHistogram = (registry: Registry, name: string, help: string, talli
   registry.registerMetric({ name, help, type: "histogram", aggregator: "sum", get: () => Promise.resolve(get()) } as unknown as Metric)
 }
 
-class EndpointSeries {
-  private readonly base: Labels
-  private readonly byMethod = new Map<string, Map<number, Tally>>()
-  readonly duration: DurationTally
-
-  constructor(base: Labels) {
-    this.base = base
-    this.duration = new DurationTally(base)
-  }
-
-  count(method: string, code: number): void {
-    let byCode = this.byMethod.get(method)
-    if (byCode === undefined) {
-      byCode = new Map()
-      this.byMethod.set(method, byCode)
-    }
-    let t = byCode.get(code)
-    if (t === undefined) {
-      t = tally({ ...this.base, method, code: String(code) })
-      byCode.set(code, t)
-    }
-    t.value++
-  }
-
-  *tallies(): Iterable<Tally> {
-    for (const byCode of this.byMethod.values()) yield* byCode.values()
-  }
-}
-
 /** Error series per service before new reasons share `_other`. */
 const MAX_ERROR_SERIES = 100
-
-/**
- * Endpoint series (requests by method and code, and a duration histogram: some 20 lines each) of
- * all services together; past it a service's new endpoint names count in its endpoint="_other".
- * Discovery bounds the endpoints listed at once, not the names a source lists one after another
- * over a sidecar's life (an mDNS host moving ports, pods replaced): 10,000 such names made a
- * scrape of 190,000 lines (21.7 MB) that took 44 s, the event loop held throughout.
- */
-export const MaxEndpointSeries = 1000
-
-/** How many endpoint series the services of one registry hold, against MaxEndpointSeries. */
-interface EndpointBudget {
-  used: number
-}
 
 class ServiceSeries implements ServiceMetrics {
   private readonly labels: Labels
   private readonly next: NextRequest
-  private readonly budget: EndpointBudget
-  readonly endpoints = new Map<string, EndpointSeries>()
+  readonly endpoints: ServiceEndpoints
   readonly errors = new Map<string, Tally>()
   readonly inFlight: Tally
   readonly retries: Tally
@@ -438,10 +373,10 @@ class ServiceSeries implements ServiceMetrics {
   failedWith5xx = 0
   durationSum = 0
 
-  constructor(labels: Labels, next: NextRequest, budget: EndpointBudget) {
+  constructor(labels: Labels, next: NextRequest, endpoints: ServiceEndpoints) {
     this.labels = labels
     this.next = next
-    this.budget = budget
+    this.endpoints = endpoints
     this.inFlight = tally(labels)
     this.retries = tally(labels)
     this.requestBodyBytes = tally(labels)
@@ -459,17 +394,7 @@ class ServiceSeries implements ServiceMetrics {
 
   requestFinished(endpoint: string, method: string, code: number, seconds: number): void {
     this.inFlight.value--
-    let series = this.endpoints.get(endpoint)
-    if (series === undefined) {
-      // _other is one series per service (services are capped): it takes nothing from the budget.
-      const name = this.budget.used < MaxEndpointSeries ? endpoint : "_other"
-      series = this.endpoints.get(name)
-      if (series === undefined) {
-        series = new EndpointSeries({ ...this.labels, endpoint: name })
-        this.endpoints.set(name, series)
-        if (name !== "_other") this.budget.used++
-      }
-    }
+    const series = this.endpoints.of(endpoint)
     series.count(methods.has(method) ? method : "_OTHER", code)
     series.duration.observe(seconds)
     this.finished++
@@ -528,7 +453,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   const registry = new Registry()
   const services: Record<Direction, Map<string, ServiceSeries>> = { outbound: new Map(), inbound: new Map() }
   const next: NextRequest = { wake: undefined }
-  const endpointBudget: EndpointBudget = { used: 0 }
+  const endpointBudget = new EndpointSeriesBudget({ now: options.now ?? monotonicMs, log: neverThrowing(options.log ?? stderrLog) })
   const ejections = new Map<string, Tally>()
   const endpointRefusals = new Map<string, Tally>()
   const refusedDials = new Map<string, Tally>()
@@ -575,10 +500,13 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
     }
 
   durationHistogram(registry, "iip_mesh_request_duration_seconds", "Time from a request's arrival at the sidecar to the end of its answer, per service and endpoint.", function*() {
-    for (const series of allServices()) for (const endpoint of series.endpoints.values()) yield endpoint.duration
+    for (const series of allServices()) for (const endpoint of series.endpoints.series.values()) yield endpoint.duration
   })
   fromTallies(registry, "counter", "iip_mesh_requests_total", "Requests the sidecar handled, by the status code sent back.", ["direction", "service", "endpoint", "method", "code"], function*() {
-    for (const series of allServices()) for (const endpoint of series.endpoints.values()) yield* endpoint.tallies()
+    for (const series of allServices()) for (const endpoint of series.endpoints.series.values()) yield* endpoint.tallies()
+  })
+  fromTallies(registry, "counter", "iip_mesh_metric_series_dropped_total", "Requests counted in their service's endpoint=\"_other\" series of iip_mesh_requests_total and iip_mesh_request_duration_seconds for want of a series of their own: the 1,000 endpoint series all services share were full, and this service held its fair part of them. Said in a metric-series-full log line (one a minute per service at most).", ["direction", "service"], function*() {
+    for (const series of allServices()) if (series.endpoints.dropped > 0) yield { labels: series.endpoints.labels, value: series.endpoints.dropped }
   })
   fromTallies(registry, "counter", "iip_mesh_request_errors_total", "Requests that failed with a mesh error, by status code and the hop and reason of x-iip-mesh-error.", ["direction", "service", "code", "hop", "reason"], function*() {
     for (const series of allServices()) yield* series.errors.values()
@@ -672,7 +600,8 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
       if (series === undefined) {
         // Past the cap, every new name shares one series.
         const name = known.size < maxServices ? service : "_other"
-        series = known.get(name) ?? new ServiceSeries({ direction, service: name }, next, endpointBudget)
+        const labels = { direction, service: name }
+        series = known.get(name) ?? new ServiceSeries(labels, next, endpointBudget.service(labels, direction === "outbound"))
         known.set(name, series)
       }
       return series
@@ -684,6 +613,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
     watchDiscoveryLeftOut: (read) => {
       readDiscoveryLeftOut = read
     },
+    watchLiveEndpoints: (isLive) => endpointBudget.watchLive(isLive),
     invalidHeaders: (direction, count) => {
       invalidHeaders[direction].value += count
     },
@@ -775,6 +705,8 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
       next.wake = wake
     },
     text: async () => {
+      // A scrape is when series gone from discovery cost most: they are freed first, at most every few seconds.
+      endpointBudget.sweepIfDue()
       const [mesh, process] = await Promise.all([registry.metrics(), processMetrics().metrics()])
       return { contentType: Registry.PROMETHEUS_CONTENT_TYPE, body: `${mesh}\n${process}` }
     }
