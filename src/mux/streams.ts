@@ -20,7 +20,7 @@
 // byte pushed goes back to it as it leaves the connection's budget (taken, dropped), or at once when
 // it goes to the tunnels' pool or is dropped on arrival.
 import * as Data from "effect/Data"
-import type { Meta } from "../protocol/mesh.ts"
+import { type Meta, MeshDefaults } from "../protocol/mesh.ts"
 import type { InboundBudget } from "./budget.ts"
 import { atEndOfRead } from "./connection.ts"
 import type { StreamCredit } from "./meshCredit.ts"
@@ -81,6 +81,21 @@ export interface UnreadPool {
   bytes: number
 }
 
+/**
+ * A pool that also bounds what its streams are granted (the outbound sidecar's streamed answers,
+ * PROTOCOL.md §13): its streams began with a window smaller than `window` (the one their
+ * connection stated); counted in it, each is widened to `window` by grants as its reader takes
+ * bytes, while the bytes its streams hold unread or may still be sent (`committed`: their
+ * senders' credit) stay within `grantsHeldAbove`. Past that, a stream is granted only once its
+ * reader has taken all it held, and then a chunk at a time: a reader that keeps up is never left
+ * without bytes, and one that reads none holds what its sender had when it began.
+ */
+export interface GrantingPool extends UnreadPool {
+  readonly window: number
+  readonly grantsHeldAbove: number
+  committed: number
+}
+
 export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
   private readonly chunks: Array<Buffer> = []
   /** The slab each chunk lies in (undefined: a buffer of its own), one reference each. */
@@ -105,11 +120,15 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
   private overload: TunnelOverloaded | undefined = undefined
   /** Where its unread bytes are also counted, once `countUnreadIn` was called (the outbound sidecar's tunnels). */
   private unreadPool: UnreadPool | undefined = undefined
+  /** The pool that bounds its grants, once `countUnreadIn` was given one (GrantingPool), and what it counts in its `committed`. */
+  private granting: GrantingPool | undefined = undefined
+  private committed = 0
   /** Dropped bytes to grant back at the end of the read they came in (grantBack), and whether that is arranged. */
   private owed = 0
   private owedDue = false
   private payOwed: (() => void) | undefined = undefined
-  private readonly window: number
+  /** What the sender may have unacknowledged (widened once by a GrantingPool). */
+  private window: number
   private readonly grant: (bytes: number) => void
   private readonly budget: InboundBudget | undefined
   /** The connection credit this side grants its peer, if it does (a stream's bytes count in it). */
@@ -287,10 +306,18 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
    * Counts its unread bytes in `pool` too from now on, until `leaveUnreadPool` (or a discard):
    * what the owner of the pool holds unread across streams, for it to bound.
    */
-  countUnreadIn(pool: UnreadPool): void {
+  countUnreadIn(pool: UnreadPool | GrantingPool): void {
     if (this.unreadPool !== undefined || this.discarded) return
     this.unreadPool = pool
     pool.bytes += this.buffered
+    if (!("grantsHeldAbove" in pool) || pool.window <= this.window) return
+    // What the wider window adds is owed to the sender as consumed bytes are: granted by done().
+    // Committed now: what it holds and what its sender may still send (the window less what was taken).
+    this.granting = pool
+    this.committed = this.window - this.consumed - this.leasedOut
+    pool.committed += this.committed
+    this.consumed += pool.window - this.window
+    this.window = pool.window
   }
 
   /** Its unread bytes no longer count in the pool (its reader is gone: they go when the stream does). */
@@ -298,6 +325,10 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
     if (this.unreadPool === undefined) return
     this.unreadPool.bytes -= this.buffered
     this.unreadPool = undefined
+    if (this.granting === undefined) return
+    this.granting.committed -= this.committed
+    this.granting = undefined
+    this.committed = 0
   }
 
   /** The sender ended the stream, with its trailers if it sent any. */
@@ -399,11 +430,31 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
   /** The consumer is done with `bytes`: they count towards the next grant. */
   private done(bytes: number): void {
     this.consumed += bytes
+    const pool = this.granting
+    if (pool !== undefined) {
+      this.committed -= bytes
+      pool.committed -= bytes
+    }
     // Grant in batches of half a window: fewer control packets, the pipe never runs dry.
-    if (this.consumed >= this.window / 2 && !this.ended) {
+    if (this.consumed < this.window / 2 || this.ended) return
+    if (pool === undefined) {
       this.grant(this.consumed)
       this.consumed = 0
+      return
     }
+    let grant = this.consumed
+    if (pool.committed + grant > pool.grantsHeldAbove) {
+      // Past the pool's bound (GrantingPool): once the reader has taken all it held, what lets its
+      // sender have a chunk (what it may still send, counted: a sender of small pieces is not
+      // granted a chunk for each, which let it build up its whole window again).
+      if (this.buffered > 0 || this.leasedOut > 0) return
+      grant = Math.min(grant, MeshDefaults.chunkBytes - this.committed)
+      if (grant <= 0) return
+    }
+    this.grant(grant)
+    this.consumed -= grant
+    this.committed += grant
+    pool.committed += grant
   }
 
   /** The whole body, up to `maxBytes`. */
