@@ -502,7 +502,10 @@ export const make = (
       )
       h2cLoading.then((listener) => listener.accept(socket), () => socket.destroy())
     }
-    const outboundTunnels = { seats: new TunnelSeats(config.maxTunnels), unread: { bytes: 0 }, maxUnreadBytes: config.maxQueuedBytes, stalls: new TunnelStalls(config.upgradeStallTimeoutMs, log) }
+    // A tunnel's answer is widened to the full stream window from the connections' first one
+    // (ANSWER_FIRST_WINDOW) at once: tunnels keep their own bounds (maxUnreadBytes, the stall timeout).
+    const tunnelsUnread = { bytes: 0, committed: 0, window: MeshDefaults.streamWindow, grantsHeldAbove: Number.POSITIVE_INFINITY }
+    const outboundTunnels = { seats: new TunnelSeats(config.maxTunnels), unread: tunnelsUnread, maxUnreadBytes: config.maxQueuedBytes, stalls: new TunnelStalls(config.upgradeStallTimeoutMs, log) }
     telemetry.metrics.watchTunnelBytes(() => ({ outbound: outboundTunnels.unread.bytes, inbound: inbound.budget.tunnelBytes }))
     telemetry.metrics.watchTunnelRefusals(() => ({ outbound: outboundTunnels.seats.refused, inbound: appLeg?.tunnels.refused ?? NO_TUNNEL_REFUSALS }))
     const droppedLines = new LogThrottle(EXPORT_FAILED_LINES, EXPORT_FAILED_WINDOW_MS)
