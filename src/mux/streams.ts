@@ -84,11 +84,15 @@ export interface UnreadPool {
 /**
  * A pool that also bounds what its streams are granted (the outbound sidecar's streamed answers,
  * PROTOCOL.md §13): its streams began with a window smaller than `window` (the one their
- * connection stated); counted in it, each is widened to `window` by grants as its reader takes
- * bytes, while the bytes its streams hold unread or may still be sent (`committed`: their
- * senders' credit) stay within `grantsHeldAbove`. Past that, a stream is granted only once its
- * reader has taken all it held, and then a chunk at a time: a reader that keeps up is never left
- * without bytes, and one that reads none holds what its sender had when it began.
+ * connection stated); counted in it, each is widened towards `window` only while its window is
+ * what limits it (its sender used all it had and its reader then waited for bytes), and narrowed
+ * back towards a chunk while its sender leaves part of it unused, as long as the bytes its streams
+ * hold unread or may still be sent (`committed`: their senders' credit) stay within
+ * `grantsHeldAbove`. So a feed whose caller keeps up holds about its first window, not the full one
+ * (every stream widened on its first read held the budget until the ones after ran a chunk at a
+ * time). Past the bound, a stream is granted only once its reader has taken all it held, and then
+ * a chunk at a time: a reader that keeps up is never left without bytes, and one that reads none
+ * holds what its sender had when it began.
  */
 export interface GrantingPool extends UnreadPool {
   readonly window: number
@@ -123,11 +127,14 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
   /** The pool that bounds its grants, once `countUnreadIn` was given one (GrantingPool), and what it counts in its `committed`. */
   private granting: GrantingPool | undefined = undefined
   private committed = 0
+  /** Since its last grant (in a GrantingPool): its sender used all its credit; its reader waited with nothing held. */
+  private senderWaited = false
+  private readerWaited = false
   /** Dropped bytes to grant back at the end of the read they came in (grantBack), and whether that is arranged. */
   private owed = 0
   private owedDue = false
   private payOwed: (() => void) | undefined = undefined
-  /** What the sender may have unacknowledged (widened once by a GrantingPool). */
+  /** What the sender may have unacknowledged (widened and narrowed by a GrantingPool's grants). */
   private window: number
   private readonly grant: (bytes: number) => void
   private readonly budget: InboundBudget | undefined
@@ -182,6 +189,8 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
       credit?.released(chunk.length)
     } else this.budget?.charge(0, chunk.length)
     if (this.unreadPool !== undefined) this.unreadPool.bytes += chunk.length
+    // Its sender has no credit left (nothing more in flight): the window limits it, if its reader keeps up.
+    if (this.granting !== undefined && this.committed - this.buffered - this.leasedOut <= this.window / 4) this.senderWaited = true
     this.notify()
     return true
   }
@@ -311,13 +320,12 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
     this.unreadPool = pool
     pool.bytes += this.buffered
     if (!("grantsHeldAbove" in pool) || pool.window <= this.window) return
-    // What the wider window adds is owed to the sender as consumed bytes are: granted by done().
     // Committed now: what it holds and what its sender may still send (the window less what was taken).
     this.granting = pool
-    this.committed = this.window - this.consumed - this.leasedOut
+    this.committed = this.window - this.consumed
     pool.committed += this.committed
-    this.consumed += pool.window - this.window
-    this.window = pool.window
+    this.senderWaited = this.committed - this.buffered - this.leasedOut <= this.window / 4
+    this.readerWaited = false
   }
 
   /** Its unread bytes no longer count in the pool (its reader is gone: they go when the stream does). */
@@ -329,6 +337,16 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
     this.granting.committed -= this.committed
     this.granting = undefined
     this.committed = 0
+  }
+
+  /**
+   * Widens its window to `window` at once, granting the difference (a stream whose connection
+   * stated a smaller one than it is to have: the outbound sidecar's tunnels, bounded otherwise).
+   */
+  widen(window: number): void {
+    if (window <= this.window || this.ended || this.discarded) return
+    this.grant(window - this.window)
+    this.window = window
   }
 
   /** The sender ended the stream, with its trailers if it sent any. */
@@ -366,6 +384,7 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
       }
       if (this.failure !== undefined) throw this.failure
       if (this.ended) return
+      if (this.leasedOut === 0) this.readerWaited = true
       await new Promise<void>((resolve) => (this.wake = resolve))
     }
   }
@@ -388,6 +407,7 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
       }
       if (this.failure !== undefined) throw this.failure
       if (this.ended) return
+      if (this.leasedOut === 0) this.readerWaited = true
       await new Promise<void>((resolve) => (this.wake = resolve))
     }
   }
@@ -442,19 +462,24 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
       this.consumed = 0
       return
     }
-    let grant = this.consumed
-    if (pool.committed + grant > pool.grantsHeldAbove) {
-      // Past the pool's bound (GrantingPool): once the reader has taken all it held, what lets its
-      // sender have a chunk (what it may still send, counted: a sender of small pieces is not
-      // granted a chunk for each, which let it build up its whole window again).
-      if (this.buffered > 0 || this.leasedOut > 0) return
-      grant = Math.min(grant, MeshDefaults.chunkBytes - this.committed)
-      if (grant <= 0) return
-    }
-    this.grant(grant)
-    this.consumed -= grant
-    this.committed += grant
-    pool.committed += grant
+    // In a GrantingPool: the window it is granted back to. Doubled where the window limited it (its
+    // sender used it all, its reader then waited for bytes); halved, down to a chunk, where its
+    // sender left part unused (a feed, or a burst's end: it does not hold what it does not use);
+    // else kept (a reader behind is not widened, it would only hold more here).
+    let next = !this.senderWaited ? Math.max(MeshDefaults.chunkBytes, this.window - this.window / 4) : this.readerWaited ? Math.min(pool.window, 2 * this.window) : this.window
+    // What the pool's bound leaves this stream. Past it: granted only once the reader has taken all
+    // it held, what lets its sender have a chunk (what it may still send, counted: a sender of small
+    // pieces is not granted a chunk for each, which let it build up its whole window again).
+    const room = pool.grantsHeldAbove - pool.committed + this.committed
+    if (next > room) next = room >= this.window ? room : this.buffered === 0 && this.leasedOut === 0 ? MeshDefaults.chunkBytes : 0
+    if (next <= this.committed) return
+    this.grant(next - this.committed)
+    pool.committed += next - this.committed
+    this.committed = next
+    this.window = next
+    this.consumed = 0
+    this.senderWaited = false
+    this.readerWaited = false
   }
 
   /** The whole body, up to `maxBytes`. */

@@ -484,7 +484,7 @@ class OutboundExchange implements HeldBodyReceiver, BodyGather {
   }
 
   private async pipeAnswer(status: number, stream: IncomingStream, length: number): Promise<void> {
-    // Counted, and widened from ANSWER_FIRST_WINDOW, as its caller reads; out once the pipe is done with it.
+    // Counted, and widened from ANSWER_FIRST_WINDOW while that limits it; out once the pipe is done with it.
     const pool = this.options.answerStreams
     if (pool !== undefined) stream.countUnreadIn(pool)
     try {

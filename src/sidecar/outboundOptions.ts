@@ -10,7 +10,7 @@ import type { CompiledRoutes } from "./routes.ts"
 /**
  * The stream window the endpoints' clients state (PROTOCOL.md §13): what a peer may send of an
  * answer before this side grants more. A chunk, so an answer whose caller reads none of it holds
- * that here; one piped to a caller is widened to the full window as it reads (answerStreams).
+ * that here; one piped to a caller is widened towards the full window while that limits it (answerStreams).
  */
 export const ANSWER_FIRST_WINDOW = 64 * 1024
 

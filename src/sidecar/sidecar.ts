@@ -502,10 +502,7 @@ export const make = (
       )
       h2cLoading.then((listener) => listener.accept(socket), () => socket.destroy())
     }
-    // A tunnel's answer is widened to the full stream window from the connections' first one
-    // (ANSWER_FIRST_WINDOW) at once: tunnels keep their own bounds (maxUnreadBytes, the stall timeout).
-    const tunnelsUnread = { bytes: 0, committed: 0, window: MeshDefaults.streamWindow, grantsHeldAbove: Number.POSITIVE_INFINITY }
-    const outboundTunnels = { seats: new TunnelSeats(config.maxTunnels), unread: tunnelsUnread, maxUnreadBytes: config.maxQueuedBytes, stalls: new TunnelStalls(config.upgradeStallTimeoutMs, log) }
+    const outboundTunnels = { seats: new TunnelSeats(config.maxTunnels), unread: { bytes: 0 }, maxUnreadBytes: config.maxQueuedBytes, stalls: new TunnelStalls(config.upgradeStallTimeoutMs, log) }
     telemetry.metrics.watchTunnelBytes(() => ({ outbound: outboundTunnels.unread.bytes, inbound: inbound.budget.tunnelBytes }))
     telemetry.metrics.watchTunnelRefusals(() => ({ outbound: outboundTunnels.seats.refused, inbound: appLeg?.tunnels.refused ?? NO_TUNNEL_REFUSALS }))
     const droppedLines = new LogThrottle(EXPORT_FAILED_LINES, EXPORT_FAILED_WINDOW_MS)
@@ -527,7 +524,7 @@ export const make = (
       onStray: () => telemetry.metrics.http1StrayBytes("outbound"),
       maxHeldAnswerBytes: config.maxQueuedBytes
     })
-    telemetry.metrics.watchHeldAnswers(() => ({ bytes: outboundListener.heldAnswerBytes, refused: outboundListener.refusedForHeldAnswers, bodyWindowBytes: bodyCredit.granted, bodiesRefused: bodyCredit.refused, answerStreamBytes: answerStreams.bytes }))
+    telemetry.metrics.watchHeldAnswers(() => ({ bytes: outboundListener.heldAnswerBytes, refused: outboundListener.refusedForHeldAnswers, bodyWindowBytes: bodyCredit.granted, bodiesRefused: bodyCredit.refused, answerStreamBytes: answerStreams.bytes, answerStreamWindowBytes: answerStreams.committed }))
     const outbound = yield* Effect.acquireRelease(listen(outboundListener.server, splitAddress(config.outbound)), () =>
       Effect.gen(function*() {
         // Stop taking new requests, let the running ones finish within the drain timeout, their

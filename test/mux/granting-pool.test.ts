@@ -1,7 +1,8 @@
 // IncomingStream.countUnreadIn with a GrantingPool (src/mux/streams.ts): the outbound sidecar's
-// streamed answers begin with a one-chunk window and are widened to the full window as their reader
-// takes them, while the pool holds no more than its bound; past it a stream is granted a chunk at a
-// time, only once its reader has taken all it held. Grants are what the stream asks its connection
+// streamed answers begin with a one-chunk window, doubled each round trip while it is what limits
+// them (their sender used all it had, their reader then waited) up to the full window, and halved
+// back to a chunk while their sender leaves it unused, while the pool holds no more than its bound;
+// past it a stream is granted a chunk at a time, only once its reader has taken all it held. Grants are what the stream asks its connection
 // to send (`/sys/window`), counted here as the sender would add them to its credit.
 import { describe, expect, it } from "vitest"
 import { type GrantingPool, IncomingStream } from "../../src/mux/streams.ts"
@@ -13,24 +14,34 @@ const full = 1024 * 1024
 /** A pool bounded at `bound`, holding `held` bytes of other streams (unread, so committed too). */
 const poolOf = (bound: number, held = 0): GrantingPool => ({ bytes: held, committed: held, window: full, grantsHeldAbove: bound })
 
-/** A stream begun with the one-chunk window, its grants summed: `credit()` is what its sender may still send. */
+/**
+ * A stream begun with the one-chunk window, its grants summed: `credit()` is what its sender may
+ * still send; `widest()` the widest window a grant gave it (its credit then, with what it sent that
+ * was not taken yet: a stream's chunk is taken before the grant it makes).
+ */
 const answer = (piece = chunk) => {
   let granted = 0
   let sent = 0
-  const stream = new IncomingStream(first, (bytes) => (granted += bytes))
+  let widest = first
+  const stream: IncomingStream = new IncomingStream(first, (bytes) => {
+    granted += bytes
+    widest = Math.max(widest, first + granted - sent + stream.unreadBytes)
+  })
   return {
     stream,
     credit: () => first + granted - sent,
+    widest: () => widest,
     /** The sender sends one piece of its credit. */
     sendOne: () => {
       const bytes = Math.min(piece, first + granted - sent)
       sent += bytes
       expect(stream.push(Buffer.alloc(bytes))).toBe(true)
     },
-    /** The sender sends all its credit, in pieces of `piece` bytes. */
-    send: () => {
-      while (first + granted - sent > 0) {
-        const bytes = Math.min(piece, first + granted - sent)
+    /** The sender sends all its credit (or `upTo` of it), in pieces of `piece` bytes. */
+    send: (upTo = Number.POSITIVE_INFINITY) => {
+      const end = Math.min(first + granted, sent + upTo)
+      while (end - sent > 0) {
+        const bytes = Math.min(piece, end - sent)
         sent += bytes
         expect(stream.push(Buffer.alloc(bytes))).toBe(true)
       }
@@ -46,38 +57,110 @@ const readHeld = async (stream: IncomingStream): Promise<number> => {
   return bytes
 }
 
+/** Every promise job queued so far has run: a reader looping on the stream took what it could. */
+const settled = () => new Promise<void>((resolve) => setImmediate(resolve))
+
+/** A reader that takes every chunk as it comes (a caller that keeps up), counting the bytes. */
+const keepUp = (stream: IncomingStream) => {
+  const state = { bytes: 0 }
+  void (async () => {
+    for await (const chunk of stream) state.bytes += chunk.length
+  })()
+  return state
+}
+
+/**
+ * Its sender sends `total` bytes as its credit allows, its reader keeping up: the round trips it
+ * took (a round: the sender sends all the credit it has, the reader takes it all and grants what it
+ * grants; on a network each is a round trip), and the widest window its grants gave it.
+ */
+const stream = async (a: ReturnType<typeof answer>, total: number): Promise<{ rounds: number; most: number }> => {
+  const reader = keepUp(a.stream)
+  let sent = 0
+  let rounds = 0
+  let most = 0
+  while (sent < total) {
+    const bytes = Math.min(a.credit(), total - sent)
+    if (bytes === 0) throw new Error(`no credit after ${sent} bytes: the reader holds ${a.stream.unreadBytes}`)
+    a.send(bytes)
+    sent += bytes
+    rounds++
+    await settled()
+    most = Math.max(most, a.widest())
+  }
+  expect(reader.bytes).toBe(total)
+  return { rounds, most }
+}
+
 describe("IncomingStream in a GrantingPool", () => {
-  it("under the bound a stream is widened to the full window as its reader takes the first chunk; one never read holds the first window", async () => {
+  it("feeds whose callers kept up and then wait do not spend the bound: a download after them is widened to the full window", async () => {
+    // Bound 8 MiB; 16 feeds each read 128 KiB and stay open (an SSE feed, a gRPC watch between events).
+    const pool = poolOf(8 * full)
+    for (let i = 0; i < 16; i++) {
+      const feed = answer()
+      feed.stream.countUnreadIn(pool)
+      await stream(feed, 128 * 1024)
+    }
+    expect(pool.bytes).toBe(0)
+    const feeds = pool.committed
+    const download = answer()
+    download.stream.countUnreadIn(pool)
+    // Window-limited (its sender uses all it has, its reader waits): widened to the full window, an
+    // 8 MiB download goes in a few more round trips than its 8 MiB; a chunk a round trip would be 128.
+    const { rounds } = await stream(download, 8 * full)
+    expect(rounds).toBeLessThanOrEqual(24)
+    // Each feed holds what it may still be sent: about what it needed, not the full window (16 MiB would pass the bound).
+    expect(feeds).toBeLessThanOrEqual(16 * 256 * 1024)
+  })
+
+  it("under the bound a stream its window limits is doubled each round trip up to the full window; one never read holds the first window", async () => {
     const pool = poolOf(8 * full)
     const read = answer()
     const stalled = answer()
-    for (const a of [read, stalled]) {
-      a.stream.countUnreadIn(pool)
-      a.send()
-    }
-    expect(pool.bytes).toBe(2 * first)
-    // The reader takes its chunk: granted the rest of the full window at once.
-    expect(await readHeld(read.stream)).toBe(first)
-    expect(read.credit()).toBe(full)
+    read.stream.countUnreadIn(pool)
+    stalled.stream.countUnreadIn(pool)
+    stalled.send()
+    // Its sender has 1.5 times more each round trip (a grant goes at half the window), then 1 MiB:
+    // 4 MiB in 10 (64 KiB each: 64).
+    const { rounds, most } = await stream(read, 4 * full)
+    expect(rounds).toBeLessThanOrEqual(10)
+    expect(most).toBe(full)
     // The one nobody reads: its sender has nothing more to send, the pool holds its first window.
     expect(stalled.credit()).toBe(0)
     expect(pool.bytes).toBe(first)
-    read.send()
-    expect(pool.bytes).toBe(first + full)
-    expect(pool.committed).toBe(first + full)
   })
 
-  it("the widening counts what its sender may still send: streams begun together are not all widened before their bytes arrive", async () => {
-    // Room for two full windows: the first two readers are widened, the third gets a chunk.
+  it("a stream widened for a burst is narrowed back to a chunk while its sender leaves its window unused (a feed)", async () => {
+    const pool = poolOf(8 * full)
+    const a = answer(16 * 1024)
+    a.stream.countUnreadIn(pool)
+    expect((await stream(a, 4 * full)).most).toBe(full)
+    // Now a piece at a time, each taken before the next: the sender never uses all it may send.
+    for (let piece = 0; piece < 128; piece++) {
+      a.sendOne()
+      await settled()
+    }
+    expect(a.widest()).toBe(full)
+    expect(pool.committed).toBeLessThanOrEqual(chunk)
+  })
+
+  it("widening stays within the bound: three downloads at once share it, each served every round trip", async () => {
     const pool = poolOf(2 * full + first)
     const answers = [answer(), answer(), answer()]
-    for (const a of answers) {
+    const readers = answers.map((a) => {
       a.stream.countUnreadIn(pool)
-      a.send()
+      return keepUp(a.stream)
+    })
+    for (let round = 0; round < 24; round++) {
+      const before = readers.map((r) => r.bytes)
+      for (const a of answers) a.send()
+      // What they may hold and still be sent, together: the bound (a stream past it holds a chunk at most).
+      expect(pool.committed).toBeLessThanOrEqual(2 * full + first)
+      await settled()
+      readers.forEach((r, i) => expect(r.bytes, `stream ${i} round ${round}`).toBeGreaterThan(before[i]!))
     }
-    for (const a of answers) await readHeld(a.stream)
-    expect(answers.map((a) => a.credit())).toStrictEqual([full, full, chunk])
-    expect(pool.committed).toBe(2 * full + chunk)
+    // Three full windows do not fit: the round trips' bytes, together, stay within the bound.
+    expect(readers.reduce((sum, r) => sum + r.bytes, 0)).toBeLessThanOrEqual(24 * (2 * full + first))
   })
 
   it("past the bound a reader that keeps up is granted a chunk each time it has taken all it held: served, never stalled", async () => {
@@ -113,37 +196,42 @@ describe("IncomingStream in a GrantingPool", () => {
     expect(pool.committed).toBeLessThanOrEqual(4 * full + chunk)
   })
 
-  it("past the bound a reader behind is granted nothing while it holds bytes; back under it, the full window again", async () => {
+  it("a reader behind is not widened, and past the bound it is granted nothing while it holds bytes", async () => {
     const pool = poolOf(2 * full)
-    const slow = answer()
+    const slow = answer(16 * 1024)
     slow.stream.countUnreadIn(pool)
+    const iterator = slow.stream[Symbol.asyncIterator]()
+    // The reader takes what is there and never waits for more: its sender waits, the window is kept.
+    for (let round = 0; round < 8; round++) {
+      slow.send()
+      while (slow.stream.unreadBytes > 0) await iterator.next()
+      expect(slow.credit() + slow.stream.unreadBytes).toBeLessThanOrEqual(first)
+    }
     slow.send()
-    await readHeld(slow.stream)
-    slow.send()
-    expect(pool.bytes).toBe(full)
     // Others fill the pool past its bound: the slow reader takes half of what it holds, and is granted nothing.
     pool.bytes += 2 * full
     pool.committed += 2 * full
-    const iterator = slow.stream[Symbol.asyncIterator]()
-    for (let taken = 0; taken < full / 2; taken += chunk) await iterator.next()
+    for (let taken = 0; taken < first / 2; taken += 16 * 1024) await iterator.next()
     expect(slow.credit()).toBe(0)
     // They go: its next take grants all it has taken.
     pool.bytes -= 2 * full
     pool.committed -= 2 * full
     await iterator.next()
-    expect(slow.credit()).toBe(full / 2 + chunk)
+    expect(slow.credit()).toBe(first - 16 * 1024)
   })
 
-  it("leaving the pool takes back exactly what the stream added, and its grants are the plain window's again", async () => {
-    const pool = poolOf(0)
+  it("leaving the pool takes back exactly what the stream added; its grants then go on in the window it had", async () => {
+    const pool = poolOf(8 * full)
     const a = answer()
     a.stream.countUnreadIn(pool)
+    await stream(a, 2 * full)
     a.send()
     a.stream.leaveUnreadPool()
     expect(pool.bytes).toBe(0)
     expect(pool.committed).toBe(0)
-    await readHeld(a.stream)
-    // Out of the pool, nothing bounds it: what it took and the widening are granted.
-    expect(a.credit()).toBe(full)
+    // Its reader takes what it held: granted back, never past the full window.
+    await settled()
+    expect(a.credit()).toBeGreaterThan(0)
+    expect(a.credit()).toBeLessThanOrEqual(full)
   })
 })

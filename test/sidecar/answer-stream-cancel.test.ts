@@ -1,9 +1,8 @@
 // A's pool of streamed answers (--outbound-max-held-answer-bytes, streams.ts GrantingPool) after its
 // callers go mid-answer: HTTP/1.1 callers that read part and close, paused ones closed later, h2c
 // streams reset part-way, callers with a short deadline (iip-timeout) closed, and A's
-// connection to B lost under held answers. The gauge of the bytes held must come back to 0, and
-// the pool must not stay spent: a caller that reads then stops afterwards is widened to the full
-// window again (past the budget it would hold about a chunk).
+// connection to B lost under held answers. The gauges of the bytes held and of the windows
+// (held, and what B may still send) must come back to 0: the pool must not stay spent.
 import * as http from "node:http"
 import * as http2 from "node:http2"
 import * as net from "node:net"
@@ -25,16 +24,19 @@ const metricsOf = (admin: string): Promise<string> =>
     }).on("error", reject)
   })
 
-const held = async (admin: string): Promise<number> => {
-  const line = (await metricsOf(admin)).split("\n").find((l) => l.startsWith("iip_mesh_outbound_answer_held_bytes "))
+/** A's bytes held for the answers' callers, or (`window`) those and what their senders may still send. */
+const held = async (admin: string, gauge = "iip_mesh_outbound_answer_held_bytes"): Promise<number> => {
+  const line = (await metricsOf(admin)).split("\n").find((l) => l.startsWith(`${gauge} `))
   return Number(line?.slice(line.lastIndexOf(" ") + 1))
 }
 
-const waitHeld = async (admin: string, ok: (bytes: number) => boolean, what: string): Promise<number> => {
+const WINDOW = "iip_mesh_outbound_answer_window_bytes"
+
+const waitHeld = async (admin: string, ok: (bytes: number) => boolean, what: string, gauge?: string): Promise<number> => {
   let last = Number.NaN
   const deadline = performance.now() + 20_000
   for (;;) {
-    last = await held(admin)
+    last = await held(admin, gauge)
     if (ok(last)) return last
     if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}: held ${last}`)
     await new Promise((resolve) => setTimeout(resolve, 50))
@@ -131,11 +133,13 @@ describe("A's streamed answers' pool when their callers go mid-answer", () => {
       // buffered bytes for the pipe, stuck in the caller's drain, until A's answer idle timeout.
       for (const s of timed) s.destroy()
       await waitHeld(admin, (bytes) => bytes === 0, "the held bytes back to 0")
+      // And their windows: nothing left committed (the pool not left spent).
+      await waitHeld(admin, (bytes) => bytes === 0, "the windows back to 0", WINDOW)
     }
     expect(await held(admin)).toBe(0)
   })
 
-  it("after callers went mid-answer the pool is not left spent: a caller that reads then stops is widened past a chunk", { timeout: 60_000 }, async () => {
+  it("after callers went mid-answer the pool is not left spent: their windows go back to 0", { timeout: 60_000 }, async () => {
     const server = await startApp(cleanup, (_req, res) => {
       res.writeHead(200, { "content-type": "application/octet-stream", "content-length": String(ANSWER) })
       let sent = 0
@@ -158,10 +162,12 @@ describe("A's streamed answers' pool when their callers go mid-answer", () => {
       for (const s of gone) s.destroy()
       await waitHeld(admin, (bytes) => bytes === 0, "the held bytes back to 0")
     }
-    // One caller reads 300 KiB then stops: under the budget its answer is widened to 1 MiB and
-    // holds most of it here (past the budget it would hold a chunk or two).
-    await caller(a.outboundPort, cleanup, 300 * 1024)
-    const bytes = await waitHeld(admin, (bytes) => bytes > 512 * 1024, "the answer widened")
-    expect(bytes).toBeGreaterThan(512 * 1024)
+    // Their windows went with them (a pool left spent would grant later answers a chunk at a time).
+    expect(await waitHeld(admin, (bytes) => bytes === 0, "the windows back to 0", WINDOW)).toBe(0)
+    // A caller that reads then stops holds its window here, counted, until it goes.
+    const last = await caller(a.outboundPort, cleanup, 3 * MiB)
+    expect(await waitHeld(admin, (bytes) => bytes >= 64 * 1024, "the last answer's window", WINDOW)).toBeGreaterThanOrEqual(64 * 1024)
+    last.destroy()
+    expect(await waitHeld(admin, (bytes) => bytes === 0, "the windows back to 0", WINDOW)).toBe(0)
   })
 })
