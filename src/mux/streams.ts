@@ -466,7 +466,7 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
     // sender used it all, its reader then waited for bytes); halved, down to a chunk, where its
     // sender left part unused (a feed, or a burst's end: it does not hold what it does not use);
     // else kept (a reader behind is not widened, it would only hold more here).
-    let next = !this.senderWaited ? Math.max(MeshDefaults.chunkBytes, this.window - this.window / 4) : this.readerWaited ? Math.min(pool.window, 2 * this.window) : this.window
+    let next = !this.senderWaited ? Math.max(MeshDefaults.chunkBytes, this.window - Math.floor(this.window / 4)) : this.readerWaited ? Math.min(pool.window, 2 * this.window) : this.window
     // What the pool's bound leaves this stream. Past it: granted only once the reader has taken all
     // it held, what lets its sender have a chunk (what it may still send, counted: a sender of small
     // pieces is not granted a chunk for each, which let it build up its whole window again).

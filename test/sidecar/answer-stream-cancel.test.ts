@@ -30,6 +30,20 @@ const held = async (admin: string, gauge = "iip_mesh_outbound_answer_held_bytes"
   return Number(line?.slice(line.lastIndexOf(" ") + 1))
 }
 
+/** The app's answer: ANSWER bytes, written as its socket takes them. */
+const writeAnswer = (res: http.ServerResponse): void => {
+  res.writeHead(200, { "content-type": "application/octet-stream", "content-length": String(ANSWER) })
+  let sent = 0
+  const pump = () => {
+    while (sent < ANSWER && !res.destroyed) {
+      sent += chunk.length
+      if (!res.write(chunk)) return void res.once("drain", pump)
+    }
+    res.end()
+  }
+  pump()
+}
+
 const WINDOW = "iip_mesh_outbound_answer_window_bytes"
 
 const waitHeld = async (admin: string, ok: (bytes: number) => boolean, what: string, gauge?: string): Promise<number> => {
@@ -77,16 +91,7 @@ describe("A's streamed answers' pool when their callers go mid-answer", () => {
       app.started++
       app.open.add(res)
       res.on("close", () => app.open.delete(res))
-      res.writeHead(200, { "content-type": "application/octet-stream", "content-length": String(ANSWER) })
-      let sent = 0
-      const pump = () => {
-        while (sent < ANSWER && !res.destroyed) {
-          sent += chunk.length
-          if (!res.write(chunk)) return void res.once("drain", pump)
-        }
-        res.end()
-      }
-      pump()
+      writeAnswer(res)
     })
     cleanup.add(() => app.open.forEach((res) => res.destroy()))
     const b = await startSidecar(cleanup, sidecarConfig({ service: "feed", app: server.address, requestTimeoutMs: 30_000 }))
@@ -141,17 +146,7 @@ describe("A's streamed answers' pool when their callers go mid-answer", () => {
 
   it("after callers went mid-answer the pool is not left spent: their windows go back to 0", { timeout: 60_000 }, async () => {
     const server = await startApp(cleanup, (_req, res) => {
-      res.writeHead(200, { "content-type": "application/octet-stream", "content-length": String(ANSWER) })
-      let sent = 0
-      const pump = () => {
-        while (sent < ANSWER && !res.destroyed) {
-          sent += chunk.length
-          if (!res.write(chunk)) return void res.once("drain", pump)
-        }
-        res.end()
-      }
-      pump()
-      res.on("close", () => (sent = ANSWER))
+      writeAnswer(res)
     })
     const b = await startSidecar(cleanup, sidecarConfig({ service: "feed", app: server.address, requestTimeoutMs: 30_000 }))
     const a = await startSidecar(cleanup, sidecarConfig({ service: "shop", endpoints: { feed: [{ address: b.inboundAddress, weight: 1 }] }, requestTimeoutMs: 30_000, outboundMaxHeldAnswerBytes: 3 * MiB }))
