@@ -156,6 +156,12 @@ const portNamed = (slice: V1EndpointSlice, name: string): number | undefined => 
   return typeof port === "number" ? validPort(port) : undefined
 }
 
+/** A Kubernetes object name is at most this long (a DNS subdomain); a longer one is cut to it in the log. */
+const MaxObjectNameLength = 253
+
+/** The slices a `discovery.kubernetes-no-port` line names (it counts them all). */
+const MaxNamesLogged = 5
+
 /** A zone or node name fit for the admin view and the log, or none. */
 const printable = (value: unknown): string | undefined => (typeof value === "string" && isNodeId(value) ? value : undefined)
 
@@ -196,6 +202,8 @@ export const kubernetesSource = (options: KubernetesSourceOptions): DiscoverySou
     const kubeConfig = options.kubeConfig ?? inClusterConfig()
     const labelSelector = `${serviceNameLabel}=${kubernetesService}`
     let lastReported: string | undefined
+    /** The slices without the port as last said: said again only when they change. */
+    let lastNoPort = ""
     return watchKubernetes<V1EndpointSlice>({
       kubeConfig,
       path: endpointSlicesPath(namespace),
@@ -205,14 +213,22 @@ export const kubernetesSource = (options: KubernetesSourceOptions): DiscoverySou
       maxRetryMs,
       // Reported only when the set differs from the last one.
       onChange: (slices) => {
+        const noPort: Array<string> = []
         const endpoints = endpointsOfSlices(slices, {
           service,
           portName,
           weightAnnotation,
           trustDomain: options.trustDomain,
           ...(options.identityLabel === undefined ? {} : { identityLabel: options.identityLabel }),
-          noPort: (slice) => log("discovery.kubernetes-no-port", { service, namespace, kubernetesService, slice, portName })
+          noPort: (slice) => noPort.push(slice)
         })
+        // Said when they change, in one line: a line per slice on every change of any slice (200
+        // slices named by 10 KB each: 2 MB of log a change) was the API server's to multiply.
+        const noPortNow = JSON.stringify(noPort)
+        if (noPortNow !== lastNoPort && noPort.length > 0) {
+          log("discovery.kubernetes-no-port", { service, namespace, kubernetesService, portName, slices: noPort.length, names: noPort.slice(0, MaxNamesLogged).map((name) => name.slice(0, MaxObjectNameLength)) })
+        }
+        lastNoPort = noPortNow
         const fingerprint = JSON.stringify(endpoints)
         if (fingerprint === lastReported) return
         lastReported = fingerprint

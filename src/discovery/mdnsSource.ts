@@ -51,6 +51,9 @@ export const MdnsDefaults = { queryIntervalMs: 1000, silenceMs: 2500 } as const
  */
 export const MaxMdnsInstances = 4096
 
+/** The instances an `mdns-expired` line names (it counts them all). */
+const MaxExpiredNamesLogged = 5
+
 /** The most features an announcement lists (the mesh protocol announces one). */
 const MaxFeatures = 16
 const featurePattern = /^[A-Za-z0-9._/-]{1,63}$/
@@ -522,7 +525,10 @@ export class MdnsSource implements DiscoverySource {
     const cancel = timer.every(options.queryIntervalMs ?? MdnsDefaults.queryIntervalMs, () => {
       ownAddresses = undefined
       query()
-      for (const fqdn of table.sweep(timer.now())) log("mdns-expired", { fqdn: fqdn.slice(0, 255) })
+      // One line per interval, as the other counts here: a host announcing thousands of instances
+      // and falling silent, again and again, made a line per instance (2,000 at once).
+      const expired = table.sweep(timer.now())
+      if (expired.length > 0) log("mdns-expired", { count: expired.length, fqdns: expired.slice(0, MaxExpiredNamesLogged).map((fqdn) => fqdn.slice(0, 255)) })
       if (warnings > 1) log("mdns-warnings", { count: warnings - 1 })
       warnings = 0
       if (spoofed > 0) log("mdns-spoofed", { count: spoofed })

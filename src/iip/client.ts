@@ -23,6 +23,7 @@ import type { ClientChannel, ClientSession } from "../mux/clientSession.ts"
 import { monotonicMs } from "../mux/clock.ts"
 import { defaultConnectionLimits } from "../mux/connection.ts"
 import { ChannelOpenFailed, ConnectFailed, ConnectionClosed, Overloaded, RequestTimeout } from "../mux/errors.ts"
+import { LateTimer } from "../mux/lateTimer.ts"
 import { type MeshCallError, type MeshReply, type MeshSession, type OwnChannel, RemoteError } from "../mux/meshSession.ts"
 import { offeredCodecs } from "../protocol/compression.ts"
 import { PacketEncodeError } from "../protocol/errors.ts"
@@ -284,20 +285,21 @@ export class IipClient {
     // During an attempt it is not (on a lossy network one can take seconds and then succeed).
     if (this.dialing && !this.attempting && this.lastConnectError !== undefined) return Promise.reject(this.lastConnectError)
     return new Promise((resolve, reject) => {
-      let timer: NodeJS.Timeout | undefined
       const waiter = (error: ClientError | undefined, mode: "mesh" | "plain" | undefined) => {
-        clearTimeout(timer)
+        timer.cancel()
         if (error === undefined) resolve(mode!)
         else reject(error)
       }
       this.modeWaiters.push(waiter)
       const waitMs = Math.max(1, Math.min(timeoutMs, this.connectTimeoutMs))
-      timer = setTimeout(() => {
+      // A late timer is this process's stall: a connection made meanwhile is not yet seen
+      // (connect-own-stall.test.ts), so it waits its lateness more before the caller hears of a failure.
+      const timer = new LateTimer(waitMs, () => {
         const index = this.modeWaiters.indexOf(waiter)
         if (index !== -1) this.modeWaiters.splice(index, 1)
         const message = `no connection to ${this.address} within ${waitMs} ms`
         reject(new ConnectFailed(waitMs < this.connectTimeoutMs ? { message, address: this.address, waitedOut: true } : { message, address: this.address }))
-      }, waitMs)
+      })
       this.grow()
     })
   }
@@ -312,22 +314,11 @@ export class IipClient {
     // As a Node timer takes it: past 2^31-1 ms, NaN or <= 0 it would fire after 1 ms.
     const waitMs = clampDeadlineMs(timeoutMs) || this.connectTimeoutMs
     return new Promise((resolve, reject) => {
-      // Late: this process stalled, and on waking libuv runs expired timers before it polls the
-      // socket that may hold the answer; a failed probe marks a healthy endpoint (probe-own-stall.test.ts).
-      // The probe gets its lateness back once (at most its wait), as a request does (src/mux/clientSession.ts).
-      let graced = false
-      const onTimeout = () => {
-        const late = performance.now() - started - waitMs
-        if (late > 0 && !graced) {
-          graced = true
-          timer = setTimeout(onTimeout, Math.min(late, waitMs))
-          return
-        }
-        reject(new RequestTimeout({ message: `no answer to a health check within ${waitMs} ms`, timeoutMs: waitMs }))
-      }
-      let timer = setTimeout(onTimeout, waitMs)
+      // A late timer is this process's stall: it waits its lateness more before the probe fails, or
+      // a healthy endpoint whose answer sat unread in the kernel's buffer is marked (probe-own-stall.test.ts).
+      const timer = new LateTimer(waitMs, () => reject(new RequestTimeout({ message: `no answer to a health check within ${waitMs} ms`, timeoutMs: waitMs })))
       const settle = (error: unknown) => {
-        clearTimeout(timer)
+        timer.cancel()
         if (error === undefined) resolve(performance.now() - started)
         else reject(error)
       }

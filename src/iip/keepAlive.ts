@@ -12,6 +12,7 @@
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import { monotonicMillis } from "../mux/clock.ts"
+import { lateGraceMs } from "../mux/lateTimer.ts"
 import type { MeshSession } from "../mux/meshSession.ts"
 
 export interface KeepAliveOptions {
@@ -35,11 +36,13 @@ const ping = (session: MeshSession) =>
  * it was sent, `seen` then, says the peer lives). A late timer means this process stalled: on waking,
  * libuv runs expired timers before it polls for I/O, so the answer may sit unread in the kernel's
  * buffer, and the peer had less than the timeout of our time to send it. It gets the stolen time
- * back (at most one more timeout; a timer set now fires after a poll phase has read the socket),
- * then is judged: a peer that never answers is still closed on, a stall later at most.
+ * back (at most one more timeout; a timer set now fires after a poll phase has read the socket;
+ * src/mux/lateTimer.ts), then is judged: a peer that never answers is still closed on, a stall later at most.
  */
-const heardDespiteStall = (session: MeshSession, seen: number, late: number, timeoutMs: number): Effect.Effect<boolean> =>
-  late <= 0 ? Effect.succeed(false) : Effect.map(Effect.sleep(Math.min(late, timeoutMs)), () => session.packetsReceived !== seen)
+const heardDespiteStall = (session: MeshSession, seen: number, late: number, timeoutMs: number): Effect.Effect<boolean> => {
+  const grace = lateGraceMs(late, timeoutMs)
+  return grace === 0 ? Effect.succeed(false) : Effect.map(Effect.sleep(grace), () => session.packetsReceived !== seen)
+}
 
 /** Pings `session` when silent; `onUnanswered` is told when it closes the connection for it. */
 export const keepAlive = (session: MeshSession, options: KeepAliveOptions, onUnanswered: () => void = () => {}): Effect.Effect<void> =>

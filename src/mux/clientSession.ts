@@ -11,6 +11,7 @@ import { monotonicMs } from "./clock.ts"
 import type { Connection, MessageSink } from "./connection.ts"
 import { ChannelOpenFailed, ConnectionClosed, RequestTimeout } from "./errors.ts"
 import { Fifo } from "./fifo.ts"
+import { lateGraceMs } from "./lateTimer.ts"
 
 export type ResponseCallback = (error: ConnectionClosed | RequestTimeout | undefined, data: Buffer | undefined) => void
 
@@ -18,7 +19,7 @@ interface Waiter {
   callback: ResponseCallback
   timer: NodeJS.Timeout | undefined
   timeoutMs: number
-  /** When the timer should fire (monotonicMs); Infinity once a late one was given its lateness back. */
+  /** When the timer should fire (monotonicMs); Infinity once it fired (a late one waits its lateness more once). */
   firesAt: number
   /** The caller got its result (answer, timeout or error). */
   done: boolean
@@ -50,14 +51,12 @@ export class ClientChannel {
 const onTimeout = (waiter: Waiter): void => {
   waiter.timer = undefined
   if (waiter.done) return
-  // Late: this process stalled (a long GC, a starved CPU), and on waking libuv runs expired timers
-  // before it polls for I/O, so an answer that came meanwhile sits unread in the kernel's buffer
-  // (client-own-stall.test.ts). The request gets the stolen time back once (at most its timeout, as
-  // the keep-alive's ping, src/iip/keepAlive.ts): the timer set now fires after a poll phase.
-  const late = monotonicMs() - waiter.firesAt
-  if (late > 0) {
-    waiter.firesAt = Infinity
-    waiter.timer = setTimeout(onTimeout, Math.min(late, waiter.timeoutMs), waiter)
+  // Late: this process's stall, and an answer that came meanwhile may sit unread in the kernel's
+  // buffer (client-own-stall.test.ts). The request waits its lateness more once (lateTimer.ts).
+  const grace = lateGraceMs(monotonicMs() - waiter.firesAt, waiter.timeoutMs)
+  waiter.firesAt = Infinity
+  if (grace > 0) {
+    waiter.timer = setTimeout(onTimeout, grace, waiter)
     return
   }
   waiter.done = true

@@ -9,6 +9,7 @@
 // a wall clock stepped back or forward moves no deadline.
 
 import { monotonicMs } from "./clock.ts"
+import { lateGraceMs } from "./lateTimer.ts"
 
 /** The longest a Node timer waits: past it setTimeout fires after 1 ms (a TimeoutOverflowWarning). */
 export const MAX_TIMER_MS = 2 ** 31 - 1
@@ -107,18 +108,20 @@ export class Deadlines<T extends Expiring> {
   private fire(): void {
     this.timer = undefined
     const now = monotonicMs()
-    const late = now - this.firesAt
+    // Not capped at the delay the timer was armed for: re-armed lazily (a removed item leaves it
+    // armed, it re-arms for the new earliest), that is whatever was left of the earliest item's
+    // wait, down to 1 ms, not its timeout, which the heap does not keep (deadlines-own-stall.test.ts).
+    // What is due waits at most one more stall.
+    const grace = this.graced ? 0 : lateGraceMs(now - this.firesAt, Infinity)
     this.armedAt = 0
     const heap = this.heap
-    // Late with something due: this process stalled (a long GC, a starved CPU), and on waking libuv
-    // runs expired timers before it polls for I/O, so an answer that came meanwhile sits unread in
-    // the kernel's buffer; expired now, it failed a call its peer answered in time (and counted
-    // against it: an ejection, deadline-own-stall.test.ts). What is due gets the stolen time back
-    // once, as the keep-alive's ping does (src/iip/keepAlive.ts): the timer set now fires after a
-    // poll phase has read the socket.
-    if (late > 0 && !this.graced && this.count > 0 && heap[0]!.deadlineAt <= now) {
+    // Late with something due: this process stalled, and an answer that came meanwhile may sit
+    // unread in the kernel's buffer; expired now, it failed a call its peer answered in time (and
+    // counted against it: an ejection, deadline-own-stall.test.ts). What is due waits the
+    // lateness more once (lateTimer.ts).
+    if (grace > 0 && this.count > 0 && heap[0]!.deadlineAt <= now) {
       this.graced = true
-      return this.arm(now + late)
+      return this.arm(now + grace)
     }
     this.graced = false
     while (this.count > 0 && heap[0]!.deadlineAt <= now) {

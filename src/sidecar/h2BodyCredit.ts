@@ -11,11 +11,33 @@
 // mesh's credit looks like a stalled one (w23-bodybudget reset one in 4 of 5 runs); an admitted
 // body keeps its window to its end, so none waits on another's (the reverted per-connection budget
 // deadlocked: streams the far app did not read yet held what the one it read needed).
+//
+// One connection's first windows hold at most a quarter of it (CONNECTION_SHARE), their growth at
+// most half of that on top: every gRPC call is a request with a body, so an idle bidirectional call
+// holds its first window as long as it is open, and one client library opening budget / 64 KiB of
+// them left every other caller refused. A quarter is, at the defaults (64 MiB, --h2-max-streams
+// 256), the first windows of a whole connection, so a connection within its streams is never
+// refused for its share, its uploads grown or not (counted in one, growth took half the share: one
+// channel's 248 unary calls beside 8 uploads under way: 96-104 ended UNAVAILABLE, h2c-body-one-channel.test.ts); four connections
+// are needed to fill the budget. Not a share that shrinks as connections come: what a
+// connection holds cannot be taken back (below). Not a grant given back while its stream is idle:
+// HTTP/2 has no way to take back a stream's window (WINDOW_UPDATE only adds; a lower
+// SETTINGS_INITIAL_WINDOW_SIZE takes from every stream of the connection at once, moving bodies
+// under way below zero), so an idle stream may still send its whole window at any time; and not
+// counting a first window until its bytes come admits a burst of HEADERS before any byte counts.
 
 /** A body's first window (SETTINGS_INITIAL_WINDOW_SIZE of A's h2c connections): what a body that never moves holds at most. */
 export const BODY_WINDOW = 64 * 1024
 /** A moving body's window at most: doubled each time the mesh took a whole window of it (1 MiB: src/h2's default, which no round trip stalls on loopback). */
 export const MAX_BODY_WINDOW = 1 << 20
+/** The part of the budget one connection's bodies may hold (the budget divided by this). */
+export const CONNECTION_SHARE = 4
+
+/** One connection's part of the credit (its session's): the windows granted to its bodies, and how much of that is growth. */
+export class BodyShare {
+  granted = 0
+  grown = 0
+}
 
 export class BodyCredit {
   /** The windows granted to bodies not yet taken whole (the gauge), and how much of that is growth past BODY_WINDOW. */
@@ -24,40 +46,52 @@ export class BodyCredit {
   /** Requests with a body refused for want of room (the counter). */
   refused = 0
   readonly max: number
+  /** What one connection's bodies' first windows may hold: a quarter of the budget, at least one first window (their growth, half of it, comes on top). */
+  readonly share: number
 
   constructor(max: number) {
     this.max = max
+    this.share = Math.max(max / CONNECTION_SHARE, BODY_WINDOW)
   }
 
-  /** A new request with a body: its first window, or false (counted) when the budget has no room for it. */
-  admit(): boolean {
-    if (this.granted + BODY_WINDOW > this.max) {
+  /** A new request with a body on the connection of `own`: its first window, or false (counted) when the budget or the connection's share has no room for it. */
+  admit(own: BodyShare): boolean {
+    // The connection's first windows only (granted less grown): its bodies that grew never refuse its new ones.
+    if (this.granted + BODY_WINDOW > this.max || own.granted - own.grown + BODY_WINDOW > this.share) {
       this.refused++
       return false
     }
     this.granted += BODY_WINDOW
+    own.granted += BODY_WINDOW
     return true
   }
 
   /**
-   * A body whose mesh reader took its whole `window`: how much more it may have (its window doubled,
-   * at most MAX_BODY_WINDOW), 0 when it does not fit in the budget or growth would pass half of it:
-   * the other half stays for first windows, so bodies that grew never refuse new ones. `take` it
+   * A body of the connection of `own` whose mesh reader took its whole `window`: how much more it
+   * may have (its window doubled, at most MAX_BODY_WINDOW), 0 when it does not fit in the budget, or
+   * growth would pass half of it or half the connection's share: the other half of the budget stays
+   * for first windows, so bodies that grew never refuse new ones; the connection's growth is counted
+   * apart from its first windows (at most a share and a half in all), so neither its own. `take` it
    * once granted.
    */
-  room(window: number): number {
+  room(own: BodyShare, window: number): number {
     const extra = Math.min(window, MAX_BODY_WINDOW - window)
-    return extra > 0 && this.grown + extra <= this.max / 2 && this.granted + extra <= this.max ? extra : 0
+    if (extra <= 0 || this.grown + extra > this.max / 2 || own.grown + extra > this.share / 2) return 0
+    return this.granted + extra <= this.max ? extra : 0
   }
 
-  take(extra: number): void {
+  take(own: BodyShare, extra: number): void {
     this.granted += extra
     this.grown += extra
+    own.granted += extra
+    own.grown += extra
   }
 
-  /** A body taken whole, or its stream over: its `window` comes back. */
-  release(window: number): void {
+  /** A body of the connection of `own` taken whole, or its stream over: its `window` comes back. */
+  release(own: BodyShare, window: number): void {
     this.granted -= window
     this.grown -= window - BODY_WINDOW
+    own.granted -= window
+    own.grown -= window - BODY_WINDOW
   }
 }

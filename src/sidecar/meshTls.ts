@@ -9,15 +9,14 @@
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import { X509Certificate } from "node:crypto"
-import { readFileSync } from "node:fs"
 import { join } from "node:path"
 import * as tls from "node:tls"
 import { type CredentialSource, makeCredentialHolder, type WorkloadCredentials } from "../identity/credentials.ts"
 import { parseSpiffeId, spiffeIdOfCertificate } from "../identity/spiffe.ts"
-import { chainUsableUntil, maxPemChars, rootValidities } from "../identity/trustBundle.ts"
+import { chainProblem, chainUsableUntil, maxPemChars, rootValidities } from "../identity/trustBundle.ts"
 import type { Log } from "../iip/log.ts"
 import { loggable } from "../iip/redact.ts"
-import { readSmallFile } from "../iip/smallFile.ts"
+import { MAX_SECRET_FILE_BYTES, readSmallFile, readSmallText } from "../iip/smallFile.ts"
 import type { IipServer } from "../iip/server.ts"
 import { type ClientTlsOptions, MESH_ALPN, MESH_CIPHERSUITES, type ServerTlsOptions, type TlsCredentials, type TlsRefusal } from "../iip/tls.ts"
 import type { MeshMetrics, TrustState } from "../telemetry/metrics.ts"
@@ -270,20 +269,34 @@ export class MeshTls {
   }
 }
 
+/** How far a credentials directory's chain may be not yet valid (its writer's clock ahead of ours) and still be taken. */
+const CredentialsDirSkewMs = 5 * 60_000
+
 /**
  * Fixed credentials from a directory, for tests and benches: `key.pem` (PKCS#8), `chain.pem` (the
  * leaf, then intermediates), `bundle.pem` (the roots). Read once, never renewed; the identity is
- * the leaf's SPIFFE ID.
+ * the leaf's SPIFFE ID. Read as the issuer's answers are checked: a FIFO or device is refused
+ * unread (a FIFO without a writer blocked the start, and the event loop, for good), a file past
+ * the PEM or secret bound unread (a 100 MB bundle.pem took 5 s and was taken), and a chain that
+ * is expired, not yet valid past a clock skew, or leads to no root of the bundle is refused at
+ * start, not by every peer's handshake.
  */
 export const readCredentialsDir = (directory: string): Effect.Effect<CredentialSource, MtlsUnavailable> =>
   Effect.try({
     try: () => {
-      const read = (name: string) => readFileSync(join(directory, name), "utf8")
-      const chain = read("chain.pem")
+      const read = (name: string, maxBytes: number) => readSmallText(join(directory, name), maxBytes)
+      const chain = read("chain.pem", maxPemChars)
+      const bundle = read("bundle.pem", maxPemChars)
+      const now = Date.now()
+      const problem = chainProblem(chain, bundle, new Date(now))
+      // Not yet valid only by a clock skew (valid a few minutes on): taken, as peers whose clocks
+      // are ahead take it now and the rest soon; the files are never read again, so a refusal
+      // here would end a start that waiting a minute would have made good.
+      if (problem !== undefined && chainProblem(chain, bundle, new Date(now + CredentialsDirSkewMs)) !== undefined) throw new Error(`chain.pem: ${problem}`)
       const leaf = new X509Certificate(chain)
       const id = spiffeIdOfCertificate(leaf)
       if (id === undefined) throw new Error("the leaf of chain.pem names no SPIFFE ID")
-      return makeCredentialHolder({ spiffeId: id.text, privateKeyPem: read("key.pem"), certificateChainPem: chain, trustBundlePem: read("bundle.pem"), notAfter: new Date(leaf.validTo) })
+      return makeCredentialHolder({ spiffeId: id.text, privateKeyPem: read("key.pem", MAX_SECRET_FILE_BYTES), certificateChainPem: chain, trustBundlePem: bundle, notAfter: new Date(leaf.validTo) })
     },
     catch: (error) => new MtlsUnavailable({ message: `tlsCredentialsDir ${directory}: ${error instanceof Error ? error.message : String(error)}` })
   })

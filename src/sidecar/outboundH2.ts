@@ -17,7 +17,7 @@
 import type * as net from "node:net"
 import { boundPeerFin, destroyAfterGrace } from "../mux/peerFin.ts"
 import { nodeHttp } from "../toolkit/nodeHttp.ts"
-import { BodyCredit } from "./h2BodyCredit.ts"
+import { BodyCredit, type BodyShare } from "./h2BodyCredit.ts"
 import type { OutboundCall } from "./outboundCall.ts"
 import type { HeldAnswerBudget } from "./http1Listener.ts"
 import { SWEEPS } from "./outboundH2Call.ts"
@@ -48,9 +48,9 @@ export interface H2Options {
   readonly onEnded: (reason: SessionEndReason, session: H2cSession) => void
   /** The outbound listener's held answers (http1Listener.ts): streams count their unsent answer bytes in them; past them new streams are refused. None: counted apart, unbounded. */
   readonly heldAnswers?: HeldAnswerBudget
-  /** The request bodies' windows over all sessions (h2BodyCredit.ts); past it requests with a body are refused, `onBodyRefused` told. None: unbounded. */
+  /** The request bodies' windows over all sessions (h2BodyCredit.ts); past it, or past a connection's share of it (`own`), requests with a body are refused, `onBodyRefused` told. None: unbounded. */
   readonly bodyCredit?: BodyCredit
-  readonly onBodyRefused?: () => void
+  readonly onBodyRefused?: (own: BodyShare) => void
 }
 
 /**

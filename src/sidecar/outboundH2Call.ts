@@ -16,7 +16,7 @@ import { ErrorCode } from "../h2/frames.ts"
 import type { H2Connection } from "../h2/h2Connection.ts"
 import { type H2Stream, StreamState } from "../h2/h2Streams.ts"
 import type { HeldAnswerBudget } from "./http1Listener.ts"
-import { BODY_WINDOW, type BodyCredit } from "./h2BodyCredit.ts"
+import { BODY_WINDOW, type BodyCredit, type BodyShare } from "./h2BodyCredit.ts"
 import { H2RequestBody } from "./h2RequestBody.ts"
 import { ANSWER_HEADERS_TOO_LARGE, answerFields, requestHeaders, tooLargeFields } from "./outboundH2Fields.ts"
 import type { HeldBodyReceiver, OutboundCall } from "./outboundCall.ts"
@@ -30,6 +30,8 @@ export interface CallSession {
   readonly held: HeldAnswerBudget
   /** The request bodies' windows over all of the listener's sessions (h2BodyCredit.ts): this call's was admitted. */
   readonly bodyCredit: BodyCredit
+  /** Its connection's part of that credit. */
+  readonly bodyShare: BodyShare
   /** A write found the connection's write budget spent: its socket's bytes count in the held answers. */
   socketBacked(): void
   /** Its open calls (the sweep's), which a call leaves at its close. */
@@ -272,15 +274,16 @@ export class StreamCall implements OutboundCall {
     if (this.moved < this.window) return
     this.moved = 0
     const credit = this.session.bodyCredit
-    const extra = credit.room(this.window)
+    const own = this.session.bodyShare
+    const extra = credit.room(own, this.window)
     if (extra === 0 || !connection.widen(stream, extra)) return
-    credit.take(extra)
+    credit.take(own, extra)
     this.window += extra
   }
 
   private releaseWindow(): void {
     if (this.window === 0) return
-    this.session.bodyCredit.release(this.window)
+    this.session.bodyCredit.release(this.session.bodyShare, this.window)
     this.window = 0
   }
 

@@ -8,7 +8,7 @@ import { ErrorCode } from "../h2/frames.ts"
 import { H2Connection, type H2ServerHandler } from "../h2/h2Connection.ts"
 import { defaultLimits } from "../h2/h2Guards.ts"
 import type { H2ConnectionEnded, H2Stream, H2StreamEnded } from "../h2/h2Streams.ts"
-import { BODY_WINDOW, type BodyCredit } from "./h2BodyCredit.ts"
+import { BODY_WINDOW, type BodyCredit, BodyShare } from "./h2BodyCredit.ts"
 import type { OutboundCall } from "./outboundCall.ts"
 import type { HeldAnswerBudget } from "./http1Listener.ts"
 import { type CallSession, StreamCall } from "./outboundH2Call.ts"
@@ -40,8 +40,8 @@ export interface SessionOptions {
   readonly held: HeldAnswerBudget
   /** The stream windows granted to request bodies over all of the listener's sessions (h2BodyCredit.ts). */
   readonly bodyCredit: BodyCredit
-  /** A request with a body was refused (REFUSED_STREAM): the budget had no room for its window. */
-  readonly onBodyRefused: () => void
+  /** A request with a body was refused (REFUSED_STREAM): the budget, or `own` connection's share of it, had no room for its window. */
+  readonly onBodyRefused: (own: BodyShare) => void
   readonly onEnded: (reason: SessionEndReason, session: H2cSession) => void
   readonly onClose: (session: H2cSession) => void
 }
@@ -55,6 +55,8 @@ export class H2cSession implements H2ServerHandler, CallSession {
   readonly remoteAddress: string
   readonly held: HeldAnswerBudget
   readonly bodyCredit: BodyCredit
+  /** This connection's part of the body credit: at most its share (a caller's idle calls never take every other caller's room). */
+  readonly bodyShare = new BodyShare()
   readonly open = new Set<StreamCall>()
   lastClosedAt = -Infinity
   callerGone = false
@@ -147,11 +149,12 @@ export class H2cSession implements H2ServerHandler, CallSession {
   onRequest(stream: H2Stream, fields: Array<string>, endStream: boolean): void {
     this.streamSincePing = true
     this.streamed = true
-    // No room for one more body's window: refused before anything of it went on (RFC 9113 8.7: a
-    // client may send it again; grpc-js does so once by itself). Bodies admitted keep their windows.
-    if (!endStream && !this.bodyCredit.admit()) {
+    // No room for one more body's window, in the budget or this connection's share: refused before
+    // anything of it went on (RFC 9113 8.7: a client may send it again; grpc-js does so once by
+    // itself). Bodies admitted keep their windows.
+    if (!endStream && !this.bodyCredit.admit(this.bodyShare)) {
       this.connection.reset(stream, ErrorCode.REFUSED_STREAM)
-      return this.options.onBodyRefused()
+      return this.options.onBodyRefused(this.bodyShare)
     }
     const call = new StreamCall(this, stream, fields, endStream, this.options.headLimit)
     const held = this.held

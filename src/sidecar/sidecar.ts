@@ -494,9 +494,9 @@ export const make = (
           // The HTTP/1.1 listener's budget of answers held for callers that do not read them: h2c streams count in it too.
           heldAnswers: outboundListener,
           bodyCredit,
-          onBodyRefused: () => {
+          onBodyRefused: (own) => {
             const admitted = bodyRefusedLines.admit()
-            if (admitted !== undefined) log("outbound-h2-body-refused", { granted: bodyCredit.granted, max: bodyCredit.max, message: "a request with a body was refused (REFUSED_STREAM): the h2c request bodies' windows fill --outbound-h2-max-held-body-bytes", ...admitted })
+            if (admitted !== undefined) log("outbound-h2-body-refused", { granted: bodyCredit.granted, max: bodyCredit.max, connectionFirstWindows: own.granted - own.grown, connectionGrown: own.grown, connectionShare: bodyCredit.share, message: "a request with a body was refused (REFUSED_STREAM): the h2c request bodies' windows fill --outbound-h2-max-held-body-bytes, or its connection's first windows a quarter of it", ...admitted })
           }
         }))
       )

@@ -5,8 +5,9 @@
 // this moves its requests on. A retry that is not possible leaves the try running to the
 // deadline: giving up would fail a request that may yet be answered. Nor is a stall of this
 // process (a long GC, a starved CPU) the endpoint's: a watch that fires late waits its lateness
-// more (at most `afterMs`) before it judges, as the keep-alive does (src/iip/keepAlive.ts).
+// more (at most `afterMs`) before it judges (src/mux/lateTimer.ts).
 import type { Cancellation } from "../mux/cancellation.ts"
+import { LateTimer } from "../mux/lateTimer.ts"
 
 /** How many times its endpoint's latency estimate a try may take before it is given up. */
 export const SLOW_TRY_FACTOR = 10
@@ -22,29 +23,18 @@ export const slowTryAfterMs = (floorMs: number, expectedMs: number): number =>
  */
 export class TryWatch {
   givenUp = false
-  private timer: NodeJS.Timeout | undefined
+  private readonly timer: LateTimer
 
   constructor(cancellation: Cancellation, afterMs: number, retryPossible: () => boolean) {
-    const judge = () => {
-      this.timer = undefined
+    this.timer = new LateTimer(afterMs, () => {
       if (cancellation.aborted || !retryPossible()) return
       this.givenUp = true
       cancellation.abort()
-    }
-    const due = performance.now() + afterMs
-    this.timer = setTimeout(() => {
-      // Late: this process stalled, and on waking libuv runs expired timers before it polls for
-      // I/O, so the answer may sit unread in the kernel's buffer. The try gets the stolen time back
-      // once; a timer set now fires after a poll phase has read the socket (and settled the try).
-      const late = performance.now() - due
-      if (late > 0) this.timer = setTimeout(judge, Math.min(late, afterMs))
-      else judge()
-    }, afterMs)
+    })
   }
 
   /** The answer started (or the try ended): no giving up from here on. */
   settled(): void {
-    if (this.timer !== undefined) clearTimeout(this.timer)
-    this.timer = undefined
+    this.timer.cancel()
   }
 }

@@ -13,7 +13,7 @@
 //
 // Names and labels (Prometheus conventions: base units, _total for counters, _seconds, _bytes):
 //   iip_mesh_requests_total{direction,service,endpoint,method,code}   counter
-//   iip_mesh_request_duration_seconds{direction,service,endpoint}     histogram
+//   iip_mesh_request_duration_seconds{direction,service,endpoint}     histogram (both: 1,000 endpoints in all, then the service's _other)
 //   iip_mesh_request_errors_total{direction,service,code,hop,reason}  counter
 //   iip_mesh_requests_in_flight{direction,service}                    gauge
 //   iip_mesh_retries_total{direction,service}                         counter
@@ -413,9 +413,24 @@ class EndpointSeries {
 /** Error series per service before new reasons share `_other`. */
 const MAX_ERROR_SERIES = 100
 
+/**
+ * Endpoint series (requests by method and code, and a duration histogram: some 20 lines each) of
+ * all services together; past it a service's new endpoint names count in its endpoint="_other".
+ * Discovery bounds the endpoints listed at once, not the names a source lists one after another
+ * over a sidecar's life (an mDNS host moving ports, pods replaced): 10,000 such names made a
+ * scrape of 190,000 lines (21.7 MB) that took 44 s, the event loop held throughout.
+ */
+export const MaxEndpointSeries = 1000
+
+/** How many endpoint series the services of one registry hold, against MaxEndpointSeries. */
+interface EndpointBudget {
+  used: number
+}
+
 class ServiceSeries implements ServiceMetrics {
   private readonly labels: Labels
   private readonly next: NextRequest
+  private readonly budget: EndpointBudget
   readonly endpoints = new Map<string, EndpointSeries>()
   readonly errors = new Map<string, Tally>()
   readonly inFlight: Tally
@@ -427,9 +442,10 @@ class ServiceSeries implements ServiceMetrics {
   failedWith5xx = 0
   durationSum = 0
 
-  constructor(labels: Labels, next: NextRequest) {
+  constructor(labels: Labels, next: NextRequest, budget: EndpointBudget) {
     this.labels = labels
     this.next = next
+    this.budget = budget
     this.inFlight = tally(labels)
     this.retries = tally(labels)
     this.requestBodyBytes = tally(labels)
@@ -449,8 +465,14 @@ class ServiceSeries implements ServiceMetrics {
     this.inFlight.value--
     let series = this.endpoints.get(endpoint)
     if (series === undefined) {
-      series = new EndpointSeries({ ...this.labels, endpoint })
-      this.endpoints.set(endpoint, series)
+      // _other is one series per service (services are capped): it takes nothing from the budget.
+      const name = this.budget.used < MaxEndpointSeries ? endpoint : "_other"
+      series = this.endpoints.get(name)
+      if (series === undefined) {
+        series = new EndpointSeries({ ...this.labels, endpoint: name })
+        this.endpoints.set(name, series)
+        if (name !== "_other") this.budget.used++
+      }
     }
     series.count(methods.has(method) ? method : "_OTHER", code)
     series.duration.observe(seconds)
@@ -510,6 +532,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   const registry = new Registry()
   const services: Record<Direction, Map<string, ServiceSeries>> = { outbound: new Map(), inbound: new Map() }
   const next: NextRequest = { wake: undefined }
+  const endpointBudget: EndpointBudget = { used: 0 }
   const ejections = new Map<string, Tally>()
   const endpointRefusals = new Map<string, Tally>()
   const refusedDials = new Map<string, Tally>()
@@ -625,7 +648,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   fromTallies(registry, "gauge", "iip_mesh_outbound_answer_held_bytes", "Bytes of the answers streaming back from the mesh that the outbound side holds for its callers, received and not yet taken by their sockets, all connections; past --outbound-max-held-answer-bytes an answer is granted more only once its caller took all it held, a chunk at a time.", [], () => [{ labels: {}, value: readHeldAnswers().answerStreamBytes }])
   fromTallies(registry, "gauge", "iip_mesh_outbound_answer_window_bytes", "Bytes of the answers streaming back from the mesh that the outbound side holds for its callers and that their senders may still send (their stream windows), all connections: a stream is widened while its window limits it, within --outbound-max-held-answer-bytes.", [], () => [{ labels: {}, value: readHeldAnswers().answerStreamWindowBytes }])
   fromTallies(registry, "gauge", "iip_mesh_outbound_h2_body_window_bytes", "Stream window bytes the outbound listener's h2c connections grant callers for request bodies not yet taken whole, all connections: what those bodies can hold here (received, not yet taken by the mesh) at most; at most --outbound-h2-max-held-body-bytes.", [], () => [{ labels: {}, value: readHeldAnswers().bodyWindowBytes }])
-  fromTallies(registry, "counter", "iip_mesh_outbound_h2_bodies_refused_total", "Requests with a body refused RST_STREAM REFUSED_STREAM (not processed; clients may retry) at the outbound listener's h2c connections because their first window did not fit in --outbound-h2-max-held-body-bytes. Said in a throttled outbound-h2-body-refused log line.", [], () => [{ labels: {}, value: readHeldAnswers().bodiesRefused }])
+  fromTallies(registry, "counter", "iip_mesh_outbound_h2_bodies_refused_total", "Requests with a body refused RST_STREAM REFUSED_STREAM (not processed; clients may retry) at the outbound listener's h2c connections because their first window did not fit in --outbound-h2-max-held-body-bytes, or in their connection's share of it (a quarter). Said in a throttled outbound-h2-body-refused log line.", [], () => [{ labels: {}, value: readHeldAnswers().bodiesRefused }])
   fromTallies(registry, "counter", "iip_mesh_outbound_event_streams_refused_total", "Event streams (GETs accepting text/event-stream) refused 503 overloaded at the outbound sidecar, nothing sent: no stream place left on the connections to any endpoint tried (the rest of their channels are the requests'). Upgrades refused so count in iip_mesh_tunnels_refused_total, limit channels.", [], () => [{ labels: {}, value: readOutboundEventStreamRefusals() }])
   fromTallies(registry, "counter", "iip_mesh_outbound_held_answers_refused_total", "Requests (HTTP/1.1, and h2c streams) refused 503 overloaded at the outbound listener while the answers it held for callers that do not read them were past maxQueuedBytes.", [], () => [{ labels: {}, value: readHeldAnswers().refused }])
   fromTallies(registry, "counter", "iip_mesh_log_lines_dropped_total", "Access and log lines dropped while stdout or stderr held about 1 MiB its reader had not taken (a stalled log driver).", ["stream"], () =>
@@ -655,7 +678,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
       if (series === undefined) {
         // Past the cap, every new name shares one series.
         const name = known.size < maxServices ? service : "_other"
-        series = known.get(name) ?? new ServiceSeries({ direction, service: name }, next)
+        series = known.get(name) ?? new ServiceSeries({ direction, service: name }, next, endpointBudget)
         known.set(name, series)
       }
       return series

@@ -11,6 +11,7 @@ import { resolve } from "node:path"
 import { promisify } from "node:util"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { ADMIN_LIMITS, capConnections, limitPipelining, serverOptions } from "../../src/admin/listenerLimits.ts"
+import { CHILD_START_MS } from "../support/childStart.ts"
 import { Cleanup, withTimeout } from "../support/iipRaw.ts"
 import { probeLoopbackNamespace } from "../support/netnsLo.ts"
 import { gate } from "../support/netnsProcess.ts"
@@ -237,6 +238,8 @@ describe("admin listeners under connection attacks", () => {
 describe("admin listeners' per-address cap and IPv6", () => {
   // The machine's own loopback holds ::1 alone (adding addresses there would change the shared
   // machine): the sockets run in a loopback namespace of the test's own, given three addresses.
+  // Each run is a node start, then its connections (a few seconds at most).
+  const RUN_MS = CHILD_START_MS + 10_000
   const setup = "ip link set lo up && ip -6 addr add 2001:db8:0:1::a/64 dev lo nodad && ip -6 addr add 2001:db8:0:1::b/64 dev lo nodad && ip -6 addr add 2001:db8:0:2::a/64 dev lo nodad"
   const ipv6 = gate(
     `real sockets: ${ADMIN_LIMITS.connectionsPerAddress} idle connections from one address of a /64 fill it, one from another address of it evicts the one idle longest; another /64, or IPv4 next to ::1, evicts nothing`,
@@ -245,7 +248,7 @@ describe("admin listeners' per-address cap and IPv6", () => {
   it.skipIf(ipv6.skip)(ipv6.title, async () => {
     // Before, the cap counted full addresses: the /64's second address was a client of its own and evicted nothing.
     const child = resolve(import.meta.dirname, "../support/ipv6ClientChild.ts")
-    const { stdout } = await promisify(execFile)("unshare", ["-rn", "sh", "-c", `${setup} && exec "$0" "$@"`, process.execPath, child], { timeout: 20_000 })
+    const { stdout } = await promisify(execFile)("unshare", ["-rn", "sh", "-c", `${setup} && exec "$0" "$@"`, process.execPath, child], { timeout: RUN_MS })
     expect(JSON.parse(stdout.trim().split("\n").at(-1)!)).toEqual({
       fromSameBlock: "200",
       sameBlockEvicted: 1,
@@ -255,14 +258,14 @@ describe("admin listeners' per-address cap and IPv6", () => {
       fromIpv4: "200",
       ipv4Evicted: 0
     })
-  })
+  }, RUN_MS + 5000)
   it.skipIf(ipv6.skip)("real sockets, --ipv6-source-prefix 128: the /64's second address is a client of its own and evicts nothing", async () => {
     // Before, the admin listeners counted by /64 whatever the flag said (the issuer and the inbound limiter followed it).
     const child = resolve(import.meta.dirname, "../support/ipv6ClientChild.ts")
     const { stdout } = await promisify(execFile)("unshare", ["-rn", "sh", "-c", `${setup} && exec "$0" "$@"`, process.execPath, child], {
-      timeout: 20_000,
+      timeout: RUN_MS,
       env: { ...process.env, IPV6_SOURCE_PREFIX: "128" }
     })
     expect(JSON.parse(stdout.trim().split("\n").at(-1)!)).toMatchObject({ fromSameBlock: "200", sameBlockEvicted: 0, firstEvicted: false })
-  })
+  }, RUN_MS + 5000)
 })

@@ -4,6 +4,7 @@
 // the process keeps serving (/health, /ready and a good weight override still answer afterwards).
 import type { ChildProcess } from "node:child_process"
 import { afterEach, describe, expect, it } from "vitest"
+import { holdsStarts } from "../support/childStart.ts"
 import { Cleanup } from "../support/iipRaw.ts"
 import { call } from "../support/sidecarHarness.ts"
 import { killIfRunning, portOf, spawnSidecarProcess } from "../support/sidecarProcess.ts"
@@ -55,5 +56,5 @@ describe("the admin server of a sidecar process", () => {
     // (without credentials, the sidecar says mutual TLS is off; and whether its memory trim is active).
     const lines = sidecar.stderr().split("\n").filter((line) => line !== "")
     expect(lines.filter((line) => !["mtls-off", "memory-trim"].includes((JSON.parse(line) as { event: string }).event))).toStrictEqual([])
-  })
+  }, holdsStarts(1, 20_000))
 })

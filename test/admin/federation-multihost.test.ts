@@ -8,6 +8,7 @@
 import { resolve } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import type { FederationView } from "../../src/admin/federation.ts"
+import { CHILD_START_MS, holdsStarts } from "../support/childStart.ts"
 import { readUntil } from "../support/iipRaw.ts"
 import { NetnsHosts, probeRootNetns } from "../support/netnsHosts.ts"
 import { assertCapability, gate, type JsonLineProcess, type Line } from "../support/netnsProcess.ts"
@@ -30,7 +31,7 @@ describe.skipIf(suite.skip)(suite.title, () => {
     net = await NetnsHosts.create(3)
     for (const host of net.hosts) {
       const proc = net.exec(host, [agentScript], `${host.name}-agent`)
-      const line = await proc.log.waitFor((d) => d.type === "app" || d.type === "exit", 10_000, `${host.name}'s app to listen`)
+      const line = await proc.log.waitFor((d) => d.type === "app" || d.type === "exit", CHILD_START_MS, `${host.name}'s app to listen`)
       if (line.data.type !== "app") throw new Error(`${host.name}'s agent did not start: ${proc.stderr}`)
       agents.set(host.index, { proc, appPort: line.data.port as number })
     }
@@ -45,11 +46,11 @@ describe.skipIf(suite.skip)(suite.title, () => {
         "--mdns", "--mesh-name", "federation", "--mdns-interface", h.address,
         "--drain-timeout", "1s", "--request-timeout", "3s"
       ], `${h.name}-sidecar`)
-      const ready = await proc.log.waitFor((d) => d.event === "sidecar-ready" || d.type === "exit", 15_000, `${h.name}'s sidecar to be ready`)
+      const ready = await proc.log.waitFor((d) => d.event === "sidecar-ready" || d.type === "exit", CHILD_START_MS, `${h.name}'s sidecar to be ready`)
       if (ready.data.event !== "sidecar-ready") throw new Error(`${h.name}'s sidecar did not start: ${JSON.stringify(ready.data)} ${proc.stderr}`)
       sidecars.set(index, { proc, ready })
     }
-  }, 60_000)
+  }, holdsStarts(6, 15_000))
 
   afterAll(async () => {
     await Promise.all([...sidecars.values(), ...agents.values()].map(({ proc }) => proc.close()))

@@ -6,40 +6,51 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { CHILD_START_MS, holdsStarts } from "../support/childStart.ts"
+import { withTimeout } from "../support/iipRaw.ts"
 import { ipServerCertificate, makeTestPki } from "../support/testPki.ts"
 
 const main = resolve(import.meta.dirname, "../../src/cli/main.ts")
 
 const run = (args: Array<string>): Promise<{ code: number | null; stdout: string; stderr: string }> =>
-  new Promise((done) => {
-    const child = spawn(process.execPath, [main, ...args], { stdio: ["ignore", "pipe", "pipe"] })
-    let stdout = ""
-    let stderr = ""
-    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()))
-    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
-    child.on("close", (code) => done({ code, stdout, stderr }))
-  })
+  withTimeout(
+    new Promise((done) => {
+      const child = spawn(process.execPath, [main, ...args], { stdio: ["ignore", "pipe", "pipe"] })
+      let stdout = ""
+      let stderr = ""
+      child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()))
+      child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
+      child.on("close", (code) => done({ code, stdout, stderr }))
+    }),
+    CHILD_START_MS,
+    `iip-mesh ${args[0]}`
+  )
 
 /** The address an echo-server child says it listens on. */
 const listeningAddress = (server: ChildProcess): Promise<string> =>
-  new Promise<string>((found, failed) => {
-    let out = ""
-    server.stdout!.on("data", (chunk: Buffer) => {
-      out += chunk.toString()
-      const match = /listening on (\S+:\d+)\n/.exec(out)
-      if (match !== null) found(match[1]!)
-    })
-    server.once("exit", (code) => failed(new Error(`echo-server exited with ${code}`)))
-  })
+  withTimeout(
+    new Promise<string>((found, failed) => {
+      let out = ""
+      server.stdout!.on("data", (chunk: Buffer) => {
+        out += chunk.toString()
+        const match = /listening on (\S+:\d+)\n/.exec(out)
+        if (match !== null) found(match[1]!)
+      })
+      server.once("exit", (code) => failed(new Error(`echo-server exited with ${code}`)))
+    }),
+    CHILD_START_MS,
+    "echo-server to listen"
+  )
 
-describe("iip-mesh CLI", () => {
+// Every test waits for one CLI start, or for a few side by side.
+describe("iip-mesh CLI", { timeout: holdsStarts(1, 10_000) }, () => {
   let server: ChildProcess
   let address = ""
 
   beforeAll(async () => {
     server = spawn(process.execPath, [main, "echo-server", "--listen", "127.0.0.1:0"], { stdio: ["ignore", "pipe", "inherit"] })
     address = await listeningAddress(server)
-  })
+  }, holdsStarts(1, 5000))
 
   afterAll(() => {
     server.kill("SIGKILL")
@@ -106,13 +117,13 @@ describe("iip-mesh CLI", () => {
   it("echo-server drains and exits 0 on SIGTERM", async () => {
     const child = spawn(process.execPath, [main, "echo-server", "--listen", "127.0.0.1:0"], { stdio: ["ignore", "pipe", "pipe"] })
     const exited = new Promise<number | null>((done) => child.on("exit", (code) => done(code)))
-    await new Promise<void>((listening) => child.stdout.on("data", (chunk: Buffer) => chunk.toString().includes("listening") && listening()))
+    await listeningAddress(child)
     child.kill("SIGTERM")
     expect(await exited).toBe(0)
   })
 })
 
-describe("iip-mesh CLI in the reference's TLS mode", () => {
+describe("iip-mesh CLI in the reference's TLS mode", { timeout: holdsStarts(1, 10_000) }, () => {
   let server: ChildProcess
   let address = ""
   const dir = mkdtempSync(join(tmpdir(), "iip-mesh-cli-tls-"))
@@ -126,7 +137,7 @@ describe("iip-mesh CLI in the reference's TLS mode", () => {
     writeFileSync(join(dir, "other-ca.pem"), (await makeTestPki("other")).root.certificatePem)
     server = spawn(process.execPath, [main, "echo-server", "--listen", "127.0.0.1:0", "--tls-cert", join(dir, "cert.pem"), "--tls-key", join(dir, "key.pem")], { stdio: ["ignore", "pipe", "inherit"] })
     address = await listeningAddress(server)
-  })
+  }, holdsStarts(1, 5000))
 
   afterAll(() => {
     server.kill("SIGKILL")

@@ -22,7 +22,8 @@ import { randomBytes } from "node:crypto"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { WebSocket } from "ws"
 import { CatalogRpcs, catalogRpcPath } from "../../services/catalogRpcs.ts"
-import { readUntil } from "../support/iipRaw.ts"
+import { CHILD_START_MS, holdsStarts } from "../support/childStart.ts"
+import { readUntil, withTimeout } from "../support/iipRaw.ts"
 
 const main = resolve(import.meta.dirname, "../../src/cli/main.ts")
 const readyFile = join(tmpdir(), `iip-mesh-demo-${process.pid}.json`)
@@ -75,16 +76,17 @@ describe("iip-mesh demo", () => {
   beforeAll(async () => {
     demo = spawn(process.execPath, [main, "demo", "--ready-file", readyFile], { stdio: ["ignore", "pipe", "inherit"] })
     exited = new Promise((done) => demo.once("exit", (code) => done(code)))
-    await new Promise<void>((up, failed) => {
+    const up = new Promise<void>((done, failed) => {
       let out = ""
       demo.stdout!.on("data", (chunk: Buffer) => {
         out += chunk.toString()
-        if (out.includes("stop      Ctrl-C")) up()
+        if (out.includes("stop      Ctrl-C")) done()
       })
       demo.once("exit", (code) => failed(new Error(`demo exited with ${code} before it was up`)))
     })
+    await withTimeout(up, CHILD_START_MS, "the demo to be up")
     ready = JSON.parse(readFileSync(readyFile, "utf8")) as Ready
-  }, 30_000)
+  }, holdsStarts(1, 5000))
 
   afterAll(() => {
     if (demo.exitCode === null) demo.kill("SIGKILL")

@@ -10,6 +10,7 @@ import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs"
 import { join, resolve } from "node:path"
 import { pathToFileURL } from "node:url"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { holdsStarts } from "../support/childStart.ts"
 import { Cleanup, withTimeout } from "../support/iipRaw.ts"
 import { type ExportedSpan, spansOf, startOtlpReceiver } from "../support/otlpReceiver.ts"
 import { call, startApp } from "../support/sidecarHarness.ts"
@@ -55,7 +56,7 @@ describe("the bundled CLI", () => {
     // skips or fails without one); the sidecar says which, and started either way.
     const trim = sidecar.stderr().split("\n").find((line) => line.includes('"event":"memory-trim"'))
     expect(trim).toMatch(existsSync(join(out, "native", "malloc_trim.node")) ? /"active":true,"trimmedMb":[\d.]+/ : /"active":false,"reason":"no [^"]*malloc_trim\.node \(npm install and npm run build compile it/)
-  })
+  }, holdsStarts(1, 10_000))
 
   it("two bundled sidecars export one request's spans over OTLP under their service names", async () => {
     const otlp = await startOtlpReceiver()
@@ -87,5 +88,5 @@ describe("the bundled CLI", () => {
     expect([...store, ...catalog].every((span) => span.traceId === traceId)).toBe(true)
     const storeIds = new Set(store.map((span) => span.spanId))
     expect(catalog.some((span) => storeIds.has(span.parentSpanId))).toBe(true)
-  }, 30_000)
+  }, holdsStarts(2, 20_000))
 })

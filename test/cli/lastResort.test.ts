@@ -7,6 +7,7 @@
 import { spawn } from "node:child_process"
 import { resolve } from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
+import { CHILD_START_MS, holdsStarts } from "../support/childStart.ts"
 import { Cleanup, withTimeout } from "../support/iipRaw.ts"
 import { call } from "../support/sidecarHarness.ts"
 
@@ -30,7 +31,7 @@ const startChild = async (faults: number) => {
       })
       child.once("exit", (code, signal) => failed(new Error(`the child exited (${code ?? signal}): ${stderr}`)))
     }),
-    15_000,
+    CHILD_START_MS,
     "the child to serve after its faults"
   )
   return { child, port, stderr: () => stderr }
@@ -55,14 +56,14 @@ describe("the last line of defence", () => {
     expect(events[1]!.message).toBe(String.raw`a bare string\n{\"event\":\"forged\"}`)
     expect(events.map((e) => e.total)).toStrictEqual([1, 2, 1, 2, 3])
     for (const line of lines) expect(line).not.toMatch(/[\u0000-\u001f\u007f]/)
-  })
+  }, holdsStarts(1, 10_000))
 
   it("a flood is logged at most 20 lines a minute, and every fault still counted", async () => {
     const { port, stderr } = await startChild(200)
     const metrics = (await call(port, { path: "/metrics" })).body.toString()
     expect(uncaughtSeries(metrics)).toStrictEqual({ exception: 200, rejection: 2 })
     expect(stderr().trimEnd().split("\n")).toHaveLength(20)
-  })
+  }, holdsStarts(1, 10_000))
 
   it("its lines go through the bounded stderr: a stderr nobody reads holds at most about 1 MiB of them", async () => {
     // 3,000 faults of 1 KB messages, admitted without the throttle (as 20 a minute would be, over days).
@@ -83,7 +84,7 @@ describe("the last line of defence", () => {
     })
     // Its stderr is never read: the pipe fills and what is written after queues in the child.
     child.stderr.pause()
-    const held = await withTimeout(new Promise<number>((done) => child.stdout.once("data", (chunk: Buffer) => done(Number(chunk.toString())))), 15_000, "the child's count")
+    const held = await withTimeout(new Promise<number>((done) => child.stdout.once("data", (chunk: Buffer) => done(Number(chunk.toString())))), CHILD_START_MS, "the child's count")
     expect(held).toBeLessThanOrEqual(1 << 20)
-  })
+  }, holdsStarts(1, 10_000))
 })

@@ -5,6 +5,7 @@
 // child runs with test/support/loadedModules.ts preloaded, which logs every module it loads.
 import { resolve } from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
+import { holdsStarts } from "../support/childStart.ts"
 import { readUntil } from "../support/iipRaw.ts"
 import { killIfRunning, type SidecarProcess, spawnSidecarProcess } from "../support/sidecarProcess.ts"
 
@@ -48,7 +49,7 @@ describe("a sidecar loads only what it uses", () => {
       "/src/admin/adminClient.ts"
     ]
     expect(urls.filter((url) => unwanted.some((part) => url.includes(part)))).toEqual([])
-  })
+  }, holdsStarts(1, 10_000))
 
   it("never loads node:http2 nor node's undici (an ES import of node:http would: about 8 MB) before it is ready", async () => {
     sidecar = spawnSidecarProcess(["--service", "lazy", "--outbound", "127.0.0.1:0", "--inbound", "127.0.0.1:0", "--admin", "127.0.0.1:0"], ["--import", moduleLog])
@@ -59,5 +60,5 @@ describe("a sidecar loads only what it uses", () => {
     // The list means something: the sidecar's own builtins are in it.
     expect(names).toContain("NativeModule net")
     expect(names.filter((name) => name.includes("http2") || name.includes("undici"))).toEqual([])
-  })
+  }, holdsStarts(1, 10_000))
 })

@@ -7,6 +7,8 @@ import { readFileSync } from "node:fs"
 import * as http from "node:http"
 import { resolve } from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
+import { CHILD_START_MS, holdsStarts } from "../support/childStart.ts"
+import { withTimeout } from "../support/iipRaw.ts"
 
 const main = resolve(import.meta.dirname, "../../src/cli/main.ts")
 const stops: Array<() => void> = []
@@ -46,7 +48,7 @@ const startSidecar = async (extraArgs: ReadonlyArray<string> = []) => {
   stops.push(() => child.kill("SIGKILL"))
   let stderr = ""
   child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
-  const ready = await new Promise<{ outbound: string; admin: string }>((done, failed) => {
+  const readyLine = new Promise<{ outbound: string; admin: string }>((done, failed) => {
     let out = ""
     const onData = (chunk: Buffer): void => {
       out += chunk.toString()
@@ -60,6 +62,7 @@ const startSidecar = async (extraArgs: ReadonlyArray<string> = []) => {
     child.stdout.on("data", onData)
     child.once("exit", (code) => failed(new Error(`sidecar exited with ${code}: ${stderr}`)))
   })
+  const ready = await withTimeout(readyLine, CHILD_START_MS, "the sidecar-ready line")
   return { child, port: Number(ready.outbound.split(":")[1]), admin: ready.admin, stderr: () => stderr }
 }
 
@@ -95,7 +98,7 @@ describe("a sidecar whose stdout nobody reads", () => {
     // Counted where an alert can see it, too.
     const metrics = await (await fetch(`http://${admin}/metrics`)).text()
     expect(metrics).toContain(`iip_mesh_log_lines_dropped_total{stream="stdout"} ${dropped.lines}\n`)
-  }, 30_000)
+  }, holdsStarts(1, 30_000))
 
   it("stopped while lines are dropped, says how many before it exits", async () => {
     const { child, port } = await startSidecar()
@@ -112,7 +115,7 @@ describe("a sidecar whose stdout nobody reads", () => {
     const dropped = lines.find((l) => l.event === "log-lines-dropped")
     expect(dropped, "a log-lines-dropped line").toBeDefined()
     expect(lines.filter((l) => l.status === 414).length + Number(dropped!.lines)).toBe(400)
-  }, 30_000)
+  }, holdsStarts(1, 30_000))
 
   it("stopped while nobody reads its stdout any more, exits within the output flush bound and says on stderr what it left unwritten", async () => {
     const { child, port, stderr } = await startSidecar(["--output-flush-timeout", "1500ms"])
@@ -138,7 +141,7 @@ describe("a sidecar whose stdout nobody reads", () => {
     expect(Number(unwritten[0]!.lines)).toBeGreaterThan(50)
     expect(Number(unwritten[0]!.dropped)).toBeGreaterThan(0)
     expect(Number(unwritten[0]!.lines) + Number(unwritten[0]!.dropped)).toBeLessThanOrEqual(401)
-  }, 30_000)
+  }, holdsStarts(1, 30_000))
 
   it("stopped while its stdout is read slowly (about 300 KB/s: the MiB it holds takes past the bound), waits while lines are taken: every line arrives, none said unwritten", async () => {
     const { child, port, stderr } = await startSidecar(["--output-flush-timeout", "1s"])
@@ -174,7 +177,7 @@ describe("a sidecar whose stdout nobody reads", () => {
     console.log(`slow stdout at stop: exited ${code}, ${out.length} bytes read, ${lines.length} lines (${torn} torn), ${dropped} dropped before the stop, ${JSON.stringify(unwritten)}`)
     // Before: cut at the 1 s bound although the pipe was taking lines (the last one torn), the rest said unwritten.
     expect({ code, torn, unwritten, whole: lines.filter((l) => l.status === 414).length + dropped }).toStrictEqual({ code: 0, torn: 0, unwritten: [], whole: 400 })
-  }, 30_000)
+  }, holdsStarts(1, 30_000))
 
   it("whose stdout is closed keeps answering, and a write to it is no uncaught exception", async () => {
     const { admin, child, port } = await startSidecar()
@@ -184,5 +187,5 @@ describe("a sidecar whose stdout nobody reads", () => {
     // Before: one per request (20), each an uncaught-exception line on stderr.
     expect(metrics).toContain(`iip_mesh_uncaught_errors_total{kind="exception"} 0\n`)
     expect(child.exitCode).toBeNull()
-  }, 30_000)
+  }, holdsStarts(1, 30_000))
 })

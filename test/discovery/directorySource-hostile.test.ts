@@ -9,6 +9,7 @@ import { join, resolve } from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
 import { directorySource, MaxAnnouncementFiles } from "../../src/discovery/directorySource.ts"
 import type { EndpointUpdate } from "../../src/discovery/types.ts"
+import { CHILD_START_MS, holdsStarts } from "../support/childStart.ts"
 import { Recorder } from "./recorder.ts"
 
 type Logged = { readonly event: string; readonly fields: Record<string, unknown> }
@@ -178,7 +179,7 @@ describe("directorySource against hostile files", () => {
     let out = ""
     child.stdout.on("data", (chunk: Buffer) => (out += chunk.toString()))
     const exited = await new Promise<boolean>((done) => {
-      const timer = setTimeout(() => done(false), 10_000)
+      const timer = setTimeout(() => done(false), CHILD_START_MS)
       child.on("exit", () => {
         clearTimeout(timer)
         done(true)
@@ -189,5 +190,5 @@ describe("directorySource against hostile files", () => {
     expect(out).toContain('"done":true')
     expect(out).toContain('"port":4143')
     expect(out).toMatch(/announcement-invalid.*fifo\.json/)
-  })
+  }, holdsStarts(1, 5000))
 })

@@ -8,6 +8,7 @@ import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { afterAll, describe, expect, it } from "vitest"
 import { MaxEndpointsFileBytes, readEndpointFile } from "../../src/discovery/staticSource.ts"
+import { CHILD_START_MS, holdsStarts } from "../support/childStart.ts"
 
 const root = mkdtempSync(join(tmpdir(), "iip-mesh-endpoints-hostile-"))
 afterAll(() => rmSync(root, { recursive: true, force: true }))
@@ -49,7 +50,7 @@ describe("readEndpointFile against hostile files", () => {
     let out = ""
     child.stdout.on("data", (chunk: Buffer) => (out += chunk.toString()))
     const exited = await new Promise<boolean>((done) => {
-      const timer = setTimeout(() => done(false), 10_000)
+      const timer = setTimeout(() => done(false), CHILD_START_MS)
       child.on("exit", () => {
         clearTimeout(timer)
         done(true)
@@ -58,5 +59,5 @@ describe("readEndpointFile against hostile files", () => {
     if (!exited) child.kill("SIGKILL")
     expect(exited, `the read blocked on the FIFO; output: ${out}`).toBe(true)
     expect(out).toContain("not a regular file")
-  })
+  }, holdsStarts(1, 5000))
 })

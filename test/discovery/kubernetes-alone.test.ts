@@ -5,6 +5,7 @@
 import { spawn } from "node:child_process"
 import { resolve } from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
+import { CHILD_START_MS, holdsStarts } from "../support/childStart.ts"
 import { FakeKubeApi } from "./fakeKubeApi.ts"
 
 const child = resolve(import.meta.dirname, "../support/kubeWatchChild.ts")
@@ -23,7 +24,8 @@ describe("a process whose only work is a Kubernetes watch", () => {
     cleanups.push(() => watcher.exitCode === null && watcher.signalCode === null && watcher.kill("SIGKILL"))
     let out = ""
     watcher.stdout.on("data", (chunk: Buffer) => (out += chunk.toString()))
-    await api.requests.waitFor((r) => r.kind === "watch", { timeoutMs: 10_000 })
+    // The child's start (loading @kubernetes/client-node) alone took 7 s of the 10 s this once allowed at a load of 20.
+    await api.requests.waitFor((r) => r.kind === "watch", { timeoutMs: CHILD_START_MS })
     // Before: the 100 ms restart delay held nothing, and the process exited before the second list.
     const second = api.requests.waitFor((r) => r.kind === "list", { from: 1, timeoutMs: 10_000 }).then(() => "listed again", () => "no second list")
     expect(await Promise.race([second, exited.then((code) => `exited ${code} in the backoff`)])).toBe("listed again")
@@ -32,5 +34,5 @@ describe("a process whose only work is a Kubernetes watch", () => {
     await api.requests.waitFor((r) => r.kind === "watch", { from: 2, timeoutMs: 10_000 })
     watcher.kill("SIGTERM")
     expect(await exited).toBe(0)
-  }, 30_000)
+  }, holdsStarts(1, 30_000))
 })

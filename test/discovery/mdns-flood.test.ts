@@ -9,6 +9,7 @@
 import { resolve } from "node:path"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import { MaxMdnsInstances } from "../../src/discovery/mdnsSource.ts"
+import { CHILD_START_MS, holdsStarts } from "../support/childStart.ts"
 import { LoopbackNamespace, mdnsChildScript, type NamespaceChild, probeLoopbackNamespace } from "../support/netnsLo.ts"
 import { assertCapability, gate, isAdd, isRemove } from "../support/netnsProcess.ts"
 
@@ -16,13 +17,14 @@ const capability = probeLoopbackNamespace()
 const suite = gate("mDNS flood (loopback namespace)", capability)
 const flooderScript = resolve(import.meta.dirname, "../support/mdnsFlooder.ts")
 
-describe.skipIf(suite.skip)(suite.title, () => {
+// Each test starts up to 3 children one after another: its timeout holds those starts.
+describe.skipIf(suite.skip)(suite.title, { timeout: holdsStarts(3, 20_000) }, () => {
   let ns: LoopbackNamespace | undefined
   let started: Array<NamespaceChild> = []
   beforeAll(async () => {
     assertCapability(capability, "unshare -rn (a user + network namespace)")
     ns = await LoopbackNamespace.start()
-  })
+  }, holdsStarts(1, 5000))
   afterEach(() => {
     for (const child of started) child.kill("SIGKILL")
     started = []
@@ -34,7 +36,7 @@ describe.skipIf(suite.skip)(suite.title, () => {
   const spawn = async (id: string, script: string, config: unknown): Promise<NamespaceChild> => {
     const child = ns!.spawn(id, script, [JSON.stringify(config)])
     started.push(child)
-    const line = await child.log.waitFor((d) => d.type === "ready" || d.type === "fatal" || d.type === "exit", 10_000, `${id} to start`)
+    const line = await child.log.waitFor((d) => d.type === "ready" || d.type === "fatal" || d.type === "exit", CHILD_START_MS, `${id} to start`)
     if (line.data.type !== "ready") throw new Error(`${id} did not start: ${JSON.stringify(child.log.lines.map((l) => l.data))}`)
     return child
   }
@@ -58,5 +60,24 @@ describe.skipIf(suite.skip)(suite.title, () => {
     expect(warnings.length).toBeLessThanOrEqual(5)
     await browser.log.waitFor((d) => d.type === "log" && d.event === "mdns-warnings", 3000, "the count of the other warnings")
     console.log(`mdns flood: ${2 * MaxMdnsInstances} instances announced, ${adds()} reported`)
+  })
+
+  it("a flood that goes silent expires at once: the expiry is logged in a few lines with its count, not a line per instance (2,000 lines for 2,000 instances)", async () => {
+    const browser = await spawn("expiring", mdnsChildScript, { options: { mesh: "test", node: "expiring", silenceMs: 1000 }, allowedPrefixes: ["127."], manualClock: true })
+    const flooder = await spawn("silent-flooder", flooderScript, { count: 2000, perPacket: 20, mesh: "test", service: "flood" })
+    await flooder.log.waitFor((d) => d.type === "sent", 30_000, "the flood to be sent")
+    const adds = () => browser.log.lines.filter((l) => l.data.type === "update" && (l.data.update as { _tag: string })._tag === "Add").length
+    await browser.log.waitFor(() => adds() === 2000, 10_000, "the 2,000 instances to be listed")
+    // Silent for more than silenceMs: one re-query tick drops them all; a second tick, more time.
+    browser.send("tick 1500")
+    await browser.log.waitFor((d) => d.type === "ticked" && d.now === 1500, 5_000, "the first tick")
+    browser.send("tick 1000")
+    await browser.log.waitFor((d) => d.type === "ticked" && d.now === 2500, 5_000, "the second tick")
+    const removes = browser.log.lines.filter((l) => l.data.type === "update" && (l.data.update as { _tag: string })._tag === "Remove").length
+    expect(removes).toBe(2000)
+    const expired = browser.log.lines.filter((l) => l.data.type === "log" && l.data.event === "mdns-expired")
+    expect(expired.length).toBeGreaterThanOrEqual(1)
+    expect(expired.length).toBeLessThanOrEqual(2)
+    expect(expired.reduce((sum, l) => sum + ((l.data.fields as { count?: number }).count ?? 0), 0)).toBe(2000)
   })
 })

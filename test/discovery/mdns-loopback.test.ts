@@ -5,6 +5,7 @@
 // No mDNS packet leaves that namespace.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import type { MdnsSourceOptions } from "../../src/discovery/mdnsSource.ts"
+import { CHILD_START_MS, holdsStarts } from "../support/childStart.ts"
 import { LoopbackNamespace, mdnsChildScript, type NamespaceChild, probeLoopbackNamespace } from "../support/netnsLo.ts"
 import { assertCapability, gate, isAdd, isRemove, reportedUpdate } from "../support/netnsProcess.ts"
 
@@ -15,14 +16,15 @@ type ChildOptions = Omit<MdnsSourceOptions, "timer" | "log" | "mesh"> & { readon
 
 const ms = (n: number) => `${n.toFixed(1)} ms`
 
-describe.skipIf(suite.skip)(suite.title, () => {
+// Each test starts up to 4 children one after another: its timeout holds those starts.
+describe.skipIf(suite.skip)(suite.title, { timeout: holdsStarts(4, 15_000) }, () => {
   let ns: LoopbackNamespace | undefined
   let started: Array<NamespaceChild> = []
 
   beforeAll(async () => {
     assertCapability(capability, "unshare -rn (a user + network namespace)")
     ns = await LoopbackNamespace.start()
-  })
+  }, holdsStarts(1, 5000))
   afterEach(() => {
     for (const child of started) child.kill("SIGKILL")
     started = []
@@ -35,7 +37,7 @@ describe.skipIf(suite.skip)(suite.title, () => {
     const config = { options: { mesh: "test", ...options }, allowedPrefixes: ["127."], ...extra }
     const child = ns!.spawn(id, mdnsChildScript, [JSON.stringify(config)])
     started.push(child)
-    const line = await child.log.waitFor((d) => d.type === "ready" || d.type === "fatal" || d.type === "exit", 10_000, `${id} to start`)
+    const line = await child.log.waitFor((d) => d.type === "ready" || d.type === "fatal" || d.type === "exit", CHILD_START_MS, `${id} to start`)
     if (line.data.type !== "ready") throw new Error(`${id} did not start: ${JSON.stringify(child.log.lines.map((l) => l.data))}`)
     return child
   }

@@ -16,6 +16,7 @@ import { execFileSync } from "node:child_process"
 import { resolve } from "node:path"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import { instanceName } from "../../src/discovery/mdnsSource.ts"
+import { CHILD_START_MS, holdsStarts } from "../support/childStart.ts"
 import { mdnsChildScript } from "../support/netnsLo.ts"
 import { type Host, NetnsHosts, probeRootNetns } from "../support/netnsHosts.ts"
 import { assertCapability, gate, isAdd, isRemove, type JsonLineProcess, reportedUpdate } from "../support/netnsProcess.ts"
@@ -29,7 +30,8 @@ const listenerScript = resolve(import.meta.dirname, "../support/mdnsListener.ts"
 const ms = (n: number) => `${n.toFixed(0)} ms`
 const spread = (values: ReadonlyArray<number>) => values.map(ms).join(", ")
 
-describe.skipIf(suite.skip)(suite.title, () => {
+// Each test starts up to 3 children one after another: its timeout holds those starts.
+describe.skipIf(suite.skip)(suite.title, { timeout: holdsStarts(3, 30_000) }, () => {
   let net: NetnsHosts | undefined
   let running: Array<{ host: Host; proc: JsonLineProcess }> = []
 
@@ -57,7 +59,7 @@ describe.skipIf(suite.skip)(suite.title, () => {
     }
     const proc = net!.exec(host, [mdnsChildScript, JSON.stringify({ options, allowedPrefixes: [`${net!.net}.`, "127."] })])
     running.push({ host, proc })
-    const line = await proc.log.waitFor((d) => d.type === "ready" || d.type === "fatal" || d.type === "exit", 10_000, `${host.name} to start`)
+    const line = await proc.log.waitFor((d) => d.type === "ready" || d.type === "fatal" || d.type === "exit", CHILD_START_MS, `${host.name} to start`)
     if (line.data.type !== "ready") throw new Error(`${host.name} did not start: ${JSON.stringify(line.data)} ${proc.stderr}`)
     expect(line.data.hostname).toBe(host.name)
     return { host, proc }
@@ -101,7 +103,7 @@ describe.skipIf(suite.skip)(suite.title, () => {
     running.push({ host: hostile, proc })
     // Its start (a node process in the namespace) is not what the tests time: under CI's load it took
     // more than the 3 s they give discovery (a run at load 15 timed out with the announcer not yet up).
-    await proc.log.waitFor((d) => d.type === "ready" || d.type === "fatal" || d.type === "exit", 10_000, `${hostile.name} to start`)
+    await proc.log.waitFor((d) => d.type === "ready" || d.type === "fatal" || d.type === "exit", CHILD_START_MS, `${hostile.name} to start`)
     return hostile
   }
 
@@ -202,7 +204,7 @@ describe.skipIf(suite.skip)(suite.title, () => {
     const browserHost = net!.host(1)
     const browser = net!.exec(browserHost, [mdnsChildScript, JSON.stringify({ options: { mesh: "test", node: browserHost.name, interface: browserHost.address }, manualClock: true, allowedPrefixes })])
     running.push({ host: browserHost, proc: browser })
-    await browser.log.waitFor((d) => d.type === "ready", 10_000, "h1 to start")
+    await browser.log.waitFor((d) => d.type === "ready", CHILD_START_MS, "h1 to start")
     // h2 has IPv4 and IPv6 on eth0 and eth1, both on the bridge, and names no interface: the kernel picks where it sends from.
     const dual = net!.host(2)
     const undo = await net!.addSecondInterface(dual)
@@ -238,7 +240,7 @@ describe.skipIf(suite.skip)(suite.title, () => {
     const options = { mesh: "test", node: host.name, browse: false, announce: [{ service: "catalog", port, zone }] }
     const proc = net!.exec(host, [mdnsChildScript, JSON.stringify({ options, allowedPrefixes: [`${net!.net}.`, "127."] })])
     running.push({ host, proc })
-    await proc.log.waitFor((d) => d.type === "ready", 10_000, "h2 to start")
+    await proc.log.waitFor((d) => d.type === "ready", CHILD_START_MS, "h2 to start")
     return proc
   }
   const updatesOf = (proc: JsonLineProcess, from: number) => proc.log.lines.slice(from).map((l) => reportedUpdate(l.data)).filter((u) => u !== undefined)

@@ -13,6 +13,7 @@
 import { execFileSync, spawnSync } from "node:child_process"
 import { resolve } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { CHILD_START_MS, holdsStarts } from "../support/childStart.ts"
 import { type Host, NetnsHosts, probeRootNetns } from "../support/netnsHosts.ts"
 import { assertCapability, type Capability, gate, inCi, type JsonLineProcess, type Line } from "../support/netnsProcess.ts"
 
@@ -57,12 +58,12 @@ describe.skipIf(suite.skip)(suite.title, () => {
     net = await NetnsHosts.create(3)
     for (const host of net.hosts) {
       const proc = net.exec(host, [agentScript], `${host.name}-agent`)
-      const line = await proc.log.waitFor((d) => d.type === "app" || d.type === "exit", 10_000, `${host.name}'s app to listen`)
+      const line = await proc.log.waitFor((d) => d.type === "app" || d.type === "exit", CHILD_START_MS, `${host.name}'s app to listen`)
       if (line.data.type !== "app") throw new Error(`${host.name}'s agent did not start: ${proc.stderr}`)
       expect(line.data.hostname).toBe(host.name)
       agents.set(host.index, { proc, appPort: line.data.port as number })
     }
-  }, 30_000)
+  }, holdsStarts(3, 10_000))
 
   afterAll(async () => {
     await Promise.all([...sidecars.values(), ...agents.values()].map(({ proc }) => proc.close()))
@@ -104,7 +105,7 @@ describe.skipIf(suite.skip)(suite.title, () => {
       "3s"
     ]
     const proc = net!.exec(h, args, `${h.name}-sidecar`)
-    const ready = await proc.log.waitFor((d) => d.event === "sidecar-ready" || d.type === "exit", 15_000, `${h.name}'s sidecar to be ready`)
+    const ready = await proc.log.waitFor((d) => d.event === "sidecar-ready" || d.type === "exit", CHILD_START_MS, `${h.name}'s sidecar to be ready`)
     if (ready.data.event !== "sidecar-ready") throw new Error(`${h.name}'s sidecar did not start: ${JSON.stringify(ready.data)} ${proc.stderr}`)
     expect(ready.data.inbound).toMatch(new RegExp(`^${h.address.replaceAll(".", "\\.")}:\\d+$`))
     const sidecar = { proc, ready, outbound: String(ready.data.outbound), admin: String(ready.data.adminControl) }
@@ -168,7 +169,7 @@ describe.skipIf(suite.skip)(suite.title, () => {
     const counts = Object.fromEntries([2, 3].map((i) => [host(i).name, answers.filter((a) => a.body === `from ${host(i).name}`).length]))
     expect(Object.values(counts).reduce((a, b) => a + b, 0)).toBe(20)
     console.log(`[multihost sidecars] new service: ${report.join("; ")}; 20 calls from host1 answered by ${JSON.stringify(counts)}`)
-  }, 40_000)
+  }, holdsStarts(3, 25_000))
 
   it("a drained catalog (SIGTERM, goodbye) is dropped from host1's view at once", async () => {
     await ensureCatalog(2)
@@ -193,7 +194,7 @@ describe.skipIf(suite.skip)(suite.title, () => {
     console.log(
       `[multihost sidecars] drain: dropped on host1 ${ms(dropped.at - sent)} after SIGTERM, sidecar exited 0 after ${ms(exitedMs)}; restarted and listed again after ${ms(performance.now() - rejoin)}`
     )
-  }, 40_000)
+  }, holdsStarts(2, 25_000))
 
   it("a SIGKILLed catalog is dropped from host1's view within 5 s", async () => {
     await ensureCatalog(3)
@@ -213,7 +214,7 @@ describe.skipIf(suite.skip)(suite.title, () => {
     console.log(
       `[multihost sidecars] SIGKILL: dropped on host1 ${ms(dropped.at - killed)} after the kill; restarted and listed again after ${ms(performance.now() - rejoin)}`
     )
-  }, 40_000)
+  }, holdsStarts(2, 25_000))
 
   it("an unplugged host is dropped within 5 s and rejoins when plugged back", async () => {
     await ensureCatalog(2)
@@ -238,7 +239,7 @@ describe.skipIf(suite.skip)(suite.title, () => {
     console.log(
       `[multihost sidecars] unplug: dropped on host1 ${ms(dropped.at - unplugged)} after the unplug; listed again ${ms(back.at - replugged)} after the replug, answering ${ms(used.at - replugged)} after it`
     )
-  }, 40_000)
+  }, holdsStarts(2, 25_000))
 
   it.skipIf(lossGate.skip)(lossGate.title, async () => {
     assertCapability(nftCapability, `nft (apt nftables${inCi ? ", installed by .ci/run" : ""}) for the packet-loss test`)
@@ -292,5 +293,5 @@ describe.skipIf(suite.skip)(suite.title, () => {
     } finally {
       spawnSync("ip", ["netns", "exec", net!.switchNs, "nft", "delete", "table", "bridge", table], { stdio: "ignore" })
     }
-  }, 60_000)
+  }, holdsStarts(3, 30_000))
 })

@@ -5,12 +5,13 @@
 import { execFile } from "node:child_process"
 import { resolve } from "node:path"
 import { describe, expect, it } from "vitest"
+import { CHILD_START_MS, holdsStarts } from "../support/childStart.ts"
 
 const root = resolve(import.meta.dirname, "../..")
 
 const run = (file: string): Promise<{ code: number | null; stdout: string; stderr: string }> =>
   new Promise((done) => {
-    execFile(process.execPath, [resolve(root, file)], { cwd: root, timeout: 20_000 }, (error, stdout, stderr) =>
+    execFile(process.execPath, [resolve(root, file)], { cwd: root, timeout: CHILD_START_MS }, (error, stdout, stderr) =>
       done({ code: error === null ? 0 : typeof error.code === "number" ? error.code : null, stdout, stderr })
     )
   })
@@ -25,5 +26,5 @@ describe("examples", () => {
     expect(stdout).toContain("temperature paris: 14")
     expect(stdout).toContain("forecast oslo: 4,5,6")
     expect(stdout).toContain("temperature atlantis: UnknownCity atlantis")
-  })
+  }, holdsStarts(1, 5000))
 })

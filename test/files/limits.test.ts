@@ -15,6 +15,7 @@ import { ask, connect, taskId } from "../../src/files/transfer.ts"
 import { upload } from "../../src/files/upload.ts"
 import { encodeChecksumRequest, encodeUploadRequest, FilePath } from "../../src/files/wire.ts"
 import { IipServer } from "../../src/iip/server.ts"
+import { holdsStarts } from "../support/childStart.ts"
 import { Cleanup, frame, RawClient } from "../support/iipRaw.ts"
 import { randomFile, runCli, sha256, sha256File, startFileServer, tempDir } from "./support.ts"
 
@@ -356,7 +357,7 @@ describe("iip-mesh file-server --max-file-size --quota --max-entries --partial-m
     expect(await uploadFails(port, join(local, "small.bin"), "d/small.bin")).toBe(
       `the server answered with error -1: "d/small.bin" needs a new file, past this server's limit of 3 files and directories under its root (3 held)`
     )
-  })
+  }, holdsStarts(3, 10_000))
 
   it("--max-unfinished bounds the unfinished uploads: the upload past it is refused with the server's reason", async () => {
     const root = tempDir(cleanup, "root")
@@ -372,27 +373,27 @@ describe("iip-mesh file-server --max-file-size --quota --max-entries --partial-m
     expect(refused.stderr).toBe(
       `iip-mesh upload: the server answered with error -1: "small.bin" would be a new unfinished upload, past this server's limit of 1 unfinished uploads (1 held): finish one, or let abandoned ones expire\n`
     )
-  })
+  }, holdsStarts(2, 10_000))
 
   it("a bad size is one line on stderr and exit code 1", async () => {
     const root = tempDir(cleanup, "root")
     const run = await runCli(cleanup, ["file-server", "--root", root, "--listen", "127.0.0.1:0", "--quota", "lots"])
     expect(run.code).toBe(1)
     expect(run.stderr).toBe(`iip-mesh file-server: expected a size like 4GiB, 512MiB or a number of bytes, got "lots"\n`)
-  })
+  }, holdsStarts(1, 10_000))
 
   it("a count out of range is one line on stderr naming its flag, and exit code 1", async () => {
     const root = tempDir(cleanup, "root")
     const run = await runCli(cleanup, ["file-server", "--root", root, "--listen", "127.0.0.1:0", "--max-entries", "0"])
     expect(run.code).toBe(1)
     expect(run.stderr).toBe(`iip-mesh file-server: --max-entries must be a whole number from 1 to ${Number.MAX_SAFE_INTEGER}, not 0\n`)
-  })
+  }, holdsStarts(1, 10_000))
 
   it("--max-unfinished out of range names its flag too", async () => {
     const root = tempDir(cleanup, "root")
     const run = await runCli(cleanup, ["file-server", "--root", root, "--listen", "127.0.0.1:0", "--max-unfinished", "-1"])
     expect(run.code).toBe(1)
     expect(run.stderr).toBe(`iip-mesh file-server: --max-unfinished must be a whole number from 0 to ${Number.MAX_SAFE_INTEGER}, not -1\n`)
-  })
+  }, holdsStarts(1, 10_000))
 })
 

@@ -12,6 +12,7 @@ import { download } from "../../src/files/download.ts"
 import { openRoot, serveFiles } from "../../src/files/server.ts"
 import { upload } from "../../src/files/upload.ts"
 import { IipServer } from "../../src/iip/server.ts"
+import { CHILD_START_MS, holdsStarts } from "../support/childStart.ts"
 import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { kill9, main, randomFile, runCli, sha256, sha256File, startCli, startFileServer, tempDir } from "./support.ts"
 
@@ -56,7 +57,7 @@ describe("a SIGKILLed file server", () => {
     expect(firstSeen[0]).toBe(saved)
     expect(result).toMatchObject({ bytes: content.length, verified: true, sha256: sha256(content) })
     expect(sha256File(localPath)).toBe(sha256(content))
-  })
+  }, holdsStarts(2, 15_000))
 
   it("upload: the restarted server's unfinished upload is continued, not restarted, and the file ends byte-identical", async () => {
     const root = tempDir(cleanup, "root")
@@ -86,7 +87,7 @@ describe("a SIGKILLed file server", () => {
     expect(result.resumedFrom).toBe(saved)
     expect(result).toMatchObject({ bytes: content.length, verified: true, sha256: sha256(content) })
     expect(sha256File(join(root, "up", "big.bin"))).toBe(sha256(content))
-  })
+  }, holdsStarts(2, 15_000))
 })
 
 describe("the CLI", () => {
@@ -153,14 +154,14 @@ describe("the CLI", () => {
       stdout: "",
       stderr: `iip-mesh upload: the server answered with error -1: path refused: "../f.bin" contains '..'\n`
     })
-  })
+  }, holdsStarts(2, 10_000))
 
   it("file-server refuses a root that is not a directory in one line", async () => {
     const file = join(tempDir(cleanup, "notdir"), "file")
     writeFileSync(file, "x")
     const run = await runCli(cleanup, ["file-server", "--root", file, "--listen", "127.0.0.1:0"])
     expect(run).toMatchObject({ code: 1, stdout: "", stderr: `iip-mesh file-server: root ${JSON.stringify(file)} is not a directory\n` })
-  })
+  }, holdsStarts(1, 10_000))
 
   it("on a terminal, a download draws its progress (bytes, rate, time left) on stderr before the result", async () => {
     const root = tempDir(cleanup, "root")
@@ -173,9 +174,9 @@ describe("the CLI", () => {
     cleanup.add(() => script.kill("SIGKILL"))
     let output = ""
     script.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()))
-    const code = await withTimeout(new Promise((exited) => script.once("close", exited)), 20_000, "the download under script")
+    const code = await withTimeout(new Promise((exited) => script.once("close", exited)), CHILD_START_MS, "the download under script")
     expect(code).toBe(0)
     expect(output).toMatch(/\r8\.0 MiB \/ 8\.0 MiB \(100%\) {2}[\d.]+ [KMG]iB\/s {2}0:00 left\x1b\[K/)
     expect(output).toMatch(/\r\x1b\[Kdownloaded big\.bin -> .*\(verified by the server\)\r?\n$/)
-  })
+  }, holdsStarts(1, 10_000))
 })

@@ -10,6 +10,7 @@ import { createHash, randomBytes } from "node:crypto"
 import { mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
+import { CHILD_START_MS } from "../support/childStart.ts"
 import { type Cleanup, frame, type RawPacket, RawParser, startRawServer, withTimeout } from "../support/iipRaw.ts"
 
 export const main = resolve(import.meta.dirname, "../../src/cli/main.ts")
@@ -46,7 +47,7 @@ export const startCli = (cleanup: Cleanup, args: ReadonlyArray<string>): { reado
   return { child, done }
 }
 
-export const runCli = (cleanup: Cleanup, args: ReadonlyArray<string>, timeoutMs = 20_000): Promise<CliRun> =>
+export const runCli = (cleanup: Cleanup, args: ReadonlyArray<string>, timeoutMs = CHILD_START_MS): Promise<CliRun> =>
   withTimeout(startCli(cleanup, args).done, timeoutMs, `iip-mesh ${args[0]}`)
 
 /** `iip-mesh file-server --root ROOT --listen 127.0.0.1:0 [extra]` as a child; resolves once it printed its port. */
@@ -66,7 +67,7 @@ export const startFileServer = async (
       })
       void done.then((run) => failed(new Error(`file-server exited (${run.code ?? run.signal}): ${run.stderr}`)))
     }),
-    15_000,
+    CHILD_START_MS,
     "the file server to listen"
   )
   return { child, port }

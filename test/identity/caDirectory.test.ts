@@ -17,6 +17,7 @@ import { finishRotation, initCa, loadIssuingCa, renewIntermediate, rotateCa, swi
 import { generateKeyPair, issueLeaf } from "../../src/identity/certificates.ts"
 import { spiffeIdOfCertificate } from "../../src/identity/spiffe.ts"
 import { certificatesOfPem } from "../../src/identity/trustBundle.ts"
+import { CHILD_START_MS, holdsStarts } from "../support/childStart.ts"
 
 const main = resolve(import.meta.dirname, "../../src/cli/main.ts")
 const work = mkdtempSync(join(tmpdir(), "iip-mesh-ca-test-"))
@@ -24,7 +25,7 @@ afterAll(() => rmSync(work, { recursive: true, force: true }))
 
 const cli = (...args: Array<string>) =>
   new Promise<{ code: number; stdout: string; stderr: string }>((done) => {
-    execFile(process.execPath, [main, ...args], { timeout: 20_000 }, (error, stdout, stderr) => done({ code: error === null ? 0 : Number(error.code ?? 1), stdout, stderr }))
+    execFile(process.execPath, [main, ...args], { timeout: CHILD_START_MS }, (error, stdout, stderr) => done({ code: error === null ? 0 : Number(error.code ?? 1), stdout, stderr }))
   })
 
 const read = (dir: string, name: string) => readFileSync(join(dir, name), "utf8")
@@ -83,7 +84,7 @@ describe("iip-mesh ca", () => {
     expect(again.code).toBe(1)
     expect(again.stderr).toMatch(/holds a CA already/)
     expect(read(dir, "root.pem")).toBe(root.toString())
-  })
+  }, holdsStarts(2, 10_000))
 
   it("renew-intermediate: a new intermediate under the same root; the bundle stays, old and new leaves verify each other", async () => {
     const before = { root: read(dir, "root.pem"), bundle: read(dir, "bundle.pem"), intermediate: read(dir, "intermediate.pem") }
@@ -100,7 +101,7 @@ describe("iip-mesh ca", () => {
     expect(intermediate.subjectAltName).toBe("URI:spiffe://shop.example")
     const newLeaf = await leafUnder(dir, "spiffe://shop.example/svc/pricing")
     expect(await mutualTls(oldLeaf, newLeaf, before.bundle)).toMatchObject({ ok: true })
-  })
+  }, holdsStarts(1, 10_000))
 
   it("rotate: a two-root bundle carries mutual TLS between a leaf under the old root and one under the new; finish-rotation drops the old", async () => {
     const oldLeaf = await leafUnder(dir, "spiffe://shop.example/svc/catalog")
@@ -130,7 +131,7 @@ describe("iip-mesh ca", () => {
     expect(certificatesOfPem(after)).toStrictEqual([read(dir, "root.pem")])
     expect(await mutualTls(newLeaf, oldLeaf, after)).toMatchObject({ ok: false })
     expect(await mutualTls(newLeaf, await leafUnder(dir, "spiffe://shop.example/svc/storefront"), after)).toMatchObject({ ok: true })
-  })
+  }, holdsStarts(3, 10_000))
 
   it("rotate keeps the issuer signing under the old root: a sidecar that holds only the old root still completes mTLS with a leaf signed after the issuer re-read the directory; switch-intermediate then moves signing to the new root", async () => {
     const order = join(work, "order")
@@ -215,5 +216,5 @@ describe("iip-mesh ca", () => {
     expect(result.code).toBe(1)
     expect(result.stderr).toMatch(/not a trust domain/)
     expect(existsSync(join(work, "bad"))).toBe(false)
-  })
+  }, holdsStarts(1, 10_000))
 })

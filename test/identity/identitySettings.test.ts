@@ -11,6 +11,7 @@ import { parseFlags } from "../../src/config/flags.ts"
 import { type ConfigInvalid, loadSidecarConfig } from "../../src/config/loadSidecarConfig.ts"
 import type { SidecarConfig } from "../../src/config/sidecarConfig.ts"
 import { initCa } from "../../src/identity/caDirectory.ts"
+import { holdsStarts } from "../support/childStart.ts"
 import { audience, makeIssuingCa, startFakeApiServer, startIssuer, trustDomain } from "../support/identityTest.ts"
 import { killIfRunning, type SidecarProcess, spawnSidecarProcess } from "../support/sidecarProcess.ts"
 
@@ -74,7 +75,7 @@ describe("iip-mesh sidecar with identity settings", () => {
     // Its bundle refreshes (the CA directory's bundle.pem here) are counted on /metrics, by result.
     const metrics = await (await fetch(`http://${(await sidecar.ready).admin}/metrics`)).text()
     for (const result of ["updated", "unchanged", "failed", "refused"]) expect(metrics).toContain(`iip_mesh_trust_bundle_refreshes_total{result="${result}"} 0`)
-  })
+  }, holdsStarts(1, 10_000))
 
   it("--identity-token-file: a projected ServiceAccount token earns the account's identity, whatever the service is called", async () => {
     const ca = await makeIssuingCa()
@@ -95,11 +96,11 @@ describe("iip-mesh sidecar with identity settings", () => {
       await issuer.stop()
       await api.close()
     }
-  })
+  }, holdsStarts(1, 10_000))
 
   it("a development CA directory that holds no CA stops the start with one clear line, exit 2", async () => {
     sidecar = spawnSidecarProcess(["--service", "catalog", "--outbound", "127.0.0.1:0", "--inbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--identity-dev-ca-dir", join(work, "nothing-here")])
     await expect(sidecar.ready).rejects.toThrow(/exited with 2/)
     expect(sidecar.stderr()).toMatch(/^iip-mesh sidecar: identityDevCaDir: cannot read .*intermediate\.pem: ENOENT\n$/m)
-  })
+  }, holdsStarts(1, 10_000))
 })

@@ -8,6 +8,7 @@
 // handshake token refills while the test looks.
 import { resolve } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { CHILD_START_MS, holdsStarts } from "../support/childStart.ts"
 import { claimPrefix, probeIpv6Namespace, releasePrefix } from "../support/ipv6Prefix.ts"
 import { assertCapability, gate, JsonLineProcess } from "../support/netnsProcess.ts"
 
@@ -36,9 +37,9 @@ beforeAll(async () => {
   const { a, b, c, d } = addresses()
   const setup = ["ip link set lo up", ...[`${a}/64`, `${b}/64`, `${d}/64`, `${c}/64`].map((address) => `ip -6 addr add ${address} dev lo`)].join(" && ")
   agent = new JsonLineProcess("issuer-agent", "unshare", ["-rn", "sh", "-c", `${setup} && exec "$0" "$@"`, process.execPath, agentScript, prefix])
-  const ready = await agent.log.waitFor((data) => data.type === "ready" || data.type === "fatal" || data.type === "exit", 30_000, "the agent")
+  const ready = await agent.log.waitFor((data) => data.type === "ready" || data.type === "fatal" || data.type === "exit", CHILD_START_MS, "the agent")
   if (ready.data.type !== "ready") throw new Error(`agent failed: ${JSON.stringify(ready.data)} ${agent.stderr}`)
-}, 40_000)
+}, holdsStarts(1, 10_000))
 
 afterAll(async () => {
   await agent?.close()

@@ -21,6 +21,10 @@ import { Cleanup, deferred, frame, liveArrayBuffers, RawParser, startRawServer, 
 const KiB = 1024
 const MiB = 1024 * KiB
 const BODY = 64 * KiB
+// Each test waits up to 10 s for the congestion and 30 s for everything to settle (48 MiB through
+// loopback, slow on a loaded machine): its timeout holds both, so a slow run fails at the wait that
+// names what did not come, never at vitest's 30 s default.
+const TEST_MS = 10_000 + 30_000 + 10_000
 
 /** A 64 KiB body that names its sequence number: u32 BE seq, then the seq's low byte repeated. */
 const body = (seq: number): Buffer => {
@@ -130,7 +134,7 @@ describe("back-pressure against a peer that stops reading", () => {
       expect(outcome.answer!.readUInt32BE(0)).toBe(seq)
     }
     expect(c.stats).toEqual({ connections: 1, mesh: 0, channels: CHANNELS, pending: 0, queued: 0 })
-  })
+  }, TEST_MS)
 
   it("server: stops reading a client that does not read its answers, stays bounded, then delivers every answer in order", async () => {
     const TOTAL = 1000
@@ -205,5 +209,5 @@ describe("back-pressure against a peer that stops reading", () => {
     expect(events.filter((e) => e.event === "protocol-violation")).toEqual([])
     expect(server.connectionCount).toBe(1)
     expect(serverSessionOf(server, socket)!.connection.socket.isPaused()).toBe(false)
-  })
+  }, TEST_MS)
 })

@@ -15,6 +15,7 @@ import { IipClient } from "../../src/iip/client.ts"
 import { IipServer } from "../../src/iip/server.ts"
 import type { ClientChannel } from "../../src/mux/clientSession.ts"
 import { ConnectionClosed, RequestTimeout } from "../../src/mux/errors.ts"
+import { CHILD_START_MS, holdsStarts } from "../support/childStart.ts"
 import { Cleanup, deferred, frame, RawParser, startRawServer, waitFor, withTimeout } from "../support/iipRaw.ts"
 
 const childScript = path.join(path.dirname(fileURLToPath(import.meta.url)), "../support/iipServerChild.ts")
@@ -174,7 +175,7 @@ describe("IipClient when the server process is killed", () => {
     const messages: Array<Record<string, unknown>> = []
     const lines = readline.createInterface({ input: child.stdout! })
     lines.on("line", (line) => messages.push(JSON.parse(line) as Record<string, unknown>))
-    await waitFor(() => messages.some((m) => typeof m.port === "number") || child.exitCode !== null, 10_000, "the child server's port")
+    await waitFor(() => messages.some((m) => typeof m.port === "number") || child.exitCode !== null, CHILD_START_MS, "the child server's port")
     const port = messages.find((m) => typeof m.port === "number")?.port
     if (typeof port !== "number") throw new Error("the child server exited before listening")
     return { child, port, messages }
@@ -210,7 +211,7 @@ describe("IipClient when the server process is killed", () => {
     const slowest = Math.max(...settledAt.map((t) => t - killedAt))
     expect(slowest).toBeLessThan(500)
     expect(c.stats.pending).toBe(0)
-  })
+  }, holdsStarts(1, 25_000))
 })
 
 describe("IipClient facing a server that answers a request nobody made", () => {

@@ -9,6 +9,7 @@ import { join } from "node:path"
 import { promisify } from "node:util"
 import { afterAll, describe, expect, it } from "vitest"
 import { watchDocumentFile } from "../../src/iip/documentFile.ts"
+import { CHILD_START_MS, holdsStarts } from "../support/childStart.ts"
 
 const dir = mkdtempSync(join(tmpdir(), "iip-mesh-document-"))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
@@ -63,12 +64,12 @@ describe("watchDocumentFile", () => {
       `if (Result.isSuccess(watched)) watched.success.close()`,
       `console.log(Result.isSuccess(watched) ? watched.success.current() : "failed")`
     ].join("\n")
-    const child = await promisify(execFile)(process.execPath, ["--input-type=module", "-e", script], { cwd: new URL("../..", import.meta.url).pathname, timeout: 30_000 }).then(
+    const child = await promisify(execFile)(process.execPath, ["--input-type=module", "-e", script], { cwd: new URL("../..", import.meta.url).pathname, timeout: CHILD_START_MS }).then(
       ({ stdout }) => ({ code: 0, stdout }),
       (error: { code?: number; stdout?: string }) => ({ code: error.code, stdout: error.stdout })
     )
     expect(child).toStrictEqual({ code: 0, stdout: "read\n" })
-  })
+  }, holdsStarts(1, 5000))
 })
 
 describe("readDocumentFile", () => {

@@ -11,12 +11,17 @@ import * as readline from "node:readline"
 import { fileURLToPath } from "node:url"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { ConnectionClosed } from "../../src/mux/errors.ts"
+import { CHILD_START_MS, holdsStarts } from "../support/childStart.ts"
 import { Cleanup, deferred, withTimeout } from "../support/iipRaw.ts"
 import { rejection, settle, startClient } from "../support/meshTest.ts"
 
 const childScript = path.join(path.dirname(fileURLToPath(import.meta.url)), "../support/meshServerChild.ts")
 
 type Message = Record<string, unknown>
+
+// The call made while the server is down waits through the restart, a child start: its timeout
+// holds one, so a slow start is not mistaken for a call given up early.
+const QUEUED_MS = CHILD_START_MS + 10_000
 
 describe("reconnect to a mesh server that was killed and restarted on the same port", () => {
   let cleanup: Cleanup
@@ -59,7 +64,7 @@ describe("reconnect to a mesh server that was killed and restarted on the same p
         timeoutMs,
         what
       )
-    const listening = await message((m) => typeof m.port === "number" || typeof m.error === "string", "the child server to listen")
+    const listening = await message((m) => typeof m.port === "number" || typeof m.error === "string", "the child server to listen", CHILD_START_MS)
     if (typeof listening.error === "string") throw new Error(`the child server could not listen: ${listening.error}`)
     const kill = async () => {
       child.kill("SIGKILL")
@@ -88,10 +93,10 @@ describe("reconnect to a mesh server that was killed and restarted on the same p
     expect(second.port).toBe(first.port)
     expect((await client.call("/echo", "after restart", { timeoutMs: 10_000 })).toString()).toBe("after restart")
     expect(client.stats).toMatchObject({ connections: 1, mesh: 1 })
-  }, 30_000)
+  }, holdsStarts(2, 40_000))
 
   // PROTOCOL.md §14: requests wait, within their timeout, while the client redials.
-  it("a call made while the server is down (timeoutMs 10_000) waits through redials and succeeds once the server is back on the same port", async () => {
+  it("a call made while the server is down (its timeout longer than the restart) waits through redials and succeeds once the server is back on the same port", async () => {
     const first = await startChild()
     const redialFailed = deferred()
     const client = startClient(cleanup, first.port, {
@@ -106,12 +111,12 @@ describe("reconnect to a mesh server that was killed and restarted on the same p
     await withTimeout(sessionClosed, 5000, "the client to see the close")
     expect(client.stats.connections).toBe(0)
 
-    const queued = settle(client.call("/echo", "queued while down", { timeoutMs: 10_000 }))
+    const queued = settle(client.call("/echo", "queued while down", { timeoutMs: QUEUED_MS }))
     // Restart only once the client has tried and failed at least once while the server was down.
     await withTimeout(redialFailed.promise, 5000, "a failed redial")
     const second = await startChild(first.port)
     expect(second.port).toBe(first.port)
-    const result = await withTimeout(queued, 15_000, "the queued call to settle")
+    const result = await withTimeout(queued, QUEUED_MS + 5000, "the queued call to settle")
     expect(result.ok ? result.value.toString() : `failed: ${String((result.error as { _tag?: unknown })._tag)}: ${(result.error as Error).message}`).toBe("queued while down")
-  }, 30_000)
+  }, holdsStarts(1, QUEUED_MS + 30_000))
 })

@@ -5,6 +5,8 @@ import { resolve } from "node:path"
 import { Writable } from "node:stream"
 import { describe, expect, it } from "vitest"
 import { lineWriter } from "../../src/iip/outputLines.ts"
+import { CHILD_START_MS, holdsStarts } from "../support/childStart.ts"
+import { withTimeout } from "../support/iipRaw.ts"
 
 const outputLines = resolve(import.meta.dirname, "../../src/iip/outputLines.ts")
 
@@ -103,7 +105,7 @@ describe("the process's own streams", () => {
     if (child.stdout !== null) child.stdout.destroy()
     let stderr = ""
     child.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
-    return new Promise((done) => child.once("close", () => done(stderr)))
+    return withTimeout(new Promise((done) => child.once("close", () => done(stderr))), CHILD_START_MS, "the writing process to finish")
   }
 
   it("a stdout that fails otherwise than with its reader gone (ENOSPC: a full disk) is not silenced", async () => {
@@ -113,9 +115,9 @@ describe("the process's own streams", () => {
     } finally {
       closeSync(full)
     }
-  })
+  }, holdsStarts(1, 5000))
 
   it("a stdout whose reader is gone (EPIPE) drops its lines quietly", async () => {
     expect(await run("pipe", 3)).toBe("")
-  })
+  }, holdsStarts(1, 5000))
 })

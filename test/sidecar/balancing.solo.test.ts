@@ -24,6 +24,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import * as Admin from "../../src/admin/adminServer.ts"
 import type { SidecarConfig } from "../../src/config/sidecarConfig.ts"
 import type { AccessRecord } from "../../src/sidecar/outboundAccess.ts"
+import { CHILD_START_MS, holdsStarts } from "../support/childStart.ts"
 import { Cleanup, readUntil, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { type Answer, type App, call, captureAccessLog, echoed, echoRequest, progress, refusingAddress, timedCall, rawValues, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
 import type { EndpointView } from "../../src/balancer/serviceBalancer.ts"
@@ -69,7 +70,7 @@ const spawnInstance = async (cleanup: Cleanup, name: string, delayMs = 0): Promi
   })
   const first = await withTimeout(
     Promise.race([up, exited.then((): Record<string, unknown> => ({ error: "exited before it was up" }))]),
-    15_000,
+    CHILD_START_MS,
     `instance ${name} to start`
   )
   if (typeof first.inbound !== "string") throw new Error(`instance ${name} did not start: ${JSON.stringify(first)}`)
@@ -278,7 +279,7 @@ describe("SIGKILL one of three instances under steady load", () => {
         `${retried.length} requests retried (${retried.map((r) => `${r.attempts} tries, ${r.durationMs.toFixed(1)} ms`).join("; ")}); ` +
         `slowest overall ${slowestOf(outcomes)}; slowest sent after the kill ${slowestOf(after)}`
     )
-  }, 45_000)
+  }, holdsStarts(1, 30_000))
   afterAll(() => cleanup.run())
 
   it("no request fails: every one of them is answered 200", () => {
@@ -491,7 +492,7 @@ describe("balancing through real sidecars", () => {
     expect(answer.status).toBe(502)
     expect(answer.headers["x-iip-mesh-error"]).toBe("outbound; reason=connection_lost")
     expect(healthy.app.seen.filter((s) => s.url === path)).toStrictEqual([])
-  })
+  }, holdsStarts(1, 15_000))
 
   it("retries: a GET whose connection dies mid-request is retried on the other instance and answered 200", async () => {
     const victim = await spawnInstance(cleanup, "victim")
@@ -500,7 +501,7 @@ describe("balancing through real sidecars", () => {
     const { path, answer } = await holdOnVictimThenKill(a.outboundPort, victim, "GET")
     expect(`${answer.status} ${bodyOf(answer)}`).toBe("200 healthy")
     expect(healthy.app.seen.filter((s) => s.url === path).map((s) => s.method)).toStrictEqual(["GET"])
-  })
+  }, holdsStarts(1, 15_000))
 
   it("retries: a POST refused before it ran (nothing listening) goes to the other instance", async () => {
     const dead = await refusingAddress(cleanup)
@@ -527,7 +528,7 @@ describe("balancing through real sidecars", () => {
     expect(answer.status).toBe(502)
     expect(answer.headers["x-iip-mesh-error"]).toBe("outbound; reason=connection_lost")
     expect(healthy.app.seen.filter((s) => s.url === path)).toStrictEqual([])
-  })
+  }, holdsStarts(1, 15_000))
 
   it("deadlines: the far app gets an iip-timeout no larger than A's request timeout, or than the app's own shorter one", async () => {
     const instance = await startInstance(cleanup, "echo", echoRequest)

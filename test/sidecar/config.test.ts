@@ -13,6 +13,7 @@ import { pickerNames } from "../../src/balancer/serviceBalancer.ts"
 import { parseFlags } from "../../src/config/flags.ts"
 import { type ConfigInvalid, loadSidecarConfig, MAX_CONFIG_FILE_BYTES } from "../../src/config/loadSidecarConfig.ts"
 import type { SidecarConfig } from "../../src/config/sidecarConfig.ts"
+import { CHILD_START_MS, holdsStarts } from "../support/childStart.ts"
 import { withTimeout } from "../support/iipRaw.ts"
 
 const dir = mkdtempSync(join(tmpdir(), "iip-mesh-config-"))
@@ -494,7 +495,7 @@ describe("iip-mesh sidecar with a bad configuration", () => {
       let stderr = ""
       child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()))
       child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
-      const code = await withTimeout(new Promise<number | null>((done) => child.on("close", (c) => done(c))), 15_000, "the sidecar to exit")
+      const code = await withTimeout(new Promise<number | null>((done) => child.on("close", (c) => done(c))), CHILD_START_MS, "the sidecar to exit")
       expect(code).not.toBe(0)
       expect(code).not.toBeNull()
       expect(stdout).toBe("")
@@ -504,7 +505,7 @@ describe("iip-mesh sidecar with a bad configuration", () => {
     } finally {
       if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) process.kill(child.pid, "SIGKILL")
     }
-  })
+  }, holdsStarts(1, 5000))
 
   it("--mtls on without credentials exits 2 with one line saying what is missing", async () => {
     const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("IIP_MESH_")))
@@ -513,13 +514,13 @@ describe("iip-mesh sidecar with a bad configuration", () => {
     try {
       let stderr = ""
       child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
-      const code = await withTimeout(new Promise<number | null>((done) => child.on("close", (c) => done(c))), 15_000, "the sidecar to exit")
+      const code = await withTimeout(new Promise<number | null>((done) => child.on("close", (c) => done(c))), CHILD_START_MS, "the sidecar to exit")
       expect(code).toBe(2)
       expect(stderr).toBe("iip-mesh sidecar: --mtls on needs workload credentials (an identity issuer, or --tls-credentials-dir for tests and benches)\n")
     } finally {
       if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) process.kill(child.pid, "SIGKILL")
     }
-  })
+  }, holdsStarts(1, 5000))
 })
 
 describe("loadSidecarConfig: the inbound budgets and timeouts", () => {

@@ -11,6 +11,7 @@ import * as fs from "node:fs"
 import { Agent } from "node:http"
 import type * as http from "node:http"
 import { afterEach, describe, expect, it } from "vitest"
+import { holdsStarts } from "../support/childStart.ts"
 import { Cleanup, waitFor } from "../support/iipRaw.ts"
 import { spawnInstance } from "../support/meshInstance.ts"
 import { progress, sidecarConfig, startApp, startSidecar, timedCall } from "../support/sidecarHarness.ts"
@@ -127,6 +128,7 @@ describe("a peer that stops answering (SIGSTOP)", () => {
       // Once the connection is lost, B1 is not picked: requests go straight to B2.
       expect(afterDetection.length).toBeGreaterThan(50)
       expect(Math.max(...afterDetection.map((o) => o.endedAt - o.startedAt))).toBeLessThan(1000)
-    }, 60_000)
+      // B1's start (30 s at most), the load's and the freeze's own bounds.
+    }, holdsStarts(1, 60_000))
   }
 })

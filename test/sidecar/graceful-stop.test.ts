@@ -11,6 +11,7 @@ import type * as http from "node:http"
 import { afterEach, describe, expect, it } from "vitest"
 import * as Admin from "../../src/admin/adminServer.ts"
 import * as SidecarLive from "../../src/sidecar/sidecar.ts"
+import { holdsStarts } from "../support/childStart.ts"
 import { identity, rawMethod } from "../support/grpcRaw.ts"
 import { Cleanup, deferred, withTimeout } from "../support/iipRaw.ts"
 import { call, quietLog, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
@@ -132,7 +133,7 @@ describe("graceful stop", () => {
       cli.proc.kill("SIGTERM")
       const exit = await withTimeout(cli.exited, 10_000, "the sidecar to exit after SIGTERM")
       expect(exit, cli.stderr()).toStrictEqual({ code: 0, signal: null })
-    })
+    }, holdsStarts(1, 30_000))
 
     it("a CLI sidecar on --app-protocol h2c that served a gRPC call exits 0 on SIGTERM within its drain timeout, not at the call's deadline", async () => {
       const server = new grpc.Server()
@@ -164,7 +165,7 @@ describe("graceful stop", () => {
       const exit = await withTimeout(cli.exited, 10_000, "the sidecar to exit after SIGTERM")
       expect(exit, cli.stderr()).toStrictEqual({ code: 0, signal: null })
       expect(performance.now() - stoppedAt).toBeLessThan(3000)
-    })
+    }, holdsStarts(1, 30_000))
 
     it("on SIGTERM the CLI sidecar turns not ready, finishes the in-flight request with 200, then exits 0", async () => {
       const slow = slowApp()
@@ -196,6 +197,6 @@ describe("graceful stop", () => {
       expect(readyFalseAt).toBeLessThan(answeredAt)
       const exit = await withTimeout(cli.exited, 10_000, "the sidecar to exit after the drain")
       expect(exit, cli.stderr()).toStrictEqual({ code: 0, signal: null })
-    })
+    }, holdsStarts(1, 30_000))
   })
 })

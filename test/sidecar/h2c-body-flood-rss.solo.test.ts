@@ -14,6 +14,7 @@ import * as http from "node:http"
 import * as http2 from "node:http2"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { memoryOf, spawnBuiltSidecar } from "../support/builtSidecar.ts"
+import { CHILD_START_MS } from "../support/childStart.ts"
 import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { LOOPBACK, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
 import { killIfRunning, portOf } from "../support/sidecarProcess.ts"
@@ -121,7 +122,7 @@ describe("A's memory under a flood of h2c uploads nobody reads", () => {
     })
     let pollerOut = ""
     poller.stdout!.on("data", (chunk: Buffer) => (pollerOut += chunk.toString()))
-    await waitFor(() => pollerOut.includes("polling"), 10_000, "the health poller to start")
+    await waitFor(() => pollerOut.includes("polling"), CHILD_START_MS, "the health poller to start")
     const cpuBefore = cpuOf(pid)
 
     const body = Buffer.alloc(BODY, 0x61)

@@ -9,6 +9,7 @@
 import { afterEach, describe, expect, it } from "vitest"
 import type { IipClient } from "../../src/iip/client.ts"
 import { busyWait } from "../support/busyWait.ts"
+import { holdsStarts } from "../support/childStart.ts"
 import { Cleanup, waitFor } from "../support/iipRaw.ts"
 import { spawnInstance } from "../support/meshInstance.ts"
 import { call, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
@@ -74,5 +75,6 @@ describe("slow tries when this process stalls", () => {
     expect(`${answer!.status} ${answer!.body.toString()}`).toBe(`200 ${state.stalledOn}`)
     await waitFor(() => registry.view()[0]!.endpoints.every((e) => e.pending === 0), 5000, "no try in flight")
     expect(registry.view()[0]!.endpoints.map((e) => e.failures)).toStrictEqual([0, 0])
-  }, 40_000)
+    // Two instance starts (30 s each at most: meshInstance.ts) and the test's own bounds.
+  }, holdsStarts(2, 30_000))
 })

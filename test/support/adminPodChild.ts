@@ -6,6 +6,7 @@
 import { spawn } from "node:child_process"
 import * as http from "node:http"
 import { resolve } from "node:path"
+import { CHILD_START_MS } from "./childStart.ts"
 
 interface Probe {
   readonly address: string
@@ -18,11 +19,12 @@ const main = resolve(import.meta.dirname, "../../src/cli/main.ts")
 const sidecar = spawn(process.execPath, [main, "sidecar", ...args], { stdio: ["ignore", "pipe", "pipe"] })
 let stderr = ""
 sidecar.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
+// The sidecar's start, then the probes (3 s each at most).
 const bail = setTimeout(() => {
   process.stdout.write(`${JSON.stringify({ error: "timed out", stderr })}\n`)
   sidecar.kill("SIGKILL")
   process.exit(1)
-}, 20_000)
+}, CHILD_START_MS + 20_000)
 
 const get = (probe: Probe) =>
   new Promise<number | string>((done) => {

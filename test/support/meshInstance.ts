@@ -4,6 +4,7 @@ import { type ChildProcess, spawn } from "node:child_process"
 import * as path from "node:path"
 import * as readline from "node:readline"
 import { fileURLToPath } from "node:url"
+import { CHILD_START_MS } from "./childStart.ts"
 import { type Cleanup, withTimeout } from "./iipRaw.ts"
 
 const childScript = path.join(path.dirname(fileURLToPath(import.meta.url)), "meshInstanceChild.ts")
@@ -19,7 +20,7 @@ export const spawnInstance = async (cleanup: Cleanup, name: string, delayMs = 0)
   const up = new Promise<Record<string, unknown>>((done) => {
     readline.createInterface({ input: child.stdout! }).once("line", (line) => done(JSON.parse(line) as Record<string, unknown>))
   })
-  const first = await withTimeout(Promise.race([up, exited.then((): Record<string, unknown> => ({ error: "exited" }))]), 15_000, `instance ${name} to start`)
+  const first = await withTimeout(Promise.race([up, exited.then((): Record<string, unknown> => ({ error: "exited" }))]), CHILD_START_MS, `instance ${name} to start`)
   if (typeof first.inbound !== "string") throw new Error(`instance ${name} did not start: ${JSON.stringify(first)}`)
   return { inbound: first.inbound, pid: child.pid! }
 }

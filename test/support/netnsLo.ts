@@ -3,6 +3,7 @@
 // machine's own namespace). A supervisor (netnsSupervisor.ts) inside starts the processes there.
 import { spawnSync } from "node:child_process"
 import { resolve } from "node:path"
+import { CHILD_START_MS } from "./childStart.ts"
 import { type Capability, JsonLineProcess, LineLog } from "./netnsProcess.ts"
 
 const here = import.meta.dirname
@@ -68,7 +69,7 @@ export class LoopbackNamespace {
     supervisor.log.listeners.add((line) => {
       if (typeof line.data.id === "string") ns.children.get(line.data.id)?.log.push(line.data)
     })
-    const ready = supervisor.log.waitFor((data) => data.type === "supervisor-ready" || data.type === "fatal" || data.type === "exit", 15_000, "the supervisor")
+    const ready = supervisor.log.waitFor((data) => data.type === "supervisor-ready" || data.type === "fatal" || data.type === "exit", CHILD_START_MS, "the supervisor")
     try {
       const line = await ready
       if (line.data.type !== "supervisor-ready") throw new Error(`supervisor failed: ${JSON.stringify(line.data)} ${supervisor.stderr}`)

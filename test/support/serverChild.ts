@@ -5,6 +5,7 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import * as readline from "node:readline"
 import { fileURLToPath } from "node:url"
+import { CHILD_START_MS } from "./childStart.ts"
 import { type Cleanup, waitFor, withTimeout } from "./iipRaw.ts"
 
 /** `script` (a file name in test/support) in a child process; resolves with its port and pid once it listens. */
@@ -19,7 +20,7 @@ export const startServerChild = async (cleanup: Cleanup, script: string): Promis
   const first = new Promise<Record<string, unknown>>((resolve) => {
     readline.createInterface({ input: child.stdout! }).once("line", (line) => resolve(JSON.parse(line) as Record<string, unknown>))
   })
-  const listening = await withTimeout(Promise.race([first, exited.then((): Record<string, unknown> => ({ error: "exited" }))]), 15_000, `${script} to listen`)
+  const listening = await withTimeout(Promise.race([first, exited.then((): Record<string, unknown> => ({ error: "exited" }))]), CHILD_START_MS, `${script} to listen`)
   if (typeof listening.port !== "number") throw new Error(`${script} did not listen: ${JSON.stringify(listening)}`)
   return { port: listening.port, pid: child.pid! }
 }

@@ -4,6 +4,7 @@
 // first stdout line, the sidecar-ready JSON, or fails with stderr if the process exits first.
 import { type ChildProcess, spawn } from "node:child_process"
 import { resolve } from "node:path"
+import { CHILD_START_MS } from "./childStart.ts"
 import { withTimeout } from "./iipRaw.ts"
 
 const main = resolve(import.meta.dirname, "../../src/cli/main.ts")
@@ -56,7 +57,7 @@ export const spawnSidecarProcess = (
       })
       proc.once("exit", (code) => failed(new Error(`sidecar exited with ${code} before it was ready: ${stderr}`)))
     }),
-    15_000,
+    CHILD_START_MS,
     "the sidecar-ready line"
   )
   return { proc, ready, exited, stderr: () => stderr }

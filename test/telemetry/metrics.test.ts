@@ -6,7 +6,7 @@
 import { describe, expect, it } from "vitest"
 import { Discovery } from "../../src/discovery/discovery.ts"
 import { type EndpointUpdate, MaxEndpointsPerService } from "../../src/discovery/types.ts"
-import { makeMetrics } from "../../src/telemetry/metrics.ts"
+import { makeMetrics, MaxEndpointSeries } from "../../src/telemetry/metrics.ts"
 import { histogram, parsePrometheusText, samples, sum, value } from "../support/prometheusText.ts"
 
 const scrape = async (metrics: ReturnType<typeof makeMetrics>) => {
@@ -147,6 +147,27 @@ describe("mesh metrics", () => {
       expect(sum(m, name), name).toBe(5000)
       expect(value(m, name, { service: "_other", endpoint: "_other" }), name).toBeGreaterThan(0)
     }
+  })
+
+  it("bounds the endpoint series of requests and durations: endpoint names a hostile source rotates through over time (an mDNS host moving ports) end in the service's _other, every request counted", async () => {
+    const metrics = makeMetrics()
+    const web = metrics.service("outbound", "web")
+    const other = metrics.service("outbound", "catalog")
+    // Discovery bounds the endpoints listed at once, not those listed one after another: 5,000 names, one request each.
+    for (let i = 0; i < 5000; i++) {
+      web.requestStarted()
+      web.requestFinished(`10.77.${i >> 8}.${i & 255}:${1024 + (i % 7)}`, "GET", 200, 0.003)
+    }
+    other.requestStarted()
+    other.requestFinished("10.0.0.9:4143", "GET", 200, 0.003)
+    const m = await scrape(metrics)
+    const requests = samples(m, "iip_mesh_requests_total")
+    expect(requests.length).toBeLessThanOrEqual(MaxEndpointSeries + 2)
+    expect(sum(m, "iip_mesh_requests_total")).toBe(5001)
+    expect(value(m, "iip_mesh_requests_total", { direction: "outbound", service: "web", endpoint: "_other", method: "GET", code: "200" })).toBeGreaterThan(0)
+    // A service's _other takes what is past the budget; the series it had keep counting as they were.
+    expect(histogram(m, "iip_mesh_request_duration_seconds", { direction: "outbound", service: "web", endpoint: "10.77.0.0:1024" }).count).toBe(1)
+    expect(samples(m, "iip_mesh_request_duration_seconds_count").length).toBeLessThanOrEqual(MaxEndpointSeries + 2)
   })
 
   it("caps the services per direction; the rest count as _other", async () => {

@@ -13,7 +13,8 @@ import { failure, type IipServer } from "../../src/iip/server.ts"
 import { HttpAdapter, type HttpAdapterOptions } from "../../src/toolkit/httpAdapter.ts"
 import { decodeHttpHeader } from "../../src/toolkit/httpHeader.ts"
 import type { LoadBalanceClient } from "../../src/toolkit/loadBalanceClient.ts"
-import { Cleanup, deferred } from "../support/iipRaw.ts"
+import { CHILD_START_MS, holdsStarts } from "../support/childStart.ts"
+import { Cleanup, deferred, withTimeout } from "../support/iipRaw.ts"
 import { addressOf, deadPort, namedServer, startLb } from "./support.ts"
 
 interface Answer {
@@ -234,14 +235,14 @@ describe("HTTP adapter", () => {
     cleanup.add(() => bad.kill("SIGKILL"))
     let stderr = ""
     bad.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
-    const badExit = new Promise<number | null>((done) => bad.on("close", done))
+    const badExit = withTimeout(new Promise<number | null>((done) => bad.on("close", done)), CHILD_START_MS, "the refused http-adapter to exit")
     const child = spawn(
       process.execPath,
       [main, "http-adapter", "--listen", "127.0.0.1:0", "--route", `a\\.test=${addressOf(a)}#1`, "--route", `.*=${addressOf(b)}#2`],
       { stdio: ["ignore", "pipe", "pipe"] }
     )
     cleanup.add(() => child.kill("SIGKILL"))
-    const port = await new Promise<number>((found, failed) => {
+    const listening = new Promise<number>((found, failed) => {
       let out = ""
       child.stdout.on("data", (chunk: Buffer) => {
         out += chunk.toString()
@@ -250,11 +251,12 @@ describe("HTTP adapter", () => {
       })
       child.once("exit", (code) => failed(new Error(`http-adapter exited with ${code}`)))
     })
+    const port = await withTimeout(listening, CHILD_START_MS, "http-adapter to listen")
     expect((await request(port, { path: "/who", headers: { host: "a.test" } })).body).toBe("a")
     expect((await request(port, { path: "/who", headers: { host: "other" } })).body).toBe("b")
     expect(await badExit).toBe(1)
     expect(stderr).toBe(
       `iip-mesh http-adapter: --route ".*=${addressOf(a)}": invalid backend list "${addressOf(a)}": "${addressOf(a)}" has no weight (expected HOST:PORT#WEIGHT with WEIGHT an integer from 1 to 100)\n`
     )
-  })
+  }, holdsStarts(1, 10_000))
 })
