@@ -111,6 +111,8 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
   private ended = false
   private failure: Error | undefined
   private wake: (() => void) | undefined
+  /** Its reader waits on its own writer (drainedOrFailed): woken if the stream fails meanwhile. */
+  private drainWake: (() => void) | undefined = undefined
   private consumed = 0
   /** Nobody will read on (its request was answered): chunks are dropped and granted back as they come. */
   private discarded = false
@@ -365,7 +367,32 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
     if (this.ended) return
     this.failure = error
     this.ended = true
+    // Its reader waits for its caller to take bytes (a paused caller): what it holds goes now, not
+    // once that caller reads or the answer idle timeout cuts it, and the reader learns the failure.
+    const away = this.drainWake
+    if (away !== undefined) {
+      this.drainWake = undefined
+      this.dropUnread()
+      away()
+    }
     this.notify()
+  }
+
+  /**
+   * Waits for `drained` (its reader's own writer: the caller's socket, waited on between chunks),
+   * or less: a failure of the stream meanwhile (a deadline, its connection lost) drops what it holds
+   * unread at once and ends the wait, so the reader goes on to the failure (the iterators throw it).
+   */
+  drainedOrFailed(drained: Promise<void>): Promise<void> {
+    if (this.ended) return drained
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        if (this.drainWake === done) this.drainWake = undefined
+        resolve()
+      }
+      this.drainWake = done
+      drained.then(done, done)
+    })
   }
 
   /** Chunks the consumer keeps: each is its own to hold (its slab is never read into again). */

@@ -1,6 +1,6 @@
 // A's pool of streamed answers (--outbound-max-held-answer-bytes, streams.ts GrantingPool) after its
 // callers go mid-answer: HTTP/1.1 callers that read part and close, paused ones closed later, h2c
-// streams reset part-way, callers with a short deadline (iip-timeout) closed, and A's
+// streams reset part-way, callers with a short deadline (iip-timeout) left paused past it, and A's
 // connection to B lost under held answers. The gauges of the bytes held and of the windows
 // (held, and what B may still send) must come back to 0: the pool must not stay spent.
 import * as http from "node:http"
@@ -57,11 +57,15 @@ const waitHeld = async (admin: string, ok: (bytes: number) => boolean, what: str
   }
 }
 
-/** A raw HTTP/1.1 call at A that reads `readFirst` bytes of its answer, then pauses; resolves once it has. */
+/**
+ * A raw HTTP/1.1 call at A that reads `readFirst` bytes of its answer, then pauses; resolves once it
+ * has, or once its connection closed first (a short deadline may cut the answer before).
+ */
 const caller = (port: number, cleanup: Cleanup, readFirst: number, headers = ""): Promise<net.Socket> =>
   new Promise((resolve) => {
     const socket = net.connect(port, LOOPBACK)
     socket.on("error", () => {})
+    socket.on("close", () => resolve(socket))
     cleanup.add(() => socket.destroy())
     let read = 0
     const onData = (data: Buffer) => {
@@ -85,7 +89,7 @@ describe("A's streamed answers' pool when their callers go mid-answer", () => {
   })
   afterEach(() => cleanup.run())
 
-  it("callers closed (some with a short deadline), reset part-way and B's connection lost: the held bytes go back to 0", { timeout: 60_000 }, async () => {
+  it("callers closed, paused past a short deadline, reset part-way and B's connection lost: the held bytes go back to 0", { timeout: 60_000 }, async () => {
     const app = { open: new Set<http.ServerResponse>(), started: 0 }
     const server = await startApp(cleanup, (_req, res) => {
       app.started++
@@ -134,9 +138,9 @@ describe("A's streamed answers' pool when their callers go mid-answer", () => {
       }
       for (const s of paused) s.destroy()
       session.destroy()
-      // Closed too: a deadline that passes while its caller is paused leaves the failed answer's
-      // buffered bytes for the pipe, stuck in the caller's drain, until A's answer idle timeout.
-      for (const s of timed) s.destroy()
+      // The callers with a short deadline are left paused: their failed answers free what they held
+      // (answer-deadline-paused.test.ts), within the waits below, far under A's answer idle timeout.
+      cleanup.add(() => timed.forEach((s) => s.destroy()))
       await waitHeld(admin, (bytes) => bytes === 0, "the held bytes back to 0")
       // And their windows: nothing left committed (the pool not left spent).
       await waitHeld(admin, (bytes) => bytes === 0, "the windows back to 0", WINDOW)
