@@ -98,7 +98,20 @@ export interface GrantingPool extends UnreadPool {
   readonly window: number
   readonly grantsHeldAbove: number
   committed: number
+  /** Its clock, in ms (performance.now; a test's own): a stream judges its window by the time half of it took. */
+  readonly now: () => number
 }
+
+/** Where a stream reads its connection's round trip (MeshSession.lastRttMs: its keep-alive pings' last). */
+export interface RoundTrip {
+  readonly lastRttMs: number | undefined
+}
+
+/**
+ * The round trip a stream in a GrantingPool is judged by, at least: a loopback ping reads ~0.1 ms,
+ * under the event loop's own turns, by which a stream's grants and bytes are paced too.
+ */
+const LEAST_ROUND_TRIP_MS = 1
 
 export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
   private readonly chunks: Array<Buffer> = []
@@ -132,6 +145,10 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
   /** Since its last grant (in a GrantingPool): its sender used all its credit; its reader waited with nothing held. */
   private senderWaited = false
   private readerWaited = false
+  /** When it was last granted (or joined its GrantingPool), on the pool's clock. */
+  private grantedAt = 0
+  /** Its connection's round trip, if it knows one (a GrantingPool's stream is judged against it). */
+  private readonly roundTrip: RoundTrip | undefined
   /** Dropped bytes to grant back at the end of the read they came in (grantBack), and whether that is arranged. */
   private owed = 0
   private owedDue = false
@@ -143,11 +160,12 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
   /** The connection credit this side grants its peer, if it does (a stream's bytes count in it). */
   private readonly credit: StreamCredit | undefined
 
-  constructor(window: number, grant: (bytes: number) => void, budget?: InboundBudget, credit?: StreamCredit) {
+  constructor(window: number, grant: (bytes: number) => void, budget?: InboundBudget, credit?: StreamCredit, roundTrip?: RoundTrip) {
     this.window = window
     this.grant = grant
     this.budget = budget
     this.credit = credit
+    this.roundTrip = roundTrip
   }
 
   /**
@@ -328,6 +346,7 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
     pool.committed += this.committed
     this.senderWaited = this.committed - this.buffered - this.leasedOut <= this.window / 4
     this.readerWaited = false
+    this.grantedAt = pool.now()
   }
 
   /** Its unread bytes no longer count in the pool (its reader is gone: they go when the stream does). */
@@ -489,11 +508,21 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
       this.consumed = 0
       return
     }
-    // In a GrantingPool: the window it is granted back to. Doubled where the window limited it (its
-    // sender used it all, its reader then waited for bytes); halved, down to a chunk, where its
-    // sender left part unused (a feed, or a burst's end: it does not hold what it does not use);
-    // else kept (a reader behind is not widened, it would only hold more here).
-    let next = !this.senderWaited ? Math.max(MeshDefaults.chunkBytes, this.window - Math.floor(this.window / 4)) : this.readerWaited ? Math.min(pool.window, 2 * this.window) : this.window
+    // In a GrantingPool: the window it is granted back to. Its window limits it where its sender used
+    // all its credit as seen here, or where half of it came within two round trips: what this side
+    // sees of the sender's credit counts the grants still on their way, so a sender that waits on them
+    // seems to have credit (that alone widened a download only now and then, its window swinging
+    // 64-300 KiB). Limited, and its reader waited for bytes: doubled. Half a window taking over eight
+    // round trips (the sender used under a sixteenth of what it may send a round trip: a feed, a
+    // burst's end): narrowed by a quarter, down to a chunk, not to hold what it does not use. Else
+    // kept (a reader behind is not widened, it would only hold more here). One clock read a grant.
+    const now = pool.now()
+    const since = now - this.grantedAt
+    const roundTrip = Math.max(LEAST_ROUND_TRIP_MS, this.roundTrip?.lastRttMs ?? 0)
+    const limited = this.senderWaited || since <= 2 * roundTrip
+    let next = limited
+      ? this.readerWaited ? Math.min(pool.window, 2 * this.window) : this.window
+      : since > 8 * roundTrip ? Math.max(MeshDefaults.chunkBytes, this.window - Math.floor(this.window / 4)) : this.window
     // What the pool's bound leaves this stream. Past it: granted only once the reader has taken all
     // it held, what lets its sender have a chunk (what it may still send, counted: a sender of small
     // pieces is not granted a chunk for each, which let it build up its whole window again).
@@ -507,6 +536,7 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
     this.consumed = 0
     this.senderWaited = false
     this.readerWaited = false
+    this.grantedAt = now
   }
 
   /** The whole body, up to `maxBytes`. */

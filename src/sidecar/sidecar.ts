@@ -442,7 +442,7 @@ export const make = (
       : undefined
     const eventStreamsRefused = { value: 0 }
     telemetry.metrics.watchOutboundEventStreamRefusals(() => eventStreamsRefused.value)
-    const answerStreams = { bytes: 0, committed: 0, window: MeshDefaults.streamWindow, grantsHeldAbove: config.outboundMaxHeldAnswerBytes }
+    const answerStreams = { bytes: 0, committed: 0, window: MeshDefaults.streamWindow, grantsHeldAbove: config.outboundMaxHeldAnswerBytes, now: () => performance.now() }
     const outboundOptions = {
       registry,
       ...(routes === undefined ? {} : { routes }),

@@ -11,8 +11,11 @@ const chunk = 64 * 1024
 const first = chunk
 const full = 1024 * 1024
 
+/** The pools' clock (ms): a round trip of `stream` moves it on by one (the least round trip a stream is judged by). */
+const clock = { ms: 0 }
+
 /** A pool bounded at `bound`, holding `held` bytes of other streams (unread, so committed too). */
-const poolOf = (bound: number, held = 0): GrantingPool => ({ bytes: held, committed: held, window: full, grantsHeldAbove: bound })
+const poolOf = (bound: number, held = 0): GrantingPool => ({ bytes: held, committed: held, window: full, grantsHeldAbove: bound, now: () => clock.ms })
 
 /**
  * A stream begun with the one-chunk window, its grants summed: `credit()` is what its sender may
@@ -85,6 +88,7 @@ const stream = async (a: ReturnType<typeof answer>, total: number): Promise<{ ro
     a.send(bytes)
     sent += bytes
     rounds++
+    clock.ms += 1
     await settled()
     most = Math.max(most, a.widest())
   }
@@ -130,14 +134,49 @@ describe("IncomingStream in a GrantingPool", () => {
     expect(pool.bytes).toBe(first)
   })
 
+  it("a sender whose grants reach it a round trip late (on their way while it sends) is widened to the full window all the same", async () => {
+    // What a sidecar sees of its sender's credit counts the grants still on their way: a sender that
+    // sends all it may, each chunk taken as it comes, waits for grants made while its last chunks
+    // came, and seems to have credit here ("it used all its credit" showed only now and then).
+    const pool = poolOf(8 * full)
+    const a = answer()
+    a.stream.countUnreadIn(pool)
+    const reader = keepUp(a.stream)
+    const total = 8 * full
+    let sent = 0
+    let reached = 0
+    let rounds = 0
+    while (sent < total) {
+      // A round trip: it sends what the grants that reached it allow, a chunk at a time, each taken
+      // (and granted for, at half a window) before the next comes; grants made in it reach it at the next.
+      const upTo = Math.min(first + reached, total)
+      while (sent < upTo) {
+        const bytes = Math.min(chunk, upTo - sent)
+        a.send(bytes)
+        sent += bytes
+        await settled()
+      }
+      reached = a.credit() + sent - first
+      rounds++
+      clock.ms += 1
+      if (rounds > 200) throw new Error(`${sent} bytes in 200 round trips`)
+    }
+    await settled()
+    expect(reader.bytes).toBe(total)
+    expect(a.widest()).toBe(full)
+    // 8 MiB: a chunk a round trip would be 128.
+    expect(rounds).toBeLessThanOrEqual(24)
+  })
+
   it("a stream widened for a burst is narrowed back to a chunk while its sender leaves its window unused (a feed)", async () => {
     const pool = poolOf(8 * full)
     const a = answer(16 * 1024)
     a.stream.countUnreadIn(pool)
     expect((await stream(a, 4 * full)).most).toBe(full)
-    // Now a piece at a time, each taken before the next: the sender never uses all it may send.
+    // Now a piece every 100 ms, each taken before the next: the sender never uses all it may send.
     for (let piece = 0; piece < 128; piece++) {
       a.sendOne()
+      clock.ms += 100
       await settled()
     }
     expect(a.widest()).toBe(full)
