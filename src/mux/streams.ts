@@ -85,8 +85,9 @@ export interface UnreadPool {
  * A pool that also bounds what its streams are granted (the outbound sidecar's streamed answers,
  * PROTOCOL.md §13): its streams began with a window smaller than `window` (the one their
  * connection stated); counted in it, each is widened towards `window` only while its window is
- * what limits it (its sender used all it had and its reader then waited for bytes), and narrowed
- * back towards a chunk while its sender leaves part of it unused, as long as the bytes its streams
+ * what limits it (half of it came within two round trips of its connection, or its sender used all
+ * it had; and its reader then waited for bytes), and narrowed back towards a chunk while half of it
+ * takes over eight round trips (its sender leaves it unused), as long as the bytes its streams
  * hold unread or may still be sent (`committed`: their senders' credit) stay within
  * `grantsHeldAbove`. So a feed whose caller keeps up holds about its first window, not the full one
  * (every stream widened on its first read held the budget until the ones after ran a chunk at a

@@ -1,7 +1,7 @@
 // IncomingStream.countUnreadIn with a GrantingPool (src/mux/streams.ts): the outbound sidecar's
 // streamed answers begin with a one-chunk window, doubled each round trip while it is what limits
-// them (their sender used all it had, their reader then waited) up to the full window, and halved
-// back to a chunk while their sender leaves it unused, while the pool holds no more than its bound;
+// them (half of it came within two round trips, or their sender used all it had; their reader then
+// waited) up to the full window, and narrowed back to a chunk while their sender leaves it unused, while the pool holds no more than its bound;
 // past it a stream is granted a chunk at a time, only once its reader has taken all it held. Grants are what the stream asks its connection
 // to send (`/sys/window`), counted here as the sender would add them to its credit.
 import { describe, expect, it } from "vitest"
