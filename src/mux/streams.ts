@@ -114,6 +114,13 @@ export interface RoundTrip {
  */
 const LEAST_ROUND_TRIP_MS = 1
 
+/**
+ * A stream in a GrantingPool is narrowed only when half its window took this long too (and eight
+ * round trips): a download through a busy sidecar (a GC, a turn of 80 other streams) took 10-30 ms
+ * for half its window now and then, and was narrowed for it; a feed takes seconds.
+ */
+const NARROW_PAST_MS = 50
+
 export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
   private readonly chunks: Array<Buffer> = []
   /** The slab each chunk lies in (undefined: a buffer of its own), one reference each. */
@@ -146,8 +153,9 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
   /** Since its last grant (in a GrantingPool): its sender used all its credit; its reader waited with nothing held. */
   private senderWaited = false
   private readerWaited = false
-  /** When it was last granted (or joined its GrantingPool), on the pool's clock. */
+  /** When it was last granted (or joined its GrantingPool), on the pool's clock, and how much. */
   private grantedAt = 0
+  private lastGrant = 0
   /** Its connection's round trip, if it knows one (a GrantingPool's stream is judged against it). */
   private readonly roundTrip: RoundTrip | undefined
   /** Dropped bytes to grant back at the end of the read they came in (grantBack), and whether that is arranged. */
@@ -210,8 +218,12 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
       credit?.released(chunk.length)
     } else this.budget?.charge(0, chunk.length)
     if (this.unreadPool !== undefined) this.unreadPool.bytes += chunk.length
-    // Its sender has no credit left (nothing more in flight): the window limits it, if its reader keeps up.
-    if (this.granting !== undefined && this.committed - this.buffered - this.leasedOut <= this.window / 4) this.senderWaited = true
+    // Its sender has no credit left, or none but what the last grant gives it, which may still be on
+    // its way within two round trips of it: the window limits it, if its reader keeps up.
+    if (this.granting !== undefined) {
+      const credit = this.committed - this.buffered - this.leasedOut
+      if (credit <= this.window / 4 || (credit - this.lastGrant <= this.window / 4 && this.granting.now() - this.grantedAt <= 2 * this.roundTripMs())) this.senderWaited = true
+    }
     this.notify()
     return true
   }
@@ -348,6 +360,7 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
     this.senderWaited = this.committed - this.buffered - this.leasedOut <= this.window / 4
     this.readerWaited = false
     this.grantedAt = pool.now()
+    this.lastGrant = 0
   }
 
   /** Its unread bytes no longer count in the pool (its reader is gone: they go when the stream does). */
@@ -515,22 +528,23 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
     // seems to have credit (that alone widened a download only now and then, its window swinging
     // 64-300 KiB). Limited, and its reader waited for bytes: doubled. Half a window taking over eight
     // round trips (the sender used under a sixteenth of what it may send a round trip: a feed, a
-    // burst's end): narrowed by a quarter, down to a chunk, not to hold what it does not use. Else
+    // burst's end; and over NARROW_PAST_MS): narrowed by a quarter, down to a chunk, not to hold what it does not use. Else
     // kept (a reader behind is not widened, it would only hold more here). One clock read a grant.
     const now = pool.now()
     const since = now - this.grantedAt
-    const roundTrip = Math.max(LEAST_ROUND_TRIP_MS, this.roundTrip?.lastRttMs ?? 0)
+    const roundTrip = this.roundTripMs()
     const limited = this.senderWaited || since <= 2 * roundTrip
     let next = limited
       ? this.readerWaited ? Math.min(pool.window, 2 * this.window) : this.window
-      : since > 8 * roundTrip ? Math.max(MeshDefaults.chunkBytes, this.window - Math.floor(this.window / 4)) : this.window
+      : since > 8 * roundTrip && since > NARROW_PAST_MS ? Math.max(MeshDefaults.chunkBytes, this.window - Math.floor(this.window / 4)) : this.window
     // What the pool's bound leaves this stream. Past it: granted only once the reader has taken all
     // it held, what lets its sender have a chunk (what it may still send, counted: a sender of small
     // pieces is not granted a chunk for each, which let it build up its whole window again).
     const room = pool.grantsHeldAbove - pool.committed + this.committed
     if (next > room) next = room >= this.window ? room : this.buffered === 0 && this.leasedOut === 0 ? MeshDefaults.chunkBytes : 0
     if (next <= this.committed) return
-    this.grant(next - this.committed)
+    this.lastGrant = next - this.committed
+    this.grant(this.lastGrant)
     pool.committed += next - this.committed
     this.committed = next
     this.window = next
@@ -538,6 +552,11 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
     this.senderWaited = false
     this.readerWaited = false
     this.grantedAt = now
+  }
+
+  /** Its connection's round trip as a GrantingPool judges it (ms): the last ping's, LEAST_ROUND_TRIP_MS at least. */
+  private roundTripMs(): number {
+    return Math.max(LEAST_ROUND_TRIP_MS, this.roundTrip?.lastRttMs ?? 0)
   }
 
   /** The whole body, up to `maxBytes`. */

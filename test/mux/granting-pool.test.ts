@@ -173,11 +173,11 @@ describe("IncomingStream in a GrantingPool", () => {
     const a = answer(16 * 1024)
     a.stream.countUnreadIn(pool)
     expect((await stream(a, 4 * full)).most).toBe(full)
-    // Now a piece every 100 ms, each taken before the next: the sender never uses all it may send.
+    // Now a piece every 100 ms, each taken as it comes: the sender never uses all it may send.
     for (let piece = 0; piece < 128; piece++) {
       a.sendOne()
-      clock.ms += 100
       await settled()
+      clock.ms += 100
     }
     expect(a.widest()).toBe(full)
     expect(pool.committed).toBeLessThanOrEqual(chunk)
