@@ -153,6 +153,8 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
   /** Since its last grant (in a GrantingPool): its sender used all its credit; its reader waited with nothing held. */
   private senderWaited = false
   private readerWaited = false
+  /** A chunk since its last grant found two round trips past it (push reads the clock no more until the next grant). */
+  private pastTwoRoundTrips = false
   /** When it was last granted (or joined its GrantingPool), on the pool's clock, and how much. */
   private grantedAt = 0
   private lastGrant = 0
@@ -219,10 +221,16 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
     } else this.budget?.charge(0, chunk.length)
     if (this.unreadPool !== undefined) this.unreadPool.bytes += chunk.length
     // Its sender has no credit left, or none but what the last grant gives it, which may still be on
-    // its way within two round trips of it: the window limits it, if its reader keeps up.
-    if (this.granting !== undefined) {
+    // its way within two round trips of it: the window limits it, if its reader keeps up. The clock
+    // is read once a grant at most here: the first reading settles it (within: limited; past: it
+    // stays past until the next grant), not one for every chunk.
+    if (this.granting !== undefined && !this.senderWaited) {
       const credit = this.committed - this.buffered - this.leasedOut
-      if (credit <= this.window / 4 || (credit - this.lastGrant <= this.window / 4 && this.granting.now() - this.grantedAt <= 2 * this.roundTripMs())) this.senderWaited = true
+      if (credit <= this.window / 4) this.senderWaited = true
+      else if (credit - this.lastGrant <= this.window / 4 && !this.pastTwoRoundTrips) {
+        if (this.granting.now() - this.grantedAt <= 2 * this.roundTripMs()) this.senderWaited = true
+        else this.pastTwoRoundTrips = true
+      }
     }
     this.notify()
     return true
@@ -359,6 +367,7 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
     pool.committed += this.committed
     this.senderWaited = this.committed - this.buffered - this.leasedOut <= this.window / 4
     this.readerWaited = false
+    this.pastTwoRoundTrips = false
     this.grantedAt = pool.now()
     this.lastGrant = 0
   }
@@ -551,6 +560,7 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
     this.consumed = 0
     this.senderWaited = false
     this.readerWaited = false
+    this.pastTwoRoundTrips = false
     this.grantedAt = now
   }
 

@@ -24,16 +24,20 @@ const poolOf = (bound: number, held = 0): GrantingPool => ({ bytes: held, commit
  */
 const answer = (piece = chunk) => {
   let granted = 0
+  let grants = 0
   let sent = 0
   let widest = first
   const stream: IncomingStream = new IncomingStream(first, (bytes) => {
     granted += bytes
+    grants++
     widest = Math.max(widest, first + granted - sent + stream.unreadBytes)
   })
   return {
     stream,
     credit: () => first + granted - sent,
     widest: () => widest,
+    /** How many grants the stream made. */
+    grants: () => grants,
     /** The sender sends one piece of its credit. */
     sendOne: () => {
       const bytes = Math.min(piece, first + granted - sent)
@@ -272,5 +276,22 @@ describe("IncomingStream in a GrantingPool", () => {
     await settled()
     expect(a.credit()).toBeGreaterThan(0)
     expect(a.credit()).toBeLessThanOrEqual(full)
+  })
+
+  it("reads its clock about once a grant, not once a chunk (a sender of 1 KiB pieces, a reader that keeps up)", async () => {
+    let reads = 0
+    const pool: GrantingPool = { ...poolOf(64 * full), now: () => (reads++, clock.ms) }
+    const a = answer(1024)
+    a.stream.countUnreadIn(pool)
+    const iterator = a.stream[Symbol.asyncIterator]()
+    for (let i = 0; i < 4000; i++) {
+      // Under a third of the least round trip a piece: a few pieces within two round trips of a grant, most past them.
+      clock.ms += 0.3
+      a.sendOne()
+      while (a.stream.unreadBytes > 0) await iterator.next()
+    }
+    expect(a.grants()).toBeGreaterThan(50)
+    // At most one reading a grant in push, one at the grant itself (was one a piece past the grant: 2234 for 125 grants).
+    expect(reads).toBeLessThanOrEqual(2 * a.grants() + 2)
   })
 })
