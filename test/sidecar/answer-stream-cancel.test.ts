@@ -59,7 +59,9 @@ const waitHeld = async (admin: string, ok: (bytes: number) => boolean, what: str
 
 /**
  * A raw HTTP/1.1 call at A that reads `readFirst` bytes of its answer, then pauses; resolves once it
- * has, or once its connection closed first (a short deadline may cut the answer before).
+ * has, or once its connection closed first (a short deadline may cut the answer before), or once its
+ * answer is not the 200 (a short deadline passed before the answer's head: a whole 504 on a kept
+ * connection, which never reaches `readFirst` nor closes: the test waited for it to its timeout).
  */
 const caller = (port: number, cleanup: Cleanup, readFirst: number, headers = ""): Promise<net.Socket> =>
   new Promise((resolve) => {
@@ -69,8 +71,9 @@ const caller = (port: number, cleanup: Cleanup, readFirst: number, headers = "")
     cleanup.add(() => socket.destroy())
     let read = 0
     const onData = (data: Buffer) => {
+      const answered = read === 0 && !data.subarray(0, 12).toString("latin1").startsWith("HTTP/1.1 200")
       read += data.length
-      if (read < readFirst) return
+      if (read < readFirst && !answered) return
       socket.off("data", onData)
       socket.pause()
       resolve(socket)
