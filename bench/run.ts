@@ -8,6 +8,7 @@ interface Bench {
 
 const benches: Record<string, () => Promise<Bench>> = {
   alloc: () => import("./alloc.ts"),
+  answerBudget: () => import("./answerBudget.ts"),
   balancer: () => import("./balancer.ts"),
   callCpu: () => import("./callCpu.ts"),
   closeDeopt: () => import("./closeDeopt.ts"),

@@ -99,6 +99,7 @@ export const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "appH2MaxHeldBytes":
     case "appPoolMaxHeldBytes":
     case "outboundH2MaxHeldBodyBytes":
+    case "outboundMaxHeldAnswerBytes":
       return parseBytes(last)
     case "maxQueuedRequestsPerConnection":
     case "maxQueuedRequests":

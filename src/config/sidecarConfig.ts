@@ -278,7 +278,9 @@ export const SidecarConfigSchema = Schema.Struct({
   /** Bytes the HTTP/1.1 app's streamed answers hold at the sidecar, paused sockets' kernel buffers counted (sidecar/appExchange.ts); past it the longest stalled are taken back. */
   appPoolMaxHeldBytes: Bytes,
   /** Stream window bytes the outbound h2c listener grants request bodies, all connections together (sidecar/h2BodyCredit.ts); past it requests with a body are refused REFUSED_STREAM. */
-  outboundH2MaxHeldBodyBytes: Bytes
+  outboundH2MaxHeldBodyBytes: Bytes,
+  /** Bytes the mesh's streamed answers hold at the outbound side for its callers, all connections (streams.ts GrantingPool); past it they are granted a chunk at a time, once read. */
+  outboundMaxHeldAnswerBytes: Bytes
 })
 
 export type SidecarConfig = typeof SidecarConfigSchema.Type

@@ -167,7 +167,8 @@ export class IipClient {
         maxMetaBytes: options.maxMetaBytes,
         maxRequests: options.maxQueuedRequestsPerConnection ?? defaultBudgets.maxQueuedRequestsPerConnection,
         maxBytes: options.maxQueuedBytesPerConnection ?? defaultBudgets.maxQueuedBytesPerConnection,
-        compression: offeredCodecs(options.compression)
+        compression: offeredCodecs(options.compression),
+        streamWindow: options.streamWindow
       }),
       dispatch: makeDispatch(this.router, this.log),
       // Requests queued behind streaming channels go as soon as one is free; channels opened

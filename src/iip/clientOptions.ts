@@ -48,6 +48,12 @@ export interface ClientOptions extends PeerOptions {
    * requests must never wait on another's (the sidecar, which opens channels enough instead).
    */
   readonly pipelineAtLimit?: boolean
+  /**
+   * Mesh mode: the stream window this client states in its hello (PROTOCOL.md §13), what a peer may
+   * send on a stream before a grant, its streamed answers' included (default 1 MiB). Lower, it may
+   * grant a stream more as it sees fit (IncomingStream.countUnreadIn: the sidecar's answers).
+   */
+  readonly streamWindow?: number
   /** Idle channels kept open ahead of need, so a burst finds channels ready (default 1; 0: a channel opens only when a request waits for one). */
   readonly idleChannelsAhead?: number
   /** Requests in flight plus waiting; one more fails with Overloaded. */

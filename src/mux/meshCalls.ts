@@ -85,6 +85,8 @@ const detach = (call: Call): void => {
 
 export abstract class MeshCaller {
   readonly connection: Connection
+  /** Round-trip time of the last answered ping, in ms (meshSession.ts pings; its streams read it: streams.ts RoundTrip). */
+  lastRttMs: number | undefined = undefined
   readonly agreed: Hello
   readonly ownControl: OwnChannel
   protected readonly options: MeshSessionOptions
@@ -429,7 +431,7 @@ export abstract class MeshCaller {
     // nor the credit (granted back as they come), each held to its window alone, so answers whose
     // readers stopped (a sidecar's slow callers) never stop another caller's on the connection.
     const dialer = this.options.isDialer
-    const incoming = new IncomingStream(this.options.receiveWindow, (bytes) => this.grant(channel.id, bytes), dialer ? undefined : this.connection.budget, dialer ? this.creditReturn?.atArrival : this.creditReturn)
+    const incoming = new IncomingStream(this.options.receiveWindow, (bytes) => this.grant(channel.id, bytes), dialer ? undefined : this.connection.budget, dialer ? this.creditReturn?.atArrival : this.creditReturn, this)
     this.connection.readIntoSlabsSoon()
     call.incoming = incoming
     if (body.length > 0 && !incoming.push(body)) return this.violation("window-exceeded", `peer sent past the stream window on channel ${channel.id}`)

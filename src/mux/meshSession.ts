@@ -43,8 +43,6 @@ export class MeshSession extends MeshCaller implements MessageSink, ServingSessi
    * keeps order, so every request it sent before is already here: closing is safe from now on.
    */
   goAwayAcknowledged = false
-  /** Round-trip time of the last answered ping, in ms. */
-  lastRttMs: number | undefined
   /** The pieces of a compressed or error chunk read in parts (onPacketPart), until its last. */
   private assembling: Array<Buffer> | undefined = undefined
   private assemblingBytes = 0

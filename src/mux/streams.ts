@@ -20,7 +20,7 @@
 // byte pushed goes back to it as it leaves the connection's budget (taken, dropped), or at once when
 // it goes to the tunnels' pool or is dropped on arrival.
 import * as Data from "effect/Data"
-import type { Meta } from "../protocol/mesh.ts"
+import { type Meta, MeshDefaults } from "../protocol/mesh.ts"
 import type { InboundBudget } from "./budget.ts"
 import { atEndOfRead } from "./connection.ts"
 import type { StreamCredit } from "./meshCredit.ts"
@@ -81,6 +81,46 @@ export interface UnreadPool {
   bytes: number
 }
 
+/**
+ * A pool that also bounds what its streams are granted (the outbound sidecar's streamed answers,
+ * PROTOCOL.md §13): its streams began with a window smaller than `window` (the one their
+ * connection stated); counted in it, each is widened towards `window` only while its window is
+ * what limits it (half of it came within two round trips of its connection, or its sender used all
+ * it had; and its reader then waited for bytes), and narrowed back towards a chunk while half of it
+ * takes over eight round trips (its sender leaves it unused), as long as the bytes its streams
+ * hold unread or may still be sent (`committed`: their senders' credit) stay within
+ * `grantsHeldAbove`. So a feed whose caller keeps up holds about its first window, not the full one
+ * (every stream widened on its first read held the budget until the ones after ran a chunk at a
+ * time). Past the bound, a stream is granted only once its reader has taken all it held, and then
+ * a chunk at a time: a reader that keeps up is never left without bytes, and one that reads none
+ * holds what its sender had when it began.
+ */
+export interface GrantingPool extends UnreadPool {
+  readonly window: number
+  readonly grantsHeldAbove: number
+  committed: number
+  /** Its clock, in ms (performance.now; a test's own): a stream judges its window by the time half of it took. */
+  readonly now: () => number
+}
+
+/** Where a stream reads its connection's round trip (MeshSession.lastRttMs: its keep-alive pings' last). */
+export interface RoundTrip {
+  readonly lastRttMs: number | undefined
+}
+
+/**
+ * The round trip a stream in a GrantingPool is judged by, at least: a loopback ping reads ~0.1 ms,
+ * under the event loop's own turns, by which a stream's grants and bytes are paced too.
+ */
+const LEAST_ROUND_TRIP_MS = 1
+
+/**
+ * A stream in a GrantingPool is narrowed only when half its window took this long too (and eight
+ * round trips): a download through a busy sidecar (a GC, a turn of 80 other streams) took 10-30 ms
+ * for half its window now and then, and was narrowed for it; a feed takes seconds.
+ */
+const NARROW_PAST_MS = 50
+
 export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
   private readonly chunks: Array<Buffer> = []
   /** The slab each chunk lies in (undefined: a buffer of its own), one reference each. */
@@ -92,6 +132,8 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
   private ended = false
   private failure: Error | undefined
   private wake: (() => void) | undefined
+  /** Its reader waits on its own writer (drainedOrFailed): woken if the stream fails meanwhile. */
+  private drainWake: (() => void) | undefined = undefined
   private consumed = 0
   /** Nobody will read on (its request was answered): chunks are dropped and granted back as they come. */
   private discarded = false
@@ -105,21 +147,36 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
   private overload: TunnelOverloaded | undefined = undefined
   /** Where its unread bytes are also counted, once `countUnreadIn` was called (the outbound sidecar's tunnels). */
   private unreadPool: UnreadPool | undefined = undefined
+  /** The pool that bounds its grants, once `countUnreadIn` was given one (GrantingPool), and what it counts in its `committed`. */
+  private granting: GrantingPool | undefined = undefined
+  private committed = 0
+  /** Since its last grant (in a GrantingPool): its sender used all its credit; its reader waited with nothing held. */
+  private senderWaited = false
+  private readerWaited = false
+  /** A chunk since its last grant found two round trips past it (push reads the clock no more until the next grant). */
+  private pastTwoRoundTrips = false
+  /** When it was last granted (or joined its GrantingPool), on the pool's clock, and how much. */
+  private grantedAt = 0
+  private lastGrant = 0
+  /** Its connection's round trip, if it knows one (a GrantingPool's stream is judged against it). */
+  private readonly roundTrip: RoundTrip | undefined
   /** Dropped bytes to grant back at the end of the read they came in (grantBack), and whether that is arranged. */
   private owed = 0
   private owedDue = false
   private payOwed: (() => void) | undefined = undefined
-  private readonly window: number
+  /** What the sender may have unacknowledged (widened and narrowed by a GrantingPool's grants). */
+  private window: number
   private readonly grant: (bytes: number) => void
   private readonly budget: InboundBudget | undefined
   /** The connection credit this side grants its peer, if it does (a stream's bytes count in it). */
   private readonly credit: StreamCredit | undefined
 
-  constructor(window: number, grant: (bytes: number) => void, budget?: InboundBudget, credit?: StreamCredit) {
+  constructor(window: number, grant: (bytes: number) => void, budget?: InboundBudget, credit?: StreamCredit, roundTrip?: RoundTrip) {
     this.window = window
     this.grant = grant
     this.budget = budget
     this.credit = credit
+    this.roundTrip = roundTrip
   }
 
   /**
@@ -163,6 +220,18 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
       credit?.released(chunk.length)
     } else this.budget?.charge(0, chunk.length)
     if (this.unreadPool !== undefined) this.unreadPool.bytes += chunk.length
+    // Its sender has no credit left, or none but what the last grant gives it, which may still be on
+    // its way within two round trips of it: the window limits it, if its reader keeps up. The clock
+    // is read once a grant at most here: the first reading settles it (within: limited; past: it
+    // stays past until the next grant), not one for every chunk.
+    if (this.granting !== undefined && !this.senderWaited) {
+      const credit = this.committed - this.buffered - this.leasedOut
+      if (credit <= this.window / 4) this.senderWaited = true
+      else if (credit - this.lastGrant <= this.window / 4 && !this.pastTwoRoundTrips) {
+        if (this.granting.now() - this.grantedAt <= 2 * this.roundTripMs()) this.senderWaited = true
+        else this.pastTwoRoundTrips = true
+      }
+    }
     this.notify()
     return true
   }
@@ -287,10 +356,20 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
    * Counts its unread bytes in `pool` too from now on, until `leaveUnreadPool` (or a discard):
    * what the owner of the pool holds unread across streams, for it to bound.
    */
-  countUnreadIn(pool: UnreadPool): void {
+  countUnreadIn(pool: UnreadPool | GrantingPool): void {
     if (this.unreadPool !== undefined || this.discarded) return
     this.unreadPool = pool
     pool.bytes += this.buffered
+    if (!("grantsHeldAbove" in pool) || pool.window <= this.window) return
+    // Committed now: what it holds and what its sender may still send (the window less what was taken).
+    this.granting = pool
+    this.committed = this.window - this.consumed
+    pool.committed += this.committed
+    this.senderWaited = this.committed - this.buffered - this.leasedOut <= this.window / 4
+    this.readerWaited = false
+    this.pastTwoRoundTrips = false
+    this.grantedAt = pool.now()
+    this.lastGrant = 0
   }
 
   /** Its unread bytes no longer count in the pool (its reader is gone: they go when the stream does). */
@@ -298,6 +377,20 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
     if (this.unreadPool === undefined) return
     this.unreadPool.bytes -= this.buffered
     this.unreadPool = undefined
+    if (this.granting === undefined) return
+    this.granting.committed -= this.committed
+    this.granting = undefined
+    this.committed = 0
+  }
+
+  /**
+   * Widens its window to `window` at once, granting the difference (a stream whose connection
+   * stated a smaller one than it is to have: the outbound sidecar's tunnels, bounded otherwise).
+   */
+  widen(window: number): void {
+    if (window <= this.window || this.ended || this.discarded) return
+    this.grant(window - this.window)
+    this.window = window
   }
 
   /** The sender ended the stream, with its trailers if it sent any. */
@@ -316,7 +409,32 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
     if (this.ended) return
     this.failure = error
     this.ended = true
+    // Its reader waits for its caller to take bytes (a paused caller): what it holds goes now, not
+    // once that caller reads or the answer idle timeout cuts it, and the reader learns the failure.
+    const away = this.drainWake
+    if (away !== undefined) {
+      this.drainWake = undefined
+      this.dropUnread()
+      away()
+    }
     this.notify()
+  }
+
+  /**
+   * Waits for `drained` (its reader's own writer: the caller's socket, waited on between chunks),
+   * or less: a failure of the stream meanwhile (a deadline, its connection lost) drops what it holds
+   * unread at once and ends the wait, so the reader goes on to the failure (the iterators throw it).
+   */
+  drainedOrFailed(drained: Promise<void>): Promise<void> {
+    if (this.ended) return drained
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        if (this.drainWake === done) this.drainWake = undefined
+        resolve()
+      }
+      this.drainWake = done
+      drained.then(done, done)
+    })
   }
 
   /** Chunks the consumer keeps: each is its own to hold (its slab is never read into again). */
@@ -335,6 +453,7 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
       }
       if (this.failure !== undefined) throw this.failure
       if (this.ended) return
+      if (this.leasedOut === 0) this.readerWaited = true
       await new Promise<void>((resolve) => (this.wake = resolve))
     }
   }
@@ -357,6 +476,7 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
       }
       if (this.failure !== undefined) throw this.failure
       if (this.ended) return
+      if (this.leasedOut === 0) this.readerWaited = true
       await new Promise<void>((resolve) => (this.wake = resolve))
     }
   }
@@ -399,11 +519,54 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
   /** The consumer is done with `bytes`: they count towards the next grant. */
   private done(bytes: number): void {
     this.consumed += bytes
+    const pool = this.granting
+    if (pool !== undefined) {
+      this.committed -= bytes
+      pool.committed -= bytes
+    }
     // Grant in batches of half a window: fewer control packets, the pipe never runs dry.
-    if (this.consumed >= this.window / 2 && !this.ended) {
+    if (this.consumed < this.window / 2 || this.ended) return
+    if (pool === undefined) {
       this.grant(this.consumed)
       this.consumed = 0
+      return
     }
+    // In a GrantingPool: the window it is granted back to. Its window limits it where its sender used
+    // all its credit as seen here, or where half of it came within two round trips: what this side
+    // sees of the sender's credit counts the grants still on their way, so a sender that waits on them
+    // seems to have credit (that alone widened a download only now and then, its window swinging
+    // 64-300 KiB). Limited, and its reader waited for bytes: doubled. Half a window taking over eight
+    // round trips (the sender used under a sixteenth of what it may send a round trip: a feed, a
+    // burst's end; and over NARROW_PAST_MS): narrowed by a quarter, down to a chunk, not to hold what it does not use. Else
+    // kept (a reader behind is not widened, it would only hold more here). One clock read a grant.
+    const now = pool.now()
+    const since = now - this.grantedAt
+    const roundTrip = this.roundTripMs()
+    const limited = this.senderWaited || since <= 2 * roundTrip
+    let next = limited
+      ? this.readerWaited ? Math.min(pool.window, 2 * this.window) : this.window
+      : since > 8 * roundTrip && since > NARROW_PAST_MS ? Math.max(MeshDefaults.chunkBytes, this.window - Math.floor(this.window / 4)) : this.window
+    // What the pool's bound leaves this stream. Past it: granted only once the reader has taken all
+    // it held, what lets its sender have a chunk (what it may still send, counted: a sender of small
+    // pieces is not granted a chunk for each, which let it build up its whole window again).
+    const room = pool.grantsHeldAbove - pool.committed + this.committed
+    if (next > room) next = room >= this.window ? room : this.buffered === 0 && this.leasedOut === 0 ? MeshDefaults.chunkBytes : 0
+    if (next <= this.committed) return
+    this.lastGrant = next - this.committed
+    this.grant(this.lastGrant)
+    pool.committed += next - this.committed
+    this.committed = next
+    this.window = next
+    this.consumed = 0
+    this.senderWaited = false
+    this.readerWaited = false
+    this.pastTwoRoundTrips = false
+    this.grantedAt = now
+  }
+
+  /** Its connection's round trip as a GrantingPool judges it (ms): the last ping's, LEAST_ROUND_TRIP_MS at least. */
+  private roundTripMs(): number {
+    return Math.max(LEAST_ROUND_TRIP_MS, this.roundTrip?.lastRttMs ?? 0)
   }
 
   /** The whole body, up to `maxBytes`. */

@@ -118,12 +118,14 @@ export const localHello = (options: {
   /** This side's per-connection byte budget; stated only when it is finite. */
   readonly maxBytes?: number | undefined
   readonly compression?: ReadonlyArray<string> | undefined
+  /** The stream window stated (default MeshDefaults.streamWindow). */
+  readonly streamWindow?: number | undefined
 }): Hello => ({
   version: MeshVersion,
   node: options.node ?? `iip-mesh-${process.pid}`,
   features: [...MeshFeatures],
   maxMetaBytes: Math.min(0xffff, options.maxMetaBytes ?? MeshDefaults.maxMetaBytes),
-  streamWindow: MeshDefaults.streamWindow,
+  streamWindow: options.streamWindow ?? MeshDefaults.streamWindow,
   maxChannels: options.maxChannels ?? MeshDefaults.maxChannels,
   ...(options.maxRequests !== undefined && Number.isFinite(options.maxRequests) ? { maxRequests: Math.min(0x7fff_ffff, Math.max(1, Math.floor(options.maxRequests))) } : {}),
   ...(options.maxBytes !== undefined && Number.isFinite(options.maxBytes) ? { maxBytes: Math.min(Number.MAX_SAFE_INTEGER, Math.max(1, Math.floor(options.maxBytes))) } : {}),

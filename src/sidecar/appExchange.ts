@@ -225,14 +225,16 @@ export class AppExchange implements AppPoolHandler, HeldAnswer {
 
   /**
    * Our own limits: the exchange ends, the caller gets a typed error: as the outcome, or, once the
-   * answer streams (settled already), as the stream's end (a StreamFailed there would reach it as handler_failed).
+   * answer streams (settled already), as the stream's end (a StreamFailed there would reach it as handler_failed),
+   * ahead of what is queued: behind it, under a caller that stopped reading, the mesh's sender waited
+   * for a window that never came, and the caller's sidecar kept the answer's bytes until its idle timeout.
    */
   giveUp(code: string, status: number, message: string): void {
     if (this.done) return
     this.finish()
     this.observation.end(this.leg.address, status, { hop: "inbound", reason: code })
     this.settle(failure(code, message, true))
-    this.abort(this.mode === "stream" ? new RemoteError({ code, message, processed: true }) : new StreamFailed({ message }))
+    this.abort(this.mode === "stream" ? new RemoteError({ code, message, processed: true }) : new StreamFailed({ message }), true)
   }
 
   onRequestStart(controller: AppController): void {
@@ -525,13 +527,14 @@ export class AppExchange implements AppPoolHandler, HeldAnswer {
     this.socketReleased()
   }
 
-  /** Stops the exchange where it is: the app's request, the peer's body, the answer's reader. */
-  private abort(reason: Error): void {
+  /** Stops the exchange where it is: the app's request, the peer's body, the answer's reader (`now`: ahead of what it queued). */
+  private abort(reason: Error, now = false): void {
     const body = this.request.body
     if (body instanceof IncomingStream) body.fail(new StreamFailed({ message: "request aborted" }))
     if (this.controller !== undefined) this.controller.abort(reason)
     else this.abortReason ??= reason
-    this.answer?.fail(reason)
+    if (now) this.answer?.abort(reason)
+    else this.answer?.fail(reason)
   }
 
   private settle(value: Outcome): void {

@@ -365,7 +365,8 @@ export abstract class AppH2ExchangeCore implements Expiring {
   /** The leg's deadlines: the call's time is up. */
   deadlinePassed(): void {
     const message = appDeadlineMessage(this.request.timeLeftMs, this.status !== 0, this.answer !== undefined)
-    this.fail(504, { hop: "inbound", reason: MeshErrorCode.deadlineExceeded }, MeshErrorCode.deadlineExceeded, message)
+    // Ahead of what the answer queued: behind it, under a caller that stopped reading, the error waited for a window that never came.
+    this.fail(504, { hop: "inbound", reason: MeshErrorCode.deadlineExceeded }, MeshErrorCode.deadlineExceeded, message, true, true)
   }
 
   /**

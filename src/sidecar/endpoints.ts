@@ -121,6 +121,8 @@ export interface EndpointRegistryOptions {
   readonly compress: boolean
   /** Largest metadata block the endpoints' clients accept (the sidecar's, not the library's default). */
   readonly maxMetaBytes: number
+  /** The stream window the endpoints' clients state in their hellos (default the library's, 1 MiB). */
+  readonly streamWindow?: number
   readonly balancing: BalancingOptions
   readonly log: Log
   readonly supervisor: Supervisor
@@ -370,6 +372,7 @@ export class EndpointRegistry {
         node: this.options.node,
         requestTimeoutMs: this.options.requestTimeoutMs,
         maxMetaBytes: this.options.maxMetaBytes,
+        ...(this.options.streamWindow === undefined ? {} : { streamWindow: this.options.streamWindow }),
         ...(this.options.compress ? { compression: {} } : {}),
         keepAlive: { ...defaultKeepAlive, busyIntervalMs: this.options.balancing.busyPingAfterMs, busyTimeoutMs: this.options.balancing.busyPingTimeoutMs },
         onPeerState: (state) => this.peerState(key, id, state),

@@ -484,7 +484,14 @@ class OutboundExchange implements HeldBodyReceiver, BodyGather {
   }
 
   private async pipeAnswer(status: number, stream: IncomingStream, length: number): Promise<void> {
-    this.observation.responseBytes(await pipeToResponse(this.res, stream, length, this.options.onInvalidHeaders))
+    // Counted, and widened from ANSWER_FIRST_WINDOW while that limits it; out once the pipe is done with it.
+    const pool = this.options.answerStreams
+    if (pool !== undefined) stream.countUnreadIn(pool)
+    try {
+      this.observation.responseBytes(await pipeToResponse(this.res, stream, length, this.options.onInvalidHeaders))
+    } finally {
+      stream.leaveUnreadPool()
+    }
     this.observation.grpcStatus(undefined, stream.trailers)
     // Cut off by this side (its caller took none of it for the answer idle timeout): the request failed here.
     this.finish(status, this.cutHere())

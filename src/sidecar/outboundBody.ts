@@ -51,7 +51,8 @@ export const readBody = async (gather: BodyGather, deadlines: Deadlines<BodyGath
 /**
  * Writes a streamed body to the app, waiting for it to drain; stops when the app goes away. With a
  * declared `length` (-1 for none), a body that does not match it is cut off: the connection
- * closes rather than carry a byte past it. The stream's trailers go after the body. Returns the bytes written.
+ * closes rather than carry a byte past it. The stream's trailers go after the body. A failure of the body while
+ * the app does not read (a deadline under a paused caller) drops what it holds and throws at once. Returns the bytes written.
  */
 export const pipeToResponse = async (res: OutboundResponse, body: IncomingStream, length: number, onInvalid: OnInvalidHeader | undefined): Promise<number> => {
   let bytes = 0
@@ -62,7 +63,8 @@ export const pipeToResponse = async (res: OutboundResponse, body: IncomingStream
       return bytes
     }
     bytes += chunk.length
-    if (!res.write(chunk)) await res.drained()
+    // A failure while the caller does not read ends the wait: the pipe throws it, nothing is kept for a caller that will not get it.
+    if (!res.write(chunk)) await body.drainedOrFailed(res.drained())
   }
   if (length >= 0 && bytes !== length) res.destroy()
   else res.end(undefined, body.trailers === undefined ? undefined : trailersOf(body.trailers, onInvalid))

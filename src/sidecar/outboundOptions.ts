@@ -1,10 +1,18 @@
 // Outbound, what the handler is given (sidecar.ts makes it): the registry, the deadlines, the
 // routes and the telemetry that outbound.ts, outboundRoute.ts and outboundUpgrade.ts read.
+import type { GrantingPool } from "../mux/streams.ts"
 import type { EndpointRegistry } from "./endpoints.ts"
 import type { OnInvalidHeader } from "./headerFilter.ts"
 import type { SidecarTelemetry } from "./observe.ts"
 import type { AccessRecord } from "./outboundAccess.ts"
 import type { CompiledRoutes } from "./routes.ts"
+
+/**
+ * The stream window the endpoints' clients state (PROTOCOL.md §13): what a peer may send of an
+ * answer before this side grants more. A chunk, so an answer whose caller reads none of it holds
+ * that here; one piped to a caller is widened towards the full window while that limits it (answerStreams).
+ */
+export const ANSWER_FIRST_WINDOW = 64 * 1024
 
 export interface OutboundOptions {
   readonly registry: EndpointRegistry
@@ -33,4 +41,10 @@ export interface OutboundOptions {
    * every endpoint tried (once a request; a metric reads it at each scrape).
    */
   readonly eventStreamsRefused?: { value: number }
+  /**
+   * The answers streaming back from the mesh to the callers, all connections: what they hold
+   * unread, and the bound past which they are granted a chunk at a time (streams.ts GrantingPool;
+   * the endpoints' clients state a smaller stream window for it: ANSWER_FIRST_WINDOW).
+   */
+  readonly answerStreams?: GrantingPool
 }

@@ -225,6 +225,9 @@ class OutboundUpgrade {
     // A caller gone already would never take the bytes out of the count again.
     if (!socket.closed) {
       answer.countUnreadIn(options.tunnels.unread)
+      // The connections state a smaller first window for answers (ANSWER_FIRST_WINDOW); a tunnel
+      // has the full one at once, bounded by its pool (maxUnreadBytes) and the stall timeout.
+      answer.widen(MeshDefaults.streamWindow)
       socket.once("close", options.tunnels.stalls.watch(answer, { service: target.service, endpoint: this.endpointName, path: target.uri }, () => this.stalled(answer)))
     }
     return this.relay(answer)

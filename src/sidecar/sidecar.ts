@@ -16,6 +16,7 @@ import { OwnListeners } from "../iip/ownListeners.ts"
 import { Supervisor } from "../iip/supervisor.ts"
 import { monotonicMillis } from "../mux/clock.ts"
 import type { MeshSession } from "../mux/meshSession.ts"
+import { MeshDefaults } from "../protocol/mesh.ts"
 import { setReadSlabPoolBytes } from "../mux/readSlabs.ts"
 import type { SidecarConfig } from "../config/sidecarConfig.ts"
 import type { CredentialSource } from "../identity/credentials.ts"
@@ -39,6 +40,7 @@ import { MeshTls, MtlsUnavailable, readCredentialsDir } from "./meshTls.ts"
 import type { SidecarTelemetry } from "./observe.ts"
 import { makeOutboundHandler } from "./outbound.ts"
 import { bodyDeadlines } from "./outboundBody.ts"
+import { ANSWER_FIRST_WINDOW } from "./outboundOptions.ts"
 import type { AccessRecord } from "./outboundAccess.ts"
 import { Http1Listener } from "./http1Listener.ts"
 import { BodyCredit } from "./h2BodyCredit.ts"
@@ -325,6 +327,7 @@ export const make = (
       requestTimeoutMs: config.requestTimeoutMs,
       compress: config.compress,
       maxMetaBytes: SIDECAR_META_BYTES,
+      streamWindow: ANSWER_FIRST_WINDOW,
       balancing: balancingOf(config),
       log,
       supervisor,
@@ -441,6 +444,7 @@ export const make = (
       : undefined
     const eventStreamsRefused = { value: 0 }
     telemetry.metrics.watchOutboundEventStreamRefusals(() => eventStreamsRefused.value)
+    const answerStreams = { bytes: 0, committed: 0, window: MeshDefaults.streamWindow, grantsHeldAbove: config.outboundMaxHeldAnswerBytes, now: () => performance.now() }
     const outboundOptions = {
       registry,
       ...(routes === undefined ? {} : { routes }),
@@ -452,6 +456,7 @@ export const make = (
       ...(onAccess === undefined ? {} : { onAccess }),
       inFlight,
       eventStreamsRefused,
+      answerStreams,
       onInvalidHeaders: (count: number) => telemetry.metrics.invalidHeaders("outbound", count)
     }
     // The bodies outbound exchanges gather wait on one deadline heap; its timer goes with the sidecar.
@@ -521,7 +526,7 @@ export const make = (
       onStray: () => telemetry.metrics.http1StrayBytes("outbound"),
       maxHeldAnswerBytes: config.maxQueuedBytes
     })
-    telemetry.metrics.watchHeldAnswers(() => ({ bytes: outboundListener.heldAnswerBytes, refused: outboundListener.refusedForHeldAnswers, bodyWindowBytes: bodyCredit.granted, bodiesRefused: bodyCredit.refused }))
+    telemetry.metrics.watchHeldAnswers(() => ({ bytes: outboundListener.heldAnswerBytes, refused: outboundListener.refusedForHeldAnswers, bodyWindowBytes: bodyCredit.granted, bodiesRefused: bodyCredit.refused, answerStreamBytes: answerStreams.bytes, answerStreamWindowBytes: answerStreams.committed }))
     const outbound = yield* Effect.acquireRelease(listen(outboundListener.server, splitAddress(config.outbound)), () =>
       Effect.gen(function*() {
         // Stop taking new requests, let the running ones finish within the drain timeout, their

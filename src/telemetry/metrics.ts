@@ -137,6 +137,10 @@ export interface HeldAnswers {
   /** The stream windows granted to the h2c streams' request bodies (sidecar/h2BodyCredit.ts), and the requests with a body refused for want of room. */
   readonly bodyWindowBytes: number
   readonly bodiesRefused: number
+  /** Bytes of the mesh's streamed answers the outbound side holds unread for its callers (streams.ts GrantingPool). */
+  readonly answerStreamBytes: number
+  /** Those and what their senders may still send (the pool's `committed`): bounded by --outbound-max-held-answer-bytes. */
+  readonly answerStreamWindowBytes: number
 }
 /** No upgrade refused (a side with no tunnels: a sidecar without an app has no inbound leg). */
 const TUNNEL_LIMITS: ReadonlyArray<TunnelLimit> = ["tunnels", "per_peer", "bytes", "channels"]
@@ -474,7 +478,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   let readAnswerBytes = () => 0
   let readTunnelBytes: () => Record<Direction, number> = () => ({ outbound: 0, inbound: 0 })
   let readAppStreams: () => AppStreamCounts = () => ({ waiting: 0, refused: 0, longStreamsRefused: 0, sessionsRotated: 0, resetRefused: 0, eventStreamsRefused: 0, poolWaiting: 0, poolSharePassed: 0, poolShareReclaimed: 0, h2HeldBytes: 0, h2HeldTakenBack: 0, poolHeldBytes: 0, poolHeldTakenBack: 0 })
-  let readHeldAnswers: () => HeldAnswers = () => ({ bytes: 0, refused: 0, bodyWindowBytes: 0, bodiesRefused: 0 })
+  let readHeldAnswers: () => HeldAnswers = () => ({ bytes: 0, refused: 0, bodyWindowBytes: 0, bodiesRefused: 0, answerStreamBytes: 0, answerStreamWindowBytes: 0 })
   let readOutboundEventStreamRefusals: () => number = () => 0
   let readTunnelRefusals: () => Record<Direction, Readonly<Record<TunnelLimit, number>>> = () => ({ outbound: NO_TUNNEL_REFUSALS, inbound: NO_TUNNEL_REFUSALS })
   let readDroppedSpans: () => Readonly<DroppedSpans> = () => ({ queueFull: 0, exportFailed: 0 })
@@ -569,6 +573,8 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
     return directions.flatMap((direction) => TUNNEL_LIMITS.map((limit) => ({ labels: { direction, limit }, value: refused[direction][limit] })))
   })
   fromTallies(registry, "gauge", "iip_mesh_outbound_held_answer_bytes", "Bytes of answers the outbound listener holds unsent for callers that have not read them, HTTP/1.1 connections and h2c streams granted no window (at most about maxQueuedBytes: past it new requests are refused).", [], () => [{ labels: {}, value: readHeldAnswers().bytes }])
+  fromTallies(registry, "gauge", "iip_mesh_outbound_answer_held_bytes", "Bytes of the answers streaming back from the mesh that the outbound side holds for its callers, received and not yet taken by their sockets, all connections; past --outbound-max-held-answer-bytes an answer is granted more only once its caller took all it held, a chunk at a time.", [], () => [{ labels: {}, value: readHeldAnswers().answerStreamBytes }])
+  fromTallies(registry, "gauge", "iip_mesh_outbound_answer_window_bytes", "Bytes of the answers streaming back from the mesh that the outbound side holds for its callers and that their senders may still send (their stream windows), all connections: a stream is widened while its window limits it, within --outbound-max-held-answer-bytes.", [], () => [{ labels: {}, value: readHeldAnswers().answerStreamWindowBytes }])
   fromTallies(registry, "gauge", "iip_mesh_outbound_h2_body_window_bytes", "Stream window bytes the outbound listener's h2c connections grant callers for request bodies not yet taken whole, all connections: what those bodies can hold here (received, not yet taken by the mesh) at most; at most --outbound-h2-max-held-body-bytes.", [], () => [{ labels: {}, value: readHeldAnswers().bodyWindowBytes }])
   fromTallies(registry, "counter", "iip_mesh_outbound_h2_bodies_refused_total", "Requests with a body refused RST_STREAM REFUSED_STREAM (not processed; clients may retry) at the outbound listener's h2c connections because their first window did not fit in --outbound-h2-max-held-body-bytes, or in their connection's share of it (a quarter). Said in a throttled outbound-h2-body-refused log line.", [], () => [{ labels: {}, value: readHeldAnswers().bodiesRefused }])
   fromTallies(registry, "counter", "iip_mesh_outbound_event_streams_refused_total", "Event streams (GETs accepting text/event-stream) refused 503 overloaded at the outbound sidecar, nothing sent: no stream place left on the connections to any endpoint tried (the rest of their channels are the requests'). Upgrades refused so count in iip_mesh_tunnels_refused_total, limit channels.", [], () => [{ labels: {}, value: readOutboundEventStreamRefusals() }])
