@@ -3,7 +3,7 @@
 // which saw A's health GET wait 1.1-1.5 s at the burst's start). A's longest turn ran 131-275 ms of
 // CPU (5 runs at load 8-13; the reads of every connection's window at once: 6 MiB, 100 session
 // set-ups and 1,600 stream opens in the first, 20-39 MiB in later ones), and a caller's request waits
-// a turn at each of its steps; with the h2c reads' turn budget (src/mux/turnReads.ts) 46-64 ms (9 runs).
+// a turn at each of its steps; with the h2c reads' turn budget (src/mux/turnReads.ts) 46-68 ms (8 runs, load 8-16).
 // A is the built CLI in a process of its own with test/support/turnWatch.mjs, which reports its turns
 // by CPU time (not wall time: on a loaded machine that is mostly the wait for a core). Solo: it
 // pushes ~100 MB on loopback.
