@@ -98,10 +98,10 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
       sweeper = undefined
     }
   }
-  const accept = (socket: net.Socket): void => {
+  const accept = (socket: net.Socket, again = false): void => {
     if (socket.destroyed) return
     // Its set-up (the session, our SETTINGS written) waits for a turn with time left; the listener handed it over paused.
-    if (turnReads.spent(performance.now())) return turnReads.putOff(() => accept(socket))
+    if (turnReads.spent(performance.now())) return turnReads.putOff(() => accept(socket, true), again)
     // A session closed (idle, PINGs bounded, the drain's GOAWAY) ends its socket and waits for the
     // caller's FIN: one that never sends it kept the socket, and its --max-app-connections place, for ever.
     boundPeerFin(socket)
@@ -116,7 +116,7 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
     }
   }
   return {
-    accept,
+    accept: (socket) => accept(socket),
     sessions,
     close: (deadlineMs) => {
       for (const session of sessions) session.connection.close(deadlineMs)
