@@ -98,10 +98,20 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
       sweeper = undefined
     }
   }
+  // Connections whose set-up was put off (accept), and the drain if it began: what the drain does to
+  // sessions reaches them too, or a set-up run after it made a session that took calls after the
+  // GOAWAY, or that lived on after destroyAll (test/sidecar/h2c-accept-deferred).
+  const putOff = new Set<net.Socket>()
+  let closing: { readonly at: number; readonly deadlineMs: number | undefined } | undefined
   const accept = (socket: net.Socket, again = false): void => {
     if (socket.destroyed) return
     // Its set-up (the session, our SETTINGS written) waits for a turn with time left; the listener handed it over paused.
-    if (turnReads.spent(performance.now())) return turnReads.putOff(() => accept(socket, true), again)
+    if (turnReads.spent(performance.now())) {
+      putOff.add(socket)
+      return turnReads.putOff(() => {
+        if (putOff.delete(socket)) accept(socket, true)
+      }, again)
+    }
     // A session closed (idle, PINGs bounded, the drain's GOAWAY) ends its socket and waits for the
     // caller's FIN: one that never sends it kept the socket, and its --max-app-connections place, for ever.
     boundPeerFin(socket)
@@ -114,14 +124,18 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
       sweeper = setInterval(sweep, Math.max(1, options.answerIdleMs / SWEEPS))
       sweeper.unref()
     }
+    if (closing !== undefined) session.connection.close(closing.deadlineMs === undefined ? undefined : Math.max(0, closing.deadlineMs - (performance.now() - closing.at)))
   }
   return {
     accept: (socket) => accept(socket),
     sessions,
     close: (deadlineMs) => {
+      closing ??= { at: performance.now(), deadlineMs }
       for (const session of sessions) session.connection.close(deadlineMs)
     },
     destroyAll: () => {
+      for (const socket of putOff) socket.destroy()
+      putOff.clear()
       for (const session of [...sessions]) {
         session.connection.destroy("shutdown")
         destroyAfterGrace(session.socket)
