@@ -6,6 +6,7 @@
 // end(). The send side: h2Sender.ts; the budgets against a hostile peer: h2Guards.ts; receive flow
 // control: h2ReceiveFlow.ts.
 import { runningTurnEnds, TurnEnd } from "../mux/turnEnd.ts"
+import type { TurnReads } from "../mux/turnReads.ts"
 import { type FrameHandler, FrameReader } from "./frameReader.ts"
 import { ErrorCode, type H2FrameError, SettingId } from "./frames.ts"
 import type { FrameWriter } from "./frameWriter.ts"
@@ -89,8 +90,14 @@ export abstract class H2ConnectionCore implements FrameHandler {
   /** Server role, a graceful close: the second GOAWAY's bound, for a peer that does not ACK the PING. */
   private goAwayTimer: NodeJS.Timeout | undefined = undefined
 
-  constructor(socket: H2Socket, role: "server" | "client", handler: H2ServerHandler | H2ClientHandler, limits: Partial<H2Limits> = {}) {
+  /** The reads' time budget a turn, shared with other connections (mux/turnReads.ts); none: every read handled as it comes. */
+  private readonly turnReads: TurnReads | undefined
+  /** The turn (TurnReads.turn) of this connection's last read: its next reads in that turn go on. */
+  private readTurn = -1
+
+  constructor(socket: H2Socket, role: "server" | "client", handler: H2ServerHandler | H2ClientHandler, limits: Partial<H2Limits> = {}, turnReads?: TurnReads) {
     this.socket = socket
+    this.turnReads = turnReads
     this.role = role
     this.handler = handler as Handler
     this.limits = { ...defaultLimits, ...limits }
@@ -479,7 +486,13 @@ export abstract class H2ConnectionCore implements FrameHandler {
   // ---- the socket and the end ----
 
   private readonly onChunk = (chunk: Buffer): void => {
-    this.now = this.lastReadAt = performance.now()
+    const now = performance.now()
+    // A first read of the turn past its budget waits for a later turn (put back, the socket paused).
+    if (this.turnReads !== undefined && this.readTurn !== this.turnReads.turn) {
+      if (!this.turnReads.take(this.socket, chunk, now)) return
+      this.readTurn = this.turnReads.turn
+    }
+    this.now = this.lastReadAt = now
     this.inRead = true
     const before = this.reader.frames
     this.delivered = 0

@@ -46,4 +46,4 @@ export interface H2ClientHandler extends H2StreamHandler {
 }
 
 /** What the connection needs of its socket (a net.Socket; a test may give any duplex like it). */
-export type H2Socket = Pick<net.Socket, "write" | "cork" | "uncork" | "on" | "end" | "destroy" | "writableLength" | "destroyed" | "readableEnded">
+export type H2Socket = Pick<net.Socket, "write" | "cork" | "uncork" | "on" | "end" | "destroy" | "writableLength" | "destroyed" | "readableEnded" | "pause" | "resume" | "unshift">

@@ -16,6 +16,7 @@
 // to an app that would refuse it: the limit is announced, heads up to 64 KiB are decoded and answered.
 import type * as net from "node:net"
 import { boundPeerFin, destroyAfterGrace } from "../mux/peerFin.ts"
+import { TurnReads } from "../mux/turnReads.ts"
 import { nodeHttp } from "../toolkit/nodeHttp.ts"
 import { BodyCredit, type BodyShare } from "./h2BodyCredit.ts"
 import type { OutboundCall } from "./outboundCall.ts"
@@ -59,6 +60,13 @@ export interface H2Options {
  */
 const HEAD_LIMIT = nodeHttp.maxHeaderSize
 
+/**
+ * The time the reads of all h2c sessions get in one turn of the loop (mux/turnReads.ts): a flood of
+ * callers then holds the loop about this long a turn, not 150-320 ms of CPU, and their reads go on
+ * in the next turn.
+ */
+const TURN_READ_MS = 10
+
 /** HTTP/2 connections handed over by the outbound listener (`accept`); each stream goes to `handler`, as HTTP/1.1 requests do. */
 export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Options): H2Listener => {
   const held = options.heldAnswers ?? { heldAnswerBytes: 0, refusedForHeldAnswers: 0, maxHeldAnswerBytes: Number.POSITIVE_INFINITY }
@@ -72,6 +80,7 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
       if (cut > 0) options.onStalled(cut, session)
     }
   }
+  const turnReads = new TurnReads(TURN_READ_MS)
   const sessionOptions = {
     idleTimeoutMs: options.idleTimeoutMs,
     maxStreams: options.maxStreams,
@@ -80,6 +89,7 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
     held,
     bodyCredit: options.bodyCredit ?? new BodyCredit(Number.POSITIVE_INFINITY),
     onBodyRefused: options.onBodyRefused ?? (() => {}),
+    turnReads,
     onEnded: options.onEnded,
     onClose: (session: H2cSession) => {
       sessions.delete(session)
@@ -88,27 +98,44 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
       sweeper = undefined
     }
   }
+  // Connections whose set-up was put off (accept), and the drain if it began: what the drain does to
+  // sessions reaches them too, or a set-up run after it made a session that took calls after the
+  // GOAWAY, or that lived on after destroyAll (test/sidecar/h2c-accept-deferred).
+  const putOff = new Set<net.Socket>()
+  let closing: { readonly at: number; readonly deadlineMs: number | undefined } | undefined
+  const accept = (socket: net.Socket, again = false): void => {
+    if (socket.destroyed) return
+    // Its set-up (the session, our SETTINGS written) waits for a turn with time left; the listener handed it over paused.
+    if (turnReads.spent(performance.now())) {
+      putOff.add(socket)
+      return turnReads.putOff(() => {
+        if (putOff.delete(socket)) accept(socket, true)
+      }, again)
+    }
+    // A session closed (idle, PINGs bounded, the drain's GOAWAY) ends its socket and waits for the
+    // caller's FIN: one that never sends it kept the socket, and its --max-app-connections place, for ever.
+    boundPeerFin(socket)
+    const session = new H2cSession(socket, handler, sessionOptions)
+    if (session.destroyed) return
+    sessions.add(session)
+    // The listener paused it to hand it over with the preface unshifted.
+    socket.resume()
+    if (sweeper === undefined) {
+      sweeper = setInterval(sweep, Math.max(1, options.answerIdleMs / SWEEPS))
+      sweeper.unref()
+    }
+    if (closing !== undefined) session.connection.close(closing.deadlineMs === undefined ? undefined : Math.max(0, closing.deadlineMs - (performance.now() - closing.at)))
+  }
   return {
-    accept: (socket) => {
-      if (socket.destroyed) return
-      // A session closed (idle, PINGs bounded, the drain's GOAWAY) ends its socket and waits for the
-      // caller's FIN: one that never sends it kept the socket, and its --max-app-connections place, for ever.
-      boundPeerFin(socket)
-      const session = new H2cSession(socket, handler, sessionOptions)
-      if (session.destroyed) return
-      sessions.add(session)
-      // The listener paused it to hand it over with the preface unshifted.
-      socket.resume()
-      if (sweeper === undefined) {
-        sweeper = setInterval(sweep, Math.max(1, options.answerIdleMs / SWEEPS))
-        sweeper.unref()
-      }
-    },
+    accept: (socket) => accept(socket),
     sessions,
     close: (deadlineMs) => {
+      closing ??= { at: performance.now(), deadlineMs }
       for (const session of sessions) session.connection.close(deadlineMs)
     },
     destroyAll: () => {
+      for (const socket of putOff) socket.destroy()
+      putOff.clear()
       for (const session of [...sessions]) {
         session.connection.destroy("shutdown")
         destroyAfterGrace(session.socket)

@@ -8,6 +8,7 @@ import { ErrorCode } from "../h2/frames.ts"
 import { H2Connection, type H2ServerHandler } from "../h2/h2Connection.ts"
 import { defaultLimits } from "../h2/h2Guards.ts"
 import type { H2ConnectionEnded, H2Stream, H2StreamEnded } from "../h2/h2Streams.ts"
+import type { TurnReads } from "../mux/turnReads.ts"
 import { BODY_WINDOW, type BodyCredit, BodyShare } from "./h2BodyCredit.ts"
 import type { OutboundCall } from "./outboundCall.ts"
 import type { HeldAnswerBudget } from "./http1Listener.ts"
@@ -42,6 +43,8 @@ export interface SessionOptions {
   readonly bodyCredit: BodyCredit
   /** A request with a body was refused (REFUSED_STREAM): the budget, or `own` connection's share of it, had no room for its window. */
   readonly onBodyRefused: (own: BodyShare) => void
+  /** The time a turn of the loop gives the reads of all of the listener's sessions (mux/turnReads.ts). */
+  readonly turnReads: TurnReads
   readonly onEnded: (reason: SessionEndReason, session: H2cSession) => void
   readonly onClose: (session: H2cSession) => void
 }
@@ -94,7 +97,7 @@ export class H2cSession implements H2ServerHandler, CallSession {
       maxHeaderListSize: options.headLimit,
       decodeHeaderListSize: Math.max(options.headLimit, DECODE_HEADER_LIST),
       idleTimeoutMs: options.idleTimeoutMs
-    })
+    }, options.turnReads)
     // HTTP/2 half-closes streams, never the connection (RFC 9113 §5.1): at the caller's FIN, streams
     // still waiting for its frames (a request's rest, window for an answer) never get them.
     socket.once("end", this.onCallerFin)

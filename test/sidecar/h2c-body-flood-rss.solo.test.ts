@@ -11,12 +11,12 @@
 import { spawn } from "node:child_process"
 import { readFileSync } from "node:fs"
 import * as http from "node:http"
-import * as http2 from "node:http2"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { memoryOf, spawnBuiltSidecar } from "../support/builtSidecar.ts"
 import { CHILD_START_MS } from "../support/childStart.ts"
+import { floodUploads } from "../support/h2cUploadFlood.ts"
 import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
-import { LOOPBACK, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
+import { sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
 import { killIfRunning, portOf } from "../support/sidecarProcess.ts"
 
 const MiB = 1024 * 1024
@@ -125,30 +125,8 @@ describe("A's memory under a flood of h2c uploads nobody reads", () => {
     await waitFor(() => pollerOut.includes("polling"), CHILD_START_MS, "the health poller to start")
     const cpuBefore = cpuOf(pid)
 
-    const body = Buffer.alloc(BODY, 0x61)
-    const sessions = Array.from({ length: CONNECTIONS }, () => {
-      const session = http2.connect(`http://${LOOPBACK}:${portOf(ready.outbound)}`)
-      session.on("error", () => {})
-      cleanup.add(() => session.destroy())
-      for (let i = 0; i < UPLOADS; i++) {
-        const stream = session.request({ ":method": "POST", ":path": "/upload", ":authority": "store", "content-type": "application/octet-stream" })
-        stream.on("error", () => {})
-        stream.end(body)
-      }
-      return session
-    })
     // The flood is over when the callers' sockets have written nothing more for a second (A takes no more).
-    const written = () => sessions.reduce((sum, session) => sum + (session.socket?.bytesWritten ?? 0), 0)
-    let last = -1
-    let stillSince = performance.now()
-    await waitFor(() => {
-      const now = written()
-      if (now !== last) {
-        last = now
-        stillSince = performance.now()
-      }
-      return performance.now() - stillSince > 1000
-    }, 120_000, "the callers' writes to stop")
+    const last = await floodUploads(cleanup, portOf(ready.outbound), CONNECTIONS, UPLOADS, Buffer.alloc(BODY, 0x61), 1000)
     const cpuMs = cpuOf(pid) - cpuBefore
     poller.stdin!.end()
     await withTimeout(pollerExited, 10_000, "the health poller's last GETs")

@@ -16,11 +16,11 @@ const builtIsFresh = (): boolean => {
   return readdirSync(SRC, { recursive: true }).every((file) => statSync(`${SRC}${String(file)}`).mtimeMs <= built)
 }
 
-/** The built sidecar with `args`, killed at cleanup; throws, saying to build, if dist/ is missing or older than src/. */
-export const spawnBuiltSidecar = (cleanup: Cleanup, args: ReadonlyArray<string>): SidecarProcess => {
+/** The built sidecar with `args` (node's `nodeArgs`), killed at cleanup; throws, saying to build, if dist/ is missing or older than src/. */
+export const spawnBuiltSidecar = (cleanup: Cleanup, args: ReadonlyArray<string>, nodeArgs: ReadonlyArray<string> = []): SidecarProcess => {
   if (!existsSync(BUILT)) throw new Error(`${BUILT} is missing: npm run build first`)
   if (!builtIsFresh()) throw new Error(`${BUILT} is older than src/: npm run build first`)
-  const sidecar = spawnSidecarProcess(args, [], BUILT)
+  const sidecar = spawnSidecarProcess(args, nodeArgs, BUILT)
   cleanup.add(async () => {
     killIfRunning(sidecar.proc)
     await withTimeout(sidecar.exited, 10_000, "the sidecar to exit")
