@@ -8,6 +8,7 @@ import * as http from "node:http"
 import * as http2 from "node:http2"
 import * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import { scrapeMetrics, unlabelledValue } from "../support/adminMetrics.ts"
 import { Cleanup } from "../support/iipRaw.ts"
 import { LOOPBACK, sidecarConfig, startAdmin, startApp, startSidecar } from "../support/sidecarHarness.ts"
 
@@ -15,24 +16,9 @@ const MiB = 1024 * 1024
 const ANSWER = 8 * MiB
 const chunk = Buffer.alloc(64 * 1024, 0x61)
 
-const metricsOf = (admin: string): Promise<string> =>
-  new Promise((resolve, reject) => {
-    http.get(`${admin}/metrics`, (res) => {
-      let body = ""
-      res.setEncoding("utf8")
-      res.on("data", (part: string) => (body += part))
-      res.on("end", () => resolve(body))
-    }).on("error", reject)
-  })
-
-const gauge = async (admin: string, name: string): Promise<number> => {
-  const line = (await metricsOf(admin)).split("\n").find((l) => l.startsWith(`${name} `))
-  return Number(line?.slice(line.lastIndexOf(" ") + 1))
-}
-
 /** The outbound requests A counted as failed at B's deadline (504, the inbound hop's deadline_exceeded). */
 const deadlineFailures = async (admin: string): Promise<number> =>
-  (await metricsOf(admin)).split("\n")
+  (await scrapeMetrics(admin)).split("\n")
     .filter((l) => l.startsWith("iip_mesh_request_errors_total{") && l.includes('direction="outbound"') && l.includes('code="504"'))
     .reduce((sum, l) => sum + Number(l.slice(l.lastIndexOf(" ") + 1)), 0)
 
@@ -118,10 +104,10 @@ describe("a streamed answer failed under a paused caller", () => {
     }))
     // Paused before their deadline, with answer bytes held at A for them.
     expect(performance.now() - started).toBeLessThan(DEADLINE_MS)
-    await waitFor("answer bytes held for the paused callers", async () => (await gauge(admin, "iip_mesh_outbound_answer_held_bytes")) > 0, 10_000)
+    await waitFor("answer bytes held for the paused callers", async () => (await unlabelledValue(admin, "iip_mesh_outbound_answer_held_bytes")) > 0, 10_000)
     // Past the deadline (and well before the 120 s idle timeout): all freed, every caller told.
-    await waitFor("the held bytes back to 0", async () => (await gauge(admin, "iip_mesh_outbound_answer_held_bytes")) === 0, DEADLINE_MS + 10_000 - (performance.now() - started))
-    await waitFor("the answers' windows back to 0", async () => (await gauge(admin, "iip_mesh_outbound_answer_window_bytes")) === 0, 10_000)
+    await waitFor("the held bytes back to 0", async () => (await unlabelledValue(admin, "iip_mesh_outbound_answer_held_bytes")) === 0, DEADLINE_MS + 10_000 - (performance.now() - started))
+    await waitFor("the answers' windows back to 0", async () => (await unlabelledValue(admin, "iip_mesh_outbound_answer_window_bytes")) === 0, 10_000)
     // Every request ended as the deadline's failure at A (the answer no longer waits for its caller to read).
     await waitFor("6 requests failed 504", async () => (await deadlineFailures(admin)) === 6, 10_000)
     await waitFor("the h2c streams reset", () => streams.every((s) => s.closed()), 10_000)

@@ -7,6 +7,7 @@ import * as http from "node:http"
 import * as http2 from "node:http2"
 import * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import { unlabelledValue } from "../support/adminMetrics.ts"
 import { Cleanup } from "../support/iipRaw.ts"
 import { LOOPBACK, sidecarConfig, startAdmin, startApp, startSidecar } from "../support/sidecarHarness.ts"
 
@@ -14,21 +15,8 @@ const MiB = 1024 * 1024
 const ANSWER = 8 * MiB
 const chunk = Buffer.alloc(64 * 1024, 0x61)
 
-const metricsOf = (admin: string): Promise<string> =>
-  new Promise((resolve, reject) => {
-    http.get(`${admin}/metrics`, (res) => {
-      let text = ""
-      res.setEncoding("utf8")
-      res.on("data", (part: string) => (text += part))
-      res.on("end", () => resolve(text))
-    }).on("error", reject)
-  })
-
 /** A's bytes held for the answers' callers, or (`window`) those and what their senders may still send. */
-const held = async (admin: string, gauge = "iip_mesh_outbound_answer_held_bytes"): Promise<number> => {
-  const line = (await metricsOf(admin)).split("\n").find((l) => l.startsWith(`${gauge} `))
-  return Number(line?.slice(line.lastIndexOf(" ") + 1))
-}
+const held = (admin: string, gauge = "iip_mesh_outbound_answer_held_bytes"): Promise<number> => unlabelledValue(admin, gauge)
 
 /** The app's answer: ANSWER bytes, written as its socket takes them. */
 const writeAnswer = (res: http.ServerResponse): void => {
