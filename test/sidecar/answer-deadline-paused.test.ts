@@ -10,6 +10,7 @@ import * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { scrapeMetrics, unlabelledValue } from "../support/adminMetrics.ts"
 import { Cleanup } from "../support/iipRaw.ts"
+import { paceAnswer } from "../support/paceAnswer.ts"
 import { LOOPBACK, sidecarConfig, startAdmin, startApp, startSidecar } from "../support/sidecarHarness.ts"
 
 const MiB = 1024 * 1024
@@ -62,16 +63,7 @@ describe("a streamed answer failed under a paused caller", () => {
     const server = await startApp(cleanup, (_req, res) => {
       open.add(res)
       res.on("close", () => open.delete(res))
-      res.writeHead(200, { "content-type": "application/octet-stream", "content-length": String(ANSWER) })
-      let sent = 0
-      const pump = () => {
-        while (sent < ANSWER && !res.destroyed) {
-          sent += chunk.length
-          if (!res.write(chunk)) return void res.once("drain", pump)
-        }
-        res.end()
-      }
-      pump()
+      paceAnswer(res, ANSWER, chunk)
     })
     cleanup.add(() => open.forEach((res) => res.destroy()))
     const b = await startSidecar(cleanup, sidecarConfig({ service: "feed", app: server.address, requestTimeoutMs: 30_000 }))

@@ -9,6 +9,7 @@ import * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { unlabelledValue } from "../support/adminMetrics.ts"
 import { Cleanup } from "../support/iipRaw.ts"
+import { paceAnswer } from "../support/paceAnswer.ts"
 import { LOOPBACK, sidecarConfig, startAdmin, startApp, startSidecar } from "../support/sidecarHarness.ts"
 
 const MiB = 1024 * 1024
@@ -19,18 +20,7 @@ const chunk = Buffer.alloc(64 * 1024, 0x61)
 const held = (admin: string, gauge = "iip_mesh_outbound_answer_held_bytes"): Promise<number> => unlabelledValue(admin, gauge)
 
 /** The app's answer: ANSWER bytes, written as its socket takes them. */
-const writeAnswer = (res: http.ServerResponse): void => {
-  res.writeHead(200, { "content-type": "application/octet-stream", "content-length": String(ANSWER) })
-  let sent = 0
-  const pump = () => {
-    while (sent < ANSWER && !res.destroyed) {
-      sent += chunk.length
-      if (!res.write(chunk)) return void res.once("drain", pump)
-    }
-    res.end()
-  }
-  pump()
-}
+const writeAnswer = (res: http.ServerResponse): void => paceAnswer(res, ANSWER, chunk)
 
 const WINDOW = "iip_mesh_outbound_answer_window_bytes"
 

@@ -27,6 +27,16 @@ const seriesOf = (m: ReadonlyMap<string, MetricFamily>): Map<string, number> => 
   return held
 }
 
+/** Metrics on `clock`, freeing series by what a real Discovery lists, and the emit of its one source. */
+const watchedMetrics = (clock: { now: number }) => {
+  const metrics = makeMetrics({ now: () => clock.now, log: () => {} })
+  const discovery = new Discovery({ log: () => {} })
+  let emitTo: (update: EndpointUpdate) => void = () => {}
+  discovery.register({ start: (e) => ((emitTo = e), () => {}) })
+  metrics.watchLiveEndpoints((endpoint) => discovery.lists(endpoint))
+  return { metrics, discovery, emit: (update: EndpointUpdate) => emitTo(update) }
+}
+
 const address = (i: number) => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}:8080`
 
 describe("endpoint-series budget", () => {
@@ -56,12 +66,8 @@ describe("endpoint-series budget", () => {
   })
 
   it("frees the series of an endpoint that left discovery and saw no request for the grace period: removed, not added to _other, so no count grows without a request", async () => {
-    let now = 1_000
-    const metrics = makeMetrics({ now: () => now, log: () => {} })
-    const discovery = new Discovery({ log: () => {} })
-    let emit: (update: EndpointUpdate) => void = () => {}
-    discovery.register({ start: (e) => ((emit = e), () => {}) })
-    metrics.watchLiveEndpoints((endpoint) => discovery.lists(endpoint))
+    const clock = { now: 1_000 }
+    const { metrics, discovery, emit } = watchedMetrics(clock)
     const pods = (from: number, count: number) => Array.from({ length: count }, (_, i) => ({ service: "web", host: `10.1.${(from + i) >> 8}.${(from + i) & 255}`, port: 80, weight: 1, features: [], source: "kubernetes" }))
     const key = (e: { host: string; port: number }) => `${e.host}:${e.port}`
 
@@ -76,9 +82,9 @@ describe("endpoint-series budget", () => {
     const second = [first[0]!, ...pods(1000, 999)]
     emit({ _tag: "Reset", service: "web", endpoints: second })
     request(metrics, "web", key(second[1]!)) // a new pod: no room yet
-    now += EndpointSeriesGraceMs - 1000
+    clock.now += EndpointSeriesGraceMs - 1000
     request(metrics, "web", key(first[1]!)) // gone from discovery, still called
-    now += 2000 // past the grace period for all but first[1]
+    clock.now += 2000 // past the grace period for all but first[1]
     const after = await scrape(metrics)
     const web = { direction: "outbound", service: "web" }
     // The kept pod and the gone one called late keep their series; the other 998 are removed.
@@ -106,19 +112,15 @@ describe("endpoint-series budget", () => {
   })
 
   it("frees nothing while the endpoint is still in discovery, nor inbound series (the app's address is no discovery endpoint)", async () => {
-    let now = 1_000
-    const metrics = makeMetrics({ now: () => now, log: () => {} })
-    const discovery = new Discovery({ log: () => {} })
-    let emit: (update: EndpointUpdate) => void = () => {}
-    discovery.register({ start: (e) => ((emit = e), () => {}) })
-    metrics.watchLiveEndpoints((endpoint) => discovery.lists(endpoint))
+    const clock = { now: 1_000 }
+    const { metrics, discovery, emit } = watchedMetrics(clock)
     emit({ _tag: "Reset", service: "web", endpoints: [{ service: "web", host: "10.2.0.1", port: 80, weight: 1, features: [], source: "kubernetes" }] })
     request(metrics, "web", "10.2.0.1:80")
     metrics.service("inbound", "self").requestFinished("127.0.0.1:3000", "GET", 200, 0.01)
     await scrape(metrics)
-    now += 10 * EndpointSeriesGraceMs
+    clock.now += 10 * EndpointSeriesGraceMs
     await scrape(metrics)
-    now += 10 * EndpointSeriesGraceMs
+    clock.now += 10 * EndpointSeriesGraceMs
     const m = await scrape(metrics)
     expect(value(m, "iip_mesh_requests_total", { service: "web", endpoint: "10.2.0.1:80" })).toBe(1)
     expect(value(m, "iip_mesh_requests_total", { direction: "inbound", service: "self", endpoint: "127.0.0.1:3000" })).toBe(1)
@@ -126,18 +128,14 @@ describe("endpoint-series budget", () => {
   })
 
   it("keeps the series of an endpoint another service lists (a route's backend: counted under the target's name), frees it once none does", async () => {
-    let now = 1_000
-    const metrics = makeMetrics({ now: () => now, log: () => {} })
-    const discovery = new Discovery({ log: () => {} })
-    let emit: (update: EndpointUpdate) => void = () => {}
-    discovery.register({ start: (e) => ((emit = e), () => {}) })
-    metrics.watchLiveEndpoints((endpoint) => discovery.lists(endpoint))
+    const clock = { now: 1_000 }
+    const { metrics, discovery, emit } = watchedMetrics(clock)
     const canary = { service: "web-v2", host: "10.3.0.1", port: 80, weight: 1, features: [], source: "kubernetes" }
     emit({ _tag: "Reset", service: "web-v2", endpoints: [canary] })
     request(metrics, "web", "10.3.0.1:80") // routed from web to its web-v2 backend
     const idle = async () => {
       for (let i = 0; i < 3; i++) {
-        now += EndpointSeriesGraceMs
+        clock.now += EndpointSeriesGraceMs
         await scrape(metrics)
       }
       return scrape(metrics)
