@@ -86,7 +86,13 @@ const jsonProblem = (message: string, text: string): string => {
   return `Unexpected token${line} (not valid JSON; the text around it is not shown: the file may hold a secret)`
 }
 
-/** Merges the sources and validates the result; every problem is reported at once. */
+/**
+ * Problems listed at most: a 1 MiB config file of 40,000 unknown keys made a 2.1 MB error message
+ * (one line a key) that the sidecar wrote to its log; past this many, their count.
+ */
+const MaxProblemsListed = 50
+
+/** Merges the sources and validates the result; every problem is reported at once (the first MaxProblemsListed by name). */
 export const loadSidecarConfig = (sources: ConfigSources): Result.Result<SidecarConfig, ConfigInvalid> => {
   const raw: Record<string, unknown> = { service: undefined, ...configDefaults() }
   const origin = new Map<string, string>(Object.keys(raw).map((k) => [k, "default"]))
@@ -151,7 +157,8 @@ export const loadSidecarConfig = (sources: ConfigSources): Result.Result<Sidecar
   }
   if (Result.isSuccess(result)) problems.push(...crossChecks(result.success))
   if (problems.length > 0) {
-    return Result.fail(new ConfigInvalid({ message: `invalid configuration:\n  ${problems.join("\n  ")}`, problems }))
+    const listed = problems.length <= MaxProblemsListed ? problems : [...problems.slice(0, MaxProblemsListed), `and ${problems.length - MaxProblemsListed} more problems, not listed`]
+    return Result.fail(new ConfigInvalid({ message: `invalid configuration:\n  ${listed.join("\n  ")}`, problems: listed }))
   }
   return Result.succeed((result as Result.Success<SidecarConfig, never>).success)
 }

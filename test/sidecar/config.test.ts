@@ -657,6 +657,16 @@ describe("loadSidecarConfig: hostile input", () => {
     expect(problems(load([], {}, file)).problems).toStrictEqual(["toString", "constructor", "__proto__"].map((key) => `${key} (from ${file}): unknown setting`))
   })
 
+  it("a config file of 40,000 unknown keys lists the first 50 and counts the rest: the error stays a few KB, not 2 MB", () => {
+    const keys = Object.fromEntries(Array.from({ length: 40_000 }, (_, i) => [`k${i}`, 1]))
+    const file = writeJson("many-keys.json", { service: "store", ...keys })
+    const { problems: listed, message } = problems(load([], {}, file))
+    expect(listed).toHaveLength(51)
+    expect(listed[0]).toBe(`k0 (from ${file}): unknown setting`)
+    expect(listed[50]).toBe("and 39950 more problems, not listed")
+    expect(message.length).toBeLessThan(8 * 1024)
+  })
+
   it("a setting twice in the config file (or a key twice in one of its objects) is reported, not the last one taken silently", () => {
     const twice = writeJson("twice.json", `{"service": "store", "adminControl": "0.0.0.0:9991", "adminControl": "127.0.0.1:9991"}`)
     expect(problems(load(["--service", "store"], {}, twice)).problems).toStrictEqual([`config file ${twice}: "adminControl" twice in one object`])
