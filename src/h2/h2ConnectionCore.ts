@@ -138,6 +138,11 @@ export abstract class H2ConnectionCore implements FrameHandler {
     this.flush()
   }
 
+  /** performance.now() at this connection's last read (a frame handled now came in it). */
+  get readAt(): number {
+    return this.lastReadAt
+  }
+
   /** Open streams (queued requests not counted). */
   get streamCount(): number {
     return this.streams.size

@@ -58,8 +58,8 @@ export class H2cSession implements H2ServerHandler, CallSession {
   readonly remoteAddress: string
   readonly held: HeldAnswerBudget
   readonly bodyCredit: BodyCredit
-  /** This connection's part of the body credit: at most its share (a caller's idle calls never take every other caller's room). */
-  readonly bodyShare = new BodyShare()
+  /** This connection's part of the body credit: at most its share (a caller's idle calls never take every other caller's room); its idle bodies may be reset for another connection's. */
+  readonly bodyShare = new BodyShare((now) => this.resetIdleBody(now))
   readonly open = new Set<StreamCall>()
   lastClosedAt = -Infinity
   callerGone = false
@@ -85,6 +85,7 @@ export class H2cSession implements H2ServerHandler, CallSession {
     this.options = options
     this.held = options.held
     this.bodyCredit = options.bodyCredit
+    options.bodyCredit.join(this.bodyShare)
     this.connection = new H2Connection(socket, "server", this, {
       maxConcurrentStreams: options.maxStreams,
       // Every body starts small and grows as the mesh takes it (outboundH2Call.ts): one that stalls holds this.
@@ -190,10 +191,21 @@ export class H2cSession implements H2ServerHandler, CallSession {
 
   onClose(ended: H2ConnectionEnded): void {
     this.isClosed = true
+    this.bodyCredit.leave(this.bodyShare)
     clearInterval(this.idleTimer)
     this.releaseSocket()
     if (ended.reason === "too_many_premature_resets") this.options.onEnded("too_many_premature_resets", this)
     this.options.onClose(this)
+  }
+
+  /** The oldest of its calls whose body is idle at `now` is reset, its window given back: false when none is. */
+  private resetIdleBody(now: number): boolean {
+    for (const call of this.open) {
+      if (!call.idleBody(now)) continue
+      call.resetIdle()
+      return true
+    }
+    return false
   }
 
   /** The PING floor (see MIN_PING_INTERVAL_MS); src/h2's own ping budget bounds a flood. */

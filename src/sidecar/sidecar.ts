@@ -526,7 +526,7 @@ export const make = (
       onStray: () => telemetry.metrics.http1StrayBytes("outbound"),
       maxHeldAnswerBytes: config.maxQueuedBytes
     })
-    telemetry.metrics.watchHeldAnswers(() => ({ bytes: outboundListener.heldAnswerBytes, refused: outboundListener.refusedForHeldAnswers, bodyWindowBytes: bodyCredit.granted, bodiesRefused: bodyCredit.refused, answerStreamBytes: answerStreams.bytes, answerStreamWindowBytes: answerStreams.committed }))
+    telemetry.metrics.watchHeldAnswers(() => ({ bytes: outboundListener.heldAnswerBytes, refused: outboundListener.refusedForHeldAnswers, bodyWindowBytes: bodyCredit.granted, bodiesRefused: bodyCredit.refused, bodiesReset: bodyCredit.reset, answerStreamBytes: answerStreams.bytes, answerStreamWindowBytes: answerStreams.committed }))
     const outbound = yield* Effect.acquireRelease(listen(outboundListener.server, splitAddress(config.outbound)), () =>
       Effect.gen(function*() {
         // Stop taking new requests, let the running ones finish within the drain timeout, their

@@ -134,9 +134,10 @@ export interface AppStreamCounts {
 export interface HeldAnswers {
   readonly bytes: number
   readonly refused: number
-  /** The stream windows granted to the h2c streams' request bodies (sidecar/h2BodyCredit.ts), and the requests with a body refused for want of room. */
+  /** The stream windows granted to the h2c streams' request bodies (sidecar/h2BodyCredit.ts), the requests with a body refused for want of room, and the idle bodies reset to make it. */
   readonly bodyWindowBytes: number
   readonly bodiesRefused: number
+  readonly bodiesReset: number
   /** Bytes of the mesh's streamed answers the outbound side holds unread for its callers (streams.ts GrantingPool). */
   readonly answerStreamBytes: number
   /** Those and what their senders may still send (the pool's `committed`): bounded by --outbound-max-held-answer-bytes. */
@@ -478,7 +479,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   let readAnswerBytes = () => 0
   let readTunnelBytes: () => Record<Direction, number> = () => ({ outbound: 0, inbound: 0 })
   let readAppStreams: () => AppStreamCounts = () => ({ waiting: 0, refused: 0, longStreamsRefused: 0, sessionsRotated: 0, resetRefused: 0, eventStreamsRefused: 0, poolWaiting: 0, poolSharePassed: 0, poolShareReclaimed: 0, h2HeldBytes: 0, h2HeldTakenBack: 0, poolHeldBytes: 0, poolHeldTakenBack: 0 })
-  let readHeldAnswers: () => HeldAnswers = () => ({ bytes: 0, refused: 0, bodyWindowBytes: 0, bodiesRefused: 0, answerStreamBytes: 0, answerStreamWindowBytes: 0 })
+  let readHeldAnswers: () => HeldAnswers = () => ({ bytes: 0, refused: 0, bodyWindowBytes: 0, bodiesRefused: 0, bodiesReset: 0, answerStreamBytes: 0, answerStreamWindowBytes: 0 })
   let readOutboundEventStreamRefusals: () => number = () => 0
   let readTunnelRefusals: () => Record<Direction, Readonly<Record<TunnelLimit, number>>> = () => ({ outbound: NO_TUNNEL_REFUSALS, inbound: NO_TUNNEL_REFUSALS })
   let readDroppedSpans: () => Readonly<DroppedSpans> = () => ({ queueFull: 0, exportFailed: 0 })
@@ -577,6 +578,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   fromTallies(registry, "gauge", "iip_mesh_outbound_answer_window_bytes", "Bytes of the answers streaming back from the mesh that the outbound side holds for its callers and that their senders may still send (their stream windows), all connections: a stream is widened while its window limits it, within --outbound-max-held-answer-bytes.", [], () => [{ labels: {}, value: readHeldAnswers().answerStreamWindowBytes }])
   fromTallies(registry, "gauge", "iip_mesh_outbound_h2_body_window_bytes", "Stream window bytes the outbound listener's h2c connections grant callers for request bodies not yet taken whole, all connections: what those bodies can hold here (received, not yet taken by the mesh) at most; at most --outbound-h2-max-held-body-bytes.", [], () => [{ labels: {}, value: readHeldAnswers().bodyWindowBytes }])
   fromTallies(registry, "counter", "iip_mesh_outbound_h2_bodies_refused_total", "Requests with a body refused RST_STREAM REFUSED_STREAM (not processed; clients may retry) at the outbound listener's h2c connections because their first window did not fit in --outbound-h2-max-held-body-bytes, or in their connection's share of it (a quarter). Said in a throttled outbound-h2-body-refused log line.", [], () => [{ labels: {}, value: readHeldAnswers().bodiesRefused }])
+  fromTallies(registry, "counter", "iip_mesh_outbound_h2_bodies_idle_reset_total", "Request bodies reset RST_STREAM ENHANCE_YOUR_CALM (grpc-js: RESOURCE_EXHAUSTED) at the outbound listener's h2c connections to make room in a full --outbound-h2-max-held-body-bytes for a connection holding less than its fair part (the budget over the connections holding windows): the oldest body whose caller sent nothing on it for a second though its window was open, of the connection holding the most past its fair part.", [], () => [{ labels: {}, value: readHeldAnswers().bodiesReset }])
   fromTallies(registry, "counter", "iip_mesh_outbound_event_streams_refused_total", "Event streams (GETs accepting text/event-stream) refused 503 overloaded at the outbound sidecar, nothing sent: no stream place left on the connections to any endpoint tried (the rest of their channels are the requests'). Upgrades refused so count in iip_mesh_tunnels_refused_total, limit channels.", [], () => [{ labels: {}, value: readOutboundEventStreamRefusals() }])
   fromTallies(registry, "counter", "iip_mesh_outbound_held_answers_refused_total", "Requests (HTTP/1.1, and h2c streams) refused 503 overloaded at the outbound listener while the answers it held for callers that do not read them were past maxQueuedBytes.", [], () => [{ labels: {}, value: readHeldAnswers().refused }])
   fromTallies(registry, "counter", "iip_mesh_log_lines_dropped_total", "Access and log lines dropped while stdout or stderr held about 1 MiB its reader had not taken (a stalled log driver).", ["stream"], () =>

@@ -1,0 +1,139 @@
+// Several h2c caller connections of one client together filling A's request-body budget
+// (src/sidecar/h2BodyCredit.ts) with body streams they never send on. A connection holds at most a
+// quarter of the budget, so four such connections filled it, and every new caller's request with a
+// body was refused REFUSED_STREAM for as long as they stayed. Now a connection holding less than
+// its fair part (the budget over the connections holding windows, it included) is admitted by
+// resetting the oldest idle body of the connection holding the most (RST_STREAM ENHANCE_YOUR_CALM:
+// grpc-js's RESOURCE_EXHAUSTED); idle: its caller has sent nothing for a second though its window
+// is open. A body that moves is never reset. Real peers: node:http2 callers, a grpc-js app, two sidecars.
+import * as grpc from "@grpc/grpc-js"
+import * as http2 from "node:http2"
+import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import { metric } from "../support/eventStreamApp.ts"
+import { rawMethod } from "../support/grpcRaw.ts"
+import { Cleanup, readUntil, waitFor } from "../support/iipRaw.ts"
+import { LOOPBACK, type RunningSidecar, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
+
+const KiB = 1024
+/** Room for 16 first windows of 64 KiB; a connection's share: 4 of them. */
+const BUDGET = 1024 * KiB
+/** The hostile client's connections and the idle bodies each opens (twice what its share admits). */
+const HOSTILE = 8
+const IDLE = 8
+const REFUSED_STREAM = 0x7
+const ENHANCE_YOUR_CALM = 0xb
+/** How long the honest caller may take, sending again each time it is refused (RFC 9113 8.7) after RETRY_MS. */
+const WITHIN_MS = 5000
+const RETRY_MS = 100
+
+const WATCH = rawMethod("demo.Feed", "Watch", true, true)
+const ECHO = rawMethod("demo.Feed", "Echo", false, false)
+const METHODS = { watch: WATCH, echo: ECHO }
+
+/** A gRPC message frame of `size` bytes of payload. */
+const message = (size: number): Buffer => {
+  const bytes = Buffer.alloc(5 + size, 0x61)
+  bytes[0] = 0
+  bytes.writeUInt32BE(size, 1)
+  return bytes
+}
+
+describe("h2c callers' connections together filling A's request-body budget with idle bodies", () => {
+  let cleanup: Cleanup
+  let a: RunningSidecar
+  beforeEach(async () => {
+    cleanup = new Cleanup()
+    const server = new grpc.Server()
+    server.addService(METHODS, {
+      watch: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
+        call.on("data", () => {})
+        call.on("end", () => call.end())
+        call.on("error", () => {})
+      },
+      echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) => callback(null, call.request)
+    })
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync(`${LOOPBACK}:0`, grpc.ServerCredentials.createInsecure(), (error, bound) => (error === null ? resolve(bound) : reject(error))))
+    cleanup.add(() => server.forceShutdown())
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "feed", app: `${LOOPBACK}:${port}`, appProtocol: "h2c", tracing: false }))
+    a = await startSidecar(cleanup, sidecarConfig({ service: "shop", tracing: false, outboundH2MaxHeldBodyBytes: BUDGET, requestTimeoutMs: 60_000, endpoints: { feed: [{ address: b.inboundAddress, weight: 1 }] } }))
+  })
+  afterEach(() => cleanup.run())
+
+  const connect = (): http2.ClientHttp2Session => {
+    const session = http2.connect(`http://${LOOPBACK}:${a.outboundPort}`)
+    session.on("error", () => {})
+    cleanup.add(() => session.destroy())
+    return session
+  }
+
+  /** A bidi call on `session`: open until it is reset (its code) or the test ends. */
+  const bidi = (session: http2.ClientHttp2Session) => {
+    const stream = session.request({ ":method": "POST", ":path": WATCH.path, ":authority": "feed", "content-type": "application/grpc", te: "trailers" })
+    const state = { reset: -1, closed: false }
+    stream.on("error", () => {})
+    stream.on("data", () => {})
+    stream.on("close", () => {
+      state.closed = true
+      state.reset = stream.rstCode ?? -1
+    })
+    return { stream, state }
+  }
+
+  /** A unary upload of `size` bytes on a new connection, sent again RETRY_MS after each refusal: what it was told, and how many times it was refused. */
+  const honestUpload = async (size: number) => {
+    const session = connect()
+    const started = performance.now()
+    let refused = 0
+    for (;;) {
+      const stream = session.request({ ":method": "POST", ":path": ECHO.path, ":authority": "feed", "content-type": "application/grpc", te: "trailers" })
+      const told = { status: 0, grpcStatus: "", bytes: 0, reset: -1 }
+      stream.on("error", () => {})
+      stream.on("response", (headers) => (told.status = Number(headers[":status"])))
+      stream.on("trailers", (trailers) => (told.grpcStatus = String(trailers["grpc-status"])))
+      stream.on("data", (chunk: Buffer) => (told.bytes += chunk.length))
+      const closed = new Promise<void>((resolve) => stream.on("close", resolve))
+      stream.end(message(size))
+      await closed
+      if (told.status !== 0 || stream.rstCode !== REFUSED_STREAM || performance.now() - started > WITHIN_MS) {
+        told.reset = told.status === 0 ? (stream.rstCode ?? -1) : -1
+        return { told, refused, elapsedMs: performance.now() - started }
+      }
+      refused++
+      await new Promise((resolve) => setTimeout(resolve, RETRY_MS))
+    }
+  }
+
+  const granted = () => metric(a, /^iip_mesh_outbound_h2_body_window_bytes /)
+
+  it(`${HOSTILE} connections of ${IDLE} idle bodies each and one of bodies that move: a new connection's upload is answered within ${WITHIN_MS} ms, idle bodies of the biggest holders reset ENHANCE_YOUR_CALM, the moving ones never; the windows stay within the budget`, { timeout: 60_000 }, async () => {
+    // A caller whose 4 bidi calls each send a message every 50 ms: its share, all of it moving.
+    const moving = connect()
+    const movers = Array.from({ length: 4 }, () => bidi(moving))
+    const ticker = setInterval(() => {
+      for (const { stream, state } of movers) if (!state.closed) stream.write(message(100))
+    }, 50)
+    cleanup.add(() => clearInterval(ticker))
+    expect((await readUntil(granted, (bytes) => bytes === 4 * 64 * KiB, 10_000)).value).toBe(4 * 64 * KiB)
+    const hostile = Array.from({ length: HOSTILE }, () => {
+      const session = connect()
+      return Array.from({ length: IDLE }, () => bidi(session))
+    })
+    // The budget full: the mover's 4 windows and 12 of the hostile bodies'; the hostile rest refused.
+    await waitFor(() => hostile.flat().filter(({ state }) => state.closed).length >= HOSTILE * IDLE - 12, 10_000, "the hostile bodies past the budget refused")
+    expect(await granted()).toBe(BUDGET)
+    for (const { state } of hostile.flat().filter(({ state }) => state.closed)) expect(state.reset).toBe(REFUSED_STREAM)
+
+    const { told, refused, elapsedMs } = await honestUpload(256 * KiB)
+    // Before: refused each time until WITHIN_MS.
+    expect(told).toStrictEqual({ status: 200, grpcStatus: "0", bytes: 5 + 256 * KiB, reset: -1 })
+    expect(elapsedMs).toBeLessThan(WITHIN_MS)
+    // The idle bodies reset to make room, told so; the moving ones untouched.
+    const reset = hostile.flat().filter(({ state }) => state.reset === ENHANCE_YOUR_CALM)
+    expect(reset.length).toBeGreaterThanOrEqual(1)
+    expect(movers.map(({ state }) => state.closed)).toStrictEqual([false, false, false, false])
+    expect(await granted()).toBeLessThanOrEqual(BUDGET)
+    expect(await metric(a, /^iip_mesh_outbound_h2_bodies_idle_reset_total /)).toBe(reset.length)
+    console.log(`honest upload answered after ${Math.round(elapsedMs)} ms, refused ${refused} times; ${reset.length} idle bodies reset`)
+  })
+})
