@@ -43,8 +43,13 @@ export const MAX_BODY_WINDOW = 1 << 20
 /** The part of the budget one connection's bodies may hold (the budget divided by this). */
 export const CONNECTION_SHARE = 4
 
-/** How long a body's caller has sent nothing on it, its window open, before it may be reset to make room for another connection's. */
-export const BODY_IDLE_MS = 1000
+/**
+ * How long a body's caller has sent nothing on it, its window open, before it may be reset to make
+ * room for another connection's. At 1 s, a flood's uploads in one process with the sidecars (its
+ * callers' loop starved) had 5-13 bodies a run that went that long unsent beside their
+ * connection's others reset; a caller that sends nothing on a body it opened for 5 s is idle.
+ */
+export const BODY_IDLE_MS = 5000
 
 /** One connection's part of the credit (its session's): the windows granted to its bodies, and how much of that is growth. */
 export class BodyShare {

@@ -566,12 +566,16 @@ export class StreamCall implements OutboundCall {
 
   /**
    * Its body holds a window its caller has not sent on for BODY_IDLE_MS at `now`, though it may
-   * send half of it at least and nothing of it waits for the mesh: it waits on its caller, not on
-   * this side (h2BodyCredit.ts may reset it for another connection's).
+   * send half of it at least, nothing of it waits for the mesh, and this side read the connection
+   * in all that time without putting a read off (turnReads: a caller's DATA may wait unread in the
+   * socket): it waits on its caller, not on this side (h2BodyCredit.ts may reset it for another
+   * connection's). Without the last, a flood's uploads whose socket sat put off for over a second
+   * were taken for idle (47 of them reset in a run of h2c-body-flood-rss's flood in one process, at 1 s).
    */
   idleBody(now: number): boolean {
     const stream = this.stream
-    return this.window > 0 && !this.requestEnded && stream.unconsumed === 0 && stream.recvAvailable >= stream.recvWindow / 2 && now - this.dataAt >= BODY_IDLE_MS
+    if (this.window === 0 || this.requestEnded || stream.unconsumed > 0 || stream.recvAvailable < stream.recvWindow / 2) return false
+    return now - Math.max(this.dataAt, this.session.connection.readsPutOffAt) >= BODY_IDLE_MS
   }
 
   /** Resets an idle body's stream for room (RST_STREAM ENHANCE_YOUR_CALM: grpc-js's RESOURCE_EXHAUSTED); its window comes back now. */
