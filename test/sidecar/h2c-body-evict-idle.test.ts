@@ -5,14 +5,14 @@
 // its fair part (the budget over the connections holding windows, it included) is admitted by
 // resetting the oldest idle body of the connection holding the most (RST_STREAM ENHANCE_YOUR_CALM:
 // grpc-js's RESOURCE_EXHAUSTED); idle: its caller has sent nothing on it for 5 s though its window
-// is open. A body that moves is never reset. Real peers: node:http2 callers, a grpc-js app, two sidecars.
-import * as grpc from "@grpc/grpc-js"
+// is open. A body that moves is never reset. Real peers: node:http2 callers, a grpc-js app (test/support/feedMesh.ts), two sidecars.
 import * as http2 from "node:http2"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { metric } from "../support/eventStreamApp.ts"
-import { rawMethod } from "../support/grpcRaw.ts"
+import { ECHO, startFeedMesh, WATCH } from "../support/feedMesh.ts"
+import { grpcMessage } from "../support/grpcRaw.ts"
 import { Cleanup, readUntil, waitFor } from "../support/iipRaw.ts"
-import { LOOPBACK, type RunningSidecar, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
+import { LOOPBACK, type RunningSidecar } from "../support/sidecarHarness.ts"
 
 const KiB = 1024
 /** Room for 16 first windows of 64 KiB; a connection's share: 4 of them. */
@@ -26,37 +26,15 @@ const ENHANCE_YOUR_CALM = 0xb
 const WITHIN_MS = 10_000
 const RETRY_MS = 100
 
-const WATCH = rawMethod("demo.Feed", "Watch", true, true)
-const ECHO = rawMethod("demo.Feed", "Echo", false, false)
-const METHODS = { watch: WATCH, echo: ECHO }
-
-/** A gRPC message frame of `size` bytes of payload. */
-const message = (size: number): Buffer => {
-  const bytes = Buffer.alloc(5 + size, 0x61)
-  bytes[0] = 0
-  bytes.writeUInt32BE(size, 1)
-  return bytes
-}
+/** A gRPC message of `size` bytes on the wire's framing. */
+const message = (size: number): Buffer => grpcMessage(Buffer.alloc(size, 0x61))
 
 describe("h2c callers' connections together filling A's request-body budget with idle bodies", () => {
   let cleanup: Cleanup
   let a: RunningSidecar
   beforeEach(async () => {
     cleanup = new Cleanup()
-    const server = new grpc.Server()
-    server.addService(METHODS, {
-      watch: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
-        call.on("data", () => {})
-        call.on("end", () => call.end())
-        call.on("error", () => {})
-      },
-      echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) => callback(null, call.request)
-    })
-    const port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync(`${LOOPBACK}:0`, grpc.ServerCredentials.createInsecure(), (error, bound) => (error === null ? resolve(bound) : reject(error))))
-    cleanup.add(() => server.forceShutdown())
-    const b = await startSidecar(cleanup, sidecarConfig({ service: "feed", app: `${LOOPBACK}:${port}`, appProtocol: "h2c", tracing: false }))
-    a = await startSidecar(cleanup, sidecarConfig({ service: "shop", tracing: false, outboundH2MaxHeldBodyBytes: BUDGET, requestTimeoutMs: 60_000, endpoints: { feed: [{ address: b.inboundAddress, weight: 1 }] } }))
+    a = await startFeedMesh(cleanup, BUDGET)
   })
   afterEach(() => cleanup.run())
 
