@@ -206,6 +206,7 @@ const makeTelemetry = (config: SidecarConfig, options: SidecarOptions, log: Log)
     const metrics = makeMetrics({
       log,
       golden: { self: config.service, maxRoutes: config.goldenRoutes },
+      seriesIdleMs: config.metricSeriesIdleMs,
       tap: { maxListeners: config.tapListeners, ratePerSecond: config.tapRate, maxQueued: config.tapQueue }
     })
     metrics.watchDroppedSpans(() => tracing.droppedSpans)

@@ -98,7 +98,7 @@ import type { BundleRefreshResult } from "../identity/identityClient.ts"
 import type { DroppedSpans } from "./tracing.ts"
 import { Tap, type TapLimits } from "./tap.ts"
 
-export { EndpointSeriesGraceMs, MaxEndpointSeries } from "./endpointSeries.ts"
+export { EndpointSeriesGraceMs, MaxEndpointSeries, MinEndpointSeriesGraceMs } from "./endpointSeries.ts"
 
 export type Direction = "outbound" | "inbound"
 
@@ -157,6 +157,8 @@ export interface MetricsOptions {
   readonly log?: Log
   /** The endpoint-series budget's clock (monotonic ms); tests move it by hand. */
   readonly now?: () => number
+  /** How long an outbound endpoint series is kept once its endpoint left discovery and it saw no request (--metric-series-idle; endpointSeries.ts). */
+  readonly seriesIdleMs?: number
 }
 
 export interface ServiceMetrics {
@@ -457,7 +459,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   const registry = new Registry()
   const services: Record<Direction, Map<string, ServiceSeries>> = { outbound: new Map(), inbound: new Map() }
   const next: NextRequest = { wake: undefined }
-  const endpointBudget = new EndpointSeriesBudget({ now: options.now ?? monotonicMs, log: neverThrowing(options.log ?? stderrLog) })
+  const endpointBudget = new EndpointSeriesBudget({ now: options.now ?? monotonicMs, log: neverThrowing(options.log ?? stderrLog), ...(options.seriesIdleMs === undefined ? {} : { graceMs: options.seriesIdleMs }) })
   const ejections = new Map<string, Tally>()
   const endpointRefusals = new Map<string, Tally>()
   const refusedDials = new Map<string, Tally>()
