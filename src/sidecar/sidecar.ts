@@ -408,6 +408,7 @@ export const make = (
     })
     meshTls.attach(inbound)
     ownListeners.add(inbound.address, true)
+    telemetry.metrics.watchInboundPeerEvents(() => inbound.peerEvents())
     telemetry.metrics.watchConnections(() => {
       let channels = 0
       for (const session of inbound.sessions) channels += session.channelCount
