@@ -27,8 +27,10 @@
 // Recency, kept off the request path: each service's series Map is in the order they were last
 // seen moving. A sweep, or a take-back passing over it, that finds a series' count moved since it
 // was last looked at puts it last; a take-back removes the first it finds that has not moved (the
-// least recently used, to within a sweep interval), or, every one having moved, the first it
-// looked at. Each series passed over is then marked seen, so take-backs cost O(1) amortized.
+// least recently used, to within a sweep interval), or, the TakeBackLooks first having all moved,
+// the first of them. Each series passed over is then marked seen; a take-back looks at no more than
+// TakeBackLooks (a holder of 1,000 busy series: every one looked at and moved cost about 1 ms a
+// take-back). Sweeps put the busy last, so the first few are idle whenever some are.
 import type { Log } from "../iip/log.ts"
 
 export type Labels = Record<string, string>
@@ -77,6 +79,9 @@ export const MinEndpointSeriesGraceMs = 1000
 
 /** The least time between two sweeps for series to free (or the grace, if shorter): a sweep costs every series once. */
 const SweepIntervalMs = 10_000
+
+/** Series a take-back looks at, at most, for one that has not moved. */
+const TakeBackLooks = 64
 
 /** metric-series-full lines per service at most, per this window. */
 const FullLineWindowMs = 60_000
@@ -244,9 +249,9 @@ export class EndpointSeriesBudget {
         taken = endpoint
         break
       }
-      ;(moved ??= []).push([endpoint, series])
+      if ((moved ??= []).push([endpoint, series]) === TakeBackLooks) break
     }
-    // All moved since last seen: the first of them was the least recently seen moving.
+    // All looked at moved since last seen: the first of them was the least recently seen moving.
     if (taken === undefined) taken = moved?.shift()?.[0]
     if (moved !== undefined) lastInOrder(largest, moved)
     if (taken === undefined) return
