@@ -171,8 +171,8 @@ describe("endpoint-series take-back", () => {
   it("takes the holder's least recently used series, not its oldest: busy endpoints created first keep their series and counts while the holder has idle ones", async () => {
     const clock = { now: 1_000 }
     const metrics = makeMetrics({ now: () => clock.now, log: () => {} })
-    // web's first 10 endpoints stay busy; its other 990 were called once, long ago.
-    const busy = Array.from({ length: 10 }, (_, i) => address(i))
+    // web's first 100 endpoints stay busy (more than a take-back looks at: sweeps put them last); its other 900 were called once, long ago.
+    const busy = Array.from({ length: 100 }, (_, i) => address(i))
     for (let i = 0; i < MaxEndpointSeries; i++) request(metrics, "web", address(i))
     await scrape(metrics)
     let calls = 1
