@@ -222,3 +222,22 @@ describe("endpoint-series take-back", () => {
     for (let scrapes = 0; scrapes < 5; scrapes++) expect(await keptAt()).toStrictEqual(first)
   })
 })
+
+describe("endpoint-series take-back between sweeps", () => {
+  it("passes over a series that moved since the last sweep (idle then, busy now): it takes the next one idle, not the first in the sweep's order", async () => {
+    const clock = { now: 1_000 }
+    const metrics = makeMetrics({ now: () => clock.now, log: () => {} })
+    for (let i = 0; i < MaxEndpointSeries; i++) request(metrics, "web", address(i))
+    await scrape(metrics) // all moved: seen, order kept
+    clock.now += 15_000
+    await scrape(metrics) // all idle since: web's first series are first in line
+    // web's first 10 become busy after that sweep; api's 5 new endpoints come before the next one.
+    for (let i = 0; i < 10; i++) request(metrics, "web", address(i))
+    for (let i = 0; i < 5; i++) request(metrics, "api", address(100_000 + i))
+    const m = await scrape(metrics)
+    expect(seriesOf(m)).toStrictEqual(new Map([["web", 995], ["api", 5]]))
+    // The busy 10 kept their series and both calls; the 5 taken are the idle ones after them.
+    for (let i = 0; i < 10; i++) expect(value(m, "iip_mesh_requests_total", { direction: "outbound", service: "web", endpoint: address(i) }), address(i)).toBe(2)
+    for (let i = 10; i < 15; i++) expect(samples(m, "iip_mesh_requests_total", { service: "web", endpoint: address(i) }), address(i)).toStrictEqual([])
+  })
+})
