@@ -158,7 +158,8 @@ export interface ThrottledLog {
  * The last FirstOfKindLines of each window go only to a kind the window has not logged yet: one
  * peer repeating its fault must not hide the first line of another fault (a second handler's crash).
  * A count held back is written by the next line of its event, or, if none comes in the window, at
- * the window's end in a `log-lines-suppressed` line (event, suppressed): a burst then silence
+ * the window's end in a `log-lines-suppressed` line (`of` the event, suppressed; not `event`, which
+ * a JSON sink such as stderrLog spreads over the line's own name): a burst then silence
  * loses nothing. One timer for all events, armed only while a count is held back, unref'd.
  */
 export const throttledEvents = (log: Log, events: ReadonlyArray<string>, maxLines: number, windowMs: number, clock: EventsClock = realClock): ThrottledLog => {
@@ -181,7 +182,7 @@ export const throttledEvents = (log: Log, events: ReadonlyArray<string>, maxLine
     for (const entry of entries) {
       const until = entry.throttle.heldBackUntil()
       if (until === undefined) continue
-      if (ending || until <= at || at < until - windowMs) flushLog("log-lines-suppressed", { event: entry.event, suppressed: entry.throttle.takeSuppressed() })
+      if (ending || until <= at || at < until - windowMs) flushLog("log-lines-suppressed", { of: entry.event, suppressed: entry.throttle.takeSuppressed() })
       else next = Math.min(next, until)
     }
     if (next !== Number.POSITIVE_INFINITY) armFor(next)

@@ -135,10 +135,10 @@ describe("throttledEvents", () => {
     clock.advance(29_999)
     expect(lines.filter((line) => line.event === "log-lines-suppressed")).toStrictEqual([])
     clock.advance(1)
-    expect(lines.at(-1)).toStrictEqual({ event: "log-lines-suppressed", fields: { event: "no-first-packet", suppressed: 30 } })
+    expect(lines.at(-1)).toStrictEqual({ event: "log-lines-suppressed", fields: { of: "no-first-packet", suppressed: 30 } })
     expect(clock.pending()).toBe(1) // stalled's window still open
     clock.advance(30_000)
-    expect(lines.at(-1)).toStrictEqual({ event: "log-lines-suppressed", fields: { event: "stalled", suppressed: 5 } })
+    expect(lines.at(-1)).toStrictEqual({ event: "log-lines-suppressed", fields: { of: "stalled", suppressed: 5 } })
     expect(clock.pending()).toBe(0)
     // Written once: the next window's first line carries no count.
     events.log("no-first-packet", {})
@@ -159,7 +159,7 @@ describe("throttledEvents", () => {
     expect(clock.pending()).toBe(1)
     events.close()
     expect(clock.pending()).toBe(0)
-    expect(lines.at(-1)).toStrictEqual({ event: "log-lines-suppressed", fields: { event: "stalled", suppressed: 3 } })
+    expect(lines.at(-1)).toStrictEqual({ event: "log-lines-suppressed", fields: { of: "stalled", suppressed: 3 } })
 
     const throwing = throttledEvents((event) => {
       if (event === "log-lines-suppressed") throw new Error("sink down")
@@ -175,7 +175,7 @@ describe("throttledEvents", () => {
     const events = throttledEvents((event, fields) => lines.push({ event, fields }), ["stalled"], 2, 50)
     for (let i = 0; i < 7; i++) events.log("stalled", {})
     await waitFor(() => lines.some((line) => line.event === "log-lines-suppressed"), 5000, "the window's end")
-    expect(lines.at(-1)).toStrictEqual({ event: "log-lines-suppressed", fields: { event: "stalled", suppressed: 5 } })
+    expect(lines.at(-1)).toStrictEqual({ event: "log-lines-suppressed", fields: { of: "stalled", suppressed: 5 } })
     events.close()
     expect(lines).toHaveLength(3)
   })

@@ -45,7 +45,7 @@ describe("a peer's repeated faults at the inbound listener", () => {
     expect(lines.filter((line) => line.event === "log-lines-suppressed")).toStrictEqual([])
     await b.stop()
     expect(lines.filter((line) => line.event === "log-lines-suppressed")).toStrictEqual([
-      { event: "log-lines-suppressed", fields: { event: "protocol-violation", suppressed: attempts - written } }
+      { event: "log-lines-suppressed", fields: { of: "protocol-violation", suppressed: attempts - written } }
     ])
   })
 })
