@@ -206,6 +206,7 @@ const makeTelemetry = (config: SidecarConfig, options: SidecarOptions, log: Log)
     const metrics = makeMetrics({
       log,
       golden: { self: config.service, maxRoutes: config.goldenRoutes },
+      seriesIdleMs: config.metricSeriesIdleMs,
       tap: { maxListeners: config.tapListeners, ratePerSecond: config.tapRate, maxQueued: config.tapQueue }
     })
     metrics.watchDroppedSpans(() => tracing.droppedSpans)
@@ -407,6 +408,7 @@ export const make = (
     })
     meshTls.attach(inbound)
     ownListeners.add(inbound.address, true)
+    telemetry.metrics.watchInboundPeerEvents(() => inbound.peerEvents())
     telemetry.metrics.watchConnections(() => {
       let channels = 0
       for (const session of inbound.sessions) channels += session.channelCount
