@@ -32,9 +32,12 @@ const message = (size: number): Buffer => grpcMessage(Buffer.alloc(size, 0x61))
 describe("h2c callers' connections together filling A's request-body budget with idle bodies", () => {
   let cleanup: Cleanup
   let a: RunningSidecar
+  /** Bidi calls B's app had cancelled by their callers. */
+  let cancelled: number
   beforeEach(async () => {
     cleanup = new Cleanup()
-    a = await startFeedMesh(cleanup, BUDGET)
+    cancelled = 0
+    a = await startFeedMesh(cleanup, BUDGET, () => {}, () => cancelled++)
   })
   afterEach(() => cleanup.run())
 
@@ -112,6 +115,9 @@ describe("h2c callers' connections together filling A's request-body budget with
     expect(movers.map(({ state }) => state.closed)).toStrictEqual([false, false, false, false])
     expect(await granted()).toBeLessThanOrEqual(BUDGET)
     expect(await metric(a, /^iip_mesh_outbound_h2_bodies_idle_reset_total /)).toBe(reset.length)
+    // Their calls went on to B's app: each is cancelled there (none other is).
+    await waitFor(() => cancelled >= reset.length, 5000, "B's app told of the reset calls")
+    expect(cancelled).toBe(reset.length)
     console.log(`honest upload answered after ${Math.round(elapsedMs)} ms, refused ${refused} times; ${reset.length} idle bodies reset`)
   })
 })

@@ -11,8 +11,8 @@ export const WATCH = rawMethod("demo.Feed", "Watch", true, true)
 export const ECHO = rawMethod("demo.Feed", "Echo", false, false)
 export const FEED_METHODS = { watch: WATCH, echo: ECHO }
 
-/** The feed app behind B and A before it, A's h2c request bodies' budget `budget`; `onWatch` told of each bidi call the app takes. Sidecar A. */
-export const startFeedMesh = async (cleanup: Cleanup, budget: number, onWatch: () => void = () => {}): Promise<RunningSidecar> => {
+/** The feed app behind B and A before it, A's h2c request bodies' budget `budget`; `onWatch` told of each bidi call the app takes, `onWatchCancelled` of each its caller cancelled. Sidecar A. */
+export const startFeedMesh = async (cleanup: Cleanup, budget: number, onWatch: () => void = () => {}, onWatchCancelled: () => void = () => {}): Promise<RunningSidecar> => {
   const server = new grpc.Server()
   server.addService(FEED_METHODS, {
     watch: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
@@ -20,6 +20,7 @@ export const startFeedMesh = async (cleanup: Cleanup, budget: number, onWatch: (
       call.on("data", (message: Buffer) => call.write(message))
       call.on("end", () => call.end())
       call.on("error", () => {})
+      call.on("cancelled", onWatchCancelled)
     },
     echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) => callback(null, call.request)
   })
