@@ -565,16 +565,18 @@ export class StreamCall implements OutboundCall {
   }
 
   /**
-   * Its body holds a window its caller has not sent on for BODY_IDLE_MS at `now`, though it may
-   * send half of it at least, nothing of it waits for the mesh, and this side read the connection
-   * in all that time without putting a read off (turnReads: a caller's DATA may wait unread in the
-   * socket): it waits on its caller, not on this side (h2BodyCredit.ts may reset it for another
-   * connection's). Without the last, a flood's uploads whose socket sat put off for over a second
-   * were taken for idle (47 of them reset in a run of h2c-body-flood-rss's flood in one process, at 1 s).
+   * Its body holds a window its caller has not sent on for BODY_IDLE_MS at `now`, nothing of it
+   * waits for the mesh, and this side read the connection in all that time without putting a read
+   * off (turnReads: a caller's DATA may wait unread in the socket): it waits on its caller, not on
+   * this side (h2BodyCredit.ts may reset it for another connection's). Without the last, a flood's
+   * uploads whose socket sat put off for over a second were taken for idle (47 of them reset in a
+   * run of h2c-body-flood-rss's flood in one process, at 1 s). Nothing unconsumed, the caller may
+   * send over half its window (src/h2 gives half back as it is consumed) unless it sent padding,
+   * which comes back with its next data: a look at the window open let a caller that sent half a
+   * window of padding on each body and nothing more keep them all (h2c-body-evict-idle.test.ts).
    */
   idleBody(now: number): boolean {
-    const stream = this.stream
-    if (this.window === 0 || this.requestEnded || stream.unconsumed > 0 || stream.recvAvailable < stream.recvWindow / 2) return false
+    if (this.window === 0 || this.requestEnded || this.stream.unconsumed > 0) return false
     return now - Math.max(this.dataAt, this.session.connection.readsPutOffAt) >= BODY_IDLE_MS
   }
 

@@ -7,10 +7,12 @@
 // grpc-js's RESOURCE_EXHAUSTED); idle: its caller has sent nothing on it for 5 s though its window
 // is open. A body that moves is never reset. Real peers: node:http2 callers, a grpc-js app (test/support/feedMesh.ts), two sidecars.
 import * as http2 from "node:http2"
+import * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { metric } from "../support/eventStreamApp.ts"
 import { ECHO, startFeedMesh, WATCH } from "../support/feedMesh.ts"
 import { grpcMessage } from "../support/grpcRaw.ts"
+import { FrameType, h2Frame } from "../support/h2Raw.ts"
 import { Cleanup, readUntil, waitFor } from "../support/iipRaw.ts"
 import { LOOPBACK, type RunningSidecar } from "../support/sidecarHarness.ts"
 
@@ -119,5 +121,54 @@ describe("h2c callers' connections together filling A's request-body budget with
     await waitFor(() => cancelled >= reset.length, 5000, "B's app told of the reset calls")
     expect(cancelled).toBe(reset.length)
     console.log(`honest upload answered after ${Math.round(elapsedMs)} ms, refused ${refused} times; ${reset.length} idle bodies reset`)
+  })
+
+  /**
+   * A raw caller connection opening `bodies` bidi calls and sending on each DATA frames of padding
+   * only (PADDED, 255 bytes: 256 of its window each), past half its window, then nothing: the
+   * RST_STREAM codes it was sent, by stream. src/h2 gives padding back with the next data consumed.
+   */
+  const paddedCaller = async (bodies: number) => {
+    const socket = net.connect(a.outboundPort, LOOPBACK)
+    socket.on("error", () => {})
+    cleanup.add(() => socket.destroy())
+    const resets = new Map<number, number>()
+    let pending = Buffer.alloc(0)
+    socket.on("data", (chunk: Buffer) => {
+      pending = Buffer.concat([pending, chunk])
+      while (pending.length >= 9 && pending.length >= 9 + pending.readUIntBE(0, 3)) {
+        const [type, flags] = [pending[3], pending[4]! & 1]
+        // Acknowledged, or A ends the connection (its SETTINGS) or takes the caller for gone (its PINGs).
+        if (type === FrameType.settings && flags === 0) socket.write(h2Frame(FrameType.settings, 1, 0))
+        if (type === FrameType.ping && flags === 0) socket.write(h2Frame(FrameType.ping, 1, 0, pending.subarray(9, 17)))
+        if (type === FrameType.rstStream) resets.set(pending.readUInt32BE(5), pending.readUInt32BE(9))
+        pending = pending.subarray(9 + pending.readUIntBE(0, 3))
+      }
+    })
+    await new Promise((resolve) => socket.once("connect", resolve))
+    // HPACK, no table: :method POST, :scheme http (static), :path, :authority, content-type and te literal.
+    const string = (value: string) => Buffer.concat([Buffer.from([value.length]), Buffer.from(value)])
+    const head = Buffer.concat([Buffer.from([0x83, 0x86, 0x04]), string(WATCH.path), Buffer.from([0x01]), string("feed"), Buffer.from([0x0f, 0x10]), string("application/grpc"), Buffer.from([0x00]), string("te"), string("trailers")])
+    const padding = Buffer.concat([Buffer.from([255]), Buffer.alloc(255)])
+    const frames = [Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), h2Frame(FrameType.settings, 0, 0)]
+    for (let id = 1; id < 2 * bodies; id += 2) {
+      frames.push(h2Frame(FrameType.headers, 4, id, head))
+      for (let sent = 0; sent <= 32 * KiB; sent += padding.length) frames.push(h2Frame(FrameType.data, 0x8, id, padding))
+    }
+    socket.write(Buffer.concat(frames))
+    return resets
+  }
+
+  it(`bodies sent half a window of padding and nothing more are idle too: a new connection's upload is answered within ${WITHIN_MS} ms`, { timeout: 60_000 }, async () => {
+    // Four connections' shares: the budget, each body's window under half open (was: never idle).
+    const callers = await Promise.all(Array.from({ length: 4 }, () => paddedCaller(4)))
+    expect((await readUntil(granted, (bytes) => bytes === BUDGET, 10_000)).value).toBe(BUDGET)
+    const { told, elapsedMs } = await honestUpload(1024)
+    expect(told).toStrictEqual({ status: 200, grpcStatus: "0", bytes: 5 + 1024, reset: -1 })
+    expect(elapsedMs).toBeLessThan(WITHIN_MS)
+    const codes = callers.flatMap((resets) => [...resets.values()])
+    expect(codes.length).toBeGreaterThanOrEqual(1)
+    expect(new Set(codes)).toStrictEqual(new Set([ENHANCE_YOUR_CALM]))
+    expect(await metric(a, /^iip_mesh_outbound_h2_bodies_idle_reset_total /)).toBe(codes.length)
   })
 })
