@@ -55,10 +55,13 @@ export const BODY_IDLE_MS = 5000
 export class BodyShare {
   granted = 0
   grown = 0
-  /** Resets the connection's oldest body idle at `now` (BODY_IDLE_MS), giving its window back: false when it has none. */
+  /** Since when the connection's body idle longest at `now` (BODY_IDLE_MS) has been idle: Infinity when it has none. */
+  readonly idleSince: (now: number) => number
+  /** Resets that body, giving its window back: false when it has none. */
   readonly resetIdle: (now: number) => boolean
 
-  constructor(resetIdle: (now: number) => boolean = () => false) {
+  constructor(idleSince: (now: number) => number = () => Infinity, resetIdle: (now: number) => boolean = () => false) {
+    this.idleSince = idleSince
     this.resetIdle = resetIdle
   }
 }
@@ -106,23 +109,32 @@ export class BodyCredit {
     return true
   }
 
-  /** The budget is full: resets idle bodies of the biggest holders past their fair part for `own`, under its own, until a first window fits (true) or none is left. */
+  /**
+   * The budget is full: resets for `own`, under its fair part, the body idle longest of the biggest
+   * holder past its fair part and past what `own` would hold after (no two connections take a
+   * window back and forth) that has one idle, true once a first window fits. Of holders holding
+   * as much, the body idle longest goes: by connection order, an honest connection's bidi call
+   * sending every 6 s was reset in a quiet gap beside three later connections' bodies never sent on.
+   */
   private makeRoom(own: BodyShare): boolean {
     const holders: Array<BodyShare> = []
     for (const share of this.shares) if (share.granted > 0 && share !== own) holders.push(share)
     const fair = this.max / (holders.length + 1)
     if (own.granted > 0 && own.granted + BODY_WINDOW > fair) return false
-    // Biggest first; one that holds no more than the newcomer would after is left alone (no two connections take a window back and forth).
-    holders.sort((x, y) => y.granted - x.granted)
     const now = performance.now()
+    let victim: BodyShare | undefined
+    let since = Infinity
     for (const holder of holders) {
-      if (holder.granted <= fair || holder.granted <= own.granted + BODY_WINDOW) return false
-      while (holder.granted > fair && holder.granted > own.granted + BODY_WINDOW && holder.resetIdle(now)) {
-        this.reset++
-        if (this.granted + BODY_WINDOW <= this.max) return true
-      }
+      if (holder.granted <= fair || holder.granted <= own.granted + BODY_WINDOW || (victim !== undefined && holder.granted < victim.granted)) continue
+      const idle = holder.idleSince(now)
+      if (idle === Infinity || (victim !== undefined && holder.granted === victim.granted && idle >= since)) continue
+      victim = holder
+      since = idle
     }
-    return false
+    if (victim === undefined || !victim.resetIdle(now)) return false
+    this.reset++
+    // Its window, 64 KiB at least, is room for a first window: the budget was full, never past it.
+    return this.granted + BODY_WINDOW <= this.max
   }
 
   /**

@@ -565,19 +565,21 @@ export class StreamCall implements OutboundCall {
   }
 
   /**
-   * Its body holds a window its caller has not sent on for BODY_IDLE_MS at `now`, nothing of it
-   * waits for the mesh, and this side read the connection in all that time without putting a read
-   * off (turnReads: a caller's DATA may wait unread in the socket): it waits on its caller, not on
-   * this side (h2BodyCredit.ts may reset it for another connection's). Without the last, a flood's
+   * Since when its body has been idle, if it is at `now` (else Infinity): it holds a window its
+   * caller has not sent on for BODY_IDLE_MS, nothing of it waits for the mesh, and this side read
+   * the connection in all that time without putting a read off (turnReads: a caller's DATA may
+   * wait unread in the socket): it waits on its caller, not on this side (h2BodyCredit.ts may
+   * reset it for another connection's). Without the last, a flood's
    * uploads whose socket sat put off for over a second were taken for idle (47 of them reset in a
    * run of h2c-body-flood-rss's flood in one process, at 1 s). Nothing unconsumed, the caller may
    * send over half its window (src/h2 gives half back as it is consumed) unless it sent padding,
    * which comes back with its next data: a look at the window open let a caller that sent half a
    * window of padding on each body and nothing more keep them all (h2c-body-evict-idle.test.ts).
    */
-  idleBody(now: number): boolean {
-    if (this.window === 0 || this.requestEnded || this.stream.unconsumed > 0) return false
-    return now - Math.max(this.dataAt, this.session.connection.readsPutOffAt) >= BODY_IDLE_MS
+  idleSince(now: number): number {
+    if (this.window === 0 || this.requestEnded || this.stream.unconsumed > 0) return Infinity
+    const since = Math.max(this.dataAt, this.session.connection.readsPutOffAt)
+    return now - since >= BODY_IDLE_MS ? since : Infinity
   }
 
   /** Resets an idle body's stream for room (RST_STREAM ENHANCE_YOUR_CALM: grpc-js's RESOURCE_EXHAUSTED); its window comes back now. */

@@ -59,7 +59,7 @@ export class H2cSession implements H2ServerHandler, CallSession {
   readonly held: HeldAnswerBudget
   readonly bodyCredit: BodyCredit
   /** This connection's part of the body credit: at most its share (a caller's idle calls never take every other caller's room); its idle bodies may be reset for another connection's. */
-  readonly bodyShare = new BodyShare((now) => this.resetIdleBody(now))
+  readonly bodyShare = new BodyShare((now) => this.idlestBody(now)?.idleSince(now) ?? Infinity, (now) => this.resetIdleBody(now))
   readonly open = new Set<StreamCall>()
   lastClosedAt = -Infinity
   callerGone = false
@@ -198,14 +198,22 @@ export class H2cSession implements H2ServerHandler, CallSession {
     this.options.onClose(this)
   }
 
-  /** The oldest of its calls whose body is idle at `now` is reset, its window given back: false when none is. */
-  private resetIdleBody(now: number): boolean {
+  /** Of its calls whose body is idle at `now`, the one idle longest (the oldest of equals). */
+  private idlestBody(now: number): StreamCall | undefined {
+    let idlest: StreamCall | undefined
+    let since = Infinity
     for (const call of this.open) {
-      if (!call.idleBody(now)) continue
-      call.resetIdle()
-      return true
+      const idle = call.idleSince(now)
+      if (idle < since) [idlest, since] = [call, idle]
     }
-    return false
+    return idlest
+  }
+
+  /** Its body idle longest at `now` is reset, its window given back: false when none is idle. */
+  private resetIdleBody(now: number): boolean {
+    const call = this.idlestBody(now)
+    call?.resetIdle()
+    return call !== undefined
   }
 
   /** The PING floor (see MIN_PING_INTERVAL_MS); src/h2's own ping budget bounds a flood. */

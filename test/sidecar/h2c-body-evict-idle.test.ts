@@ -3,7 +3,7 @@
 // quarter of the budget, so four such connections filled it, and every new caller's request with a
 // body was refused REFUSED_STREAM for as long as they stayed. Now a connection holding less than
 // its fair part (the budget over the connections holding windows, it included) is admitted by
-// resetting the oldest idle body of the connection holding the most (RST_STREAM ENHANCE_YOUR_CALM:
+// resetting the body idle longest of the connection holding the most (RST_STREAM ENHANCE_YOUR_CALM:
 // grpc-js's RESOURCE_EXHAUSTED); idle: its caller has sent nothing on it for 5 s though its window
 // is open. A body that moves is never reset. Real peers: node:http2 callers, a grpc-js app (test/support/feedMesh.ts), two sidecars.
 import * as http2 from "node:http2"
@@ -121,6 +121,32 @@ describe("h2c callers' connections together filling A's request-body budget with
     await waitFor(() => cancelled >= reset.length, 5000, "B's app told of the reset calls")
     expect(cancelled).toBe(reset.length)
     console.log(`honest upload answered after ${Math.round(elapsedMs)} ms, refused ${refused} times; ${reset.length} idle bodies reset`)
+  })
+
+  it("an honest caller's bidi calls quiet for 5.5 s, connected before three connections of bodies never sent on: those go first", { timeout: 60_000 }, async () => {
+    // Its 4 calls send a message at their start and 2 s on, then nothing until the newcomer came.
+    const slow = connect()
+    const quiet = Array.from({ length: 4 }, () => bidi(slow))
+    const send = () => {
+      for (const { stream, state } of quiet) if (!state.closed) stream.write(message(100))
+    }
+    send()
+    expect((await readUntil(granted, (bytes) => bytes === 4 * 64 * KiB, 10_000)).value).toBe(4 * 64 * KiB)
+    const hostile = Array.from({ length: 3 }, () => {
+      const session = connect()
+      return Array.from({ length: 4 }, () => bidi(session))
+    })
+    expect((await readUntil(granted, (bytes) => bytes === BUDGET, 10_000)).value).toBe(BUDGET)
+    const sentAt = performance.now()
+    await new Promise((resolve) => setTimeout(resolve, 2000))
+    send()
+    // Its calls idle 5.5 s when the newcomer comes, the hostile ones 7.5 s: both past BODY_IDLE_MS.
+    await new Promise((resolve) => setTimeout(resolve, 7500 - (performance.now() - sentAt)))
+    const { told } = await honestUpload(1024)
+    expect(told.status).toBe(200)
+    // By connection order (before), the honest caller's first call went (RESOURCE_EXHAUSTED to grpc-js).
+    expect(quiet.map(({ state }) => state.reset)).toStrictEqual([-1, -1, -1, -1])
+    expect(hostile.flat().filter(({ state }) => state.reset === ENHANCE_YOUR_CALM).length).toBe(1)
   })
 
   /**
