@@ -159,3 +159,40 @@ describe("the inbound side's app pool cannot be starved", () => {
     expect((await client.call("/legit", "", { meta: meta("GET"), timeoutMs: 5000 })).toString()).toBe("ok")
   })
 })
+
+describe("the inbound side's idle app sockets after a burst", () => {
+  let cleanup = new Cleanup()
+  afterEach(async () => {
+    await cleanup.run()
+    cleanup = new Cleanup()
+  })
+
+  it("closeIdleAppSockets (the memory release's, once quiet) leaves the app one socket, which the next request takes", async () => {
+    // Six requests held at the app until all six are there: six sockets, idle after (node's app announces 5 s).
+    const gate = deferred()
+    const app: App = await startApp(cleanup, (req, res) => {
+      req.resume()
+      const answer = () => res.writeHead(200, { "content-length": 2 }).end("ok")
+      if (req.url === "/burst") void gate.promise.then(answer)
+      else answer()
+    })
+    let opened = 0
+    let live = 0
+    app.server.on("connection", (socket) => {
+      opened++
+      live++
+      socket.on("close", () => live--)
+    })
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address, tracing: false, appPoolSize: 8 }))
+    const client: IipClient = startClient(cleanup, b.sidecar.inbound.port, { idleChannelsAhead: 8 })
+    const burst = Array.from({ length: 6 }, () => client.call("/burst", "", { meta: meta("GET"), timeoutMs: 5000 }))
+    await waitFor(() => app.seen.length === 6, 5000, "the burst at the app")
+    gate.resolve()
+    for (const answer of await withTimeout(Promise.all(burst), 5000, "the burst's answers")) expect(answer.toString()).toBe("ok")
+    expect(live).toBe(6)
+    expect(b.sidecar.closeIdleAppSockets()).toBe(5)
+    await waitFor(() => live === 1, 5000, "the app's connections down to one")
+    expect((await withTimeout(client.call("/after", "", { meta: meta("GET"), timeoutMs: 5000 }), 6000, "a request after")).toString()).toBe("ok")
+    expect(opened).toBe(6)
+  })
+})
