@@ -4,7 +4,8 @@
 // answer nobody reads. The pool is made small (app pool size 2) and the limits short (a few hundred ms)
 // so the test is fast; each case first fills the pool, then shows that a legitimate request is
 // answered, that the held requests end with a typed error and their app requests are destroyed,
-// and that the in-flight gauge comes back to 0.
+// and that the in-flight gauge comes back to 0. And a burst's sockets do not stay open idle once the
+// memory release closes them (closeIdleAppSockets).
 import type * as http from "node:http"
 import { afterEach, describe, expect, it } from "vitest"
 import type { SidecarConfig } from "../../src/config/sidecarConfig.ts"
@@ -157,14 +158,6 @@ describe("the inbound side's app pool cannot be starved", () => {
     await waitFor(() => app.seen.filter((s) => s.url === "/stream").length === 6, 5000, "every push to reach the app")
     await waitFor(() => inFlight(b) === 0, 5000, "the in-flight gauge back to 0")
     expect((await client.call("/legit", "", { meta: meta("GET"), timeoutMs: 5000 })).toString()).toBe("ok")
-  })
-})
-
-describe("the inbound side's idle app sockets after a burst", () => {
-  let cleanup = new Cleanup()
-  afterEach(async () => {
-    await cleanup.run()
-    cleanup = new Cleanup()
   })
 
   it("closeIdleAppSockets (the memory release's, once quiet) leaves the app one socket, which the next request takes", async () => {
