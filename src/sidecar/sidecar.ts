@@ -80,6 +80,8 @@ export interface Sidecar {
   readonly routes: () => CompiledRoutes | undefined
   /** Where this process listens (the sidecar's listeners and options.ownListeners): never dialled for a discovered peer. */
   readonly ownListeners: OwnListeners
+  /** Closes the idle keep-alive sockets to the app but the most recently used one (the memory release's, once quiet); how many it closed, 0 without an app. */
+  readonly closeIdleAppSockets: () => number
 }
 
 export interface SidecarOptions {
@@ -559,6 +561,7 @@ export const make = (
       inFlight: () => inFlight.value,
       telemetry,
       routes: () => routes?.(),
-      ownListeners
+      ownListeners,
+      closeIdleAppSockets: () => appLeg?.closeIdleAppSockets() ?? 0
     }
   })
