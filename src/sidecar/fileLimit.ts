@@ -39,13 +39,23 @@ const descriptorsOf = (caps: FileCaps): number =>
 /**
  * `wanted` as it fits in `limit` descriptors with `open` already open: unchanged when it fits;
  * else every cap scaled by one factor (at least LEAST_CAP each), so their descriptors together fit
- * in what the limit leaves past `open` and UNCOUNTED_RESERVE.
+ * in what the limit leaves past `open` and UNCOUNTED_RESERVE (unless even the floors do not).
  */
 export const fitToFileLimit = (wanted: FileCaps, limit: number, open: number): FileCaps => {
   const room = limit - open - UNCOUNTED_RESERVE - pastLimit
   const needed = descriptorsOf(wanted)
   if (needed <= room) return wanted
-  const share = Math.max(0, room) / needed
+  // Caps raised to their floor take more than their share: the factor shrinks by what they overran
+  // until the caps fit, or all are at the floor (a limit too low to fit even those).
+  for (let share = Math.max(0, room) / needed;;) {
+    const caps = scaledBy(wanted, share)
+    const over = descriptorsOf(caps) - room
+    if (over <= 0 || share === 0) return caps
+    share = Math.max(0, share - over / needed)
+  }
+}
+
+const scaledBy = (wanted: FileCaps, share: number): FileCaps => {
   const scaled = (cap: number) => Math.max(LEAST_CAP, Math.floor(cap * share))
   return {
     inboundConnections: scaled(wanted.inboundConnections),

@@ -19,6 +19,16 @@ describe("fitToFileLimit", () => {
     expect(Math.abs(caps.appConnections / caps.inboundConnections - 8.192)).toBeLessThan(8.192 * 0.2)
   })
 
+  it("fits under every limit, down to where every cap is at its floor (the floors are not added past what the limit leaves)", () => {
+    const floors = fitToFileLimit(defaults, 0, 0)
+    const misfits: Array<string> = []
+    for (let limit = 64; limit <= 13_000; limit++) {
+      const caps = fitToFileLimit(defaults, limit, 30)
+      if (descriptors(caps) > limit - 30 - UNCOUNTED_RESERVE && descriptors(caps) > descriptors(floors)) misfits.push(`${limit}: ${JSON.stringify(caps)}`)
+    }
+    expect(misfits).toStrictEqual([])
+  })
+
   it("leaves every listener a place or two under a limit too low for anything", () => {
     expect(fitToFileLimit(defaults, 64, 40)).toStrictEqual({ inboundConnections: 2, appConnections: 2, adminConnections: 2, appPoolSize: 2, maxTunnels: 2 })
   })
