@@ -102,6 +102,8 @@ export interface SidecarOptions {
   readonly ownListeners?: ReadonlyArray<HostPort>
   /** Where the Kubernetes API server is, for the EndpointSlice and HTTPRoute watches (tests); in-cluster by default. */
   readonly kubeConfig?: KubeConfig
+  /** The inbound listener's connection cap (default src/iip/server.ts's; fewer under a low open-file limit: fileLimit.ts). */
+  readonly inboundMaxConnections?: number
 }
 
 /** Metadata blocks up to this size, on both ends (PROTOCOL.md §17.1): HTTP heads can be larger than the library's 8 KiB default. */
@@ -404,6 +406,7 @@ export const make = (
       ...(config.compress ? { compression: {} } : {}),
       ...tlsOption(meshTls),
       ipv6SourcePrefix: config.ipv6SourcePrefix,
+      ...(options.inboundMaxConnections === undefined ? {} : { maxConnections: options.inboundMaxConnections }),
       onAtLimit: (result) => telemetry.metrics.inboundAtLimit(result),
       supervisor,
       log
