@@ -107,12 +107,13 @@ export interface ServerOptions extends PeerOptions {
 export type AtLimit = "evicted_unproven" | "evicted_fair_share" | "refused"
 
 const defaultHandshakeTimeoutMs = 10_000
-const defaultMaxConnections = 1000
+/** Connections the server holds at once unless told otherwise (a sidecar fits it to its open-file limit: src/sidecar/fileLimit.ts). */
+export const defaultMaxConnections = 1000
 /** `connection-evicted` and `connection-refused` lines (WebSocket upgrades refused too) at most per window: a flood at the cap is thousands a second. */
 const acceptLines = 20
 const acceptLinesWindowMs = 60_000
 /** TLS handshakes that may run past `maxConnections` at once, of sources owed a place there (full). */
-const pastLimit = 16
+export const pastLimit = 16
 /**
  * Events a peer can have logged once per connection or per request, as often as it likes: a bad
  * byte on each of connections opened in a loop, a failed handshake, a first packet never sent, a
