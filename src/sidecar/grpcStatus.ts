@@ -113,9 +113,12 @@ export const sendGrpcError = (res: OutboundResponse, error: ProxyError): number 
   try {
     // Once the answer has started, the status is its trailers. Before: a head and an end with
     // nothing between, on HTTP/2 one HEADERS frame that ends the stream (outboundH2Call.ts), which is
-    // what a gRPC client reads as trailers-only.
-    if (res.headersSent) res.end(undefined, status)
-    else {
+    // what a gRPC client reads as trailers-only. Trailers behind answer bytes the caller has not
+    // made room for would wait as long as they do: endFailed resets the stream instead.
+    if (res.headersSent) {
+      if (res.endFailed === undefined) res.end(undefined, status)
+      else res.endFailed(status)
+    } else {
       res.writeHead(200, [["content-type", "application/grpc"], ...status])
       res.end()
     }
