@@ -93,13 +93,14 @@ const callShape = new ShapeAnchor<StreamCall>()
 const resetCut = (call: StreamCall): void => call.resetCut()
 
 /**
- * How long a failed answer's queue (its error trailers behind it) may stay still before its stream
- * is reset (endFailed): a caller that reads on moves some of it well within this (a loaded
- * machine's scheduling included); one that stopped reading learns this late, not at the answer idle timeout.
+ * How long the queue of an answer past its deadline (its trailers behind it) may stay still before
+ * its stream is reset (endPastDeadline): a caller that reads on moves some of it well within this
+ * (a loaded machine's scheduling included); one that stopped reading learns this late, not at the
+ * answer idle timeout.
  */
-const FAILED_QUEUE_STILL_MS = 250
+const PAST_DEADLINE_STILL_MS = 250
 
-const resetStillFailed = (call: StreamCall): void => call.resetStillFailed()
+const resetIfStill = (call: StreamCall): void => call.resetIfStill()
 
 /** One HTTP/2 stream as outbound.ts reads and answers a request (outboundCall.ts). */
 export class StreamCall implements OutboundCall {
@@ -159,8 +160,8 @@ export class StreamCall implements OutboundCall {
   private room: (() => void) | undefined = undefined
   private sentAtSweep = -1
   private stillSweeps = 0
-  /** Of a failed answer whose trailers wait behind its queue (endFailed): what of it had gone at the last look. */
-  private failedSent = 0
+  /** Of an answer past its deadline whose trailers wait behind its queue (endPastDeadline): what of it had gone at the last look. */
+  private pastDeadlineSent = 0
   /** The body's window granted from the listener's credit (0: none, or given back), and what the mesh took of it since it last grew. */
   private window = 0
   private moved = 0
@@ -538,28 +539,28 @@ export class StreamCall implements OutboundCall {
   }
 
   /**
-   * The answer failed after its head (its deadline passed, the far side broke it): its trailers
-   * (gRPC's status), which go only after the DATA queued for the caller's window. A caller that
-   * stopped reading would never learn, and its stream hold the queue until the answer idle timeout
-   * swept it: while the queue moves, the trailers wait for it; once it stays still for
-   * FAILED_QUEUE_STILL_MS, RST_STREAM CANCEL instead (gRPC reads it as CANCELLED, or as its own
-   * DEADLINE_EXCEEDED past its deadline), the queue dropped with the stream. Counted as the failure.
+   * The request's deadline passed after the answer's head: its trailers (gRPC's DEADLINE_EXCEEDED)
+   * go only after the DATA queued for the caller's window. A caller that stopped reading would never
+   * learn, and its stream hold the queue until the answer idle timeout swept it: while the queue
+   * moves, the trailers wait for it; once it stays still for PAST_DEADLINE_STILL_MS, RST_STREAM
+   * CANCEL instead (gRPC reads it as CANCELLED, or as its own DEADLINE_EXCEEDED past its deadline),
+   * the queue dropped with the stream. The request is counted as the deadline's failure.
    */
-  endFailed(trailers: ReadonlyArray<readonly [string, string]>): void {
+  endPastDeadline(trailers: ReadonlyArray<readonly [string, string]>): void {
     if (this.writableEnded) return
     this.end(undefined, trailers)
     if (this.isClosed || this.stream.out === undefined) return
-    this.failedSent = this.queued - this.stream.outBytes
-    setTimeout(resetStillFailed, FAILED_QUEUE_STILL_MS, this).unref()
+    this.pastDeadlineSent = this.queued - this.stream.outBytes
+    setTimeout(resetIfStill, PAST_DEADLINE_STILL_MS, this).unref()
   }
 
-  /** A failed answer's queue still waits (endFailed): reset if none of it went since the last look, else look again. */
-  resetStillFailed(): void {
+  /** An answer's queue past its deadline still waits (endPastDeadline): reset if none of it went since the last look, else look again. */
+  resetIfStill(): void {
     if (this.isClosed || this.stream.out === undefined) return
     const sent = this.queued - this.stream.outBytes
-    if (sent === this.failedSent) return this.resetHere(ErrorCode.CANCEL)
-    this.failedSent = sent
-    setTimeout(resetStillFailed, FAILED_QUEUE_STILL_MS, this).unref()
+    if (sent === this.pastDeadlineSent) return this.resetHere(ErrorCode.CANCEL)
+    this.pastDeadlineSent = sent
+    setTimeout(resetIfStill, PAST_DEADLINE_STILL_MS, this).unref()
   }
 
   /** A cut answer (the far app died, the peer's connection was lost, the body broke its length): RST_STREAM INTERNAL_ERROR, the caller reads it as one. */
