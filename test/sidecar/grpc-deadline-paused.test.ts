@@ -71,29 +71,49 @@ describe("a gRPC call's deadline under a caller that reads nothing of its stream
     return { far, a, b }
   }
 
-  it("a grpc-js caller whose mesh deadline (iip-timeout 1000) is shorter than its own learns at it: its stream reset CANCEL once its queued answer stays still, A holding nothing, counted as the deadline", { timeout: 30_000 }, async () => {
-    const { far, a } = await mesh()
+  /** A grpc-js client of A, its path warm (its channel, A to B, B to the app): a deadline's second is the answer's. */
+  const warmClient = async (a: RunningSidecar): Promise<grpc.Client> => {
     const client = new FeedClient(`${LOOPBACK}:${a.outboundPort}`, grpc.credentials.createInsecure(), { "grpc.default_authority": "feed" })
     cleanup.add(() => client.close())
-    // The path warm (the client's channel, A to B, B to the app): the deadline's second is the answer's.
     const echoed = new Promise<void>((resolve, reject) => client.makeUnaryRequest(METHODS.echo.path, identity, identity, Buffer.from("warm"), (error) => (error === null ? resolve() : reject(error))))
     await withTimeout(echoed, 10_000, "the warm-up call")
+    return client
+  }
+
+  /** A Flood call with `iip-timeout` (the mesh's deadline; none: grpc-js's own alone) and grpc-js's `deadlineMs`: the call, and its status with when it came. */
+  const flood = (client: grpc.Client, iipTimeout: string | undefined, deadlineMs: number) => {
     const metadata = new grpc.Metadata()
-    metadata.set("iip-timeout", "1000")
+    if (iipTimeout !== undefined) metadata.set("iip-timeout", iipTimeout)
     const started = performance.now()
-    // grpc-js's own deadline far off: only the mesh's can end the call within the test.
-    const call = client.makeServerStreamRequest(METHODS.flood.path, identity, identity, Buffer.from("go"), metadata, { deadline: Date.now() + 60_000 })
-    // Its first message read, then none: grpc-js reads on into its call's buffer (16 messages), then
-    // pauses its HTTP/2 stream, and node's http2 grants no more window. (A call paused before any
-    // read is not one: grpc-js then keeps reading the stream into a buffer of its own, without bound.)
-    call.once("data", () => call.pause())
+    const call = client.makeServerStreamRequest(METHODS.flood.path, identity, identity, Buffer.from("go"), metadata, { deadline: Date.now() + deadlineMs })
     const status = new Promise<{ code: number; details: string; ms: number }>((resolve) => {
       call.on("error", () => {})
       call.on("status", (s: grpc.StatusObject) => resolve({ code: s.code, details: s.details, ms: performance.now() - started }))
     })
-    await waitFor(async () => (await heldAtA(a)) > 0, 10_000, "A to hold answer bytes for the paused caller")
+    return { call, started, status: withTimeout(status, 20_000, "the caller's status") }
+  }
+
+  it("a grpc-js caller whose mesh deadline (iip-timeout 3000) is shorter than its own learns at it: its stream reset CANCEL once its queued answer stays still, A holding nothing, counted as the deadline", { timeout: 30_000 }, async () => {
+    const { far, a } = await mesh()
+    // grpc-js's own deadline far off: only the mesh's can end the call within the test.
+    const { call, status, started } = flood(await warmClient(a), "3000", 60_000)
+    // Its first message read, then none: grpc-js reads on into its call's buffer (16 messages), then
+    // pauses its HTTP/2 stream, and node's http2 grants no more window. (A call paused before any
+    // read is not one: grpc-js then keeps reading the stream into a buffer of its own, without bound.)
+    call.once("data", () => call.pause())
+    // Paused before the deadline: A holds the same bytes for it twice 300 ms apart (on a loaded
+    // machine grpc-js may still be filling its buffer at 1 s, and a queue that moves gets its trailers).
+    let last = -1
+    await waitFor(async () => {
+      const held = await heldAtA(a)
+      const still = held > 0 && held === last
+      last = held
+      if (!still) await new Promise((resolve) => setTimeout(resolve, 300))
+      return still
+    }, 10_000, "A to hold the same answer bytes for the paused caller")
+    expect(performance.now() - started).toBeLessThan(3000)
     // Before: no status within 20 s (A held the stream, its trailers behind ~64 KiB of queued DATA, until its 120 s answer idle timeout).
-    const ended = await withTimeout(status, 20_000, "the caller's status")
+    const ended = await status
     // CANCELLED: what grpc-js reads a RST_STREAM CANCEL as before its own deadline (gRPC's HTTP/2 mapping).
     expect(ended.code).toBe(grpc.status.CANCELLED)
     expect(ended.ms).toBeLessThan(10_000)
@@ -105,21 +125,10 @@ describe("a gRPC call's deadline under a caller that reads nothing of its stream
 
   it("a grpc-js caller that reads on gets the mesh's DEADLINE_EXCEEDED with its message (its trailers wait behind the queued answer while that moves)", { timeout: 30_000 }, async () => {
     const { far, a } = await mesh()
-    const client = new FeedClient(`${LOOPBACK}:${a.outboundPort}`, grpc.credentials.createInsecure(), { "grpc.default_authority": "feed" })
-    cleanup.add(() => client.close())
-    const echoed = new Promise<void>((resolve, reject) => client.makeUnaryRequest(METHODS.echo.path, identity, identity, Buffer.from("warm"), (error) => (error === null ? resolve() : reject(error))))
-    await withTimeout(echoed, 10_000, "the warm-up call")
-    const metadata = new grpc.Metadata()
-    metadata.set("iip-timeout", "1000")
-    const started = performance.now()
-    const call = client.makeServerStreamRequest(METHODS.flood.path, identity, identity, Buffer.from("go"), metadata, { deadline: Date.now() + 60_000 })
+    const { call, status } = flood(await warmClient(a), "1000", 60_000)
     let read = 0
     call.on("data", (message: Buffer) => (read += message.length))
-    const status = new Promise<{ code: number; details: string; ms: number }>((resolve) => {
-      call.on("error", () => {})
-      call.on("status", (s: grpc.StatusObject) => resolve({ code: s.code, details: s.details, ms: performance.now() - started }))
-    })
-    const ended = await withTimeout(status, 20_000, "the caller's status")
+    const ended = await status
     // B's message (the deadline B was given: what A had left of 1000 ms).
     expect(ended.code).toBe(grpc.status.DEADLINE_EXCEEDED)
     expect(ended.details).toMatch(/^the call's deadline of \d+ ms passed while the app's answer streamed$/)
@@ -131,18 +140,9 @@ describe("a gRPC call's deadline under a caller that reads nothing of its stream
 
   it("a grpc-js caller's own deadline (1 s) ends it with DEADLINE_EXCEEDED, the far app's call cancelled, A holding nothing", { timeout: 30_000 }, async () => {
     const { far, a } = await mesh()
-    const client = new FeedClient(`${LOOPBACK}:${a.outboundPort}`, grpc.credentials.createInsecure(), { "grpc.default_authority": "feed" })
-    cleanup.add(() => client.close())
-    const echoed = new Promise<void>((resolve, reject) => client.makeUnaryRequest(METHODS.echo.path, identity, identity, Buffer.from("warm"), (error) => (error === null ? resolve() : reject(error))))
-    await withTimeout(echoed, 10_000, "the warm-up call")
-    const started = performance.now()
-    const call = client.makeServerStreamRequest(METHODS.flood.path, identity, identity, Buffer.from("go"), new grpc.Metadata(), { deadline: Date.now() + 1000 })
+    const { call, status } = flood(await warmClient(a), undefined, 1000)
     call.once("data", () => call.pause())
-    const status = new Promise<{ code: number; ms: number }>((resolve) => {
-      call.on("error", () => {})
-      call.on("status", (s: grpc.StatusObject) => resolve({ code: s.code, ms: performance.now() - started }))
-    })
-    const ended = await withTimeout(status, 20_000, "the caller's status")
+    const ended = await status
     expect(ended.code).toBe(grpc.status.DEADLINE_EXCEEDED)
     expect(ended.ms).toBeLessThan(10_000)
     await waitFor(async () => (await heldAtA(a)) === 0, 5_000, "A to free the bytes it held")
