@@ -2,8 +2,9 @@
 // and answers a request (outboundCall.ts), on the sidecar's own HTTP/2 (src/h2, H2Connection in the
 // server role): its head, its body (held whole when it ends within its head's turn, gathered to a
 // limit, or streamed under the caller's flow control), and its answer (head, body, trailers), with
-// what the session sweep asks of it (a stalled answer's reset) and the end of a body cut off once
-// its answer is out. A request whose END_STREAM came goes on at the turn's end, unless its caller
+// what the session sweep asks of it (a stalled answer's reset), the reset of an answer past its
+// deadline whose queue stays still (endPastDeadline), and the end of a body cut off once its
+// answer is out. A request whose END_STREAM came goes on at the turn's end, unless its caller
 // reset it within that read. Premature resets are counted by src/h2's guards (stream.deadlineAt
 // says when the request's own deadline passes).
 // Answer bytes the stream holds unsent once a write finds its window or the write budget spent
