@@ -82,7 +82,7 @@ export const runSidecar = (argv: ReadonlyArray<string>) =>
     }
     // Before the ready line: its first collection (the start-up's garbage) pauses the process.
     if (config.idleGcMs !== null) {
-      const stop = startMemoryRelease(config.idleGcMs, stderrLog, requestActivity(started.telemetry.metrics), (wake) => started.telemetry.metrics.onNextRequest(wake))
+      const stop = startMemoryRelease(config.idleGcMs, stderrLog, requestActivity(started.telemetry.metrics), (wake) => started.telemetry.metrics.onNextRequest(wake), started.closeIdleAppSockets)
       yield* Effect.addFinalizer(() => Effect.sync(stop))
     }
     // Started: bursts from here on compile without Maglev (compilerTiers.ts says why not at start-up).

@@ -27,7 +27,7 @@ import { type Handler, makeDispatch, type ServeHook, withHooks } from "./dispatc
 import { EvictedDrains } from "./evictedDrains.ts"
 import { FairPlaces, type Place } from "./fairPlaces.ts"
 import { defaultKeepAlive, keepAlive } from "./keepAlive.ts"
-import { type Log, LogThrottle, messageOf, stderrLog, throttledEvents } from "./log.ts"
+import { type EventCount, type Log, LogThrottle, messageOf, stderrLog, throttledEvents, type ThrottledLog } from "./log.ts"
 import { loggable } from "./redact.ts"
 import { checkOptions, count, durationMs, type Limits } from "./optionLimits.ts"
 import { checkPeerOptions, type PeerOptions } from "./peerOptions.ts"
@@ -157,6 +157,7 @@ export class IipServer {
   readonly log: Log
   /** `log` with the lines a peer can repeat at will bounded (peerRepeatedEvents): what connections, timeouts and handlers log through. */
   private readonly peerLog: Log
+  private readonly peerLines: ThrottledLog
   private readonly options: ServerOptions
   private readonly maxConnections: number
   private readonly limits: ConnectionLimits
@@ -215,7 +216,8 @@ export class IipServer {
     // A push-failed line's path is the peer's: mux (meshServing.ts), below redact.ts, writes it whole; cut here, once admitted.
     const log = this.log
     const pathsCut: Log = (event, fields) => log(event, event === "push-failed" && typeof fields.path === "string" ? { ...fields, path: loggable(fields.path) } : fields)
-    this.peerLog = throttledEvents(pathsCut, peerRepeatedEvents, acceptLines, acceptLinesWindowMs)
+    this.peerLines = throttledEvents(pathsCut, peerRepeatedEvents, acceptLines, acceptLinesWindowMs)
+    this.peerLog = this.peerLines.log
     const perConnectionBytes = options.maxQueuedBytesPerConnection ?? defaultBudgets.maxQueuedBytesPerConnection
     const limits = { ...defaultConnectionLimits, ...options.connectionLimits }
     // A message that cannot fit in its connection's budget could never be assembled.
@@ -349,7 +351,16 @@ export class IipServer {
     this.supervisor.fork(effect)
   }
 
-  /** Stops listening and closes every connection at once. */
+  /**
+   * The events a peer can repeat at will (protocol-violation, tls-refused, handler-crashed,
+   * push-failed, no-first-packet, packet-timeout, stalled), each counted since start: lines written
+   * (at most 20 a minute each) and occurrences held back. For a metric: the lines are bounded, these are not.
+   */
+  peerEvents(): ReadonlyArray<EventCount> {
+    return this.peerLines.counts()
+  }
+
+  /** Stops listening and closes every connection at once; counts of lines held back are written. */
   close(): Promise<void> {
     this.supervisor.interruptAll()
     this.timeouts.stop()
@@ -358,6 +369,7 @@ export class IipServer {
     for (const session of this.plain) session.connection.close("server closed", false)
     for (const session of this.meshes) session.connection.close("server closed", false)
     this.evictedDrains.closeAll()
+    this.peerLines.close()
     return new Promise((resolve) => (this.listener.listening ? this.listener.close(() => resolve()) : resolve()))
   }
 

@@ -80,6 +80,8 @@ export interface Sidecar {
   readonly routes: () => CompiledRoutes | undefined
   /** Where this process listens (the sidecar's listeners and options.ownListeners): never dialled for a discovered peer. */
   readonly ownListeners: OwnListeners
+  /** Closes the idle keep-alive sockets to the app but the most recently used one (the memory release's, once quiet); how many it closed, 0 without an app. */
+  readonly closeIdleAppSockets: () => number
 }
 
 export interface SidecarOptions {
@@ -206,6 +208,7 @@ const makeTelemetry = (config: SidecarConfig, options: SidecarOptions, log: Log)
     const metrics = makeMetrics({
       log,
       golden: { self: config.service, maxRoutes: config.goldenRoutes },
+      seriesIdleMs: config.metricSeriesIdleMs,
       tap: { maxListeners: config.tapListeners, ratePerSecond: config.tapRate, maxQueued: config.tapQueue }
     })
     metrics.watchDroppedSpans(() => tracing.droppedSpans)
@@ -407,6 +410,7 @@ export const make = (
     })
     meshTls.attach(inbound)
     ownListeners.add(inbound.address, true)
+    telemetry.metrics.watchInboundPeerEvents(() => inbound.peerEvents())
     telemetry.metrics.watchConnections(() => {
       let channels = 0
       for (const session of inbound.sessions) channels += session.channelCount
@@ -557,6 +561,7 @@ export const make = (
       inFlight: () => inFlight.value,
       telemetry,
       routes: () => routes?.(),
-      ownListeners
+      ownListeners,
+      closeIdleAppSockets: () => appLeg?.closeIdleAppSockets() ?? 0
     }
   })

@@ -66,6 +66,11 @@
 //   iip_mesh_log_lines_dropped_total{stream}                          counter, read at scrape: access and log lines
 //                                                                     dropped while stdout or stderr was not read
 //                                                                     (iip/outputLines.ts)
+//   iip_mesh_inbound_peer_events_total{event}                        counter, read at scrape: events of the inbound IIP
+//                                                                     listener a peer can repeat at will (protocol-violation,
+//                                                                     tls-refused, handler-crashed, ...), each one, logged or not
+//   iip_mesh_inbound_peer_event_lines_suppressed_total{event}         counter, read at scrape: of those, the ones whose line was
+//                                                                     held back (20 lines a minute an event; iip/log.ts throttledEvents)
 //   iip_mesh_route_requests_total{service,route,outcome}              counter: served requests per route (golden.ts:
 //                                                                     path template or gRPC method, capped per service)
 //   iip_mesh_route_request_duration_seconds{service,route}            histogram (the golden metrics' buckets)
@@ -92,13 +97,13 @@ import { collectDefaultMetrics, Counter, Gauge, type Metric, Registry } from "pr
 import { GOLDEN_BUCKETS, type GoldenMetrics, type GoldenOptions, type GoldenSeries, makeGolden } from "./golden.ts"
 import { processFaults } from "./processFaults.ts"
 import { durationBuckets, EndpointSeriesBudget, type Labels, type ServiceEndpoints, type Tally, tally } from "./endpointSeries.ts"
-import { neverThrowing, stderrLog, type Log } from "../iip/log.ts"
+import { type EventCount, neverThrowing, stderrLog, type Log } from "../iip/log.ts"
 import { monotonicMs } from "../mux/clock.ts"
 import type { BundleRefreshResult } from "../identity/identityClient.ts"
 import type { DroppedSpans } from "./tracing.ts"
 import { Tap, type TapLimits } from "./tap.ts"
 
-export { EndpointSeriesGraceMs, MaxEndpointSeries } from "./endpointSeries.ts"
+export { EndpointSeriesGraceMs, MaxEndpointSeries, MinEndpointSeriesGraceMs } from "./endpointSeries.ts"
 
 export type Direction = "outbound" | "inbound"
 
@@ -157,6 +162,8 @@ export interface MetricsOptions {
   readonly log?: Log
   /** The endpoint-series budget's clock (monotonic ms); tests move it by hand. */
   readonly now?: () => number
+  /** How long an outbound endpoint series is kept once its endpoint left discovery and it saw no request (--metric-series-idle; endpointSeries.ts). */
+  readonly seriesIdleMs?: number
 }
 
 export interface ServiceMetrics {
@@ -250,6 +257,8 @@ export interface MeshMetrics {
   watchDroppedSpans(read: () => Readonly<DroppedSpans>): void
   /** Where the lines dropped by stdout and stderr nobody read are read at each scrape (iip/outputLines.ts). */
   watchDroppedLines(read: () => Readonly<Record<"stdout" | "stderr", number>>): void
+  /** Where the inbound IIP listener's counts of the events a peer can repeat are read at each scrape (IipServer.peerEvents). */
+  watchInboundPeerEvents(read: () => ReadonlyArray<EventCount>): void
   /** Where the trust bundle and identity gauges are read at each scrape; without it they have no series (no credentials). */
   watchTrust(read: () => TrustState): void
   /** Where the identity's trust bundle refreshes are read at each scrape; without it they have no series (no identity). */
@@ -457,7 +466,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   const registry = new Registry()
   const services: Record<Direction, Map<string, ServiceSeries>> = { outbound: new Map(), inbound: new Map() }
   const next: NextRequest = { wake: undefined }
-  const endpointBudget = new EndpointSeriesBudget({ now: options.now ?? monotonicMs, log: neverThrowing(options.log ?? stderrLog) })
+  const endpointBudget = new EndpointSeriesBudget({ now: options.now ?? monotonicMs, log: neverThrowing(options.log ?? stderrLog), ...(options.seriesIdleMs === undefined ? {} : { graceMs: options.seriesIdleMs }) })
   const ejections = new Map<string, Tally>()
   const endpointRefusals = new Map<string, Tally>()
   const refusedDials = new Map<string, Tally>()
@@ -483,6 +492,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   let readTunnelRefusals: () => Record<Direction, Readonly<Record<TunnelLimit, number>>> = () => ({ outbound: NO_TUNNEL_REFUSALS, inbound: NO_TUNNEL_REFUSALS })
   let readDroppedSpans: () => Readonly<DroppedSpans> = () => ({ queueFull: 0, exportFailed: 0 })
   let readDroppedLines: () => Readonly<Record<"stdout" | "stderr", number>> = () => ({ stdout: 0, stderr: 0 })
+  let readPeerEvents: () => ReadonlyArray<EventCount> = () => []
   const rootStates = function*(): Iterable<Tally> {
     if (readTrust === undefined) return
     const now = Date.now()
@@ -581,6 +591,10 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   fromTallies(registry, "counter", "iip_mesh_outbound_held_answers_refused_total", "Requests (HTTP/1.1, and h2c streams) refused 503 overloaded at the outbound listener while the answers it held for callers that do not read them were past maxQueuedBytes.", [], () => [{ labels: {}, value: readHeldAnswers().refused }])
   fromTallies(registry, "counter", "iip_mesh_log_lines_dropped_total", "Access and log lines dropped while stdout or stderr held about 1 MiB its reader had not taken (a stalled log driver).", ["stream"], () =>
     Object.entries(readDroppedLines()).map(([stream, value]) => ({ labels: { stream }, value })))
+  fromTallies(registry, "counter", "iip_mesh_inbound_peer_events_total", "Events of the inbound IIP listener a peer can repeat at will (protocol-violation, tls-refused, handler-crashed, push-failed, no-first-packet, packet-timeout, stalled), every one, whether its log line was written or held back.", ["event"], () =>
+    readPeerEvents().map(({ event, written, suppressed }) => ({ labels: { event }, value: written + suppressed })))
+  fromTallies(registry, "counter", "iip_mesh_inbound_peer_event_lines_suppressed_total", "Of iip_mesh_inbound_peer_events_total, those whose log line was held back: at most 20 lines a minute an event are written, the count held back going in the next line or, if none comes, in a log-lines-suppressed line when the minute ends.", ["event"], () =>
+    readPeerEvents().map(({ event, suppressed }) => ({ labels: { event }, value: suppressed })))
   fromTallies(registry, "gauge", "iip_mesh_app_streams_waiting", "Requests waiting for a stream to the h2c app (past --app-h2-max-streams open, or the app's own SETTINGS_MAX_CONCURRENT_STREAMS); at most as many again.", [], () => [{ labels: {}, value: readAppStreams().waiting }])
   fromTallies(registry, "counter", "iip_mesh_app_streams_refused_total", "Requests refused 503 overloaded (gRPC UNAVAILABLE) before the h2c app saw them: as many waited for a stream to it as may.", [], () => [{ labels: {}, value: readAppStreams().refused }])
   fromTallies(registry, "counter", "iip_mesh_app_long_streams_refused_total", "Long-lived streams (gRPC calls of a method seen to stream, other requests whose body streams, event streams) refused 503 overloaded (gRPC UNAVAILABLE): half the h2c app's places (--app-h2-max-streams, or fewer its SETTINGS allow) held by long-lived streams already. Refused before the app saw them (not processed), or, a gRPC call not known to stream at its start, cut as its second message showed it did (processed).", [], () => [{ labels: {}, value: readAppStreams().longStreamsRefused }])
@@ -683,6 +697,9 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
     },
     watchDroppedLines: (read) => {
       readDroppedLines = read
+    },
+    watchInboundPeerEvents: (read) => {
+      readPeerEvents = read
     },
     watchAppStreams: (read) => {
       readAppStreams = read
