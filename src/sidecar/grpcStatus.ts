@@ -113,12 +113,15 @@ export const sendGrpcError = (res: OutboundResponse, error: ProxyError): number 
   try {
     // Once the answer has started, the status is its trailers. Before: a head and an end with
     // nothing between, on HTTP/2 one HEADERS frame that ends the stream (outboundH2Call.ts), which is
-    // what a gRPC client reads as trailers-only.
-    if (res.headersSent) res.end(undefined, status)
-    else {
+    // what a gRPC client reads as trailers-only. Past the deadline, trailers behind answer bytes the
+    // caller has not made room for would keep the call (and them) as long as the caller does not
+    // read: endPastDeadline resets it instead. Other failures wait to be read (a caller that reads
+    // on learns why: h2c-held-budget's taken-back answers).
+    if (!res.headersSent) {
       res.writeHead(200, [["content-type", "application/grpc"], ...status])
       res.end()
-    }
+    } else if (code === GrpcCode.deadlineExceeded && res.endPastDeadline !== undefined) res.endPastDeadline(status)
+    else res.end(undefined, status)
   } catch {
     res.destroy()
   }

@@ -102,6 +102,13 @@ export interface OutboundResponse {
   drained(): Promise<void>
   /** The last of the body (if any), and trailers (HTTP/2; HTTP/1.1 after a chunked body: an answer held whole carries a content-length, no trailers). */
   end(data?: Uint8Array | string, trailers?: ReadonlyArray<readonly [string, string]>): void
+  /**
+   * The request's deadline passed after the answer's head: `trailers` (gRPC's status) end it, unless
+   * answer bytes wait before them for the caller's window (HTTP/2 sends trailers only after the DATA
+   * queued first) and stay still: then the stream is reset CANCEL and they are dropped
+   * (outboundH2Call.ts). Absent: end with them.
+   */
+  endPastDeadline?(trailers: ReadonlyArray<readonly [string, string]>): void
   /** Cuts the answer off (and the app's connection, for HTTP/1.1). */
   destroy(): void
 }

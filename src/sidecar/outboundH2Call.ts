@@ -2,8 +2,9 @@
 // and answers a request (outboundCall.ts), on the sidecar's own HTTP/2 (src/h2, H2Connection in the
 // server role): its head, its body (held whole when it ends within its head's turn, gathered to a
 // limit, or streamed under the caller's flow control), and its answer (head, body, trailers), with
-// what the session sweep asks of it (a stalled answer's reset) and the end of a body cut off once
-// its answer is out. A request whose END_STREAM came goes on at the turn's end, unless its caller
+// what the session sweep asks of it (a stalled answer's reset), the reset of an answer past its
+// deadline whose queue stays still (endPastDeadline), and the end of a body cut off once its
+// answer is out. A request whose END_STREAM came goes on at the turn's end, unless its caller
 // reset it within that read. Premature resets are counted by src/h2's guards (stream.deadlineAt
 // says when the request's own deadline passes).
 // Answer bytes the stream holds unsent once a write finds its window or the write budget spent
@@ -95,6 +96,19 @@ const callShape = new ShapeAnchor<StreamCall>()
 
 const resetCut = (call: StreamCall): void => call.resetCut()
 
+/**
+ * How long the queue of an answer past its deadline (its trailers behind it) may stay still before
+ * its stream is reset (endPastDeadline); one that stopped reading learns this late (up to twice
+ * this: the reset comes at the first look that finds nothing gone since the one before), not at the
+ * answer idle timeout. A caller that reads on, slowly, moves it only in its WINDOW_UPDATEs' steps:
+ * a grpc-js caller reading a 16 KiB message per 300 ms left A's queue still ~1.2 s at a time (it
+ * drains its own buffer of messages first, and node grants half its window at once), and at 250 ms
+ * it got CANCELLED in place of the mesh's DEADLINE_EXCEEDED (grpc-deadline-paused, 3 runs in 3).
+ */
+const PAST_DEADLINE_STILL_MS = 2000
+
+const resetIfStill = (call: StreamCall): void => call.resetIfStill()
+
 /** One HTTP/2 stream as outbound.ts reads and answers a request (outboundCall.ts). */
 export class StreamCall implements OutboundCall {
   readonly httpVersionMajor = 2
@@ -153,6 +167,8 @@ export class StreamCall implements OutboundCall {
   private room: (() => void) | undefined = undefined
   private sentAtSweep = -1
   private stillSweeps = 0
+  /** Of an answer past its deadline whose trailers wait behind its queue (endPastDeadline): what of it had gone at the last look. */
+  private pastDeadlineSent = 0
   /** The body's window granted from the listener's credit (0: none, or given back), and what the mesh took of it since it last grew. */
   private window = 0
   private moved = 0
@@ -534,6 +550,31 @@ export class StreamCall implements OutboundCall {
     } else if (trailers === undefined) connection.write(this.stream, EMPTY, true)
     if (trailers !== undefined && !this.isClosed && !connection.trailers(this.stream, answerFields(-1, trailers))) this.headersTooLarge(false)
     this.afterAnswer()
+  }
+
+  /**
+   * The request's deadline passed after the answer's head: its trailers (gRPC's DEADLINE_EXCEEDED)
+   * go only after the DATA queued for the caller's window. A caller that stopped reading would never
+   * learn, and its stream hold the queue until the answer idle timeout swept it: while the queue
+   * moves, the trailers wait for it; once it stays still for PAST_DEADLINE_STILL_MS, RST_STREAM
+   * CANCEL instead (gRPC reads it as CANCELLED, or as its own DEADLINE_EXCEEDED past its deadline),
+   * the queue dropped with the stream. The request is counted as the deadline's failure.
+   */
+  endPastDeadline(trailers: ReadonlyArray<readonly [string, string]>): void {
+    if (this.writableEnded) return
+    this.end(undefined, trailers)
+    if (this.isClosed || this.stream.out === undefined) return
+    this.pastDeadlineSent = this.queued - this.stream.outBytes
+    setTimeout(resetIfStill, PAST_DEADLINE_STILL_MS, this).unref()
+  }
+
+  /** An answer's queue past its deadline still waits (endPastDeadline): reset if none of it went since the last look, else look again. */
+  resetIfStill(): void {
+    if (this.isClosed || this.stream.out === undefined) return
+    const sent = this.queued - this.stream.outBytes
+    if (sent === this.pastDeadlineSent) return this.resetHere(ErrorCode.CANCEL)
+    this.pastDeadlineSent = sent
+    setTimeout(resetIfStill, PAST_DEADLINE_STILL_MS, this).unref()
   }
 
   /** A cut answer (the far app died, the peer's connection was lost, the body broke its length): RST_STREAM INTERNAL_ERROR, the caller reads it as one. */
