@@ -9,19 +9,14 @@ import * as http from "node:http"
 import * as net from "node:net"
 import { resolve } from "node:path"
 import { promisify } from "node:util"
-import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import { describe, expect } from "vitest"
 import { ADMIN_LIMITS, capConnections, limitPipelining, serverOptions } from "../../src/admin/listenerLimits.ts"
 import { CHILD_START_MS } from "../support/childStart.ts"
-import { Cleanup, withTimeout } from "../support/iipRaw.ts"
+import { it } from "../support/cleanupTest.ts"
+import { type Cleanup, withTimeout } from "../support/iipRaw.ts"
 import { probeLoopbackNamespace } from "../support/netnsLo.ts"
 import { gate } from "../support/netnsProcess.ts"
 import { call, sidecarConfig, startAdminListeners, startSidecar } from "../support/sidecarHarness.ts"
-
-let cleanup: Cleanup
-beforeEach(() => {
-  cleanup = new Cleanup()
-})
-afterEach(() => cleanup.run())
 
 interface Held {
   readonly socket: net.Socket
@@ -52,7 +47,7 @@ const hold = (cleanup: Cleanup, port: number, bytes = "", localAddress = "127.0.
 const portOf = (url: string) => Number(new URL(url).port)
 
 /** Both listeners' ports, in front of a sidecar with one endpoint to override. */
-const listeners = async () => {
+const listeners = async (cleanup: Cleanup) => {
   const running = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: "127.0.0.1:1", weight: 1 }] } }))
   const { readOnly, control } = await startAdminListeners(cleanup, running)
   return [["read-only", portOf(readOnly)], ["control", portOf(control)]] as const
@@ -61,10 +56,12 @@ const listeners = async () => {
 // The server checks its deadlines every connectionsCheckIntervalMs: a request is cut at most that long after its deadline.
 const CUT_WITHIN_MS = ADMIN_LIMITS.requestTimeoutMs + ADMIN_LIMITS.connectionsCheckIntervalMs + 2_000
 
-describe("admin listeners under connection attacks", () => {
-  it("a connection that sends nothing, a head trickled and never finished, and a weight body that never comes are each cut within the request deadline", async () => {
+// Concurrent: two of these wait out the admin's fixed 5 s deadlines; each test has its own sidecar
+// and listeners (the caps are per listener), so side by side the waits overlap.
+describe.concurrent("admin listeners under connection attacks", () => {
+  it("a connection that sends nothing, a head trickled and never finished, and a weight body that never comes are each cut within the request deadline", async ({ cleanup }) => {
     // Both listeners at once: each case waits out the 5 s deadline, the two servers are apart.
-    await Promise.all((await listeners()).map(async ([name, port]) => {
+    await Promise.all((await listeners(cleanup)).map(async ([name, port]) => {
       const silent = await hold(cleanup, port)
       const trickled = await hold(cleanup, port, "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-a: ")
       const body = await hold(cleanup, port, "PUT /mesh/catalog/127.0.0.1:1/weight HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{\"wei")
@@ -79,8 +76,8 @@ describe("admin listeners under connection attacks", () => {
     }))
   }, 2 * CUT_WITHIN_MS)
 
-  it(`an address at its cap of ${ADMIN_LIMITS.connectionsPerAddress} connections: a new one evicts that address's connection idle longest; another address still gets /health`, async () => {
-    for (const [name, port] of await listeners()) {
+  it(`an address at its cap of ${ADMIN_LIMITS.connectionsPerAddress} connections: a new one evicts that address's connection idle longest; another address still gets /health`, async ({ cleanup }) => {
+    for (const [name, port] of await listeners(cleanup)) {
       // The first is accepted alone, so it is the one that has waited longest.
       const oldest = await hold(cleanup, port)
       const held = [oldest, ...(await Promise.all(Array.from({ length: ADMIN_LIMITS.connectionsPerAddress - 1 }, () => hold(cleanup, port))))]
@@ -96,10 +93,10 @@ describe("admin listeners under connection attacks", () => {
     }
   })
 
-  it(`a listener at its cap of ${ADMIN_LIMITS.maxConnections} idle connections from several addresses: a probe from another address evicts the one idle longest and gets /health`, async () => {
+  it(`a listener at its cap of ${ADMIN_LIMITS.maxConnections} idle connections from several addresses: a probe from another address evicts the one idle longest and gets /health`, async ({ cleanup }) => {
     // 8 addresses x 32 idle connections, renewed every 5 s, used to keep the listener full: the
     // kubelet's probes were reset and the pod restarted.
-    for (const [name, port] of await listeners()) {
+    for (const [name, port] of await listeners(cleanup)) {
       const perAddress = ADMIN_LIMITS.connectionsPerAddress
       const addresses = Math.ceil(ADMIN_LIMITS.maxConnections / perAddress)
       const oldest = await hold(cleanup, port, "", "127.0.1.1")
@@ -119,10 +116,10 @@ describe("admin listeners under connection attacks", () => {
     }
   })
 
-  it(`when every connection an address holds has a request in progress, a new one from it is answered 503 with connection: close`, async () => {
+  it(`when every connection an address holds has a request in progress, a new one from it is answered 503 with connection: close`, async ({ cleanup }) => {
     // The control listener's weight PUT waits for its body: a request in progress, cut by the 5 s
     // deadline. `Expect: 100-continue` has the server say when it began the request.
-    const port = (await listeners())[1][1]
+    const port = (await listeners(cleanup))[1][1]
     const busy = await Promise.all(Array.from({ length: ADMIN_LIMITS.connectionsPerAddress }, async () => {
       const held = await hold(cleanup, port, "PUT /mesh/catalog/127.0.0.1:1/weight HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n", "127.0.0.3")
       await withTimeout(new Promise((begun) => held.socket.once("data", begun)), 5_000, "100 Continue")
@@ -138,8 +135,8 @@ describe("admin listeners under connection attacks", () => {
     expect(other.status).toBe(200)
   })
 
-  it(`when all ${ADMIN_LIMITS.maxConnections} connections of a listener have a request in progress, a newcomer gets a 503; past ${ADMIN_LIMITS.connectionsPerAddress} such answers still open, a reset`, async () => {
-    const port = (await listeners())[1][1]
+  it(`when all ${ADMIN_LIMITS.maxConnections} connections of a listener have a request in progress, a newcomer gets a 503; past ${ADMIN_LIMITS.connectionsPerAddress} such answers still open, a reset`, async ({ cleanup }) => {
+    const port = (await listeners(cleanup))[1][1]
     const perAddress = ADMIN_LIMITS.connectionsPerAddress
     const busy: Array<Held> = []
     for (let a = 0; busy.length < ADMIN_LIMITS.maxConnections; a++) {
@@ -173,11 +170,11 @@ describe("admin listeners under connection attacks", () => {
     expect(busy.filter((h) => h.socket.destroyed || h.socket.readableEnded || !/^HTTP\/1\.1 100 Continue\r\n\r\n$/.test(h.received())).length).toBe(0)
   })
 
-  it(`a client pipelining past ${ADMIN_LIMITS.maxPipelined} gets the first ${ADMIN_LIMITS.maxPipelined} answers, then a 503 and the close, and retries the rest`, async () => {
+  it(`a client pipelining past ${ADMIN_LIMITS.maxPipelined} gets the first ${ADMIN_LIMITS.maxPipelined} answers, then a 503 and the close, and retries the rest`, async ({ cleanup }) => {
     // HTTP/1.1 lets a client pipeline and lets the server close; a client then retries what was not
     // answered (RFC 9112 9.3.1). Requests the server handled must have their answers: a PUT applied
     // and its answer destroyed leaves the client not knowing.
-    for (const [name, port] of await listeners()) {
+    for (const [name, port] of await listeners(cleanup)) {
       const sent = ADMIN_LIMITS.maxPipelined + 2
       const held = await hold(cleanup, port, "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".repeat(sent))
       await withTimeout(held.closed, 10_000, `${name}: the server to close the pipelining connection`)
@@ -190,9 +187,9 @@ describe("admin listeners under connection attacks", () => {
     }
   })
 
-  it(`requests pipelined past ${ADMIN_LIMITS.maxPipelined} unanswered close the connection (each was an answer held in memory)`, async () => {
+  it(`requests pipelined past ${ADMIN_LIMITS.maxPipelined} unanswered close the connection (each was an answer held in memory)`, async ({ cleanup }) => {
     // 8 connections of 20,000 pipelined GET /metrics that read nothing held +279 MB of the process.
-    for (const [name, port] of await listeners()) {
+    for (const [name, port] of await listeners(cleanup)) {
       const socket = net.connect(port, "127.0.0.1")
       cleanup.add(() => socket.destroy())
       let received = ""
@@ -207,7 +204,7 @@ describe("admin listeners under connection attacks", () => {
     }
   })
 
-  it(`an answer its client does not take is abandoned ${ADMIN_LIMITS.answerTimeoutMs} ms after it was written: its connection holds no place (probes get in)`, async () => {
+  it(`an answer its client does not take is abandoned ${ADMIN_LIMITS.answerTimeoutMs} ms after it was written: its connection holds no place (probes get in)`, async ({ cleanup }) => {
     // A client that asks and never reads keeps its answer unfinished: without a bound its connection
     // counted as busy for good (no request deadline covers writing), and 32 such from one address
     // got that address 503s forever (8 addresses: the listener). The loopback's socket buffers take a

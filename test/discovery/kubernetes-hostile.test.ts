@@ -9,12 +9,14 @@
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { afterEach, describe, expect, it } from "vitest"
+import { afterEach, describe, expect } from "vitest"
 import { endpointsOfSlices, kubernetesSource, weightOf } from "../../src/discovery/kubernetesSource.ts"
 import { KubeConfig, type V1EndpointSlice } from "@kubernetes/client-node"
 import { MaxListBytes } from "../../src/discovery/kubernetesGet.ts"
 import { MaxWatchLineBytes, watchKubernetes } from "../../src/discovery/kubernetesWatch.ts"
 import { type EndpointUpdate, MaxWeight } from "../../src/discovery/types.ts"
+import { it } from "../support/cleanupTest.ts"
+import type { Cleanup } from "../support/iipRaw.ts"
 import { tcpBufferMaxima } from "../support/socketBuffers.ts"
 import { endpointSlice, FakeKubeApi } from "./fakeKubeApi.ts"
 import { Recorder } from "./recorder.ts"
@@ -61,12 +63,13 @@ const firstWatchFailure = async (kubeConfig: KubeConfig, options: { readonly max
   return { ...(await failures.waitFor(() => true, { timeoutMs: 3000 })), failures }
 }
 
-const start = async () => {
+/** A fake API server with one slice, and kubernetesSource watching it: both ended by `cleanup` (its test's own: these tests run side by side). */
+const start = async (cleanup: Cleanup) => {
   const api = await FakeKubeApi.start("shop")
-  apis.push(api)
+  cleanup.add(() => api.close())
   api.apply("ADDED", endpointSlice("web-a", [{ ip: "10.1.0.10" }]))
   const updates = new Recorder<unknown>()
-  stops.push(kubernetesSource({ service: "web", namespace: "shop", kubernetesService: "web", kubeConfig: api.kubeConfig(), retryMs: 20, maxRetryMs: 100, log: () => {} }).start(updates.push))
+  cleanup.add(kubernetesSource({ service: "web", namespace: "shop", kubernetesService: "web", kubeConfig: api.kubeConfig(), retryMs: 20, maxRetryMs: 100, log: () => {} }).start(updates.push))
   await updates.waitFor(() => true, { timeoutMs: 3000 })
   return api
 }
@@ -78,9 +81,10 @@ const watchesWithin = async (api: FakeKubeApi, ms: number): Promise<number> => {
   return api.requests.items.slice(mark).filter((r) => r.kind === "watch").length
 }
 
-describe("the EndpointSlice watch against a misbehaving API server", () => {
-  it("a server that ends every watch right after one event is not re-watched in a tight loop (at most one watch a second)", async () => {
-    const api = await start()
+// Concurrent: each test counts requests over a fixed real-time window (2 s, 3 s) on its own server.
+describe.concurrent("the EndpointSlice watch against a misbehaving API server", () => {
+  it("a server that ends every watch right after one event is not re-watched in a tight loop (at most one watch a second)", async ({ cleanup }) => {
+    const api = await start(cleanup)
     await api.requests.waitFor((r) => r.kind === "watch", { timeoutMs: 3000 })
     api.churnWatches = endpointSlice("web-a", [{ ip: "10.1.0.10" }])
     api.dropWatches()
@@ -90,8 +94,8 @@ describe("the EndpointSlice watch against a misbehaving API server", () => {
     expect(count).toBeGreaterThanOrEqual(1)
   })
 
-  it("an always-expired history (410 Gone on every watch) backs off: lists and watches a few times in 3 s, not hundreds", async () => {
-    const api = await start()
+  it("an always-expired history (410 Gone on every watch) backs off: lists and watches a few times in 3 s, not hundreds", async ({ cleanup }) => {
+    const api = await start(cleanup)
     await api.requests.waitFor((r) => r.kind === "watch", { timeoutMs: 3000 })
     const mark = api.requests.mark
     api.expireHistory()

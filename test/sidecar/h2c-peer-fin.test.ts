@@ -14,13 +14,14 @@
 import * as grpc from "@grpc/grpc-js"
 import * as http2 from "node:http2"
 import * as net from "node:net"
-import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import { describe, expect } from "vitest"
 import type { OutboundCall } from "../../src/sidecar/outboundCall.ts"
 import { makeH2c } from "../../src/sidecar/outboundH2.ts"
 import { rawMethod, unaryText } from "../support/grpcRaw.ts"
 import { FrameFlag, FrameType, h2Frame } from "../support/h2Raw.ts"
 import { halfOpenCaller, heldSocketsTo } from "../support/heldSockets.ts"
-import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
+import { it } from "../support/cleanupTest.ts"
+import { type Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { call, LOOPBACK, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
 
 const METHODS = { echo: rawMethod("demo.Inventory", "Echo", false, false) }
@@ -76,14 +77,10 @@ const stalledCaller = async (cleanup: Cleanup, port: number): Promise<void> => {
   ]))
 }
 
-describe("an h2c peer that never sends its FIN", () => {
-  let cleanup: Cleanup
-  beforeEach(() => {
-    cleanup = new Cleanup()
-  })
-  afterEach(() => cleanup.run())
-
-  it("B's session to an app that answers, sends GOAWAY and never closes its socket: B closes its socket", async () => {
+// Concurrent: each test waits out real idle timeouts and the 2 s grace (no option sets it), on its
+// own sidecars, listeners and sockets: side by side the file takes its longest test, not their sum.
+describe.concurrent("an h2c peer that never sends its FIN", () => {
+  it("B's session to an app that answers, sends GOAWAY and never closes its socket: B closes its socket", async ({ cleanup }) => {
     // node:http2 on half-open sockets: it never ends a socket itself while its session lives, and
     // the session is never closed here, only its GOAWAY sent.
     const app = http2.createServer()
@@ -116,7 +113,7 @@ describe("an h2c peer that never sends its FIN", () => {
     await waitFor(() => heldSocketsTo(port) === 0, 20_000, "B to close its socket to the app")
   }, 60_000)
 
-  it("A's session that went idle, to a caller that reads and never ends its socket: A closes its socket", async () => {
+  it("A's session that went idle, to a caller that reads and never ends its socket: A closes its socket", async ({ cleanup }) => {
     const h2 = makeH2c(() => {}, { idleTimeoutMs: 300, maxStreams: 16, answerIdleMs: 60_000, onStalled: () => {}, onEnded: () => {} })
     cleanup.add(() => h2.destroyAll())
     const { port, sockets } = await halfOpenServer(cleanup, (socket) => h2.accept(socket))
@@ -126,7 +123,7 @@ describe("an h2c peer that never sends its FIN", () => {
     await waitFor(() => sockets.size === 0, 20_000, "A to close its socket to the caller")
   }, 60_000)
 
-  it("a grpc-js channel whose session A closed for idleness makes a new one for its next call", async () => {
+  it("a grpc-js channel whose session A closed for idleness makes a new one for its next call", async ({ cleanup }) => {
     // An echo of the request's gRPC message, as a far app's answer would come back.
     const h2 = makeH2c((call) => {
       void call.readBody(1024).then((body) => {
@@ -152,15 +149,15 @@ describe("an h2c peer that never sends its FIN", () => {
   // Ended as stalled: idle, an answer waiting, nothing moving. Or the sweep reset the stalled stream
   // first (--answer-idle-timeout below the idle timeout): the session, idle later, is closed with no
   // stream open, its GOAWAY and RST_STREAM never out.
-  it.each([
+  it.for<readonly [string, { readonly idleTimeoutMs: number; readonly answerIdleMs: number }]>([
     ["ended as stalled (idle, an answer waiting, nothing moving)", { idleTimeoutMs: 300, answerIdleMs: 60_000 }],
     ["whose stalled stream the sweep reset before the session went idle", { idleTimeoutMs: 1_000, answerIdleMs: 100 }]
-  ])("A's session %s lets its socket go", async (_name, timeouts) => {
+  ])("A's session %s lets its socket go", { timeout: 60_000 }, async ([_name, timeouts], { cleanup }) => {
     const h2 = makeH2c(endlessAnswer, { ...timeouts, maxStreams: 16, onStalled: () => {}, onEnded: () => {} })
     cleanup.add(() => h2.destroyAll())
     const { port, sockets } = await halfOpenServer(cleanup, (socket) => h2.accept(socket))
     await stalledCaller(cleanup, port)
     await waitFor(() => sockets.size === 1, 20_000, "A to accept the caller")
     await waitFor(() => sockets.size === 0, 30_000, "A to let go of the stalled caller's socket")
-  }, 60_000)
+  })
 })

@@ -20,27 +20,25 @@
 import * as grpc from "@grpc/grpc-js"
 import * as http2 from "node:http2"
 import * as net from "node:net"
-import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import { describe, expect } from "vitest"
 import { makeH2c } from "../../src/sidecar/outboundH2.ts"
 import { rawMethod, unaryText } from "../support/grpcRaw.ts"
-import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
+import { it } from "../support/cleanupTest.ts"
+import { type Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { LOOPBACK, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
 
 const METHODS = { echo: rawMethod("demo.Inventory", "Echo", false, false) }
 const InventoryClient = grpc.makeGenericClientConstructor(METHODS, "Inventory")
 
-describe("A's h2c sessions that PING", () => {
-  let cleanup: Cleanup
-  /** The sessions the listener ended for abuse, by reason (the sidecar counts them in iip_mesh_h2_sessions_ended_total). */
-  let ended: Array<string>
-  beforeEach(() => {
-    cleanup = new Cleanup()
-    ended = []
-  })
-  afterEach(() => cleanup.run())
-
-  /** makeH2c on 127.0.0.1 port 0 (idle timeout `idleTimeoutMs`; its sweep runs every quarter of `answerIdleMs`): a request to /quiet gets its head and waits, any other a short answer. A client session of it. */
-  const listener = async (idleTimeoutMs: number, answerIdleMs = 60_000) => {
+// Concurrent: most of the time here is waiting out idle timeouts and keepalive PINGs, each test on
+// its own listener, session and sidecars: side by side the file takes its longest test, not their sum.
+describe.concurrent("A's h2c sessions that PING", () => {
+  /**
+   * makeH2c on 127.0.0.1 port 0 (idle timeout `idleTimeoutMs`; its sweep runs every quarter of `answerIdleMs`): a request to /quiet gets its head and waits, any other a short answer.
+   * A client session of it, and the sessions the listener ended for abuse, by reason (the sidecar counts them in iip_mesh_h2_sessions_ended_total).
+   */
+  const listener = async (cleanup: Cleanup, idleTimeoutMs: number, answerIdleMs = 60_000) => {
+    const ended: Array<string> = []
     const h2 = makeH2c((call) => {
       call.writeHead(200, [])
       if (call.url === "/quiet") call.write(Buffer.from("waiting"))
@@ -56,14 +54,14 @@ describe("A's h2c sessions that PING", () => {
     const goaway = new Promise<{ readonly code: number; readonly debug: string }>((resolve) =>
       session.on("goaway", (code, _last, debug) => resolve({ code, debug: debug?.toString() ?? "" })))
     await new Promise<void>((resolve) => session.once("connect", () => resolve()))
-    return { session, goaway }
+    return { session, goaway, ended }
   }
 
   const ping = (session: http2.ClientHttp2Session): Promise<void> =>
     new Promise((resolve, reject) => void session.ping((error) => (error === null ? resolve() : reject(error))))
 
-  it("a session with no stream, PINGing once per 1.1 s, gets GOAWAY NO_ERROR, not before its 1.5 s idle timeout: PINGs do not keep it", async () => {
-    const { session, goaway } = await listener(1500, 400)
+  it("a session with no stream, PINGing once per 1.1 s, gets GOAWAY NO_ERROR, not before its 1.5 s idle timeout: PINGs do not keep it", async ({ cleanup }) => {
+    const { session, goaway } = await listener(cleanup, 1500, 400)
     const started = performance.now()
     const pinging = setInterval(() => void ping(session).catch(() => {}), 1100)
     cleanup.add(() => clearInterval(pinging))
@@ -72,8 +70,8 @@ describe("A's h2c sessions that PING", () => {
     expect(performance.now() - started).toBeGreaterThanOrEqual(1500)
   }, 60_000)
 
-  it("a session whose short calls come one after another, every 200 ms, keeps going past twice its 1.5 s idle timeout: the sweep counts the streams it did not see open", async () => {
-    const { session, goaway } = await listener(1500, 400)
+  it("a session whose short calls come one after another, every 200 ms, keeps going past twice its 1.5 s idle timeout: the sweep counts the streams it did not see open", async ({ cleanup }) => {
+    const { session, goaway } = await listener(cleanup, 1500, 400)
     let gone = false
     void goaway.then(() => (gone = true))
     const started = performance.now()
@@ -87,8 +85,8 @@ describe("A's h2c sessions that PING", () => {
     expect(gone).toBe(false)
   }, 60_000)
 
-  it("PINGs back to back with no stream open: GOAWAY ENHANCE_YOUR_CALM too_many_pings", async () => {
-    const { session, goaway } = await listener(60_000)
+  it("PINGs back to back with no stream open: GOAWAY ENHANCE_YOUR_CALM too_many_pings", async ({ cleanup }) => {
+    const { session, goaway, ended } = await listener(cleanup, 60_000)
     let gone = false
     void goaway.then(() => (gone = true))
     for (let i = 0; i < 100 && !gone && !session.destroyed; i++) await ping(session).catch(() => {})
@@ -96,8 +94,8 @@ describe("A's h2c sessions that PING", () => {
     expect(ended).toStrictEqual(["too_many_pings"])
   }, 60_000)
 
-  it("PINGs back to back while a stream is open are answered; the session goes on", async () => {
-    const { session } = await listener(60_000)
+  it("PINGs back to back while a stream is open are answered; the session goes on", async ({ cleanup }) => {
+    const { session } = await listener(cleanup, 60_000)
     const quiet = session.request({ ":path": "/quiet", ":authority": "catalog" })
     quiet.on("error", () => {})
     await new Promise<void>((resolve) => quiet.once("response", () => resolve()))
@@ -108,8 +106,8 @@ describe("A's h2c sessions that PING", () => {
     expect(session.closed).toBe(false)
   }, 60_000)
 
-  it("calls one after another, each answer's DATA followed by a PING (grpc-go's BDP probe), arriving with no stream open: the session goes on", async () => {
-    const { session, goaway } = await listener(60_000)
+  it("calls one after another, each answer's DATA followed by a PING (grpc-go's BDP probe), arriving with no stream open: the session goes on", async ({ cleanup }) => {
+    const { session, goaway } = await listener(cleanup, 60_000)
     let gone = false
     void goaway.then(() => (gone = true))
     for (let i = 0; i < 10; i++) {
@@ -124,7 +122,7 @@ describe("A's h2c sessions that PING", () => {
     expect(session.closed || session.destroyed).toBe(false)
   }, 60_000)
 
-  it("a caller that PINGs back to back while it holds an answer's unread tail (the stream closed at A, its reader paused) gets the whole answer", async () => {
+  it("a caller that PINGs back to back while it holds an answer's unread tail (the stream closed at A, its reader paused) gets the whole answer", async ({ cleanup }) => {
     const size = 256 * 1024
     let closedAtA: (finished: boolean) => void = () => {}
     const answered = new Promise<boolean>((resolve) => (closedAtA = resolve))
@@ -165,8 +163,8 @@ describe("A's h2c sessions that PING", () => {
 
   // Paced 5 ms apart (200 a second at most, src/h2's PING flood budget's rate): back to back, as
   // against node's server, this caller spends that budget first (GOAWAY ping-flood) within 400 ms.
-  it("a caller that read its answer whole, then PINGs 5 ms apart: GOAWAY ENHANCE_YOUR_CALM too_many_pings once an answer idle timeout passed", async () => {
-    const { session, goaway } = await listener(60_000, 400)
+  it("a caller that read its answer whole, then PINGs 5 ms apart: GOAWAY ENHANCE_YOUR_CALM too_many_pings once an answer idle timeout passed", async ({ cleanup }) => {
+    const { session, goaway } = await listener(cleanup, 60_000, 400)
     let gone = false
     void goaway.then(() => (gone = true))
     // Before the request: the stream's close at A, from which the 400 ms count, comes after.
@@ -183,7 +181,7 @@ describe("A's h2c sessions that PING", () => {
     expect(performance.now() - started).toBeGreaterThanOrEqual(400)
   }, 60_000)
 
-  it("a grpc-js channel with keepalive on (1.2 s, without calls) through A and B: idle for 3 PINGs, then a call succeeds", async () => {
+  it("a grpc-js channel with keepalive on (1.2 s, without calls) through A and B: idle for 3 PINGs, then a call succeeds", async ({ cleanup }) => {
     const server = new grpc.Server()
     server.addService(METHODS, { echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) => callback(null, call.request) })
     const port = await new Promise<number>((resolve, reject) =>

@@ -1,7 +1,10 @@
 // An Effect RPC server with one method, Echo, on a real IIP server (127.0.0.1, port 0), speaking
 // MessagePack (src/effect/msgpack.ts, rpc.ts), for the tests that send it raw frames: how one
 // message is framed for the IIP RPC protocols, and the server stood up in the current scope.
-import { Context, Effect, Layer, Schema } from "effect"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Schema from "effect/Schema"
 import { Rpc, RpcGroup, RpcServer } from "effect/rpc"
 import { layerMsgPack } from "../../src/effect/msgpack.ts"
 import { layerServerProtocol } from "../../src/effect/rpc.ts"

@@ -7,7 +7,8 @@
 // bytes when RSS peaked, the process's memory and budget now, and each inbound mesh connection's
 // reading (paused, closed, bytes read). Any other line reports the same: "gc" after full
 // collections, "reset" after the peaks are reset.
-import { Effect, Scope } from "effect"
+import * as Effect from "effect/Effect"
+import * as Scope from "effect/Scope"
 import * as readline from "node:readline"
 import type * as net from "node:net"
 import type { Budget } from "../../src/mux/budget.ts"

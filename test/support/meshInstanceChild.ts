@@ -8,7 +8,8 @@
 // Reports on stdout, one JSON object per line: {"inbound":"127.0.0.1:P","pid":N} once both are up,
 // {"held":"<method> <url>"} each time a /hold request reaches the app, {"error":"..."} (then exit 1)
 // if it cannot start. Exits when its stdin closes, so it never outlives the test process.
-import { Effect, Scope } from "effect"
+import * as Effect from "effect/Effect"
+import * as Scope from "effect/Scope"
 import * as http from "node:http"
 import type * as net from "node:net"
 import * as SidecarLive from "../../src/sidecar/sidecar.ts"

@@ -8,7 +8,9 @@
 // what the test asserts: the answers, the sockets each listener accepted at the host address
 // (node's `net.server.socket` diagnostics channel), the paths S's app saw, the refusals counted
 // and logged. Exits 3 before anything listens unless it is inside such a namespace.
-import { Effect, Exit, Scope } from "effect"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Scope from "effect/Scope"
 import * as http from "node:http"
 import * as Admin from "../../src/admin/adminServer.ts"
 import type { Sidecar } from "../../src/sidecar/sidecar.ts"

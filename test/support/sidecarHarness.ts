@@ -3,7 +3,9 @@
 // the usual app <- sidecar B <- sidecar A topology, and a small HTTP client that returns status,
 // raw headers and body. Everything started is registered with a Cleanup, so it goes away even
 // when the test fails.
-import { Effect, Exit, Scope } from "effect"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Scope from "effect/Scope"
 import * as http from "node:http"
 import * as net from "node:net"
 import * as Admin from "../../src/admin/adminServer.ts"
