@@ -6,7 +6,10 @@
 // A failure answers the reference's handler-fail body, its message naming the path as asked.
 // Uploads are held to a per-file cap and a quota for the whole root, bytes and entries (quota.ts),
 // checked before a request writes anything; at most 2,000 uploads are unfinished at once, and one
-// not written for a day expires (unfinished.ts). An unfinished upload is only ever a regular file of the server's own (one link,
+// not written for a day expires (unfinished.ts). A request that does not fit the quota first
+// removes unfinished uploads idle for minutes; if it still does not fit, its own unfinished upload
+// goes too: one that cannot grow cannot finish, and holding its bytes starved the others (24
+// uploads at once into a quota for 6 all stopped at their second request, and held it for a day). An unfinished upload is only ever a regular file of the server's own (one link,
 // inside the root), so a hard link or symlink planted in the root cannot be written through or
 // hashed, and a file opened to be read must still lead inside the root (a directory swapped for a
 // symlink after the check); partial files are created, renamed and expired in their directory held
@@ -33,7 +36,7 @@ import {
   type WriteTarget
 } from "./paths.ts"
 import { measureRoot, RootUsage } from "./quota.ts"
-import { defaultMaxUnfinishedUploads, defaultPartialMaxAgeMs, sweepUnfinished, UnfinishedUploads } from "./unfinished.ts"
+import { defaultMaxUnfinishedUploads, defaultPartialIdleMs, defaultPartialMaxAgeMs, sweepUnfinished, UnfinishedUploads } from "./unfinished.ts"
 import {
   type ChecksumAnswer,
   type ChecksumRequest,
@@ -64,6 +67,11 @@ export interface FileServerOptions {
   readonly maxEntries?: number
   /** How long an unfinished upload may go unwritten before it is removed (default a day; 0: never). */
   readonly partialMaxAgeMs?: number
+  /**
+   * How long an unfinished upload may go unwritten before a request that does not fit the quota
+   * removes it (default 10 minutes; 0: never).
+   */
+  readonly partialIdleMs?: number
   /** Most unfinished uploads at once, those found at start included (default 2,000); a file whole in one request needs no place. */
   readonly maxUnfinishedUploads?: number
 }
@@ -80,6 +88,7 @@ const fileServerLimits: Limits<FileServerOptions> = {
   maxEntries: count(1),
   // The sweep runs every eighth of it (unfinished.ts): that must fit a timer.
   partialMaxAgeMs: durationMs(0, 8 * maxTimerMs),
+  partialIdleMs: durationMs(0, 8 * maxTimerMs),
   // 0: no resumable uploads, only files whole in one request.
   maxUnfinishedUploads: count(0)
 }
@@ -167,10 +176,11 @@ const removeEmpty = async (root: string, dirs: ReadonlyArray<string>): Promise<n
   return removed
 }
 
-/** Runs `task` after every earlier task of the same key has finished. */
+/** `run` runs `task` after every earlier task of the same key has finished; `busy`: one is running or waiting. */
 const serializer = () => {
   const tails = new Map<string, Promise<unknown>>()
-  return <A>(key: string, task: () => Promise<A>): Promise<A> => {
+  const busy = (key: string): boolean => tails.has(key)
+  const run = <A>(key: string, task: () => Promise<A>): Promise<A> => {
     const previous = tails.get(key) ?? Promise.resolve()
     const result = previous.then(task, task)
     const tail = result.catch(() => {})
@@ -180,6 +190,7 @@ const serializer = () => {
     })
     return result
   }
+  return { run, busy }
 }
 
 /**
@@ -216,7 +227,11 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
   checkOptions("file server", fileServerLimits, options)
   const maxFileBytes = options.maxFileBytes ?? defaultMaxFileBytes
   const quotaBytes = options.quotaBytes ?? defaultQuotaBytes
-  const unfinished = new UnfinishedUploads(options.partialMaxAgeMs ?? defaultPartialMaxAgeMs, options.maxUnfinishedUploads ?? defaultMaxUnfinishedUploads)
+  const unfinished = new UnfinishedUploads(
+    options.partialMaxAgeMs ?? defaultPartialMaxAgeMs,
+    options.maxUnfinishedUploads ?? defaultMaxUnfinishedUploads,
+    options.partialIdleMs ?? defaultPartialIdleMs
+  )
   // Measured in the background: the routes answer at once, an upload waits for the figure.
   const usage = measureRoot(root).then((measured) => {
     for (const { path, modifiedMs } of measured.partials) unfinished.found(path, modifiedMs)
@@ -306,7 +321,7 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
   }
 
   const writeChunkAt = (request: UploadRequest, held: RootUsage, where: WriteTarget): Promise<void> =>
-    onePerUpload(where.partial, async () => {
+    onePerUpload.run(where.partial, async () => {
       // The partial file is created and renamed to its name in its directory held open: by path,
       // a directory on the way swapped for a symlink after resolveForWrite's check would send the
       // create, or the rename of whatever lies at the same names there, outside the root.
@@ -339,11 +354,15 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
       throw noRoom(held, request.filePath, "file")
     }
     const growth = request.start + request.content.length - sizeBefore
-    const reserved = held.reserve(growth)
+    const reserved = held.reserve(growth) ?? await reclaimIdle(held, growth, where.partial)
     if (reserved === undefined) {
+      const refusal = `${JSON.stringify(request.filePath)} needs ${growth} more bytes, past this server's quota of ${held.quotaBytes} bytes for its root (${held.bytes} bytes held)`
       if (newFile) notMade()
+      if (before === undefined) throw new FileRequestRefused({ message: refusal })
+      // It cannot grow, so it cannot finish: kept, its bytes would starve the uploads that fit.
+      await discard(held, partial, where.partial)
       throw new FileRequestRefused({
-        message: `${JSON.stringify(request.filePath)} needs ${growth} more bytes, past this server's quota of ${held.quotaBytes} bytes for its root (${held.bytes} bytes held)`
+        message: `${refusal}: its unfinished upload (${sizeBefore} bytes) was removed so that uploads which fit can finish; start again at 0 once there is room`
       })
     }
     // A new file whole in this request took no place among the unfinished uploads: one that cannot
@@ -366,6 +385,22 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
       if (placeless && made) await discard(held, partial, where.partial)
       throw error
     }
+  }
+
+  /**
+   * Removes unfinished uploads idle for `partialIdleMs`, oldest first, until `growth` more bytes fit
+   * (the reservation) or none is left (undefined). Runs in the turn of `own`'s upload; one whose
+   * upload has a request running or waiting is written again soon, and waiting for its turn here
+   * could wait for this one. Their clients are told at their next request (nothing to continue: start at 0).
+   */
+  const reclaimIdle = async (held: RootUsage, growth: number, own: string): Promise<number | undefined> => {
+    for (const partial of unfinished.idle()) {
+      if (partial === own || onePerUpload.busy(partial)) continue
+      await expire(partial)
+      const reserved = held.reserve(growth)
+      if (reserved !== undefined) return reserved
+    }
+    return undefined
   }
 
   /**
@@ -426,14 +461,14 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
   }
 
   /**
-   * Removes an expired unfinished upload in its upload's turn, unless a request wrote it meanwhile.
+   * Removes an expired (or idle) unfinished upload in its upload's turn, unless a request wrote it meanwhile.
    * One that cannot be removed (its directory swapped for a symlink, EMFILE) is logged and stays in the
    * table, so the next sweep tries again: forgotten, it would hold its quota until a restart. Never
    * rejects (sweepUnfinished's contract), not even when the log sink throws.
    */
   const expire = (partial: string): Promise<void> =>
-    onePerUpload(partial, async () => {
-      if (!unfinished.stillExpired(partial)) return
+    onePerUpload.run(partial, async () => {
+      if (!unfinished.stillUnwritten(partial)) return
       const held = await usage
       const dir = await openDirectoryInside(root, dirname(partial), partial).catch((error: NodeJS.ErrnoException) => {
         if (error.code !== "ENOENT") throw error
@@ -460,8 +495,8 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
         // sweep's fiber, and no unfinished upload expired again until a restart.
       }
     })
-  // 0: never, as the server's idle timeout (swept every millisecond, a partial would go between two requests of its upload).
-  if (unfinished.maxAgeMs > 0) server.background(sweepUnfinished(unfinished, usage, expire))
+  // Both 0: never, as the server's idle timeout (swept every millisecond, a partial would go between two requests of its upload).
+  if (unfinished.swept) server.background(sweepUnfinished(unfinished, usage, expire))
 
   const checksum = async (data: Buffer, signal: AbortSignal): Promise<Buffer> => {
     const request = decodeChecksumRequest(data)
