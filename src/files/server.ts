@@ -234,7 +234,7 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
   )
   // Measured in the background: the routes answer at once, an upload waits for the figure.
   const usage = measureRoot(root).then((measured) => {
-    for (const { path, modifiedMs } of measured.partials) unfinished.found(path, modifiedMs)
+    for (const { path, modifiedMs, bytes } of measured.partials) unfinished.found(path, modifiedMs, bytes)
     return new RootUsage(quotaBytes, options.maxEntries ?? defaultMaxEntries, measured)
   })
   const onePerUpload = serializer()
@@ -340,6 +340,12 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
     // A new file (only offset 0 starts one) takes an entry, and a place among the unfinished
     // uploads unless it is whole in this request; both given back if it is not made.
     const newFile = before === undefined && request.start === 0
+    if (newFile && !request.completed && (await reclaimIdle(where.partial, () => startsWithinShare(held, request.content.length))) === undefined) {
+      throw new FileRequestRefused({
+        message: `${JSON.stringify(request.filePath)} would start an unfinished upload of ${request.content.length} bytes while unfinished uploads hold ${unfinished.bytes}, ` +
+          `past half of what finished files leave of this server's quota of ${held.quotaBytes} bytes for its root (${held.bytes} bytes held): uploads under way finish first; try again later`
+      })
+    }
     if (newFile && !request.completed && !unfinished.admit(where.partial)) {
       throw new FileRequestRefused({
         message: `${JSON.stringify(request.filePath)} would be a new unfinished upload, past this server's limit of ${unfinished.maxCount} unfinished uploads (${unfinished.count} held): finish one, or let abandoned ones expire`
@@ -354,7 +360,7 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
       throw noRoom(held, request.filePath, "file")
     }
     const growth = request.start + request.content.length - sizeBefore
-    const reserved = held.reserve(growth) ?? await reclaimIdle(held, growth, where.partial)
+    const reserved = await reclaimIdle(where.partial, () => held.reserve(growth))
     if (reserved === undefined) {
       const refusal = `${JSON.stringify(request.filePath)} needs ${growth} more bytes, past this server's quota of ${held.quotaBytes} bytes for its root (${held.bytes} bytes held)`
       if (newFile) notMade()
@@ -388,17 +394,31 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
   }
 
   /**
-   * Removes unfinished uploads idle for `partialIdleMs`, oldest first, until `growth` more bytes fit
-   * (the reservation) or none is left (undefined). Runs in the turn of `own`'s upload; one whose
-   * upload has a request running or waiting is written again soon, and waiting for its turn here
-   * could wait for this one. Their clients are told at their next request (nothing to continue: start at 0).
+   * Unfinished uploads together may take half of what finished files leave of the quota: the other
+   * half is room for them to grow. Without a declared size, uploads started at once each took their
+   * first MiB until the quota was full, and none could take its second. One always may, alone.
    */
-  const reclaimIdle = async (held: RootUsage, growth: number, own: string): Promise<number | undefined> => {
+  const startsWithinShare = (held: RootUsage, bytes: number): true | undefined => {
+    const unfinishedBytes = unfinished.bytes
+    const leftByFinished = held.quotaBytes - Math.max(0, held.bytes - unfinishedBytes)
+    return unfinishedBytes === 0 || unfinishedBytes + bytes <= leftByFinished / 2 ? true : undefined
+  }
+
+  /**
+   * `attempt`'s result, once it has one: at once, or after removing unfinished uploads idle for
+   * `partialIdleMs`, oldest first, one by one; undefined when none is left. Runs in the turn of
+   * `own`'s upload; one whose upload has a request running or waiting is written again soon, and
+   * waiting for its turn here could wait for this one. Their clients are told at their next request
+   * (nothing to continue: start at 0).
+   */
+  const reclaimIdle = async <A>(own: string, attempt: () => A | undefined): Promise<A | undefined> => {
+    const first = attempt()
+    if (first !== undefined) return first
     for (const partial of unfinished.idle()) {
       if (partial === own || onePerUpload.busy(partial)) continue
       await expire(partial)
-      const reserved = held.reserve(growth)
-      if (reserved !== undefined) return reserved
+      const result = attempt()
+      if (result !== undefined) return result
     }
     return undefined
   }
@@ -443,6 +463,7 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
         await handle.close()
       }
       held.settle(reserved, sizeAfter - sizeBefore)
+      unfinished.sized(file.key, sizeAfter)
     }
   }
 

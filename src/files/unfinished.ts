@@ -41,6 +41,8 @@ interface Seen {
   seenAt: number | undefined
   /** For one found at start, until the first sweep: its mtime (wall ms). */
   modifiedMs: number | undefined
+  /** Its size, as its last request left it (or as found at start). */
+  bytes: number
 }
 
 export class UnfinishedUploads {
@@ -48,6 +50,7 @@ export class UnfinishedUploads {
   readonly maxCount: number
   readonly idleMs: number
   private readonly known = new Map<string, Seen>()
+  private heldBytes = 0
   /** When the sweep last ran (monotonic ms). */
   private sweptAt: number | undefined
 
@@ -63,6 +66,11 @@ export class UnfinishedUploads {
     return this.known.size
   }
 
+  /** Their bytes, all together. */
+  get bytes(): number {
+    return this.heldBytes
+  }
+
   /**
    * Takes a place for a new one about to be written, if there is room; true for one already known.
    * A place taken for a file that is then not made goes back with `forget`.
@@ -70,7 +78,7 @@ export class UnfinishedUploads {
   admit(path: string): boolean {
     if (this.known.has(path)) return true
     if (this.known.size >= this.maxCount) return false
-    this.known.set(path, { written: true, seenAt: undefined, modifiedMs: undefined })
+    this.known.set(path, { written: true, seenAt: undefined, modifiedMs: undefined, bytes: 0 })
     return true
   }
 
@@ -86,19 +94,30 @@ export class UnfinishedUploads {
   }
 
   /** One found at start, last modified at `modifiedMs`. */
-  found(path: string, modifiedMs: number): void {
-    if (!this.known.has(path)) this.known.set(path, { written: false, seenAt: undefined, modifiedMs })
+  found(path: string, modifiedMs: number, bytes: number): void {
+    if (this.known.has(path)) return
+    this.known.set(path, { written: false, seenAt: undefined, modifiedMs, bytes })
+    this.heldBytes += bytes
   }
 
   /** A request wrote it (or created it). */
   written(path: string): void {
     const seen = this.known.get(path)
-    if (seen === undefined) this.known.set(path, { written: true, seenAt: undefined, modifiedMs: undefined })
+    if (seen === undefined) this.known.set(path, { written: true, seenAt: undefined, modifiedMs: undefined, bytes: 0 })
     else seen.written = true
+  }
+
+  /** Its size after a request (one not in the table: nothing). */
+  sized(path: string, bytes: number): void {
+    const seen = this.known.get(path)
+    if (seen === undefined) return
+    this.heldBytes += bytes - seen.bytes
+    seen.bytes = bytes
   }
 
   /** It took its name, or is gone. */
   forget(path: string): void {
+    this.heldBytes -= this.known.get(path)?.bytes ?? 0
     this.known.delete(path)
   }
 

@@ -341,11 +341,11 @@ describe("partial files the server did not make", () => {
   })
 })
 
-describe("iip-mesh file-server --max-file-size --quota --max-entries --partial-max-age --max-unfinished", () => {
+describe("iip-mesh file-server --max-file-size --quota --max-entries --partial-max-age --partial-idle --max-unfinished", () => {
   it("takes sizes like 1MiB and refuses what passes them", async () => {
     const root = tempDir(cleanup, "root")
     const local = tempDir(cleanup, "local")
-    const { port } = await startFileServer(cleanup, root, ["--max-file-size", "1MiB", "--quota", "1536KiB", "--max-entries", "3", "--partial-max-age", "90m"])
+    const { port } = await startFileServer(cleanup, root, ["--max-file-size", "1MiB", "--quota", "1536KiB", "--max-entries", "3", "--partial-max-age", "90m", "--partial-idle", "5m"])
     writeFileSync(join(local, "big.bin"), randomFile(MiB + 1))
     const tooBig = await runCli(cleanup, ["upload", `${host}:${port}`, join(local, "big.bin"), "big.bin"])
     expect(tooBig.code).toBe(1)

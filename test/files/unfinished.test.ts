@@ -20,7 +20,7 @@ const startMs = 0
 describe("unfinished uploads found at start", () => {
   it("one dated a day in the future counts as written at the first sweep: it goes once the age has passed, not a day later", () => {
     const uploads = new UnfinishedUploads(maxAgeMs, defaultMaxUnfinishedUploads, 0)
-    uploads.found("future.bin.iip-part", wallAtStart + DAY_MS)
+    uploads.found("future.bin.iip-part", wallAtStart + DAY_MS, 0)
     expect(uploads.expired(startMs, wallAtStart)).toEqual([])
     expect(uploads.expired(startMs + maxAgeMs - 1, wallAtStart + maxAgeMs - 1)).toEqual([])
     expect(uploads.expired(startMs + maxAgeMs, wallAtStart + maxAgeMs)).toEqual(["future.bin.iip-part"])
@@ -28,8 +28,8 @@ describe("unfinished uploads found at start", () => {
 
   it("one younger than the age goes when the rest of its age has passed on the monotonic clock, the wall clock stepped back a day after the first sweep", () => {
     const uploads = new UnfinishedUploads(maxAgeMs, defaultMaxUnfinishedUploads, 0)
-    uploads.found("young.bin.iip-part", wallAtStart - 30_000)
-    uploads.found("old.bin.iip-part", wallAtStart - maxAgeMs)
+    uploads.found("young.bin.iip-part", wallAtStart - 30_000, 0)
+    uploads.found("old.bin.iip-part", wallAtStart - maxAgeMs, 0)
     expect(uploads.expired(startMs, wallAtStart)).toEqual(["old.bin.iip-part"])
     uploads.forget("old.bin.iip-part")
     expect(uploads.expired(startMs + 29_999, wallAtStart - DAY_MS)).toEqual([])
@@ -38,7 +38,7 @@ describe("unfinished uploads found at start", () => {
 
   it("one written before the first sweep ages from that sweep, not from its mtime", () => {
     const uploads = new UnfinishedUploads(maxAgeMs, defaultMaxUnfinishedUploads, 0)
-    uploads.found("resumed.bin.iip-part", wallAtStart - 2 * maxAgeMs)
+    uploads.found("resumed.bin.iip-part", wallAtStart - 2 * maxAgeMs, 0)
     uploads.written("resumed.bin.iip-part")
     expect(uploads.expired(startMs, wallAtStart)).toEqual([])
     expect(uploads.expired(startMs + maxAgeMs - 1, wallAtStart)).toEqual([])
@@ -51,7 +51,7 @@ describe("idle unfinished uploads", () => {
     const idleMs = 10_000
     const uploads = new UnfinishedUploads(maxAgeMs, defaultMaxUnfinishedUploads, idleMs)
     expect(uploads.sweepEveryMs).toBe(idleMs / 8)
-    uploads.found("old.bin.iip-part", wallAtStart - 5_000)
+    uploads.found("old.bin.iip-part", wallAtStart - 5_000, 0)
     uploads.admit("new.bin.iip-part")
     // Before the first sweep nothing is known to be idle, even one found old.
     expect(uploads.idle()).toEqual([])
