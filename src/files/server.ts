@@ -340,17 +340,7 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
     // A new file (only offset 0 starts one) takes an entry, and a place among the unfinished
     // uploads unless it is whole in this request; both given back if it is not made.
     const newFile = before === undefined && request.start === 0
-    if (newFile && !request.completed && (await reclaimIdle(where.partial, () => startsWithinShare(held, request.content.length))) === undefined) {
-      throw new FileRequestRefused({
-        message: `${JSON.stringify(request.filePath)} would start an unfinished upload of ${request.content.length} bytes while unfinished uploads hold ${unfinished.bytes}, ` +
-          `past half of what finished files leave of this server's quota of ${held.quotaBytes} bytes for its root (${held.bytes} bytes held): uploads under way finish first; try again later`
-      })
-    }
-    if (newFile && !request.completed && !unfinished.admit(where.partial)) {
-      throw new FileRequestRefused({
-        message: `${JSON.stringify(request.filePath)} would be a new unfinished upload, past this server's limit of ${unfinished.maxCount} unfinished uploads (${unfinished.count} held): finish one, or let abandoned ones expire`
-      })
-    }
+    if (newFile && !request.completed) await startUnfinished(held, request, where.partial)
     const notMade = () => {
       held.removed(0, 1)
       unfinished.forget(where.partial)
@@ -394,14 +384,34 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
   }
 
   /**
-   * Unfinished uploads together may take half of what finished files leave of the quota: the other
-   * half is room for them to grow. Without a declared size, uploads started at once each took their
-   * first MiB until the quota was full, and none could take its second. One always may, alone.
+   * Takes a place among the unfinished uploads for `partial`, and its first chunk's bytes among
+   * theirs, or refuses. Unfinished uploads together may take half of what finished files leave of
+   * the quota: the other half is room for them to grow. Without a declared size, uploads started at
+   * once each took their first MiB until the quota was full, and none could take its second. One
+   * always may, alone. The bytes are counted when the place is taken (no wait between check and
+   * count), so uploads starting at once are held to the share together.
    */
-  const startsWithinShare = (held: RootUsage, bytes: number): true | undefined => {
-    const unfinishedBytes = unfinished.bytes
-    const leftByFinished = held.quotaBytes - Math.max(0, held.bytes - unfinishedBytes)
-    return unfinishedBytes === 0 || unfinishedBytes + bytes <= leftByFinished / 2 ? true : undefined
+  const startUnfinished = async (held: RootUsage, request: UploadRequest, partial: string): Promise<void> => {
+    if ((await reclaimIdle(partial, () => unfinished.admit(partial) || undefined)) === undefined) {
+      throw new FileRequestRefused({
+        message: `${JSON.stringify(request.filePath)} would be a new unfinished upload, past this server's limit of ${unfinished.maxCount} unfinished uploads (${unfinished.count} held): finish one, or let abandoned ones expire`
+      })
+    }
+    const bytes = request.content.length
+    const withinShare = (): true | undefined => {
+      const others = unfinished.bytes
+      const leftByFinished = held.quotaBytes - Math.max(0, held.bytes - others)
+      if (others > 0 && others + bytes > leftByFinished / 2) return undefined
+      unfinished.sized(partial, bytes)
+      return true
+    }
+    if ((await reclaimIdle(partial, withinShare)) === undefined) {
+      unfinished.forget(partial)
+      throw new FileRequestRefused({
+        message: `${JSON.stringify(request.filePath)} would start an unfinished upload of ${bytes} bytes while unfinished uploads hold ${unfinished.bytes}, ` +
+          `past half of what finished files leave of this server's quota of ${held.quotaBytes} bytes for its root (${held.bytes} bytes held): uploads under way finish first; try again later`
+      })
+    }
   }
 
   /**

@@ -7,7 +7,8 @@
 // - Found at start younger than the age: it goes when the rest of its age has passed on the
 //   monotonic clock, whatever the wall clock does after the first sweep.
 // And idle ones (not written for the idle time, as of the last sweep), which a request short of
-// quota removes: oldest first, none written since, none before the first sweep.
+// quota removes: oldest first, none written since, none before the first sweep. And their bytes,
+// which the share of the quota unfinished uploads may take is checked against.
 import { describe, expect, it } from "vitest"
 import { defaultMaxUnfinishedUploads, UnfinishedUploads } from "../../src/files/unfinished.ts"
 
@@ -65,5 +66,23 @@ describe("idle unfinished uploads", () => {
     expect(uploads.stillUnwritten("old.bin.iip-part")).toBe(false)
     expect(uploads.idle()).toEqual(["new.bin.iip-part"])
     expect(new UnfinishedUploads(maxAgeMs, defaultMaxUnfinishedUploads, 0).sweepEveryMs).toBe(maxAgeMs / 8)
+  })
+})
+
+describe("the unfinished uploads' bytes", () => {
+  it("count those found at start, follow each one's size, and go with it when it finishes or is removed", () => {
+    const uploads = new UnfinishedUploads(maxAgeMs, defaultMaxUnfinishedUploads, 0)
+    uploads.found("found.bin.iip-part", wallAtStart, 70)
+    expect(uploads.admit("new.bin.iip-part")).toBe(true)
+    uploads.sized("new.bin.iip-part", 10)
+    expect(uploads.bytes).toBe(80)
+    uploads.sized("new.bin.iip-part", 4)
+    uploads.sized("unknown.bin.iip-part", 1000)
+    expect(uploads.bytes).toBe(74)
+    uploads.forget("found.bin.iip-part")
+    uploads.forget("found.bin.iip-part")
+    expect(uploads.bytes).toBe(4)
+    uploads.forget("new.bin.iip-part")
+    expect(uploads.bytes).toBe(0)
   })
 })
