@@ -6,10 +6,12 @@
 // A failure answers the reference's handler-fail body, its message naming the path as asked.
 // Uploads are held to a per-file cap and a quota for the whole root, bytes and entries (quota.ts),
 // checked before a request writes anything; at most 2,000 uploads are unfinished at once, and one
-// not written for a day expires (unfinished.ts). A request that does not fit the quota first
-// removes unfinished uploads idle for minutes; if it still does not fit, its own unfinished upload
-// goes too: one that cannot grow cannot finish, and holding its bytes starved the others (24
-// uploads at once into a quota for 6 all stopped at their second request, and held it for a day). An unfinished upload is only ever a regular file of the server's own (one link,
+// not written for a day expires (unfinished.ts). Unfinished uploads may start only within half of
+// what finished files leave of the quota; a request that does not fit first removes unfinished
+// uploads idle for minutes; if it still does not fit, its own unfinished upload goes too: one that
+// cannot grow cannot finish, and holding its bytes starved the others (24 uploads at once into a
+// quota for 6 all stopped at their second request, and held it for a day, FILE-TRANSFER.md).
+// An unfinished upload is only ever a regular file of the server's own (one link,
 // inside the root), so a hard link or symlink planted in the root cannot be written through or
 // hashed, and a file opened to be read must still lead inside the root (a directory swapped for a
 // symlink after the check); partial files are created, renamed and expired in their directory held

@@ -345,11 +345,12 @@ describe("iip-mesh file-server --max-file-size --quota --max-entries --partial-m
   it("takes sizes like 1MiB and refuses what passes them", async () => {
     const root = tempDir(cleanup, "root")
     const local = tempDir(cleanup, "local")
-    const { port } = await startFileServer(cleanup, root, ["--max-file-size", "1MiB", "--quota", "1536KiB", "--max-entries", "3", "--partial-max-age", "90m", "--partial-idle", "5m"])
+    const { port } = await startFileServer(cleanup, root, ["--max-file-size", "1MiB", "--quota", "4MiB", "--max-entries", "3", "--partial-max-age", "90m", "--partial-idle", "5m"])
     writeFileSync(join(local, "big.bin"), randomFile(MiB + 1))
     const tooBig = await runCli(cleanup, ["upload", `${host}:${port}`, join(local, "big.bin"), "big.bin"])
     expect(tooBig.code).toBe(1)
     expect(tooBig.stderr).toBe(`iip-mesh upload: the server answered with error -1: "big.bin" would grow to ${MiB + 1} bytes, past this server's limit of ${MiB} bytes per file\n`)
+    // big.bin's 1 MiB stays unfinished: 4 MiB leaves small.bin (twice) room within the unfinished uploads' half.
     writeFileSync(join(local, "small.bin"), randomFile(MiB / 2))
     const fits = await runCli(cleanup, ["upload", `${host}:${port}`, join(local, "small.bin"), "small.bin"])
     expect(fits.code, fits.stderr).toBe(0)
