@@ -16,12 +16,13 @@
 //   haproxy   client -> haproxy -> haproxy -> app (nbthread 1, http-reuse always, no log)
 //   mesh-plain the sidecars with `--mtls off --tracing false` (with the relays below, only when
 //             --only names it)
-//   relay-bytes, relay-http (only when --only names them: the default run leaves them out)
+//   relay-bytes, relay-tls, relay-http (only when --only names them: the default run leaves them out)
 //             client -> Node relay -> Node relay -> app (sidecar/nodeRelays.ts: two processes run as
-//             the sidecars are, same node flags and stall probe), relaying bytes, or as a plain
+//             the sidecars are, same node flags and stall probe), relaying bytes (relay-tls: with
+//             the mesh's mTLS between A and B, node's own TLS cost), or as a plain
 //             node:http reverse proxy with a keep-alive agent: the sidecar's layers ablated, so what
 //             each layer adds at the fixed rate reads off in one run (the report's ablation table):
-//             npm run -s bench -- sidecar --phases open --only direct,nginx,relay-bytes,relay-http,mesh-plain,untraced,meshed
+//             npm run -s bench -- sidecar --phases open --only direct,nginx,relay-bytes,relay-tls,relay-http,mesh-plain,untraced,meshed
 // (issue 14's targets: the sidecars against the nginx pair; printed with "met"/"MISSED").
 // A missing nginx or haproxy is reported (`apt-get install nginx-light haproxy`) and its row left out.
 //
@@ -82,7 +83,7 @@
 // Flags: --rounds N, --duration S, --warmup S, --slice S, --rate R, --generator c|node (the open loop's),
 //        --inflight N (saturation connections),
 //        --saturation-warmup S (the saturation warm-up round per path; default --duration, 0 none),
-//        --only direct,meshed,mtls-off,untraced,nginx,haproxy,relay-bytes,relay-http,mesh-plain (a subset; "added" and the ratios need direct, the
+//        --only direct,meshed,mtls-off,untraced,nginx,haproxy,relay-bytes,relay-tls,relay-http,mesh-plain (a subset; "added" and the ratios need direct, the
 //        targets nginx), --phases open,saturation,memory (a subset, for investigating),
 //        --sidecar-node-flags "..." (extra node flags for the sidecars, e.g.
 //        "--max-semi-space-size=2", to try a setting without editing src),
@@ -189,7 +190,7 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
       const pair = isMeshed(mode)
         ? await startSidecarPair(mode, app.port, options, spawned, credentials)
         : isRelay(mode)
-        ? await startRelayPair(mode, app.port, options, spawned)
+        ? await startRelayPair(mode, app.port, options, spawned, credentials)
         : await startProxyPair(mode, app.port, dir, spawned)
       if (typeof pair === "string") {
         log(`  ${pair}`)

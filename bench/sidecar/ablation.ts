@@ -15,6 +15,7 @@ type Percentile = "p50" | "p90" | "p99"
  */
 const LAYERS: ReadonlyArray<{ readonly mode: Mode; readonly below: ReadonlyArray<readonly [Mode, string]> }> = [
   { mode: "relay-bytes", below: [["direct", "two Node processes relaying bytes"]] },
+  { mode: "relay-tls", below: [["relay-bytes", "+ the mesh's mTLS between the byte relays (node's TLS floor)"]] },
   { mode: "relay-http", below: [["relay-bytes", "+ HTTP/1.1: node:http server, keep-alive agent"]] },
   { mode: "mesh-plain", below: [["relay-http", "+ the sidecars: IIP on plain TCP, tracing off"], ["relay-bytes", "+ the sidecars: HTTP, IIP on plain TCP, tracing off"]] },
   { mode: "untraced", below: [["mesh-plain", "+ mTLS"], ["relay-http", "+ the sidecars: IIP over mTLS, tracing off"]] },
@@ -29,7 +30,7 @@ export interface Ablation {
 
 export const ablation = (results: Results): Ablation => {
   const ran = (mode: Mode) => results.open.get(mode)!.length > 0
-  if (!ran("relay-bytes") && !ran("relay-http")) return { lines: [], summary: {} }
+  if (!ran("relay-bytes") && !ran("relay-tls") && !ran("relay-http")) return { lines: [], summary: {} }
   const o = (mode: Mode, key: Percentile) => median(results.open.get(mode)!.map((s) => s[key]))
   const added = (key: Percentile, mode: Mode, base: Mode = "direct") => o(mode, key) - o(base, key)
   /** Both hops' CPU per request in the open loop, microseconds. */

@@ -6,23 +6,51 @@
 //                                        'data' -> write both ways, TCP_NODELAY, no parsing
 //   node nodeRelay.mjs http HOST:PORT    a plain reverse proxy: node:http server, keep-alive
 //                                        http.Agent to the next hop, bodies streamed both ways
+//   ... bytes HOST:PORT --tls-in DIR     the byte relay taking TLS on its listening side (relay-tls's B)
+//   ... bytes HOST:PORT --tls-out DIR    the byte relay speaking TLS to the next hop (relay-tls's A)
+//     DIR holds key.pem, chain.pem and bundle.pem (credentials.ts); the TLS is the mesh's mTLS as
+//     src/iip/tls.ts and src/sidecar/meshTls.ts set it up: TLS 1.3, the mesh's cipher suites, a
+//     client certificate required and verified on both sides against the bundle, ALPN iip-mesh/1,
+//     no host name check (the mesh checks SPIFFE IDs, a negligible cost once per connection).
 // Prints {"event":"relay-ready","listen":"127.0.0.1:PORT"} once it listens. Not part of the
 // sidecar: plain Node and plain JavaScript, as stallProbe.mjs is, so no TypeScript stripper loads.
 import * as http from "node:http"
 import * as net from "node:net"
+import * as tls from "node:tls"
+import { readFileSync } from "node:fs"
+import { join } from "node:path"
 
 const HOST = "127.0.0.1"
 /** An idle connection (either side) is closed after this long: the bench's keep-alive is 60 s. */
 const IDLE_MS = 60_000
 
-const [kind, next] = process.argv.slice(2)
+/** MESH_CIPHERSUITES of src/iip/tls.ts (this file loads no TypeScript). */
+const MESH_CIPHERSUITES = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
+const MESH_ALPN = "iip-mesh/1"
+
+const [kind, next, tlsFlag, tlsDir] = process.argv.slice(2)
 const colon = next?.lastIndexOf(":") ?? -1
 const nextHost = next?.slice(0, colon)
 const nextPort = Number(next?.slice(colon + 1))
-if ((kind !== "bytes" && kind !== "http") || colon <= 0 || !Number.isInteger(nextPort) || nextPort <= 0 || nextPort > 65_535) {
-  process.stderr.write("usage: nodeRelay.mjs bytes|http HOST:PORT\n")
+const tlsSide = tlsFlag === "--tls-in" ? "in" : tlsFlag === "--tls-out" ? "out" : undefined
+if (
+  (kind !== "bytes" && kind !== "http") || colon <= 0 || !Number.isInteger(nextPort) || nextPort <= 0 || nextPort > 65_535 ||
+  (tlsFlag !== undefined && (kind !== "bytes" || tlsSide === undefined || tlsDir === undefined))
+) {
+  process.stderr.write("usage: nodeRelay.mjs bytes|http HOST:PORT [--tls-in DIR | --tls-out DIR (bytes only)]\n")
   process.exit(2)
 }
+
+/** The mesh's mTLS settings from the credentials directory (the same for both sides, as the mesh's), read once. */
+const tlsContext = tlsSide === undefined ? undefined : {
+  key: readFileSync(join(tlsDir, "key.pem")),
+  cert: readFileSync(join(tlsDir, "chain.pem")),
+  ca: readFileSync(join(tlsDir, "bundle.pem")),
+  minVersion: "TLSv1.3",
+  ciphers: MESH_CIPHERSUITES
+}
+/** One context for every connection A dials, as the mesh's client keeps one. */
+const clientContext = tlsSide === "out" ? tls.createSecureContext(tlsContext) : undefined
 
 /** `from`'s bytes written to `to`; `from` paused while `to` is over its high-water mark (a budget per direction). */
 const forward = (from, to) => {
@@ -33,9 +61,28 @@ const forward = (from, to) => {
   from.on("end", () => to.end())
 }
 
+/** The next hop: plain TCP, or (--tls-out) TLS with this relay's client certificate, the server's chain verified. */
+const connectNext = () => {
+  if (tlsSide !== "out") return net.connect({ host: nextHost, port: nextPort, noDelay: true, allowHalfOpen: true })
+  const socket = tls.connect({
+    host: nextHost, port: nextPort, allowHalfOpen: true, secureContext: clientContext, ALPNProtocols: [MESH_ALPN], rejectUnauthorized: true, checkServerIdentity: () => undefined
+  })
+  socket.setNoDelay(true)
+  return socket
+}
+
+/** The listening side: plain TCP, or (--tls-in) TLS requiring a client certificate that chains to the bundle. */
+const listen = (onConnection) =>
+  tlsSide === "in"
+    ? tls.createServer({ ...tlsContext, ALPNProtocols: [MESH_ALPN], requestCert: true, rejectUnauthorized: true, allowHalfOpen: true }, (client) => {
+      client.setNoDelay(true)
+      onConnection(client)
+    })
+    : net.createServer({ noDelay: true, allowHalfOpen: true }, onConnection)
+
 const bytesRelay = () =>
-  net.createServer({ noDelay: true, allowHalfOpen: true }, (client) => {
-    const upstream = net.connect({ host: nextHost, port: nextPort, noDelay: true, allowHalfOpen: true })
+  listen((client) => {
+    const upstream = connectNext()
     const close = () => {
       client.destroy()
       upstream.destroy()

@@ -13,22 +13,22 @@ export class BadFlag extends Data.TaggedError("BadFlag")<{ readonly message: str
  * with --mtls off (plain IIP between them; mTLS's cost is meshed - mtls-off); untraced, two
  * sidecars with --tracing false (mTLS on); nginx, nginx -> nginx; haproxy, haproxy -> haproxy;
  * relay-bytes and relay-http, two bare Node relays (nodeRelays.ts), a byte relay and a plain HTTP
- * reverse proxy, and mesh-plain, two sidecars with --mtls off and --tracing false: the sidecar's
+ * reverse proxy, relay-tls, the byte relays with the mesh's mTLS between them, and mesh-plain, two sidecars with --mtls off and --tracing false: the sidecar's
  * layers ablated (only with --only: the default run leaves these three out).
  */
-export type Mode = "direct" | "meshed" | "mtls-off" | "untraced" | "nginx" | "haproxy" | "relay-bytes" | "relay-http" | "mesh-plain"
-export const MODES: ReadonlyArray<Mode> = ["direct", "meshed", "mtls-off", "untraced", "nginx", "haproxy", "relay-bytes", "relay-http", "mesh-plain"]
+export type Mode = "direct" | "meshed" | "mtls-off" | "untraced" | "nginx" | "haproxy" | "relay-bytes" | "relay-tls" | "relay-http" | "mesh-plain"
+export const MODES: ReadonlyArray<Mode> = ["direct", "meshed", "mtls-off", "untraced", "nginx", "haproxy", "relay-bytes", "relay-tls", "relay-http", "mesh-plain"]
 /** The paths a run without --only takes. */
 const DEFAULT_MODES: ReadonlyArray<Mode> = ["direct", "meshed", "mtls-off", "untraced", "nginx", "haproxy"]
 /** The modes that go through a pair of proxies. */
 export type Proxied = Exclude<Mode, "direct">
-export const PROXIED: ReadonlyArray<Proxied> = ["meshed", "mtls-off", "untraced", "nginx", "haproxy", "relay-bytes", "relay-http", "mesh-plain"]
+export const PROXIED: ReadonlyArray<Proxied> = ["meshed", "mtls-off", "untraced", "nginx", "haproxy", "relay-bytes", "relay-tls", "relay-http", "mesh-plain"]
 /** The pairs of iip-mesh sidecars. */
 export type Meshed = "meshed" | "mtls-off" | "untraced" | "mesh-plain"
 export const isMeshed = (mode: Mode): mode is Meshed => mode === "meshed" || mode === "mtls-off" || mode === "untraced" || mode === "mesh-plain"
 /** The bare Node relay pairs. */
-export type Relay = "relay-bytes" | "relay-http"
-export const isRelay = (mode: Mode): mode is Relay => mode === "relay-bytes" || mode === "relay-http"
+export type Relay = "relay-bytes" | "relay-tls" | "relay-http"
+export const isRelay = (mode: Mode): mode is Relay => mode === "relay-bytes" || mode === "relay-tls" || mode === "relay-http"
 
 export type Phase = "open" | "saturation" | "memory"
 export const PHASES: ReadonlyArray<Phase> = ["open", "saturation", "memory"]

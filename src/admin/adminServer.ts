@@ -152,6 +152,8 @@ export interface AdminOptions {
   readonly log?: Log
   /** The prefix an IPv6 client counts by in the per-address connection cap (--ipv6-source-prefix; default a /64). */
   readonly ipv6SourcePrefix?: number
+  /** Connections each listener holds at once (default ADMIN_LIMITS.maxConnections; fewer under a low open-file limit: src/sidecar/fileLimit.ts). */
+  readonly maxConnections?: number
 }
 
 const listen = (server: http.Server, listenOn: string, what: string) => {
@@ -260,7 +262,7 @@ export const make = (listeners: AdminListeners, current: () => Sidecar | undefin
   const server = (route: (req: http.IncomingMessage, res: http.ServerResponse) => Promise<void>) => {
     const created = nodeHttp.createServer(serverOptions)
     created.on("connect", refuseConnect)
-    created.on("request", limitPipelining(capConnections(created, options.ipv6SourcePrefix), totalHandler(route, log)))
+    created.on("request", limitPipelining(capConnections(created, options.ipv6SourcePrefix, options.maxConnections), totalHandler(route, log)))
     return created
   }
   return Effect.gen(function*() {

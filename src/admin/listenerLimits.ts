@@ -23,7 +23,7 @@ export const ADMIN_LIMITS = {
   answerTimeoutMs: 5_000,
   /** An idle keep-alive connection is closed after this. */
   keepAliveTimeoutMs: 5_000,
-  /** Connections a listener holds at once; past it a new one evicts the connection idle longest (capConnections). */
+  /** Connections a listener holds at once; past it a new one evicts the connection idle longest (capConnections). Fewer under a low open-file limit (src/sidecar/fileLimit.ts). */
   maxConnections: 256,
   /** Connections one client address (an IPv6 one's prefix, a /64 unless --ipv6-source-prefix says otherwise: sourceKeyOf) holds at once on a listener; past it a new one evicts that address's idle longest. */
   connectionsPerAddress: 32,
@@ -114,7 +114,11 @@ interface AddressHeld {
  * open. Returns whether a socket was admitted: a refused socket's requests must not be handled
  * (node's parser still reads them).
  */
-export const capConnections = (server: http.Server, ipv6SourcePrefix: number = IPV6_SOURCE_PREFIX.default): ((socket: net.Socket) => boolean) => {
+export const capConnections = (
+  server: http.Server,
+  ipv6SourcePrefix: number = IPV6_SOURCE_PREFIX.default,
+  maxConnections: number = ADMIN_LIMITS.maxConnections
+): ((socket: net.Socket) => boolean) => {
   /** Every admitted connection without a request in progress, the one idle longest first. */
   const idle = new Set<net.Socket>()
   const addresses = new Map<string, AddressHeld>()
@@ -155,7 +159,7 @@ export const capConnections = (server: http.Server, ipv6SourcePrefix: number = I
     const address = addressOf(socket)
     const own = addresses.get(address)
     if (own !== undefined && own.held >= ADMIN_LIMITS.connectionsPerAddress && !evictFrom(own.idle)) return refuse(socket)
-    if (held >= ADMIN_LIMITS.maxConnections && !evictFrom(idle)) return refuse(socket)
+    if (held >= maxConnections && !evictFrom(idle)) return refuse(socket)
     const entry = addresses.get(address) ?? { held: 0, idle: new Set<net.Socket>() }
     addresses.set(address, entry)
     entry.held++

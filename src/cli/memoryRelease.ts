@@ -24,7 +24,10 @@
 // collected again until it grows again. The same collection runs once at start, for the
 // start-up's own garbage. Each release first lets go of the free read slabs the process pooled
 // (src/mux/readSlabs.ts: up to 8 MiB after a burst over many connections, which a
-// process with nothing to read would hold for good). Once quiet for `quietMs` (released or not), the checks stop until the
+// process with nothing to read would hold for good) and closes the idle keep-alive sockets to the
+// app but the most recently used one (AppPool.closeIdle: a burst's sockets would otherwise wait
+// out the app's keep-alive timeout, a minute behind a node app), so that the same collection and
+// trim take what they held. Once quiet for `quietMs` (released or not), the checks stop until the
 // next request: an idle sidecar has no timer of its own, since a check a second ran node's timer
 // and process internals often enough for TurboFan to compile them 60-120 s after start, whose
 // code pages then stayed resident (+5 MB of a 63 MB idle sidecar, issue 14).
@@ -151,6 +154,9 @@ export type RequestActivity = () => number
 /** Calls `wake` once, at the next request started (MeshMetrics.onNextRequest). */
 export type NextRequest = (wake: () => void) => void
 
+/** Closes the sidecar's surplus idle sockets to its app; how many it closed (Sidecar.closeIdleAppSockets). */
+export type CloseIdleSockets = () => number
+
 /** A sidecar's RequestActivity from its metrics, both directions: a started request is finished or in flight. */
 export const requestActivity = (metrics: MeshMetrics): RequestActivity => () => {
   const summary = metrics.summary()
@@ -183,13 +189,16 @@ const mb = (bytes: number): number => Math.round((bytes / 1048576) * 10) / 10
  * glibc's malloc_trim where the native piece is there (mallocTrim.ts): logged once here as
  * `memory-trim`, active with what the start-up's trim gave back, or not with the reason.
  */
-export const startMemoryRelease = (quietMs: number, log: Log, activity: RequestActivity, nextRequest: NextRequest, collect: Collect = lastResortGc(), malloc: MallocTrim = loadMallocTrim()): (() => void) => {
+export const startMemoryRelease = (quietMs: number, log: Log, activity: RequestActivity, nextRequest: NextRequest, closeIdleSockets: CloseIdleSockets, collect: Collect = lastResortGc(), malloc: MallocTrim = loadMallocTrim()): (() => void) => {
   const trim = "trim" in malloc ? malloc.trim : undefined
   /** The free read slabs let go of by the last release, in bytes. */
   let pooledBytes = 0
-  /** The pooled read slabs let go of, one collection and its trim; the RSS the trim gave back, in bytes (0 without one). */
+  /** The idle app sockets the last release closed. */
+  let socketsClosed = 0
+  /** The pooled read slabs let go of, the surplus idle app sockets closed, one collection and its trim; the RSS the trim gave back, in bytes (0 without one). */
   const release = (): number => {
     pooledBytes = emptyReadSlabPool()
+    socketsClosed = closeIdleSockets()
     collect()
     if (trim === undefined) return 0
     const collected = process.memoryUsage.rss()
@@ -223,7 +232,7 @@ export const startMemoryRelease = (quietMs: number, log: Log, activity: RequestA
     const trimmed = release()
     const after = process.memoryUsage.rss()
     decider.released(after, anonResidentBytes())
-    log("memory-released", { rssBeforeMb: Math.round(rssBytes / 1048576), rssAfterMb: Math.round(after / 1048576), pauseMs: Math.round(performance.now() - started), readSlabsMb: mb(pooledBytes), ...(trim === undefined ? {} : { trimmedMb: mb(trimmed) }) })
+    log("memory-released", { rssBeforeMb: Math.round(rssBytes / 1048576), rssAfterMb: Math.round(after / 1048576), pauseMs: Math.round(performance.now() - started), readSlabsMb: mb(pooledBytes), appSocketsClosed: socketsClosed, ...(trim === undefined ? {} : { trimmedMb: mb(trimmed) }) })
     sleep()
   }
   /** No check until the next request. */

@@ -79,6 +79,7 @@ export const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "federationStaleMs":
     case "upgradeIdleTimeoutMs":
     case "upgradeStallTimeoutMs":
+    case "metricSeriesIdleMs":
       return parseDurationMs(last)
     case "perTryTimeoutMs":
     case "healthCheckIntervalMs":

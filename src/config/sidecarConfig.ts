@@ -236,6 +236,13 @@ export const SidecarConfigSchema = Schema.Struct({
   readSlabPoolBytes: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 0, maximum: 1024 ** 3 }))),
   /** Routes (path templates, gRPC methods) per served service with golden metrics of their own; later ones share `_other`. */
   goldenRoutes: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 1_000 }))),
+  /**
+   * An outbound endpoint series (iip_mesh_requests_total, iip_mesh_request_duration_seconds) whose
+   * endpoint no discovery source lists and that saw no request for this long is removed, its place
+   * in the budget given back (src/telemetry/endpointSeries.ts). At least 1 s: sweeps then run at
+   * most once a second, each costing every series once.
+   */
+  metricSeriesIdleMs: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1000, maximum: 86_400_000 }))),
   /** Live tap: listeners at once, records a second each takes, records queued for a slow reader. */
   tapListeners: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 256 }))),
   tapRate: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 100_000 }))),

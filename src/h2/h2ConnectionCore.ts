@@ -80,6 +80,8 @@ export abstract class H2ConnectionCore implements FrameHandler {
   protected delivered = 0
   protected now: number
   private lastReadAt: number
+  /** When a read of this connection was last put off for a later turn (turnReads). */
+  private putOffAt = -Infinity
   protected settingsAckDue: number
   protected peerSettingsDue: number
   private stalledSince = 0
@@ -136,6 +138,16 @@ export abstract class H2ConnectionCore implements FrameHandler {
     this.timer = setInterval(this.tick, l.tickMs)
     this.timer.unref()
     this.flush()
+  }
+
+  /** performance.now() at this connection's last read (a frame handled now came in it). */
+  get readAt(): number {
+    return this.lastReadAt
+  }
+
+  /** When this side last left the peer's bytes unread for a later turn: Infinity while it does (a read put off, none since). */
+  get readsPutOffAt(): number {
+    return this.turnReads?.waits(this.socket) === true ? Infinity : this.putOffAt
   }
 
   /** Open streams (queued requests not counted). */
@@ -489,7 +501,10 @@ export abstract class H2ConnectionCore implements FrameHandler {
     const now = performance.now()
     // A first read of the turn past its budget waits for a later turn (put back, the socket paused).
     if (this.turnReads !== undefined && this.readTurn !== this.turnReads.turn) {
-      if (!this.turnReads.take(this.socket, chunk, now)) return
+      if (!this.turnReads.take(this.socket, chunk, now)) {
+        this.putOffAt = now
+        return
+      }
       this.readTurn = this.turnReads.turn
     }
     this.now = this.lastReadAt = now

@@ -1,7 +1,7 @@
 // The structured log events the library emits on its own (protocol violations, handler crashes,
 // refused connections): one JSON line each on stderr unless the caller passes its own sink;
-// neverThrowing, a sink that cannot throw into its caller; and LogThrottle, the bound on a line
-// that may repeat without end.
+// neverThrowing, a sink that cannot throw into its caller; LogThrottle, the bound on a line that
+// may repeat without end; throttledEvents, the server's bound on the lines a peer repeats at will.
 import { monotonicMs } from "../mux/clock.ts"
 import type { ConnectionLog } from "../mux/connection.ts"
 import { stderrLines } from "./outputLines.ts"
@@ -96,6 +96,18 @@ export class LogThrottle {
     this.suppressed = 0
     return suppressed > 0 ? { suppressedBefore: suppressed } : {}
   }
+
+  /** When the window that held lines back ends, if some are held back whose count no line has carried yet. */
+  heldBackUntil(): number | undefined {
+    return this.suppressed > 0 ? this.windowStart + this.windowMs : undefined
+  }
+
+  /** The count held back, taken by a caller that writes it itself (its window ended with no line to carry it): no later line carries it. */
+  takeSuppressed(): number {
+    const suppressed = this.suppressed
+    this.suppressed = 0
+    return suppressed
+  }
 }
 
 /** Of each event's lines a window, these are kept for a kind not seen yet in it (a new rule, a new path). */
@@ -107,17 +119,76 @@ const MaxKindsRemembered = 256
 const kindOfLine = (fields: Readonly<Record<string, unknown>>): string | undefined =>
   typeof fields.rule === "string" ? fields.rule : typeof fields.path === "string" ? fields.path.slice(0, 200) : undefined
 
+/** How a throttledEvents tells time and waits: a window's end, its held-back count then written. */
+export interface EventsClock {
+  readonly now: () => number
+  /** Calls `run` after `ms`, without holding the process open; the handle cancels it. */
+  readonly after: (ms: number, run: () => void) => { readonly cancel: () => void }
+}
+
+const realClock: EventsClock = {
+  now: monotonicMs,
+  after: (ms, run) => {
+    const timer = setTimeout(run, ms)
+    timer.unref()
+    return { cancel: () => clearTimeout(timer) }
+  }
+}
+
+/** One bounded event's counts since the start: lines written, and occurrences whose line was held back. */
+export interface EventCount {
+  readonly event: string
+  readonly written: number
+  readonly suppressed: number
+}
+
+/** A log whose events a peer can repeat are bounded (throttledEvents), their counts, and its end. */
+export interface ThrottledLog {
+  readonly log: Log
+  /** Every bounded event, seen or not (a counter exists from its first scrape), in the order given. */
+  counts(): ReadonlyArray<EventCount>
+  /** Writes the counts still held back and stops the timer: the owner is closing. */
+  close(): void
+}
+
 /**
  * `log` with each of `events` bounded by a LogThrottle of its own (`maxLines` a `windowMs`), other
  * events passed on as they are: for the lines a peer can have written once per connection or per
  * request, as often as it likes (a stranger opening connections in a loop with a bad byte on each).
  * The last FirstOfKindLines of each window go only to a kind the window has not logged yet: one
  * peer repeating its fault must not hide the first line of another fault (a second handler's crash).
+ * A count held back is written by the next line of its event, or, if none comes in the window, at
+ * the window's end in a `log-lines-suppressed` line (`of` the event, suppressed; not `event`, which
+ * a JSON sink such as stderrLog spreads over the line's own name): a burst then silence
+ * loses nothing. One timer for all events, armed only while a count is held back, unref'd.
  */
-export const throttledEvents = (log: Log, events: ReadonlyArray<string>, maxLines: number, windowMs: number, now: () => number = monotonicMs): Log => {
-  const throttles = new Map(events.map((event) => [event, { throttle: new LogThrottle(maxLines, windowMs, now, FirstOfKindLines), kinds: new Set<string>(), since: now() }]))
-  return (event, fields) => {
-    const entry = throttles.get(event)
+export const throttledEvents = (log: Log, events: ReadonlyArray<string>, maxLines: number, windowMs: number, clock: EventsClock = realClock): ThrottledLog => {
+  const { now } = clock
+  const entries = events.map((event) => ({ event, throttle: new LogThrottle(maxLines, windowMs, now, FirstOfKindLines), kinds: new Set<string>(), since: now(), written: 0, suppressed: 0 }))
+  const byEvent = new Map(entries.map((entry) => [entry.event, entry]))
+  // The flush runs with no caller to throw to: a sink that throws there writes to stderr instead.
+  const flushLog = neverThrowing(log)
+  let timer: { readonly cancel: () => void; readonly at: number } | undefined
+  const armFor = (at: number) => {
+    if (timer !== undefined && timer.at <= at) return
+    timer?.cancel()
+    timer = { ...clock.after(Math.max(0, at - now()), flush), at }
+  }
+  /** Writes the counts of windows that ended with lines held back; waits again for those still open. */
+  const flush = (ending = false) => {
+    timer = undefined
+    const at = now()
+    let next = Number.POSITIVE_INFINITY
+    for (const entry of entries) {
+      const until = entry.throttle.heldBackUntil()
+      if (until === undefined) continue
+      if (ending || until <= at || at < until - windowMs) flushLog("log-lines-suppressed", { of: entry.event, suppressed: entry.throttle.takeSuppressed() })
+      else next = Math.min(next, until)
+    }
+    if (next !== Number.POSITIVE_INFINITY) armFor(next)
+  }
+  const bounded: Log = (event, fields) => {
+    const entry = byEvent.get(event)
     if (entry === undefined) return log(event, fields)
     const at = now()
     if (at - entry.since >= windowMs || at < entry.since || entry.kinds.size >= MaxKindsRemembered) {
@@ -128,8 +199,21 @@ export const throttledEvents = (log: Log, events: ReadonlyArray<string>, maxLine
     // A line that names no kind (a timeout's) is never one peer's fault hiding another's: the whole window is its.
     const first = kind === undefined || !entry.kinds.has(kind)
     const admitted = entry.throttle.admit(first)
-    if (admitted === undefined) return
+    if (admitted === undefined) {
+      entry.suppressed++
+      armFor(entry.throttle.heldBackUntil()!)
+      return
+    }
+    entry.written++
     if (kind !== undefined) entry.kinds.add(kind)
     log(event, { ...fields, ...admitted })
+  }
+  return {
+    log: bounded,
+    counts: () => entries.map(({ event, written, suppressed }) => ({ event, written, suppressed })),
+    close: () => {
+      timer?.cancel()
+      flush(true)
+    }
   }
 }

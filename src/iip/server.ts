@@ -27,7 +27,7 @@ import { type Handler, makeDispatch, type ServeHook, withHooks } from "./dispatc
 import { EvictedDrains } from "./evictedDrains.ts"
 import { FairPlaces, type Place } from "./fairPlaces.ts"
 import { defaultKeepAlive, keepAlive } from "./keepAlive.ts"
-import { type Log, LogThrottle, messageOf, stderrLog, throttledEvents } from "./log.ts"
+import { type EventCount, type Log, LogThrottle, messageOf, stderrLog, throttledEvents, type ThrottledLog } from "./log.ts"
 import { loggable } from "./redact.ts"
 import { checkOptions, count, durationMs, type Limits } from "./optionLimits.ts"
 import { checkPeerOptions, type PeerOptions } from "./peerOptions.ts"
@@ -107,12 +107,13 @@ export interface ServerOptions extends PeerOptions {
 export type AtLimit = "evicted_unproven" | "evicted_fair_share" | "refused"
 
 const defaultHandshakeTimeoutMs = 10_000
-const defaultMaxConnections = 1000
+/** Connections the server holds at once unless told otherwise (a sidecar fits it to its open-file limit: src/sidecar/fileLimit.ts). */
+export const defaultMaxConnections = 1000
 /** `connection-evicted` and `connection-refused` lines (WebSocket upgrades refused too) at most per window: a flood at the cap is thousands a second. */
 const acceptLines = 20
 const acceptLinesWindowMs = 60_000
 /** TLS handshakes that may run past `maxConnections` at once, of sources owed a place there (full). */
-const pastLimit = 16
+export const pastLimit = 16
 /**
  * Events a peer can have logged once per connection or per request, as often as it likes: a bad
  * byte on each of connections opened in a loop, a failed handshake, a first packet never sent, a
@@ -157,6 +158,7 @@ export class IipServer {
   readonly log: Log
   /** `log` with the lines a peer can repeat at will bounded (peerRepeatedEvents): what connections, timeouts and handlers log through. */
   private readonly peerLog: Log
+  private readonly peerLines: ThrottledLog
   private readonly options: ServerOptions
   private readonly maxConnections: number
   private readonly limits: ConnectionLimits
@@ -215,7 +217,8 @@ export class IipServer {
     // A push-failed line's path is the peer's: mux (meshServing.ts), below redact.ts, writes it whole; cut here, once admitted.
     const log = this.log
     const pathsCut: Log = (event, fields) => log(event, event === "push-failed" && typeof fields.path === "string" ? { ...fields, path: loggable(fields.path) } : fields)
-    this.peerLog = throttledEvents(pathsCut, peerRepeatedEvents, acceptLines, acceptLinesWindowMs)
+    this.peerLines = throttledEvents(pathsCut, peerRepeatedEvents, acceptLines, acceptLinesWindowMs)
+    this.peerLog = this.peerLines.log
     const perConnectionBytes = options.maxQueuedBytesPerConnection ?? defaultBudgets.maxQueuedBytesPerConnection
     const limits = { ...defaultConnectionLimits, ...options.connectionLimits }
     // A message that cannot fit in its connection's budget could never be assembled.
@@ -349,7 +352,16 @@ export class IipServer {
     this.supervisor.fork(effect)
   }
 
-  /** Stops listening and closes every connection at once. */
+  /**
+   * The events a peer can repeat at will (protocol-violation, tls-refused, handler-crashed,
+   * push-failed, no-first-packet, packet-timeout, stalled), each counted since start: lines written
+   * (at most 20 a minute each) and occurrences held back. For a metric: the lines are bounded, these are not.
+   */
+  peerEvents(): ReadonlyArray<EventCount> {
+    return this.peerLines.counts()
+  }
+
+  /** Stops listening and closes every connection at once; counts of lines held back are written. */
   close(): Promise<void> {
     this.supervisor.interruptAll()
     this.timeouts.stop()
@@ -358,6 +370,7 @@ export class IipServer {
     for (const session of this.plain) session.connection.close("server closed", false)
     for (const session of this.meshes) session.connection.close("server closed", false)
     this.evictedDrains.closeAll()
+    this.peerLines.close()
     return new Promise((resolve) => (this.listener.listening ? this.listener.close(() => resolve()) : resolve()))
   }
 

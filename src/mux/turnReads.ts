@@ -34,7 +34,7 @@ export class TurnReads {
   private later: Array<() => void> = []
   /** Work put off again this turn (put off before, run, out of budget again): it goes first. */
   private again: Array<() => void> = []
-  /** Sockets put off and not read since (their count may stay high for one destroyed meanwhile: it only spares `take` a look). */
+  /** Sockets put off and not read since, and their count (at 0 `take` spares itself the look). */
   private readonly waiting = new WeakSet<HeldSocket>()
   private waitingCount = 0
 
@@ -58,6 +58,11 @@ export class TurnReads {
     ;(again ? this.again : this.later).push(work)
   }
 
+  /** `socket`'s read was put off and it has not been read since. */
+  waits(socket: HeldSocket): boolean {
+    return this.waitingCount > 0 && this.waiting.has(socket)
+  }
+
   /** A read of `chunk` from `socket` beginning at `now`: true to handle it; false once this turn's budget is spent: it was put back and the socket paused. */
   take(socket: HeldSocket, chunk: Buffer, now: number): boolean {
     if (!this.spent(now)) {
@@ -74,6 +79,8 @@ export class TurnReads {
     }
     this.putOff(() => {
       if (!socket.destroyed) socket.resume()
+      // Destroyed while put off: it reads no more, so it is waiting no longer (`take` skips its look at none waiting).
+      else if (this.waiting.delete(socket)) this.waitingCount--
     }, again)
     return false
   }

@@ -10,7 +10,8 @@
 // connection keeps the socket error's code (ECONNREFUSED: the app never saw the request); a
 // socket is reused only after a whole exchange that both sides keep alive, and is closed while
 // idle 2 s before the app's announced keep-alive timeout (4 s without one), so a reused socket is
-// rarely one the app is closing. Bytes the app sends with no request waiting end the socket, and
+// rarely one the app is closing; once the sidecar has gone quiet its memory release closes all
+// idle ones but the most recently used (closeIdle). Bytes the app sends with no request waiting end the socket, and
 // so do bytes after an answer in the read that ended it (a second answer begun): kept, the rest of
 // it would come as the answer to the socket's next request (a desync). Both are counted (onStray).
 // The request head, its check and its cached lines, are appRequestHead.ts.
@@ -660,6 +661,20 @@ export class AppPool implements ShareLeg<Exchange> {
     if (next !== undefined) return connection.run(next)
     this.idleSockets.push(connection)
     connection.idle()
+  }
+
+  /**
+   * Closes the idle sockets but the `keep` most recently used; how many it closed. The memory
+   * release calls it (memoryRelease.ts, through the sidecar) once the sidecar has been quiet:
+   * sockets a burst opened would otherwise stay idle until the app's keep-alive timeout (58 s
+   * behind a node app's announced 60 s), each with its parser and socket state (64 of them after a
+   * 64-connection burst held about 0.7 MB of B's RSS 10 s after it, bench/sidecar). Idle sockets
+   * are taken most recent first, so those at the bottom are the ones no request needed longest.
+   */
+  closeIdle(keep: number): number {
+    const surplus = this.idleSockets.slice(0, Math.max(0, this.idleSockets.length - keep))
+    for (const connection of surplus) connection.fail(undefined)
+    return surplus.length
   }
 
   /** A socket closed: a waiting request gets a new one in its place. */

@@ -199,6 +199,8 @@ export interface InboundHandler {
   readonly tunnels: TunnelSeats
   /** Requests waiting for a stream to an h2c app now, and those refused for want of one (none without the h2c leg). */
   readonly appStreams: () => AppStreamCounts
+  /** Closes the HTTP/1.1 pool's idle sockets to the app but the most recently used one; how many it closed (AppPool.closeIdle). */
+  readonly closeIdleAppSockets: () => number
 }
 
 export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
@@ -343,5 +345,5 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
   return { handle, close: async () => {
     await (await h2Leg)?.close()
     await pool.destroy()
-  }, answerBytes: () => leg.answers.held, tunnels: upgradeLeg.tunnels, appStreams: () => ({ waiting: h2Loaded?.waitingStreams ?? 0, refused: h2Loaded?.refused ?? 0, longStreamsRefused: h2Loaded?.longStreamsRefused ?? 0, sessionsRotated: h2Loaded?.sessionsRotated ?? 0, resetRefused: h2Loaded?.resetRefused ?? 0, eventStreamsRefused: pool.eventStreamsRefused, poolWaiting: pool.waitingCount, poolSharePassed: pool.sharePassed + (h2Loaded?.peers.sharePassed ?? 0), poolShareReclaimed: pool.shareReclaimed + (h2Loaded?.peers.shareReclaimed ?? 0), h2HeldBytes: h2Loaded?.held.bytes ?? 0, h2HeldTakenBack: h2Loaded?.held.takenBack ?? 0, poolHeldBytes: leg.held.bytes, poolHeldTakenBack: leg.held.takenBack }) }
+  }, closeIdleAppSockets: () => pool.closeIdle(1), answerBytes: () => leg.answers.held, tunnels: upgradeLeg.tunnels, appStreams: () => ({ waiting: h2Loaded?.waitingStreams ?? 0, refused: h2Loaded?.refused ?? 0, longStreamsRefused: h2Loaded?.longStreamsRefused ?? 0, sessionsRotated: h2Loaded?.sessionsRotated ?? 0, resetRefused: h2Loaded?.resetRefused ?? 0, eventStreamsRefused: pool.eventStreamsRefused, poolWaiting: pool.waitingCount, poolSharePassed: pool.sharePassed + (h2Loaded?.peers.sharePassed ?? 0), poolShareReclaimed: pool.shareReclaimed + (h2Loaded?.peers.shareReclaimed ?? 0), h2HeldBytes: h2Loaded?.held.bytes ?? 0, h2HeldTakenBack: h2Loaded?.held.takenBack ?? 0, poolHeldBytes: leg.held.bytes, poolHeldTakenBack: leg.held.takenBack }) }
 }

@@ -16,7 +16,7 @@ import { ErrorCode } from "../h2/frames.ts"
 import type { H2Connection } from "../h2/h2Connection.ts"
 import { type H2Stream, StreamState } from "../h2/h2Streams.ts"
 import type { HeldAnswerBudget } from "./http1Listener.ts"
-import { BODY_WINDOW, type BodyCredit, type BodyShare } from "./h2BodyCredit.ts"
+import { BODY_IDLE_MS, BODY_WINDOW, type BodyCredit, type BodyShare } from "./h2BodyCredit.ts"
 import { H2RequestBody } from "./h2RequestBody.ts"
 import { ANSWER_HEADERS_TOO_LARGE, answerFields, requestHeaders, tooLargeFields } from "./outboundH2Fields.ts"
 import type { HeldBodyReceiver, OutboundCall } from "./outboundCall.ts"
@@ -44,6 +44,9 @@ export interface CallSession {
 
 /** Why this side resets a stream whose answer stopped moving (its request's failure reason, the reset counter's label). */
 export const ANSWER_STALLED = "answer_stalled"
+
+/** Why this side reset an idle body to make room in the body credit for another connection's (h2BodyCredit.ts). */
+export const BODY_IDLE_RESET = "body_idle_reset"
 
 /** Sweeps per answer idle timeout: a stream is reset this many sweeps after its answer last moved, within a quarter of the timeout past it. */
 export const SWEEPS = 4
@@ -153,6 +156,8 @@ export class StreamCall implements OutboundCall {
   /** The body's window granted from the listener's credit (0: none, or given back), and what the mesh took of it since it last grew. */
   private window = 0
   private moved = 0
+  /** When its caller last sent DATA, or got window to send in (performance.now()): since then its body is idle (idleBody). */
+  private dataAt: number
 
   constructor(session: CallSession, stream: H2Stream, fields: Array<string>, endStream: boolean, headLimit: number) {
     callShape.newest = this
@@ -169,6 +174,7 @@ export class StreamCall implements OutboundCall {
     this.rawHeaders = fields
     this.hasBody = !endStream
     this.requestEnded = endStream
+    this.dataAt = stream.startedAt
     // The session admitted its body's first window.
     if (!endStream) this.window = BODY_WINDOW
     this.headPastLimit = head.size > headLimit ? headLimit : 0
@@ -182,6 +188,7 @@ export class StreamCall implements OutboundCall {
 
   /** DATA of the request; `endStream`: its last. */
   data(chunk: Buffer, endStream: boolean): void {
+    this.dataAt = this.session.connection.readAt
     if (chunk.length > 0) this.take(chunk)
     if (endStream) this.requestEnd()
   }
@@ -264,7 +271,10 @@ export class StreamCall implements OutboundCall {
   private giveBack(bytes: number): void {
     const stream = this.stream
     const connection = this.session.connection
+    const available = stream.recvAvailable
     connection.consumed(stream, bytes)
+    // A WINDOW_UPDATE went: a caller that waited for it is not idle from its last DATA on.
+    if (stream.recvAvailable !== available) this.dataAt = performance.now()
     if (this.window === 0) return
     if (this.requestEnded) {
       if (stream.unconsumed === 0) this.releaseWindow()
@@ -552,6 +562,30 @@ export class StreamCall implements OutboundCall {
       return false
     }
     return ++this.stillSweeps >= SWEEPS
+  }
+
+  /**
+   * Since when its body has been idle, if it is at `now` (else Infinity): it holds a window its
+   * caller has not sent on for BODY_IDLE_MS, nothing of it waits for the mesh, and this side read
+   * the connection in all that time without putting a read off (turnReads: a caller's DATA may
+   * wait unread in the socket): it waits on its caller, not on this side (h2BodyCredit.ts may
+   * reset it for another connection's). Without the last, a flood's
+   * uploads whose socket sat put off for over a second were taken for idle (47 of them reset in a
+   * run of h2c-body-flood-rss's flood in one process, at 1 s). Nothing unconsumed, the caller may
+   * send over half its window (src/h2 gives half back as it is consumed) unless it sent padding,
+   * which comes back with its next data: a look at the window open let a caller that sent half a
+   * window of padding on each body and nothing more keep them all (h2c-body-evict-idle.test.ts).
+   */
+  idleSince(now: number): number {
+    if (this.window === 0 || this.requestEnded || this.stream.unconsumed > 0) return Infinity
+    const since = Math.max(this.dataAt, this.session.connection.readsPutOffAt)
+    return now - since >= BODY_IDLE_MS ? since : Infinity
+  }
+
+  /** Resets an idle body's stream for room (RST_STREAM ENHANCE_YOUR_CALM: grpc-js's RESOURCE_EXHAUSTED); its window comes back now. */
+  resetIdle(): void {
+    this.cutReason = BODY_IDLE_RESET
+    this.resetHere(ErrorCode.ENHANCE_YOUR_CALM)
   }
 
   /** Resets a stalled answer's stream (RST_STREAM CANCEL): the exchange hears of it as a caller gone, its answer is freed. */

@@ -58,8 +58,8 @@ export class H2cSession implements H2ServerHandler, CallSession {
   readonly remoteAddress: string
   readonly held: HeldAnswerBudget
   readonly bodyCredit: BodyCredit
-  /** This connection's part of the body credit: at most its share (a caller's idle calls never take every other caller's room). */
-  readonly bodyShare = new BodyShare()
+  /** This connection's part of the body credit: at most its share (a caller's idle calls never take every other caller's room); its idle bodies may be reset for another connection's. */
+  readonly bodyShare = new BodyShare((now) => this.idlestBody(now)?.idleSince(now) ?? Infinity, (now) => this.resetIdleBody(now))
   readonly open = new Set<StreamCall>()
   lastClosedAt = -Infinity
   callerGone = false
@@ -85,6 +85,7 @@ export class H2cSession implements H2ServerHandler, CallSession {
     this.options = options
     this.held = options.held
     this.bodyCredit = options.bodyCredit
+    options.bodyCredit.join(this.bodyShare)
     this.connection = new H2Connection(socket, "server", this, {
       maxConcurrentStreams: options.maxStreams,
       // Every body starts small and grows as the mesh takes it (outboundH2Call.ts): one that stalls holds this.
@@ -190,10 +191,29 @@ export class H2cSession implements H2ServerHandler, CallSession {
 
   onClose(ended: H2ConnectionEnded): void {
     this.isClosed = true
+    this.bodyCredit.leave(this.bodyShare)
     clearInterval(this.idleTimer)
     this.releaseSocket()
     if (ended.reason === "too_many_premature_resets") this.options.onEnded("too_many_premature_resets", this)
     this.options.onClose(this)
+  }
+
+  /** Of its calls whose body is idle at `now`, the one idle longest (the oldest of equals). */
+  private idlestBody(now: number): StreamCall | undefined {
+    let idlest: StreamCall | undefined
+    let since = Infinity
+    for (const call of this.open) {
+      const idle = call.idleSince(now)
+      if (idle < since) [idlest, since] = [call, idle]
+    }
+    return idlest
+  }
+
+  /** Its body idle longest at `now` is reset, its window given back: false when none is idle. */
+  private resetIdleBody(now: number): boolean {
+    const call = this.idlestBody(now)
+    call?.resetIdle()
+    return call !== undefined
   }
 
   /** The PING floor (see MIN_PING_INTERVAL_MS); src/h2's own ping budget bounds a flood. */

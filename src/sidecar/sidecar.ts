@@ -80,6 +80,8 @@ export interface Sidecar {
   readonly routes: () => CompiledRoutes | undefined
   /** Where this process listens (the sidecar's listeners and options.ownListeners): never dialled for a discovered peer. */
   readonly ownListeners: OwnListeners
+  /** Closes the idle keep-alive sockets to the app but the most recently used one (the memory release's, once quiet); how many it closed, 0 without an app. */
+  readonly closeIdleAppSockets: () => number
 }
 
 export interface SidecarOptions {
@@ -100,6 +102,8 @@ export interface SidecarOptions {
   readonly ownListeners?: ReadonlyArray<HostPort>
   /** Where the Kubernetes API server is, for the EndpointSlice and HTTPRoute watches (tests); in-cluster by default. */
   readonly kubeConfig?: KubeConfig
+  /** The inbound listener's connection cap (default src/iip/server.ts's; fewer under a low open-file limit: fileLimit.ts). */
+  readonly inboundMaxConnections?: number
 }
 
 /** Metadata blocks up to this size, on both ends (PROTOCOL.md §17.1): HTTP heads can be larger than the library's 8 KiB default. */
@@ -206,6 +210,7 @@ const makeTelemetry = (config: SidecarConfig, options: SidecarOptions, log: Log)
     const metrics = makeMetrics({
       log,
       golden: { self: config.service, maxRoutes: config.goldenRoutes },
+      seriesIdleMs: config.metricSeriesIdleMs,
       tap: { maxListeners: config.tapListeners, ratePerSecond: config.tapRate, maxQueued: config.tapQueue }
     })
     metrics.watchDroppedSpans(() => tracing.droppedSpans)
@@ -401,12 +406,14 @@ export const make = (
       ...(config.compress ? { compression: {} } : {}),
       ...tlsOption(meshTls),
       ipv6SourcePrefix: config.ipv6SourcePrefix,
+      ...(options.inboundMaxConnections === undefined ? {} : { maxConnections: options.inboundMaxConnections }),
       onAtLimit: (result) => telemetry.metrics.inboundAtLimit(result),
       supervisor,
       log
     })
     meshTls.attach(inbound)
     ownListeners.add(inbound.address, true)
+    telemetry.metrics.watchInboundPeerEvents(() => inbound.peerEvents())
     telemetry.metrics.watchConnections(() => {
       let channels = 0
       for (const session of inbound.sessions) channels += session.channelCount
@@ -526,7 +533,7 @@ export const make = (
       onStray: () => telemetry.metrics.http1StrayBytes("outbound"),
       maxHeldAnswerBytes: config.maxQueuedBytes
     })
-    telemetry.metrics.watchHeldAnswers(() => ({ bytes: outboundListener.heldAnswerBytes, refused: outboundListener.refusedForHeldAnswers, bodyWindowBytes: bodyCredit.granted, bodiesRefused: bodyCredit.refused, answerStreamBytes: answerStreams.bytes, answerStreamWindowBytes: answerStreams.committed }))
+    telemetry.metrics.watchHeldAnswers(() => ({ bytes: outboundListener.heldAnswerBytes, refused: outboundListener.refusedForHeldAnswers, bodyWindowBytes: bodyCredit.granted, bodiesRefused: bodyCredit.refused, bodiesReset: bodyCredit.reset, answerStreamBytes: answerStreams.bytes, answerStreamWindowBytes: answerStreams.committed }))
     const outbound = yield* Effect.acquireRelease(listen(outboundListener.server, splitAddress(config.outbound)), () =>
       Effect.gen(function*() {
         // Stop taking new requests, let the running ones finish within the drain timeout, their
@@ -557,6 +564,7 @@ export const make = (
       inFlight: () => inFlight.value,
       telemetry,
       routes: () => routes?.(),
-      ownListeners
+      ownListeners,
+      closeIdleAppSockets: () => appLeg?.closeIdleAppSockets() ?? 0
     }
   })

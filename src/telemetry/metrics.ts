@@ -66,6 +66,11 @@
 //   iip_mesh_log_lines_dropped_total{stream}                          counter, read at scrape: access and log lines
 //                                                                     dropped while stdout or stderr was not read
 //                                                                     (iip/outputLines.ts)
+//   iip_mesh_inbound_peer_events_total{event}                        counter, read at scrape: events of the inbound IIP
+//                                                                     listener a peer can repeat at will (protocol-violation,
+//                                                                     tls-refused, handler-crashed, ...), each one, logged or not
+//   iip_mesh_inbound_peer_event_lines_suppressed_total{event}         counter, read at scrape: of those, the ones whose line was
+//                                                                     held back (20 lines a minute an event; iip/log.ts throttledEvents)
 //   iip_mesh_route_requests_total{service,route,outcome}              counter: served requests per route (golden.ts:
 //                                                                     path template or gRPC method, capped per service)
 //   iip_mesh_route_request_duration_seconds{service,route}            histogram (the golden metrics' buckets)
@@ -92,13 +97,13 @@ import { collectDefaultMetrics, Counter, Gauge, type Metric, Registry } from "pr
 import { GOLDEN_BUCKETS, type GoldenMetrics, type GoldenOptions, type GoldenSeries, makeGolden } from "./golden.ts"
 import { processFaults } from "./processFaults.ts"
 import { durationBuckets, EndpointSeriesBudget, type Labels, type ServiceEndpoints, type Tally, tally } from "./endpointSeries.ts"
-import { neverThrowing, stderrLog, type Log } from "../iip/log.ts"
+import { type EventCount, neverThrowing, stderrLog, type Log } from "../iip/log.ts"
 import { monotonicMs } from "../mux/clock.ts"
 import type { BundleRefreshResult } from "../identity/identityClient.ts"
 import type { DroppedSpans } from "./tracing.ts"
 import { Tap, type TapLimits } from "./tap.ts"
 
-export { EndpointSeriesGraceMs, MaxEndpointSeries } from "./endpointSeries.ts"
+export { EndpointSeriesGraceMs, MaxEndpointSeries, MinEndpointSeriesGraceMs } from "./endpointSeries.ts"
 
 export type Direction = "outbound" | "inbound"
 
@@ -134,9 +139,10 @@ export interface AppStreamCounts {
 export interface HeldAnswers {
   readonly bytes: number
   readonly refused: number
-  /** The stream windows granted to the h2c streams' request bodies (sidecar/h2BodyCredit.ts), and the requests with a body refused for want of room. */
+  /** The stream windows granted to the h2c streams' request bodies (sidecar/h2BodyCredit.ts), the requests with a body refused for want of room, and the idle bodies reset to make it. */
   readonly bodyWindowBytes: number
   readonly bodiesRefused: number
+  readonly bodiesReset: number
   /** Bytes of the mesh's streamed answers the outbound side holds unread for its callers (streams.ts GrantingPool). */
   readonly answerStreamBytes: number
   /** Those and what their senders may still send (the pool's `committed`): bounded by --outbound-max-held-answer-bytes. */
@@ -157,6 +163,8 @@ export interface MetricsOptions {
   readonly log?: Log
   /** The endpoint-series budget's clock (monotonic ms); tests move it by hand. */
   readonly now?: () => number
+  /** How long an outbound endpoint series is kept once its endpoint left discovery and it saw no request (--metric-series-idle; endpointSeries.ts). */
+  readonly seriesIdleMs?: number
 }
 
 export interface ServiceMetrics {
@@ -250,6 +258,8 @@ export interface MeshMetrics {
   watchDroppedSpans(read: () => Readonly<DroppedSpans>): void
   /** Where the lines dropped by stdout and stderr nobody read are read at each scrape (iip/outputLines.ts). */
   watchDroppedLines(read: () => Readonly<Record<"stdout" | "stderr", number>>): void
+  /** Where the inbound IIP listener's counts of the events a peer can repeat are read at each scrape (IipServer.peerEvents). */
+  watchInboundPeerEvents(read: () => ReadonlyArray<EventCount>): void
   /** Where the trust bundle and identity gauges are read at each scrape; without it they have no series (no credentials). */
   watchTrust(read: () => TrustState): void
   /** Where the identity's trust bundle refreshes are read at each scrape; without it they have no series (no identity). */
@@ -457,7 +467,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   const registry = new Registry()
   const services: Record<Direction, Map<string, ServiceSeries>> = { outbound: new Map(), inbound: new Map() }
   const next: NextRequest = { wake: undefined }
-  const endpointBudget = new EndpointSeriesBudget({ now: options.now ?? monotonicMs, log: neverThrowing(options.log ?? stderrLog) })
+  const endpointBudget = new EndpointSeriesBudget({ now: options.now ?? monotonicMs, log: neverThrowing(options.log ?? stderrLog), ...(options.seriesIdleMs === undefined ? {} : { graceMs: options.seriesIdleMs }) })
   const ejections = new Map<string, Tally>()
   const endpointRefusals = new Map<string, Tally>()
   const refusedDials = new Map<string, Tally>()
@@ -478,11 +488,12 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   let readAnswerBytes = () => 0
   let readTunnelBytes: () => Record<Direction, number> = () => ({ outbound: 0, inbound: 0 })
   let readAppStreams: () => AppStreamCounts = () => ({ waiting: 0, refused: 0, longStreamsRefused: 0, sessionsRotated: 0, resetRefused: 0, eventStreamsRefused: 0, poolWaiting: 0, poolSharePassed: 0, poolShareReclaimed: 0, h2HeldBytes: 0, h2HeldTakenBack: 0, poolHeldBytes: 0, poolHeldTakenBack: 0 })
-  let readHeldAnswers: () => HeldAnswers = () => ({ bytes: 0, refused: 0, bodyWindowBytes: 0, bodiesRefused: 0, answerStreamBytes: 0, answerStreamWindowBytes: 0 })
+  let readHeldAnswers: () => HeldAnswers = () => ({ bytes: 0, refused: 0, bodyWindowBytes: 0, bodiesRefused: 0, bodiesReset: 0, answerStreamBytes: 0, answerStreamWindowBytes: 0 })
   let readOutboundEventStreamRefusals: () => number = () => 0
   let readTunnelRefusals: () => Record<Direction, Readonly<Record<TunnelLimit, number>>> = () => ({ outbound: NO_TUNNEL_REFUSALS, inbound: NO_TUNNEL_REFUSALS })
   let readDroppedSpans: () => Readonly<DroppedSpans> = () => ({ queueFull: 0, exportFailed: 0 })
   let readDroppedLines: () => Readonly<Record<"stdout" | "stderr", number>> = () => ({ stdout: 0, stderr: 0 })
+  let readPeerEvents: () => ReadonlyArray<EventCount> = () => []
   const rootStates = function*(): Iterable<Tally> {
     if (readTrust === undefined) return
     const now = Date.now()
@@ -577,10 +588,15 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   fromTallies(registry, "gauge", "iip_mesh_outbound_answer_window_bytes", "Bytes of the answers streaming back from the mesh that the outbound side holds for its callers and that their senders may still send (their stream windows), all connections: a stream is widened while its window limits it, within --outbound-max-held-answer-bytes.", [], () => [{ labels: {}, value: readHeldAnswers().answerStreamWindowBytes }])
   fromTallies(registry, "gauge", "iip_mesh_outbound_h2_body_window_bytes", "Stream window bytes the outbound listener's h2c connections grant callers for request bodies not yet taken whole, all connections: what those bodies can hold here (received, not yet taken by the mesh) at most; at most --outbound-h2-max-held-body-bytes.", [], () => [{ labels: {}, value: readHeldAnswers().bodyWindowBytes }])
   fromTallies(registry, "counter", "iip_mesh_outbound_h2_bodies_refused_total", "Requests with a body refused RST_STREAM REFUSED_STREAM (not processed; clients may retry) at the outbound listener's h2c connections because their first window did not fit in --outbound-h2-max-held-body-bytes, or in their connection's share of it (a quarter). Said in a throttled outbound-h2-body-refused log line.", [], () => [{ labels: {}, value: readHeldAnswers().bodiesRefused }])
+  fromTallies(registry, "counter", "iip_mesh_outbound_h2_bodies_idle_reset_total", "Request bodies reset RST_STREAM ENHANCE_YOUR_CALM (grpc-js: RESOURCE_EXHAUSTED) at the outbound listener's h2c connections to make room in a full --outbound-h2-max-held-body-bytes for a connection holding less than its fair part (the budget over the connections holding windows): the body whose caller sent nothing on it for longest, 5 s at least, of the connection holding the most past its fair part.", [], () => [{ labels: {}, value: readHeldAnswers().bodiesReset }])
   fromTallies(registry, "counter", "iip_mesh_outbound_event_streams_refused_total", "Event streams (GETs accepting text/event-stream) refused 503 overloaded at the outbound sidecar, nothing sent: no stream place left on the connections to any endpoint tried (the rest of their channels are the requests'). Upgrades refused so count in iip_mesh_tunnels_refused_total, limit channels.", [], () => [{ labels: {}, value: readOutboundEventStreamRefusals() }])
   fromTallies(registry, "counter", "iip_mesh_outbound_held_answers_refused_total", "Requests (HTTP/1.1, and h2c streams) refused 503 overloaded at the outbound listener while the answers it held for callers that do not read them were past maxQueuedBytes.", [], () => [{ labels: {}, value: readHeldAnswers().refused }])
   fromTallies(registry, "counter", "iip_mesh_log_lines_dropped_total", "Access and log lines dropped while stdout or stderr held about 1 MiB its reader had not taken (a stalled log driver).", ["stream"], () =>
     Object.entries(readDroppedLines()).map(([stream, value]) => ({ labels: { stream }, value })))
+  fromTallies(registry, "counter", "iip_mesh_inbound_peer_events_total", "Events of the inbound IIP listener a peer can repeat at will (protocol-violation, tls-refused, handler-crashed, push-failed, no-first-packet, packet-timeout, stalled), every one, whether its log line was written or held back.", ["event"], () =>
+    readPeerEvents().map(({ event, written, suppressed }) => ({ labels: { event }, value: written + suppressed })))
+  fromTallies(registry, "counter", "iip_mesh_inbound_peer_event_lines_suppressed_total", "Of iip_mesh_inbound_peer_events_total, those whose log line was held back: at most 20 lines a minute an event are written, the count held back going in the next line or, if none comes, in a log-lines-suppressed line when the minute ends.", ["event"], () =>
+    readPeerEvents().map(({ event, suppressed }) => ({ labels: { event }, value: suppressed })))
   fromTallies(registry, "gauge", "iip_mesh_app_streams_waiting", "Requests waiting for a stream to the h2c app (past --app-h2-max-streams open, or the app's own SETTINGS_MAX_CONCURRENT_STREAMS); at most as many again.", [], () => [{ labels: {}, value: readAppStreams().waiting }])
   fromTallies(registry, "counter", "iip_mesh_app_streams_refused_total", "Requests refused 503 overloaded (gRPC UNAVAILABLE) before the h2c app saw them: as many waited for a stream to it as may.", [], () => [{ labels: {}, value: readAppStreams().refused }])
   fromTallies(registry, "counter", "iip_mesh_app_long_streams_refused_total", "Long-lived streams (gRPC calls of a method seen to stream, other requests whose body streams, event streams) refused 503 overloaded (gRPC UNAVAILABLE): half the h2c app's places (--app-h2-max-streams, or fewer its SETTINGS allow) held by long-lived streams already. Refused before the app saw them (not processed), or, a gRPC call not known to stream at its start, cut as its second message showed it did (processed).", [], () => [{ labels: {}, value: readAppStreams().longStreamsRefused }])
@@ -683,6 +699,9 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
     },
     watchDroppedLines: (read) => {
       readDroppedLines = read
+    },
+    watchInboundPeerEvents: (read) => {
+      readPeerEvents = read
     },
     watchAppStreams: (read) => {
       readAppStreams = read

@@ -2,14 +2,19 @@
 // started in front of the bench's echo app relays requests from real clients (curl, and node:http
 // keep-alive: several requests on one connection through both hops) with the app's answers intact,
 // a relay whose next hop is gone answers (502 over HTTP, a closed connection over bytes), and
-// every relay process exits when stopped.
+// every relay process exits when stopped. relay-tls's B takes only TLS with a client certificate
+// of the bench's CA (curl without one is refused).
 import { execFile } from "node:child_process"
+import { mkdtempSync, rmSync } from "node:fs"
 import * as http from "node:http"
 import * as net from "node:net"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 import { promisify } from "node:util"
-import { afterEach, describe, expect, it } from "vitest"
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import { type Child, killChild, spawnServer } from "../../bench/children.ts"
 import { APP_FILE } from "../../bench/sidecar/app.ts"
+import { writeBenchCredentials } from "../../bench/sidecar/credentials.ts"
 import { startRelayPair } from "../../bench/sidecar/nodeRelays.ts"
 import { type Relay, SHIPPED_NODE_FLAGS } from "../../bench/sidecar/options.ts"
 import type { ProxyPair } from "../../bench/sidecar/pair.ts"
@@ -44,6 +49,13 @@ const closedPort = (): Promise<number> =>
 describe("bench relay pairs", () => {
   const spawned: Array<() => Promise<void>> = []
   let app: Child | undefined
+  let dir = ""
+  let credentials: Record<"echo" | "client", string> = { echo: "", client: "" }
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), "relay-credentials-"))
+    credentials = await writeBenchCredentials(dir, ["echo", "client"]) as Record<"echo" | "client", string>
+  })
+  afterAll(() => rmSync(dir, { recursive: true, force: true }))
   afterEach(async () => {
     for (const stop of spawned.reverse()) await stop()
     spawned.length = 0
@@ -51,10 +63,10 @@ describe("bench relay pairs", () => {
     app = undefined
   })
 
-  for (const kind of ["relay-bytes", "relay-http"] as const satisfies ReadonlyArray<Relay>) {
+  for (const kind of ["relay-bytes", "relay-tls", "relay-http"] as const satisfies ReadonlyArray<Relay>) {
     it(`${kind}: curl's and keep-alive requests come back echoed through both hops, and both relays exit when stopped`, async () => {
       app = await spawnServer(APP_FILE, "app", undefined)
-      const pair: ProxyPair = await startRelayPair(kind, app.port, OPTIONS, spawned)
+      const pair: ProxyPair = await startRelayPair(kind, app.port, OPTIONS, spawned, credentials)
       expect(pair.entry.port).toBeGreaterThan(0)
 
       const curl = await run("curl", ["-sS", "--max-time", "10", "-H", `Host: ${SERVICE_HOST}`, "--data-binary", "through two relays", `http://${HOST}:${pair.entry.port}/echo`])
@@ -74,6 +86,14 @@ describe("bench relay pairs", () => {
       } finally {
         agent.destroy()
       }
+      if (kind === "relay-tls") {
+        // B itself: TLS only, and only with a client certificate (curl's exit is nonzero either way).
+        const b = (pair.b as { readonly entry?: { readonly port: number } }).entry!.port
+        const plain = await run("curl", ["-sS", "--max-time", "10", `http://${HOST}:${b}/echo`]).then(() => 0, (error: { code?: number }) => error.code)
+        const noCertificate = await run("curl", ["-sS", "-k", "--max-time", "10", `https://${HOST}:${b}/echo`]).then(() => 0, (error: { code?: number }) => error.code)
+        expect(plain).not.toBe(0)
+        expect(noCertificate).not.toBe(0)
+      }
 
       await pair.a.stop()
       await pair.b.stop()
@@ -84,7 +104,7 @@ describe("bench relay pairs", () => {
 
   it("relay-http answers 502 when its next hop is gone; relay-bytes closes the connection", async () => {
     const port = await closedPort()
-    const httpPair = await startRelayPair("relay-http", port, OPTIONS, spawned)
+    const httpPair = await startRelayPair("relay-http", port, OPTIONS, spawned, credentials)
     const agent = new http.Agent({ keepAlive: false })
     try {
       const answer = await post(httpPair.entry.port, agent, Buffer.from("nobody there"))
@@ -92,7 +112,7 @@ describe("bench relay pairs", () => {
     } finally {
       agent.destroy()
     }
-    const bytesPair = await startRelayPair("relay-bytes", port, OPTIONS, spawned)
+    const bytesPair = await startRelayPair("relay-bytes", port, OPTIONS, spawned, credentials)
     const curl = await run("curl", ["-sS", "--max-time", "10", "--data-binary", "x", `http://${HOST}:${bytesPair.entry.port}/echo`]).then(
       () => "answered",
       (error: { code?: number }) => `curl exit ${error.code}`

@@ -40,7 +40,7 @@ describe("loading the trim", () => {
   it("the memory release logs the reason and runs without it", () => {
     const lines: Array<[string, unknown]> = []
     let collections = 0
-    const stop = startMemoryRelease(2000, (event, fields) => lines.push([event, fields]), () => 0, () => {}, () => void collections++, loadMallocTrim(join(dir, "absent.node")))
+    const stop = startMemoryRelease(2000, (event, fields) => lines.push([event, fields]), () => 0, () => {}, () => 0, () => void collections++, loadMallocTrim(join(dir, "absent.node")))
     stop()
     expect(collections).toBe(1)
     expect(lines).toEqual([["memory-trim", { active: false, reason: expect.stringMatching(/^no .*absent\.node/) }]])
@@ -62,7 +62,7 @@ describe.skipIf(compiled.skip)(compiled.title, () => {
     const lines: Array<[string, Record<string, unknown>]> = []
     let trims = 0
     const counted = { trim: () => (trims++, loaded.trim()) }
-    const stop = startMemoryRelease(2000, (event, fields) => lines.push([event, fields ?? {}]), () => 0, () => {}, undefined, counted)
+    const stop = startMemoryRelease(2000, (event, fields) => lines.push([event, fields ?? {}]), () => 0, () => {}, () => 0, undefined, counted)
     stop()
     // The start-up's collection, then its trim, logged as active with what it gave back.
     expect(trims).toBe(1)

@@ -177,6 +177,7 @@ describe("startMemoryRelease", () => {
       (event) => lines.push(event),
       () => 0,
       () => {},
+      () => 0,
       () => {
         collections += 1
       },
@@ -199,7 +200,7 @@ describe("startMemoryRelease, read slabs", () => {
       for (let i = 0; i < 3; i++) new Slab(Buffer.alloc(slabBytes)).retire()
       expect(freeSlabCount()).toBe(3)
       const pooledAtCollection: Array<number> = []
-      const stop = startMemoryRelease(2000, () => {}, () => 0, () => {}, () => {
+      const stop = startMemoryRelease(2000, () => {}, () => 0, () => {}, () => 0, () => {
         pooledAtCollection.push(freeSlabCount())
       }, { unavailable: "not in this test" })
       stop()
@@ -214,6 +215,19 @@ describe("startMemoryRelease, read slabs", () => {
   })
 })
 
+describe("startMemoryRelease, idle app sockets", () => {
+  it("a release closes the surplus idle sockets to the app before its collection, so the collection takes what they held", () => {
+    const order: Array<string> = []
+    const stop = startMemoryRelease(2000, () => {}, () => 0, () => {}, () => {
+      order.push("close idle sockets")
+      return 3
+    }, () => void order.push("collect"), { unavailable: "not in this test" })
+    stop()
+    // The start-up's release: the same one a burst's quiet gets.
+    expect(order).toEqual(["close idle sockets", "collect"])
+  })
+})
+
 describe("startMemoryRelease, idle", () => {
   it("has no check of its own until a request: it waits on the next one, and again once quiet after it", async () => {
     const metrics = makeMetrics()
@@ -221,7 +235,7 @@ describe("startMemoryRelease, idle", () => {
     const stop = startMemoryRelease(100, () => {}, requestActivity(metrics), (wake) => {
       waits.push(wake)
       metrics.onNextRequest(wake)
-    }, () => {}, { unavailable: "not in this test" })
+    }, () => 0, () => {}, { unavailable: "not in this test" })
     try {
       expect(waits.length).toBe(1)
       const outbound = metrics.service("outbound", "catalog")

@@ -5,7 +5,7 @@
 // overrides went out raw. They must be escaped (as redact.ts's quoted does), and the line still
 // read back as the same fields.
 import { afterEach, describe, expect, it } from "vitest"
-import { messageOf, neverThrowing, stderrLog } from "../../src/iip/log.ts"
+import { messageOf, neverThrowing, stderrLog, throttledEvents } from "../../src/iip/log.ts"
 
 const original = process.stderr.write
 afterEach(() => {
@@ -81,5 +81,20 @@ describe("neverThrowing", () => {
     expect(messageOf(Object.create(null))).toEqual(expect.any(String))
     expect(messageOf({ get message(): string { throw new Error("no") } })).toEqual(expect.any(String))
     expect(messageOf(new Error("plain"))).toBe("plain")
+  })
+})
+
+describe("throttledEvents' log-lines-suppressed line on stderrLog", () => {
+  // Its fields named the event held back `event`, which stderrLog's line spreads over its own: the
+  // line read {"event":"protocol-violation","suppressed":4}, one more protocol-violation to a reader.
+  it("keeps its own event name; the event held back is named in another field", () => {
+    const written = captureStderr()
+    const events = throttledEvents(stderrLog, ["protocol-violation"], 2, 60_000)
+    for (let i = 0; i < 5; i++) events.log("protocol-violation", { rule: "bad-status" })
+    events.close()
+    process.stderr.write = original
+    const lines = written.map((line) => JSON.parse(line) as Record<string, unknown>)
+    expect(lines.map((line) => line.event)).toStrictEqual(["protocol-violation", "log-lines-suppressed"])
+    expect(lines[1]).toMatchObject({ event: "log-lines-suppressed", of: "protocol-violation", suppressed: 4 })
   })
 })

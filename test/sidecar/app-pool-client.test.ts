@@ -94,6 +94,45 @@ describe("the inbound side's app client", () => {
     expect(valueOf(last.rawHeaders, "content-length")).toBe("2")
   })
 
+  it("closeIdle closes the idle sockets but the most recently used one, never a busy one: the app sees them close, and the next request takes the kept socket", async () => {
+    // A burst's sockets otherwise wait out the app's keep-alive timeout (60 s here, node's default 5 s).
+    let held: (() => void) | undefined
+    const server = http.createServer({ keepAliveTimeout: 60_000 }, (req, res) => {
+      req.resume()
+      const answer = () => res.writeHead(200, { "content-length": 2 }).end("ok")
+      if (req.url === "/hold") held = answer
+      else answer()
+    })
+    let opened = 0
+    let live = 0
+    server.on("connection", (socket: net.Socket) => {
+      opened++
+      live++
+      socket.on("close", () => live--)
+    })
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+    cleanup.add(() => new Promise<void>((resolve) => {
+      server.closeAllConnections()
+      server.close(() => resolve())
+    }))
+    const pool = poolFor((server.address() as net.AddressInfo).port, 8)
+    const burst = await withTimeout(Promise.all(Array.from({ length: 8 }, () => exchange(pool, {}))), 5000, "the burst")
+    expect(burst.map((o) => o.body)).toStrictEqual(Array(8).fill("ok"))
+    expect(opened).toBe(8)
+    // One socket busy (its answer held), seven idle: six close, the most recently used idle one stays.
+    const busy = exchange(pool, { path: "/hold" })
+    await waitFor(() => held !== undefined, 5000, "the held request at the app")
+    expect(pool.closeIdle(1)).toBe(6)
+    await waitFor(() => live === 2, 5000, "the app's connections down to the busy one and the kept one")
+    held!()
+    expect((await withTimeout(busy, 5000, "the held answer")).body).toBe("ok")
+    expect(pool.closeIdle(1)).toBe(1)
+    await waitFor(() => live === 1, 5000, "the app's connections down to the kept one")
+    expect((await withTimeout(exchange(pool, {}), 5000, "a request after")).body).toBe("ok")
+    expect(opened).toBe(8)
+    expect(pool.closeIdle(1)).toBe(0)
+  })
+
   it("a checked head like the last one (its lines kept) still carries each request's own time left, traceparent, path, headers and length; an unchecked one is checked every time", async () => {
     const app = await startApp(cleanup)
     const pool = poolFor(app.port, 1)

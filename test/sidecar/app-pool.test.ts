@@ -4,7 +4,8 @@
 // answer nobody reads. The pool is made small (app pool size 2) and the limits short (a few hundred ms)
 // so the test is fast; each case first fills the pool, then shows that a legitimate request is
 // answered, that the held requests end with a typed error and their app requests are destroyed,
-// and that the in-flight gauge comes back to 0.
+// and that the in-flight gauge comes back to 0. And a burst's sockets do not stay open idle once the
+// memory release closes them (closeIdleAppSockets).
 import type * as http from "node:http"
 import { afterEach, describe, expect, it } from "vitest"
 import type { SidecarConfig } from "../../src/config/sidecarConfig.ts"
@@ -157,5 +158,34 @@ describe("the inbound side's app pool cannot be starved", () => {
     await waitFor(() => app.seen.filter((s) => s.url === "/stream").length === 6, 5000, "every push to reach the app")
     await waitFor(() => inFlight(b) === 0, 5000, "the in-flight gauge back to 0")
     expect((await client.call("/legit", "", { meta: meta("GET"), timeoutMs: 5000 })).toString()).toBe("ok")
+  })
+
+  it("closeIdleAppSockets (the memory release's, once quiet) leaves the app one socket, which the next request takes", async () => {
+    // Six requests held at the app until all six are there: six sockets, idle after (node's app announces 5 s).
+    const gate = deferred()
+    const app: App = await startApp(cleanup, (req, res) => {
+      req.resume()
+      const answer = () => res.writeHead(200, { "content-length": 2 }).end("ok")
+      if (req.url === "/burst") void gate.promise.then(answer)
+      else answer()
+    })
+    let opened = 0
+    let live = 0
+    app.server.on("connection", (socket) => {
+      opened++
+      live++
+      socket.on("close", () => live--)
+    })
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address, tracing: false, appPoolSize: 8 }))
+    const client: IipClient = startClient(cleanup, b.sidecar.inbound.port, { idleChannelsAhead: 8 })
+    const burst = Array.from({ length: 6 }, () => client.call("/burst", "", { meta: meta("GET"), timeoutMs: 5000 }))
+    await waitFor(() => app.seen.length === 6, 5000, "the burst at the app")
+    gate.resolve()
+    for (const answer of await withTimeout(Promise.all(burst), 5000, "the burst's answers")) expect(answer.toString()).toBe("ok")
+    expect(live).toBe(6)
+    expect(b.sidecar.closeIdleAppSockets()).toBe(5)
+    await waitFor(() => live === 1, 5000, "the app's connections down to one")
+    expect((await withTimeout(client.call("/after", "", { meta: meta("GET"), timeoutMs: 5000 }), 6000, "a request after")).toString()).toBe("ok")
+    expect(opened).toBe(6)
   })
 })

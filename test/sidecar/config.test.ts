@@ -280,6 +280,16 @@ describe("loadSidecarConfig: the balancing settings", () => {
     }
   })
 
+  it("--metric-series-idle: a duration from the flag or IIP_MESH_METRIC_SERIES_IDLE (default 10m), at least 1s and at most 1440m (24 hours), a bad value named", () => {
+    expect(ok(load(["--service", "store"])).metricSeriesIdleMs).toBe(600_000)
+    expect(ok(load(["--service", "store", "--metric-series-idle", "1s"])).metricSeriesIdleMs).toBe(1000)
+    expect(ok(load(["--service", "store", "--metric-series-idle", "1440m"])).metricSeriesIdleMs).toBe(86_400_000)
+    expect(ok(load([], { IIP_MESH_SERVICE: "store", IIP_MESH_METRIC_SERIES_IDLE: "30m" })).metricSeriesIdleMs).toBe(1_800_000)
+    for (const bad of ["999ms", "0", "1441m", "24h", "soon"]) {
+      expect(problems(load(["--service", "store", "--metric-series-idle", bad])).problems.join("\n"), bad).toMatch(/metricSeriesIdleMs \(from --metric-series-idle\)/)
+    }
+  })
+
   it("--trace-store-rate: a count from the flag or IIP_MESH_TRACE_STORE_RATE (default 100), off for every trace, a bad value named", () => {
     expect(ok(load(["--service", "store"])).traceStoreRate).toBe(100)
     expect(ok(load(["--service", "store", "--trace-store-rate", "20"])).traceStoreRate).toBe(20)

@@ -11,9 +11,10 @@ import * as grpc from "@grpc/grpc-js"
 import * as http2 from "node:http2"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { metric } from "../support/eventStreamApp.ts"
-import { identity, rawMethod } from "../support/grpcRaw.ts"
+import { ECHO, FEED_METHODS, startFeedMesh, WATCH } from "../support/feedMesh.ts"
+import { identity } from "../support/grpcRaw.ts"
 import { Cleanup, readUntil, waitFor } from "../support/iipRaw.ts"
-import { LOOPBACK, type RunningSidecar, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
+import { LOOPBACK, type RunningSidecar } from "../support/sidecarHarness.ts"
 
 const KiB = 1024
 /** Room for 16 first windows of 64 KiB; a connection's share: 4 of them. */
@@ -22,10 +23,7 @@ const SHARE = BUDGET / 4
 /** The idle calls one connection opens: twice what the whole budget has room for. */
 const IDLE = 32
 
-const WATCH = rawMethod("demo.Feed", "Watch", true, true)
-const ECHO = rawMethod("demo.Feed", "Echo", false, false)
-const METHODS = { watch: WATCH, echo: ECHO }
-const FeedClient = grpc.makeGenericClientConstructor(METHODS, "Feed")
+const FeedClient = grpc.makeGenericClientConstructor(FEED_METHODS, "Feed")
 
 describe("one h2c caller connection's share of A's request-body windows", () => {
   let cleanup: Cleanup
@@ -35,21 +33,7 @@ describe("one h2c caller connection's share of A's request-body windows", () => 
   beforeEach(async () => {
     cleanup = new Cleanup()
     watching = 0
-    const server = new grpc.Server()
-    server.addService(METHODS, {
-      watch: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
-        watching++
-        call.on("data", (message: Buffer) => call.write(message))
-        call.on("end", () => call.end())
-        call.on("error", () => {})
-      },
-      echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) => callback(null, call.request)
-    })
-    const port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync(`${LOOPBACK}:0`, grpc.ServerCredentials.createInsecure(), (error, bound) => (error === null ? resolve(bound) : reject(error))))
-    cleanup.add(() => server.forceShutdown())
-    const b = await startSidecar(cleanup, sidecarConfig({ service: "feed", app: `${LOOPBACK}:${port}`, appProtocol: "h2c", tracing: false }))
-    a = await startSidecar(cleanup, sidecarConfig({ service: "shop", tracing: false, outboundH2MaxHeldBodyBytes: BUDGET, requestTimeoutMs: 60_000, endpoints: { feed: [{ address: b.inboundAddress, weight: 1 }] } }))
+    a = await startFeedMesh(cleanup, BUDGET, () => watching++)
   })
   afterEach(() => cleanup.run())
 

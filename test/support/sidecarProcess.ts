@@ -30,20 +30,25 @@ export interface SidecarProcess {
  * `nodeArgs` go to node before the script (--import, V8 flags); `script` is the CLI to run (the
  * sources unless a test names a built one); `extraEnv` is added to the cleaned environment (e.g.
  * OTEL_* for an export test). The admin control listener goes on 127.0.0.1:0 unless `args` name
- * one (its default is a fixed port).
+ * one (its default is a fixed port). `openFileLimit` runs it under `ulimit -n` that many (soft and
+ * hard: node raises a soft limit to the hard one at start), for tests of running out of descriptors.
  */
 export const spawnSidecarProcess = (
   args: ReadonlyArray<string>,
   nodeArgs: ReadonlyArray<string> = [],
   script: string = main,
-  extraEnv: Readonly<Record<string, string>> = {}
+  extraEnv: Readonly<Record<string, string>> = {},
+  openFileLimit?: number
 ): SidecarProcess => {
   const env = {
     ...Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("IIP_MESH_") && !name.startsWith("OTEL_"))),
     ...extraEnv
   }
   const control = args.some((arg) => arg.startsWith("--admin-control")) ? [] : ["--admin-control", "127.0.0.1:0"]
-  const proc = spawn(process.execPath, [...nodeArgs, script, "sidecar", ...args, ...control], { stdio: ["ignore", "pipe", "pipe"], env })
+  const command = [process.execPath, ...nodeArgs, script, "sidecar", ...args, ...control]
+  const proc = openFileLimit === undefined
+    ? spawn(command[0]!, command.slice(1), { stdio: ["ignore", "pipe", "pipe"], env })
+    : spawn("sh", ["-c", `ulimit -n ${openFileLimit} && exec "$@"`, "sh", ...command], { stdio: ["ignore", "pipe", "pipe"], env })
   let stderr = ""
   proc.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((done) => proc.on("exit", (code, signal) => done({ code, signal })))

@@ -166,3 +166,78 @@ describe("endpoint-series budget", () => {
     expect(value(m, "iip_mesh_requests_total", { service: "web", endpoint: "_other" })).toBe(511)
   })
 })
+
+describe("endpoint-series take-back", () => {
+  it("takes the holder's least recently used series, not its oldest: busy endpoints created first keep their series and counts while the holder has idle ones", async () => {
+    const clock = { now: 1_000 }
+    const metrics = makeMetrics({ now: () => clock.now, log: () => {} })
+    // web's first 100 endpoints stay busy (more than a take-back looks at: sweeps put them last); its other 900 were called once, long ago.
+    const busy = Array.from({ length: 100 }, (_, i) => address(i))
+    for (let i = 0; i < MaxEndpointSeries; i++) request(metrics, "web", address(i))
+    await scrape(metrics)
+    let calls = 1
+    const callBusy = () => {
+      for (const endpoint of busy) request(metrics, "web", endpoint)
+      calls++
+    }
+    for (let round = 0; round < 4; round++) {
+      clock.now += 15_000
+      callBusy()
+      await scrape(metrics)
+    }
+    // api wants 500 endpoints (fair: it takes 500 of web's) while web's busy ones go on, scraped every 15 s.
+    for (let i = 0; i < 500; i++) {
+      request(metrics, "api", address(100_000 + i))
+      callBusy()
+      clock.now += 100
+      if (i % 150 === 149) await scrape(metrics)
+    }
+    const m = await scrape(metrics)
+    expect(seriesOf(m)).toStrictEqual(new Map([["web", 500], ["api", 500]]))
+    const web = { direction: "outbound", service: "web" }
+    // Every busy endpoint's series counted all its calls (never removed and started over), none went to _other.
+    for (const endpoint of busy) expect(value(m, "iip_mesh_requests_total", { ...web, endpoint }), endpoint).toBe(calls)
+    expect(samples(m, "iip_mesh_requests_total", { ...web, endpoint: "_other" })).toStrictEqual([])
+    expect(samples(m, "iip_mesh_metric_series_dropped_total", web).filter((s) => s.value > 0)).toStrictEqual([])
+  })
+
+  it("with every series of the holder busy, takes one per series a smaller service is owed, no more: the series kept are not churned at later scrapes", async () => {
+    const clock = { now: 1_000 }
+    const metrics = makeMetrics({ now: () => clock.now, log: () => {} })
+    const webEndpoints = Array.from({ length: MaxEndpointSeries }, (_, i) => address(i))
+    const callWeb = () => {
+      for (const endpoint of webEndpoints) request(metrics, "web", endpoint)
+    }
+    callWeb()
+    await scrape(metrics)
+    for (let i = 0; i < 100; i++) request(metrics, "api", address(100_000 + i))
+    const keptAt = async () => {
+      clock.now += 15_000
+      callWeb()
+      const m = await scrape(metrics)
+      return new Set(samples(m, "iip_mesh_requests_total", { service: "web" }).map((s) => s.labels["endpoint"]))
+    }
+    const first = await keptAt()
+    expect(first.size).toBe(901) // 900 of its own, and _other
+    for (let scrapes = 0; scrapes < 5; scrapes++) expect(await keptAt()).toStrictEqual(first)
+  })
+})
+
+describe("endpoint-series take-back between sweeps", () => {
+  it("passes over a series that moved since the last sweep (idle then, busy now): it takes the next one idle, not the first in the sweep's order", async () => {
+    const clock = { now: 1_000 }
+    const metrics = makeMetrics({ now: () => clock.now, log: () => {} })
+    for (let i = 0; i < MaxEndpointSeries; i++) request(metrics, "web", address(i))
+    await scrape(metrics) // all moved: seen, order kept
+    clock.now += 15_000
+    await scrape(metrics) // all idle since: web's first series are first in line
+    // web's first 10 become busy after that sweep; api's 5 new endpoints come before the next one.
+    for (let i = 0; i < 10; i++) request(metrics, "web", address(i))
+    for (let i = 0; i < 5; i++) request(metrics, "api", address(100_000 + i))
+    const m = await scrape(metrics)
+    expect(seriesOf(m)).toStrictEqual(new Map([["web", 995], ["api", 5]]))
+    // The busy 10 kept their series and both calls; the 5 taken are the idle ones after them.
+    for (let i = 0; i < 10; i++) expect(value(m, "iip_mesh_requests_total", { direction: "outbound", service: "web", endpoint: address(i) }), address(i)).toBe(2)
+    for (let i = 10; i < 15; i++) expect(samples(m, "iip_mesh_requests_total", { service: "web", endpoint: address(i) }), address(i)).toStrictEqual([])
+  })
+})
