@@ -102,6 +102,25 @@ describe("file server limits", () => {
     expect(statSync(join(root, "c.bin")).size).toBe(MiB / 4)
   })
 
+  it("an upload refused for the quota midway is removed, and our client, run again once there is room, starts at 0 and verifies", async () => {
+    const { local, root, start } = await setUp({ quotaBytes: 3 * MiB })
+    writeFileSync(join(root, "there.bin"), randomFile(1.5 * MiB))
+    const port = await start()
+    writeFileSync(join(local, "b.bin"), randomFile(2 * MiB))
+    // Its first MiB fits, its second does not: it cannot finish, and its MiB is given back.
+    expect(await uploadFails(port, join(local, "b.bin"), "b.bin")).toBe(
+      `the server answered with error -1: "b.bin" needs ${MiB} more bytes, past this server's quota of ${3 * MiB} bytes for its root (${2.5 * MiB} bytes held): ` +
+        `its unfinished upload (${MiB} bytes) was removed so that uploads which fit can finish; start again at 0 once there is room`
+    )
+    expect(readdirSync(root)).toStrictEqual(["there.bin"])
+    // Room made (there.bin replaced by a smaller file), the same upload run again starts over.
+    writeFileSync(join(local, "there.bin"), randomFile(MiB / 4))
+    await Effect.runPromise(upload({ host, port, localPath: join(local, "there.bin"), remotePath: "there.bin" }))
+    const again = await Effect.runPromise(upload({ host, port, localPath: join(local, "b.bin"), remotePath: "b.bin" }))
+    expect(again).toMatchObject({ bytes: 2 * MiB, resumedFrom: 0, verified: true })
+    expect(sha256File(join(root, "b.bin"))).toBe(sha256File(join(local, "b.bin")))
+  })
+
   it("a refused upload leaves no directory behind: its missing directories are removed again", async () => {
     const { root, start } = await setUp({ quotaBytes: 10 })
     writeFileSync(join(root, "there.txt"), "12345678")
