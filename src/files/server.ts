@@ -270,10 +270,6 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
 
   const upload = async (data: Buffer): Promise<Buffer> => {
     const request = decodeUploadRequest(data)
-    const grownTo = request.start + request.content.length
-    if (grownTo > maxFileBytes) {
-      throw new FileRequestRefused({ message: `${JSON.stringify(request.filePath)} would grow to ${grownTo} bytes, past this server's limit of ${maxFileBytes} bytes per file` })
-    }
     await writeChunk(request).catch(explain("write", request.filePath))
     return encodeUploadAnswer(request.taskId, request.content.length)
   }
@@ -339,6 +335,19 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
     const partial = dir.at(where.name + partialSuffix)
     const before = await lstat(partial).catch(() => undefined)
     const sizeBefore = before?.size ?? 0
+    /**
+     * Refuses a request its upload cannot get past: it cannot finish, so its unfinished upload is
+     * removed too (its bytes and entry given back); kept, it held them for the idle time at least,
+     * and starved the uploads that can finish.
+     */
+    const cannotFinish = async (refusal: string, then: string): Promise<never> => {
+      if (before === undefined || !(await discard(held, partial, where.partial))) throw new FileRequestRefused({ message: refusal })
+      throw new FileRequestRefused({ message: `${refusal}: its unfinished upload (${sizeBefore} bytes) was removed ${then}` })
+    }
+    const grownTo = request.start + request.content.length
+    if (grownTo > maxFileBytes) {
+      return cannotFinish(`${JSON.stringify(request.filePath)} would grow to ${grownTo} bytes, past this server's limit of ${maxFileBytes} bytes per file`, "(it cannot finish here)")
+    }
     // A new file (only offset 0 starts one) takes an entry, and a place among the unfinished
     // uploads unless it is whole in this request; both given back if it is not made.
     const newFile = before === undefined && request.start === 0
@@ -356,12 +365,7 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
     if (reserved === undefined) {
       const refusal = `${JSON.stringify(request.filePath)} needs ${growth} more bytes, past this server's quota of ${held.quotaBytes} bytes for its root (${held.bytes} bytes held)`
       if (newFile) notMade()
-      if (before === undefined) throw new FileRequestRefused({ message: refusal })
-      // It cannot grow, so it cannot finish: kept, its bytes would starve the uploads that fit.
-      await discard(held, partial, where.partial)
-      throw new FileRequestRefused({
-        message: `${refusal}: its unfinished upload (${sizeBefore} bytes) was removed so that uploads which fit can finish; start again at 0 once there is room`
-      })
+      return cannotFinish(refusal, "so that uploads which fit can finish; start again at 0 once there is room")
     }
     // A new file whole in this request took no place among the unfinished uploads: one that cannot
     // take its name (a directory of that name made meanwhile by another request, an I/O error)
@@ -480,17 +484,18 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
   }
 
   /**
-   * Removes a partial file this request made and could not finish: its entry, bytes and table entry
-   * go too. One that cannot be removed stays in the table, so the sweep removes it once expired:
+   * Removes a partial file its request cannot finish: its entry, bytes and table entry go too;
+   * whether there was a file and it went. One that cannot be removed stays in the table, so the sweep removes it once expired:
    * forgotten, it held its bytes and entry until a restart and took no place among the unfinished.
    */
-  const discard = async (held: RootUsage, inDir: string, partial: string): Promise<void> => {
+  const discard = async (held: RootUsage, inDir: string, partial: string): Promise<boolean> => {
     const stats = await lstat(inDir).catch(() => undefined)
     if (stats?.isFile() === true) {
-      if (!(await unlink(inDir).then(() => true, () => false))) return
+      if (!(await unlink(inDir).then(() => true, () => false))) return false
       held.removed(stats.size, 1)
     }
     unfinished.forget(partial)
+    return stats?.isFile() === true
   }
 
   /**
