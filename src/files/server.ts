@@ -361,7 +361,7 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
       throw noRoom(held, request.filePath, "file")
     }
     const growth = request.start + request.content.length - sizeBefore
-    const reserved = await reclaimIdle(where.partial, () => held.reserve(growth))
+    const reserved = await reclaimIdle(where.partial, () => held.reserve(growth), (freed) => held.bytes - freed + Math.max(0, growth) <= held.quotaBytes)
     if (reserved === undefined) {
       const refusal = `${JSON.stringify(request.filePath)} needs ${growth} more bytes, past this server's quota of ${held.quotaBytes} bytes for its root (${held.bytes} bytes held)`
       if (newFile) notMade()
@@ -398,20 +398,23 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
    * count), so uploads starting at once are held to the share together.
    */
   const startUnfinished = async (held: RootUsage, request: UploadRequest, partial: string): Promise<void> => {
-    if ((await reclaimIdle(partial, () => unfinished.admit(partial) || undefined)) === undefined) {
+    if ((await reclaimIdle(partial, () => unfinished.admit(partial) || undefined, () => true)) === undefined) {
       throw new FileRequestRefused({
         message: `${JSON.stringify(request.filePath)} would be a new unfinished upload, past this server's limit of ${unfinished.maxCount} unfinished uploads (${unfinished.count} held): finish one, or let abandoned ones expire`
       })
     }
     const bytes = request.content.length
+    // Removing unfinished uploads lowers their bytes and the root's alike: what finished files leave stays.
+    const fits = (freed: number): boolean => {
+      const others = unfinished.bytes - freed
+      return others <= 0 || others + bytes <= (held.quotaBytes - Math.max(0, held.bytes - unfinished.bytes)) / 2
+    }
     const withinShare = (): true | undefined => {
-      const others = unfinished.bytes
-      const leftByFinished = held.quotaBytes - Math.max(0, held.bytes - others)
-      if (others > 0 && others + bytes > leftByFinished / 2) return undefined
+      if (!fits(0)) return undefined
       unfinished.sized(partial, bytes)
       return true
     }
-    if ((await reclaimIdle(partial, withinShare)) === undefined) {
+    if ((await reclaimIdle(partial, withinShare, fits)) === undefined) {
       unfinished.forget(partial)
       throw new FileRequestRefused({
         message: `${JSON.stringify(request.filePath)} would start an unfinished upload of ${bytes} bytes while unfinished uploads hold ${unfinished.bytes}, ` +
@@ -425,13 +428,18 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
    * `partialIdleMs`, oldest first, one by one; undefined when none is left. Runs in the turn of
    * `own`'s upload; one whose upload has a request running or waiting is written again soon, and
    * waiting for its turn here could wait for this one. Their clients are told at their next request
-   * (nothing to continue: start at 0).
+   * (nothing to continue: start at 0). None is removed unless `enough` says their bytes all
+   * together would make `attempt` succeed: removed for a request that still does not fit (one larger
+   * than the room they hold), they were lost for nothing.
    */
-  const reclaimIdle = async <A>(own: string, attempt: () => A | undefined): Promise<A | undefined> => {
+  const reclaimIdle = async <A>(own: string, attempt: () => A | undefined, enough: (freedBytes: number) => boolean): Promise<A | undefined> => {
     const first = attempt()
     if (first !== undefined) return first
-    for (const partial of unfinished.idle()) {
-      if (partial === own || onePerUpload.busy(partial)) continue
+    const takeable = unfinished.idle().filter((partial) => partial !== own && !onePerUpload.busy(partial))
+    if (takeable.length === 0 || !enough(takeable.reduce((sum, partial) => sum + unfinished.bytesOf(partial), 0))) return undefined
+    for (const partial of takeable) {
+      // A request for it may have come while an earlier one was removed.
+      if (onePerUpload.busy(partial)) continue
       await expire(partial)
       const result = attempt()
       if (result !== undefined) return result

@@ -156,6 +156,11 @@ export class UnfinishedUploads {
     return idle.sort((a, b) => a[1] - b[1]).map(([path]) => path)
   }
 
+  /** Its bytes (0 for one not in the table). */
+  bytesOf(path: string): number {
+    return this.known.get(path)?.bytes ?? 0
+  }
+
   /** Whether `path` is still as `expired` or `idle` returned it: not written since. */
   stillUnwritten(path: string): boolean {
     return this.known.get(path)?.written === false

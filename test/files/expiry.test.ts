@@ -128,6 +128,9 @@ describe("unfinished uploads expire", () => {
         // Idle for longer (at most a quarter more, the sweep's interval), it gives way, oldest first.
         yield* advance(idleMs / 2 + idleMs / 4 + idleMs / 8)
         expect(existsSync(join(root, "a.bin.iip-part"))).toBe(true)
+        // One that would not fit even with it gone removes nothing: a.bin would be lost for nothing.
+        expect(yield* send("z.bin", 0, "z".repeat(60), true)).toMatch(/needs 60 more bytes, past this server's quota of 100 bytes for its root \(90 bytes held\)/)
+        expect(existsSync(join(root, "a.bin.iip-part"))).toBe(true)
         expect(yield* send("c.bin", 0, "c".repeat(30), true)).toBe(`{"TaskId":1,"DoneBytes":30}`)
         expect(existsSync(join(root, "a.bin.iip-part"))).toBe(false)
         // Its client, come back, finds nothing to resume (as our upload client asks first), and starts again.

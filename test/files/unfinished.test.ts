@@ -79,6 +79,7 @@ describe("the unfinished uploads' bytes", () => {
     uploads.sized("new.bin.iip-part", 4)
     uploads.sized("unknown.bin.iip-part", 1000)
     expect(uploads.bytes).toBe(74)
+    expect([uploads.bytesOf("new.bin.iip-part"), uploads.bytesOf("unknown.bin.iip-part")]).toStrictEqual([4, 0])
     uploads.forget("found.bin.iip-part")
     uploads.forget("found.bin.iip-part")
     expect(uploads.bytes).toBe(4)
