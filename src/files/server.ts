@@ -493,8 +493,9 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
 
   /**
    * Removes a partial file its request cannot finish: its entry, bytes and table entry go too;
-   * whether there was a file and it went. One that cannot be removed stays in the table, so the sweep removes it once expired:
-   * forgotten, it held its bytes and entry until a restart and took no place among the unfinished.
+   * whether there was a file and it went. One that cannot be removed stays in the table, so the
+   * sweep removes it once expired: forgotten, it held its bytes and entry until a restart and took
+   * no place among the unfinished.
    */
   const discard = async (held: RootUsage, inDir: string, partial: string): Promise<boolean> => {
     const stats = await lstat(inDir).catch(() => undefined)
