@@ -12,7 +12,7 @@ import { download } from "../files/download.ts"
 import { ProgressMeter, resultLine } from "../files/progress.ts"
 import { defaultMaxEntries, defaultMaxFileBytes, defaultQuotaBytes, openRoot, serveFiles } from "../files/server.ts"
 import type { ChecksumMismatch, TransferFailed, TransferResult } from "../files/transfer.ts"
-import { defaultMaxUnfinishedUploads, defaultPartialMaxAgeMs } from "../files/unfinished.ts"
+import { defaultMaxUnfinishedUploads, defaultPartialIdleMs, defaultPartialMaxAgeMs } from "../files/unfinished.ts"
 import { upload } from "../files/upload.ts"
 import * as Server from "../iip/server.ts"
 import { messageOf } from "../iip/log.ts"
@@ -68,6 +68,10 @@ const fileServer = Command.make(
       Flag.withDescription("an unfinished upload not written for this long is removed, e.g. 24h, 90m (0: never)"),
       Flag.withDefault(`${defaultPartialMaxAgeMs / 3_600_000}h`)
     ),
+    partialIdle: Flag.String("partial-idle").pipe(
+      Flag.withDescription("an unfinished upload not written for this long is removed when an upload needs its room, e.g. 10m (0: never)"),
+      Flag.withDefault(`${defaultPartialIdleMs / 60_000}m`)
+    ),
     maxUnfinished: Flag.Int("max-unfinished").pipe(
       Flag.withDescription("most unfinished uploads at once, those found at start included; a new one past it is refused"),
       Flag.withDefault(defaultMaxUnfinishedUploads)
@@ -79,11 +83,12 @@ const fileServer = Command.make(
       const maxFileBytes = yield* parseWith(() => parseSize(input.maxFileSize))
       const quotaBytes = yield* parseWith(() => parseSize(input.quota))
       const partialMaxAgeMs = yield* parseWith(() => parseDuration(input.partialMaxAge))
+      const partialIdleMs = yield* parseWith(() => parseDuration(input.partialIdle))
       const root = yield* Effect.tryPromise({ try: () => openRoot(input.root), catch: (error) => error })
       const server = yield* Server.make({ host, port, mesh: false })
       // A flag out of range (OptionInvalid) is a line on stderr, as a flag that does not parse, naming the flag.
       yield* Effect.try({
-        try: () => serveFiles(server, root, { maxFileBytes, quotaBytes, maxEntries: input.maxEntries, partialMaxAgeMs, maxUnfinishedUploads: input.maxUnfinished }),
+        try: () => serveFiles(server, root, { maxFileBytes, quotaBytes, maxEntries: input.maxEntries, partialMaxAgeMs, partialIdleMs, maxUnfinishedUploads: input.maxUnfinished }),
         catch: (error) => error instanceof OptionInvalid ? asFlag(error, fileServerFlags) : error
       })
       yield* Console.log(`iip-mesh file-server listening on ${server.address.host}:${server.address.port}, root ${root}`)

@@ -13,15 +13,15 @@ export interface Measured {
   readonly bytes: number
   /** Files, directories and anything else under the root (the root itself not counted). */
   readonly entries: number
-  /** The unfinished uploads (regular files named `*.iip-part`) and when each was last modified. */
-  readonly partials: ReadonlyArray<{ readonly path: string; readonly modifiedMs: number }>
+  /** The unfinished uploads (regular files named `*.iip-part`), when each was last modified and its size. */
+  readonly partials: ReadonlyArray<{ readonly path: string; readonly modifiedMs: number; readonly bytes: number }>
 }
 
 /** What lies under `root`, without following symlinks. */
 export const measureRoot = async (root: string): Promise<Measured> => {
   let bytes = 0
   let entries = 0
-  const partials: Array<{ path: string; modifiedMs: number }> = []
+  const partials: Array<{ path: string; modifiedMs: number; bytes: number }> = []
   const pending = [root]
   for (let dir = pending.pop(); dir !== undefined; dir = pending.pop()) {
     const found = await readdir(dir, { withFileTypes: true }).catch(() => [])
@@ -33,7 +33,7 @@ export const measureRoot = async (root: string): Promise<Measured> => {
         const stats = await lstat(path).catch(() => undefined)
         if (stats === undefined) continue
         bytes += stats.size
-        if (entry.name.endsWith(partialSuffix)) partials.push({ path, modifiedMs: stats.mtimeMs })
+        if (entry.name.endsWith(partialSuffix)) partials.push({ path, modifiedMs: stats.mtimeMs, bytes: stats.size })
       }
     }
   }

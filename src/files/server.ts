@@ -6,7 +6,12 @@
 // A failure answers the reference's handler-fail body, its message naming the path as asked.
 // Uploads are held to a per-file cap and a quota for the whole root, bytes and entries (quota.ts),
 // checked before a request writes anything; at most 2,000 uploads are unfinished at once, and one
-// not written for a day expires (unfinished.ts). An unfinished upload is only ever a regular file of the server's own (one link,
+// not written for a day expires (unfinished.ts). Unfinished uploads may start only within half of
+// what finished files leave of the quota; a request that does not fit first removes unfinished
+// uploads idle for minutes; if it still does not fit, its own unfinished upload goes too: one that
+// cannot grow cannot finish, and holding its bytes starved the others (24 uploads at once into a
+// quota for 6 all stopped at their second request, and held it for a day, FILE-TRANSFER.md).
+// An unfinished upload is only ever a regular file of the server's own (one link,
 // inside the root), so a hard link or symlink planted in the root cannot be written through or
 // hashed, and a file opened to be read must still lead inside the root (a directory swapped for a
 // symlink after the check); partial files are created, renamed and expired in their directory held
@@ -33,7 +38,7 @@ import {
   type WriteTarget
 } from "./paths.ts"
 import { measureRoot, RootUsage } from "./quota.ts"
-import { defaultMaxUnfinishedUploads, defaultPartialMaxAgeMs, sweepUnfinished, UnfinishedUploads } from "./unfinished.ts"
+import { defaultMaxUnfinishedUploads, defaultPartialIdleMs, defaultPartialMaxAgeMs, sweepUnfinished, UnfinishedUploads } from "./unfinished.ts"
 import {
   type ChecksumAnswer,
   type ChecksumRequest,
@@ -64,6 +69,11 @@ export interface FileServerOptions {
   readonly maxEntries?: number
   /** How long an unfinished upload may go unwritten before it is removed (default a day; 0: never). */
   readonly partialMaxAgeMs?: number
+  /**
+   * How long an unfinished upload may go unwritten before a request that does not fit the quota
+   * removes it (default 10 minutes; 0: never).
+   */
+  readonly partialIdleMs?: number
   /** Most unfinished uploads at once, those found at start included (default 2,000); a file whole in one request needs no place. */
   readonly maxUnfinishedUploads?: number
 }
@@ -80,6 +90,7 @@ const fileServerLimits: Limits<FileServerOptions> = {
   maxEntries: count(1),
   // The sweep runs every eighth of it (unfinished.ts): that must fit a timer.
   partialMaxAgeMs: durationMs(0, 8 * maxTimerMs),
+  partialIdleMs: durationMs(0, 8 * maxTimerMs),
   // 0: no resumable uploads, only files whole in one request.
   maxUnfinishedUploads: count(0)
 }
@@ -167,10 +178,11 @@ const removeEmpty = async (root: string, dirs: ReadonlyArray<string>): Promise<n
   return removed
 }
 
-/** Runs `task` after every earlier task of the same key has finished. */
+/** `run` runs `task` after every earlier task of the same key has finished; `busy`: one is running or waiting. */
 const serializer = () => {
   const tails = new Map<string, Promise<unknown>>()
-  return <A>(key: string, task: () => Promise<A>): Promise<A> => {
+  const busy = (key: string): boolean => tails.has(key)
+  const run = <A>(key: string, task: () => Promise<A>): Promise<A> => {
     const previous = tails.get(key) ?? Promise.resolve()
     const result = previous.then(task, task)
     const tail = result.catch(() => {})
@@ -180,6 +192,7 @@ const serializer = () => {
     })
     return result
   }
+  return { run, busy }
 }
 
 /**
@@ -216,10 +229,14 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
   checkOptions("file server", fileServerLimits, options)
   const maxFileBytes = options.maxFileBytes ?? defaultMaxFileBytes
   const quotaBytes = options.quotaBytes ?? defaultQuotaBytes
-  const unfinished = new UnfinishedUploads(options.partialMaxAgeMs ?? defaultPartialMaxAgeMs, options.maxUnfinishedUploads ?? defaultMaxUnfinishedUploads)
+  const unfinished = new UnfinishedUploads(
+    options.partialMaxAgeMs ?? defaultPartialMaxAgeMs,
+    options.maxUnfinishedUploads ?? defaultMaxUnfinishedUploads,
+    options.partialIdleMs ?? defaultPartialIdleMs
+  )
   // Measured in the background: the routes answer at once, an upload waits for the figure.
   const usage = measureRoot(root).then((measured) => {
-    for (const { path, modifiedMs } of measured.partials) unfinished.found(path, modifiedMs)
+    for (const { path, modifiedMs, bytes } of measured.partials) unfinished.found(path, modifiedMs, bytes)
     return new RootUsage(quotaBytes, options.maxEntries ?? defaultMaxEntries, measured)
   })
   const onePerUpload = serializer()
@@ -253,10 +270,6 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
 
   const upload = async (data: Buffer): Promise<Buffer> => {
     const request = decodeUploadRequest(data)
-    const grownTo = request.start + request.content.length
-    if (grownTo > maxFileBytes) {
-      throw new FileRequestRefused({ message: `${JSON.stringify(request.filePath)} would grow to ${grownTo} bytes, past this server's limit of ${maxFileBytes} bytes per file` })
-    }
     await writeChunk(request).catch(explain("write", request.filePath))
     return encodeUploadAnswer(request.taskId, request.content.length)
   }
@@ -306,7 +319,7 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
   }
 
   const writeChunkAt = (request: UploadRequest, held: RootUsage, where: WriteTarget): Promise<void> =>
-    onePerUpload(where.partial, async () => {
+    onePerUpload.run(where.partial, async () => {
       // The partial file is created and renamed to its name in its directory held open: by path,
       // a directory on the way swapped for a symlink after resolveForWrite's check would send the
       // create, or the rename of whatever lies at the same names there, outside the root.
@@ -322,14 +335,23 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
     const partial = dir.at(where.name + partialSuffix)
     const before = await lstat(partial).catch(() => undefined)
     const sizeBefore = before?.size ?? 0
+    /**
+     * Refuses a request its upload cannot get past: it cannot finish, so its unfinished upload is
+     * removed too (its bytes and entry given back); kept, it held them for the idle time at least,
+     * and starved the uploads that can finish.
+     */
+    const cannotFinish = async (refusal: string, then: string): Promise<never> => {
+      if (before === undefined || !(await discard(held, partial, where.partial))) throw new FileRequestRefused({ message: refusal })
+      throw new FileRequestRefused({ message: `${refusal}: its unfinished upload (${sizeBefore} bytes) was removed ${then}` })
+    }
+    const grownTo = request.start + request.content.length
+    if (grownTo > maxFileBytes) {
+      return cannotFinish(`${JSON.stringify(request.filePath)} would grow to ${grownTo} bytes, past this server's limit of ${maxFileBytes} bytes per file`, "(it cannot finish here)")
+    }
     // A new file (only offset 0 starts one) takes an entry, and a place among the unfinished
     // uploads unless it is whole in this request; both given back if it is not made.
     const newFile = before === undefined && request.start === 0
-    if (newFile && !request.completed && !unfinished.admit(where.partial)) {
-      throw new FileRequestRefused({
-        message: `${JSON.stringify(request.filePath)} would be a new unfinished upload, past this server's limit of ${unfinished.maxCount} unfinished uploads (${unfinished.count} held): finish one, or let abandoned ones expire`
-      })
-    }
+    if (newFile && !request.completed) await startUnfinished(held, request, where.partial)
     const notMade = () => {
       held.removed(0, 1)
       unfinished.forget(where.partial)
@@ -339,12 +361,11 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
       throw noRoom(held, request.filePath, "file")
     }
     const growth = request.start + request.content.length - sizeBefore
-    const reserved = held.reserve(growth)
+    const reserved = await reclaimIdle(where.partial, () => held.reserve(growth), (freed) => held.bytes - freed + Math.max(0, growth) <= held.quotaBytes)
     if (reserved === undefined) {
+      const refusal = `${JSON.stringify(request.filePath)} needs ${growth} more bytes, past this server's quota of ${held.quotaBytes} bytes for its root (${held.bytes} bytes held)`
       if (newFile) notMade()
-      throw new FileRequestRefused({
-        message: `${JSON.stringify(request.filePath)} needs ${growth} more bytes, past this server's quota of ${held.quotaBytes} bytes for its root (${held.bytes} bytes held)`
-      })
+      return cannotFinish(refusal, "so that uploads which fit can finish; start again at 0 once there is room")
     }
     // A new file whole in this request took no place among the unfinished uploads: one that cannot
     // take its name (a directory of that name made meanwhile by another request, an I/O error)
@@ -366,6 +387,64 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
       if (placeless && made) await discard(held, partial, where.partial)
       throw error
     }
+  }
+
+  /**
+   * Takes a place among the unfinished uploads for `partial`, and its first chunk's bytes among
+   * theirs, or refuses. Unfinished uploads together may take half of what finished files leave of
+   * the quota: the other half is room for them to grow. Without a declared size, uploads started at
+   * once each took their first MiB until the quota was full, and none could take its second. One
+   * always may, alone. The bytes are counted when the place is taken (no wait between check and
+   * count), so uploads starting at once are held to the share together.
+   */
+  const startUnfinished = async (held: RootUsage, request: UploadRequest, partial: string): Promise<void> => {
+    if ((await reclaimIdle(partial, () => unfinished.admit(partial) || undefined, () => true)) === undefined) {
+      throw new FileRequestRefused({
+        message: `${JSON.stringify(request.filePath)} would be a new unfinished upload, past this server's limit of ${unfinished.maxCount} unfinished uploads (${unfinished.count} held): finish one, or let abandoned ones expire`
+      })
+    }
+    const bytes = request.content.length
+    // Removing unfinished uploads lowers their bytes and the root's alike: what finished files leave stays.
+    const fits = (freed: number): boolean => {
+      const others = unfinished.bytes - freed
+      return others <= 0 || others + bytes <= (held.quotaBytes - Math.max(0, held.bytes - unfinished.bytes)) / 2
+    }
+    const withinShare = (): true | undefined => {
+      if (!fits(0)) return undefined
+      unfinished.sized(partial, bytes)
+      return true
+    }
+    if ((await reclaimIdle(partial, withinShare, fits)) === undefined) {
+      unfinished.forget(partial)
+      throw new FileRequestRefused({
+        message: `${JSON.stringify(request.filePath)} would start an unfinished upload of ${bytes} bytes while unfinished uploads hold ${unfinished.bytes}, ` +
+          `past half of what finished files leave of this server's quota of ${held.quotaBytes} bytes for its root (${held.bytes} bytes held): uploads under way finish first; try again later`
+      })
+    }
+  }
+
+  /**
+   * `attempt`'s result, once it has one: at once, or after removing unfinished uploads idle for
+   * `partialIdleMs`, oldest first, one by one; undefined when none is left. Runs in the turn of
+   * `own`'s upload; one whose upload has a request running or waiting is written again soon, and
+   * waiting for its turn here could wait for this one. Their clients are told at their next request
+   * (nothing to continue: start at 0). None is removed unless `enough` says their bytes all
+   * together would make `attempt` succeed: removed for a request that still does not fit (one larger
+   * than the room they hold), they were lost for nothing.
+   */
+  const reclaimIdle = async <A>(own: string, attempt: () => A | undefined, enough: (freedBytes: number) => boolean): Promise<A | undefined> => {
+    const first = attempt()
+    if (first !== undefined) return first
+    const takeable = unfinished.idle().filter((partial) => partial !== own && !onePerUpload.busy(partial))
+    if (takeable.length === 0 || !enough(takeable.reduce((sum, partial) => sum + unfinished.bytesOf(partial), 0))) return undefined
+    for (const partial of takeable) {
+      // A request for it may have come while an earlier one was removed.
+      if (onePerUpload.busy(partial)) continue
+      await expire(partial)
+      const result = attempt()
+      if (result !== undefined) return result
+    }
+    return undefined
   }
 
   /**
@@ -408,32 +487,35 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
         await handle.close()
       }
       held.settle(reserved, sizeAfter - sizeBefore)
+      unfinished.sized(file.key, sizeAfter)
     }
   }
 
   /**
-   * Removes a partial file this request made and could not finish: its entry, bytes and table entry
-   * go too. One that cannot be removed stays in the table, so the sweep removes it once expired:
-   * forgotten, it held its bytes and entry until a restart and took no place among the unfinished.
+   * Removes a partial file its request cannot finish: its entry, bytes and table entry go too;
+   * whether there was a file and it went. One that cannot be removed stays in the table, so the
+   * sweep removes it once expired: forgotten, it held its bytes and entry until a restart and took
+   * no place among the unfinished.
    */
-  const discard = async (held: RootUsage, inDir: string, partial: string): Promise<void> => {
+  const discard = async (held: RootUsage, inDir: string, partial: string): Promise<boolean> => {
     const stats = await lstat(inDir).catch(() => undefined)
     if (stats?.isFile() === true) {
-      if (!(await unlink(inDir).then(() => true, () => false))) return
+      if (!(await unlink(inDir).then(() => true, () => false))) return false
       held.removed(stats.size, 1)
     }
     unfinished.forget(partial)
+    return stats?.isFile() === true
   }
 
   /**
-   * Removes an expired unfinished upload in its upload's turn, unless a request wrote it meanwhile.
+   * Removes an expired (or idle) unfinished upload in its upload's turn, unless a request wrote it meanwhile.
    * One that cannot be removed (its directory swapped for a symlink, EMFILE) is logged and stays in the
    * table, so the next sweep tries again: forgotten, it would hold its quota until a restart. Never
    * rejects (sweepUnfinished's contract), not even when the log sink throws.
    */
   const expire = (partial: string): Promise<void> =>
-    onePerUpload(partial, async () => {
-      if (!unfinished.stillExpired(partial)) return
+    onePerUpload.run(partial, async () => {
+      if (!unfinished.stillUnwritten(partial)) return
       const held = await usage
       const dir = await openDirectoryInside(root, dirname(partial), partial).catch((error: NodeJS.ErrnoException) => {
         if (error.code !== "ENOENT") throw error
@@ -460,8 +542,8 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
         // sweep's fiber, and no unfinished upload expired again until a restart.
       }
     })
-  // 0: never, as the server's idle timeout (swept every millisecond, a partial would go between two requests of its upload).
-  if (unfinished.maxAgeMs > 0) server.background(sweepUnfinished(unfinished, usage, expire))
+  // Both 0: never, as the server's idle timeout (swept every millisecond, a partial would go between two requests of its upload).
+  if (unfinished.swept) server.background(sweepUnfinished(unfinished, usage, expire))
 
   const checksum = async (data: Buffer, signal: AbortSignal): Promise<Buffer> => {
     const request = decodeChecksumRequest(data)

@@ -12,13 +12,21 @@
 // some other process makes after the start is seen at the next start. Ages run on the Clock's
 // monotonic time, so a wall clock step neither removes every partial at once nor keeps abandoned
 // ones for the step's length; only a found partial's mtime is a wall time, read once against the
-// wall clock at the first sweep.
+// wall clock at the first sweep. One not written for `idleMs` (minutes, far less than the age) is
+// `idle`: the server removes such ones, oldest first, when a request would not fit the quota
+// otherwise (server.ts), so uploads that have stopped do not hold the room of those under way.
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import { monotonicMillisOf } from "../mux/clock.ts"
 
 /** A day: long enough for a paused transfer of GiBs to resume, short enough not to hold the quota for ever. */
 export const defaultPartialMaxAgeMs = 24 * 3_600_000
+
+/**
+ * Minutes: a client that lost its connection or was restarted reconnects and resumes well within
+ * it; an upload that has not moved for longer gives way when the quota needs its room.
+ */
+export const defaultPartialIdleMs = 10 * 60_000
 
 /**
  * Far more uploads under way at once than a file server sees from honest clients, and a table of at
@@ -33,21 +41,34 @@ interface Seen {
   seenAt: number | undefined
   /** For one found at start, until the first sweep: its mtime (wall ms). */
   modifiedMs: number | undefined
+  /** Its size, as its last request left it (or as found at start). */
+  bytes: number
 }
 
 export class UnfinishedUploads {
   readonly maxAgeMs: number
   readonly maxCount: number
+  readonly idleMs: number
   private readonly known = new Map<string, Seen>()
+  private heldBytes = 0
+  /** When the sweep last ran (monotonic ms). */
+  private sweptAt: number | undefined
 
-  constructor(maxAgeMs: number, maxCount: number) {
+  /** `maxAgeMs` or `idleMs` 0: none expires, or none is ever idle. */
+  constructor(maxAgeMs: number, maxCount: number, idleMs: number) {
     this.maxAgeMs = maxAgeMs
     this.maxCount = maxCount
+    this.idleMs = idleMs
   }
 
   /** How many there are (found at start or written since, not yet finished, expired or gone). */
   get count(): number {
     return this.known.size
+  }
+
+  /** Their bytes, all together. */
+  get bytes(): number {
+    return this.heldBytes
   }
 
   /**
@@ -57,29 +78,46 @@ export class UnfinishedUploads {
   admit(path: string): boolean {
     if (this.known.has(path)) return true
     if (this.known.size >= this.maxCount) return false
-    this.known.set(path, { written: true, seenAt: undefined, modifiedMs: undefined })
+    this.known.set(path, { written: true, seenAt: undefined, modifiedMs: undefined, bytes: 0 })
     return true
   }
 
-  /** How often the sweep runs. */
+  /** Whether a sweep is needed at all. */
+  get swept(): boolean {
+    return this.maxAgeMs > 0 || this.idleMs > 0
+  }
+
+  /** How often the sweep runs: an eighth of the shorter of the age and the idle time. */
   get sweepEveryMs(): number {
-    return Math.max(1, Math.floor(this.maxAgeMs / 8))
+    // Both at most 8 timers' length (server.ts checks), and one of them above 0 (`swept`).
+    return Math.max(1, Math.floor(Math.min(this.maxAgeMs || Infinity, this.idleMs || Infinity) / 8))
   }
 
   /** One found at start, last modified at `modifiedMs`. */
-  found(path: string, modifiedMs: number): void {
-    if (!this.known.has(path)) this.known.set(path, { written: false, seenAt: undefined, modifiedMs })
+  found(path: string, modifiedMs: number, bytes: number): void {
+    if (this.known.has(path)) return
+    this.known.set(path, { written: false, seenAt: undefined, modifiedMs, bytes })
+    this.heldBytes += bytes
   }
 
   /** A request wrote it (or created it). */
   written(path: string): void {
     const seen = this.known.get(path)
-    if (seen === undefined) this.known.set(path, { written: true, seenAt: undefined, modifiedMs: undefined })
+    if (seen === undefined) this.known.set(path, { written: true, seenAt: undefined, modifiedMs: undefined, bytes: 0 })
     else seen.written = true
+  }
+
+  /** Its size after a request (one not in the table: nothing). */
+  sized(path: string, bytes: number): void {
+    const seen = this.known.get(path)
+    if (seen === undefined) return
+    this.heldBytes += bytes - seen.bytes
+    seen.bytes = bytes
   }
 
   /** It took its name, or is gone. */
   forget(path: string): void {
+    this.heldBytes -= this.known.get(path)?.bytes ?? 0
     this.known.delete(path)
   }
 
@@ -89,6 +127,7 @@ export class UnfinishedUploads {
    * taken as written now).
    */
   expired(now: number, wallNow: number): Array<string> {
+    this.sweptAt = now
     const expired: Array<string> = []
     for (const [path, seen] of this.known) {
       if (seen.modifiedMs !== undefined) {
@@ -98,13 +137,32 @@ export class UnfinishedUploads {
       if (seen.written || seen.seenAt === undefined) {
         seen.written = false
         seen.seenAt = now
-      } else if (now - seen.seenAt >= this.maxAgeMs) expired.push(path)
+      } else if (this.maxAgeMs > 0 && now - seen.seenAt >= this.maxAgeMs) expired.push(path)
     }
     return expired
   }
 
-  /** Whether `path` is still expired: not written since `expired` returned it. */
-  stillExpired(path: string): boolean {
+  /**
+   * Those not written for the idle time as of the last sweep (so between 1 and 1.25 idle times
+   * after their last write), oldest first; none before the first sweep or with `idleMs` 0.
+   */
+  idle(): Array<string> {
+    const sweptAt = this.sweptAt
+    if (this.idleMs === 0 || sweptAt === undefined) return []
+    const idle: Array<[string, number]> = []
+    for (const [path, seen] of this.known) {
+      if (!seen.written && seen.seenAt !== undefined && sweptAt - seen.seenAt >= this.idleMs) idle.push([path, seen.seenAt])
+    }
+    return idle.sort((a, b) => a[1] - b[1]).map(([path]) => path)
+  }
+
+  /** Its bytes (0 for one not in the table). */
+  bytesOf(path: string): number {
+    return this.known.get(path)?.bytes ?? 0
+  }
+
+  /** Whether `path` is still as `expired` or `idle` returned it: not written since. */
+  stillUnwritten(path: string): boolean {
     return this.known.get(path)?.written === false
   }
 }
@@ -112,7 +170,7 @@ export class UnfinishedUploads {
 /**
  * Sweeps once `ready` (the walk at start) resolves, then every `sweepEveryMs`, on the Clock of the
  * fiber it runs in. `remove` is the server's: one request's turn at a time, it re-checks
- * `stillExpired`, and never rejects.
+ * `stillUnwritten`, and never rejects.
  */
 export const sweepUnfinished = (uploads: UnfinishedUploads, ready: Promise<unknown>, remove: (path: string) => Promise<void>): Effect.Effect<void> =>
   Effect.gen(function*() {

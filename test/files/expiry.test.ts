@@ -9,7 +9,7 @@ import { describe, expect, it } from "@effect/vitest"
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import { TestClock } from "effect/testing"
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, utimesSync, writeFileSync } from "node:fs"
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, utimesSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { type FileServerOptions, openRoot, serveFiles } from "../../src/files/server.ts"
 import { encodeChecksumRequest, encodeUploadRequest, FilePath } from "../../src/files/wire.ts"
@@ -85,8 +85,8 @@ describe("unfinished uploads expire", () => {
         const root = tempDir(cleanup, "expiry")
         const { send } = yield* serve(cleanup, root, { quotaBytes: 100, partialMaxAgeMs: maxAgeMs })
         expect(yield* send("a.bin", 0, "a".repeat(60))).toBe(`{"TaskId":1,"DoneBytes":60}`)
-        // An abandoned upload holds the quota while it may still resume.
-        expect(yield* send("b.bin", 0, "b".repeat(60))).toMatch(/needs 60 more bytes, past this server's quota of 100 bytes/)
+        // An abandoned upload holds the quota (and more than half of it, the unfinished uploads' share) while it may still resume.
+        expect(yield* send("b.bin", 0, "b".repeat(60))).toMatch(/past half of what finished files leave of this server's quota of 100 bytes/)
         // Written within the age, it resumes; its age counts from its last write, not its first.
         yield* TestClock.adjust(maxAgeMs - 1000)
         expect(yield* send("a.bin", 60, "a".repeat(10))).toBe(`{"TaskId":1,"DoneBytes":10}`)
@@ -101,6 +101,42 @@ describe("unfinished uploads expire", () => {
         // A finished file never expires.
         yield* TestClock.adjust(3 * maxAgeMs)
         expect(readFileSync(join(root, "b.bin"), "utf8")).toBe("b".repeat(90))
+      })
+    ))
+
+  it.effect("one idle for the idle time is removed when a request would not fit otherwise; one written within it is not", () =>
+    withCleanup((cleanup) =>
+      Effect.gen(function*() {
+        yield* TestClock.setTime(Date.now())
+        const root = tempDir(cleanup, "idle")
+        const idleMs = 8_000
+        const { send, heldSize } = yield* serve(cleanup, root, { quotaBytes: 100, partialMaxAgeMs: maxAgeMs, partialIdleMs: idleMs })
+        const advance = (ms: number) =>
+          Effect.gen(function*() {
+            // One sweep interval at a time, a turn of the event loop apart, so that each sweep runs.
+            for (let done = 0; done < ms; done += idleMs / 8) {
+              yield* TestClock.adjust(idleMs / 8)
+              yield* Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
+            }
+          })
+        expect(yield* send("a.bin", 0, "a".repeat(40))).toBe(`{"TaskId":1,"DoneBytes":40}`)
+        expect(yield* send("b.bin", 0, "b".repeat(50), true)).toBe(`{"TaskId":1,"DoneBytes":50}`)
+        // Within the idle time it may resume: a request short of room is refused, a.bin kept.
+        yield* advance(idleMs / 2)
+        expect(yield* send("c.bin", 0, "c".repeat(30), true)).toMatch(/needs 30 more bytes, past this server's quota of 100 bytes for its root \(90 bytes held\)/)
+        expect(readFileSync(join(root, "a.bin.iip-part"), "utf8")).toBe("a".repeat(40))
+        // Idle for longer (at most a quarter more, the sweep's interval), it gives way, oldest first.
+        yield* advance(idleMs / 2 + idleMs / 4 + idleMs / 8)
+        expect(existsSync(join(root, "a.bin.iip-part"))).toBe(true)
+        // One that would not fit even with it gone removes nothing: a.bin would be lost for nothing.
+        expect(yield* send("z.bin", 0, "z".repeat(60), true)).toMatch(/needs 60 more bytes, past this server's quota of 100 bytes for its root \(90 bytes held\)/)
+        expect(existsSync(join(root, "a.bin.iip-part"))).toBe(true)
+        expect(yield* send("c.bin", 0, "c".repeat(30), true)).toBe(`{"TaskId":1,"DoneBytes":30}`)
+        expect(existsSync(join(root, "a.bin.iip-part"))).toBe(false)
+        // Its client, come back, finds nothing to resume (as our upload client asks first), and starts again.
+        expect(yield* heldSize("a.bin")).toBe(0)
+        expect(yield* send("a.bin", 0, "a".repeat(20), true)).toBe(`{"TaskId":1,"DoneBytes":20}`)
+        expect(readdirSync(root).sort()).toStrictEqual(["a.bin", "b.bin", "c.bin"])
       })
     ))
 
@@ -119,8 +155,9 @@ describe("unfinished uploads expire", () => {
         yield* waitUntil(() => !existsSync(join(root, "old.bin.iip-part")) && !existsSync(join(root, "d/old.bin.iip-part")), "the old partials to be removed")
         expect(yield* heldSize("young.bin")).toBe(40)
         expect(yield* send("young.bin", 40, "y".repeat(20))).toBe(`{"TaskId":1,"DoneBytes":20}`)
-        // 60 bytes held: the 80 the old partials held were given back.
-        expect(yield* send("c.bin", 0, "c".repeat(40))).toBe(`{"TaskId":1,"DoneBytes":40}`)
+        // 60 bytes held: the 80 the old partials held were given back (c.bin whole in one request:
+        // young.bin holds more than the unfinished uploads' share, so a new unfinished one waits).
+        expect(yield* send("c.bin", 0, "c".repeat(40), true)).toBe(`{"TaskId":1,"DoneBytes":40}`)
       })
     ))
 
@@ -133,7 +170,8 @@ describe("unfinished uploads expire", () => {
         mkdirSync(join(root, "d"))
         mkdirSync(join(root, "gone"))
         const logged: Array<string> = []
-        const { send } = yield* serve(cleanup, root, { quotaBytes: 100, partialMaxAgeMs: maxAgeMs }, (event, fields) => logged.push(`${event} ${JSON.stringify(fields)}`))
+        // 200: room for both unfinished uploads within their share (half of it).
+        const { send } = yield* serve(cleanup, root, { quotaBytes: 200, partialMaxAgeMs: maxAgeMs }, (event, fields) => logged.push(`${event} ${JSON.stringify(fields)}`))
         expect(yield* send("d/a.bin", 0, "a".repeat(60))).toBe(`{"TaskId":1,"DoneBytes":60}`)
         expect(yield* send("gone/g.bin", 0, "g")).toBe(`{"TaskId":1,"DoneBytes":1}`)
         // Its directory is a symlink when the sweep comes (refused, as any path leading outside);
@@ -152,7 +190,7 @@ describe("unfinished uploads expire", () => {
         renameSync(join(root, "d-old"), join(root, "d"))
         yield* sweepUntilGone(join(root, "d", "a.bin.iip-part"), "the partial to be removed at a later sweep")
         const failures = logged.length
-        expect(yield* send("b.bin", 0, "b".repeat(90))).toBe(`{"TaskId":1,"DoneBytes":90}`)
+        expect(yield* send("b.bin", 0, "b".repeat(190))).toBe(`{"TaskId":1,"DoneBytes":190}`)
         expect(logged).toHaveLength(failures)
       })
     ))

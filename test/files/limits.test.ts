@@ -71,15 +71,19 @@ const racedPairs = async (port: number, count: number, first: (i: number) => Buf
 }
 
 describe("file server limits", () => {
-  it("a file may not grow past the per-file cap: the chunk that would is refused, nothing of it written", async () => {
-    const { local, root, start } = await setUp({ maxFileBytes: 2 * MiB + 100 })
+  it("a file may not grow past the per-file cap: the chunk that would is refused, nothing of it written, its unfinished upload removed", async () => {
+    const { local, root, start } = await setUp({ maxFileBytes: 2 * MiB + 100, quotaBytes: 2 * MiB + 100 })
     const port = await start()
     writeFileSync(join(local, "big.bin"), randomFile(3 * MiB))
     expect(await uploadFails(port, join(local, "big.bin"), "big.bin")).toBe(
-      `the server answered with error -1: "big.bin" would grow to ${3 * MiB} bytes, past this server's limit of ${2 * MiB + 100} bytes per file`
+      `the server answered with error -1: "big.bin" would grow to ${3 * MiB} bytes, past this server's limit of ${2 * MiB + 100} bytes per file: ` +
+        `its unfinished upload (${2 * MiB} bytes) was removed (it cannot finish here)`
     )
-    expect(statSync(join(root, "big.bin.iip-part")).size).toBe(2 * MiB)
-    expect(existsSync(join(root, "big.bin"))).toBe(false)
+    expect(readdirSync(root)).toStrictEqual([])
+    // Its bytes were given back: a file as large as the quota fits.
+    writeFileSync(join(local, "fits.bin"), randomFile(2 * MiB + 100))
+    await Effect.runPromise(upload({ host, port, localPath: join(local, "fits.bin"), remotePath: "fits.bin" }))
+    expect(readdirSync(root)).toStrictEqual(["fits.bin"])
   })
 
   it("the root's quota counts what was there at start and what uploads add; the upload that would pass it is refused before writing", async () => {
@@ -100,6 +104,25 @@ describe("file server limits", () => {
     writeFileSync(join(local, "c.bin"), randomFile(MiB / 4))
     await Effect.runPromise(upload({ host, port, localPath: join(local, "c.bin"), remotePath: "c.bin" }))
     expect(statSync(join(root, "c.bin")).size).toBe(MiB / 4)
+  })
+
+  it("an upload refused for the quota midway is removed, and our client, run again once there is room, starts at 0 and verifies", async () => {
+    const { local, root, start } = await setUp({ quotaBytes: 3 * MiB })
+    writeFileSync(join(root, "there.bin"), randomFile(1.5 * MiB))
+    const port = await start()
+    writeFileSync(join(local, "b.bin"), randomFile(2 * MiB))
+    // Its first MiB fits, its second does not: it cannot finish, and its MiB is given back.
+    expect(await uploadFails(port, join(local, "b.bin"), "b.bin")).toBe(
+      `the server answered with error -1: "b.bin" needs ${MiB} more bytes, past this server's quota of ${3 * MiB} bytes for its root (${2.5 * MiB} bytes held): ` +
+        `its unfinished upload (${MiB} bytes) was removed so that uploads which fit can finish; start again at 0 once there is room`
+    )
+    expect(readdirSync(root)).toStrictEqual(["there.bin"])
+    // Room made (there.bin replaced by a smaller file), the same upload run again starts over.
+    writeFileSync(join(local, "there.bin"), randomFile(MiB / 4))
+    await Effect.runPromise(upload({ host, port, localPath: join(local, "there.bin"), remotePath: "there.bin" }))
+    const again = await Effect.runPromise(upload({ host, port, localPath: join(local, "b.bin"), remotePath: "b.bin" }))
+    expect(again).toMatchObject({ bytes: 2 * MiB, resumedFrom: 0, verified: true })
+    expect(sha256File(join(root, "b.bin"))).toBe(sha256File(join(local, "b.bin")))
   })
 
   it("a refused upload leaves no directory behind: its missing directories are removed again", async () => {
@@ -341,23 +364,30 @@ describe("partial files the server did not make", () => {
   })
 })
 
-describe("iip-mesh file-server --max-file-size --quota --max-entries --partial-max-age --max-unfinished", () => {
+describe("iip-mesh file-server --max-file-size --quota --max-entries --partial-max-age --partial-idle --max-unfinished", () => {
   it("takes sizes like 1MiB and refuses what passes them", async () => {
     const root = tempDir(cleanup, "root")
     const local = tempDir(cleanup, "local")
-    const { port } = await startFileServer(cleanup, root, ["--max-file-size", "1MiB", "--quota", "1536KiB", "--max-entries", "3", "--partial-max-age", "90m"])
+    const { port } = await startFileServer(cleanup, root, ["--max-file-size", "1MiB", "--quota", "1536KiB", "--max-entries", "3", "--partial-max-age", "90m", "--partial-idle", "5m"])
     writeFileSync(join(local, "big.bin"), randomFile(MiB + 1))
     const tooBig = await runCli(cleanup, ["upload", `${host}:${port}`, join(local, "big.bin"), "big.bin"])
     expect(tooBig.code).toBe(1)
-    expect(tooBig.stderr).toBe(`iip-mesh upload: the server answered with error -1: "big.bin" would grow to ${MiB + 1} bytes, past this server's limit of ${MiB} bytes per file\n`)
+    expect(tooBig.stderr).toBe(
+      `iip-mesh upload: the server answered with error -1: "big.bin" would grow to ${MiB + 1} bytes, past this server's limit of ${MiB} bytes per file: ` +
+        `its unfinished upload (${MiB} bytes) was removed (it cannot finish here)\n`
+    )
+    // big.bin's 1 MiB was given back: small.bin and a file of the largest size fill the quota exactly.
     writeFileSync(join(local, "small.bin"), randomFile(MiB / 2))
     const fits = await runCli(cleanup, ["upload", `${host}:${port}`, join(local, "small.bin"), "small.bin"])
     expect(fits.code, fits.stderr).toBe(0)
-    // big.bin.iip-part and small.bin are 2 of the 3 entries: a new directory and its file are 2 more.
+    writeFileSync(join(local, "largest.bin"), randomFile(MiB))
+    const largest = await runCli(cleanup, ["upload", `${host}:${port}`, join(local, "largest.bin"), "largest.bin"])
+    expect(largest.code, largest.stderr).toBe(0)
+    // small.bin and largest.bin are 2 of the 3 entries: a new directory and its file are 2 more.
     expect(await uploadFails(port, join(local, "small.bin"), "d/small.bin")).toBe(
       `the server answered with error -1: "d/small.bin" needs a new file, past this server's limit of 3 files and directories under its root (3 held)`
     )
-  }, holdsStarts(3, 10_000))
+  }, holdsStarts(4, 10_000))
 
   it("--max-unfinished bounds the unfinished uploads: the upload past it is refused with the server's reason", async () => {
     const root = tempDir(cleanup, "root")

@@ -185,7 +185,7 @@ describe("upload", () => {
     const { root, local, host, port } = await setUp(3 * MiB)
     writeFileSync(join(local, "big.bin"), randomFile(4 * MiB))
     const tooBig = await Effect.runPromise(Effect.flip(upload({ host, port, localPath: join(local, "big.bin"), remotePath: "big.bin" })))
-    expect(tooBig.message).toBe(`the server answered with error -1: "big.bin" would grow to ${4 * MiB} bytes, past this server's limit of 3145728 bytes per file`)
+    expect(tooBig.message).toBe(`the server answered with error -1: "big.bin" would grow to ${4 * MiB} bytes, past this server's limit of 3145728 bytes per file: its unfinished upload (${3 * MiB} bytes) was removed (it cannot finish here)`)
 
     // An unfinished upload that lost its tail (a different disk, say): the client's resume point is past it.
     writeFileSync(join(local, "f.bin"), randomFile(2 * MiB))
